@@ -1,0 +1,38 @@
+# SecureChat: `make run` serves the app, `make test` runs every test. Both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BIND ?= 127.0.0.1:8000
+export SECURECHAT_DATA_DIR ?= var
+
+.PHONY: run test lint format bench browser clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/python -m securechat init
+	$(BIN)/hypercorn --config hypercorn.toml --bind $(BIND) 'securechat:create_app()'
+
+browser:
+	tools/ensure-browser
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check securechat tests tools
+	$(BIN)/ruff format --check securechat tests tools
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format securechat tests tools
+	$(BIN)/ruff check --fix securechat tests tools
+
+test: $(VENV)/.installed browser lint
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m tools.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -1,0 +1,121 @@
+"""Configuration: every default and every bound in one place.
+
+Each field can be overridden from the environment as ``SECURECHAT_<FIELD NAME IN CAPITALS>``.
+The defaults are the safe ones; loosening one is the operator's deliberate choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "SECURECHAT_"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The server's settings. Times are in seconds, sizes in bytes unless named otherwise."""
+
+    # Where the database and the server's secrets live (created with mode 0700/0600).
+    data_dir: Path = Path("var")
+    # Token for /admin/health and /metrics; with none, those endpoints answer 404.
+    admin_token: str | None = None
+    # Origins allowed besides the server's own (comma-separated in the environment).
+    allowed_origins: tuple[str, ...] = ()
+    # Passphrase that encrypts the directory signing key at rest (optional).
+    directory_key_passphrase: str | None = None
+
+    # SQLite: FULL makes every acknowledged commit survive power loss (see docs/security.md).
+    db_synchronous: str = "FULL"
+    db_busy_timeout_ms: int = 5000
+
+    # Sessions.
+    session_idle_timeout: int = 7 * 24 * 3600
+    session_absolute_timeout: int = 30 * 24 * 3600
+    sessions_per_user_max: int = 20
+    # Cookies are Secure with the __Host- prefix; browsers accept that on http://localhost too.
+    cookie_name: str = "__Host-securechat"
+
+    # Key derivation parameters a client may register with.
+    kdf_min_iterations: int = 600_000
+    kdf_max_iterations: int = 10_000_000
+    # argon2id parameters for the stored hash of auth_key (above OWASP's minimum m=19 MiB, t=2).
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+    # argon2 computations running at once (each holds argon2_memory_kib of memory).
+    argon2_max_concurrent: int = 4
+    # Public keys and the opaque key backup.
+    rsa_min_bits: int = 2048
+    rsa_max_bits: int = 8192
+    public_key_max_bytes: int = 2048
+    key_backup_max_bytes: int = 16384
+    # Largest JSON request body accepted by the HTTP API.
+    request_max_bytes: int = 65536
+
+    # Throttling: failed logins per username and per address within the window.
+    login_failures_max: int = 10
+    login_failure_window: int = 15 * 60
+    # Registrations per client address within the window.
+    registrations_per_address: int = 10
+    registration_window: int = 3600
+    # Tracked throttle keys at most (oldest forgotten first), so memory stays bounded.
+    throttle_table_max: int = 100_000
+
+    # Real-time chat bounds.
+    envelope_max_bytes: int = 56 * 1024
+    ws_queue_frames: int = 512
+    ws_connections_per_user: int = 8
+    ws_frames_per_s: float = 50.0
+    ws_frames_burst: int = 100
+    ws_connections_max: int = 20_000
+    sync_batch: int = 500
+    history_page_max: int = 100
+    user_search_max: int = 20
+    commit_batch_max: int = 512
+
+    # Key directory.
+    directory_entries_page_max: int = 1000
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file inside the data directory."""
+        return self.data_dir / "securechat.db"
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Defaults, then ``SECURECHAT_*`` variables, then explicit overrides."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + item.name.upper())
+            if raw is not None and raw != "":
+                values[item.name] = _parse(item, raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _parse(item: dataclasses.Field[Any], raw: str) -> Any:
+    """Turn one environment string into the field's type."""
+    kind = str(item.type)
+    if "tuple" in kind:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if "Path" in kind:
+        return Path(raw)
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    return raw
+
+
+__all__ = ["PROJECT_ROOT", "Config"]

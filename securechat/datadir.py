@@ -1,0 +1,67 @@
+"""The data directory: the database and the server's own secrets, created on first start.
+
+The directory is mode 0700 and every secret file 0600, created with O_EXCL so two starting
+processes cannot overwrite each other's secret. The server secret never leaves this
+machine; the keys used for cookies and decoy salts are derived from it with HKDF, one per
+purpose, so no key serves two jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+SERVER_SECRET_FILE = "server.secret"
+SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class ServerSecrets:
+    """Keys derived from the server secret, one per purpose."""
+
+    cookie_key: bytes
+    decoy_salt_key: bytes
+
+
+def prepare(data_dir: Path) -> ServerSecrets:
+    """Create the data directory and the server secret if needed; return the derived keys."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    master = read_or_create_secret(data_dir / SERVER_SECRET_FILE, SECRET_BYTES)
+    return ServerSecrets(
+        cookie_key=_derive(master, b"securechat/v1/server/cookie"),
+        decoy_salt_key=_derive(master, b"securechat/v1/server/decoy-salt"),
+    )
+
+
+def read_or_create_secret(path: Path, size: int) -> bytes:
+    """Read a secret file, or create it with ``size`` random bytes and mode 0600."""
+    write_private_file(path, secrets.token_bytes(size), exist_ok=True)
+    data = path.read_bytes()
+    if len(data) != size:
+        raise RuntimeError(f"{path} is damaged: expected {size} bytes")
+    return data
+
+
+def write_private_file(path: Path, data: bytes, *, exist_ok: bool = False) -> bool:
+    """Create ``path`` with mode 0600 holding ``data``; return False if it already existed."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if exist_ok:
+            return False
+        raise
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
+
+
+def _derive(master: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)

@@ -1,0 +1,77 @@
+"""argon2id hashing of the client's ``auth_key``, off the event loop and bounded.
+
+The server never receives the password: the browser derives ``auth_key`` from it with
+PBKDF2 and HKDF. The server still hashes ``auth_key`` with argon2id (OWASP Password Storage
+Cheat Sheet) so a stolen database cannot be replayed as credentials. Hashing runs in worker
+threads, at most ``max_concurrent`` at once, so a login flood cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Whether the key matched, and a new hash if the parameters have changed since."""
+
+    ok: bool
+    new_hash: str | None = None
+
+
+class AuthKeyHasher:
+    """Hash and verify ``auth_key`` values with argon2id."""
+
+    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int, max_concurrent: int):
+        self.hasher = PasswordHasher(
+            time_cost=time_cost,
+            memory_cost=memory_kib,
+            parallelism=parallelism,
+            hash_len=32,
+            salt_len=16,
+            type=Type.ID,
+        )
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._decoy_hash: str | None = None
+
+    @property
+    def parameters(self) -> dict[str, int | str]:
+        """The argon2 parameters, for the health page and the benchmark report."""
+        return {
+            "type": "argon2id",
+            "time_cost": self.hasher.time_cost,
+            "memory_kib": self.hasher.memory_cost,
+            "parallelism": self.hasher.parallelism,
+        }
+
+    async def hash(self, auth_key: bytes) -> str:
+        """A fresh argon2id hash of ``auth_key``."""
+        async with self._slots:
+            return await asyncio.to_thread(self.hasher.hash, auth_key)
+
+    async def verify(self, stored_hash: str, auth_key: bytes) -> VerifyResult:
+        """Check ``auth_key`` against ``stored_hash``; rehash if the parameters changed."""
+        async with self._slots:
+            ok = await asyncio.to_thread(self._verify, stored_hash, auth_key)
+            if not ok:
+                return VerifyResult(ok=False)
+            if self.hasher.check_needs_rehash(stored_hash):
+                return VerifyResult(ok=True, new_hash=await asyncio.to_thread(self.hasher.hash, auth_key))
+            return VerifyResult(ok=True)
+
+    async def waste_time(self, auth_key: bytes) -> None:
+        """Do the work of a verification for an unknown user, so timing reveals nothing."""
+        if self._decoy_hash is None:
+            self._decoy_hash = await self.hash(secrets.token_bytes(32))
+        await self.verify(self._decoy_hash, auth_key)
+
+    def _verify(self, stored_hash: str, auth_key: bytes) -> bool:
+        try:
+            return self.hasher.verify(stored_hash, auth_key)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False

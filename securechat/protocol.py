@@ -1,0 +1,447 @@
+"""The chat's WebSocket protocol, Sans-I/O: text in, typed frames out; values in, text out.
+
+Like python-websockets' ``protocol.py``, nothing here touches a socket or Quart, so every rule can
+be tested with plain strings. ``chat.py`` owns the I/O: it feeds each received text frame to
+:func:`parse_client_frame`, answers a :class:`ProtocolError` with ``exc.to_frame()`` (a mistake
+in one frame never closes the socket), and sends the text the builders return.
+
+Client -> server frames (JSON objects with a ``"type"``)::
+
+    {"type": "send", "id": uuid, "to": username, "envelope": {...}}
+    {"type": "sync", "after": seq}
+    {"type": "delivered", "seq": seq}      {"type": "read", "seq": seq}
+    {"type": "typing", "to": username}     {"type": "ping"}
+
+Unknown keys are ignored, so a client-sent ``"from"`` is never trusted: the server always takes
+the sender from the authenticated session. The envelope format is in ``docs/CONTRACTS.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quote
+from typing import Any, Final, Literal, TypeAlias, TypedDict, cast
+
+from securechat.errors import SecureChatError
+
+# --- Names and ids ------------------------------------------------------------------------------
+
+# The account rule, shared with accounts.py: after NFKC and lower-casing, 3-32 of a-z 0-9 . _ -.
+# Anchored with \A...\Z so that .match() and .search() cannot accept a trailing newline.
+USERNAME_RE: Final = re.compile(r"\A[a-z0-9._-]{3,32}\Z")
+# A canonical UUID as the browser's crypto.randomUUID() writes it: lower-case 8-4-4-4-12 hex.
+UUID_RE: Final = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+# NFKC never turns several characters into one ASCII character, so no longer input can yield a
+# valid name; refusing it before normalizing bounds the work done on hostile input.
+_USERNAME_INPUT_MAX: Final = 128
+# Sequence numbers are SQLite INTEGERs (signed 64-bit).
+SEQ_LIMIT: Final = 2**63
+
+
+def normalize_username(name: str) -> str:
+    """The canonical form of a username (NFKC, lower-case); ValueError if it breaks the rule."""
+    if not isinstance(name, str) or len(name) > _USERNAME_INPUT_MAX:
+        raise ValueError("a username is 3-32 characters of a-z 0-9 . _ -")
+    canonical = unicodedata.normalize("NFKC", name).lower()
+    if not USERNAME_RE.match(canonical):
+        raise ValueError("a username is 3-32 characters of a-z 0-9 . _ -")
+    return canonical
+
+
+# --- Close codes --------------------------------------------------------------------------------
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server sends (RFC 6455 section 7.4.1).
+
+    No private 4000-4999 codes (RFC 6455 section 7.4.2) are needed: the close reason text tells
+    the reasons sharing 1008 apart. A client reconnects (with backoff) after 1001 and 1013, and
+    catches up with ``sync``; after 1008 it does not reconnect on its own.
+    """
+
+    NORMAL = 1000  # 7.4.1: normal closure (the client logged out, the socket is done)
+    GOING_AWAY = 1001  # 7.4.1: "going away", the server is shutting down
+    POLICY_VIOLATION = 1008  # 7.4.1: flooding, session revoked, too many connections
+    MESSAGE_TOO_BIG = 1009  # 7.4.1: a frame larger than the server will process
+    TRY_AGAIN_LATER = 1013  # IANA registry (RFC 6455 11.7): a slow reader whose queue overflowed
+
+
+# --- Client frames ------------------------------------------------------------------------------
+
+
+class Envelope(TypedDict):
+    """An end-to-end encrypted message as the client sent it; all binary values base64."""
+
+    v: int
+    iv: str
+    ct: str
+    rk: str
+    sk: str
+    sig: str
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Store ``envelope`` for ``to``; ``envelope_json`` is its canonical JSON text."""
+
+    id: str
+    to: str
+    envelope: Envelope
+    envelope_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """Send me every message with a sequence number above ``after``."""
+
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """My client has stored message ``seq``."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """I have seen message ``seq``."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """I am typing to ``to``."""
+
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Are you there? (An application-level keepalive the page can observe.)"""
+
+
+ClientFrame: TypeAlias = Send | Sync | Delivered | Read | Typing | Ping
+
+ProtocolErrorCode: TypeAlias = Literal[
+    "bad_json", "not_an_object", "unknown_type", "bad_field", "envelope_too_large", "binary_frame"
+]
+
+
+class ProtocolError(SecureChatError):
+    """A client frame that breaks the protocol; answered with an error frame, not a close."""
+
+    def __init__(self, code: ProtocolErrorCode, message: str, frame_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.frame_id = frame_id
+
+    def to_frame(self) -> str:
+        """The ``error`` frame telling the client what was wrong with its frame."""
+        return error_frame(self.code, self.message, self.frame_id)
+
+
+def _bad_field(name: str, rule: str) -> ProtocolError:
+    return ProtocolError("bad_field", f"field {name!r} {rule}")
+
+
+# --- Parsing ------------------------------------------------------------------------------------
+
+
+def parse_client_frame(data: str | bytes, *, max_envelope_bytes: int) -> ClientFrame:
+    """Parse and validate one client frame; raise :class:`ProtocolError` if it is not valid."""
+    if not isinstance(data, str):
+        raise ProtocolError("binary_frame", "frames are JSON text; binary frames are not accepted")
+    obj = _load_json(data)
+    if not isinstance(obj, dict):
+        raise ProtocolError("not_an_object", "a frame must be a JSON object")
+    frame_id = _frame_id(obj)
+    try:
+        kind = obj.get("type")
+        if not isinstance(kind, str):
+            raise _bad_field("type", "must be a string")
+        parser = _PARSERS.get(kind)
+        if parser is None:
+            raise ProtocolError("unknown_type", f"unknown frame type {kind[:32]!r}")
+        return parser(obj, max_envelope_bytes)
+    except ProtocolError as exc:
+        exc.frame_id = frame_id
+        raise
+
+
+def _load_json(data: str) -> Any:
+    """json.loads, strict: no NaN/Infinity, no duplicate keys, no absurd nesting or numbers."""
+    try:
+        return json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and ints beyond sys.get_int_max_str_digits().
+        raise ProtocolError("bad_json", "a frame must be valid JSON") from exc
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Duplicate keys are read differently by different parsers (RFC 8259 section 4): refuse them.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _frame_id(obj: dict[str, Any]) -> str | None:
+    """The frame's id if it has a valid one, so an error can name the frame it answers."""
+    value = obj.get("id")
+    return value if isinstance(value, str) and UUID_RE.match(value) else None
+
+
+def _seq(obj: dict[str, Any], name: str) -> int:
+    value = obj.get(name)
+    # bool is a subclass of int in Python, but true is not a sequence number.
+    if type(value) is not int or not 0 <= value < SEQ_LIMIT:
+        raise _bad_field(name, "must be an integer in [0, 2**63)")
+    return value
+
+
+def _username(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    # The canonical form is required, not merely accepted: the name is part of the envelope's AAD
+    # and signature (CONTRACTS.md), so normalizing it here would make the message unverifiable.
+    # An ASCII string matching USERNAME_RE is its own NFKC lower-case form, so the regex suffices.
+    if isinstance(value, str) and USERNAME_RE.match(value):
+        return value
+    raise _bad_field(name, "must be a canonical username (lower-case, 3-32 of a-z 0-9 . _ -)")
+
+
+def _parse_send(obj: dict[str, Any], max_envelope_bytes: int) -> Send:
+    frame_id = obj.get("id")
+    if not isinstance(frame_id, str) or not UUID_RE.match(frame_id):
+        raise _bad_field("id", "must be a lower-case canonical UUID")
+    to = _username(obj, "to")
+    envelope, envelope_json = _envelope(obj.get("envelope"), max_envelope_bytes)
+    return Send(id=frame_id, to=to, envelope=envelope, envelope_json=envelope_json)
+
+
+def _parse_sync(obj: dict[str, Any], _max: int) -> Sync:
+    return Sync(after=_seq(obj, "after"))
+
+
+def _parse_delivered(obj: dict[str, Any], _max: int) -> Delivered:
+    return Delivered(seq=_seq(obj, "seq"))
+
+
+def _parse_read(obj: dict[str, Any], _max: int) -> Read:
+    return Read(seq=_seq(obj, "seq"))
+
+
+def _parse_typing(obj: dict[str, Any], _max: int) -> Typing:
+    return Typing(to=_username(obj, "to"))
+
+
+def _parse_ping(obj: dict[str, Any], _max: int) -> Ping:
+    return _PING
+
+
+_PING: Final = Ping()
+_PARSERS: Final[dict[str, Callable[[dict[str, Any], int], ClientFrame]]] = {
+    "send": _parse_send,
+    "sync": _parse_sync,
+    "delivered": _parse_delivered,
+    "read": _parse_read,
+    "typing": _parse_typing,
+    "ping": _parse_ping,
+}
+
+# --- The envelope -------------------------------------------------------------------------------
+
+# Decoded byte lengths allowed per binary field (CONTRACTS.md, "Message envelope").
+# ct: AES-GCM ciphertext || 16-byte tag; its upper bound is the envelope's size bound.
+# rk, sk: RSA-OAEP ciphertexts are as long as the modulus: 2048..4096 bits.
+_ENVELOPE_BYTES: Final[dict[str, tuple[int, int | None]]] = {
+    "iv": (12, 12),
+    "ct": (16, None),
+    "rk": (256, 512),
+    "sk": (256, 512),
+    "sig": (64, 64),  # Ed25519 (RFC 8032 section 5.1.6)
+}
+_ENVELOPE_KEYS: Final = frozenset(_ENVELOPE_BYTES) | {"v"}
+# The canonical JSON text: compact, keys sorted, ASCII only. Its length is the envelope's size.
+_CANONICAL: Final = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
+def _envelope(value: Any, max_bytes: int) -> tuple[Envelope, str]:
+    """Validate an envelope; return it with its canonical JSON text."""
+    if not isinstance(value, dict):
+        raise _bad_field("envelope", "must be an object")
+    if value.keys() != _ENVELOPE_KEYS:
+        raise _bad_field("envelope", "must have exactly the keys v, iv, ct, rk, sk, sig")
+    if type(value["v"]) is not int or value["v"] != 1:
+        raise _bad_field("envelope.v", "must be 1")
+    for name in _ENVELOPE_BYTES:
+        if not isinstance(value[name], str):
+            raise _bad_field(f"envelope.{name}", "must be a base64 string")
+    text = _CANONICAL.encode(value)
+    if len(text) > max_bytes:
+        raise ProtocolError("envelope_too_large", f"the envelope exceeds {max_bytes} bytes")
+    for name, (low, high) in _ENVELOPE_BYTES.items():
+        _check_base64(f"envelope.{name}", value[name], low, high)
+    return cast(Envelope, value), text
+
+
+def _check_base64(name: str, text: str, low: int, high: int | None) -> None:
+    """Require canonical standard base64 with padding (RFC 4648 section 4) of low..high bytes."""
+    rule = f"must be canonical base64 of {low}..{high or 'any'} bytes"
+    # Reject on length before decoding anything: base64 of n bytes is 4 * ceil(n / 3) characters.
+    if len(text) < _b64_len(low) or (high is not None and len(text) > _b64_len(high)):
+        raise _bad_field(name, rule)
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad_field(name, rule) from None
+    # b64decode ignores the unused low bits of the last character; re-encoding exposes them,
+    # so each byte string has exactly one accepted spelling.
+    if not low <= len(raw) <= (high or len(raw)) or base64.b64encode(raw).decode() != text:
+        raise _bad_field(name, rule)
+
+
+def _b64_len(n: int) -> int:
+    return 4 * ((n + 2) // 3)
+
+
+# --- Server frames ------------------------------------------------------------------------------
+# Compact JSON text, built once per frame and shared by every recipient's queue. The per-message
+# builders format strings directly (about five times faster than json.dumps); every string value
+# goes through json's own C escaper, so the output is always valid JSON.
+
+ReceiptStatus: TypeAlias = Literal["delivered", "read"]
+PresenceStatus: TypeAlias = Literal["online", "offline"]
+
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"))
+
+
+def ack_frame(id: str, seq: int, ts: int) -> str:
+    """``{"type": "ack", "id", "seq", "ts"}``: the server stored the client's message."""
+    return f'{{"type":"ack","id":{_quote(id)},"seq":{seq:d},"ts":{ts:d}}}'
+
+
+def message_frame(
+    seq: int, id: str, sender: str, recipient: str, ts: int, envelope_json: str
+) -> str:
+    """A stored message; ``envelope_json`` (canonical text, as in :class:`Send`) is spliced in."""
+    return (
+        f'{{"type":"message","seq":{seq:d},"id":{_quote(id)},"from":{_quote(sender)},'
+        f'"to":{_quote(recipient)},"ts":{ts:d},"envelope":{envelope_json}}}'
+    )
+
+
+def synced_frame(seq: int) -> str:
+    """``{"type": "synced", "seq"}``: the sync is complete up to ``seq``."""
+    return f'{{"type":"synced","seq":{seq:d}}}'
+
+
+def receipt_frame(seq: int, id: str, status: ReceiptStatus, by: str, ts: int) -> str:
+    """Message ``seq`` was delivered to or read by ``by``."""
+    return (
+        f'{{"type":"receipt","seq":{seq:d},"id":{_quote(id)},"status":{_quote(status)},'
+        f'"by":{_quote(by)},"ts":{ts:d}}}'
+    )
+
+
+def presence_frame(user: str, status: PresenceStatus) -> str:
+    """``user`` came online or went offline."""
+    return _COMPACT.encode({"type": "presence", "user": user, "status": status})
+
+
+def typing_frame(sender: str) -> str:
+    """``sender`` is typing to the receiving user."""
+    return _COMPACT.encode({"type": "typing", "from": sender})
+
+
+_PONG: Final = '{"type":"pong"}'
+
+
+def pong_frame() -> str:
+    """The answer to ``ping``."""
+    return _PONG
+
+
+def error_frame(code: str, message: str, frame_id: str | None = None) -> str:
+    """``{"type": "error", "code", "message"}``, with the client's frame ``id`` when known."""
+    frame: dict[str, str] = {"type": "error", "code": code, "message": message}
+    if frame_id is not None:
+        frame["id"] = frame_id
+    return _COMPACT.encode(frame)
+
+
+# --- Flood control ------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A token bucket: ``burst`` frames at once, refilled at ``rate_per_s``; the caller owns time.
+
+    One per connection. ``now`` is any monotonic clock in seconds (``loop.time()``), so tests
+    drive it by hand.
+    """
+
+    __slots__ = ("_burst", "_last", "_rate", "_tokens")
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("rate_per_s must be > 0 and burst >= 1")
+        self._rate = float(rate_per_s)
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    def allow(self, now: float) -> bool:
+        """Take one token if there is one; False means the frame exceeds the allowed rate."""
+        if self._last is None:
+            self._last = now
+        elif now > self._last:  # a clock that steps back never refills the bucket
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+__all__ = [
+    "SEQ_LIMIT",
+    "USERNAME_RE",
+    "UUID_RE",
+    "ClientFrame",
+    "CloseCode",
+    "Delivered",
+    "Envelope",
+    "Ping",
+    "PresenceStatus",
+    "ProtocolError",
+    "ProtocolErrorCode",
+    "RateLimiter",
+    "Read",
+    "ReceiptStatus",
+    "Send",
+    "Sync",
+    "Typing",
+    "ack_frame",
+    "error_frame",
+    "message_frame",
+    "normalize_username",
+    "parse_client_frame",
+    "pong_frame",
+    "presence_frame",
+    "receipt_frame",
+    "synced_frame",
+    "typing_frame",
+]

@@ -1,0 +1,130 @@
+"""Cross-site request protection, security headers, and error pages without tracebacks.
+
+CSRF (OWASP CSRF Prevention Cheat Sheet): every state-changing request must come from an
+allowed origin, judged by ``Sec-Fetch-Site`` and ``Origin``, and must be ``application/json``
+(which a cross-site form cannot send without a CORS preflight we never answer). The session
+cookie is also ``SameSite=Strict``: three independent locks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from securechat.config import Config
+from securechat.errors import CrossSiteRequest, SecureChatError, UnsupportedMediaType
+from securechat.state import state
+
+log = logging.getLogger(__name__)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+}
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+def own_origin(scheme: str, host: str) -> str:
+    """The origin this request was addressed to, as a browser would write it."""
+    return f"{scheme}://{host}".lower()
+
+
+def is_allowed_origin(origin: str, scheme: str, host: str, config: Config) -> bool:
+    """Same origin, or one the operator listed in ``SECURECHAT_ALLOWED_ORIGINS``."""
+    origin = origin.lower().rstrip("/")
+    allowed = {own_origin(scheme, host)} | {o.lower().rstrip("/") for o in config.allowed_origins}
+    return origin in allowed
+
+
+async def refuse_cross_site_writes() -> None:
+    """before_request: 403 for a state-changing request from elsewhere, 415 for non-JSON."""
+    if request.method in SAFE_METHODS:
+        return
+    config = state().config
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        if not _origin_ok(config):
+            raise CrossSiteRequest()
+    origin = request.headers.get("Origin")
+    if origin is not None and not _origin_ok(config):
+        raise CrossSiteRequest()
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType()
+
+
+def _origin_ok(config: Config) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    return is_allowed_origin(origin, request.scheme, request.host, config)
+
+
+async def add_security_headers(response: Response) -> Response:
+    """after_request: the strict headers on every response, pages, API and errors alike."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.scheme == "https":
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    if request.path.startswith(("/api/", "/admin/", "/metrics")):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def wants_json() -> bool:
+    """API and admin paths answer errors in JSON; pages answer in HTML."""
+    return request.path.startswith(("/api/", "/admin/", "/metrics", "/healthz"))
+
+
+async def handle_app_error(error: SecureChatError) -> tuple[Response, int, dict[str, str]]:
+    """A known error: its JSON body and status."""
+    return jsonify(error.to_json()), error.status, error.headers()
+
+
+async def handle_http_error(error: HTTPException) -> tuple[Response | str, int]:
+    """Werkzeug's errors (404, 405, 413 ...) as JSON or a plain page, never a traceback."""
+    status = error.code or 500
+    code = (error.name or "error").lower().replace(" ", "_")
+    if wants_json():
+        return jsonify({"error": code, "message": error.description or error.name}), status
+    return await render_template("error.html", status=status, title=error.name), status
+
+
+async def handle_unexpected(error: Exception) -> tuple[Response | str, int]:
+    """Anything else: logged here, a bare 500 there."""
+    if isinstance(error, HTTPException):
+        return await handle_http_error(error)
+    log.exception("unhandled error", exc_info=error)
+    if wants_json():
+        return jsonify({"error": "internal", "message": "Internal server error."}), 500
+    return await render_template("error.html", status=500, title="Internal server error"), 500
+
+
+def install(app: Quart) -> None:
+    """Wire the checks, headers and error handlers into ``app``."""
+    app.before_request(refuse_cross_site_writes)
+    app.after_request(add_security_headers)
+    app.register_error_handler(SecureChatError, handle_app_error)
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(Exception, handle_unexpected)

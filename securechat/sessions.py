@@ -1,0 +1,143 @@
+"""Server-side sessions on top of quart-auth.
+
+quart-auth keeps a signed ``auth_id`` in a ``__Host-`` cookie. The ``auth_id`` is 256 random
+bits that name a row of the sessions table; the table stores only its SHA-256, so a copy of
+the database opens no session. Every request and every WebSocket handshake looks the row up,
+so logout, "log out other sessions", idle and absolute expiry take effect at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+from quart import g, has_request_context, request, websocket
+from quart_auth import AuthUser, current_user, login_user, logout_user
+
+from securechat.errors import NotAuthenticated
+from securechat.state import state
+from securechat.store import Session, Store, User
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Activity is written back at most this often per session, not on every request.
+TOUCH_INTERVAL_MS = 60_000
+USER_AGENT_MAX = 200
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def hash_session_id(auth_id: str) -> str:
+    """The database key of a session: SHA-256 of the secret cookie value."""
+    return hashlib.sha256(auth_id.encode("ascii", "replace")).hexdigest()
+
+
+def store() -> Store:
+    """The app's store."""
+    return state().store
+
+
+async def start_session(user: User) -> Session:
+    """Open a fresh session for ``user`` (a new id at every login) and set its cookie."""
+    config = state().config
+    auth_id = secrets.token_urlsafe(32)
+    now = now_ms()
+    context = request if has_request_context() else websocket
+    session = Session(
+        id=hash_session_id(auth_id),
+        public_id=secrets.token_urlsafe(9),
+        user_id=user.id,
+        username=user.username,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + config.session_absolute_timeout * 1000,
+        revoked_at=None,
+        user_agent=(context.headers.get("User-Agent") or "")[:USER_AGENT_MAX],
+        address=context.remote_addr or "",
+    )
+    await store().sessions.add_session(session)
+    login_user(AuthUser(auth_id), remember=True)
+    g.securechat_session = session
+    await _revoke_beyond_limit(user.id, config.sessions_per_user_max, now)
+    return session
+
+
+async def _revoke_beyond_limit(user_id: int, limit: int, now: int) -> None:
+    revoked = await store().sessions.prune_oldest_beyond(user_id, limit, now)
+    for session_id in revoked:
+        await notify_session_ended(session_id)
+
+
+async def current_session() -> Session | None:
+    """The live session of this request or handshake, or None."""
+    if "securechat_session" in g:
+        cached: Session | None = g.securechat_session
+        return cached
+    session = await _load_session()
+    g.securechat_session = session
+    return session
+
+
+async def _load_session() -> Session | None:
+    auth_id = current_user.auth_id
+    if not auth_id:
+        return None
+    session = await store().sessions.session_by_id(hash_session_id(auth_id))
+    if session is None or not is_live(session, now_ms()):
+        return None
+    if now_ms() - session.last_seen_at > TOUCH_INTERVAL_MS:
+        await store().sessions.touch(session.id, now_ms())
+    return session
+
+
+def is_live(session: Session, now: int) -> bool:
+    """Not revoked, not past its absolute expiry, not idle too long."""
+    idle_ms = state().config.session_idle_timeout * 1000
+    return (
+        session.revoked_at is None
+        and session.expires_at > now
+        and session.last_seen_at > now - idle_ms
+    )
+
+
+async def require_session() -> Session:
+    """The live session, or NotAuthenticated (401)."""
+    session = await current_session()
+    if session is None:
+        raise NotAuthenticated()
+    return session
+
+
+def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Decorate a view so it answers 401 without a live session."""
+
+    @wraps(view)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        await require_session()
+        return await view(*args, **kwargs)
+
+    return wrapper
+
+
+async def end_session() -> None:
+    """Revoke this session on the server and clear its cookie."""
+    session = await current_session()
+    if session is not None:
+        await store().sessions.revoke(session.id, now_ms())
+        await notify_session_ended(session.id)
+    logout_user()
+    g.securechat_session = None
+
+
+async def notify_session_ended(session_id: str) -> None:
+    """Tell the rest of the app (the chat hub) that a session is over."""
+    for listener in state().session_listeners:
+        await listener(session_id)

@@ -1,0 +1,51 @@
+"""The store: the only code that talks to the database.
+
+``Store`` groups one object per domain, each holding named queries, over one ``Database``
+(the writer task and the reader connection).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from securechat.store.accounts import AccountStore, NewUser, Session, SessionStore, User
+from securechat.store.database import Database
+
+
+class Store:
+    """All the named queries, by domain."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.accounts = AccountStore(db)
+        self.sessions = SessionStore(db)
+
+    @classmethod
+    def for_file(
+        cls,
+        path: Path,
+        schema_path: Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 5000,
+        batch_max: int = 512,
+    ) -> Store:
+        """A store over the SQLite file at ``path`` (call ``open`` before use)."""
+        return cls(
+            Database(
+                path,
+                schema_path,
+                synchronous=synchronous,
+                busy_timeout_ms=busy_timeout_ms,
+                batch_max=batch_max,
+            )
+        )
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+__all__ = ["Database", "NewUser", "Session", "Store", "User"]

@@ -1,0 +1,243 @@
+"""Users and their sessions: every SQL statement about accounts lives here."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+import aiosqlite
+
+from securechat.errors import UsernameTaken
+from securechat.store.database import Database
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """What registration stores. ``auth_hash`` is the argon2id hash; nothing here is secret."""
+
+    username: str
+    salt: bytes
+    iterations: int
+    auth_hash: str
+    enc_public_key: bytes
+    sign_public_key: bytes
+    key_backup: str
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    salt: bytes
+    iterations: int
+    auth_hash: str
+    enc_public_key: bytes
+    sign_public_key: bytes
+    key_backup: str
+    created_at: int
+    keys_updated_at: int
+
+
+@dataclass(frozen=True)
+class Session:
+    """A row of the sessions table joined with its user's name."""
+
+    id: str
+    public_id: str
+    user_id: int
+    username: str
+    created_at: int
+    last_seen_at: int
+    expires_at: int
+    revoked_at: int | None
+    user_agent: str
+    address: str
+
+
+_USER_COLUMNS = (
+    "id, username, salt, iterations, auth_hash, enc_public_key, sign_public_key,"
+    " key_backup, created_at, keys_updated_at"
+)
+_SESSION_COLUMNS = (
+    "s.id, s.public_id, s.user_id, u.username, s.created_at, s.last_seen_at, s.expires_at,"
+    " s.revoked_at, s.user_agent, s.address"
+)
+
+
+class AccountStore:
+    """Named queries over ``users``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add_user(self, user: NewUser, now_ms: int) -> int:
+        """Insert a user; raise UsernameTaken if the name exists (the UNIQUE index decides races)."""
+
+        async def job(connection: aiosqlite.Connection) -> int:
+            try:
+                cursor = await connection.execute(
+                    "INSERT INTO users (username, salt, iterations, auth_hash, enc_public_key,"
+                    " sign_public_key, key_backup, created_at, keys_updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        user.username,
+                        user.salt,
+                        user.iterations,
+                        user.auth_hash,
+                        user.enc_public_key,
+                        user.sign_public_key,
+                        user.key_backup,
+                        now_ms,
+                        now_ms,
+                    ),
+                )
+            except sqlite3.IntegrityError as error:
+                raise UsernameTaken() from error
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+        return await self.db.write(job)
+
+    async def user_by_name(self, username: str) -> User | None:
+        """The user with this (already normalised) name."""
+        row = await self.db.fetch_one(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?", (username,)
+        )
+        return User(*row) if row else None
+
+    async def update_auth_hash(self, user_id: int, auth_hash: str) -> None:
+        """Store a rehashed auth_key (argon2 parameters changed)."""
+        await self.db.execute("UPDATE users SET auth_hash = ? WHERE id = ?", (auth_hash, user_id))
+
+    async def count_users(self) -> int:
+        row = await self.db.fetch_one("SELECT count(*) FROM users")
+        return int(row[0]) if row else 0
+
+    async def search_users(self, prefix: str, limit: int, exclude: str) -> list[str]:
+        """Usernames starting with ``prefix``, in order, without ``exclude``."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = await self.db.fetch_all(
+            "SELECT username FROM users WHERE username LIKE ? ESCAPE '\\' AND username != ?"
+            " ORDER BY username LIMIT ?",
+            (escaped + "%", exclude, limit),
+        )
+        return [row[0] for row in rows]
+
+
+class SessionStore:
+    """Named queries over ``sessions``. Session ids are stored hashed; see sessions.py."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add_session(self, session: Session) -> None:
+        """Insert a new session row."""
+        await self.db.execute(
+            "INSERT INTO sessions (id, public_id, user_id, created_at, last_seen_at, expires_at,"
+            " user_agent, address) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session.id,
+                session.public_id,
+                session.user_id,
+                session.created_at,
+                session.last_seen_at,
+                session.expires_at,
+                session.user_agent,
+                session.address,
+            ),
+        )
+
+    async def session_by_id(self, session_id: str) -> Session | None:
+        """The session with this hashed id, revoked or not."""
+        row = await self.db.fetch_one(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.id = ?",
+            (session_id,),
+        )
+        return Session(*row) if row else None
+
+    async def touch(self, session_id: str, now_ms: int) -> None:
+        """Record activity (for the idle timeout)."""
+        await self.db.execute(
+            "UPDATE sessions SET last_seen_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (now_ms, session_id),
+        )
+
+    async def revoke(self, session_id: str, now_ms: int) -> None:
+        """End one session."""
+        await self.db.execute(
+            "UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (now_ms, session_id),
+        )
+
+    async def revoke_others(self, user_id: int, keep_session_id: str, now_ms: int) -> list[str]:
+        """End every live session of a user but one; return the ids ended."""
+
+        async def job(connection: aiosqlite.Connection) -> list[str]:
+            async with connection.execute(
+                "SELECT id FROM sessions WHERE user_id = ? AND id != ? AND revoked_at IS NULL",
+                (user_id, keep_session_id),
+            ) as cursor:
+                ids = [row[0] for row in await cursor.fetchall()]
+            await connection.execute(
+                "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND id != ?"
+                " AND revoked_at IS NULL",
+                (now_ms, user_id, keep_session_id),
+            )
+            return ids
+
+        return await self.db.write(job)
+
+    async def revoke_by_public_id(self, user_id: int, public_id: str, now_ms: int) -> str | None:
+        """End the user's session with this public id; return its id, or None if none was live."""
+
+        async def job(connection: aiosqlite.Connection) -> str | None:
+            async with connection.execute(
+                "SELECT id FROM sessions WHERE user_id = ? AND public_id = ? AND revoked_at IS NULL",
+                (user_id, public_id),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                return None
+            await connection.execute(
+                "UPDATE sessions SET revoked_at = ? WHERE id = ?", (now_ms, row[0])
+            )
+            return str(row[0])
+
+        return await self.db.write(job)
+
+    async def live_sessions(self, user_id: int, now_ms: int, idle_ms: int) -> list[Session]:
+        """The user's sessions that are neither revoked nor expired, newest first."""
+        rows = await self.db.fetch_all(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.user_id = ? AND s.revoked_at IS NULL AND s.expires_at > ?"
+            " AND s.last_seen_at > ? ORDER BY s.created_at DESC",
+            (user_id, now_ms, now_ms - idle_ms),
+        )
+        return [Session(*row) for row in rows]
+
+    async def count_active(self, now_ms: int, idle_ms: int) -> int:
+        """Sessions not revoked and not expired, across all users."""
+        row = await self.db.fetch_one(
+            "SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > ?"
+            " AND last_seen_at > ?",
+            (now_ms, now_ms - idle_ms),
+        )
+        return int(row[0]) if row else 0
+
+    async def prune_oldest_beyond(self, user_id: int, keep: int, now_ms: int) -> list[str]:
+        """Revoke the user's oldest live sessions beyond ``keep``; return the ids revoked."""
+
+        async def job(connection: aiosqlite.Connection) -> list[str]:
+            async with connection.execute(
+                "SELECT id FROM sessions WHERE user_id = ? AND revoked_at IS NULL"
+                " ORDER BY created_at DESC LIMIT -1 OFFSET ?",
+                (user_id, keep),
+            ) as cursor:
+                ids = [row[0] for row in await cursor.fetchall()]
+            await connection.executemany(
+                "UPDATE sessions SET revoked_at = ? WHERE id = ?", [(now_ms, i) for i in ids]
+            )
+            return ids
+
+        return await self.db.write(job)

@@ -1,0 +1,39 @@
+"""Schema creation and upgrades, keyed on SQLite's ``PRAGMA user_version``.
+
+A new database gets ``schema.sql`` whole. An existing one at an older version runs the
+upgrade steps below in order, each in one transaction. To change the schema: edit
+``schema.sql`` (the shape of a new database), bump its ``user_version``, and add the step
+that takes the previous version there to ``UPGRADES``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+
+# version reached -> SQL that takes a database from (version - 1) to version.
+UPGRADES: dict[int, str] = {}
+
+
+async def schema_version(connection: aiosqlite.Connection) -> int:
+    """The database's ``user_version`` (0 for a new file)."""
+    async with connection.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(connection: aiosqlite.Connection, schema_path: Path) -> int:
+    """Bring the database to the current schema; return the version it ends at."""
+    version = await schema_version(connection)
+    if version == 0:
+        await connection.executescript(_in_transaction(schema_path.read_text(encoding="utf-8")))
+        return await schema_version(connection)
+    for target in sorted(v for v in UPGRADES if v > version):
+        script = UPGRADES[target] + f"\nPRAGMA user_version = {target};"
+        await connection.executescript(_in_transaction(script))
+    return await schema_version(connection)
+
+
+def _in_transaction(script: str) -> str:
+    return f"BEGIN IMMEDIATE;\n{script}\nCOMMIT;"
