@@ -200,4 +200,3 @@ def _session_json(session: Session, *, current: bool) -> dict[str, Any]:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-

@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-SERVER_SECRET_FILE = "server.secret"
+SERVER_SECRET_FILE = "server.secret"  # noqa: S105 (a file name, not a secret)
 SECRET_BYTES = 32
 
 

@@ -112,12 +112,18 @@ class DerivedKeys:
     wrap_key: bytes = field(repr=False)
 
 
-def derive_keys(password: str, salt: bytes, iterations: int) -> DerivedKeys:
-    """PBKDF2-HMAC-SHA256 over the NFKC password, then HKDF-SHA256 into auth and wrap keys."""
+def derive_keys(
+    password: str, salt: bytes, iterations: int, *, min_iterations: int = MIN_ITERATIONS
+) -> DerivedKeys:
+    """PBKDF2-HMAC-SHA256 over the NFKC password, then HKDF-SHA256 into auth and wrap keys.
+
+    ``iterations`` comes from the server at login, so it is checked against a floor the client
+    owns; only tests lower ``min_iterations`` (to save time), never production code.
+    """
     if len(salt) != SALT_BYTES:
         raise ValueError(f"salt must be {SALT_BYTES} bytes")
-    if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
-        raise ValueError(f"iterations must be in [{MIN_ITERATIONS}, {MAX_ITERATIONS}]")
+    if not max(1, min_iterations) <= iterations <= MAX_ITERATIONS:
+        raise ValueError(f"iterations must be in [{min_iterations}, {MAX_ITERATIONS}]")
     # NFKC (UAX #15) so the same password typed on different keyboards derives the same keys.
     secret = unicodedata.normalize("NFKC", password).encode("utf-8")
     kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=iterations)
@@ -430,12 +436,12 @@ def _parse_plaintext(raw: bytes) -> Plaintext:
 # --- safety numbers -------------------------------------------------------------------------
 
 
-def _safety_half(username: str, sign_spki: bytes, enc_spki: bytes) -> str:
-    """30 digits for one person, after Signal's NumericFingerprintGenerator (version 0)."""
-    identity = lp(sign_spki) + lp(enc_spki)
-    digest = b"\x00\x00" + identity + username.encode("utf-8")
+def _safety_half(stable_id: str, identity: bytes) -> str:
+    """30 digits for one person: Signal's NumericFingerprintGenerator, version 0, 5200 rounds."""
+    digest = b"\x00\x00" + identity + stable_id.encode("utf-8")
     for _ in range(SAFETY_ITERATIONS):
         digest = hashlib.sha512(digest + identity).digest()
+    # Six 5-byte chunks, each big-endian mod 100000 (Signal DisplayableFingerprint).
     chunks = (digest[i : i + 5] for i in range(0, 30, 5))
     return "".join(f"{int.from_bytes(chunk, 'big') % 100_000:05d}" for chunk in chunks)
 
@@ -449,10 +455,6 @@ def safety_number(
     enc_spki_b: bytes,
 ) -> str:
     """The 60-digit number both people compare; the same whichever of them computes it."""
-    halves = sorted(
-        (
-            _safety_half(user_a, sign_spki_a, enc_spki_a),
-            _safety_half(user_b, sign_spki_b, enc_spki_b),
-        )
-    )
-    return "".join(halves)
+    half_a = _safety_half(user_a, lp(sign_spki_a) + lp(enc_spki_a))
+    half_b = _safety_half(user_b, lp(sign_spki_b) + lp(enc_spki_b))
+    return "".join(sorted((half_a, half_b)))

@@ -57,14 +57,6 @@ class UnsupportedMediaType(SecureChatError):
     default_message = "Send the request body as application/json."
 
 
-class PayloadTooLarge(SecureChatError):
-    """The body exceeds the configured bound."""
-
-    status = 413
-    code = "too_large"
-    default_message = "The request body is too large."
-
-
 class UsernameTaken(SecureChatError):
     """Registration of a name that already exists."""
 

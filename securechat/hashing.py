@@ -38,6 +38,8 @@ class AuthKeyHasher:
         )
         self._slots = asyncio.Semaphore(max_concurrent)
         self._decoy_hash: str | None = None
+        # argon2 computations done so far (metrics; tests use it to prove none ran).
+        self.operations = 0
 
     @property
     def parameters(self) -> dict[str, int | str]:
@@ -52,16 +54,20 @@ class AuthKeyHasher:
     async def hash(self, auth_key: bytes) -> str:
         """A fresh argon2id hash of ``auth_key``."""
         async with self._slots:
+            self.operations += 1
             return await asyncio.to_thread(self.hasher.hash, auth_key)
 
     async def verify(self, stored_hash: str, auth_key: bytes) -> VerifyResult:
         """Check ``auth_key`` against ``stored_hash``; rehash if the parameters changed."""
         async with self._slots:
+            self.operations += 1
             ok = await asyncio.to_thread(self._verify, stored_hash, auth_key)
             if not ok:
                 return VerifyResult(ok=False)
             if self.hasher.check_needs_rehash(stored_hash):
-                return VerifyResult(ok=True, new_hash=await asyncio.to_thread(self.hasher.hash, auth_key))
+                return VerifyResult(
+                    ok=True, new_hash=await asyncio.to_thread(self.hasher.hash, auth_key)
+                )
             return VerifyResult(ok=True)
 
     async def waste_time(self, auth_key: bytes) -> None:

@@ -14,7 +14,12 @@ from quart import Quart, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from securechat.config import Config
-from securechat.errors import CrossSiteRequest, SecureChatError, UnsupportedMediaType
+from securechat.errors import (
+    CrossSiteRequest,
+    InvalidField,
+    SecureChatError,
+    UnsupportedMediaType,
+)
 from securechat.state import state
 
 log = logging.getLogger(__name__)
@@ -64,9 +69,9 @@ async def refuse_cross_site_writes() -> None:
         return
     config = state().config
     fetch_site = request.headers.get("Sec-Fetch-Site")
-    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-        if not _origin_ok(config):
-            raise CrossSiteRequest()
+    cross_site = fetch_site is not None and fetch_site not in ("same-origin", "none")
+    if cross_site and not _origin_ok(config):
+        raise CrossSiteRequest()
     origin = request.headers.get("Origin")
     if origin is not None and not _origin_ok(config):
         raise CrossSiteRequest()
@@ -105,6 +110,10 @@ async def handle_app_error(error: SecureChatError) -> tuple[Response, int, dict[
 async def handle_http_error(error: HTTPException) -> tuple[Response | str, int]:
     """Werkzeug's errors (404, 405, 413 ...) as JSON or a plain page, never a traceback."""
     status = error.code or 500
+    if status == 413:
+        # The contract answers an oversized body like any other invalid field: 400.
+        too_large = InvalidField("body", "The request body is too large.")
+        return jsonify(too_large.to_json()), too_large.status
     code = (error.name or "error").lower().replace(" ", "_")
     if wants_json():
         return jsonify({"error": code, "message": error.description or error.name}), status

@@ -11,8 +11,6 @@ Integers are uint64 big-endian, as in TLS presentation language (RFC 8446 sectio
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+# The directory's key fingerprint is the one the clients show: SHA-256 of the SPKI, in hex.
+from securechat.e2e import b64decode, b64encode
+from securechat.e2e import fingerprint as key_fingerprint
 
 __all__ = [
     "ENTRY_LABEL",
@@ -73,11 +75,6 @@ def user_hash(username: str) -> bytes:
     return hashlib.sha256(USERNAME_LABEL + username.encode("utf-8")).digest()
 
 
-def key_fingerprint(spki: bytes) -> str:
-    """Return the lower-case hex SHA-256 of a public key's SPKI DER."""
-    return hashlib.sha256(spki).hexdigest()
-
-
 def entry_leaf_bytes(
     index: int,
     timestamp_ms: int,
@@ -124,15 +121,11 @@ def _json_int(data: dict[str, Any], key: str) -> int:
 
 def _json_b64(data: dict[str, Any], key: str, size: int) -> bytes:
     """Return ``data[key]`` decoded from canonical padded base64 of ``size`` bytes."""
-    value = data[key]
-    if not isinstance(value, str):
-        raise ValueError(f"{key} must be a base64 string")
     try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"{key} is not valid base64") from exc
-    # Only one spelling per value: no stray low bits before the padding.
-    if len(raw) != size or base64.b64encode(raw).decode("ascii") != value:
+        raw = b64decode(data[key])
+    except ValueError as exc:
+        raise ValueError(f"{key} must be canonical padded base64") from exc
+    if len(raw) != size:
         raise ValueError(f"{key} must be the base64 of {size} bytes")
     return raw
 
@@ -163,8 +156,8 @@ class SignedTreeHead:
         return {
             "tree_size": self.tree_size,
             "timestamp": self.timestamp_ms,
-            "root_hash": base64.b64encode(self.root_hash).decode("ascii"),
-            "signature": base64.b64encode(self.signature).decode("ascii"),
+            "root_hash": b64encode(self.root_hash),
+            "signature": b64encode(self.signature),
         }
 
     @classmethod

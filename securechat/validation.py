@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
-import unicodedata
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -17,21 +15,10 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from securechat.config import Config
 from securechat.errors import InvalidField
+from securechat.protocol import normalize_username
 
-USERNAME_RE = re.compile(r"[a-z0-9._-]{3,32}")
-USERNAME_MAX_INPUT = 128
 SALT_BYTES = 16
 AUTH_KEY_BYTES = 32
-
-
-def normalize_username(value: str) -> str:
-    """NFKC, lower-case, then 3 to 32 of ``a-z 0-9 . _ -``; raise ValueError otherwise."""
-    if len(value) > USERNAME_MAX_INPUT:
-        raise ValueError("username is too long")
-    name = unicodedata.normalize("NFKC", value).lower()
-    if not USERNAME_RE.fullmatch(name):
-        raise ValueError("username must be 3 to 32 of a-z, 0-9, '.', '_' and '-'")
-    return name
 
 
 def username_field(body: dict[str, Any], name: str = "username") -> str:

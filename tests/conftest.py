@@ -66,7 +66,7 @@ async def _make_client(base_url: str) -> AsyncIterator[object]:
     clients: list[SecureChatClient] = []
 
     def make() -> SecureChatClient:
-        client = SecureChatClient(base_url)
+        client = SecureChatClient(base_url, min_iterations=FAST_ITERATIONS)
         clients.append(client)
         return client
 

@@ -190,14 +190,14 @@ def test_disconnect_frees_a_slot(hub: Hub) -> None:
 
 
 def test_online_fires_on_first_connection_only(hub: Hub, presence: list[tuple[str, str]]) -> None:
-    """"online" fires when the first connection opens, not for later ones."""
+    """ "online" fires when the first connection opens, not for later ones."""
     hub.connect("alice", "s1")
     hub.connect("alice", "s2")
     assert presence == [("alice", "online")]
 
 
 def test_offline_fires_on_last_disconnect_only(hub: Hub, presence: list[tuple[str, str]]) -> None:
-    """"offline" fires when the last connection goes, not before."""
+    """ "offline" fires when the last connection goes, not before."""
     first, second = hub.connect("alice", "s1"), hub.connect("alice", "s2")
     hub.disconnect(first)
     assert presence == [("alice", "online")]

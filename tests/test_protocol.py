@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from typing import Any
 
@@ -138,7 +139,15 @@ def test_binary_frame() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "{", "{'type': 'ping'}", '{"type":"ping"} x', '{"a":NaN}', '{"a":Infinity}', "[" * 100_000],
+    [
+        "",
+        "{",
+        "{'type': 'ping'}",
+        '{"type":"ping"} x',
+        '{"a":NaN}',
+        '{"a":Infinity}',
+        "[" * 100_000,
+    ],
     ids=["empty", "truncated", "single-quotes", "trailing", "nan", "infinity", "deep"],
 )
 def test_bad_json(text: str) -> None:
@@ -231,13 +240,26 @@ def test_bad_send_id(envelope: dict[str, Any], value: Any) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["Bob", "bo", "b" * 33, "bob!", "bob\n", "ｂｏｂ", "böb", "", 7, None],
-    ids=["upper", "short", "long", "bang", "newline", "fullwidth", "umlaut", "empty", "int", "null"],
+    ["Bob", "bo", "b" * 33, "bob!", "bob\n", "\uff42\uff4f\uff42", "böb", "", 7, None],
+    ids=[
+        "upper",
+        "short",
+        "long",
+        "bang",
+        "newline",
+        "fullwidth",
+        "umlaut",
+        "empty",
+        "int",
+        "null",
+    ],
 )
 @pytest.mark.parametrize("kind", ["send", "typing"])
 def test_bad_username(envelope: dict[str, Any], kind: str, value: Any) -> None:
     """A recipient that is not a canonical username is refused with bad_field "to"."""
-    text = send_text(envelope, to=value) if kind == "send" else json.dumps({"type": kind, "to": value})
+    text = (
+        send_text(envelope, to=value) if kind == "send" else json.dumps({"type": kind, "to": value})
+    )
     exc = error_of(text)
     assert (exc.code, "'to'" in exc.message) == ("bad_field", True)
 
@@ -321,7 +343,9 @@ def test_envelope_too_large(envelope: dict[str, Any]) -> None:
 def test_envelope_one_byte_over_the_limit(envelope: dict[str, Any]) -> None:
     """The limit applies to the canonical JSON length, not to the client's spelling."""
     size = len(json.dumps(envelope, separators=(",", ":")))
-    spaced = json.dumps({"type": "send", "id": FRAME_ID, "to": "bob", "envelope": envelope}, indent=8)
+    spaced = json.dumps(
+        {"type": "send", "id": FRAME_ID, "to": "bob", "envelope": envelope}, indent=8
+    )
     assert isinstance(parse(spaced, max_envelope_bytes=size), Send)
     assert error_of(spaced, max_envelope_bytes=size - 1).code == "envelope_too_large"
 
@@ -360,10 +384,8 @@ def test_error_to_frame() -> None:
 def test_parser_only_raises_protocol_error(body: Any, kind: str) -> None:
     """Arbitrary JSON under any frame type yields a frame or a ProtocolError, never a crash."""
     frame = {"type": kind, "id": body, "to": body, "seq": body, "after": body, "envelope": body}
-    try:
+    with contextlib.suppress(ProtocolError):
         parse(json.dumps(frame))
-    except ProtocolError:
-        pass
 
 
 # --- usernames --------------------------------------------------------------------------------
@@ -371,7 +393,7 @@ def test_parser_only_raises_protocol_error(body: Any, kind: str) -> None:
 
 def test_normalize_username_folds_case_and_width() -> None:
     """NFKC and lower-casing turn full-width capitals into the plain name."""
-    assert normalize_username("ＡＬＩＣＥ_1") == "alice_1"
+    assert normalize_username("\uff21\uff2c\uff29\uff23\uff25_1") == "alice_1"
 
 
 @pytest.mark.parametrize("name", ["al", "a" * 33, "al ice", "al@ice", "alice\n", "x" * 1000])

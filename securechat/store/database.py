@@ -32,7 +32,9 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 @dataclass
 class _PendingWrite:
     job: Job
-    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 @dataclass
@@ -169,7 +171,9 @@ class Database:
         for pending, value, error in results:
             _settle(pending, value, error)
 
-    async def _run_job(self, pending: _PendingWrite) -> tuple[_PendingWrite, Any, BaseException | None]:
+    async def _run_job(
+        self, pending: _PendingWrite
+    ) -> tuple[_PendingWrite, Any, BaseException | None]:
         assert self._writer is not None
         await self._writer.execute("SAVEPOINT job")
         try:

@@ -8,6 +8,7 @@ that takes the previous version there to ``UPGRADES``.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiosqlite
@@ -27,7 +28,8 @@ async def migrate(connection: aiosqlite.Connection, schema_path: Path) -> int:
     """Bring the database to the current schema; return the version it ends at."""
     version = await schema_version(connection)
     if version == 0:
-        await connection.executescript(_in_transaction(schema_path.read_text(encoding="utf-8")))
+        schema = await asyncio.to_thread(schema_path.read_text, encoding="utf-8")
+        await connection.executescript(_in_transaction(schema))
         return await schema_version(connection)
     for target in sorted(v for v in UPGRADES if v > version):
         script = UPGRADES[target] + f"\nPRAGMA user_version = {target};"

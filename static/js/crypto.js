@@ -122,13 +122,15 @@ function hkdfParams(info) {
 
 /**
  * PBKDF2-HMAC-SHA256 over the NFKC password, then HKDF-SHA256 into the two keys.
- * Returns {authKey: Uint8Array (32 bytes, sent to the server), wrapKey: CryptoKey (AES-GCM-256,
+ * iterations comes from the server at login, so it is checked against a floor the client owns;
+ * only tests lower minIterations (to save time), never production code. Returns {authKey: Uint8Array (32 bytes, sent to the server), wrapKey: CryptoKey (AES-GCM-256,
  * non-extractable, opens the key backup and never leaves the browser)}.
  */
-export async function deriveKeys(password, saltBytes, iterations) {
+export async function deriveKeys(password, saltBytes, iterations, { minIterations = MIN_ITERATIONS } = {}) {
   if (saltBytes.length !== SALT_BYTES) throw new RangeError(`salt must be ${SALT_BYTES} bytes`);
-  if (!Number.isSafeInteger(iterations) || iterations < MIN_ITERATIONS || iterations > MAX_ITERATIONS) {
-    throw new RangeError(`iterations must be in [${MIN_ITERATIONS}, ${MAX_ITERATIONS}]`);
+  const floor = Math.max(1, minIterations);
+  if (!Number.isSafeInteger(iterations) || iterations < floor || iterations > MAX_ITERATIONS) {
+    throw new RangeError(`iterations must be in [${floor}, ${MAX_ITERATIONS}]`);
   }
   // NFKC (UAX #15) so the same password typed on different keyboards derives the same keys.
   const secret = encoder.encode(password.normalize("NFKC"));
@@ -389,16 +391,16 @@ export async function openMessage(envelope, {
 
 // --- safety numbers ---------------------------------------------------------------------------
 
-/** 30 digits for one person, after Signal's NumericFingerprintGenerator (version 0). */
-async function safetyHalf(username, signSpki, encSpki) {
-  const identity = concat(lp(signSpki), lp(encSpki));
-  let digest = concat(new Uint8Array(2), identity, encoder.encode(username));
+/** 30 digits for one person: Signal's NumericFingerprintGenerator, version 0, 5200 rounds. */
+async function safetyHalf(stableId, identity) {
+  let digest = concat(new Uint8Array(2), identity, encoder.encode(stableId));
   for (let i = 0; i < SAFETY_ITERATIONS; i += 1) {
     digest = new Uint8Array(await subtle.digest("SHA-512", concat(digest, identity)));
   }
+  // Six 5-byte chunks, each big-endian mod 100000 (Signal DisplayableFingerprint); 2^40 is exact
+  // in a JavaScript number.
   let digits = "";
   for (let offset = 0; offset < 30; offset += 5) {
-    // Five bytes big-endian: at most 2^40, exact in a JavaScript number.
     const chunk = digest.subarray(offset, offset + 5).reduce((n, b) => n * 256 + b, 0);
     digits += String(chunk % 100000).padStart(5, "0");
   }
@@ -408,8 +410,8 @@ async function safetyHalf(username, signSpki, encSpki) {
 /** The 60-digit number both people compare; the same whichever of them computes it. */
 export async function safetyNumber(userA, signSpkiA, encSpkiA, userB, signSpkiB, encSpkiB) {
   const halves = await Promise.all([
-    safetyHalf(userA, signSpkiA, encSpkiA),
-    safetyHalf(userB, signSpkiB, encSpkiB),
+    safetyHalf(userA, concat(lp(signSpkiA), lp(encSpkiA))),
+    safetyHalf(userB, concat(lp(signSpkiB), lp(encSpkiB))),
   ]);
   return halves.sort().join("");
 }

@@ -6,6 +6,8 @@
 // input.  Hashes are Uint8Array(32); sizes and indices are safe integers or BigInts
 // (the proof algorithms shift 64-bit values, so they run on BigInt).
 
+import { b64decode } from "./crypto.js";
+
 const HASH_SIZE = 32;
 const SIGNATURE_SIZE = 64; // Ed25519, RFC 8032 section 5.1.6
 const U64_MAX = (1n << 64n) - 1n;
@@ -191,15 +193,9 @@ export function treeHeadBytes(treeSize, timestampMs, rootHash) {
 }
 
 /** Decode canonical padded base64 of exactly `size` bytes; throw TypeError otherwise. */
-function decodeBase64(value, size, name) {
-  if (typeof value !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(value) || value.length % 4) {
-    throw new TypeError(`${name} must be padded base64`);
-  }
-  const bytes = Uint8Array.from(atob(value), (ch) => ch.charCodeAt(0));
-  // Only one spelling per value: no stray low bits before the padding.
-  if (bytes.length !== size || btoa(String.fromCharCode(...bytes)) !== value) {
-    throw new TypeError(`${name} must be the base64 of ${size} bytes`);
-  }
+function bytesField(value, size, name) {
+  const bytes = b64decode(value); // canonical standard base64 only, as in Python
+  if (bytes.length !== size) throw new TypeError(`${name} must be the base64 of ${size} bytes`);
   return bytes;
 }
 
@@ -227,8 +223,8 @@ export function parseTreeHead(sthJson) {
   return {
     treeSize: jsonInt(sthJson.tree_size, "tree_size"),
     timestamp: jsonInt(sthJson.timestamp, "timestamp"),
-    rootHash: decodeBase64(sthJson.root_hash, HASH_SIZE, "root_hash"),
-    signature: decodeBase64(sthJson.signature, SIGNATURE_SIZE, "signature"),
+    rootHash: bytesField(sthJson.root_hash, HASH_SIZE, "root_hash"),
+    signature: bytesField(sthJson.signature, SIGNATURE_SIZE, "signature"),
   };
 }
 

@@ -140,9 +140,7 @@ def _reference() -> dict[str, Any]:
         "leaves": LEAF_INPUTS,
         "leaf_hashes": LEAF_HASHES,
         "roots": ROOTS,
-        "inclusion": [
-            {"index": i, "size": n, "proof": _hexes(p)} for i, n, p in INCLUSION
-        ],
+        "inclusion": [{"index": i, "size": n, "proof": _hexes(p)} for i, n, p in INCLUSION],
         "consistency": [
             {"old_size": m, "new_size": n, "proof": _hexes(p)} for m, n, p in CONSISTENCY
         ],

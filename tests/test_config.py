@@ -1,0 +1,51 @@
+"""Configuration: safe defaults, and every field overridable from the environment."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from securechat import datadir
+from securechat.config import Config
+
+
+def test_defaults_are_the_safe_ones():
+    """Defaults: FULL durability, OWASP-strength argon2id, 600k PBKDF2, 2048-bit RSA floor."""
+    config = Config()
+    assert config.db_synchronous == "FULL"
+    assert config.argon2_memory_kib >= 19 * 1024
+    assert config.argon2_time_cost >= 2
+    assert config.kdf_min_iterations >= 600_000
+    assert config.rsa_min_bits >= 2048
+    assert config.key_backup_max_bytes == 16 * 1024
+    assert config.admin_token is None
+    assert config.allowed_origins == ()
+
+
+def test_environment_overrides_each_type():
+    """SECURECHAT_* variables override ints, floats, paths, strings and lists."""
+    config = Config.from_env(
+        {
+            "SECURECHAT_DATA_DIR": "/tmp/elsewhere",
+            "SECURECHAT_WS_QUEUE_FRAMES": "7",
+            "SECURECHAT_WS_FRAMES_PER_S": "2.5",
+            "SECURECHAT_ADMIN_TOKEN": "t",
+            "SECURECHAT_ALLOWED_ORIGINS": "https://a.example, https://b.example",
+        }
+    )
+    assert config.data_dir == Path("/tmp/elsewhere")
+    assert config.ws_queue_frames == 7
+    assert config.ws_frames_per_s == 2.5
+    assert config.admin_token == "t"
+    assert config.allowed_origins == ("https://a.example", "https://b.example")
+
+
+def test_data_dir_and_secret_are_private(tmp_path: Path):
+    """The data directory is 0700 and the server secret 0600; a second start reuses it."""
+    data = tmp_path / "data"
+    first = datadir.prepare(data)
+    second = datadir.prepare(data)
+    assert first == second
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(data / datadir.SERVER_SECRET_FILE).st_mode) == 0o600

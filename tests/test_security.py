@@ -1,0 +1,82 @@
+"""Headers and error pages: every response is hardened; no error shows a traceback."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+REQUIRED = {
+    "content-security-policy",
+    "x-content-type-options",
+    "referrer-policy",
+    "cross-origin-opener-policy",
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/"),
+        ("GET", "/login"),
+        ("GET", "/signup"),
+        ("GET", "/healthz"),
+        ("GET", "/api/v1/me"),
+        ("GET", "/no/such/page"),
+        ("GET", "/api/v1/no-such-endpoint"),
+        ("POST", "/api/v1/login"),
+        ("GET", "/static/js/crypto.js"),
+    ],
+)
+async def test_every_response_carries_the_security_headers(base_url: str, method: str, path: str):
+    """Pages, API answers, static files and errors all carry the strict headers."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        body = {} if method == "POST" else None
+        response = await http.request(method, path, headers={"Origin": base_url}, json=body)
+    assert set(response.headers) >= REQUIRED
+    csp = response.headers["content-security-policy"]
+    for directive in (
+        "script-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ):
+        assert directive in csp
+    assert "unsafe-inline" not in csp
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_no_hsts_over_plain_http(base_url: str):
+    """HSTS is sent only over TLS (it would be ignored, and misleading, over HTTP)."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.get("/")
+    assert "strict-transport-security" not in response.headers
+
+
+async def test_api_errors_are_json_without_traceback(base_url: str):
+    """A bad API request gets a JSON error body, never a traceback."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post(
+            "/api/v1/login",
+            content=b"{not json",
+            headers={"Content-Type": "application/json", "Origin": base_url},
+        )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid"
+    assert "Traceback" not in response.text
+
+
+async def test_wrong_method_is_a_json_405(base_url: str):
+    """An unsupported method on an API path answers a JSON 405."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.get("/api/v1/login")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+
+
+async def test_page_404_is_html(base_url: str):
+    """A missing page answers an HTML 404 page."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.get("/nowhere")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")

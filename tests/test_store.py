@@ -1,0 +1,109 @@
+"""The store on a real SQLite file: grouped writes, savepoints, schema version, races."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from securechat.config import PROJECT_ROOT
+from securechat.errors import UsernameTaken
+from securechat.store import NewUser, Store
+
+
+@pytest.fixture(name="store")
+async def _store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    store = Store.for_file(tmp_path / "test.db", PROJECT_ROOT / "schema.sql")
+    await store.open()
+    yield store
+    await store.close()
+
+
+def _user(name: str) -> NewUser:
+    return NewUser(name, b"s" * 16, 600_000, "hash", b"enc", b"sign", "backup")
+
+
+async def test_new_database_gets_schema_version_and_wal(store: Store, tmp_path: Path):
+    """A new file is at the current schema version, in WAL mode."""
+    with sqlite3.connect(tmp_path / "test.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_reopening_keeps_data_and_version(tmp_path: Path):
+    """Opening an existing database applies nothing twice and keeps its rows."""
+    for _ in range(2):
+        store = Store.for_file(tmp_path / "again.db", PROJECT_ROOT / "schema.sql")
+        await store.open()
+        if await store.accounts.user_by_name("alice") is None:
+            await store.accounts.add_user(_user("alice"), 1)
+        assert await store.accounts.count_users() == 1
+        await store.close()
+
+
+async def test_concurrent_writes_share_one_transaction(store: Store):
+    """Writes queued together commit in one transaction (group commit)."""
+    before = store.db.stats.transactions
+    await asyncio.gather(*(store.accounts.add_user(_user(f"user{i}"), i) for i in range(50)))
+    assert await store.accounts.count_users() == 50
+    assert store.db.stats.transactions - before < 50
+    assert store.db.stats.largest_batch > 1
+
+
+async def test_failing_job_rolls_back_alone(store: Store):
+    """A job that fails mid-way leaves no partial write and does not sink its batch."""
+
+    async def half_then_fail(connection: aiosqlite.Connection) -> None:
+        await connection.execute(
+            "INSERT INTO users (username, salt, iterations, auth_hash, enc_public_key,"
+            " sign_public_key, key_backup, created_at, keys_updated_at)"
+            " VALUES ('ghost', x'00', 1, 'h', x'00', x'00', 'b', 0, 0)"
+        )
+        raise RuntimeError("boom")
+
+    results = await asyncio.gather(
+        store.accounts.add_user(_user("alice"), 1),
+        store.db.write(half_then_fail),
+        store.accounts.add_user(_user("bob"), 1),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RuntimeError)
+    assert await store.accounts.user_by_name("ghost") is None
+    assert await store.accounts.user_by_name("alice") is not None
+    assert await store.accounts.user_by_name("bob") is not None
+
+
+async def test_registration_race_has_one_winner(store: Store):
+    """Two concurrent registrations of one name: one succeeds, one gets UsernameTaken."""
+    results = await asyncio.gather(
+        store.accounts.add_user(_user("alice"), 1),
+        store.accounts.add_user(_user("alice"), 2),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, UsernameTaken) for r in results) == 1
+    assert await store.accounts.count_users() == 1
+
+
+async def test_write_result_is_committed_when_returned(store: Store, tmp_path: Path):
+    """Once write() returns, another connection sees the row (committed before the answer)."""
+    await store.accounts.add_user(_user("alice"), 1)
+    with sqlite3.connect(tmp_path / "test.db") as db:
+        assert db.execute("SELECT username FROM users").fetchall() == [("alice",)]
+
+
+async def test_search_users_escapes_like_wildcards(store: Store):
+    """A prefix with % or _ matches literally, not as a LIKE wildcard."""
+    for name in ("a_b", "axb", "alice"):
+        await store.accounts.add_user(_user(name), 1)
+    assert await store.accounts.search_users("a_", 10, exclude="") == ["a_b"]
+    assert await store.accounts.search_users("%", 10, exclude="") == []
+    assert await store.accounts.search_users("a", 10, exclude="alice") == ["a_b", "axb"]
+
+
+async def test_synchronous_mode_is_validated(tmp_path: Path):
+    """An unknown synchronous mode is refused at construction."""
+    with pytest.raises(ValueError, match="synchronous"):
+        Store.for_file(tmp_path / "x.db", PROJECT_ROOT / "schema.sql", synchronous="SOMETIMES")
