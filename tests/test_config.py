@@ -49,3 +49,11 @@ def test_data_dir_and_secret_are_private(tmp_path: Path):
     assert first == second
     assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(data / datadir.SERVER_SECRET_FILE).st_mode) == 0o600
+
+
+def test_database_files_are_private(live_server):
+    """The SQLite file and its WAL are readable by the server's user only."""
+    files = list(live_server.database_path.parent.glob("securechat.db*"))
+    assert files
+    for path in files:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ class Database:
 
     async def open(self) -> None:
         """Open both connections, apply the schema and start the writer task."""
+        _create_private(self.path)
         self._writer = await self._connect()
         await migrate(self._writer, self.schema_path)
         self._reader = await self._connect()
@@ -168,8 +170,8 @@ class Database:
                 _settle(pending, None, error)
             return
         self._record(len(batch), loop.time() - started)
-        for pending, value, error in results:
-            _settle(pending, value, error)
+        for pending, value, job_error in results:
+            _settle(pending, value, job_error)
 
     async def _run_job(
         self, pending: _PendingWrite
@@ -196,6 +198,12 @@ class Database:
         self.stats.last_batch = size
         self.stats.largest_batch = max(self.stats.largest_batch, size)
         self.stats.commit_seconds_total += seconds
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file with mode 0600; SQLite gives its -wal and -shm files the same."""
+    if path != Path(":memory:"):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
 def _settle(pending: _PendingWrite, value: Any, error: BaseException | None) -> None:
