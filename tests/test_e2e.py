@@ -71,13 +71,15 @@ def _open(
     reader: e2e.Identity,
     *,
     as_sender: bool = False,
-    **context: str,
+    context: dict[str, str] | None = None,
 ) -> e2e.Plaintext:
     """Open an envelope signed by alice, addressed as m1 alice -> bob unless overridden."""
-    names = {"message_id": "m1", "sender": "alice", "recipient": "bob"} | context
+    names = {"message_id": "m1", "sender": "alice", "recipient": "bob"} | (context or {})
     return e2e.open_message(
         envelope,
-        **names,
+        message_id=names["message_id"],
+        sender=names["sender"],
+        recipient=names["recipient"],
         reader=reader,
         sender_sign_spki=alice.sign_public_spki,
         as_sender=as_sender,
@@ -184,9 +186,10 @@ def test_vector_aad_and_signed_bytes(vectors: dict[str, Any], index: int) -> Non
     """The AAD and the signed bytes are laid out exactly as in the vectors."""
     vector = vectors["envelopes"][index]
     names = (vector["id"], vector["from"], vector["to"])
-    fields = {k: e2e.b64decode(vector["envelope"][k]) for k in ("iv", "ct", "rk", "sk")}
+    iv, ct, rk, sk = (e2e.b64decode(vector["envelope"][k]) for k in ("iv", "ct", "rk", "sk"))
     assert e2e.b64encode(e2e.envelope_aad(*names)) == vector["aad"]
-    assert e2e.b64encode(e2e.envelope_signed_bytes(*names, **fields)) == vector["signed_bytes"]
+    signed = e2e.envelope_signed_bytes(*names, iv, ct, rk, sk)
+    assert e2e.b64encode(signed) == vector["signed_bytes"]
 
 
 @pytest.mark.parametrize("index", [0, 1])
@@ -424,7 +427,7 @@ def test_other_context_is_unverifiable(
 ) -> None:
     """An envelope replayed under another id, sender or recipient fails the signature."""
     with pytest.raises(e2e.UnverifiableEnvelope):
-        _open(_encrypt(alice, bob), alice, bob, **context)
+        _open(_encrypt(alice, bob), alice, bob, context=context)
 
 
 def test_signature_by_another_key_is_unverifiable(

@@ -123,10 +123,12 @@ function hkdfParams(info) {
 /**
  * PBKDF2-HMAC-SHA256 over the NFKC password, then HKDF-SHA256 into the two keys.
  * iterations comes from the server at login, so it is checked against a floor the client owns;
- * only tests lower minIterations (to save time), never production code. Returns {authKey: Uint8Array (32 bytes, sent to the server), wrapKey: CryptoKey (AES-GCM-256,
+ * only tests lower minIterations (to save time), never production code.
+ * Returns {authKey: Uint8Array (32 bytes, sent to the server), wrapKey: CryptoKey (AES-GCM-256,
  * non-extractable, opens the key backup and never leaves the browser)}.
  */
-export async function deriveKeys(password, saltBytes, iterations, { minIterations = MIN_ITERATIONS } = {}) {
+export async function deriveKeys(password, saltBytes, iterations, options = {}) {
+  const { minIterations = MIN_ITERATIONS } = options;
   if (saltBytes.length !== SALT_BYTES) throw new RangeError(`salt must be ${SALT_BYTES} bytes`);
   const floor = Math.max(1, minIterations);
   if (!Number.isSafeInteger(iterations) || iterations < floor || iterations > MAX_ITERATIONS) {
@@ -183,7 +185,8 @@ export function exportPublicKeys(identity) {
 
 /**
  * A fresh identity whose private keys are EXTRACTABLE, for the one-time sealKeyBackup() only.
- * Seal it, then use the identity that openKeyBackup() returns and drop this one (see createIdentity).
+ * Seal it, then use the identity that openKeyBackup() returns and drop this one
+ * (createIdentity does exactly that).
  */
 export async function generateIdentity(rsaBits = 3072) {
   if (!Number.isSafeInteger(rsaBits) || rsaBits < MIN_RSA_BITS || rsaBits > MAX_RSA_BITS) {
@@ -217,7 +220,8 @@ async function publicSpkiOf(pkcs8, algorithm, privateUsage, publicUsage) {
 export async function importIdentity(encPkcs8, signPkcs8) {
   const encSpki = await publicSpkiOf(encPkcs8, RSA_OAEP, "decrypt", "encrypt");
   const signSpki = await publicSpkiOf(signPkcs8, ED25519, "sign", "verify");
-  const encKey = checkRsaKey(await subtle.importKey("pkcs8", encPkcs8, RSA_OAEP, false, ["decrypt"]));
+  const encKey = await subtle.importKey("pkcs8", encPkcs8, RSA_OAEP, false, ["decrypt"]);
+  checkRsaKey(encKey);
   const signKey = await subtle.importKey("pkcs8", signPkcs8, ED25519, false, ["sign"]);
   return Object.freeze({ encKey, signKey, encSpki, signSpki });
 }
@@ -228,7 +232,9 @@ export async function importIdentity(encPkcs8, signPkcs8) {
 export async function sealKeyBackup(identity, wrapKey, { _iv } = {}) {
   const encPkcs8 = new Uint8Array(await subtle.exportKey("pkcs8", identity.encKey));
   const signPkcs8 = new Uint8Array(await subtle.exportKey("pkcs8", identity.signKey));
-  const payload = JSON.stringify({ v: VERSION, enc: b64encode(encPkcs8), sign: b64encode(signPkcs8) });
+  const payload = JSON.stringify({
+    v: VERSION, enc: b64encode(encPkcs8), sign: b64encode(signPkcs8),
+  });
   encPkcs8.fill(0);
   signPkcs8.fill(0);
   const iv = _iv ?? randomBytes(IV_BYTES);
@@ -242,7 +248,8 @@ export async function openKeyBackup(backupB64, wrapKey) {
   try {
     const blob = b64decode(backupB64);
     if (blob.length < IV_BYTES + TAG_BYTES) throw new RangeError("key backup too short");
-    const params = { name: "AES-GCM", iv: blob.subarray(0, IV_BYTES), additionalData: KEY_BACKUP_AAD };
+    const iv = blob.subarray(0, IV_BYTES);
+    const params = { name: "AES-GCM", iv, additionalData: KEY_BACKUP_AAD };
     const plain = await subtle.decrypt(params, wrapKey, blob.subarray(IV_BYTES));
     const payload = JSON.parse(strictDecoder.decode(plain));
     if (payload?.v !== VERSION) throw new RangeError("unsupported key backup version");
@@ -250,7 +257,8 @@ export async function openKeyBackup(backupB64, wrapKey) {
   } catch (error) {
     // An OperationError from AES-GCM means the wrap key (the password) is wrong or the backup
     // was altered: GCM authenticates both. The cause is kept for debugging, never the secrets.
-    throw new KeyBackupError("the key backup cannot be opened with this password", { cause: error });
+    const message = "the key backup cannot be opened with this password";
+    throw new KeyBackupError(message, { cause: error });
   }
 }
 
@@ -277,7 +285,8 @@ export function envelopeAad(messageId, sender, recipient) {
 
 /** The bytes the sender's Ed25519 key signs: every field, each length-prefixed. */
 export function envelopeSignedBytes(messageId, sender, recipient, iv, ct, rk, sk) {
-  return concat(ENVELOPE_SIG_PREFIX, names(messageId, sender, recipient), ...[iv, ct, rk, sk].map(lp));
+  const binary = [iv, ct, rk, sk].map(lp);
+  return concat(ENVELOPE_SIG_PREFIX, names(messageId, sender, recipient), ...binary);
 }
 
 /** ts must be an integer >= 0 that a JavaScript number holds exactly. */
@@ -316,13 +325,17 @@ export async function encryptMessage({
 
 /** Decode the envelope's fields; any deviation from the contract is unverifiable. */
 function parseEnvelope(envelope) {
-  const keys = envelope !== null && typeof envelope === "object" ? Object.keys(envelope).sort() : [];
-  if (keys.join() !== ENVELOPE_KEYS.join() || envelope.v !== VERSION) {
+  const isObject = envelope !== null && typeof envelope === "object";
+  const keys = isObject ? Object.keys(envelope).sort() : [];
+  const exact = keys.length === ENVELOPE_KEYS.length
+    && keys.every((key, i) => key === ENVELOPE_KEYS[i]);
+  if (!exact || envelope.v !== VERSION) {
     throw new EnvelopeError("unverifiable", "the envelope does not have the expected fields");
   }
   let fields;
   try {
-    fields = Object.fromEntries(["iv", "ct", "rk", "sk", "sig"].map((k) => [k, b64decode(envelope[k])]));
+    const names = ["iv", "ct", "rk", "sk", "sig"];
+    fields = Object.fromEntries(names.map((name) => [name, b64decode(envelope[name])]));
   } catch {
     throw new EnvelopeError("unverifiable", "an envelope field is not base64");
   }
