@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-# The directory's key fingerprint is the one the clients show: SHA-256 of the SPKI, in hex.
 from securechat.e2e import b64decode, b64encode
+
+# One fingerprint everywhere: the directory key's is shown like a user's (SHA-256 of SPKI, hex).
 from securechat.e2e import fingerprint as key_fingerprint
 
 __all__ = [

@@ -76,8 +76,8 @@ def naive_path(m: int, d: list[bytes]) -> list[bytes]:
         return []
     k = _k(len(d))
     if m < k:
-        return naive_path(m, d[:k]) + [naive_mth(d[k:])]
-    return naive_path(m - k, d[k:]) + [naive_mth(d[:k])]
+        return [*naive_path(m, d[:k]), naive_mth(d[k:])]
+    return [*naive_path(m - k, d[k:]), naive_mth(d[:k])]
 
 
 def naive_subproof(m: int, d: list[bytes], b: bool) -> list[bytes]:
@@ -86,8 +86,8 @@ def naive_subproof(m: int, d: list[bytes], b: bool) -> list[bytes]:
         return [] if b else [naive_mth(d)]
     k = _k(len(d))
     if m <= k:
-        return naive_subproof(m, d[:k], b) + [naive_mth(d[k:])]
-    return naive_subproof(m - k, d[k:], False) + [naive_mth(d[:k])]
+        return [*naive_subproof(m, d[:k], b), naive_mth(d[k:])]
+    return [*naive_subproof(m - k, d[k:], False), naive_mth(d[:k])]
 
 
 # --- Known answers. ---
@@ -313,6 +313,38 @@ def test_consistency_proof_fails_for_other_roots(data: st.DataObject) -> None:
     assert not verify_consistency(m, n, OTHER, new, proof)
     assert not verify_consistency(m, n, old, OTHER, proof)
     assert not verify_consistency(m, n, new, old, proof)
+
+
+@given(st.data())
+def test_inclusion_proof_fails_for_double_the_size(data: st.DataObject) -> None:
+    """A proof checked against its own root but twice the size fails (step 5's sn == 0)."""
+    n = data.draw(st.integers(1, MAX_SIZE // 2))
+    m = data.draw(st.integers(0, n - 1))
+    assert not verify_inclusion(LEAVES[m], m, 2 * n, TREE.inclusion_proof(m, n), TREE.root(n))
+
+
+@given(st.data())
+def test_consistency_proof_fails_for_double_the_new_size(data: st.DataObject) -> None:
+    """A proof checked against its own roots but twice the new size fails (step 7's sn == 0)."""
+    n = data.draw(st.integers(2, MAX_SIZE // 2))
+    m = data.draw(st.integers(1, n - 1))
+    proof = TREE.consistency_proof(m, n)
+    assert not verify_consistency(m, 2 * n, TREE.root(m), TREE.root(n), proof)
+
+
+def test_overlong_inclusion_proof_fails_even_if_it_hashes_to_the_root() -> None:
+    """Elements past the top of the tree are refused (RFC 9162 2.1.3.2 step 4a)."""
+    extra = OTHER
+    root = node_hash(extra, TREE.root(2))
+    assert not verify_inclusion(LEAVES[0], 0, 2, [LEAVES[1], extra], root)
+
+
+def test_overlong_consistency_proof_fails_even_if_it_hashes_to_the_roots() -> None:
+    """Elements past the top of the tree are refused (RFC 9162 2.1.4.2 step 6a)."""
+    extra = OTHER
+    proof = [*TREE.consistency_proof(3, 4), extra]
+    old, new = node_hash(extra, TREE.root(3)), node_hash(extra, TREE.root(4))
+    assert not verify_consistency(3, 4, old, new, proof)
 
 
 # --- Forged proofs. ---

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Page
 
+from securechat.merkle import MerkleTree, node_hash
 from securechat.transparency import SignedTreeHead, tree_head_bytes, user_hash
 
 pytestmark = pytest.mark.browser
@@ -123,6 +124,9 @@ async def test_forged_inclusion_proofs_are_rejected(
           if (await m.verifyInclusion(leaf, c.index + 1, c.size, proof, root)) {
             accepted.push(`${c.index}/${c.size}: index + 1`);
           }
+          if (await m.verifyInclusion(leaf, c.index, 2 * c.size, proof, root)) {
+            accepted.push(`${c.index}/${c.size}: twice the size`);
+          }
           const other = c.size === 8 ? 7 : c.size + 1;
           if (await m.verifyInclusion(leaf, c.index, other, proof, hex(roots[other]))) {
             accepted.push(`${c.index}/${c.size}: other size's root`);
@@ -156,6 +160,7 @@ async def test_forged_consistency_proofs_are_rejected(
             "empty proof": [m0, n0, r1, r2, []],
             "old size + 1": [m0 + 1, n0, hex(roots[m0 + 1]), r2, proof],
             "new size - 1": [m0, n0 - 1, r1, hex(roots[n0 - 1]), proof],
+            "twice the new size": [m0, 2 * n0, r1, r2, proof],
           };
           proof.forEach((_, i) => {
             const flipped = proof.map((p) => p.slice());
@@ -172,6 +177,34 @@ async def test_forged_consistency_proofs_are_rejected(
         [cases, vectors["rfc6962"]["roots"]],
     )
     assert accepted == []
+
+
+async def test_overlong_proofs_fail_even_if_they_hash_to_the_roots(
+    browser_page: Page, vectors: dict[str, Any]
+) -> None:
+    """Elements past the top of the tree are refused (RFC 9162 2.1.3.2 step 4a, 2.1.4.2 step 6a)."""
+    tree = MerkleTree(bytes.fromhex(h) for h in vectors["rfc6962"]["leaf_hashes"])
+    extra = bytes(range(32))
+    case = {
+        "leaf": vectors["rfc6962"]["leaf_hashes"][0],
+        "inclusion": [h.hex() for h in [*tree.inclusion_proof(0, 2), extra]],
+        "root": node_hash(extra, tree.root(2)).hex(),
+        "consistency": [h.hex() for h in [*tree.consistency_proof(3, 4), extra]],
+        "old": node_hash(extra, tree.root(3)).hex(),
+        "new": node_hash(extra, tree.root(4)).hex(),
+    }
+    got = await run_js(
+        browser_page,
+        """
+        const c = arg;
+        return [
+          await m.verifyInclusion(hex(c.leaf), 0, 2, c.inclusion.map(hex), hex(c.root)),
+          await m.verifyConsistency(3, 4, hex(c.old), hex(c.new), c.consistency.map(hex)),
+        ];
+        """,
+        case,
+    )
+    assert got == [False, False]
 
 
 async def test_malformed_proof_input_resolves_false(
