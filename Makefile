@@ -31,7 +31,11 @@ format: $(VENV)/.installed
 test: $(VENV)/.installed browser lint
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.installed
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m tools.bench
 
 clean:

@@ -29,4 +29,77 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, revoked_at);
 
+-- The key directory's transparency log (securechat/directory.py, docs/protocol.md "Key
+-- directory"). One row per key publication; row idx is leaf idx of the Merkle tree. Rows are
+-- never rewritten or removed: the triggers below refuse it, and refuse an insert that is not
+-- the next index or that goes back in time, so the table can only ever grow at its end.
+-- No foreign key to users: the log outlives any account, and lists users by user_hash only.
+CREATE TABLE IF NOT EXISTS key_log (
+    idx              INTEGER PRIMARY KEY,                              -- 0, 1, 2, ... no gaps
+    timestamp_ms     INTEGER NOT NULL,                                 -- ms since epoch, never decreasing
+    user_hash        BLOB    NOT NULL CHECK (length(user_hash) = 32),  -- transparency.user_hash(username)
+    enc_fingerprint  BLOB    NOT NULL CHECK (length(enc_fingerprint) = 32),   -- SHA-256 of SPKI DER
+    sign_fingerprint BLOB    NOT NULL CHECK (length(sign_fingerprint) = 32)   -- SHA-256 of SPKI DER
+);
+CREATE INDEX IF NOT EXISTS key_log_by_user ON key_log (user_hash, idx);
+CREATE TRIGGER IF NOT EXISTS key_log_append_at_end BEFORE INSERT ON key_log
+WHEN NEW.idx IS NOT (SELECT coalesce(max(idx) + 1, 0) FROM key_log)
+  OR NEW.timestamp_ms < coalesce((SELECT timestamp_ms FROM key_log ORDER BY idx DESC LIMIT 1), 0)
+BEGIN
+    SELECT RAISE(ABORT, 'key_log is append-only: wrong index or timestamp');
+END;
+CREATE TRIGGER IF NOT EXISTS key_log_no_update BEFORE UPDATE ON key_log
+BEGIN
+    SELECT RAISE(ABORT, 'key_log is append-only: rows are never updated');
+END;
+CREATE TRIGGER IF NOT EXISTS key_log_no_delete BEFORE DELETE ON key_log
+BEGIN
+    SELECT RAISE(ABORT, 'key_log is append-only: rows are never deleted');
+END;
+
+-- Real-time chat (securechat/store/messages.py, docs/protocol.md "Real-time chat").
+-- One sequence numbers both messages and receipts, so a client's single cursor ("everything
+-- after seq N") covers both. The committer (securechat/delivery.py) is the only writer of
+-- these tables: it hands out seq values from this row in the same transaction as the rows
+-- that use them, so a number is never reused even if rows are later deleted.
+CREATE TABLE IF NOT EXISTS chat_sequence (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO chat_sequence (id, last) VALUES (1, 0);
+
+CREATE TABLE IF NOT EXISTS messages (
+    seq           INTEGER PRIMARY KEY,              -- from chat_sequence: unique, increasing
+    sender_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    recipient_id  INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    client_id     TEXT    NOT NULL,                 -- the sender's UUID for the message
+    ts            INTEGER NOT NULL,                 -- ms since epoch, when stored
+    envelope      TEXT    NOT NULL,                 -- canonical JSON text, ciphertext only
+    delivered_seq INTEGER,                          -- position of the "delivered" receipt
+    delivered_at  INTEGER,
+    read_seq      INTEGER,                          -- position of the "read" receipt
+    read_at       INTEGER,
+    UNIQUE (sender_id, client_id)                   -- idempotent resend: this index decides
+);
+CREATE INDEX IF NOT EXISTS messages_to ON messages (recipient_id, seq);
+CREATE INDEX IF NOT EXISTS messages_from ON messages (sender_id, seq);
+-- One conversation's history, whichever way each message went.
+CREATE INDEX IF NOT EXISTS messages_pair
+    ON messages (min(sender_id, recipient_id), max(sender_id, recipient_id), seq);
+-- Receipts to replay to a sender on sync.
+CREATE INDEX IF NOT EXISTS messages_delivered
+    ON messages (sender_id, delivered_seq) WHERE delivered_seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_read
+    ON messages (sender_id, read_seq) WHERE read_seq IS NOT NULL;
+
+-- Each user's conversations, kept by the committer: the peer, the latest seq, unread count.
+CREATE TABLE IF NOT EXISTS conversations (
+    user_id  INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    peer_id  INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    last_seq INTEGER NOT NULL,
+    unread   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, peer_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conversations_recent ON conversations (user_id, last_seq);
+
 PRAGMA user_version = 1;

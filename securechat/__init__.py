@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 
 def create_app(config: Config | None = None) -> Quart:
     """Build the app from ``config`` (default: the environment). Resources open at serving time."""
-    from securechat import accounts, admin, datadir, pages, security
+    from securechat import accounts, admin, datadir, directory, pages, security
+    from securechat import chat, conversations
     from securechat.hashing import AuthKeyHasher
     from securechat.state import AppState
     from securechat.store import Store
@@ -68,6 +69,9 @@ def create_app(config: Config | None = None) -> Quart:
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(pages.blueprint)
     _install_lifecycle(app)
+    directory.install(app)  # after the lifecycle: its start-up needs the open store
+    chat.install(app)  # /ws, its committer and presence: started while serving
+    app.register_blueprint(conversations.blueprint)
     return app
 
 

@@ -1,16 +1,29 @@
-"""Operator endpoints: a bare liveness probe, and a detailed health report behind a token."""
+"""Operator endpoints: a bare liveness probe, a detailed health report and Prometheus metrics.
+
+/admin/health and /metrics both want the admin bearer token.
+"""
 
 from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Iterator
+from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
+from prometheus_client import generate_latest as render_metrics
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from quart import Blueprint, Response, jsonify, request
 
 from securechat import __version__
 from securechat.errors import NotAuthenticated, NotFound
 from securechat.sessions import now_ms, store
-from securechat.state import state
+from securechat.state import AppState, state
 
 blueprint = Blueprint("admin", __name__)
 
@@ -59,3 +72,92 @@ async def health() -> Response:
     for contributor in state().health_contributors:
         body.update(await contributor())
     return jsonify(body)
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+# Each app has a registry of its own (not prometheus_client's global one), so two apps in one
+# process (the tests) never share or double-register metrics. The collector reads the live
+# counters the app keeps anyway (the writer's, the hub's, the chat's) at scrape time: nothing
+# is counted twice and the hot paths pay nothing for metrics.
+
+
+@blueprint.get("/metrics")
+async def metrics() -> Response:
+    """The Prometheus text exposition of this process's counters."""
+    require_admin()
+    registry = state().extras.get("metrics_registry")
+    if registry is None:
+        registry = state().extras["metrics_registry"] = _registry(state())
+    return Response(render_metrics(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def _registry(app_state: AppState) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AppCollector(app_state))
+    # CPU seconds, resident memory and open file descriptors of this process.
+    ProcessCollector(namespace="securechat", registry=registry)
+    return registry
+
+
+class AppCollector:
+    """Turns the app's own counters into metric families, each time it is scraped."""
+
+    def __init__(self, app_state: AppState) -> None:
+        self.state = app_state
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _writer_metrics(self.state)
+        yield from _hub_metrics(self.state.extras.get("hub"))
+        yield CounterMetricFamily(
+            "securechat_argon2_operations",
+            "argon2id hashes and verifications computed",
+            value=self.state.hasher.operations,
+        )
+
+
+def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
+    stats = app_state.store.db.stats
+    yield SummaryMetricFamily(
+        "securechat_db_commit_batch_jobs",
+        "Write jobs per committed transaction (group commit): count is transactions",
+        count_value=stats.transactions,
+        sum_value=stats.jobs,
+    )
+    yield SummaryMetricFamily(
+        "securechat_db_commit_seconds",
+        "Time from BEGIN to COMMIT of each write transaction, fsync included",
+        count_value=stats.transactions,
+        sum_value=stats.commit_seconds_total,
+    )
+    yield GaugeMetricFamily(
+        "securechat_db_commit_batch_last", "Jobs in the latest transaction", value=stats.last_batch
+    )
+    yield GaugeMetricFamily(
+        "securechat_db_commit_batch_largest",
+        "Most jobs committed in one transaction since start",
+        value=stats.largest_batch,
+    )
+
+
+def _hub_metrics(hub: Any) -> Iterator[Metric]:
+    if hub is None:
+        return
+    stats = hub.stats()
+    yield GaugeMetricFamily(
+        "securechat_ws_connections", "Live WebSocket connections", value=stats.connections
+    )
+    yield GaugeMetricFamily(
+        "securechat_users_online",
+        "Users with at least one live connection",
+        value=stats.users_online,
+    )
+    yield GaugeMetricFamily(
+        "securechat_ws_queued_frames",
+        "Frames waiting in the per-connection send queues, all connections together",
+        value=stats.queued_frames,
+    )
+    yield CounterMetricFamily(
+        "securechat_ws_slow_reader_closes",
+        "Connections closed (1013) because their send queue overflowed",
+        value=stats.slow_reader_closes,
+    )

@@ -78,6 +78,22 @@ class Config:
     history_page_max: int = 100
     user_search_max: int = 20
     commit_batch_max: int = 512
+    # Incoming frames buffered between Hypercorn and the chat handler (Quart's own queue is
+    # unbounded); with hypercorn.toml's max_app_queue_size this bounds what a flood can cost.
+    ws_receive_queue_frames: int = 4
+    # Typing notifications relayed per connection (the excess is dropped, not an error).
+    ws_typing_per_s: float = 1.0
+    ws_typing_burst: int = 5
+    # Sends and read/delivered marks waiting for the committer, all connections together;
+    # past it, connections wait to be read (backpressure) rather than memory growing.
+    commit_pending_max: int = 8192
+    # A sync batch also stops at about this many envelope bytes (bounds memory per sync).
+    sync_batch_bytes: int = 1 << 20
+    # Conversation partners told about presence changes, most recent conversations first.
+    presence_peers_max: int = 200
+    conversations_page_max: int = 100
+    # Seconds a closing handshake may take before the handler gives up on a stuck peer.
+    ws_close_timeout: float = 5.0
 
     # Key directory.
     directory_entries_page_max: int = 1000

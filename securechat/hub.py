@@ -250,8 +250,12 @@ def _close_all(conns: Iterable[Connection], code: int, reason: str) -> int:
 class Broker(Protocol):
     """Where handlers publish a frame for a user, wherever that user's sockets live."""
 
-    async def publish(self, user: str, text: str) -> None:
-        """Deliver ``text`` to every live connection of ``user``."""
+    async def publish(self, user: str, text: str, *, except_conn: Connection | None = None) -> None:
+        """Deliver ``text`` to every live connection of ``user`` but ``except_conn``.
+
+        ``except_conn`` is always a connection of this process (the one a message came in on,
+        which gets an ack instead), so a multi-process broker skips it only locally.
+        """
 
 
 class LocalBroker:
@@ -260,9 +264,9 @@ class LocalBroker:
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
 
-    async def publish(self, user: str, text: str) -> None:
+    async def publish(self, user: str, text: str, *, except_conn: Connection | None = None) -> None:
         """Deliver ``text`` to every live connection of ``user`` in this process."""
-        self._hub.send_to_user(user, text)
+        self._hub.send_to_user(user, text, except_conn=except_conn)
 
 
 __all__ = [

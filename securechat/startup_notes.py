@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from securechat import directory
 from securechat.config import Config
 
 
@@ -15,4 +16,8 @@ def lines(config: Config) -> list[str]:
             "Admin endpoints /admin/health and /metrics: off."
             " Set SECURECHAT_ADMIN_TOKEN=<long random string> to turn them on."
         )
+    notes.append(
+        f"Key directory fingerprint: {directory.key_fingerprint_for(config)}"
+        " (publish it, so users and auditors can check the key they pin)."
+    )
     return notes

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from securechat.store.accounts import AccountStore, NewUser, Session, SessionStore, User
 from securechat.store.database import Database
+from securechat.store.directory import DirectoryStore
+from securechat.store.messages import MessageStore
 
 
 class Store:
@@ -19,6 +21,8 @@ class Store:
         self.db = db
         self.accounts = AccountStore(db)
         self.sessions = SessionStore(db)
+        self.directory = DirectoryStore(db)
+        self.messages = MessageStore(db)
 
     @classmethod
     def for_file(

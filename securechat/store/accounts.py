@@ -9,6 +9,7 @@ import aiosqlite
 
 from securechat.errors import UsernameTaken
 from securechat.store.database import Database
+from securechat.store.directory import append_key_entry
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,10 @@ class AccountStore:
             except sqlite3.IntegrityError as error:
                 raise UsernameTaken() from error
             assert cursor.lastrowid is not None
+            # Same transaction: a user never exists without a key directory log entry.
+            await append_key_entry(
+                connection, user.username, user.enc_public_key, user.sign_public_key, now_ms
+            )
             return cursor.lastrowid
 
         return await self.db.write(job)

@@ -39,7 +39,9 @@ async function readJson(response) {
 
 /** One request; resolves to the JSON body (null for 204), throws ApiError otherwise. */
 export async function request(path, { method = "GET", body } = {}) {
-  const init = { method, credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } };
+  const init = {
+    method, credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" },
+  };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);

@@ -1,0 +1,267 @@
+"""The chat's WebSocket endpoint, ``/ws``: the handshake checks, then a receive and a send task.
+
+The handshake is refused with HTTP 403 *before* ``accept`` when the ``Origin`` is not allowed
+(cross-site WebSocket hijacking: browsers send cookies on cross-site WebSocket handshakes, and
+only the server's check of ``Origin`` stops them) or when the session is missing, expired or
+revoked. Limits are told after ``accept`` with a close code the page can read: more than
+``ws_connections_per_user`` sockets for one user -> the newest is closed with 1008; more than
+``ws_connections_max`` in all -> 1013 (try again later).
+
+Then, as in websockets' "patterns" guide, three waits under ``asyncio.wait(FIRST_COMPLETED)``:
+the receive task (frames -> :class:`~securechat.chatsession.ChatSession`), the send task (the
+hub queue -> the socket) and the connection's ``closed`` event (logout, slow reader, flood).
+Whichever ends first ends the others. An unexpected error closes this connection only, with
+1011 and no detail; the traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from quart import Blueprint, Quart, Response, jsonify, websocket
+
+from securechat import wsguard
+from securechat.chatsession import ChatSession
+from securechat.config import Config
+from securechat.delivery import ChatStats, Delivery, Principal, now_ms
+from securechat.hub import Connection, Hub, LocalBroker, TooManyConnections
+from securechat.presence import Presence
+from securechat.protocol import CloseCode, presence_frame
+from securechat.security import is_allowed_origin
+from securechat.sessions import TOUCH_INTERVAL_MS, current_session, is_live
+from securechat.state import AppState, state
+from securechat.store import Session
+
+log = logging.getLogger(__name__)
+
+EXTRA: Final = "chat"
+_INTERNAL_REASON: Final = "internal error"
+# WebSocket handshakes are addressed to ws:// or wss://; the browser's Origin names http(s).
+_HTTP_SCHEME: Final = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
+
+blueprint = Blueprint("chat", __name__)
+
+
+@dataclass
+class ChatService:
+    """The chat's long-lived parts, kept on the app state as ``extras["chat"]``."""
+
+    config: Config
+    hub: Hub
+    broker: LocalBroker
+    delivery: Delivery
+    presence: Presence
+    stats: ChatStats
+    open_sockets: int = 0
+
+    async def session_ended(self, session_id: str) -> None:
+        """sessions' listener: close that session's sockets at once (logout, revocation)."""
+        self.hub.close_session(session_id, CloseCode.POLICY_VIOLATION, "session ended")
+
+    async def health(self) -> dict[str, Any]:
+        """The /admin/health section: connection counts and queue depths."""
+        hub = self.hub.stats()
+        return {
+            "chat": {
+                "connections": hub.connections,
+                "sockets_open": self.open_sockets,
+                "users_online": hub.users_online,
+                "queued_frames": hub.queued_frames,
+                "slow_reader_closes": hub.slow_reader_closes,
+                "commit_pending": self.delivery.pending(),
+                "last_seq": self.delivery.last_seq,
+            }
+        }
+
+
+def install(app: Quart) -> ChatService:
+    """Create the chat service, register ``/ws``, and tie its start and stop to the app's."""
+    app_state: AppState = app.extensions["securechat"]
+    config = app_state.config
+    hub = Hub(config.ws_connections_per_user, config.ws_queue_frames)
+    broker = LocalBroker(hub)
+    stats = ChatStats()
+    messages = app_state.store.messages
+    service = ChatService(
+        config=config,
+        hub=hub,
+        broker=broker,
+        delivery=Delivery(messages, broker, config, stats),
+        presence=Presence(messages, broker, hub, config.presence_peers_max, stats),
+        stats=stats,
+    )
+    app_state.extras[EXTRA] = service
+    app_state.session_listeners.append(service.session_ended)
+    app_state.health_contributors.append(service.health)
+    wsguard.install(app, config.ws_receive_queue_frames)
+    app.register_blueprint(blueprint)
+
+    @app.while_serving
+    async def run_chat() -> AsyncIterator[None]:
+        # while_serving starts after before_serving (the store is open) and ends before
+        # after_serving (the store closes), so the last commits still have their database.
+        await service.delivery.start()
+        service.presence.start()
+        yield
+        service.hub.close_all(CloseCode.GOING_AWAY, "server shutdown")
+        await service.presence.stop()
+        await service.delivery.stop()
+
+    return service
+
+
+def chat_service() -> ChatService:
+    """The running app's chat service."""
+    result: ChatService = state().extras[EXTRA]
+    return result
+
+
+# --- The endpoint ------------------------------------------------------------------------------
+
+
+@blueprint.websocket("/ws")
+async def chat_socket() -> tuple[Response, int] | None:
+    """Authenticate the handshake, then serve the connection until either side ends it."""
+    service = chat_service()
+    if not _origin_allowed(service.config):
+        return _refuse(service, "cross_site", "This origin may not open the chat.")
+    session = await current_session()
+    if session is None:
+        return _refuse(service, "unauthenticated", "Log in first.")
+    if service.open_sockets >= service.config.ws_connections_max:
+        return await _accept_and_close(service, CloseCode.TRY_AGAIN_LATER, "server busy")
+    try:
+        conn = service.hub.connect(session.username, session.id)
+    except TooManyConnections:
+        service.stats.rejected["too_many_connections"] += 1
+        return await _accept_and_close(service, CloseCode.POLICY_VIOLATION, "too many connections")
+    try:
+        # A logout that finished between reading the session and connect() found no socket
+        # to close; reading the session again after connect() closes that gap.
+        if not await _still_live(session):
+            return _refuse(service, "unauthenticated", "Log in first.")
+        await websocket.accept()
+        await _serve(service, conn, session)
+    finally:
+        service.hub.disconnect(conn)
+    return None
+
+
+def _origin_allowed(config: Config) -> bool:
+    origin = websocket.headers.get("Origin")
+    scheme = _HTTP_SCHEME.get(websocket.scheme, websocket.scheme)
+    return origin is not None and is_allowed_origin(origin, scheme, websocket.host, config)
+
+
+def _refuse(service: ChatService, code: str, message: str) -> tuple[Response, int]:
+    """HTTP 403 instead of the upgrade (the ASGI websocket.http.response extension)."""
+    service.stats.rejected["handshake_" + code] += 1
+    return jsonify({"error": code, "message": message}), 403
+
+
+async def _accept_and_close(service: ChatService, code: int, reason: str) -> None:
+    await websocket.accept()
+    await _close(service, code, reason)
+
+
+async def _still_live(session: Session) -> bool:
+    fresh = await state().store.sessions.session_by_id(session.id)
+    return fresh is not None and is_live(fresh, now_ms())
+
+
+async def _serve(service: ChatService, conn: Connection, session: Session) -> None:
+    service.open_sockets += 1
+    service.stats.connections_opened += 1
+    socket = websocket._get_current_object()
+    chat = ChatSession(
+        conn=conn,
+        user=Principal(session.user_id, session.username),
+        delivery=service.delivery,
+        broker=service.broker,
+        config=service.config,
+        transmit=socket.send,
+    )
+    expiry = _Expiry(conn, session, service.config)
+    code, reason = CloseCode.NORMAL, ""
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        for peer in await service.presence.online_peers(session.username):
+            chat.reply(presence_frame(peer, "online"))
+        tasks = [
+            asyncio.create_task(_receive(chat, socket, expiry)),
+            asyncio.create_task(chat.run_sender()),
+            asyncio.create_task(conn.closed.wait()),
+        ]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # re-raises what ended a loop
+        code, reason = conn.close_code or CloseCode.NORMAL, conn.close_reason
+    except asyncio.CancelledError:
+        raise  # the client went away (Quart cancels the handler) or the server is stopping
+    except Exception:
+        log.exception("chat connection of %r failed", session.username)
+        code, reason = CloseCode.INTERNAL_ERROR, _INTERNAL_REASON
+    finally:
+        expiry.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        service.open_sockets -= 1
+    # Leave the hub before the closing handshake: a peer that does not read may stall it.
+    service.hub.disconnect(conn)
+    await _close(service, code, reason)
+
+
+async def _receive(chat: ChatSession, socket: Any, expiry: _Expiry) -> None:
+    while True:
+        data = await socket.receive()
+        await expiry.activity()
+        await chat.receive(data)
+
+
+async def _close(service: ChatService, code: int, reason: str) -> None:
+    service.stats.closes[code] += 1
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(service.config.ws_close_timeout):
+            await websocket.close(code, reason)
+
+
+class _Expiry:
+    """Closes the socket (1008) when its session expires; activity keeps the idle clock fresh."""
+
+    def __init__(self, conn: Connection, session: Session, config: Config) -> None:
+        self._conn = conn
+        self._session = session
+        self._idle_ms = config.session_idle_timeout * 1000
+        self._touched = session.last_seen_at
+        self._timer: asyncio.TimerHandle | None = None
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        deadline = min(self._session.expires_at, self._touched + self._idle_ms)
+        delay = max(0.0, (deadline - now_ms()) / 1000)
+        self._timer = asyncio.get_running_loop().call_later(
+            delay, self._conn.close, CloseCode.POLICY_VIOLATION, "session expired"
+        )
+
+    async def activity(self) -> None:
+        """A frame arrived: record it on the session at most once per TOUCH_INTERVAL_MS."""
+        now = now_ms()
+        if now - self._touched > TOUCH_INTERVAL_MS:
+            self._touched = now
+            await state().store.sessions.touch(self._session.id, now)
+            self._schedule()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+__all__ = ["ChatService", "blueprint", "chat_service", "install"]

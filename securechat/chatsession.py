@@ -1,0 +1,167 @@
+"""One chat connection's side of the protocol, apart from the socket.
+
+``chat.py`` owns the WebSocket and runs two tasks over a :class:`ChatSession`: the receive task
+feeds every incoming frame to :meth:`ChatSession.receive`, the send task runs
+:meth:`ChatSession.run_sender`, which takes frames from the connection's bounded hub queue and
+hands them to ``transmit`` (the socket's send). Tests drive the same class in-process with a
+list as the socket.
+
+Ordering (docs/protocol.md, "Order and the cursor"): a sync holds the send lock for its whole
+replay, so no live frame interleaves with it; afterwards a live ``message`` or ``receipt`` at or
+below the last position this connection sent is dropped (the replay carried it). So from a
+``synced`` frame on, a client sees positions strictly increasing and never repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from securechat.config import Config
+from securechat.delivery import SELF_RECIPIENT, ChatStats, Delivery, Principal, Sequenced
+from securechat.hub import Broker, Connection
+from securechat.protocol import (
+    CloseCode,
+    Delivered,
+    Ping,
+    ProtocolError,
+    RateLimiter,
+    Read,
+    Send,
+    Sync,
+    Typing,
+    error_frame,
+    parse_client_frame,
+    pong_frame,
+    synced_frame,
+    typing_frame,
+)
+
+Transmit = Callable[[str], Awaitable[None]]
+Clock = Callable[[], float]
+
+_FLOOD_REASON = "too many frames; slow down"
+
+
+class ChatSession:
+    """The protocol state of one connection: rate limits, the send lock, the last position."""
+
+    def __init__(
+        self,
+        *,
+        conn: Connection,
+        user: Principal,
+        delivery: Delivery,
+        broker: Broker,
+        config: Config,
+        transmit: Transmit,
+        clock: Clock | None = None,
+    ) -> None:
+        self.conn = conn
+        self.user = user
+        self.delivery = delivery
+        self.broker = broker
+        self.stats: ChatStats = delivery.stats
+        self._transmit = transmit
+        self._clock = clock or asyncio.get_running_loop().time
+        self._max_envelope = config.envelope_max_bytes
+        self._frames = RateLimiter(config.ws_frames_per_s, config.ws_frames_burst)
+        self._typing = RateLimiter(config.ws_typing_per_s, config.ws_typing_burst)
+        self._send_lock = asyncio.Lock()
+        # The highest position sent on this connection by a sync or live.
+        self.last_pos = 0
+
+    # Incoming ---------------------------------------------------------------------------
+
+    async def receive(self, data: str | bytes) -> None:
+        """Handle one client frame: a mistake is answered with an error frame, a flood closes."""
+        self.stats.frames_in += 1
+        if not self._frames.allow(self._clock()):
+            self.stats.rejected["flood"] += 1
+            self.conn.close(CloseCode.POLICY_VIOLATION, _FLOOD_REASON)
+            return
+        try:
+            frame = parse_client_frame(data, max_envelope_bytes=self._max_envelope)
+        except ProtocolError as error:
+            self.stats.rejected[error.code] += 1
+            self.reply(error.to_frame())
+            return
+        if isinstance(frame, Send):
+            await self._send(frame)
+        elif isinstance(frame, Sync):
+            await self.sync(frame.after)
+        elif isinstance(frame, Delivered):
+            await self.delivery.mark(self.conn, self.user, frame.seq, "delivered")
+        elif isinstance(frame, Read):
+            await self.delivery.mark(self.conn, self.user, frame.seq, "read")
+        elif isinstance(frame, Typing):
+            await self._typing_to(frame.to)
+        elif isinstance(frame, Ping):
+            self.reply(pong_frame())
+
+    def reply(self, text: str) -> None:
+        """Queue a frame for this connection only (behind what is already queued)."""
+        self.conn.deliver(text)
+
+    async def _send(self, frame: Send) -> None:
+        if frame.to == self.user.name:
+            self._refuse(SELF_RECIPIENT, "You cannot send a message to yourself.", frame.id)
+            return
+        await self.delivery.send(self.conn, self.user, frame)
+
+    async def _typing_to(self, to: str) -> None:
+        # Never stored, never an error when dropped: typing is a hint, relayed while it is fresh.
+        if to == self.user.name:
+            self._refuse(SELF_RECIPIENT, "You cannot type to yourself.", None)
+        elif self._typing.allow(self._clock()):
+            await self.broker.publish(to, typing_frame(self.user.name))
+            self.stats.typing_relayed += 1
+        else:
+            self.stats.typing_dropped += 1
+
+    def _refuse(self, code: str, message: str, frame_id: str | None) -> None:
+        self.stats.rejected[code] += 1
+        self.reply(error_frame(code, message, frame_id))
+
+    # Sync -------------------------------------------------------------------------------
+
+    async def sync(self, after: int) -> None:
+        """Replay every position above ``after`` in batches, then ``synced``; live frames wait."""
+        async with self._send_lock:
+            position = after
+            more = True
+            while more:
+                frames, more = await self.delivery.changes(self.user, position)
+                for text in frames:
+                    await self._transmit(text)
+                if frames:
+                    position = frames[-1].seq
+                self.stats.frames_out += len(frames)
+            self.last_pos = max(self.last_pos, position)
+            await self._transmit(synced_frame(position))
+            self.stats.frames_out += 1
+
+    # Outgoing ---------------------------------------------------------------------------
+
+    async def forward(self, text: str) -> None:
+        """Send one queued frame, unless it is a position this connection already sent."""
+        async with self._send_lock:
+            if type(text) is Sequenced:
+                if text.seq <= self.last_pos:
+                    return
+                self.last_pos = text.seq
+            await self._transmit(text)
+            self.stats.frames_out += 1
+
+    async def run_sender(self) -> None:
+        """The send task: forward the connection's queue until cancelled."""
+        queue = self.conn.queue
+        while True:
+            text = await queue.get()
+            try:
+                await self.forward(text)
+            finally:
+                queue.task_done()
+
+
+__all__ = ["ChatSession"]

@@ -1,0 +1,336 @@
+"""The message service: store sends and marks in grouped commits, then acknowledge and fan out.
+
+Every ``send``, ``delivered`` and ``read`` from every connection goes into one list. A single
+committer task takes what is waiting (up to ``commit_batch_max``) and stores it as ONE write job
+(securechat/store/messages.py: a handful of ``executemany`` statements whatever the batch size),
+so a burst of sends costs one transaction and one fsync. Only when that job has committed does
+the committer acknowledge each send, push the message to the recipient's and the sender's other
+connections through the broker, and push receipts to senders, in sequence order. Nothing here
+awaits a client: fan-out is ``put_nowait`` into bounded queues (securechat/hub.py).
+
+Positions: messages and receipts draw from one sequence, so ``sync(after=N)`` replays both with
+one cursor, and a sender who was offline learns of receipts made long after the message's seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from securechat.config import Config
+from securechat.hub import Broker, Connection
+from securechat.protocol import (
+    Send,
+    ack_frame,
+    error_frame,
+    message_frame,
+    receipt_frame,
+)
+from securechat.store.messages import (
+    UNKNOWN_MESSAGE,
+    Change,
+    MarkOutcome,
+    MarkStatus,
+    MessageStore,
+    NewMark,
+    NewMessage,
+    Receipt,
+    SendOutcome,
+    Stored,
+)
+
+log = logging.getLogger(__name__)
+
+# Error codes this layer adds to protocol.py's (all listed in docs/protocol.md).
+SELF_RECIPIENT: Final = "self_recipient"
+UNAVAILABLE: Final = "unavailable"
+_MESSAGES: Final = {
+    "unknown_recipient": "There is no user by that name.",
+    UNKNOWN_MESSAGE: "There is no message {seq} addressed to you.",
+    UNAVAILABLE: "The message could not be stored; send it again with the same id.",
+}
+
+
+class Sequenced(str):
+    """A frame's text that holds a position in the sequence (``message`` and ``receipt``).
+
+    The connection's sender uses ``seq`` to keep what it sends in order and free of repeats
+    around a sync, without parsing the text.
+    """
+
+    seq: int
+
+    def __new__(cls, text: str, seq: int) -> Sequenced:
+        self = super().__new__(cls, text)
+        self.seq = seq
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated user of a connection: the sender of everything it sends."""
+
+    user_id: int
+    name: str
+
+
+@dataclass
+class ChatStats:
+    """Counters for /admin/health now and Prometheus later; plain ints, bumped in place."""
+
+    connections_opened: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    messages_in: int = 0
+    messages_stored: int = 0
+    messages_duplicate: int = 0
+    messages_out: int = 0
+    acks: int = 0
+    receipts: int = 0
+    typing_relayed: int = 0
+    typing_dropped: int = 0
+    presence_events: int = 0
+    commit_batches: int = 0
+    commit_items: int = 0
+    commit_last_batch: int = 0
+    commit_largest_batch: int = 0
+    commit_failures: int = 0
+    # Refused frames and handshakes by reason (an error code, "flood", "foreign_origin", ...).
+    rejected: Counter[str] = field(default_factory=Counter)
+    # Sockets closed by the server, by close code.
+    closes: Counter[int] = field(default_factory=Counter)
+
+    def record_batch(self, size: int) -> None:
+        """One grouped commit of ``size`` sends and marks."""
+        self.commit_batches += 1
+        self.commit_items += size
+        self.commit_last_batch = size
+        self.commit_largest_batch = max(self.commit_largest_batch, size)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter as plain JSON values."""
+        values: dict[str, Any] = {
+            name: value for name, value in vars(self).items() if isinstance(value, int)
+        }
+        values["rejected"] = dict(self.rejected)
+        values["closes"] = {str(code): count for code, count in self.closes.items()}
+        return values
+
+
+@dataclass(slots=True)
+class _PendingSend:
+    conn: Connection
+    author: Principal
+    frame: Send
+
+
+@dataclass(slots=True)
+class _PendingMark:
+    conn: Connection
+    author: Principal
+    seq: int
+    status: MarkStatus
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch (the ``ts`` of messages and receipts)."""
+    return time.time_ns() // 1_000_000
+
+
+class Delivery:
+    """The committer and everything that follows a commit; also the sync reader."""
+
+    def __init__(
+        self, store: MessageStore, broker: Broker, config: Config, stats: ChatStats
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.stats = stats
+        self.last_seq = 0
+        self._batch_max = config.commit_batch_max
+        self._sync_batch = config.sync_batch
+        self._sync_bytes = config.sync_batch_bytes
+        self._slots = asyncio.Semaphore(config.commit_pending_max)
+        self._sends: list[_PendingSend] = []
+        self._marks: list[_PendingMark] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Read where the sequence stands and start the committer."""
+        self.last_seq = await self.store.last_seq()
+        self._task = asyncio.create_task(self._run(), name="chat-committer")
+
+    async def stop(self) -> None:
+        """Commit what is waiting, then stop the committer."""
+        if self._task is None:
+            return
+        await self.flush()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def flush(self) -> None:
+        """Return once everything submitted so far is committed, acknowledged and fanned out."""
+        await self._idle.wait()
+
+    def pending(self) -> int:
+        """Sends and marks waiting for the committer (a queue depth for the metrics)."""
+        return len(self._sends) + len(self._marks)
+
+    # Submissions (from the connections' receive tasks) ------------------------------------
+
+    async def send(self, conn: Connection, author: Principal, frame: Send) -> None:
+        """Queue a send; it is acknowledged on ``conn`` after its commit.
+
+        Waits only when ``commit_pending_max`` submissions are already waiting: that is the
+        backpressure that stops this connection being read while the database catches up.
+        """
+        await self._slots.acquire()
+        self._sends.append(_PendingSend(conn, author, frame))
+        self.stats.messages_in += 1
+        self._kick()
+
+    async def mark(self, conn: Connection, author: Principal, seq: int, status: MarkStatus) -> None:
+        """Queue a delivered/read mark by the message's recipient."""
+        await self._slots.acquire()
+        self._marks.append(_PendingMark(conn, author, seq, status))
+        self._kick()
+
+    def _kick(self) -> None:
+        self._idle.clear()
+        self._wakeup.set()
+
+    # Sync -------------------------------------------------------------------------------
+
+    async def changes(self, user: Principal, after: int) -> tuple[list[Sequenced], bool]:
+        """The next batch of a sync: frames with positions above ``after``, and whether more
+        may follow."""
+        rows, more = await self.store.changes_after(
+            user.user_id, after, self._sync_batch, self._sync_bytes
+        )
+        return [_change_frame(row) for row in rows], more
+
+    # The committer ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._sends or self._marks:
+                sends, marks = self._take()
+                try:
+                    await self._commit(sends, marks)
+                finally:
+                    for _ in range(len(sends) + len(marks)):
+                        self._slots.release()
+            self._idle.set()
+
+    def _take(self) -> tuple[list[_PendingSend], list[_PendingMark]]:
+        sends = self._sends[: self._batch_max]
+        del self._sends[: len(sends)]
+        room = self._batch_max - len(sends)
+        marks = self._marks[:room]
+        del self._marks[: len(marks)]
+        return sends, marks
+
+    async def _commit(self, sends: list[_PendingSend], marks: list[_PendingMark]) -> None:
+        try:
+            result = await self.store.commit(
+                [
+                    NewMessage(s.author.user_id, s.frame.id, s.frame.to, s.frame.envelope_json)
+                    for s in sends
+                ],
+                [NewMark(m.author.user_id, m.seq, m.status) for m in marks],
+                self.last_seq,
+                now_ms(),
+            )
+        except Exception:
+            # Nothing of the batch was committed: say so, and the clients send again.
+            log.exception("chat commit of %d sends and %d marks failed", len(sends), len(marks))
+            self.stats.commit_failures += 1
+            for item in sends:
+                self._refuse(item.conn, UNAVAILABLE, item.frame.id)
+            for mark in marks:
+                self._refuse(mark.conn, UNAVAILABLE, None)
+            return
+        self.last_seq = result.last_seq
+        self.stats.record_batch(len(sends) + len(marks))
+        for item, outcome in zip(sends, result.sends, strict=True):
+            await self._settle_send(item, outcome)
+        for mark, mark_outcome in zip(marks, result.marks, strict=True):
+            await self._settle_mark(mark, mark_outcome)
+
+    async def _settle_send(self, item: _PendingSend, outcome: SendOutcome) -> None:
+        frame = item.frame
+        if not isinstance(outcome, Stored):
+            self._refuse(item.conn, outcome, frame.id)
+            return
+        item.conn.deliver(ack_frame(frame.id, outcome.seq, outcome.ts))
+        self.stats.acks += 1
+        if not outcome.created:
+            self.stats.messages_duplicate += 1  # already fanned out when first stored
+            return
+        self.stats.messages_stored += 1
+        text = Sequenced(
+            message_frame(
+                outcome.seq, frame.id, item.author.name, frame.to, outcome.ts, frame.envelope_json
+            ),
+            outcome.seq,
+        )
+        await self.broker.publish(frame.to, text)
+        await self.broker.publish(item.author.name, text, except_conn=item.conn)
+        self.stats.messages_out += 1
+
+    async def _settle_mark(self, mark: _PendingMark, outcome: MarkOutcome) -> None:
+        if isinstance(outcome, Receipt):
+            text = Sequenced(
+                receipt_frame(
+                    outcome.seq, outcome.client_id, outcome.status, mark.author.name, outcome.ts
+                ),
+                outcome.seq,
+            )
+            await self.broker.publish(outcome.sender, text)
+            self.stats.receipts += 1
+        elif outcome is not None:
+            self._refuse(mark.conn, outcome, None, seq=mark.seq)
+
+    def _refuse(self, conn: Connection, code: str, frame_id: str | None, *, seq: int = 0) -> None:
+        self.stats.rejected[code] += 1
+        conn.deliver(error_frame(code, _MESSAGES[code].format(seq=seq), frame_id))
+
+
+def _change_frame(change: Change) -> Sequenced:
+    """A sync row as the frame a live client would have received."""
+    if change.kind == "message":
+        assert change.envelope is not None
+        text = message_frame(
+            change.seq,
+            change.client_id,
+            change.sender,
+            change.recipient,
+            change.ts,
+            change.envelope,
+        )
+    else:
+        text = receipt_frame(change.pos, change.client_id, change.kind, change.recipient, change.ts)
+    return Sequenced(text, change.pos)
+
+
+__all__ = [
+    "SELF_RECIPIENT",
+    "UNAVAILABLE",
+    "ChatStats",
+    "Delivery",
+    "Principal",
+    "Sequenced",
+    "now_ms",
+]

@@ -1,0 +1,128 @@
+"""The key directory's log: every SQL statement about ``key_log`` lives here.
+
+The log is append-only. The schema's triggers refuse UPDATE and DELETE and any INSERT that is
+not the next index, so even a bug here cannot rewrite history; only someone who drops the
+triggers can, and then the signed tree heads clients already hold expose it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import aiosqlite
+
+from securechat.errors import NotFound
+from securechat.store.database import Database
+from securechat.transparency import user_hash
+
+_ENTRY_COLUMNS = "idx, timestamp_ms, user_hash, enc_fingerprint, sign_fingerprint"
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One row of the log: a user (by hash) published these keys (by fingerprint) at this time."""
+
+    index: int
+    timestamp_ms: int
+    user_hash: bytes
+    enc_fingerprint: bytes
+    sign_fingerprint: bytes
+
+
+async def append_key_entry(
+    connection: aiosqlite.Connection,
+    username: str,
+    enc_public_key: bytes,
+    sign_public_key: bytes,
+    now_ms: int,
+) -> LogEntry:
+    """Append the log entry for a key publication, inside the caller's write job.
+
+    Run it in the same job as the change to ``users`` so both commit or neither does: a user
+    never exists, nor changes keys, without a log entry. The single writer task serialises jobs,
+    so reading the last row and inserting the next cannot race.
+    """
+    async with connection.execute(
+        "SELECT idx, timestamp_ms FROM key_log ORDER BY idx DESC LIMIT 1"
+    ) as cursor:
+        last = await cursor.fetchone()
+    index = 0 if last is None else int(last[0]) + 1
+    # Timestamps never go back, so each signed tree head is at least as late as the one before.
+    timestamp = now_ms if last is None else max(now_ms, int(last[1]))
+    entry = LogEntry(
+        index=index,
+        timestamp_ms=timestamp,
+        user_hash=user_hash(username),
+        enc_fingerprint=hashlib.sha256(enc_public_key).digest(),
+        sign_fingerprint=hashlib.sha256(sign_public_key).digest(),
+    )
+    await connection.execute(
+        f"INSERT INTO key_log ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+        (
+            entry.index,
+            entry.timestamp_ms,
+            entry.user_hash,
+            entry.enc_fingerprint,
+            entry.sign_fingerprint,
+        ),
+    )
+    return entry
+
+
+class DirectoryStore:
+    """Named queries over ``key_log``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def entries(self, start: int, end: int) -> list[LogEntry]:
+        """The entries with ``start <= index < end``, in order."""
+        rows = await self.db.fetch_all(
+            f"SELECT {_ENTRY_COLUMNS} FROM key_log WHERE idx >= ? AND idx < ? ORDER BY idx",
+            (start, end),
+        )
+        return [_entry(row) for row in rows]
+
+    async def latest_entry(self, user: bytes, below: int) -> LogEntry | None:
+        """The newest entry of the user with this hash among the first ``below`` entries."""
+        row = await self.db.fetch_one(
+            f"SELECT {_ENTRY_COLUMNS} FROM key_log WHERE user_hash = ? AND idx < ?"
+            " ORDER BY idx DESC LIMIT 1",
+            (user, below),
+        )
+        return _entry(row) if row else None
+
+    async def replace_keys(
+        self,
+        username: str,
+        enc_public_key: bytes,
+        sign_public_key: bytes,
+        key_backup: str,
+        now_ms: int,
+    ) -> LogEntry:
+        """Publish new keys for an existing user (a key reset) and log them, in one transaction."""
+
+        async def job(connection: aiosqlite.Connection) -> LogEntry:
+            cursor = await connection.execute(
+                "UPDATE users SET enc_public_key = ?, sign_public_key = ?, key_backup = ?,"
+                " keys_updated_at = ? WHERE username = ?",
+                (enc_public_key, sign_public_key, key_backup, now_ms, username),
+            )
+            if cursor.rowcount != 1:
+                raise NotFound("No such user.")
+            return await append_key_entry(
+                connection, username, enc_public_key, sign_public_key, now_ms
+            )
+
+        return await self.db.write(job)
+
+
+def _entry(row: aiosqlite.Row) -> LogEntry:
+    return LogEntry(
+        index=int(row[0]),
+        timestamp_ms=int(row[1]),
+        user_hash=bytes(row[2]),
+        enc_fingerprint=bytes(row[3]),
+        sign_fingerprint=bytes(row[4]),
+    )

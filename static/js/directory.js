@@ -1,0 +1,428 @@
+/**
+ * Key directory checks for the browser: the twin of KeyDirectoryView and
+ * SecureChatClient.fetch_verified_keys in securechat/client.py (same checks, same error codes).
+ * Formats: docs/protocol.md, "Key directory". No DOM here: the conversation UI builds on this.
+ *
+ * What it does before any key is used: pin the directory's Ed25519 key on first use; check the
+ * signature of the tree head and the inclusion proof of the user's log entry, rebuilt from the
+ * keys actually served; check every newer (or older) head is consistent with the last one kept;
+ * pin each contact's fingerprints on first use and report changes.
+ *
+ * API for the conversation UI
+ * ---------------------------
+ *   import { KeyDirectory, DirectoryError } from "/static/js/directory.js";
+ *   const directory = new KeyDirectory({ me: "alice" });   // pins in localStorage
+ *
+ *   const keys = await directory.fetchVerifiedKeys("bob");
+ *     // -> { username, encSpki, signSpki (Uint8Array SPKI DER), encFingerprint, signFingerprint
+ *     //      (hex), entry: {index, timestamp}, treeHead: {treeSize, timestamp, rootHash, signature},
+ *     //      state: "new" | "same" | "changed", verified: boolean, isSelf: boolean,
+ *     //      canSend: boolean, previous: null | {encFingerprint, signFingerprint, index, verified} }
+ *     // Throws DirectoryError when a check fails: then DO NOT encrypt to any key for bob.
+ *
+ *   state "new":     first time we see bob's keys; they are now pinned.
+ *   state "same":    the keys pinned before.
+ *   state "changed": bob's keys differ from the pinned ones (keys.previous). Tell the user in
+ *                    plain words; if keys.verified (the user had compared safety numbers),
+ *                    keys.canSend is false: block sending until the user has looked at the new
+ *                    safety number and called directory.acceptChange("bob") (which also clears
+ *                    "verified"). The state stays "changed" across reloads until then.
+ *   keys.isSelf:     the keys are my own (me === username). A change there is MY key change (a
+ *                    reset, a new device): never word it as someone else's.
+ *
+ *   directory.markVerified("bob", true|false)  after comparing safety numbers out of band
+ *   directory.acceptChange("bob")              pin bob's new keys (verification starts over)
+ *   directory.contact("bob")                   the pin: {encFingerprint, signFingerprint, index,
+ *                                              verified, pending} or null
+ *   await directory.verificationPanel({username, encSpki, signSpki} of me, keys)
+ *     // -> { safetyNumber (60 digits), groups (12 strings of 5 digits), qrText, state, verified,
+ *     //      mine: {encFingerprint, signFingerprint}, theirs: {encFingerprint, signFingerprint} }
+ *   await directory.checkHead()                fetch the latest head and check it (e.g. on load)
+ *   directory.alarm()                          null, or {code, message, at} once a forked log or a
+ *                                              changed directory key was seen: show a SERIOUS
+ *                                              warning (the server may be lying about keys)
+ *   directory.acceptDirectoryKey(spki)         re-pin after a rotation the operator announced
+ *
+ * DirectoryError.code: "bad_response" (malformed answer), "bad_signature" (the head is not signed
+ * by the pinned directory key), "directory_key_changed", "wrong_user" (the entry is another
+ * user's), "not_in_log" (the keys served are not the ones in the log: a swapped key),
+ * "log_forked" (a head inconsistent with one seen before: a rewritten or split log).
+ *
+ * Storage holds public material only: the directory key, the last head, contacts' fingerprints.
+ */
+
+import { request } from "./api.js";
+import { b64decode, b64encode, fingerprint, safetyNumber } from "./crypto.js";
+import {
+  entryLeafBytes,
+  leafHash,
+  parseTreeHead,
+  userHash,
+  verifyConsistency,
+  verifyInclusion,
+  verifyTreeHead,
+} from "./merkle.js";
+
+const DIRECTORY_STORAGE = "securechat.directory.v1";
+const CONTACTS_STORAGE = "securechat.contacts.v1.";
+const ENTRY_KEYS = ["enc_fingerprint", "index", "sign_fingerprint", "timestamp", "user_hash"];
+const RESPONSE_KEYS = [
+  "username", "enc_public_key", "sign_public_key", "entry", "inclusion_proof", "tree_head",
+];
+const HEX_64 = /^[0-9a-f]{64}$/;
+
+/** A failed directory check; code as listed above. */
+export class DirectoryError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "DirectoryError";
+    this.code = code;
+  }
+}
+
+const fail = (code, message) => {
+  throw new DirectoryError(code, message);
+};
+
+/** Lower-case hex to bytes. */
+function unhex(text) {
+  return Uint8Array.from(text.match(/../g) ?? [], (b) => parseInt(b, 16));
+}
+
+/** Tell whether two byte arrays are equal (public data: no need for constant time). */
+function equalBytes(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Tell whether two parsed heads are the same signed head. */
+function sameHead(a, b) {
+  return a.treeSize === b.treeSize && a.timestamp === b.timestamp
+    && equalBytes(a.rootHash, b.rootHash) && equalBytes(a.signature, b.signature);
+}
+
+/** The server's username rule: NFKC, then lower-case (the server refuses the rest). */
+export function normalizeName(name) {
+  return String(name).normalize("NFKC").toLowerCase();
+}
+
+/** Parse a log entry strictly, as DirectoryEntry.from_json does. */
+export function parseEntry(json) {
+  const keys = json && typeof json === "object" ? Object.keys(json).sort() : [];
+  if (keys.length !== ENTRY_KEYS.length || keys.some((k, i) => k !== ENTRY_KEYS[i])) {
+    fail("bad_response", "a log entry has exactly " + ENTRY_KEYS.join(", "));
+  }
+  const { index, timestamp } = json;
+  for (const value of [index, timestamp]) {
+    if (!Number.isSafeInteger(value) || value < 0) fail("bad_response", "bad index or time");
+  }
+  for (const value of [json.enc_fingerprint, json.sign_fingerprint]) {
+    if (typeof value !== "string" || !HEX_64.test(value)) fail("bad_response", "bad fingerprint");
+  }
+  let user;
+  try {
+    user = b64decode(json.user_hash);
+  } catch {
+    user = new Uint8Array(0);
+  }
+  if (user.length !== 32) fail("bad_response", "bad user hash");
+  return {
+    index, timestamp, userHash: user,
+    encFingerprint: json.enc_fingerprint, signFingerprint: json.sign_fingerprint,
+  };
+}
+
+/** Decode the keys, proof and head of a key response; bad_response on anything malformed. */
+async function parseKeyResponse(json) {
+  if (!json || typeof json !== "object" || RESPONSE_KEYS.some((k) => !(k in json))) {
+    fail("bad_response", "the key response lacks fields");
+  }
+  try {
+    const encSpki = b64decode(json.enc_public_key);
+    const signSpki = b64decode(json.sign_public_key);
+    // Both must be well-formed public keys of the right kind before anything else.
+    await crypto.subtle.importKey("spki", encSpki, { name: "RSA-OAEP", hash: "SHA-256" }, false,
+      ["encrypt"]);
+    await crypto.subtle.importKey("spki", signSpki, { name: "Ed25519" }, false, ["verify"]);
+    if (!Array.isArray(json.inclusion_proof)) throw new TypeError("the proof is a list");
+    const proof = json.inclusion_proof.map(b64decode);
+    if (proof.some((p) => p.length !== 32)) throw new TypeError("a proof hash is 32 bytes");
+    return { encSpki, signSpki, proof, head: parseTreeHead(json.tree_head) };
+  } catch (error) {
+    if (error instanceof DirectoryError) throw error;
+    return fail("bad_response", `malformed key response: ${error.message}`);
+  }
+}
+
+/**
+ * Check a GET /api/v1/keys/<username> answer against the pinned directory key (SPKI bytes).
+ * The leaf is rebuilt from the keys served, never from the fingerprints the server states, so a
+ * key swapped anywhere but in the log fails the inclusion proof. Returns the verified keys
+ * (without pin state); throws DirectoryError.
+ */
+export async function verifyKeyResponse(json, { username, directoryKey }) {
+  const name = normalizeName(username);
+  const { encSpki, signSpki, proof, head } = await parseKeyResponse(json);
+  const entry = parseEntry(json.entry);
+  if (!(await verifyTreeHead(directoryKey, json.tree_head))) {
+    fail("bad_signature", "the tree head is not signed by the directory");
+  }
+  if (json.username !== name || !equalBytes(entry.userHash, await userHash(name))) {
+    fail("wrong_user", `the log entry is not ${name}'s`);
+  }
+  const encFingerprint = await fingerprint(encSpki);
+  const signFingerprint = await fingerprint(signSpki);
+  const leaf = await leafHash(entryLeafBytes(entry.index, entry.timestamp, entry.userHash,
+    unhex(encFingerprint), unhex(signFingerprint)));
+  if (!(await verifyInclusion(leaf, entry.index, head.treeSize, proof, head.rootHash))) {
+    fail("not_in_log", `the keys served for ${name} are not in the log`);
+  }
+  return {
+    username: name, encSpki, signSpki, encFingerprint, signFingerprint,
+    entry: { index: entry.index, timestamp: entry.timestamp }, treeHead: head,
+  };
+}
+
+/**
+ * Check a parsed head against the last one kept, with a consistency proof (Uint8Array list)
+ * from the smaller size to the larger (null for equal sizes). Returns the head to keep.
+ */
+export async function checkHeadConsistency(last, head, proof) {
+  if (last === null) return head;
+  if (head.treeSize === last.treeSize) {
+    if (!sameHead(head, last)) fail("log_forked", `two different heads of size ${head.treeSize}`);
+    return last;
+  }
+  const [older, newer] = last.treeSize < head.treeSize ? [last, head] : [head, last];
+  const ok = proof !== null && await verifyConsistency(older.treeSize, newer.treeSize,
+    older.rootHash, newer.rootHash, proof);
+  if (!ok) {
+    fail("log_forked", `the head of size ${head.treeSize} is not consistent with the head of `
+      + `size ${last.treeSize} seen before`);
+  }
+  return newer;
+}
+
+/** The 60-digit safety number between me and them ({username, encSpki, signSpki} each). */
+export function safetyNumberFor(me, them) {
+  return safetyNumber(me.username, me.signSpki, me.encSpki, them.username, them.signSpki,
+    them.encSpki);
+}
+
+/** A safety number as 12 groups of 5 digits, the way Signal shows it. */
+export function formatSafetyNumber(digits) {
+  return digits.match(/\d{5}/g) ?? [];
+}
+
+/** A head in its JSON form, for storage. */
+function headJson(head) {
+  return {
+    tree_size: head.treeSize, timestamp: head.timestamp,
+    root_hash: b64encode(head.rootHash), signature: b64encode(head.signature),
+  };
+}
+
+/** One user's view of the key directory, kept in storage (localStorage by default). */
+export class KeyDirectory {
+  constructor({ me = null, storage = globalThis.localStorage, get = request } = {}) {
+    this.me = me === null ? null : normalizeName(me);
+    this.storage = storage;
+    this.get = get;
+    this.contactsKey = CONTACTS_STORAGE + (this.me ?? "");
+  }
+
+  #load(key) {
+    try {
+      return JSON.parse(this.storage.getItem(key) ?? "{}") ?? {};
+    } catch {
+      return {};
+    }
+  }
+
+  #saveDirectory(changes) {
+    const data = { ...this.#load(DIRECTORY_STORAGE), ...changes };
+    this.storage.setItem(DIRECTORY_STORAGE, JSON.stringify(data));
+  }
+
+  #contacts() {
+    return this.#load(this.contactsKey);
+  }
+
+  #saveContacts(contacts) {
+    this.storage.setItem(this.contactsKey, JSON.stringify(contacts));
+  }
+
+  #raiseAlarm(error) {
+    if (["log_forked", "directory_key_changed"].includes(error.code)) {
+      this.#saveDirectory({ alarm: { code: error.code, message: error.message, at: Date.now() } });
+    }
+    throw error;
+  }
+
+  /** The persistent serious warning, or null. */
+  alarm() {
+    return this.#load(DIRECTORY_STORAGE).alarm ?? null;
+  }
+
+  /** The pinned directory key (SPKI bytes), or null before first use. */
+  pinnedDirectoryKey() {
+    const pinned = this.#load(DIRECTORY_STORAGE).directoryKey;
+    return pinned ? b64decode(pinned) : null;
+  }
+
+  /** The server's directory key, pinned on first use; directory_key_changed if it differs. */
+  async directoryKey() {
+    const body = await this.get("/api/v1/directory");
+    let spki;
+    try {
+      spki = b64decode(body.public_key);
+    } catch {
+      fail("bad_response", "no directory key");
+    }
+    const pinned = this.pinnedDirectoryKey();
+    if (pinned === null) {
+      this.#saveDirectory({ directoryKey: b64encode(spki) });
+    } else if (!equalBytes(pinned, spki)) {
+      this.#raiseAlarm(new DirectoryError("directory_key_changed",
+        `the server's directory key is now ${await fingerprint(spki)}, not the pinned `
+        + `${await fingerprint(pinned)}`));
+    }
+    return spki;
+  }
+
+  /** Re-pin the directory key after a rotation checked out of band; the last head is kept. */
+  acceptDirectoryKey(spki) {
+    this.#saveDirectory({ directoryKey: b64encode(spki), alarm: null });
+  }
+
+  /** The last head kept (parsed), or null. */
+  lastHead() {
+    const json = this.#load(DIRECTORY_STORAGE).lastHead;
+    return json ? parseTreeHead(json) : null;
+  }
+
+  /** Check a parsed head (default: the server's latest) against the last one kept; keep it. */
+  async checkHead(head = null) {
+    let checked = head;
+    if (checked === null) {
+      const directoryKey = this.pinnedDirectoryKey() ?? await this.directoryKey();
+      const json = await this.get("/api/v1/directory/head");
+      if (!(await verifyTreeHead(directoryKey, json))) {
+        fail("bad_signature", "the head is not signed by the directory");
+      }
+      checked = parseTreeHead(json);
+    }
+    const last = this.lastHead();
+    let proof = null;
+    if (last !== null && last.treeSize !== checked.treeSize) {
+      const [from, to] = [last.treeSize, checked.treeSize].sort((a, b) => a - b);
+      proof = await this.#consistencyProof(from, to);
+    }
+    try {
+      const keep = await checkHeadConsistency(last, checked, proof);
+      this.#saveDirectory({ lastHead: headJson(keep) });
+    } catch (error) {
+      this.#raiseAlarm(error);
+    }
+    return checked;
+  }
+
+  async #consistencyProof(from, to) {
+    let body;
+    try {
+      body = await this.get(`/api/v1/directory/consistency?from=${from}&to=${to}`);
+    } catch {
+      // An honest log proves any two sizes it has signed; refusing is evidence too.
+      return null;
+    }
+    try {
+      return body.proof.map(b64decode);
+    } catch {
+      return fail("bad_response", "malformed consistency proof");
+    }
+  }
+
+  /** A user's keys, proved in the log, consistent with the heads seen, compared with the pin. */
+  async fetchVerifiedKeys(username) {
+    const name = normalizeName(username);
+    const directoryKey = this.pinnedDirectoryKey() ?? await this.directoryKey();
+    const json = await this.get(`/api/v1/keys/${encodeURIComponent(name)}`);
+    let keys;
+    try {
+      keys = await verifyKeyResponse(json, { username: name, directoryKey });
+    } catch (error) {
+      if (error.code === "bad_signature") await this.directoryKey(); // rotated: key changed
+      throw error;
+    }
+    await this.checkHead(keys.treeHead);
+    return { ...keys, ...this.#pin(keys) };
+  }
+
+  /** Compare keys with the contact's pin, pinning on first sight. */
+  #pin(keys) {
+    const contacts = this.#contacts();
+    const seen = {
+      encFingerprint: keys.encFingerprint, signFingerprint: keys.signFingerprint,
+      index: keys.entry.index,
+    };
+    const isSelf = keys.username === this.me;
+    const pin = contacts[keys.username];
+    if (!pin) {
+      contacts[keys.username] = { ...seen, verified: false, pending: null };
+      this.#saveContacts(contacts);
+      return { state: "new", verified: false, isSelf, canSend: true, previous: null };
+    }
+    const verified = Boolean(pin.verified);
+    if (pin.encFingerprint === seen.encFingerprint
+      && pin.signFingerprint === seen.signFingerprint) {
+      return { state: "same", verified, isSelf, canSend: true, previous: null };
+    }
+    pin.pending = seen;
+    this.#saveContacts(contacts);
+    const previous = {
+      encFingerprint: pin.encFingerprint, signFingerprint: pin.signFingerprint,
+      index: pin.index, verified,
+    };
+    return { state: "changed", verified, isSelf, canSend: !verified, previous };
+  }
+
+  /** The contact's pin, or null. */
+  contact(username) {
+    return this.#contacts()[normalizeName(username)] ?? null;
+  }
+
+  /** Record that the safety number was compared out of band (or un-mark it). */
+  markVerified(username, verified = true) {
+    const contacts = this.#contacts();
+    const pin = contacts[normalizeName(username)];
+    if (!pin) throw new DirectoryError("bad_request", "fetch the contact's keys first");
+    pin.verified = Boolean(verified);
+    this.#saveContacts(contacts);
+  }
+
+  /** Pin the contact's new keys after the user looked at them; verification starts over. */
+  acceptChange(username) {
+    const contacts = this.#contacts();
+    const name = normalizeName(username);
+    const pending = contacts[name]?.pending;
+    if (!pending) return;
+    contacts[name] = { ...pending, verified: false, pending: null };
+    this.#saveContacts(contacts);
+  }
+
+  /** What a verification panel shows: the safety number, its QR text, both fingerprints. */
+  async verificationPanel(me, keys) {
+    const digits = await safetyNumberFor(me, keys);
+    return {
+      safetyNumber: digits,
+      groups: formatSafetyNumber(digits),
+      qrText: digits,
+      state: keys.state,
+      verified: keys.verified,
+      mine: {
+        encFingerprint: await fingerprint(me.encSpki),
+        signFingerprint: await fingerprint(me.signSpki),
+      },
+      theirs: { encFingerprint: keys.encFingerprint, signFingerprint: keys.signFingerprint },
+    };
+  }
+}

@@ -1,0 +1,87 @@
+"""The benchmark harness works end to end on a tiny load (it is not a timed test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from securechat.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED = {
+    "live": {
+        "delivered_per_s",
+        "p50_ms",
+        "p99_ms",
+        "ratio_vs_quart_relay",
+        "ratio_vs_websockets_relay",
+        "ratio_uvicorn_vs_hypercorn",
+        "runs",
+    },
+    "drain": {"delivered_per_s", "seconds_until_all_have_all", "queued", "delivered"},
+    "capacity": {"connections", "rss_per_conn_kib", "rss_per_conn_kib_compressed"},
+    "login": {"logins_per_s", "argon2", "p50_ms", "p99_ms"},
+}
+
+
+@pytest.fixture(name="bench_lines", scope="module")
+def _bench_lines() -> list[dict[str, object]]:
+    """Run `python -m tools.bench --quick --no-doc` once; its stdout, one JSON object a line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.bench", "--quick", "--no-doc"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_every_scenario_prints_one_json_line(bench_lines: list[dict[str, object]]):
+    """One line per scenario, each a JSON object naming its scenario, in a fixed order."""
+    assert [line["scenario"] for line in bench_lines] == ["capacity", "live", "drain", "login"]
+
+
+@pytest.mark.parametrize("scenario", sorted(REQUIRED))
+def test_each_line_has_its_keys(bench_lines: list[dict[str, object]], scenario: str):
+    """Each scenario reports the figures the issue asks for."""
+    line = next(line for line in bench_lines if line["scenario"] == scenario)
+    assert REQUIRED[scenario] | {"lost", "duplicated"} <= set(line)
+
+
+def test_nothing_lost_or_duplicated(bench_lines: list[dict[str, object]]):
+    """Every scenario checked every message: none lost, none delivered twice."""
+    for line in bench_lines:
+        assert (line["scenario"], line["lost"], line["duplicated"]) == (line["scenario"], 0, 0)
+
+
+def test_the_tiny_load_was_really_carried(bench_lines: list[dict[str, object]]):
+    """Messages were delivered, sockets held, logins made: the figures are not empty."""
+    by_name = {line["scenario"]: line for line in bench_lines}
+    live = by_name["live"]
+    assert live["delivered_per_s"] > 0
+    assert 0 < live["p50_ms"] <= live["p99_ms"]
+    assert live["ratio_vs_quart_relay"] > 0
+    assert live["ratio_vs_websockets_relay"] > 0
+    drain = by_name["drain"]
+    assert drain["queued"] == drain["delivered"] > 0
+    capacity = by_name["capacity"]
+    assert capacity["connections"] == capacity["target_connections"]
+    login = by_name["login"]
+    assert login["logins_per_s"] > 0
+    defaults = Config()  # the login scenario runs with these, not the bench's light settings
+    assert login["argon2"] == {
+        "type": "argon2id",
+        "memory_kib": defaults.argon2_memory_kib,
+        "time_cost": defaults.argon2_time_cost,
+        "parallelism": defaults.argon2_parallelism,
+    }

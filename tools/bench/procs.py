@@ -1,0 +1,269 @@
+"""Server processes under test: started on a free 127.0.0.1 port, measured through /proc, stopped.
+
+Every server is a separate process tree (Hypercorn's supervisor spawns one worker process), given
+an already bound listening socket by file descriptor so no port can be taken in between. Each
+child gets ``RLIMIT_NOFILE`` raised to its hard limit, so 10,000 sockets fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# Light key-stretching settings, only for creating many accounts fast (as tests/conftest.py does).
+# The login scenario runs a server with the defaults instead.
+LIGHT_SETTINGS = {
+    "SECURECHAT_ARGON2_TIME_COST": "1",
+    "SECURECHAT_ARGON2_MEMORY_KIB": "1024",
+    "SECURECHAT_ARGON2_PARALLELISM": "1",
+    "SECURECHAT_KDF_MIN_ITERATIONS": "1000",
+    "SECURECHAT_REGISTRATIONS_PER_ADDRESS": "1000000",
+}
+LIGHT_ITERATIONS = 1000
+
+
+def raise_nofile() -> int:
+    """Raise this process's open-file limit to its hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
+def listening_socket() -> socket.socket:
+    """A TCP socket listening on a free port of 127.0.0.1, inheritable by a child process."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    # A deep backlog: thousands of clients connect at once in the capacity scenario.
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class ServerSpec:
+    """What to run: a name for the report, how to build the command line, its environment."""
+
+    name: str
+    kind: str  # "ours-hypercorn" | "ours-uvicorn" | "quart-relay" | "websockets-relay"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def command_for(kind: str, fd: int, port: int) -> list[str]:
+    """The command line that serves ``kind`` on the listening socket ``fd`` (bound to ``port``)."""
+    if kind == "ours-hypercorn":  # exactly `make run`'s command, on our socket
+        return [
+            str(BIN / "hypercorn"),
+            "--config",
+            str(ROOT / "hypercorn.toml"),
+            "--bind",
+            f"fd://{fd}",
+            "securechat:create_app()",
+        ]
+    if kind == "ours-uvicorn":  # make run's limits, translated to Uvicorn's options
+        return [
+            str(BIN / "uvicorn"),
+            "--factory",
+            "securechat:create_app",
+            # Uvicorn's --fd assumes a Unix socket (wrong peer addresses on TCP), so it binds the
+            # port itself: the listening socket is closed just before, a negligible race.
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--ws",
+            "websockets-sansio",
+            "--ws-max-size",
+            "65536",
+            "--ws-ping-interval",
+            "20",
+            "--timeout-keep-alive",
+            "5",
+            "--no-server-header",
+            "--log-level",
+            "warning",
+        ]
+    if kind == "quart-relay":  # the same Hypercorn configuration as ours
+        return [
+            str(BIN / "hypercorn"),
+            "--config",
+            str(ROOT / "hypercorn.toml"),
+            "--bind",
+            f"fd://{fd}",
+            "tools.bench.quart_relay:app",
+        ]
+    if kind == "websockets-relay":
+        return [sys.executable, "-m", "tools.bench.websockets_relay", "--fd", str(fd)]
+    raise ValueError(f"unknown server kind {kind!r}")
+
+
+class Server:
+    """One running server process tree, its URL, its data directory and its measurements."""
+
+    def __init__(self, spec: ServerSpec, data_dir: Path | None = None) -> None:
+        self.spec = spec
+        self.owns_data_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="securechat-bench-"))
+        self.admin_token = secrets.token_urlsafe(24)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.log_path = self.data_dir / f"{spec.name}.log"
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
+        env.update(
+            SECURECHAT_DATA_DIR=str(self.data_dir / "data"),
+            SECURECHAT_ADMIN_TOKEN=self.admin_token,
+            PYTHONPATH=str(ROOT),
+        )
+        env.update(self.spec.env)
+        return env
+
+    def start(self, timeout: float = 30.0) -> Server:
+        """Initialise the data directory (as `make run` does), start, wait for /healthz."""
+        env = self.environment()
+        if self.spec.kind.startswith("ours"):
+            subprocess.run(
+                [sys.executable, "-m", "securechat", "init"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                timeout=60,
+            )
+        sock = listening_socket()
+        port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        command = command_for(self.spec.kind, sock.fileno(), port)
+        if self.spec.kind == "ours-uvicorn":
+            sock.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 (our own fixed command line)
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=() if sock.fileno() < 0 else (sock.fileno(),),
+                preexec_fn=raise_nofile,  # the parent is single-threaded here
+                start_new_session=True,
+            )
+        sock.close()
+        self._wait_healthy(timeout)
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        path = "/healthz" if self.spec.kind.startswith("ours") else "/"
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.spec.name} exited: see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2):  # noqa: S310
+                    return
+            except urllib.error.HTTPError:
+                return  # it answers: that is all we wait for
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.spec.name} did not start within {timeout} s")
+
+    def worker_pid(self) -> int:
+        """The process that serves: Hypercorn's spawned worker, or the process itself."""
+        assert self.proc is not None
+        if self.spec.kind in ("ours-hypercorn", "quart-relay"):
+            for child in _children(self.proc.pid):  # skip multiprocessing's resource tracker
+                with contextlib.suppress(OSError):
+                    if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        return child
+        return self.proc.pid
+
+    def rss_bytes(self) -> int:
+        return rss_bytes(self.worker_pid())
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.worker_pid())
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the process group, then SIGKILL whatever is left."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+            found.extend(int(part) for part in text.split())
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process."""
+    fields = Path(f"/proc/{pid}/statm").read_text().split()
+    return int(fields[1]) * PAGE
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process (all its threads) so far."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine() -> dict[str, object]:
+    """What this ran on, for the report."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": sys.version.split()[0],
+        "kernel": os.uname().release,
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
