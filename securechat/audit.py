@@ -61,16 +61,20 @@ class AuditState:
         """The state in ``path``, or a fresh one if there is no such file."""
         if not path.exists():
             return cls()
-        data = json.loads(path.read_text("utf-8"))
-        packed = base64.b64decode(data["leaves"])
-        return cls(
-            directory_key=e2e.b64decode(data["directory_key"]) if data["directory_key"] else None,
-            leaves=[packed[i : i + 32] for i in range(0, len(packed), 32)],
-            head=SignedTreeHead.from_json(data["head"]) if data["head"] else None,
-            heads={int(k): SignedTreeHead.from_json(v) for k, v in data["heads"].items()},
-            watched=data["watched"],
-            evidence=data["evidence"],
-        )
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            packed = base64.b64decode(data["leaves"], validate=True)
+            key, head = data["directory_key"], data["head"]
+            return cls(
+                directory_key=e2e.b64decode(key) if key else None,
+                leaves=[packed[i : i + 32] for i in range(0, len(packed), 32)],
+                head=SignedTreeHead.from_json(head) if head else None,
+                heads={int(k): SignedTreeHead.from_json(v) for k, v in data["heads"].items()},
+                watched=dict(data["watched"]),
+                evidence=list(data["evidence"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path} is not a usable audit state file: {error}") from None
 
     def save(self, path: Path) -> None:
         """Write the state atomically (mode 0600)."""

@@ -529,6 +529,9 @@ class KeyDirectoryView:
             seen["enc_fingerprint"],
             seen["sign_fingerprint"],
         ):
+            if pin.pending is not None:  # the pinned keys are back: nothing left to accept
+                pin.pending = None
+                self.save()
             return VerifiedKeys(proved, "same", pin.verified, is_self)
         pin.pending = seen
         self.save()

@@ -193,3 +193,9 @@ def test_command_line(live_server: LiveServer, state) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "alice: 0 key publication(s)" in result.stdout
+
+
+def test_damaged_state_file_is_incomplete(live_server: LiveServer, state: Path) -> None:
+    """A state file that cannot be read stops the audit with exit 2, not a traceback."""
+    state.write_text('{"v": 1}')
+    assert audit.main([live_server.url, "--state", str(state)]) == 2

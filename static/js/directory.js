@@ -37,7 +37,8 @@
  *   await directory.verificationPanel({username, encSpki, signSpki} of me, keys)
  *     // -> { safetyNumber (60 digits), groups (12 strings of 5 digits), qrText, state, verified,
  *     //      mine: {encFingerprint, signFingerprint}, theirs: {encFingerprint, signFingerprint} }
- *   await directory.checkHead()                fetch the latest head and check it (e.g. on load)
+ *   await directory.checkHead()                fetch the latest head, check its signature and its
+ *                                              consistency with the last head kept (e.g. on load)
  *   directory.alarm()                          null, or {code, message, at} once a forked log or a
  *                                              changed directory key was seen: show a SERIOUS
  *                                              warning (the server may be lying about keys)
@@ -300,7 +301,11 @@ export class KeyDirectory {
     return json ? parseTreeHead(json) : null;
   }
 
-  /** Check a parsed head (default: the server's latest) against the last one kept; keep it. */
+  /**
+   * Check a head against the last one kept and keep the larger. Without an argument, fetch the
+   * server's latest and verify its signature; a parsed head passed in must already be verified
+   * (fetchVerifiedKeys passes the head verifyKeyResponse checked).
+   */
   async checkHead(head = null) {
     let checked = head;
     if (checked === null) {
@@ -374,6 +379,10 @@ export class KeyDirectory {
     const verified = Boolean(pin.verified);
     if (pin.encFingerprint === seen.encFingerprint
       && pin.signFingerprint === seen.signFingerprint) {
+      if (pin.pending) {
+        pin.pending = null; // the pinned keys are back: nothing left to accept
+        this.#saveContacts(contacts);
+      }
       return { state: "same", verified, isSelf, canSend: true, previous: null };
     }
     pin.pending = seen;
