@@ -77,7 +77,8 @@ def create_app(config: Config | None = None) -> Quart:
 
 def _quart_settings(config: Config) -> dict[str, object]:
     return {
-        "MAX_CONTENT_LENGTH": config.request_max_bytes,
+        # Bodies are bounded by security.refuse_oversized_bodies, which answers 400 cleanly.
+        "MAX_CONTENT_LENGTH": None,
         "QUART_AUTH_COOKIE_NAME": config.cookie_name,
         "QUART_AUTH_COOKIE_SECURE": True,
         "QUART_AUTH_COOKIE_HTTP_ONLY": True,

@@ -57,6 +57,9 @@ class Config:
     key_backup_max_bytes: int = 16384
     # Largest JSON request body accepted by the HTTP API.
     request_max_bytes: int = 65536
+    # An oversized body is read and discarded up to this much, so the client can read the 400
+    # instead of a reset connection; beyond it the connection is simply closed.
+    request_drain_max_bytes: int = 4 * 1024 * 1024
 
     # Throttling: failed logins per username and per address within the window.
     login_failures_max: int = 10

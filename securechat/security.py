@@ -79,6 +79,31 @@ async def refuse_cross_site_writes() -> None:
         raise UnsupportedMediaType()
 
 
+async def refuse_oversized_bodies() -> None:
+    """before_request: a body over the bound, or without a Content-Length, answers 400.
+
+    The body is drained first (up to a cap, discarding it): answering before it has been read
+    would make the server close a connection the client is still writing to, and the client
+    would see a reset instead of the answer.
+    """
+    if request.method in SAFE_METHODS:
+        return
+    config = state().config
+    declared = request.content_length
+    if declared is not None and declared <= config.request_max_bytes:
+        return
+    if declared is None and "transfer-encoding" not in request.headers:
+        return  # no body at all
+    received = 0
+    async for chunk in request.body:
+        received += len(chunk)
+        if received > config.request_drain_max_bytes:
+            break
+    if declared is None:
+        raise InvalidField("body", "Send the request body with a Content-Length header.")
+    raise InvalidField("body", f"The request body is larger than {config.request_max_bytes} bytes.")
+
+
 def _origin_ok(config: Config) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
@@ -133,6 +158,7 @@ async def handle_unexpected(error: Exception) -> tuple[Response | str, int]:
 def install(app: Quart) -> None:
     """Wire the checks, headers and error handlers into ``app``."""
     app.before_request(refuse_cross_site_writes)
+    app.before_request(refuse_oversized_bodies)
     app.after_request(add_security_headers)
     app.register_error_handler(SecureChatError, handle_app_error)
     app.register_error_handler(HTTPException, handle_http_error)

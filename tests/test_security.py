@@ -80,3 +80,32 @@ async def test_page_404_is_html(base_url: str):
         response = await http.get("/nowhere")
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html")
+
+
+async def test_oversized_body_answers_400_and_the_connection_survives(base_url: str):
+    """A 200 KiB body answers 400 on "body", and the same connection serves the next request."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post(
+            "/api/v1/prelogin",
+            content=b'{"username": "' + b"a" * 200_000 + b'"}',
+            headers={"Content-Type": "application/json", "Origin": base_url},
+        )
+        assert response.status_code == 400
+        assert response.json()["field"] == "body"
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_chunked_body_is_refused(base_url: str):
+    """A body without a Content-Length (chunked) answers 400 on "body"."""
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"username": "alice"}'
+
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post(
+            "/api/v1/prelogin",
+            content=chunks(),
+            headers={"Content-Type": "application/json", "Origin": base_url},
+        )
+    assert response.status_code == 400
+    assert response.json()["field"] == "body"
