@@ -107,7 +107,10 @@ class AppCollector:
 
     def collect(self) -> Iterator[Metric]:
         yield from _writer_metrics(self.state)
-        yield from _hub_metrics(self.state.extras.get("hub"))
+        chat = self.state.extras.get("chat")  # securechat.chat.ChatService, once installed
+        if chat is not None:
+            yield from _hub_metrics(chat.hub)
+            yield from _chat_metrics(chat)
         yield CounterMetricFamily(
             "securechat_argon2_operations",
             "argon2id hashes and verifications computed",
@@ -161,3 +164,65 @@ def _hub_metrics(hub: Any) -> Iterator[Metric]:
         "Connections closed (1013) because their send queue overflowed",
         value=stats.slow_reader_closes,
     )
+
+
+# ChatStats field -> (metric name without _total, help). Counters only; gauges are below.
+_CHAT_COUNTERS = {
+    "connections_opened": ("securechat_ws_connections_opened", "WebSocket connections accepted"),
+    "frames_in": ("securechat_ws_frames_received", "Frames received from clients"),
+    "frames_out": ("securechat_ws_frames_sent", "Frames sent to clients"),
+    "messages_in": ("securechat_messages_received", "send frames accepted for storing"),
+    "messages_stored": ("securechat_messages_stored", "Messages committed (new ids)"),
+    "messages_duplicate": (
+        "securechat_messages_duplicate",
+        "Resends of an id already stored (acked again, stored once)",
+    ),
+    "messages_out": ("securechat_messages_published", "Messages fanned out after their commit"),
+    "acks": ("securechat_acks", "ack frames queued (each after its commit)"),
+    "receipts": ("securechat_receipts", "delivered/read receipts fanned out"),
+    "typing_relayed": ("securechat_typing_relayed", "typing notifications relayed"),
+    "typing_dropped": ("securechat_typing_dropped", "typing notifications over the rate, dropped"),
+    "presence_events": ("securechat_presence_events", "Presence changes announced"),
+    "commit_failures": (
+        "securechat_chat_commit_failures",
+        "Chat commits that failed (nothing stored)",
+    ),
+}
+
+
+def _chat_metrics(chat: Any) -> Iterator[Metric]:
+    stats = chat.stats
+    for field, (name, text) in _CHAT_COUNTERS.items():
+        yield CounterMetricFamily(name, text, value=getattr(stats, field))
+    yield SummaryMetricFamily(
+        "securechat_chat_commit_batch_items",
+        "Sends and marks per grouped chat commit: count is commits, sum is items",
+        count_value=stats.commit_batches,
+        sum_value=stats.commit_items,
+    )
+    yield GaugeMetricFamily(
+        "securechat_chat_commit_batch_largest",
+        "Most sends and marks committed together since start",
+        value=stats.commit_largest_batch,
+    )
+    yield GaugeMetricFamily(
+        "securechat_chat_commit_pending",
+        "Sends and marks waiting for the committer",
+        value=chat.delivery.pending(),
+    )
+    rejected = CounterMetricFamily(
+        "securechat_rejected_frames",
+        "Frames and handshakes refused, by reason (error code, flood, handshake_...)",
+        labels=["reason"],
+    )
+    for reason, count in sorted(stats.rejected.items()):
+        rejected.add_metric([reason], count)
+    yield rejected
+    closes = CounterMetricFamily(
+        "securechat_ws_server_closes",
+        "Sockets closed by the server, by close code",
+        labels=["code"],
+    )
+    for code, count in sorted(stats.closes.items()):
+        closes.add_metric([str(code)], count)
+    yield closes

@@ -31,7 +31,7 @@ from securechat.config import Config
 from securechat.delivery import ChatStats, Delivery, Principal, now_ms
 from securechat.hub import Connection, Hub, LocalBroker, TooManyConnections
 from securechat.presence import Presence
-from securechat.protocol import CloseCode, presence_frame
+from securechat.protocol import SEQ_LIMIT, CloseCode, presence_frame
 from securechat.security import is_allowed_origin
 from securechat.sessions import TOUCH_INTERVAL_MS, current_session, is_live
 from securechat.state import AppState, state
@@ -40,6 +40,8 @@ from securechat.store import Session
 log = logging.getLogger(__name__)
 
 EXTRA: Final = "chat"
+# RFC 6455 section 7.4.1: an unexpected condition on the server; this connection only.
+INTERNAL_ERROR: Final = 1011
 _INTERNAL_REASON: Final = "internal error"
 # WebSocket handshakes are addressed to ws:// or wss://; the browser's Origin names http(s).
 _HTTP_SCHEME: Final = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
@@ -133,6 +135,11 @@ async def chat_socket() -> tuple[Response, int] | None:
     session = await current_session()
     if session is None:
         return _refuse(service, "unauthenticated", "Log in first.")
+    try:
+        after = _initial_cursor()
+    except ValueError:
+        service.stats.rejected["handshake_bad_after"] += 1
+        return jsonify({"error": "invalid", "message": "after must be a seq."}), 400
     if service.open_sockets >= service.config.ws_connections_max:
         return await _accept_and_close(service, CloseCode.TRY_AGAIN_LATER, "server busy")
     try:
@@ -146,7 +153,7 @@ async def chat_socket() -> tuple[Response, int] | None:
         if not await _still_live(session):
             return _refuse(service, "unauthenticated", "Log in first.")
         await websocket.accept()
-        await _serve(service, conn, session)
+        await _serve(service, conn, session, after)
     finally:
         service.hub.disconnect(conn)
     return None
@@ -156,6 +163,16 @@ def _origin_allowed(config: Config) -> bool:
     origin = websocket.headers.get("Origin")
     scheme = _HTTP_SCHEME.get(websocket.scheme, websocket.scheme)
     return origin is not None and is_allowed_origin(origin, scheme, websocket.host, config)
+
+
+def _initial_cursor() -> int | None:
+    """``/ws?after=N``: replay after N before anything else (ValueError if malformed)."""
+    raw = websocket.args.get("after")
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 19 or int(raw) >= SEQ_LIMIT:
+        raise ValueError("after must be a seq")
+    return int(raw)
 
 
 def _refuse(service: ChatService, code: str, message: str) -> tuple[Response, int]:
@@ -174,7 +191,9 @@ async def _still_live(session: Session) -> bool:
     return fresh is not None and is_live(fresh, now_ms())
 
 
-async def _serve(service: ChatService, conn: Connection, session: Session) -> None:
+async def _serve(
+    service: ChatService, conn: Connection, session: Session, after: int | None
+) -> None:
     service.open_sockets += 1
     service.stats.connections_opened += 1
     socket = websocket._get_current_object()
@@ -192,8 +211,10 @@ async def _serve(service: ChatService, conn: Connection, session: Session) -> No
     try:
         for peer in await service.presence.online_peers(session.username):
             chat.reply(presence_frame(peer, "online"))
+        # The receive task is created first, so it runs first: an initial sync takes the send
+        # lock before the send task can forward a live frame (tasks start in creation order).
         tasks = [
-            asyncio.create_task(_receive(chat, socket, expiry)),
+            asyncio.create_task(_receive(chat, socket, expiry, after)),
             asyncio.create_task(chat.run_sender()),
             asyncio.create_task(conn.closed.wait()),
         ]
@@ -205,7 +226,7 @@ async def _serve(service: ChatService, conn: Connection, session: Session) -> No
         raise  # the client went away (Quart cancels the handler) or the server is stopping
     except Exception:
         log.exception("chat connection of %r failed", session.username)
-        code, reason = CloseCode.INTERNAL_ERROR, _INTERNAL_REASON
+        code, reason = INTERNAL_ERROR, _INTERNAL_REASON
     finally:
         expiry.cancel()
         for task in tasks:
@@ -217,7 +238,9 @@ async def _serve(service: ChatService, conn: Connection, session: Session) -> No
     await _close(service, code, reason)
 
 
-async def _receive(chat: ChatSession, socket: Any, expiry: _Expiry) -> None:
+async def _receive(chat: ChatSession, socket: Any, expiry: _Expiry, after: int | None) -> None:
+    if after is not None:
+        await chat.sync(after)
     while True:
         data = await socket.receive()
         await expiry.activity()
@@ -225,10 +248,18 @@ async def _receive(chat: ChatSession, socket: Any, expiry: _Expiry) -> None:
 
 
 async def _close(service: ChatService, code: int, reason: str) -> None:
+    """Send Close, then read and discard until the client's Close (RFC 6455 section 7.1.1).
+
+    Closing TCP at once would make the kernel reset a connection with unread data from the
+    client, and the client could lose the close frame, and with it the code. When the client's
+    Close arrives, Quart cancels this handler; a peer that never sends one gets the timeout.
+    """
     service.stats.closes[code] += 1
     with contextlib.suppress(Exception):
         async with asyncio.timeout(service.config.ws_close_timeout):
             await websocket.close(code, reason)
+            while True:
+                await websocket.receive()
 
 
 class _Expiry:

@@ -9,7 +9,9 @@ list as the socket.
 Ordering (docs/protocol.md, "Order and the cursor"): a sync holds the send lock for its whole
 replay, so no live frame interleaves with it; afterwards a live ``message`` or ``receipt`` at or
 below the last position this connection sent is dropped (the replay carried it). So from a
-``synced`` frame on, a client sees positions strictly increasing and never repeated.
+``synced`` frame on (or from the start with ``/ws?after=N``), the positions a client reads, on
+``message``, ``receipt`` and fresh ``ack`` frames, are strictly increasing and without gaps,
+unless it asks for a replay of what it already has by syncing from an older cursor.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class ChatSession:
 
     async def receive(self, data: str | bytes) -> None:
         """Handle one client frame: a mistake is answered with an error frame, a flood closes."""
+        if self.conn.closed.is_set():
+            return  # closing: the rest of what the client sent is read and dropped
         self.stats.frames_in += 1
         if not self._frames.allow(self._clock()):
             self.stats.rejected["flood"] += 1
@@ -146,10 +150,11 @@ class ChatSession:
     async def forward(self, text: str) -> None:
         """Send one queued frame, unless it is a position this connection already sent."""
         async with self._send_lock:
-            if type(text) is Sequenced:
-                if text.seq <= self.last_pos:
-                    return
-                self.last_pos = text.seq
+            if isinstance(text, Sequenced):
+                if text.seq > self.last_pos:
+                    self.last_pos = text.seq
+                elif text.replayable:
+                    return  # a sync already sent it
             await self._transmit(text)
             self.stats.frames_out += 1
 

@@ -96,13 +96,15 @@ class SecureChatClient:
     async def connect(self, *, after: int | None = 0, wait: float = 10.0) -> ChatConnection:
         """Open the chat socket with this session (cookie and Origin as a browser sends them).
 
-        With ``after`` (default 0: everything), sync at once; the replayed frames are in
-        ``ChatConnection.replayed``. A refused handshake raises websockets' ``InvalidStatus``.
+        With ``after`` (default 0: everything), connect with ``?after=`` so the server replays
+        first; the replayed frames are in ``ChatConnection.replayed``. A refused handshake
+        raises websockets' ``InvalidStatus``.
         """
         scheme = "wss" if self.base_url.startswith("https:") else "ws"
         headers = {"Cookie": f"{COOKIE_NAME}={self.session_cookie}"} if self.session_cookie else {}
+        query = "" if after is None else f"?after={int(after)}"
         socket = await websockets_connect(
-            f"{scheme}://{urlsplit(self.base_url).netloc}/ws",
+            f"{scheme}://{urlsplit(self.base_url).netloc}/ws{query}",
             origin=Origin(self.origin),
             additional_headers=headers,
             max_size=CHAT_MAX_FRAME,
@@ -112,7 +114,8 @@ class SecureChatClient:
         chat = ChatConnection(self, socket, wait=wait)
         self.chats.append(chat)
         if after is not None:
-            await chat.sync(after)
+            chat.cursor, chat.in_order = int(after), True
+            await chat.collect_replay()
         return chat
 
     # Raw requests -------------------------------------------------------------------------
@@ -641,7 +644,8 @@ class ChatConnection:
 
     Frames read while waiting for something else are kept (``receive`` returns them first), so
     no frame is ever lost to a ``wait_for``. ``cursor`` follows the protocol's rule: it moves
-    only from a ``synced`` frame, and after one from each ``message`` and ``receipt``.
+    with a ``synced`` frame and with each ``message``, ``receipt`` and ``ack`` read while
+    positions arrive in order: on a socket opened with ``?after=``, or after a ``synced``.
     """
 
     def __init__(self, client: SecureChatClient, socket: ClientConnection, *, wait: float) -> None:
@@ -650,7 +654,8 @@ class ChatConnection:
         # Seconds any one wait for the server may take before TimeoutError.
         self.wait = wait
         self.cursor = 0
-        self.synced = False
+        # Whether positions on this socket arrive in order, without gaps (docs/protocol.md).
+        self.in_order = False
         # Frames of the last sync, in order; every message seen, by id (de-duplicated).
         self.replayed: list[dict[str, Any]] = []
         self.messages: dict[str, dict[str, Any]] = {}
@@ -718,9 +723,9 @@ class ChatConnection:
     def _note(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "synced":
-            self.synced = True
+            self.in_order = True
             self.cursor = max(self.cursor, int(frame["seq"]))
-        elif kind in ("message", "receipt") and self.synced:
+        elif kind in ("message", "receipt", "ack") and self.in_order:
             self.cursor = max(self.cursor, int(frame["seq"]))
         if kind == "message":
             self.messages.setdefault(frame["id"], frame)
@@ -731,6 +736,10 @@ class ChatConnection:
         """Ask for everything after ``after`` (default: the cursor); return the messages and
         receipts until ``synced``. Other frames meanwhile are kept for ``receive``."""
         await self.send_frame({"type": "sync", "after": self.cursor if after is None else after})
+        return await self.collect_replay()
+
+    async def collect_replay(self) -> list[dict[str, Any]]:
+        """Read a replay up to its ``synced``; keep its messages and receipts in ``replayed``."""
         replayed: list[dict[str, Any]] = []
         async with asyncio.timeout(self.wait):
             while True:

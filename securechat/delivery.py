@@ -57,18 +57,31 @@ _MESSAGES: Final = {
 
 
 class Sequenced(str):
-    """A frame's text that holds a position in the sequence (``message`` and ``receipt``).
+    """A frame's text that holds a position in the sequence (``message``, ``receipt``).
 
     The connection's sender uses ``seq`` to keep what it sends in order and free of repeats
-    around a sync, without parsing the text.
+    around a sync, without parsing the text: a replayable frame at or below the position the
+    connection has reached was already sent (by a sync) and is dropped.
     """
 
     seq: int
+    replayable: bool = True
 
     def __new__(cls, text: str, seq: int) -> Sequenced:
         self = super().__new__(cls, text)
         self.seq = seq
         return self
+
+
+class SequencedAck(Sequenced):
+    """The ack of a newly stored message: its position on the sending connection.
+
+    The sending connection gets no copy of its own message, so the ack stands in for it: it
+    moves the connection's position like a message would, keeping positions gap-free. Unlike a
+    message it is never dropped: a client waits for its ack.
+    """
+
+    replayable = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +169,9 @@ class Delivery:
         self._sync_batch = config.sync_batch
         self._sync_bytes = config.sync_batch_bytes
         self._slots = asyncio.Semaphore(config.commit_pending_max)
-        self._sends: list[_PendingSend] = []
-        self._marks: list[_PendingMark] = []
+        # Sends and marks in the order they came: a batch is always a prefix of this list, so
+        # an ack on a connection implies every earlier frame of that connection is committed.
+        self._pending: list[_PendingSend | _PendingMark] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -184,7 +198,7 @@ class Delivery:
 
     def pending(self) -> int:
         """Sends and marks waiting for the committer (a queue depth for the metrics)."""
-        return len(self._sends) + len(self._marks)
+        return len(self._pending)
 
     # Submissions (from the connections' receive tasks) ------------------------------------
 
@@ -195,14 +209,14 @@ class Delivery:
         backpressure that stops this connection being read while the database catches up.
         """
         await self._slots.acquire()
-        self._sends.append(_PendingSend(conn, author, frame))
+        self._pending.append(_PendingSend(conn, author, frame))
         self.stats.messages_in += 1
         self._kick()
 
     async def mark(self, conn: Connection, author: Principal, seq: int, status: MarkStatus) -> None:
         """Queue a delivered/read mark by the message's recipient."""
         await self._slots.acquire()
-        self._marks.append(_PendingMark(conn, author, seq, status))
+        self._pending.append(_PendingMark(conn, author, seq, status))
         self._kick()
 
     def _kick(self) -> None:
@@ -225,22 +239,18 @@ class Delivery:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._sends or self._marks:
-                sends, marks = self._take()
+            while self._pending:
+                batch = self._pending[: self._batch_max]
+                del self._pending[: len(batch)]
                 try:
-                    await self._commit(sends, marks)
+                    await self._commit(
+                        [item for item in batch if isinstance(item, _PendingSend)],
+                        [item for item in batch if isinstance(item, _PendingMark)],
+                    )
                 finally:
-                    for _ in range(len(sends) + len(marks)):
+                    for _ in batch:
                         self._slots.release()
             self._idle.set()
-
-    def _take(self) -> tuple[list[_PendingSend], list[_PendingMark]]:
-        sends = self._sends[: self._batch_max]
-        del self._sends[: len(sends)]
-        room = self._batch_max - len(sends)
-        marks = self._marks[:room]
-        del self._marks[: len(marks)]
-        return sends, marks
 
     async def _commit(self, sends: list[_PendingSend], marks: list[_PendingMark]) -> None:
         try:
@@ -274,11 +284,14 @@ class Delivery:
         if not isinstance(outcome, Stored):
             self._refuse(item.conn, outcome, frame.id)
             return
-        item.conn.deliver(ack_frame(frame.id, outcome.seq, outcome.ts))
+        ack = ack_frame(frame.id, outcome.seq, outcome.ts)
         self.stats.acks += 1
         if not outcome.created:
-            self.stats.messages_duplicate += 1  # already fanned out when first stored
+            # A resend: the same ack again, but not a new position (fanned out the first time).
+            item.conn.deliver(ack)
+            self.stats.messages_duplicate += 1
             return
+        item.conn.deliver(SequencedAck(ack, outcome.seq))
         self.stats.messages_stored += 1
         text = Sequenced(
             message_frame(
@@ -332,5 +345,6 @@ __all__ = [
     "Delivery",
     "Principal",
     "Sequenced",
+    "SequencedAck",
     "now_ms",
 ]

@@ -70,7 +70,6 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001  # 7.4.1: "going away", the server is shutting down
     POLICY_VIOLATION = 1008  # 7.4.1: flooding, session revoked, too many connections
     MESSAGE_TOO_BIG = 1009  # 7.4.1: a frame larger than the server will process
-    INTERNAL_ERROR = 1011  # RFC 6455 11.7: an unexpected server error, this connection only
     TRY_AGAIN_LATER = 1013  # IANA registry (RFC 6455 11.7): a slow reader whose queue overflowed
 
 

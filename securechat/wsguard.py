@@ -1,6 +1,6 @@
 """Bounds on the memory one WebSocket client can make the server hold.
 
-Three gaps in the stack, each measured with one client against ``python -m hypercorn --config
+Four gaps in the stack, three measured with one client against ``python -m hypercorn --config
 hypercorn.toml`` (peak RSS of the server process; the numbers are in docs/protocol.md):
 
 1. Quart reads every incoming frame as soon as Hypercorn has it and puts it in an unbounded
@@ -19,6 +19,11 @@ hypercorn.toml`` (peak RSS of the server process; the numbers are in docs/protoc
    secret bytes in one compression context is a known side channel (CRIME). So the server
    declines the extension; a client that sends compressed frames anyway is dropped by wsproto.
 
+4. When the app returns while the client is still sending (a flooder the server has closed),
+   Hypercorn's put of ``websocket.disconnect`` into its full app queue never returns, and the
+   connection is never closed, even after the client leaves. :func:`bounded_websocket_class`
+   drains the queue after the app returns, until that disconnect.
+
 Hypercorn has no setting for 2 and 3, so :func:`install` replaces two names in
 ``hypercorn.protocol.ws_stream`` (idempotent, process-wide); ``tests/test_chat.py`` pins both
 behaviours, so an upgrade that moves them fails loudly rather than silently unbounding memory.
@@ -27,10 +32,12 @@ behaviours, so an upgrade that moves them fails loudly rather than silently unbo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any
+from typing import Any, Final
 
 from hypercorn.protocol import ws_stream
+from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable
 from quart import Quart
 from quart.asgi import ASGIWebsocketConnection
 from wsproto.events import Message
@@ -49,7 +56,42 @@ def bounded_websocket_class(max_frames: int) -> type[ASGIWebsocketConnection]:
             super().__init__(app, scope)
             self.queue = asyncio.Queue(maxsize=max_frames)
 
+        async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+            disconnected = False
+
+            async def watch() -> ASGIReceiveEvent:
+                nonlocal disconnected
+                event = await receive()
+                disconnected = disconnected or event["type"] == "websocket.disconnect"
+                return event
+
+            try:
+                await super().__call__(watch, send)
+            finally:
+                if not disconnected:
+                    _drain_after_return(receive)
+
     return BoundedWebsocketConnection
+
+
+# Hypercorn puts ``websocket.disconnect`` into its bounded app queue after the app returns. If
+# the client had filled that queue (it kept sending after the handler stopped reading), the put
+# waits forever: the connection is never closed, even after the client goes. So after the app
+# returns, a task keeps taking events until the disconnect (bounded in time, just in case).
+_DRAIN_SECONDS: Final = 60.0
+_drainers: set[asyncio.Task[None]] = set()
+
+
+def _drain_after_return(receive: ASGIReceiveCallable) -> None:
+    async def drain() -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                while (await receive())["type"] != "websocket.disconnect":
+                    pass
+
+    task = asyncio.ensure_future(drain())
+    _drainers.add(task)
+    task.add_done_callback(_drainers.discard)
 
 
 class _BoundedBuffer(ws_stream.WebsocketBuffer):

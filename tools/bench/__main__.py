@@ -28,6 +28,7 @@ from tools.bench.drain import run_drain
 from tools.bench.live import run_live
 from tools.bench.login import run_login
 from tools.bench.plan import FULL, LIVE_SERVERS, QUICK, Plan
+from tools.bench.pool import Pool
 from tools.bench.procs import (
     LIGHT_ITERATIONS,
     LIGHT_SETTINGS,
@@ -56,6 +57,18 @@ class Bench:
         self.materials = accounts.key_material(2, LIGHT_ITERATIONS)
         self.envelope = accounts.make_envelope(self.materials[0])
         self.users: list[tuple[str, str]] = []
+        self._pool: Pool | None = None
+
+    @property
+    def pool(self) -> Pool:
+        """The load generator's processes, started once for the whole run."""
+        if self._pool is None:
+            self._pool = Pool(self.plan.workers, self.envelope)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
 
     def ours(self, kind: str = "ours-hypercorn") -> Server:
         return Server(ServerSpec(kind, kind, dict(LIGHT_SETTINGS)), self.workdir)
@@ -75,12 +88,12 @@ class Bench:
         for compression in (False, True):
             with self.ours() as server:
                 measured = run_capacity(
+                    self.pool,
                     server,
                     users,
-                    self.envelope,
                     per_user=plan.capacity_per_user,
                     compression=compression,
-                    workers=plan.workers,
+                    settle=plan.capacity_settle_seconds,
                 )
             log(f"capacity compression={compression}: {measured}")
             result["with_compression" if compression else "without_compression"] = measured
@@ -104,11 +117,10 @@ class Bench:
             with server:
                 endpoint = Endpoint(server.url, "cookie" if ours else "query", self.compression)
                 runs[kind] = run_live(
+                    self.pool,
                     server,
                     endpoint,
                     users,
-                    self.envelope,
-                    workers=plan.workers,
                     ramp=plan.live_ramp,
                     step_seconds=plan.live_step_seconds,
                     refine=plan.live_refine,
@@ -124,14 +136,7 @@ class Bench:
         pairs = [(users[i], users[i + 1]) for i in range(0, len(users) - 1, 2)]
         with self.ours() as server:
             endpoint = Endpoint(server.url, "cookie", self.compression)
-            result = run_drain(
-                server,
-                endpoint,
-                pairs,
-                self.envelope,
-                per_pair=plan.drain_per_pair,
-                workers=plan.workers,
-            )
+            result = run_drain(self.pool, server, endpoint, pairs, per_pair=plan.drain_per_pair)
         return {"scenario": "drain", **result}
 
     def login(self) -> dict[str, Any]:
@@ -207,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="securechat-bench-"))
     lines: list[dict[str, Any]] = []
+    bench = Bench(_plan(args), workdir, not args.no_compression)
     try:
-        bench = Bench(_plan(args), workdir, not args.no_compression)
         if set(chosen) - {"login"}:
             bench.create_users()
         for name in SCENARIOS:
@@ -218,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(line)
                 print(json.dumps(line, separators=(",", ":")), flush=True)
     finally:
+        bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - started
     log(f"done in {elapsed:.0f} s")

@@ -17,39 +17,40 @@ from tools.bench.procs import Server
 from tools.bench.wsclient import Endpoint
 
 WARM_UP_USERS = 5
-SETTLE_SECONDS = 2.0
 
 
 def run_capacity(
+    pool: Pool,
     server: Server,
     users: list[tuple[str, str]],
-    envelope_json: str,
     *,
     per_user: int,
     compression: bool,
-    workers: int = 2,
-    cpus: list[int] | None = None,
+    settle: float = 2.0,
 ) -> dict[str, Any]:
     """Open ``per_user`` sockets for every user and hold them; measure the server's memory."""
-    endpoint = Endpoint(server.url, "cookie", compression)
+    pool.target(Endpoint(server.url, "cookie", compression))
     warm, rest = users[:WARM_UP_USERS], users[WARM_UP_USERS:]
-    with Pool(workers, endpoint, envelope_json, cpus) as pool:
-        pool.call(
-            "connect", [{"users": share, "per_user": per_user} for share in split(warm, workers)]
-        )
-        pool.call_all("sync_each")
-        time.sleep(SETTLE_SECONDS)
-        rss_before = server.rss_bytes()
-        started = time.monotonic()
-        opened = pool.call(
-            "connect", [{"users": share, "per_user": per_user} for share in split(rest, workers)]
-        )
-        synced = pool.call_all("sync_each")
-        connect_seconds = time.monotonic() - started
-        time.sleep(SETTLE_SECONDS)
-        rss_after = server.rss_bytes()
-        alive = pool.call_all("alive")
-    added = sum(r["opened"] for r in opened)
+    workers = pool.size
+    warmed = pool.call(
+        "connect",
+        [{"users": share, "per_user": per_user, "read": False} for share in split(warm, workers)],
+    )
+    pool.call_all("sync_each")
+    time.sleep(settle)
+    rss_before = server.rss_bytes()
+    started = time.monotonic()
+    opened = pool.call(
+        "connect",
+        [{"users": share, "per_user": per_user, "read": False} for share in split(rest, workers)],
+    )
+    synced = pool.call_all("sync_each")
+    connect_seconds = time.monotonic() - started
+    time.sleep(settle)
+    rss_after = server.rss_bytes()
+    alive = pool.call_all("alive")
+    pool.call_all("close_all")
+    added = sum(r["opened"] for r in opened) - sum(r["opened"] for r in warmed)
     still_open = sum(a["open"] for a in alive)
     failed: dict[str, int] = {}
     for result in opened:
@@ -60,6 +61,7 @@ def run_capacity(
         "compression": compression,
         "target": len(users) * per_user,
         "connections": still_open,
+        "deflate_negotiated": sum(a["deflate"] for a in alive),
         "failed": failed,
         "rss_mib": round(rss_after / 2**20, 1),
         "rss_per_conn_kib": round((rss_after - rss_before) / max(1, added) / 1024, 1),

@@ -9,6 +9,7 @@ the handshake, the session check, the query and the push are all inside it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tools.bench.pool import Pool, split
@@ -20,38 +21,43 @@ FILL_RATE_PER_SOCKET = 40.0
 
 
 def run_drain(
+    pool: Pool,
     server: Server,
     endpoint: Endpoint,
     pairs: list[tuple[tuple[str, str], tuple[str, str]]],
-    envelope_json: str,
     *,
     per_pair: int,
-    workers: int = 2,
-    cpus: list[int] | None = None,
+    on_measure: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
-    """Queue ``per_pair`` messages from each pair's sender to its offline recipient, then sync."""
-    shares = split(pairs, workers)
-    with Pool(workers, endpoint, envelope_json, cpus) as pool:
-        pool.call("connect", [{"users": [sender for sender, _ in share]} for share in shares])
-        pool.call("remember_cookies", [{"users": [rcpt for _, rcpt in share]} for share in shares])
-        filled = pool.call(
-            "fill",
-            [
-                {
-                    "pairs": [[s[0], r[0]] for s, r in share],
-                    "per_pair": per_pair,
-                    "rate_per_socket": FILL_RATE_PER_SOCKET,
-                }
-                for share in shares
-            ],
-        )
-        pool.call_all("close_all")  # the senders go offline too
-        start_at = time.monotonic() + 0.5
-        cpu0 = server.cpu_seconds()
-        synced = pool.call(
-            "sync_all", [{"expected": f["expected"], "start_at": start_at} for f in filled]
-        )
-        server_cpu = server.cpu_seconds() - cpu0
+    """Queue ``per_pair`` messages from each pair's sender to its offline recipient, then sync.
+
+    ``on_measure`` is called when the queue is full, just before everyone reconnects.
+    """
+    shares = split(pairs, pool.size)
+    pool.target(endpoint)
+    pool.call("connect", [{"users": [sender for sender, _ in share]} for share in shares])
+    pool.call("remember_cookies", [{"users": [rcpt for _, rcpt in share]} for share in shares])
+    filled = pool.call(
+        "fill",
+        [
+            {
+                "pairs": [[s[0], r[0]] for s, r in share],
+                "per_pair": per_pair,
+                "rate_per_socket": FILL_RATE_PER_SOCKET,
+            }
+            for share in shares
+        ],
+    )
+    pool.call_all("close_all")  # the senders go offline too
+    if on_measure is not None:
+        on_measure()
+    start_at = time.monotonic() + 0.5
+    cpu0 = server.cpu_seconds()
+    synced = pool.call(
+        "sync_all", [{"expected": f["expected"], "start_at": start_at} for f in filled]
+    )
+    server_cpu = server.cpu_seconds() - cpu0
+    pool.call_all("close_all")
     sent = sum(f["sent"] for f in filled)
     acked = sum(f["acked"] for f in filled)
     delivered = sum(s["delivered"] for s in synced)

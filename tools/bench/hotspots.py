@@ -27,6 +27,13 @@ def _frame_key(frame: str) -> str:
     return f"{name} ({short})"
 
 
+def _package(frame: str) -> str:
+    """The top-level package (or stdlib module directory) a frame's code lives in."""
+    where = frame.partition(" (")[2].rstrip(")")
+    path = _LINE.sub("", where + ")").rstrip(")")
+    return path.split("/", 1)[0] if "/" in path else path.rsplit(".", 1)[0]
+
+
 def load(path: Path) -> list[tuple[list[str], int]]:
     """Each stack (root first) with its sample count."""
     stacks = []
@@ -51,19 +58,22 @@ def summarise(
     """Total samples, busy samples, and the top functions by self and inclusive share."""
     self_time: Counter[str] = Counter()
     total_time: Counter[str] = Counter()
+    package_time: Counter[str] = Counter()
     samples = busy = 0
     for frames, count in stacks:
         samples += count
-        if not idle and is_idle(frames):
+        if not frames or (not idle and is_idle(frames)):
             continue
         busy += count
         self_time[_frame_key(frames[-1])] += count
+        package_time[_package(frames[-1])] += count
         for key in {_frame_key(frame) for frame in frames}:
             total_time[key] += count
     share = busy or 1
     return {
         "samples": samples,
         "busy_samples": busy,
+        "package": [(key, round(100 * n / share, 1)) for key, n in package_time.most_common(12)],
         "self": [(key, round(100 * n / share, 1)) for key, n in self_time.most_common(top)],
         "total": [(key, round(100 * n / share, 1)) for key, n in total_time.most_common(top)],
     }
@@ -77,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = summarise(load(args.profile), top=args.top, idle=args.idle)
     print(f"samples {result['samples']}, busy {result['busy_samples']}")
-    for title in ("self", "total"):
+    for title in ("package", "self", "total"):
         print(f"\n-- by {title} time (% of busy samples)")
         for key, pct in result[title]:  # type: ignore[union-attr]
             print(f"{pct:6.1f}  {key}")

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import array
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tools.bench.pool import Pool, split
-from tools.bench.procs import Server
+from tools.bench.procs import Server, machine_busy_seconds
 from tools.bench.wsclient import Endpoint
 
 P99_LIMIT_MS = 50.0
@@ -39,60 +40,63 @@ def rates(start: float, factor: float, limit: float) -> list[float]:
 
 
 def run_live(
+    pool: Pool,
     server: Server,
     endpoint: Endpoint,
     users: list[tuple[str, str]],
-    envelope_json: str,
     *,
-    workers: int = 2,
     ramp: list[float],
     step_seconds: float = 3.0,
     refine: int = 2,
-    cpus: list[int] | None = None,
+    on_measure: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
-    """Run the ramp against ``server``; return the summary with every step."""
+    """Run the ramp against ``server``; return the summary with every step.
+
+    ``on_measure`` is called once everyone is connected, just before the first step (the
+    profiler starts there).
+    """
     pairs = [[users[i][0], users[i + 1][0]] for i in range(0, len(users) - 1, 2)]
-    worker_pairs = split(pairs, workers)
+    worker_pairs = split(pairs, pool.size)
     cookies = dict(users)
     steps: list[dict[str, Any]] = []
-    with Pool(workers, endpoint, envelope_json, cpus) as pool:
-        connected = pool.call(
-            "connect",
-            [
-                {"users": [(n, cookies[n]) for pair in share for n in pair]}
-                for share in worker_pairs
-            ],
-        )
-        failed = sum(sum(r["failed"].values()) for r in connected)
-        if failed:
-            raise RuntimeError(f"{server.spec.name}: {failed} sockets refused: {connected}")
+    pool.target(endpoint)
+    connected = pool.call(
+        "connect",
+        [{"users": [(n, cookies[n]) for pair in share for n in pair]} for share in worker_pairs],
+    )
+    failed = sum(sum(r["failed"].values()) for r in connected)
+    if failed:
+        raise RuntimeError(f"{server.spec.name}: {failed} sockets refused: {connected}")
+    if on_measure is not None:
+        on_measure()
 
-        def run_step(rate: float) -> dict[str, Any]:
-            # A step that misses is run once more before it counts: the machine is shared, and
-            # one stall elsewhere should not end the ramp.
-            for _attempt in range(2):
-                step = _step(pool, server, len(steps), rate, step_seconds, worker_pairs)
-                steps.append(step)
-                if step["held"]:
-                    break
-            return step
-
-        good: float | None = None
-        bad: float | None = None
-        for rate in ramp:
-            if run_step(rate)["held"]:
-                good = rate
-            else:
-                bad = rate
+    def run_step(rate: float) -> dict[str, Any]:
+        # A step that misses is run once more before it counts: the machine is shared, and
+        # one stall elsewhere should not end the ramp.
+        for _attempt in range(2):
+            step = _step(pool, server, len(steps), rate, step_seconds, worker_pairs)
+            steps.append(step)
+            if step["held"]:
                 break
-        for _ in range(refine if good is not None and bad is not None else 0):
-            assert good is not None and bad is not None
-            middle = round((good * bad) ** 0.5)
-            if run_step(middle)["held"]:
-                good = middle
-            else:
-                bad = middle
-        accounting = _sum(pool.call_all("accounting"))
+        return step
+
+    good: float | None = None
+    bad: float | None = None
+    for rate in ramp:
+        if run_step(rate)["held"]:
+            good = rate
+        else:
+            bad = rate
+            break
+    for _ in range(refine if good is not None and bad is not None else 0):
+        assert good is not None and bad is not None
+        middle = round((good * bad) ** 0.5)
+        if run_step(middle)["held"]:
+            good = middle
+        else:
+            bad = middle
+    accounting = _sum(pool.call_all("accounting"))
+    pool.call_all("close_all")
     return _summary(server, steps, accounting, len(users))
 
 
@@ -104,8 +108,10 @@ def _step(
     seconds: float,
     worker_pairs: list[list[list[str]]],
 ) -> dict[str, Any]:
-    start_at = time.monotonic() + 0.3
+    started = time.monotonic()
+    start_at = started + 0.3
     cpu0 = server.cpu_seconds()
+    busy0 = machine_busy_seconds()
     results = pool.call(
         "step",
         [
@@ -120,6 +126,8 @@ def _step(
         ],
     )
     server_cpu = server.cpu_seconds() - cpu0
+    machine_cpu = machine_busy_seconds() - busy0
+    wall = time.monotonic() - started
     latencies: list[float] = []
     for result in results:
         values = array.array("d")
@@ -132,6 +140,7 @@ def _step(
     errors = sum(sum(r["errors"].values()) for r in results)
     closes = sum(sum(r["closes"].values()) for r in results)
     p99 = percentile(latencies, 0.99)
+    loadgen_cpu = sum(r["cpu_s"] for r in results)
     step = {
         "offered_per_s": round(rate),
         "sent_per_s": round(sent / seconds),
@@ -144,10 +153,12 @@ def _step(
         "arrived": arrived,
         "errors": errors,
         "closes": closes,
-        # CPU used during the step plus its drain wait, in cores (1.0 = one core busy).
-        "server_cpu": round(server_cpu / (seconds + 0.3), 2),
-        "loadgen_cpu": round(sum(r["cpu_s"] for r in results) / seconds, 2),
+        # CPU used during the step and its drain wait, in cores (1.0 = one core busy).
+        "server_cpu": round(server_cpu / wall, 2),
+        "loadgen_cpu": round(loadgen_cpu / wall, 2),
         "loadgen_max_lag_ms": round(max(r["max_lag_s"] for r in results) * 1000, 1),
+        # Everything else on the machine (other people's tests...): the noise in this step.
+        "other_cpu": round(max(0.0, machine_cpu - server_cpu - loadgen_cpu) / wall, 2),
     }
     step["held"] = bool(
         p99 < P99_LIMIT_MS and sent == acked == arrived and not errors and not closes and sent

@@ -24,14 +24,13 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from securechat.client import ChatClosed, ChatConnection, SecureChatClient
 from tools.bench.procs import raise_nofile
-from tools.bench.wsclient import Endpoint, open_socket
+from tools.bench.wsclient import READ_WAIT, Endpoint, open_chat
 
 CONNECT_CONCURRENCY = 64
-_FAST_TYPES = ('{"type":"message"', '{"type":"ack"')
 
 
 def cpu_now() -> float:
@@ -58,27 +57,16 @@ def send_text(message_id: str, to: str, envelope_json: str) -> str:
     return f'{{"type":"send","id":"{message_id}","to":"{to}","envelope":{envelope_json}}}'
 
 
-def frame_kind_and_id(text: str) -> tuple[str, str | None, dict[str, Any] | None]:
-    """The frame's type and id; the two hot frame types are read without a full JSON parse."""
-    if text.startswith(_FAST_TYPES):
-        at = text.find('"id":"')
-        if at > 0:
-            kind = "message" if text[9] == "m" else "ack"
-            return kind, text[at + 6 : at + 42], None
-    import json
-
-    frame = json.loads(text)
-    return str(frame.get("type")), frame.get("id"), frame
-
-
 class Worker:
     """One process's share of the users: their sockets and the bookkeeping of every message."""
 
     def __init__(self, endpoint: Endpoint, envelope_json: str) -> None:
         self.endpoint = endpoint
         self.envelope_json = envelope_json
+        # One client (one HTTP pool) for all of this worker's sockets; see wsclient.open_chat.
+        self.client = SecureChatClient(endpoint.base_url, min_iterations=1)
         self.ids = IdSource()
-        self.sockets: dict[str, list[ClientConnection]] = {}
+        self.sockets: dict[str, list[ChatConnection]] = {}
         self.readers: list[asyncio.Task[None]] = []
         self.sent_at: dict[str, float] = {}
         self.step_of: dict[str, int] = {}
@@ -90,14 +78,15 @@ class Worker:
         self.in_window: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
-        self.synced: dict[int, asyncio.Event] = {}  # by id() of the socket
-        self.last_seq: dict[str, int] = {}
+        self.synced: set[int] = set()  # id() of the sockets that have synced
         self.cookie_of: dict[str, str] = {}
 
     # Connections ---------------------------------------------------------------------------
 
-    async def connect(self, users: list[tuple[str, str]], per_user: int = 1) -> dict[str, Any]:
-        """Open ``per_user`` sockets for each (name, cookie); return how many opened, failed."""
+    async def connect(
+        self, users: list[tuple[str, str]], per_user: int = 1, read: bool = True
+    ) -> dict[str, Any]:
+        """Open ``per_user`` sockets for each (name, cookie); with ``read``, read them all."""
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
         failures: Counter[str] = Counter()
         started = time.monotonic()
@@ -105,16 +94,17 @@ class Worker:
         async def one(name: str, cookie: str) -> None:
             async with limit:
                 try:
-                    ws = await open_socket(self.endpoint, name, cookie)
+                    chat = await open_chat(self.client, self.endpoint, name, cookie)
                 except InvalidStatus as error:
                     failures[f"http_{error.response.status_code}"] += 1
                     return
-                except (OSError, TimeoutError) as error:
+                except (OSError, TimeoutError, InvalidHandshake) as error:
                     failures[type(error).__name__] += 1
                     return
-            self.sockets.setdefault(name, []).append(ws)
+            self.sockets.setdefault(name, []).append(chat)
             self.received.setdefault(name, Counter())
-            self.readers.append(asyncio.create_task(self._read(name, ws)))
+            if read:
+                self.readers.append(asyncio.create_task(self._read(name, chat)))
 
         await asyncio.gather(*(one(n, c) for n, c in users for _ in range(per_user)))
         opened = sum(len(v) for v in self.sockets.values())
@@ -122,10 +112,10 @@ class Worker:
 
     async def close_all(self) -> dict[str, Any]:
         """Close every socket; report what happened to them along the way."""
-        sockets = [ws for group in self.sockets.values() for ws in group]
-        for start in range(0, len(sockets), 500):
+        chats = [chat for group in self.sockets.values() for chat in group]
+        for start in range(0, len(chats), 500):
             await asyncio.gather(
-                *(ws.close() for ws in sockets[start : start + 500]), return_exceptions=True
+                *(chat.close() for chat in chats[start : start + 500]), return_exceptions=True
             )
         for task in self.readers:
             task.cancel()
@@ -134,39 +124,31 @@ class Worker:
         self.readers.clear()
         return {"closes": dict(self.closes), "errors": dict(self.errors)}
 
-    async def _read(self, name: str, ws: ClientConnection) -> None:
+    async def _read(self, name: str, chat: ChatConnection) -> None:
         try:
-            async for text in ws:
-                self._on_frame(name, text, id(ws))  # type: ignore[arg-type]
-        except ConnectionClosed as closed:
-            if closed.rcvd is not None and closed.rcvd.code != 1000:
-                self.closes[f"{closed.rcvd.code} {closed.rcvd.reason}"] += 1
+            while True:
+                frame = await chat.receive(wait=READ_WAIT)
+                chat.messages.clear()  # the client keeps every message; the bench need not
+                self._on_frame(name, frame)
+        except ChatClosed as closed:
+            if closed.code != 1000:
+                self.closes[f"{closed.code} {closed.reason}"] += 1
 
-    def _on_frame(self, name: str, text: str, socket_id: int) -> None:
+    def _on_frame(self, name: str, frame: dict[str, Any]) -> None:
         now = time.monotonic()
-        kind, frame_id, frame = frame_kind_and_id(text)
-        if kind == "message" and frame_id is not None:
-            self._arrived(name, frame_id, now, text if frame is None else None, frame)
-        elif kind == "ack" and frame_id is not None:
-            self.acked.add(frame_id)
-        elif kind == "synced" and frame is not None:
-            self.last_seq[name] = max(self.last_seq.get(name, 0), int(frame.get("seq") or 0))
-            event = self.synced.get(socket_id)
-            if event is not None:
-                event.set()
-        elif kind == "error" and frame is not None:
+        kind = frame.get("type")
+        if kind == "message":
+            self._arrived(name, frame["id"], now)
+        elif kind == "ack":
+            self.acked.add(frame["id"])
+        elif kind == "error":
             self.errors[str(frame.get("code"))] += 1
 
-    def _arrived(
-        self, name: str, message_id: str, now: float, text: str | None, frame: Any
-    ) -> None:
+    def _arrived(self, name: str, message_id: str, now: float) -> None:
         got = self.received[name]
         got[message_id] += 1
         if got[message_id] > 1:
             return  # a duplicate: counted in the summary
-        seq = _seq_of(text) if text is not None else int(frame.get("seq", 0))
-        if seq > self.last_seq.get(name, 0):
-            self.last_seq[name] = seq
         sent = self.sent_at.pop(message_id, None)
         if sent is None:
             return
@@ -191,6 +173,7 @@ class Worker:
         ]
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         cpu0 = cpu_now()
+        errors0, closes0 = Counter(self.errors), Counter(self.closes)
         end = start_at + duration
         self.window = (index, start_at, end + 0.0)
         sent, turn, max_lag = 0, 0, 0.0
@@ -199,14 +182,14 @@ class Worker:
             due = int(rate * (now - start_at)) - sent
             max_lag = max(max_lag, due / rate if rate else 0.0)
             for _ in range(due):
-                ws, _sender, to = senders[turn]
+                chat, _sender, to = senders[turn]
                 turn = (turn + 1) % len(senders)
                 message_id = self.ids.next()
                 self.step_of[message_id] = index
                 self.recipient_of[message_id] = to
                 self.sent_at[message_id] = time.monotonic()
                 with contextlib.suppress(ConnectionClosed):
-                    await ws.send(send_text(message_id, to, envelope))
+                    await chat.send_raw(send_text(message_id, to, envelope))
                 sent += 1
             await asyncio.sleep(0.001)
         step_ids = [m for m, s in self.step_of.items() if s == index]
@@ -220,8 +203,8 @@ class Worker:
             "latencies_ms": latencies.tobytes(),
             "max_lag_s": max_lag,
             "cpu_s": cpu_now() - cpu0,
-            "errors": dict(self.errors),
-            "closes": dict(self.closes),
+            "errors": dict(self.errors - errors0),
+            "closes": dict(self.closes - closes0),
         }
 
     def accounting(self) -> dict[str, Any]:
@@ -246,12 +229,12 @@ class Worker:
         started = time.monotonic()
 
         async def one(sender: str, to: str) -> None:
-            ws = self.sockets[sender][0]
+            chat = self.sockets[sender][0]
             for n in range(per_pair):
                 message_id = self.ids.next()
                 self.step_of[message_id] = 0
                 self.recipient_of[message_id] = to
-                await ws.send(send_text(message_id, to, self.envelope_json))
+                await chat.send_raw(send_text(message_id, to, self.envelope_json))
                 # Stay under the server's per-connection flood limit.
                 await asyncio.sleep(
                     max(0.0, started + (n + 1) / rate_per_socket - time.monotonic())
@@ -275,33 +258,26 @@ class Worker:
 
     async def sync_all(self, expected: dict[str, list[str]], start_at: float) -> dict[str, Any]:
         """Connect each recipient at ``start_at``, sync from 0 until it has all it expects."""
-        users = list(expected)
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         done_at: dict[str, float] = {}
-        sync_started: dict[str, float] = {}
         cpu0 = cpu_now()
 
         async def one(name: str, cookie: str) -> None:
-            await self.connect([(name, cookie)])
-            ws = self.sockets[name][0]
-            sync_started[name] = time.monotonic()
-            want = len(expected[name])
-            after = 0
-            for _round in range(100):
-                event = self.synced[id(ws)] = asyncio.Event()
-                await ws.send(f'{{"type":"sync","after":{after}}}')
-                await asyncio.wait_for(event.wait(), timeout=60)
-                have = len(self.received[name])
-                if have >= want or self.last_seq.get(name, 0) <= after:
+            await self.connect([(name, cookie)], read=False)
+            chat = self.sockets[name][0]
+            want, after = len(expected[name]), 0
+            for _round in range(100):  # the server may answer a sync in several batches
+                for frame in await chat.sync(after):
+                    if frame["type"] == "message":
+                        self._arrived(name, frame["id"], time.monotonic())
+                chat.messages.clear()
+                if len(self.received[name]) >= want or chat.cursor <= after:
                     break
-                after = self.last_seq[name]
+                after = chat.cursor
             done_at[name] = time.monotonic()
 
-        await asyncio.gather(*(one(name, cookie) for name, cookie in self.cookies(users)))
-        return self._drain_report(expected, start_at, done_at, sync_started, cpu0)
-
-    def cookies(self, names: list[str]) -> list[tuple[str, str]]:
-        return [(name, self.cookie_of[name]) for name in names]
+        await asyncio.gather(*(one(name, self.cookie_of[name]) for name in expected))
+        return self._drain_report(expected, start_at, done_at, cpu0)
 
     def remember_cookies(self, users: list[tuple[str, str]]) -> None:
         self.cookie_of = dict(users)
@@ -311,7 +287,6 @@ class Worker:
         expected: dict[str, list[str]],
         start_at: float,
         done_at: dict[str, float],
-        sync_started: dict[str, float],
         cpu0: float,
     ) -> dict[str, Any]:
         lost = duplicated = delivered = 0
@@ -325,7 +300,6 @@ class Worker:
             "lost": lost,
             "duplicated": duplicated,
             "last_done": max(done_at.values(), default=start_at),
-            "first_sync": min(sync_started.values(), default=start_at),
             "cpu_s": cpu_now() - cpu0,
             "errors": dict(self.errors),
             "closes": dict(self.closes),
@@ -334,36 +308,39 @@ class Worker:
     # Capacity ------------------------------------------------------------------------------
 
     async def sync_each(self) -> dict[str, Any]:
-        """Every socket syncs once (as a page does on connect) and waits for ``synced``."""
+        """Every socket not yet synced syncs once (as a page does on connect)."""
         started = time.monotonic()
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-        async def one(ws: ClientConnection) -> bool:
+        async def one(chat: ChatConnection) -> bool:
             async with limit:
-                event = self.synced[id(ws)] = asyncio.Event()
                 try:
-                    await ws.send('{"type":"sync","after":0}')
-                    await asyncio.wait_for(event.wait(), timeout=30)
-                except (ConnectionClosed, TimeoutError):
+                    await chat.sync(0)
+                except (ChatClosed, TimeoutError):
                     return False
+                chat.messages.clear()
+                self.synced.add(id(chat))
                 return True
 
         done = await asyncio.gather(
             *(
-                one(ws)
+                one(chat)
                 for group in self.sockets.values()
-                for ws in group
-                if id(ws) not in self.synced
+                for chat in group
+                if id(chat) not in self.synced
             )
         )
         return {"synced": sum(done), "seconds": time.monotonic() - started}
 
     async def alive(self) -> dict[str, Any]:
         """How many sockets are still open."""
-        open_count = sum(
-            1 for group in self.sockets.values() for ws in group if ws.close_code is None
-        )
-        return {"open": open_count, "closes": dict(self.closes)}
+        chats = [chat for group in self.sockets.values() for chat in group]
+        return {
+            "open": sum(1 for chat in chats if chat.close_code is None),
+            # Sockets on which the server agreed to permessage-deflate (RFC 7692).
+            "deflate": sum(1 for chat in chats if chat.socket.protocol.extensions),
+            "closes": dict(self.closes),
+        }
 
 
 async def wait_until(condition: Callable[[], bool], within: float) -> bool:
@@ -376,37 +353,39 @@ async def wait_until(condition: Callable[[], bool], within: float) -> bool:
     return True
 
 
-def _seq_of(text: str) -> int:
-    at = text.find('"seq":')
-    if at < 0:
-        return 0
-    end = text.find(",", at)
-    try:
-        return int(text[at + 6 : end])
-    except ValueError:
-        return 0
+def worker_main(pipe: Pipe, envelope_json: str, cpu: int | None) -> None:
+    """Process entry point: serve RPCs from the parent until it says ``exit``.
 
-
-def worker_main(pipe: Pipe, endpoint: Endpoint, envelope_json: str, cpu: int | None) -> None:
-    """Process entry point: serve RPCs from the parent until it says ``exit``."""
+    ``("target", {"endpoint": ...})`` starts afresh against a server (closing any sockets and
+    forgetting all bookkeeping); every other RPC is a method of the current :class:`Worker`.
+    """
     raise_nofile()
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    asyncio.run(_serve(pipe, Worker(endpoint, envelope_json)))
+    asyncio.run(_serve(pipe, envelope_json))
 
 
-async def _serve(pipe: Pipe, worker: Worker) -> None:
+async def _serve(pipe: Pipe, envelope_json: str) -> None:
+    worker: Worker | None = None
     while True:
         method, kwargs = await asyncio.to_thread(pipe.recv)
-        if method == "exit":
+        if method in ("exit", "target") and worker is not None:
             await worker.close_all()
+            await worker.client.close()
+            worker = None
+        if method == "exit":
             pipe.send(None)
             return
-        handler: Callable[..., Any] = getattr(worker, method)
         try:
-            result = handler(**kwargs)
-            if asyncio.iscoroutine(result):
-                result = await result
+            if method == "target":
+                worker = Worker(kwargs["endpoint"], envelope_json)
+                result: Any = None
+            else:
+                assert worker is not None, "no target server yet"
+                handler: Callable[..., Any] = getattr(worker, method)
+                result = handler(**kwargs)
+                if asyncio.iscoroutine(result):
+                    result = await result
             pipe.send(("ok", result))
         except Exception as error:  # reported to the parent, which fails the scenario
             pipe.send(("error", f"{type(error).__name__}: {error}"))

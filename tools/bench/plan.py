@@ -15,6 +15,7 @@ class Plan:
 
     capacity_users: int = 2500
     capacity_per_user: int = 4  # one session open in four tabs: 10,000 sockets
+    capacity_settle_seconds: float = 2.0
     live_users: int = 1000
     live_ramp: list[float] = field(default_factory=lambda: rates(1000, 1.4, 40_000))
     live_step_seconds: float = 3.0
@@ -37,14 +38,15 @@ FULL = Plan()
 QUICK = Plan(
     capacity_users=8,
     capacity_per_user=2,
+    capacity_settle_seconds=0.2,
     live_users=4,
-    live_ramp=[200.0],
-    live_step_seconds=1.0,
+    live_ramp=[40.0],  # 10 msgs/s per user: well under the per-connection flood limit
+    live_step_seconds=0.5,
     live_refine=0,
     drain_pairs=2,
     drain_per_pair=10,
     login_users=1,
     login_lanes=2,
-    login_seconds=1.5,
+    login_seconds=1.0,
     workers=1,
 )

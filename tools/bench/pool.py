@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -16,12 +17,16 @@ class WorkerError(RuntimeError):
 
 
 class Pool:
-    """``size`` load-generator processes; ``call`` runs one method on each, in parallel."""
+    """``size`` load-generator processes; ``call`` runs one method on each, in parallel.
 
-    def __init__(
-        self, size: int, endpoint: Endpoint, envelope_json: str, cpus: list[int] | None = None
-    ) -> None:
-        context = multiprocessing.get_context("spawn")
+    The processes live for the whole run; ``target`` points them at the next server.
+    """
+
+    def __init__(self, size: int, envelope_json: str, cpus: list[int] | None = None) -> None:
+        # fork is much quicker than spawn (nothing to import again); it is only safe while this
+        # process has no other thread, which is the case: the parent does nothing concurrent.
+        method = "fork" if threading.active_count() == 1 else "spawn"
+        context = multiprocessing.get_context(method)
         self.pipes: list[Pipe] = []
         self.procs: list[BaseProcess] = []
         for index in range(size):
@@ -29,7 +34,7 @@ class Pool:
             cpu = cpus[index % len(cpus)] if cpus else None
             proc = context.Process(
                 target=worker_main,
-                args=(child_end, endpoint, envelope_json, cpu),
+                args=(child_end, envelope_json, cpu),
                 name=f"bench-worker-{index}",
                 daemon=True,
             )
@@ -44,6 +49,10 @@ class Pool:
 
     def pids(self) -> list[int]:
         return [proc.pid for proc in self.procs if proc.pid is not None]
+
+    def target(self, endpoint: Endpoint) -> None:
+        """Close every socket, forget everything, and aim at ``endpoint`` from now on."""
+        self.call_all("target", endpoint=endpoint)
 
     def call(self, method: str, per_worker: list[dict[str, Any]], timeout: float = 600) -> list:
         """Call ``method`` on every worker with its own kwargs; return their results in order."""

@@ -69,11 +69,13 @@ class ServerSpec:
 
 def command_for(kind: str, fd: int, port: int) -> list[str]:
     """The command line that serves ``kind`` on the listening socket ``fd`` (bound to ``port``)."""
-    if kind == "ours-hypercorn":  # exactly `make run`'s command, on our socket
+    if kind in ("ours-hypercorn", "ours-hypercorn-uvloop"):  # `make run`'s command, our socket
+        uvloop = ["--worker-class", "uvloop"] if kind.endswith("uvloop") else []
         return [
             str(BIN / "hypercorn"),
             "--config",
             str(ROOT / "hypercorn.toml"),
+            *uvloop,
             "--bind",
             f"fd://{fd}",
             "securechat:create_app()",
@@ -99,6 +101,10 @@ def command_for(kind: str, fd: int, port: int) -> list[str]:
             "65536",
             "--ws-ping-interval",
             "20",
+            # The app declines permessage-deflate on Hypercorn (securechat/wsguard.py); Uvicorn
+            # needs telling.
+            "--ws-per-message-deflate",
+            "false",
             "--timeout-keep-alive",
             "5",
             "--no-server-header",
@@ -193,7 +199,7 @@ class Server:
     def worker_pid(self) -> int:
         """The process that serves: Hypercorn's spawned worker, or the process itself."""
         assert self.proc is not None
-        if self.spec.kind in ("ours-hypercorn", "quart-relay"):
+        if self.spec.kind.startswith("ours-hypercorn") or self.spec.kind == "quart-relay":
             for child in _children(self.proc.pid):  # skip multiprocessing's resource tracker
                 with contextlib.suppress(OSError):
                     if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
@@ -246,6 +252,13 @@ def cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all processes, all cores) since boot."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 def machine() -> dict[str, object]:

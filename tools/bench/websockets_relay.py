@@ -2,8 +2,9 @@
 
     python -m tools.bench.websockets_relay --port 8002      (or --fd N: an inherited socket)
 
-Same frames, same limits (64 KiB frames, pings every 20 s, permessage-deflate when offered) and
-the same relay logic as ``quart_relay``; the user is named in the query string.
+Same frames, same limits (64 KiB frames, pings every 20 s, permessage-deflate declined, as
+SecureChat declines it) and the same relay logic as ``quart_relay``; the user is named in the
+query string.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ async def main(sock: socket.socket) -> None:
         sock=sock,
         max_size=65536,
         ping_interval=20,
-        compression="deflate",
+        compression=None,
         process_request=_plain_get,
     ):
         await stop

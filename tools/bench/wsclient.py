@@ -1,8 +1,11 @@
-"""How the load generator opens a chat socket, for our server and for the relays alike.
+"""How the load generator opens a chat socket: through ``securechat.client``, for every server.
 
-Our server authenticates the handshake with the session cookie and checks ``Origin``; the bare
-relays take the user name from the query string. Everything after the handshake (the frames,
-their sizes, compression) is the same for all of them.
+Our server authenticates the handshake with the session cookie and checks ``Origin``: the
+socket is opened by ``SecureChatClient.connect``, exactly as the tests and bots do (it offers
+permessage-deflate, as browsers do). For the capacity scenario without compression, and for the
+bare relays (which take the user name from the query string), the socket is opened here with
+the same options and handed to the same ``ChatConnection``. Everything after the handshake (the
+frames, their sizes, the parsing) is the client's code for all of them.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
+from websockets.typing import Origin
 
-from securechat.client import COOKIE_NAME
+from securechat.client import CHAT_MAX_FRAME, COOKIE_NAME, ChatConnection, SecureChatClient
 
-# Frames from the server are small (about 1.3 KiB); sync backlogs come one message per frame.
-MAX_FRAME = 1 << 20
+OPEN_TIMEOUT = 60.0
+# Reads wait this long before the client's own timeout fires (idle sockets wait a long time).
+READ_WAIT = 3600.0
 
 
 @dataclass(frozen=True)
@@ -24,28 +29,34 @@ class Endpoint:
 
     base_url: str  # http://127.0.0.1:port
     auth: str  # "cookie" (our server) or "query" (the relays)
-    compression: bool = True  # browsers always offer permessage-deflate
+    compression: bool = True  # offer permessage-deflate, as browsers always do
 
 
-async def open_socket(
-    endpoint: Endpoint, user: str, cookie: str, *, open_timeout: float = 30.0
-) -> ClientConnection:
-    """An open WebSocket as ``user``; raises what ``websockets`` raises if refused."""
-    ws_url = "ws" + endpoint.base_url.removeprefix("http") + "/ws"
-    headers = {}
-    if endpoint.auth == "cookie":
-        headers["Cookie"] = f"{COOKIE_NAME}={cookie}"
+async def open_chat(
+    client: SecureChatClient, endpoint: Endpoint, user: str, cookie: str
+) -> ChatConnection:
+    """An open chat socket as ``user`` (no sync yet); raises what ``websockets`` raises."""
+    if endpoint.auth == "cookie" and endpoint.compression:
+        # No await between setting the cookie and connect() reading it: safe to share one
+        # client (and its HTTP pool) among thousands of sockets.
+        client.session_cookie = cookie
+        chat = await client.connect(after=None, wait=OPEN_TIMEOUT)
+        client.chats.clear()  # the worker keeps its sockets itself
     else:
-        ws_url += "?user=" + quote(user)
-    return await connect(
-        ws_url,
-        origin=endpoint.base_url,  # type: ignore[arg-type]
-        additional_headers=headers,
-        compression="deflate" if endpoint.compression else None,
-        proxy=None,  # loopback only, whatever the environment says
-        open_timeout=open_timeout,
-        ping_interval=None,  # the server pings; the client answers
-        max_size=MAX_FRAME,
-        max_queue=64,
-        user_agent_header="securechat-bench",
-    )
+        url = "ws" + endpoint.base_url.removeprefix("http") + "/ws"
+        headers = {}
+        if endpoint.auth == "cookie":
+            headers["Cookie"] = f"{COOKIE_NAME}={cookie}"
+        else:
+            url += "?user=" + quote(user)
+        socket = await connect(
+            url,
+            origin=Origin(endpoint.base_url),
+            additional_headers=headers,
+            compression="deflate" if endpoint.compression else None,
+            max_size=CHAT_MAX_FRAME,
+            open_timeout=OPEN_TIMEOUT,
+            proxy=None,
+        )
+        chat = ChatConnection(client, socket, wait=OPEN_TIMEOUT)
+    return chat

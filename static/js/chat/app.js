@@ -1,0 +1,506 @@
+/**
+ * The chat page's controller: the socket, the outbox, the messages and the views, and what
+ * happens between them. The pieces do the work; this module decides when.
+ *
+ * Receipts: a message to me is marked "delivered" once stored here, and "read" once its
+ * conversation is on screen in a visible tab (read implies delivered on the server, so a
+ * message read at once is marked only "read").
+ */
+
+import { ApiError, describeError, request } from "../api.js";
+import { DirectoryError } from "../directory.js";
+import { showError, showInfo } from "../ui.js";
+import { KeyBook } from "./keys.js";
+import { Messages, isTransient, wellFormed } from "./messages.js";
+import { Outbox } from "./outbox.js";
+import { ConversationList, ConnectionStatus, RecipientPicker } from "./sidebar.js";
+import { ChatSocket } from "./socket.js";
+import { ChatStore } from "./store.js";
+import { Vault } from "./vault.js";
+import { VerifyPanel } from "./verify.js";
+import { Composer, ThreadView } from "./view.js";
+
+const PAGE = 50;
+const TYPING_SEND_EVERY_MS = 3000;
+const TYPING_SHOWN_MS = 6000;
+const PREVIEW_CHARS = 80;
+const MARK_RANK = { delivered: 1, read: 2 };
+const REFRESH_MS = 300;
+
+const byId = (id) => document.getElementById(id);
+
+export class ChatApp {
+  #conversations = new Map(); // peer -> {peer, unread, online, preview, lastAt, order}
+  #current = null;
+  #typingTimer = null;
+  #typingSentAt = 0;
+  #sentToast = null;
+  #offlineSaid = false;
+  #maxSeq = 0;
+  #opening = 0;
+  #refreshTimer = null;
+
+  constructor({ me, identity }) {
+    this.me = me;
+    this.identity = identity;
+    this.root = byId("chat-app");
+  }
+
+  async start() {
+    this.store = await ChatStore.open(this.me);
+    const { vault, keysChanged } = await Vault.open(this.store, this.identity);
+    this.keys = new KeyBook(this.me, this.identity);
+    this.messages = new Messages({ me: this.me, identity: this.identity, store: this.store, vault, keys: this.keys });
+    this.#buildViews();
+    if (keysChanged) this.#banner("mine");
+    this.#checkDirectory();
+    this.keys.addEventListener("keychange", (event) => this.#keyChanged(event.detail));
+    await this.#loadConversations();
+    this.#startSocket();
+    document.addEventListener("visibilitychange", () => this.#markThreadRead());
+    this.root.dataset.ready = "true";
+  }
+
+  // --- views ---------------------------------------------------------------------------
+
+  #buildViews() {
+    this.list = new ConversationList({
+      list: byId("conversation-list"), empty: byId("conversations-empty"), onOpen: (peer) => this.open(peer),
+    });
+    this.picker = new RecipientPicker({
+      form: byId("recipient-form"), input: byId("recipient-search"), listbox: byId("recipient-options"),
+      empty: byId("recipient-none"),
+      search: async (prefix, limit) => (await request(`/api/v1/users?q=${encodeURIComponent(prefix)}&limit=${limit}`)).users,
+      onPick: (peer) => this.open(peer),
+      onUnknown: (name) => showError(`There is no user called “${name}”. Check the spelling of the username.`),
+    });
+    this.connection = new ConnectionStatus({
+      root: byId("connection"), text: byId("connection-text"), wait: byId("connection-wait"),
+      retry: byId("connection-retry"), onRetry: () => this.socket.retryNow(),
+    });
+    this.thread = new ThreadView({ list: byId("messages"), scroller: byId("thread-scroll"), older: byId("load-older") });
+    byId("load-older").addEventListener("click", () => this.#loadOlder());
+    // Scrolling up to the top of the thread loads older messages too.
+    byId("thread-scroll").addEventListener("scroll", (event) => {
+      const older = byId("load-older");
+      if (event.currentTarget.scrollTop < 48 && !older.hidden && !older.disabled) this.#loadOlder();
+    }, { passive: true });
+    this.composer = new Composer({
+      form: byId("composer"), field: byId("composer-text"), button: byId("composer-send"),
+      blockedNote: byId("send-blocked"), onSend: (text) => this.#send(text), onTyping: () => this.#typing(),
+    });
+    this.verify = new VerifyPanel({
+      dialog: byId("verify-dialog"),
+      load: (peer) => this.keys.panel(peer),
+      onMark: (peer, verified) => this.#afterVerification(peer, () => this.keys.markVerified(peer, verified)),
+      onAccept: (peer) => this.#afterVerification(peer, () => this.keys.acceptChange(peer)),
+    });
+    byId("verify-open").addEventListener("click", () => this.verify.open(this.#current));
+    byId("send-blocked-review").addEventListener("click", () => this.verify.open(this.#current));
+    byId("thread-back").addEventListener("click", () => this.#close());
+  }
+
+  /** A serious notice above the chat: the key directory misbehaved, or my own keys changed. */
+  #banner(kind, message = "") {
+    const node = byId(kind === "mine" ? "chat-mykeys" : "chat-alarm");
+    node.hidden = false;
+    if (kind === "alarm") {
+      node.querySelector("[data-detail]").textContent = message;
+    }
+  }
+
+  async #checkDirectory() {
+    await this.keys.checkHead();
+    const alarm = this.keys.alarm();
+    if (alarm) this.#banner("alarm", alarm.message);
+  }
+
+  // --- conversations -------------------------------------------------------------------
+
+  async #loadConversations() {
+    let rows = [];
+    try {
+      rows = (await request("/api/v1/conversations")).conversations;
+    } catch (error) {
+      if (error.status === 401) window.location.replace("/login");
+      else showError(describeError(error));
+    }
+    for (const row of rows) {
+      this.#conversation(row.peer, { unread: row.unread, online: row.online, order: row.last_seq });
+    }
+    for (const entry of await this.store.outbox()) this.#conversation(entry.to, {});
+    await Promise.all([...this.#conversations.keys()].map((peer) => this.#preview(peer)));
+    // A browser new to this account starts from the newest position: the history of each
+    // conversation comes page by page when it is opened, not all at once.
+    if ((await this.store.cursor()) === null) await this.store.setCursor(rows[0]?.last_seq ?? 0);
+    this.#maxSeq = await this.store.cursor();
+    this.#renderList();
+  }
+
+  #conversation(peer, changes) {
+    const known = this.#conversations.get(peer);
+    if (!known && this.socket) this.#refreshConversations();
+    return this.#setConversation(peer, known ?? { peer, unread: 0, online: null, preview: "", lastAt: null, order: 0 }, changes);
+  }
+
+  #setConversation(peer, known, changes) {
+    const next = { ...known, ...changes, order: Math.max(known.order, changes.order ?? 0) };
+    this.#conversations.set(peer, next);
+    return next;
+  }
+
+  /**
+   * Unread counts and presence as the server has them. Asked after each sync (what the sync
+   * replayed is counted there already) and when a conversation is new here (presence is
+   * pushed only when it changes).
+   */
+  #refreshConversations() {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = setTimeout(async () => {
+      let rows;
+      try {
+        rows = (await request("/api/v1/conversations")).conversations;
+      } catch {
+        return; // offline: the next sync asks again
+      }
+      for (const row of rows) {
+        const reading = row.peer === this.#current && document.visibilityState === "visible";
+        this.#conversation(row.peer, { online: row.online, ...(reading ? {} : { unread: row.unread }) });
+      }
+      this.#renderList();
+      if (this.#current) this.#header();
+    }, REFRESH_MS);
+  }
+
+  /** The last message of peer's thread as the list shows it. */
+  async #preview(peer, record = null) {
+    const last = record ?? await this.store.last(peer);
+    if (!last || last.direction === "notice") return;
+    const text = await this.messages.text(last);
+    const preview = text === null ? "Message not shown" : `${last.direction === "out" ? "You: " : ""}${text}`;
+    this.#conversation(peer, {
+      preview: preview.slice(0, PREVIEW_CHARS), lastAt: last.ts ?? last.writtenMs, order: last.seq ?? last.order,
+    });
+  }
+
+  #renderList() {
+    const sorted = [...this.#conversations.values()].sort((a, b) => b.order - a.order);
+    this.list.render(sorted, this.#current);
+    const unread = sorted.reduce((sum, c) => sum + c.unread, 0);
+    document.title = `${unread ? `(${unread}) ` : ""}Chat · SecureChat`;
+    byId("chat-placeholder-title").textContent = sorted.length ? "Choose a conversation" : "No conversations yet";
+  }
+
+  /** Show the conversation with peer: what is kept here at once, then what the server adds. */
+  async open(peer) {
+    const opening = ++this.#opening;
+    this.#current = peer;
+    this.#conversation(peer, { unread: 0 });
+    this.#renderList();
+    this.#showThread(peer);
+    const cached = await this.store.thread(peer, { limit: PAGE });
+    if (opening !== this.#opening) return;
+    this.thread.upsert(await this.#withText(cached), { follow: true });
+    this.thread.setMore(cached.length >= PAGE);
+    await this.#refreshKeys(peer);
+    await this.#loadHistory(peer, {});
+    if (opening === this.#opening) this.#markThreadRead();
+  }
+
+  #showThread(peer) {
+    this.root.dataset.view = "thread";
+    byId("chat-placeholder").hidden = true;
+    byId("thread").hidden = false;
+    byId("thread-title").textContent = peer;
+    byId("composer-text").setAttribute("aria-label", `Message to ${peer}`);
+    byId("send-blocked-text").textContent =
+      `Sending to ${peer} is paused: their keys changed after you verified them. Compare the new safety number first.`;
+    this.#header();
+    this.thread.reset(peer);
+    this.#showTyping(null);
+    this.composer.setBlocked(false);
+    if (window.matchMedia("(min-width: 40.01rem)").matches) byId("composer-text").focus();
+  }
+
+  #close() {
+    this.#current = null;
+    this.#opening += 1;
+    this.root.dataset.view = "list";
+    byId("thread").hidden = true;
+    byId("chat-placeholder").hidden = false;
+    this.#renderList();
+    this.list.list.querySelector("button")?.focus();
+  }
+
+  #header() {
+    const peer = this.#current;
+    const online = this.#conversations.get(peer)?.online ?? null;
+    const presence = byId("thread-presence");
+    presence.hidden = online === null;
+    presence.dataset.online = String(Boolean(online));
+    presence.textContent = online ? "Online" : "Offline";
+    const keys = this.keys.cached(peer);
+    byId("thread-verified").hidden = !keys?.verified || !keys.canSend;
+  }
+
+  async #refreshKeys(peer) {
+    try {
+      const keys = await this.keys.get(peer, { maxAge: 0 });
+      if (peer !== this.#current) return;
+      this.composer.setBlocked(!keys.canSend);
+      this.#header();
+    } catch (error) {
+      if (peer !== this.#current || isTransient(error)) return;
+      if (error instanceof ApiError && error.status === 404) {
+        showError(`There is no user called “${peer}”.`);
+      } else if (error instanceof DirectoryError) {
+        showError(`SecureChat could not confirm ${peer}'s keys in the key directory (${error.code}). ` +
+          "Nothing can be sent to them or read from them until it can. The server may be giving out wrong keys.");
+        this.#checkDirectory();
+      }
+    }
+  }
+
+  async #withText(records) {
+    return Promise.all(records.map(async (record) => ({ ...record, text: await this.messages.text(record) })));
+  }
+
+  /** A page of history from the server (newest first) before seq; stores what is new. */
+  async #loadHistory(peer, { before = null }) {
+    const query = `with=${encodeURIComponent(peer)}&limit=${PAGE}${before === null ? "" : `&before=${before}`}`;
+    let page;
+    try {
+      page = await request(`/api/v1/messages?${query}`);
+    } catch (error) {
+      if (!isTransient(error) && error.status !== 404) showError(describeError(error));
+      return false;
+    }
+    const shown = [];
+    for (const item of page.messages.filter(wellFormed).reverse()) {
+      const { record } = await this.messages.receive(item, { history: item });
+      shown.push(record);
+    }
+    if (peer !== this.#current) return page.more;
+    this.thread.upsert(await this.#withText(shown));
+    this.thread.setMore(page.more);
+    return page.more;
+  }
+
+  async #loadOlder() {
+    const peer = this.#current;
+    const oldest = this.thread.oldestSeq();
+    const button = byId("load-older");
+    button.disabled = true;
+    const more = oldest === null ? false : await this.#loadHistory(peer, { before: oldest });
+    const older = await this.store.thread(peer, { before: this.thread.items()[0]?.order ?? Infinity, limit: PAGE });
+    if (peer === this.#current) {
+      this.thread.upsert(await this.#withText(older));
+      this.thread.setMore(more || older.length >= PAGE);
+    }
+    button.disabled = false;
+  }
+
+  // --- the socket ----------------------------------------------------------------------
+
+  #startSocket() {
+    const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+    this.socket = new ChatSocket({
+      url: `${scheme}://${window.location.host}/ws`,
+      loadCursor: async () => (await this.store.cursor()) ?? 0,
+      saveCursor: (seq) => {
+        this.#maxSeq = Math.max(this.#maxSeq, seq);
+        return this.store.setCursor(seq);
+      },
+      onFrame: (frame, context) => this.#frame(frame, context),
+    });
+    this.outbox = new Outbox({ store: this.store, socket: this.socket, messages: this.messages });
+    this.outbox.addEventListener("failed", (event) => this.#failed(event.detail));
+    this.outbox.addEventListener("blocked", (event) => {
+      if (event.detail.to === this.#current) this.composer.setBlocked(true);
+    });
+    this.socket.addEventListener("state", (event) => this.#socketState(event.detail));
+    this.socket.addEventListener("synced", () => this.#synced());
+    this.socket.start();
+  }
+
+  #socketState(detail) {
+    this.connection.show(detail);
+    if (detail.state === "online") this.#offlineSaid = false;
+    if (detail.state === "offline" || detail.state === "closed") this.#checkSession(detail);
+  }
+
+  /** After a refused or ended connection: gone to /login if the session is over. */
+  async #checkSession(detail) {
+    try {
+      await request("/api/v1/me");
+    } catch (error) {
+      if (error.status === 401) {
+        window.location.replace("/login");
+        return;
+      }
+    }
+    if (detail.state === "closed") {
+      showError(`The chat connection was closed by the server${detail.reason ? ` (${detail.reason})` : ""}. ` +
+        "Choose Reconnect to try again.");
+    }
+  }
+
+  async #synced() {
+    this.#refreshConversations();
+    for (const record of await this.messages.retryPending()) await this.#incoming(record, { counts: false });
+  }
+
+  async #frame(frame, { replay }) {
+    switch (frame.type) {
+      case "message":
+        if (wellFormed(frame)) {
+          const { record, isNew } = await this.messages.receive(frame);
+          // Replayed messages are in the unread counts the server gives after the sync.
+          await this.#incoming(record, { counts: isNew && !replay });
+        }
+        break;
+      case "ack":
+        await this.#acknowledged(frame);
+        break;
+      case "receipt": {
+        const record = await this.messages.receipt(frame.id, frame.status);
+        if (record) this.thread.update(record);
+        break;
+      }
+      case "error":
+        if (typeof frame.id === "string") await this.outbox.refused(frame);
+        break;
+      case "presence":
+        this.#presence(frame.user, frame.status === "online");
+        break;
+      case "typing":
+        if (frame.from === this.#current) this.#showTyping(frame.from);
+        break;
+      default:
+        break; // a newer server's frame: nothing to do with it
+    }
+  }
+
+  async #incoming(record, { counts }) {
+    const peer = record.peer;
+    const visible = peer === this.#current && document.visibilityState === "visible";
+    if (record.direction === "in" && counts && !visible) {
+      this.#conversation(peer, { unread: (this.#conversations.get(peer)?.unread ?? 0) + 1 });
+    }
+    if (record.direction === "in") {
+      this.#mark(record, visible ? "read" : "delivered");
+      if (peer === this.#current) this.#showTyping(null);
+    }
+    await this.#preview(peer, record.state === "pending" ? null : record);
+    this.#conversation(peer, { order: record.seq ?? 0 });
+    if (peer === this.#current) this.thread.upsert([{ ...record, text: await this.messages.text(record) }]);
+    this.#renderList();
+  }
+
+  async #acknowledged(frame) {
+    const record = await this.messages.acknowledged(frame.id, frame.seq, frame.ts);
+    this.outbox.acknowledged(frame.id);
+    if (!record) return;
+    if (record.peer === this.#current) this.thread.update(record);
+    this.#conversation(record.peer, { order: frame.seq });
+    this.#renderList();
+    this.#sentToast?.remove();
+    this.#sentToast = showInfo("Message sent");
+  }
+
+  async #failed({ id, reason }) {
+    showError(reason);
+    const record = await this.store.message(id);
+    if (record?.peer === this.#current) this.thread.update(record);
+  }
+
+  #presence(user, online) {
+    if (!this.#conversations.has(user) && user !== this.#current) return;
+    this.#conversation(user, { online });
+    this.#renderList();
+    if (user === this.#current) this.#header();
+  }
+
+  // --- receipts --------------------------------------------------------------------------
+
+  /** Tell the sender that record was delivered here, or read; each at most once. */
+  async #mark(record, status) {
+    if ((MARK_RANK[record.marked] ?? 0) >= MARK_RANK[status] || !Number.isSafeInteger(record.seq)) return;
+    if (!this.socket?.send({ type: status, seq: record.seq })) return;
+    record.marked = status;
+    await this.store.updateMessage(record.id, (stored) => ({ ...stored, marked: status }));
+  }
+
+  #markThreadRead() {
+    if (this.#current === null || document.visibilityState !== "visible") return;
+    for (const item of this.thread.items()) {
+      if (item.direction === "in") this.#mark(item, "read");
+    }
+    this.#conversation(this.#current, { unread: 0 });
+    this.#renderList();
+  }
+
+  // --- sending -------------------------------------------------------------------------
+
+  async #send(text) {
+    const peer = this.#current;
+    const keys = this.keys.cached(peer);
+    if (this.composer.blocked || (keys && !keys.canSend)) {
+      showError(`Not sent. ${peer}'s keys changed after you verified them: open the safety number and ` +
+        "compare it with them before sending.");
+      return false;
+    }
+    let record;
+    try {
+      record = await this.messages.compose(peer, text);
+    } catch (error) {
+      showError("The message could not be saved on this device, so it was not sent. " + describeError(error));
+      return false;
+    }
+    this.thread.upsert([record], { follow: true });
+    this.#typingSentAt = 0; // the message ended "typing" on the other side: say it again if need be
+    await this.#preview(peer, record);
+    this.#renderList();
+    const offline = this.socket.state === "offline" || this.socket.state === "closed";
+    if (offline && !this.#offlineSaid) {
+      this.#offlineSaid = true;
+      showError("You're offline. Your message is saved on this device and will be sent when the connection is back.");
+    }
+    this.outbox.flush();
+    return true;
+  }
+
+  #typing() {
+    const now = Date.now();
+    if (now - this.#typingSentAt < TYPING_SEND_EVERY_MS || !this.socket.online) return;
+    this.#typingSentAt = now;
+    this.socket.send({ type: "typing", to: this.#current });
+  }
+
+  #showTyping(peer) {
+    clearTimeout(this.#typingTimer);
+    const line = byId("typing");
+    line.hidden = peer === null;
+    line.textContent = peer === null ? "" : `${peer} is typing…`;
+    if (peer !== null) this.#typingTimer = setTimeout(() => this.#showTyping(null), TYPING_SHOWN_MS);
+  }
+
+  // --- keys ----------------------------------------------------------------------------
+
+  async #keyChanged({ peer, keys }) {
+    if (keys.isSelf) return; // my own keys: the banner speaks of it, never as someone else's doing
+    const record = await this.messages.keyNotice(peer, keys, this.#maxSeq + 0.5);
+    if (record && peer === this.#current) this.thread.upsert([record], { follow: true });
+    if (peer === this.#current) {
+      this.composer.setBlocked(!keys.canSend);
+      this.#header();
+    }
+  }
+
+  async #afterVerification(peer, change) {
+    change();
+    await this.#refreshKeys(peer);
+    if (peer === this.#current) this.#header();
+    this.outbox.flush();
+  }
+}

@@ -1,0 +1,226 @@
+/**
+ * The side of the chat: the connection's state, the recipient search (a WAI-ARIA 1.2 combobox
+ * over GET /api/v1/users) and the conversation list with presence and unread counts.
+ */
+
+import { el } from "../ui.js";
+
+const SEARCH_DELAY_MS = 150;
+const SEARCH_LIMIT = 8;
+// What a username may start with (securechat/conversations.py): anything else finds no one.
+const PREFIX = /^[a-z0-9._-]{1,32}$/;
+const TIME = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
+const DATE = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short" });
+const AVATAR_COLOURS = 6;
+
+/** A stable small number for name, to colour its avatar. */
+function hue(name) {
+  let hash = 0x811c9dc5; // FNV-1a, 32 bits
+  for (const char of name) hash = Math.imul(hash ^ char.codePointAt(0), 0x01000193) >>> 0;
+  return hash % AVATAR_COLOURS;
+}
+
+/** The first letter of name, for its avatar. */
+export function avatar(name, online = null) {
+  const node = el("span", {
+    className: `avatar avatar--${hue(name)}`, text: [...name][0]?.toUpperCase() ?? "?", attrs: { "aria-hidden": "true" },
+  });
+  if (online !== null) node.append(el("span", { className: `presence-dot${online ? " presence-dot--online" : ""}` }));
+  return node;
+}
+
+function shortTime(ms) {
+  const sameDay = new Date(ms).toDateString() === new Date().toDateString();
+  return sameDay ? TIME.format(ms) : DATE.format(ms);
+}
+
+/** The list of conversations; onOpen(peer) when one is chosen. */
+export class ConversationList {
+  constructor({ list, empty, onOpen }) {
+    this.list = list;
+    this.empty = empty;
+    list.addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-peer]");
+      if (button) onOpen(button.dataset.peer);
+    });
+  }
+
+  /** conversations: [{peer, unread, online, preview, lastAt}], most recent first. */
+  render(conversations, current) {
+    const focused = document.activeElement?.dataset?.peer ?? null;
+    this.list.replaceChildren(...conversations.map((conversation) => this.#item(conversation, current)));
+    this.empty.hidden = conversations.length > 0;
+    if (focused) this.list.querySelector(`button[data-peer="${CSS.escape(focused)}"]`)?.focus();
+  }
+
+  #item({ peer, unread, online, preview, lastAt }, current) {
+    const name = el("span", { className: "conv__name", text: peer });
+    const body = el("span", { className: "conv__body" }, name);
+    if (online !== null) body.append(el("span", { className: "visually-hidden", text: online ? ", online" : ", offline" }));
+    if (preview) body.append(el("span", { className: "conv__preview", text: preview }));
+    const side = el("span", { className: "conv__side" });
+    if (lastAt) side.append(el("span", { className: "conv__time", text: shortTime(lastAt) }));
+    if (unread > 0) {
+      side.append(el("span", { className: "conv__unread", text: unread > 99 ? "99+" : String(unread) },
+        el("span", { className: "visually-hidden", text: " unread" })));
+    }
+    const button = el("button", {
+      className: "conv", attrs: { type: "button", "data-peer": peer, "aria-current": peer === current ? "true" : null },
+    }, avatar(peer, online), body, side);
+    return el("li", {}, button);
+  }
+}
+
+/**
+ * The recipient search: type a name, pick from what the server finds. search(prefix) resolves
+ * to usernames; onPick(name) opens that conversation; onUnknown(name) says there is no such user.
+ */
+export class RecipientPicker {
+  #options = [];
+  #active = -1;
+  #timer = null;
+  #asked = 0;
+
+  constructor({ form, input, listbox, empty, search, onPick, onUnknown }) {
+    Object.assign(this, { form, input, listbox, empty, search, onPick, onUnknown });
+    input.addEventListener("input", () => this.#schedule());
+    input.addEventListener("keydown", (event) => this.#key(event));
+    input.addEventListener("blur", () => setTimeout(() => this.#close(), 150));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.#choose();
+    });
+    // mousedown, not click: the option must be taken before the input's blur closes the list.
+    listbox.addEventListener("mousedown", (event) => {
+      const option = event.target.closest("[role=option]");
+      if (!option) return;
+      event.preventDefault();
+      this.#pick(option.dataset.name);
+    });
+  }
+
+  #query() {
+    return this.input.value.trim().normalize("NFKC").toLowerCase();
+  }
+
+  #schedule() {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#find(), SEARCH_DELAY_MS);
+  }
+
+  async #find() {
+    const prefix = this.#query();
+    if (!PREFIX.test(prefix)) {
+      this.#show(prefix ? [] : null);
+      return;
+    }
+    const asked = ++this.#asked;
+    let names;
+    try {
+      names = await this.search(prefix, SEARCH_LIMIT);
+    } catch {
+      names = [];
+    }
+    if (asked === this.#asked) this.#show(names); // a slower, older answer must not win
+  }
+
+  /** names: the options, [] for "no one", null to close. */
+  #show(names) {
+    this.#options = names ?? [];
+    this.#active = this.#options.length ? 0 : -1;
+    this.listbox.replaceChildren(...this.#options.map((name, index) => el("li", {
+      className: "picker__option",
+      attrs: { role: "option", id: `recipient-option-${index}`, "data-name": name, "aria-selected": "false" },
+    }, avatar(name), el("span", { text: name }))));
+    const open = names !== null && this.#options.length > 0;
+    this.listbox.hidden = !open;
+    this.empty.hidden = names === null || this.#options.length > 0;
+    this.input.setAttribute("aria-expanded", String(open));
+    this.#highlight();
+  }
+
+  #highlight() {
+    [...this.listbox.children].forEach((option, index) => {
+      option.setAttribute("aria-selected", String(index === this.#active));
+    });
+    if (this.#active >= 0) {
+      this.input.setAttribute("aria-activedescendant", `recipient-option-${this.#active}`);
+      this.listbox.children[this.#active].scrollIntoView({ block: "nearest" });
+    } else {
+      this.input.removeAttribute("aria-activedescendant");
+    }
+  }
+
+  #key(event) {
+    const count = this.#options.length;
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      if (!count) return;
+      event.preventDefault();
+      const step = event.key === "ArrowDown" ? 1 : -1;
+      this.#active = (this.#active + step + count) % count;
+      this.#highlight();
+    } else if (event.key === "Escape") {
+      this.#close();
+    }
+  }
+
+  /** Enter: the highlighted option, else exactly the name typed if the server knows it. */
+  async #choose() {
+    if (this.#active >= 0 && !this.listbox.hidden) {
+      this.#pick(this.#options[this.#active]);
+      return;
+    }
+    const name = this.#query();
+    if (!name) return;
+    const found = PREFIX.test(name) ? await this.search(name, SEARCH_LIMIT).catch(() => null) : [];
+    if (found === null) return; // offline: the search itself said nothing; keep the text
+    if (found.includes(name)) this.#pick(name);
+    else this.onUnknown(name);
+  }
+
+  #pick(name) {
+    this.input.value = "";
+    this.#close();
+    this.onPick(name);
+  }
+
+  #close() {
+    this.#show(null);
+  }
+}
+
+const STATES = {
+  connecting: "Connecting…",
+  syncing: "Catching up…",
+  online: "Connected",
+  offline: "Offline",
+  closed: "Disconnected",
+};
+
+/**
+ * The connection line: the socket's state (a polite live region, changed only when the state
+ * does) and, while offline, a countdown to the next attempt (not announced) with "Retry now".
+ */
+export class ConnectionStatus {
+  #timer = null;
+
+  constructor({ root, text, wait, retry, onRetry }) {
+    Object.assign(this, { root, text, wait, retry });
+    retry.addEventListener("click", onRetry);
+  }
+
+  show({ state, retryAt = null, reason = "" }) {
+    clearInterval(this.#timer);
+    this.root.dataset.state = state;
+    this.retry.hidden = state !== "offline" && state !== "closed";
+    this.retry.textContent = state === "closed" ? "Reconnect" : "Retry now";
+    const words = state === "closed" && reason ? `Disconnected: ${reason}` : STATES[state] ?? state;
+    if (this.text.textContent !== words) this.text.textContent = words;
+    const tick = () => {
+      const seconds = retryAt ? Math.ceil((retryAt - Date.now()) / 1000) : 0;
+      this.wait.textContent = seconds > 0 ? `· trying again in ${seconds} s` : "";
+    };
+    tick();
+    if (state === "offline" && retryAt) this.#timer = setInterval(tick, 1000);
+  }
+}

@@ -1,0 +1,255 @@
+/**
+ * The open conversation on screen: its header, the thread of messages in order with sender,
+ * time and status, the typing line and the composer.
+ *
+ * Text from anyone reaches the page only through textContent (ui.el), so a message that looks
+ * like markup stays text. A message that could not be verified or decrypted has no text at all
+ * here: the thread says what went wrong instead.
+ */
+
+import { el } from "../ui.js";
+
+const TIME = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
+const FULL = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" });
+const DAY = new Intl.DateTimeFormat(undefined, { weekday: "long", day: "numeric", month: "long" });
+const DAY_WITH_YEAR = new Intl.DateTimeFormat(undefined, { dateStyle: "long" });
+const NEAR_BOTTOM_PX = 96;
+
+const STATUS = {
+  sending: { ticks: "◷", label: "Sending…" },
+  sent: { ticks: "✓", label: "Sent" },
+  delivered: { ticks: "✓✓", label: "Delivered" },
+  read: { ticks: "✓✓", label: "Read" },
+  failed: { ticks: "!", label: "Not sent" },
+};
+
+/** The moment a message stands for: when the server stored it, else when it was written. */
+function momentOf(item) {
+  return item.ts ?? item.writtenMs ?? Date.now();
+}
+
+/** "Today", "Yesterday", or the date, for a day divider. */
+export function dayLabel(ms, now = new Date()) {
+  const date = new Date(ms);
+  const startOf = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+  const days = Math.round((startOf(now) - startOf(date)) / 86_400_000);
+  if (days === 0) return "Today";
+  if (days === 1) return "Yesterday";
+  return date.getFullYear() === now.getFullYear() ? DAY.format(date) : DAY_WITH_YEAR.format(date);
+}
+
+function dayKey(ms) {
+  const date = new Date(ms);
+  return `${date.getFullYear()}-${date.getMonth()}-${date.getDate()}`;
+}
+
+/** The words for a message that cannot be shown, by what went wrong. */
+function problemText(item) {
+  const sender = item.direction === "out" ? "you" : item.from;
+  if (item.state === "unverifiable") {
+    return `This message could not be verified. Its signature does not match the keys of ${sender}, so it ` +
+      "may have been changed on the way, and it is not shown.";
+  }
+  if (item.state === "undecryptable") {
+    return "This message could not be decrypted. It was signed correctly, but not for the keys on this device.";
+  }
+  if (item.state === "pending") return "Checking this message…";
+  return "This message cannot be shown on this device.";
+}
+
+/** The words of a notice in the thread. */
+function noticeText(item, peer) {
+  if (item.notice?.kind !== "keychange") return "";
+  const what = `${peer}'s security keys changed. This happens when ${peer} resets their keys, but it could ` +
+    "also mean someone is trying to read your messages.";
+  return item.notice.verified
+    ? `${what} You had verified ${peer}, so sending is paused: open the safety number, compare it with ${peer} ` +
+      "again (in person or on a call), and accept it to continue."
+    : `${what} New messages are encrypted to the new keys. If this is unexpected, compare your safety number ` +
+      `with ${peer} before you send anything sensitive.`;
+}
+
+function statusNode(status) {
+  const shown = STATUS[status];
+  if (!shown) return null;
+  return el("span", { className: "msg__status", attrs: { "data-status": status } },
+    el("span", { className: "msg__ticks", text: shown.ticks, attrs: { "aria-hidden": "true" } }), ` ${shown.label}`);
+}
+
+function bodyNode(item) {
+  if (item.state === "ok" && typeof item.text === "string") {
+    return el("p", { className: "msg__text", text: item.text });
+  }
+  const kind = item.state === "pending" ? "msg__text msg__text--pending" : "msg__problem";
+  return el("p", { className: kind, text: problemText(item) });
+}
+
+/** Fill a message's list item from item (the record with .text). */
+function fillMessage(node, item) {
+  const moment = momentOf(item);
+  const time = el("time", {
+    className: "msg__time", text: TIME.format(moment),
+    attrs: { datetime: new Date(moment).toISOString(), title: FULL.format(moment) },
+  });
+  const sender = el("span", { className: "msg__sender", text: item.direction === "out" ? "You" : item.from });
+  const meta = el("p", { className: "msg__meta" }, sender, el("span", { text: " · ", attrs: { "aria-hidden": "true" } }), time);
+  if (item.direction === "out") {
+    const status = statusNode(item.status);
+    if (status) meta.append(status);
+  }
+  const parts = [bodyNode(item), meta];
+  if (item.status === "failed" && item.error) parts.push(el("p", { className: "msg__error", text: item.error }));
+  node.dataset.state = item.state;
+  node.dataset.status = item.status ?? "";
+  node.dataset.day = dayKey(moment);
+  node.replaceChildren(...parts);
+}
+
+function messageNode(item, peer) {
+  if (item.direction === "notice") {
+    return el("li", { className: "thread-notice", attrs: { "data-id": item.id, "data-day": dayKey(momentOf(item)) } },
+      el("p", { text: noticeText(item, peer) }));
+  }
+  const node = el("li", { className: `msg msg--${item.direction}`, attrs: { "data-id": item.id } });
+  fillMessage(node, item);
+  return node;
+}
+
+/** The thread of the open conversation. */
+export class ThreadView {
+  #items = new Map(); // id -> {item, node}
+  #peer = null;
+
+  constructor({ list, scroller, older }) {
+    this.list = list;
+    this.scroller = scroller;
+    this.older = older;
+  }
+
+  /** Start showing the conversation with peer, empty. */
+  reset(peer) {
+    this.#peer = peer;
+    this.#items.clear();
+    this.list.replaceChildren();
+    this.list.setAttribute("aria-busy", "true");
+    this.older.hidden = true;
+  }
+
+  /** The items shown, in order. */
+  items() {
+    return [...this.#items.values()].map(({ item }) => item).sort((a, b) => a.order - b.order);
+  }
+
+  /** The smallest server position shown, or null. */
+  oldestSeq() {
+    const seqs = this.items().map((item) => item.seq).filter((seq) => Number.isSafeInteger(seq));
+    return seqs.length ? Math.min(...seqs) : null;
+  }
+
+  has(id) {
+    return this.#items.has(id);
+  }
+
+  /** Show items (new ones in place, known ones updated); follow the end if the reader was there. */
+  upsert(items, { follow = false } = {}) {
+    const atEnd = this.#nearBottom();
+    const keepFrom = this.scroller.scrollHeight - this.scroller.scrollTop;
+    let before = false;
+    const last = this.items().at(-1);
+    for (const item of items) {
+      before ||= last !== undefined && item.order < last.order && !this.#items.has(item.id);
+      this.#place(item);
+    }
+    this.#dividers();
+    this.list.removeAttribute("aria-busy");
+    if (follow || (atEnd && !before)) this.scrollToEnd();
+    else if (before) this.scroller.scrollTop = this.scroller.scrollHeight - keepFrom; // older: keep the view still
+  }
+
+  /** Update a shown message's status (a receipt, an ack); no-op if not shown. */
+  update(record) {
+    const known = this.#items.get(record.id);
+    if (!known) return;
+    this.upsert([{ ...record, text: record.text ?? known.item.text }]);
+  }
+
+  #place(item) {
+    const known = this.#items.get(item.id);
+    const node = known?.node ?? messageNode(item, this.#peer);
+    if (known && item.direction !== "notice") fillMessage(node, item);
+    this.#items.set(item.id, { item, node });
+    const next = this.items().find((other) => other.order > item.order && other.id !== item.id);
+    const anchor = next ? this.#items.get(next.id).node : null;
+    if (node.nextElementSibling !== anchor || !node.isConnected) this.list.insertBefore(node, anchor);
+  }
+
+  /** A divider before the first message of each day. */
+  #dividers() {
+    this.list.querySelectorAll(".day-divider").forEach((node) => node.remove());
+    let day = null;
+    for (const node of [...this.list.children]) {
+      if (node.dataset.day !== day) {
+        day = node.dataset.day;
+        const { item } = this.#items.get(node.dataset.id);
+        this.list.insertBefore(el("li", { className: "day-divider", text: dayLabel(momentOf(item)) }), node);
+      }
+    }
+  }
+
+  #nearBottom() {
+    const { scrollHeight, scrollTop, clientHeight } = this.scroller;
+    return scrollHeight - scrollTop - clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  scrollToEnd() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  /** Show or hide "Load older messages". */
+  setMore(more) {
+    this.older.hidden = !more;
+  }
+}
+
+/**
+ * The composer: Enter sends, Shift+Enter starts a new line. onSend(text) is awaited and
+ * should resolve true once the message is safely queued (the field is cleared then).
+ */
+export class Composer {
+  #blocked = false;
+
+  constructor({ form, field, button, blockedNote, onSend, onTyping }) {
+    Object.assign(this, { form, field, button, blockedNote });
+    field.addEventListener("keydown", (event) => {
+      // isComposing: Enter that ends an IME composition is not a send.
+      if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.altKey || event.ctrlKey || event.metaKey) return;
+      event.preventDefault();
+      form.requestSubmit();
+    });
+    field.addEventListener("input", () => {
+      if (field.value.trim()) onTyping();
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const text = field.value;
+      if (!text.trim()) return; // a blocked send is refused by onSend, which says why
+      if (await onSend(text)) {
+        field.value = "";
+        field.focus();
+      }
+    });
+  }
+
+  /** Pause sending (a verified contact's keys changed), with the note that says why. */
+  setBlocked(blocked) {
+    this.#blocked = blocked;
+    this.button.disabled = blocked;
+    this.blockedNote.hidden = !blocked;
+    if (blocked) this.field.setAttribute("aria-describedby", this.blockedNote.id);
+    else this.field.removeAttribute("aria-describedby");
+  }
+
+  get blocked() {
+    return this.#blocked;
+  }
+}

@@ -1,0 +1,383 @@
+"""/ws on a real Hypercorn port: who may connect, bad input, limits, backpressure, closes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from wsproto.events import TextMessage
+
+from securechat import wsguard
+from securechat.client import ChatClosed, ChatConnection, SecureChatClient
+from tests.chatkit import (
+    FAKE_ENVELOPE,
+    Accounts,
+    next_frame,
+    raw_socket,
+    send_text,
+)
+from tests.chatkit import _accounts as _accounts  # noqa: F401 (fixtures)
+from tests.chatkit import _server_with as _server_with  # noqa: F401
+from tests.chatkit import _shared_server as _shared_server  # noqa: F401
+from tests.livesrv import LiveServer
+
+TOKEN = "chat-admin-token-for-tests"
+
+
+def name_of(client: SecureChatClient) -> str:
+    assert client.account is not None
+    return client.account.username
+
+
+async def refused_status(base_url: str, **options: Any) -> int:
+    """The HTTP status of a handshake the server refuses."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with raw_socket(base_url, **options):
+            pass
+    return refused.value.response.status_code
+
+
+async def closed_with(chat: ChatConnection, wait: float = 10.0) -> tuple[int | None, str]:
+    """Read until the server closes; return its close code and reason."""
+    with pytest.raises(ChatClosed) as closed:
+        while True:
+            await chat.receive(wait=wait)
+    return closed.value.code, closed.value.reason
+
+
+# --- Who may connect -------------------------------------------------------------------------
+
+
+async def test_handshake_without_a_session_is_refused_with_403(shared_server: LiveServer):
+    """No cookie: HTTP 403 instead of the upgrade."""
+    assert await refused_status(shared_server.url, cookie=None) == 403
+
+
+async def test_handshake_with_a_made_up_cookie_is_refused_with_403(shared_server: LiveServer):
+    """A cookie that names no session: 403."""
+    assert await refused_status(shared_server.url, cookie="forged") == 403
+
+
+async def test_handshake_after_logout_is_refused_with_403(accounts: Accounts):
+    """The cookie of a revoked session opens nothing."""
+    alice = await accounts.sign_up("alice")
+    cookie = alice.session_cookie
+    await alice.logout()
+    assert await refused_status(accounts.base_url, cookie=cookie) == 403
+
+
+async def test_handshake_from_a_foreign_origin_is_refused_before_accept(accounts: Accounts):
+    """A valid session from another site's page (cross-site WebSocket hijacking): 403."""
+    alice = await accounts.sign_up("alice")
+    status = await refused_status(
+        accounts.base_url, cookie=alice.session_cookie, origin="https://evil.example"
+    )
+    assert status == 403
+
+
+async def test_handshake_without_an_origin_is_refused(accounts: Accounts):
+    """No Origin header at all: 403 (browsers always send one)."""
+    alice = await accounts.sign_up("alice")
+    assert await refused_status(accounts.base_url, cookie=alice.session_cookie, origin=None) == 403
+
+
+async def test_an_origin_the_operator_allowed_may_connect(server_with):  # type: ignore[no-untyped-def]
+    """An origin listed in allowed_origins is accepted like the server's own."""
+    server, accounts = server_with(allowed_origins=("https://chat.example",))
+    alice = await accounts.sign_up("alice")
+    async with raw_socket(
+        server.url, cookie=alice.session_cookie, origin="https://chat.example"
+    ) as socket:
+        await socket.send('{"type":"ping"}')
+        assert await next_frame(socket) == {"type": "pong"}
+
+
+async def test_refusal_body_is_json_without_detail(accounts: Accounts):
+    """The 403 says why in one code, nothing more."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with raw_socket(accounts.base_url, cookie=None):
+            pass
+    body = json.loads(refused.value.response.body or b"{}")
+    assert body == {"error": "unauthenticated", "message": "Log in first."}
+
+
+# --- Sessions ending -------------------------------------------------------------------------
+
+
+async def test_logout_closes_that_sessions_sockets_with_1008(accounts: Accounts):
+    """Logging out over HTTP closes the session's open sockets at once."""
+    alice = await accounts.sign_up("alice")
+    first, second = await alice.connect(), await alice.connect()
+    await alice.logout()
+    assert (await closed_with(first))[0] == 1008
+    assert (await closed_with(second))[0] == 1008
+
+
+async def test_revoking_other_sessions_closes_their_sockets_only(accounts: Accounts):
+    """"Log out other sessions" closes the laptop's socket and keeps the phone's."""
+    phone = await accounts.sign_up("alice")
+    laptop = await accounts.login_again(name_of(phone))
+    phone_chat, laptop_chat = await phone.connect(), await laptop.connect()
+    await phone.call("POST", "/api/v1/sessions/revoke-others", {})
+    assert await closed_with(laptop_chat) == (1008, "session ended")
+    assert await phone_chat.ping() == {"type": "pong"}
+
+
+async def test_socket_closes_when_its_session_expires(server_with):  # type: ignore[no-untyped-def]
+    """A session's absolute expiry closes its socket with 1008."""
+    _server, accounts = server_with(session_absolute_timeout=2)
+    alice = await accounts.sign_up("alice")
+    chat = await alice.connect()
+    assert await closed_with(chat, wait=10) == (1008, "session expired")
+
+
+# --- Bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "bad_json"),
+        ("[1, 2]", "not_an_object"),
+        ('{"type": "shout"}', "unknown_type"),
+        ('{"type": 7}', "bad_field"),
+        ('{"type": "sync", "after": "0"}', "bad_field"),
+        ('{"type": "read", "seq": -1}', "bad_field"),
+        ('{"type": "send", "id": "x", "to": "bob", "envelope": {}}', "bad_field"),
+        ('{"type": "typing", "to": "Not A Name!"}', "bad_field"),
+        (b"\x00\x01binary", "binary_frame"),
+    ],
+)
+async def test_malformed_frames_get_an_error_frame_and_the_socket_survives(
+    accounts: Accounts, frame: str | bytes, code: str
+):
+    """Each kind of bad frame is answered with its error code; the next ping still works."""
+    alice = await accounts.sign_up("alice")
+    chat = await alice.connect()
+    await chat.send_raw(frame)
+    error = await chat.wait_for("error")
+    assert error["code"] == code
+    assert "Traceback" not in error["message"]
+    assert await chat.ping() == {"type": "pong"}
+
+
+async def test_error_frame_names_the_id_of_the_frame_it_answers(accounts: Accounts):
+    """A send with a valid id but a bad field gets an error carrying that id."""
+    alice = await accounts.sign_up("alice")
+    chat = await alice.connect()
+    frame_id = str(uuid.uuid4())
+    await chat.send_frame({"type": "send", "id": frame_id, "to": "bob", "envelope": "no"})
+    assert (await chat.wait_for("error", id=frame_id))["code"] == "bad_field"
+
+
+async def test_sending_to_yourself_is_an_error(accounts: Accounts):
+    """A message to oneself is refused with self_recipient."""
+    alice = await accounts.sign_up("alice")
+    chat = await alice.connect()
+    frame_id = str(uuid.uuid4())
+    await chat.send_raw(send_text(name_of(alice), frame_id=frame_id))
+    assert (await chat.wait_for("error", id=frame_id))["code"] == "self_recipient"
+
+
+async def test_sending_to_an_unknown_user_is_an_error(accounts: Accounts):
+    """A message to a name without an account is refused with unknown_recipient."""
+    alice = await accounts.sign_up("alice")
+    chat = await alice.connect()
+    frame_id = str(uuid.uuid4())
+    await chat.send_raw(send_text("no-such-user", frame_id=frame_id))
+    assert (await chat.wait_for("error", id=frame_id))["code"] == "unknown_recipient"
+
+
+async def test_envelope_over_the_limit_is_an_error_frame(accounts: Accounts):
+    """An envelope over 56 KiB inside a frame under 64 KiB: envelope_too_large, no close."""
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    chat = await alice.connect()
+    envelope = FAKE_ENVELOPE | {"ct": "B" * (57 * 1024)}
+    frame_id = str(uuid.uuid4())
+    await chat.send_raw(send_text(name_of(bob), frame_id=frame_id, envelope=envelope))
+    assert (await chat.wait_for("error", id=frame_id))["code"] == "envelope_too_large"
+    assert await chat.ping() == {"type": "pong"}
+
+
+async def test_the_from_field_of_a_client_is_ignored(accounts: Accounts):
+    """A send claiming to be from someone else is stored as from its real sender."""
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    mallory = await accounts.sign_up("mallory")
+    m = await mallory.connect()
+    frame = json.loads(send_text(name_of(bob))) | {"from": name_of(alice)}
+    await m.send_frame(frame)
+    await m.wait_ack(frame["id"])
+    b = await bob.connect()
+    assert [f["from"] for f in b.replayed] == [name_of(mallory)]
+
+
+async def test_marking_someone_elses_message_is_refused(accounts: Accounts):
+    """Carol cannot mark alice's message to bob delivered or read."""
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    carol = await accounts.sign_up("carol")
+    a = await alice.connect()
+    ack = await a.send_message(name_of(bob), "private")
+    c = await carol.connect()
+    for status in ("delivered", "read"):
+        await c.mark(ack["seq"], status)  # type: ignore[arg-type]
+        assert (await c.wait_for("error"))["code"] == "unknown_message"
+    history = await bob.call("GET", f"/api/v1/messages?with={name_of(alice)}")
+    assert (history["messages"][0]["delivered_ts"], history["messages"][0]["read_ts"]) == (
+        None,
+        None,
+    )
+
+
+async def test_the_sender_cannot_mark_their_own_message(accounts: Accounts):
+    """Only the recipient marks: alice marking her own message read is refused."""
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    a = await alice.connect()
+    ack = await a.send_message(name_of(bob), "mine")
+    await a.mark(ack["seq"], "read")
+    assert (await a.wait_for("error"))["code"] == "unknown_message"
+
+
+async def test_an_unexpected_error_closes_only_that_connection_with_1011(
+    accounts: Accounts, shared_server: LiveServer
+):
+    """A server fault in one connection closes it with 1011 and no detail; others carry on."""
+    victim, bystander = await accounts.sign_up("victim"), await accounts.sign_up("bystander")
+    v, b = await victim.connect(), await bystander.connect()
+    delivery = shared_server.app.extensions["securechat"].extras["chat"].delivery
+    healthy = delivery.changes
+
+    async def faulty(user: Any, after: int) -> Any:
+        # Fault injection: a bug that strikes one user's sync.
+        if user.name == name_of(victim):
+            raise RuntimeError("injected fault: /secret/path")
+        return await healthy(user, after)
+
+    delivery.changes = faulty
+    try:
+        await v.send_frame({"type": "sync", "after": 0})
+        assert await closed_with(v) == (1011, "internal error")
+    finally:
+        del delivery.changes
+    assert await b.ping() == {"type": "pong"}
+
+
+# --- Limits ----------------------------------------------------------------------------------
+
+
+async def test_a_frame_over_the_websocket_limit_closes_with_1009(accounts: Accounts):
+    """A 65 KiB frame (over hypercorn.toml's 64 KiB) closes that socket with 1009."""
+    alice = await accounts.sign_up("alice")
+    chat = await alice.connect()
+    await chat.send_raw("x" * (65 * 1024))
+    assert (await closed_with(chat))[0] == 1009
+
+
+async def test_the_server_declines_permessage_deflate(accounts: Accounts):
+    """The client offers compression; the server answers without it (see securechat/wsguard)."""
+    alice = await accounts.sign_up("alice")
+    async with raw_socket(accounts.base_url, cookie=alice.session_cookie) as socket:
+        assert socket.response is not None
+        assert "Sec-WebSocket-Extensions" not in socket.response.headers
+        assert socket.protocol.extensions == []
+
+
+def test_an_oversized_message_is_not_buffered_past_the_limit():
+    """Hypercorn's buffer, as installed, refuses a part before storing it, and keeps refusing."""
+    wsguard.install(__import__("quart").Quart(__name__), 4)
+    from hypercorn.protocol import ws_stream
+
+    buffer = ws_stream.WebsocketBuffer(10)
+    buffer.extend(TextMessage(data="12345", message_finished=False))
+    for _ in range(3):
+        with pytest.raises(ws_stream.FrameTooLargeError):
+            buffer.extend(TextMessage(data="x" * 1000, message_finished=False))
+    assert isinstance(buffer.value, io.StringIO)
+    assert buffer.value.getvalue() == "12345"
+
+
+async def test_flooding_past_the_rate_closes_with_1008(accounts: Accounts):
+    """More frames than the burst allows, at once: the socket is closed with 1008."""
+    alice = await accounts.sign_up("alice")
+    async with raw_socket(accounts.base_url, cookie=alice.session_cookie) as socket:
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(1000):
+                await socket.send('{"type":"ping"}')
+            while True:
+                await next_frame(socket)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_one_connection_too_many_for_a_user_is_refused_newest_first(server_with):  # type: ignore[no-untyped-def]
+    """Past ws_connections_per_user, the new socket is closed with 1008; the old ones live."""
+    _server, accounts = server_with(ws_connections_per_user=2)
+    alice = await accounts.sign_up("alice")
+    first, second = await alice.connect(), await alice.connect()
+    third = await alice.connect(after=None)
+    assert await closed_with(third) == (1008, "too many connections")
+    assert await first.ping() == await second.ping() == {"type": "pong"}
+
+
+async def test_the_server_wide_connection_bound_answers_try_again_later(server_with):  # type: ignore[no-untyped-def]
+    """Past ws_connections_max in all, a new socket is closed with 1013."""
+    _server, accounts = server_with(ws_connections_max=1)
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    await alice.connect()
+    late = await bob.connect(after=None)
+    assert await closed_with(late) == (1013, "server busy")
+
+
+async def test_a_slow_reader_is_closed_with_1013_and_catches_up_with_sync(server_with):  # type: ignore[no-untyped-def]
+    """A reader that stops reading is closed rather than buffered; sync then gives it all."""
+    _server, accounts = server_with(ws_queue_frames=4, ws_frames_per_s=10_000.0,
+                                    ws_frames_burst=10_000)
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    a = await alice.connect()
+    slow = await bob.connect()
+    # Bob reads nothing now: his client library stops reading its TCP socket once 16 frames
+    # wait unread, the socket buffers fill, the server's writes block, then its 4-frame queue
+    # for bob overflows. About 29 MB is well past what the buffers hold.
+    envelope = FAKE_ENVELOPE | {"ct": "B" * (48 * 1024)}
+    ids = [str(uuid.uuid4()) for _ in range(600)]
+    for frame_id in ids:
+        await a.send_raw(send_text(name_of(bob), frame_id=frame_id, envelope=envelope))
+        await a.wait_ack(frame_id)
+    code, _reason = await closed_with(slow)
+    assert code == 1013
+    again = await bob.connect(after=slow.cursor)
+    seen = set(slow.messages) | {f["id"] for f in again.replayed}
+    assert seen == set(ids)
+
+
+async def test_health_reports_chat_connections(server_with):  # type: ignore[no-untyped-def]
+    """/admin/health has a chat section with live connection counts."""
+    server, accounts = server_with(admin_token=TOKEN)
+    alice = await accounts.sign_up("alice")
+    await alice.connect()
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.get("/admin/health", headers={"Authorization": f"Bearer {TOKEN}"})
+    chat = response.json()["chat"]
+    assert chat["connections"] == chat["sockets_open"] == chat["users_online"] == 1
+
+
+async def test_ping_is_answered_with_pong(accounts: Accounts):
+    """The application-level ping gets a pong."""
+    alice = await accounts.sign_up("alice")
+    chat = await alice.connect()
+    assert await chat.ping() == {"type": "pong"}
+
+
+async def test_connections_are_independent_of_each_others_errors(accounts: Accounts):
+    """One client's bad frames and flood leave another client's socket untouched."""
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    a, b = await alice.connect(), await bob.connect()
+    await a.send_raw("{oops")
+    await a.send_raw("x" * (65 * 1024))
+    assert (await closed_with(a))[0] == 1009
+    assert await b.ping() == {"type": "pong"}
+    await asyncio.sleep(0)

@@ -1,0 +1,276 @@
+"""securechat.delivery and securechat.chatsession in-process: a real store file, a real hub.
+
+No sockets: each connection's "socket" is a list that its ChatSession transmits into, and the
+frames a test reads are the ones the server would have written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from securechat.chatsession import ChatSession
+from securechat.config import PROJECT_ROOT, Config
+from securechat.delivery import ChatStats, Delivery, Principal
+from securechat.hub import Connection, Hub, LocalBroker
+from securechat.protocol import CloseCode, Send
+from securechat.store import NewUser, Store
+
+ENVELOPE = {"v": 1, "iv": "A" * 16, "ct": "B" * 24, "rk": "C" * 344, "sk": "D" * 344,
+            "sig": "E" * 85 + "A=="}
+ENVELOPE_JSON = json.dumps(ENVELOPE, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass
+class Chat:
+    """The in-process server: store, hub, broker, delivery."""
+
+    store: Store
+    hub: Hub
+    broker: LocalBroker
+    delivery: Delivery
+    config: Config
+    users: dict[str, Principal] = field(default_factory=dict)
+
+    def session(self, name: str, sent: list[str] | None = None) -> ChatSession:
+        """A connected ChatSession for ``name`` whose socket is the list ``sent``."""
+        sink = sent if sent is not None else []
+
+        async def transmit(text: str) -> None:
+            sink.append(text)
+
+        conn = self.hub.connect(name, f"session-{uuid.uuid4()}")
+        session = ChatSession(
+            conn=conn,
+            user=self.users[name],
+            delivery=self.delivery,
+            broker=self.broker,
+            config=self.config,
+            transmit=transmit,
+            clock=lambda: 0.0,
+        )
+        session.sent = sink  # type: ignore[attr-defined]
+        return session
+
+
+@pytest.fixture(name="chat")
+async def _chat(tmp_path: Path) -> AsyncIterator[Chat]:
+    config = Config(data_dir=tmp_path)
+    store = Store.for_file(tmp_path / "chat.db", PROJECT_ROOT / "schema.sql")
+    await store.open()
+    hub = Hub(config.ws_connections_per_user, config.ws_queue_frames)
+    broker = LocalBroker(hub)
+    delivery = Delivery(store.messages, broker, config, ChatStats())
+    await delivery.start()
+    chat = Chat(store, hub, broker, delivery, config)
+    for name in ("alice", "bob", "carol"):
+        user_id = await store.accounts.add_user(
+            NewUser(name, b"s" * 16, 600_000, "hash", b"enc", b"sign", "backup"), 1
+        )
+        chat.users[name] = Principal(user_id, name)
+    yield chat
+    await delivery.stop()
+    await store.close()
+
+
+def send_frame(to: str, frame_id: str | None = None) -> str:
+    return json.dumps(
+        {"type": "send", "id": frame_id or str(uuid.uuid4()), "to": to, "envelope": ENVELOPE}
+    )
+
+
+def drain(conn: Connection) -> list[dict[str, Any]]:
+    frames = []
+    while not conn.queue.empty():
+        frames.append(json.loads(conn.queue.get_nowait()))
+    return frames
+
+
+async def test_ack_is_queued_only_once_the_message_is_committed(chat: Chat, tmp_path: Path):
+    """When the ack can be read, another connection to the file already sees the row."""
+    alice = chat.session("alice")
+    await alice.receive(send_frame("bob", "11111111-1111-4111-8111-111111111111"))
+    ack = json.loads(await alice.conn.queue.get())
+    with sqlite3.connect(tmp_path / "chat.db") as db:
+        row = db.execute("SELECT seq, client_id FROM messages").fetchone()
+    assert ack["type"] == "ack"
+    assert row == (ack["seq"], ack["id"])
+
+
+async def test_concurrent_sends_are_committed_together(chat: Chat):
+    """Sends waiting together from many connections become one transaction."""
+    sessions = [chat.session("alice") for _ in range(4)] + [chat.session("carol")]
+    before = chat.store.db.stats.transactions
+    for session in sessions:
+        for _ in range(20):
+            await session.receive(send_frame("bob"))
+    await chat.delivery.flush()
+    assert chat.delivery.stats.commit_largest_batch == 100
+    assert chat.store.db.stats.transactions == before + 1
+    assert all([f["type"] for f in drain(s.conn)].count("ack") == 20 for s in sessions)
+
+
+async def test_message_reaches_the_recipient_and_the_senders_other_connections(chat: Chat):
+    """The sending connection gets the ack; the sender's other device and the recipient the
+    message."""
+    first, second, bob = chat.session("alice"), chat.session("alice"), chat.session("bob")
+    await first.receive(send_frame("bob"))
+    await chat.delivery.flush()
+    assert [f["type"] for f in drain(first.conn)] == ["ack"]
+    assert [f["type"] for f in drain(second.conn)] == ["message"]
+    assert [(f["type"], f["from"]) for f in drain(bob.conn)] == [("message", "alice")]
+
+
+async def test_resend_is_acknowledged_again_without_a_second_fanout(chat: Chat):
+    """The same id twice: two identical acks, one message for the recipient."""
+    alice, bob = chat.session("alice"), chat.session("bob")
+    frame_id = str(uuid.uuid4())
+    await alice.receive(send_frame("bob", frame_id))
+    await chat.delivery.flush()
+    await alice.receive(send_frame("bob", frame_id))
+    await chat.delivery.flush()
+    first, second = drain(alice.conn)
+    assert first == second
+    assert len(drain(bob.conn)) == 1
+    assert chat.delivery.stats.messages_duplicate == 1
+
+
+async def test_receipt_reaches_every_connection_of_the_sender(chat: Chat):
+    """A read mark by the recipient becomes a receipt on all the sender's connections."""
+    alice, other, bob = chat.session("alice"), chat.session("alice"), chat.session("bob")
+    await alice.receive(send_frame("bob"))
+    await chat.delivery.flush()
+    seq = drain(bob.conn)[0]["seq"]
+    drain(alice.conn), drain(other.conn)
+    await bob.receive(json.dumps({"type": "read", "seq": seq}))
+    await chat.delivery.flush()
+    for conn in (alice.conn, other.conn):
+        (receipt,) = drain(conn)
+        assert (receipt["type"], receipt["status"], receipt["by"]) == ("receipt", "read", "bob")
+        assert receipt["seq"] > seq
+
+
+async def test_marking_someone_elses_message_is_an_error_and_changes_nothing(chat: Chat):
+    """Carol cannot mark alice's message to bob; alice hears nothing."""
+    alice, bob, carol = chat.session("alice"), chat.session("bob"), chat.session("carol")
+    await alice.receive(send_frame("bob"))
+    await chat.delivery.flush()
+    seq = drain(bob.conn)[0]["seq"]
+    drain(alice.conn)
+    await carol.receive(json.dumps({"type": "read", "seq": seq}))
+    await chat.delivery.flush()
+    assert [f["code"] for f in drain(carol.conn)] == ["unknown_message"]
+    assert drain(alice.conn) == []
+
+
+async def test_a_failed_commit_answers_unavailable_and_a_resend_then_succeeds(chat: Chat):
+    """A write that fails acknowledges nothing; the same id sent again is stored once."""
+    alice, bob = chat.session("alice"), chat.session("bob")
+    await chat.store.db.execute(
+        "CREATE TEMP TRIGGER refuse BEFORE INSERT ON messages"
+        " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    )
+    frame_id = str(uuid.uuid4())
+    await alice.receive(send_frame("bob", frame_id))
+    await chat.delivery.flush()
+    assert drain(alice.conn) == [
+        {"type": "error", "code": "unavailable", "id": frame_id,
+         "message": "The message could not be stored; send it again with the same id."}
+    ]
+    await chat.store.db.execute("DROP TRIGGER temp.refuse")
+    await alice.receive(send_frame("bob", frame_id))
+    await chat.delivery.flush()
+    assert [f["type"] for f in drain(alice.conn)] == ["ack"]
+    assert [f["id"] for f in drain(bob.conn)] == [frame_id]
+
+
+async def test_sending_to_yourself_is_refused_before_the_committer(chat: Chat):
+    """A send to oneself is an error frame with the frame's id; nothing is queued."""
+    alice = chat.session("alice")
+    frame_id = str(uuid.uuid4())
+    await alice.receive(send_frame("alice", frame_id))
+    assert [(f["code"], f["id"]) for f in drain(alice.conn)] == [("self_recipient", frame_id)]
+    assert chat.delivery.pending() == 0
+
+
+async def test_unknown_recipient_is_an_error_frame(chat: Chat):
+    """A send to a name without an account is answered with unknown_recipient."""
+    alice = chat.session("alice")
+    await alice.receive(send_frame("nobody"))
+    await chat.delivery.flush()
+    assert [f["code"] for f in drain(alice.conn)] == ["unknown_recipient"]
+
+
+async def test_sync_replays_in_order_and_queued_live_copies_are_dropped(chat: Chat):
+    """Frames already queued when a sync replays them are not sent a second time."""
+    alice, bob = chat.session("alice"), chat.session("bob")
+    for _ in range(3):
+        await alice.receive(send_frame("bob"))
+    await chat.delivery.flush()
+    await bob.sync(0)
+    while not bob.conn.queue.empty():
+        await bob.forward(bob.conn.queue.get_nowait())
+    frames = [json.loads(text) for text in bob.sent]  # type: ignore[attr-defined]
+    assert [f["type"] for f in frames] == ["message"] * 3 + ["synced"]
+    assert [f["seq"] for f in frames] == [1, 2, 3, 3]
+
+
+async def test_sync_holds_live_frames_until_it_is_done(chat: Chat):
+    """A message committed during a sync is sent once, in position order around synced."""
+    alice, bob = chat.session("alice"), chat.session("bob")
+    sender = asyncio.create_task(bob.run_sender())
+    try:
+        await alice.receive(send_frame("bob"))
+        await chat.delivery.flush()
+        await bob.conn.queue.join()  # message 1 went out live
+        syncing = asyncio.create_task(bob.sync(0))
+        await alice.receive(send_frame("bob"))
+        await chat.delivery.flush()
+        await syncing
+        await bob.conn.queue.join()
+    finally:
+        sender.cancel()
+    frames = [json.loads(text) for text in bob.sent]  # type: ignore[attr-defined]
+    replay = frames[1:]  # from the sync on
+    assert [f["seq"] for f in replay] == sorted(f["seq"] for f in replay)
+    assert [f["seq"] for f in replay if f["type"] == "message"] == [1, 2]
+    assert {"type": "synced", "seq": 1} in replay or replay[-1] == {"type": "synced", "seq": 2}
+
+
+async def test_flood_past_the_burst_closes_with_1008(chat: Chat):
+    """With the clock stopped, the burst's worth of frames passes and the next one closes."""
+    alice = chat.session("alice")
+    for _ in range(chat.config.ws_frames_burst):
+        await alice.receive('{"type":"ping"}')
+    assert not alice.conn.closed.is_set()
+    await alice.receive('{"type":"ping"}')
+    assert alice.conn.close_code == CloseCode.POLICY_VIOLATION
+
+
+async def test_typing_is_relayed_and_rate_limited_silently(chat: Chat):
+    """Typing reaches the recipient's connections; beyond the burst it is dropped."""
+    alice, bob = chat.session("alice"), chat.session("bob")
+    for _ in range(chat.config.ws_typing_burst + 3):
+        await alice.receive('{"type":"typing","to":"bob"}')
+    assert drain(bob.conn) == [{"type": "typing", "from": "alice"}] * chat.config.ws_typing_burst
+    assert drain(alice.conn) == []
+    assert chat.delivery.stats.typing_dropped == 3
+
+
+async def test_send_parsed_from_the_frame_keeps_the_envelope_text(chat: Chat):
+    """The stored envelope is the canonical text the parser produced, byte for byte."""
+    alice = chat.session("alice")
+    await chat.delivery.send(
+        alice.conn, chat.users["alice"], Send(str(uuid.uuid4()), "bob", ENVELOPE, ENVELOPE_JSON)  # type: ignore[arg-type]
+    )
+    await chat.delivery.flush()
+    row = await chat.store.db.fetch_one("SELECT envelope FROM messages")
+    assert row is not None and row[0] == ENVELOPE_JSON
