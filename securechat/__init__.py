@@ -17,8 +17,7 @@ __version__ = "0.1.0"
 
 def create_app(config: Config | None = None) -> Quart:
     """Build the app from ``config`` (default: the environment). Resources open at serving time."""
-    from securechat import accounts, admin, datadir, directory, pages, security
-    from securechat import chat, conversations
+    from securechat import accounts, admin, chat, conversations, datadir, directory, pages, security
     from securechat.hashing import AuthKeyHasher
     from securechat.state import AppState
     from securechat.store import Store

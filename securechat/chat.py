@@ -19,17 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Final
 
 from quart import Blueprint, Quart, Response, jsonify, websocket
+from quart.wrappers import Websocket
 
 from securechat import wsguard
 from securechat.chatsession import ChatSession
 from securechat.config import Config
 from securechat.delivery import ChatStats, Delivery, Principal, now_ms
-from securechat.hub import Connection, Hub, LocalBroker, TooManyConnections
+from securechat.hub import Broker, Connection, Hub, LocalBroker, TooManyConnections
 from securechat.presence import Presence
 from securechat.protocol import SEQ_LIMIT, CloseCode, presence_frame
 from securechat.security import is_allowed_origin
@@ -55,7 +56,7 @@ class ChatService:
 
     config: Config
     hub: Hub
-    broker: LocalBroker
+    broker: Broker  # LocalBroker now; a Redis one later without touching the handlers
     delivery: Delivery
     presence: Presence
     stats: ChatStats
@@ -104,7 +105,7 @@ def install(app: Quart) -> ChatService:
     app.register_blueprint(blueprint)
 
     @app.while_serving
-    async def run_chat() -> AsyncIterator[None]:
+    async def run_chat() -> AsyncGenerator[None, None]:
         # while_serving starts after before_serving (the store is open) and ends before
         # after_serving (the store closes), so the last commits still have their database.
         await service.delivery.start()
@@ -141,12 +142,14 @@ async def chat_socket() -> tuple[Response, int] | None:
         service.stats.rejected["handshake_bad_after"] += 1
         return jsonify({"error": "invalid", "message": "after must be a seq."}), 400
     if service.open_sockets >= service.config.ws_connections_max:
-        return await _accept_and_close(service, CloseCode.TRY_AGAIN_LATER, "server busy")
+        await _accept_and_close(service, CloseCode.TRY_AGAIN_LATER, "server busy")
+        return None
     try:
         conn = service.hub.connect(session.username, session.id)
     except TooManyConnections:
         service.stats.rejected["too_many_connections"] += 1
-        return await _accept_and_close(service, CloseCode.POLICY_VIOLATION, "too many connections")
+        await _accept_and_close(service, CloseCode.POLICY_VIOLATION, "too many connections")
+        return None
     try:
         # A logout that finished between reading the session and connect() found no socket
         # to close; reading the session again after connect() closes that gap.
@@ -196,7 +199,7 @@ async def _serve(
 ) -> None:
     service.open_sockets += 1
     service.stats.connections_opened += 1
-    socket = websocket._get_current_object()
+    socket: Websocket = websocket._get_current_object()  # type: ignore[attr-defined]
     chat = ChatSession(
         conn=conn,
         user=Principal(session.user_id, session.username),
@@ -206,7 +209,8 @@ async def _serve(
         transmit=socket.send,
     )
     expiry = _Expiry(conn, session, service.config)
-    code, reason = CloseCode.NORMAL, ""
+    code: int = CloseCode.NORMAL
+    reason = ""
     tasks: list[asyncio.Task[Any]] = []
     try:
         for peer in await service.presence.online_peers(session.username):
@@ -238,7 +242,9 @@ async def _serve(
     await _close(service, code, reason)
 
 
-async def _receive(chat: ChatSession, socket: Any, expiry: _Expiry, after: int | None) -> None:
+async def _receive(
+    chat: ChatSession, socket: Websocket, expiry: _Expiry, after: int | None
+) -> None:
     if after is not None:
         await chat.sync(after)
     while True:

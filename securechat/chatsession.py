@@ -9,9 +9,10 @@ list as the socket.
 Ordering (docs/protocol.md, "Order and the cursor"): a sync holds the send lock for its whole
 replay, so no live frame interleaves with it; afterwards a live ``message`` or ``receipt`` at or
 below the last position this connection sent is dropped (the replay carried it). So from a
-``synced`` frame on (or from the start with ``/ws?after=N``), the positions a client reads, on
-``message``, ``receipt`` and fresh ``ack`` frames, are strictly increasing and without gaps,
-unless it asks for a replay of what it already has by syncing from an older cursor.
+``synced`` frame on (or from the start with ``/ws?after=N``), the positions of the ``message``
+and ``receipt`` frames a client reads are strictly increasing and leave out none of its own
+(its own sends from this socket come back as acks), unless it asks for a replay of what it
+already has by syncing from an older cursor.
 """
 
 from __future__ import annotations
@@ -147,14 +148,18 @@ class ChatSession:
 
     # Outgoing ---------------------------------------------------------------------------
 
+    @property
+    def writing(self) -> bool:
+        """Whether a sync or a frame is being written to the socket right now."""
+        return self._send_lock.locked()
+
     async def forward(self, text: str) -> None:
         """Send one queued frame, unless it is a position this connection already sent."""
         async with self._send_lock:
-            if isinstance(text, Sequenced):
-                if text.seq > self.last_pos:
-                    self.last_pos = text.seq
-                elif text.replayable:
+            if type(text) is Sequenced:
+                if text.seq <= self.last_pos:
                     return  # a sync already sent it
+                self.last_pos = text.seq
             await self._transmit(text)
             self.stats.frames_out += 1
 

@@ -60,28 +60,16 @@ class Sequenced(str):
     """A frame's text that holds a position in the sequence (``message``, ``receipt``).
 
     The connection's sender uses ``seq`` to keep what it sends in order and free of repeats
-    around a sync, without parsing the text: a replayable frame at or below the position the
-    connection has reached was already sent (by a sync) and is dropped.
+    around a sync, without parsing the text: one at or below the position the connection has
+    reached was already sent by a sync, and is dropped.
     """
 
     seq: int
-    replayable: bool = True
 
     def __new__(cls, text: str, seq: int) -> Sequenced:
         self = super().__new__(cls, text)
         self.seq = seq
         return self
-
-
-class SequencedAck(Sequenced):
-    """The ack of a newly stored message: its position on the sending connection.
-
-    The sending connection gets no copy of its own message, so the ack stands in for it: it
-    moves the connection's position like a message would, keeping positions gap-free. Unlike a
-    message it is never dropped: a client waits for its ack.
-    """
-
-    replayable = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,14 +272,13 @@ class Delivery:
         if not isinstance(outcome, Stored):
             self._refuse(item.conn, outcome, frame.id)
             return
-        ack = ack_frame(frame.id, outcome.seq, outcome.ts)
+        # Acks are never dropped as repeats: the client waits for each. The sending connection
+        # gets no copy of its own message; the ack (in position order on the queue) stands in.
+        item.conn.deliver(ack_frame(frame.id, outcome.seq, outcome.ts))
         self.stats.acks += 1
         if not outcome.created:
-            # A resend: the same ack again, but not a new position (fanned out the first time).
-            item.conn.deliver(ack)
-            self.stats.messages_duplicate += 1
+            self.stats.messages_duplicate += 1  # fanned out when first stored, not again
             return
-        item.conn.deliver(SequencedAck(ack, outcome.seq))
         self.stats.messages_stored += 1
         text = Sequenced(
             message_frame(
@@ -345,6 +332,5 @@ __all__ = [
     "Delivery",
     "Principal",
     "Sequenced",
-    "SequencedAck",
     "now_ms",
 ]

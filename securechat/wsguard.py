@@ -97,7 +97,7 @@ def _drain_after_return(receive: ASGIReceiveCallable) -> None:
 class _BoundedBuffer(ws_stream.WebsocketBuffer):
     """Hypercorn's message buffer, refusing a part before it would pass the limit."""
 
-    def extend(self, event: Message) -> None:
+    def extend(self, event: Message[Any]) -> None:
         if self.length + len(event.data) > self.max_length:
             self.length = self.max_length + 1  # stays over: every later part is refused too
             raise ws_stream.FrameTooLargeError()
@@ -126,7 +126,7 @@ def install(app: Quart, receive_queue_frames: int) -> None:
         log.warning("hypercorn.protocol.ws_stream changed: WebSocket memory bounds not applied")
         return
     ws_stream.WebsocketBuffer = _BoundedBuffer  # type: ignore[misc]
-    ws_stream.PerMessageDeflate = _DeclinedDeflate  # type: ignore[misc]
+    ws_stream.PerMessageDeflate = _DeclinedDeflate  # type: ignore[attr-defined,assignment]
 
 
 __all__ = ["bounded_websocket_class", "install"]

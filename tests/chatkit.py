@@ -49,17 +49,19 @@ def send_text(to: str, *, frame_id: str | None = None, envelope: Any = None) -> 
     )
 
 
-def ws_url(base_url: str) -> str:
-    return "ws" + base_url.removeprefix("http") + "/ws"
-
-
 def raw_socket(
-    base_url: str, *, cookie: str | None, origin: str | None = "same", **options: Any
+    base_url: str,
+    *,
+    cookie: str | None,
+    origin: str | None = "same",
+    path: str = "/ws",
+    **options: Any,
 ) -> Any:
-    """``websockets.connect`` to /ws with the given cookie and Origin ("same": the server's)."""
+    """``websockets.connect`` to ``path`` with the given cookie and Origin ("same": the
+    server's own)."""
     headers = {"Cookie": f"{COOKIE_NAME}={cookie}"} if cookie else {}
     return connect(
-        ws_url(base_url),
+        "ws" + base_url.removeprefix("http") + path.removeprefix(base_url),
         origin=Origin(base_url if origin == "same" else origin) if origin else None,
         additional_headers=headers,
         proxy=None,

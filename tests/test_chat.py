@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import uuid
@@ -22,9 +21,11 @@ from tests.chatkit import (
     raw_socket,
     send_text,
 )
-from tests.chatkit import _accounts as _accounts  # noqa: F401 (fixtures)
-from tests.chatkit import _server_with as _server_with  # noqa: F401
-from tests.chatkit import _shared_server as _shared_server  # noqa: F401
+
+# The fixtures these tests use (a server shared by the module, accounts on it).
+from tests.chatkit import _accounts as _accounts
+from tests.chatkit import _server_with as _server_with
+from tests.chatkit import _shared_server as _shared_server
 from tests.livesrv import LiveServer
 
 TOKEN = "chat-admin-token-for-tests"
@@ -98,6 +99,39 @@ async def test_an_origin_the_operator_allowed_may_connect(server_with):  # type:
         assert await next_frame(socket) == {"type": "pong"}
 
 
+@pytest.mark.parametrize("after", ["-1", "x", "1e3", "9" * 20, str(2**63)])
+async def test_a_malformed_after_is_refused_with_400(accounts: Accounts, after: str):
+    """/ws?after= must be a seq: anything else answers 400 before the upgrade."""
+    alice = await accounts.sign_up("alice")
+    url = f"{accounts.base_url}/ws?after={after}"
+    with pytest.raises(InvalidStatus) as refused:
+        async with raw_socket(accounts.base_url, cookie=alice.session_cookie, path=url):
+            pass
+    assert refused.value.response.status_code == 400
+
+
+async def test_connecting_with_after_replays_before_anything_live(accounts: Accounts):
+    """With ?after=N the first frames are the replay in order, then synced, then live ones."""
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    a = await alice.connect()
+    acks = [await a.send_message(name_of(bob), str(i)) for i in range(3)]
+    async with raw_socket(
+        accounts.base_url, cookie=bob.session_cookie, path=f"/ws?after={acks[0]['seq']}"
+    ) as socket:
+        later = await a.send_message(name_of(bob), "live")
+        frames: list[dict[str, Any]] = []
+        while len(frames) < 4:
+            frame = await next_frame(socket)
+            if frame["type"] != "presence":  # alice is online: a hint that may come any time
+                frames.append(frame)
+    assert [(f["type"], f.get("id")) for f in frames] == [
+        ("message", acks[1]["id"]),
+        ("message", acks[2]["id"]),
+        ("synced", None),
+        ("message", later["id"]),
+    ]
+
+
 async def test_refusal_body_is_json_without_detail(accounts: Accounts):
     """The 403 says why in one code, nothing more."""
     with pytest.raises(InvalidStatus) as refused:
@@ -120,7 +154,7 @@ async def test_logout_closes_that_sessions_sockets_with_1008(accounts: Accounts)
 
 
 async def test_revoking_other_sessions_closes_their_sockets_only(accounts: Accounts):
-    """"Log out other sessions" closes the laptop's socket and keeps the phone's."""
+    """ "Log out other sessions" closes the laptop's socket and keeps the phone's."""
     phone = await accounts.sign_up("alice")
     laptop = await accounts.login_again(name_of(phone))
     phone_chat, laptop_chat = await phone.connect(), await laptop.connect()
@@ -334,8 +368,9 @@ async def test_the_server_wide_connection_bound_answers_try_again_later(server_w
 
 async def test_a_slow_reader_is_closed_with_1013_and_catches_up_with_sync(server_with):  # type: ignore[no-untyped-def]
     """A reader that stops reading is closed rather than buffered; sync then gives it all."""
-    _server, accounts = server_with(ws_queue_frames=4, ws_frames_per_s=10_000.0,
-                                    ws_frames_burst=10_000)
+    _server, accounts = server_with(
+        ws_queue_frames=4, ws_frames_per_s=10_000.0, ws_frames_burst=10_000
+    )
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     a = await alice.connect()
     slow = await bob.connect()
@@ -380,4 +415,3 @@ async def test_connections_are_independent_of_each_others_errors(accounts: Accou
     await a.send_raw("x" * (65 * 1024))
     assert (await closed_with(a))[0] == 1009
     assert await b.ping() == {"type": "pong"}
-    await asyncio.sleep(0)

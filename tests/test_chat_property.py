@@ -10,11 +10,12 @@ advances its cursor with every message, receipt and ack it reads, resends its un
 messages (same id) after reconnecting, and sometimes syncs again from its cursor while frames
 are still in flight. Checked as it reads, and at the end:
 
-* every client reads positions in strictly increasing order across all its connections; the
-  only exceptions are repeats of positions it already had, after it asked for a replay, and
-  the old position in the ack of a resend;
+* every client reads the positions of messages and receipts in strictly increasing order,
+  across all its connections (and above its last ``synced``); the only exception is repeats of
+  positions it already had while a replay it asked for is under way;
 * every message is acknowledged, and each is delivered to its recipient: exactly once after
   de-duplication by id, and exactly once even before it for a client that never re-synced;
+* every receipt the store holds has reached the message's sender, offline or not;
 * nothing arrives for the wrong person.
 """
 
@@ -72,8 +73,10 @@ class Link:
     session: ChatSession
     wire: Wire
     inbound: asyncio.Queue[str]
+    waiting: asyncio.Event  # the receive task waits for a frame: nothing in progress
     tasks: list[asyncio.Task[Any]]
-    resynced: bool = False
+    initial_synced: bool = False
+    resyncs: int = 0  # explicit syncs asked for whose synced frame is not read yet
 
     def put(self, text: str) -> None:
         self.inbound.put_nowait(text)
@@ -92,6 +95,7 @@ class Client:
     resent: set[str] = field(default_factory=set)
     acks: dict[str, int] = field(default_factory=dict)
     to_me: list[int] = field(default_factory=list)
+    receipts: set[tuple[str, str]] = field(default_factory=set)
     resynced: bool = False
     link: Link | None = None
 
@@ -102,23 +106,32 @@ class Client:
         if kind == "ack":
             self.outbox.pop(frame["id"], None)
             assert self.acks.setdefault(frame["id"], frame["seq"]) == frame["seq"]
-            # The ack of a resend may carry the message's old position.
-            self.position(frame["seq"], old_allowed=frame["id"] in self.resent)
+            self.seen.add(frame["seq"])
+            self.cursor = max(self.cursor, frame["seq"])
+            if frame["id"] not in self.resent:  # a resend's ack may carry an old position
+                self.highest = max(self.highest, frame["seq"])
         elif kind in ("message", "receipt"):
-            self.position(frame["seq"], old_allowed=False)
+            self.position(frame["seq"])
             if kind == "message" and frame["to"] == self.name:
                 self.received.append(frame["id"])
                 self.to_me.append(frame["seq"])
+            elif kind == "receipt":
+                self.receipts.add((frame["id"], frame["status"]))
         elif kind == "synced":
+            assert self.link is not None
+            if self.link.initial_synced:
+                self.link.resyncs -= 1
+            self.link.initial_synced = True
+            self.highest = max(self.highest, frame["seq"])
             self.cursor = max(self.cursor, frame["seq"])
 
-    def position(self, seq: int, *, old_allowed: bool) -> None:
-        """Positions only go up, unless this client asked for a replay of what it had."""
-        if seq > self.highest:
-            self.highest = seq
-        elif not old_allowed:
-            assert self.link is not None and self.link.resynced, (self.name, seq, self.highest)
+    def position(self, seq: int) -> None:
+        """Positions only go up, except repeats of what it had while it asked for a replay."""
+        assert self.link is not None
+        if seq <= self.highest:
+            assert self.link.resyncs > 0, (self.name, seq, self.highest)
             assert seq in self.seen, (self.name, seq)  # a repeat, never a late newcomer
+        self.highest = max(self.highest, seq)
         self.seen.add(seq)
         self.cursor = max(self.cursor, seq)
 
@@ -135,6 +148,7 @@ class World:
         self.delivery = Delivery(store.messages, self.broker, self.config, ChatStats())
         self.clients = {name: Client(name) for name in users}
         self.sent: dict[str, tuple[str, str]] = {}  # id -> (sender, recipient)
+        self.marked: dict[str, set[tuple[str, str]]] = {}  # sender -> receipts due, from the db
         self._clock = itertools.count()
 
     async def connect(self, client: Client) -> None:
@@ -152,13 +166,14 @@ class World:
             clock=lambda: float(next(self._clock)),
         )
         inbound: asyncio.Queue[str] = asyncio.Queue()
+        waiting = asyncio.Event()
         # As chat.py does for /ws?after=N: the receive task first (it starts with the sync and
         # so holds the send lock before the send task can forward anything), then the sender.
         tasks = [
-            asyncio.create_task(_receive(session, inbound, client.cursor)),
+            asyncio.create_task(_receive(session, inbound, client.cursor, waiting)),
             asyncio.create_task(session.run_sender()),
         ]
-        client.link = Link(session, wire, inbound, tasks)
+        client.link = Link(session, wire, inbound, waiting, tasks)
         for message_id, to in list(client.outbox.items()):
             client.resent.add(message_id)
             client.link.put(self._send_text(message_id, to))
@@ -194,15 +209,22 @@ class World:
                     client.read(text)
                 await self.disconnect(client)
 
-    async def mark(self, client: Client, status: str) -> None:
+    async def mark(self, client: Client, status: str, which: int) -> None:
+        """The user opens the conversation: reads what has come, marks one message."""
+        await self.settle()
+        await self.read(client, WIRE_FRAMES)
         if client.link is not None and client.to_me:
-            client.link.put(json.dumps({"type": status, "seq": client.to_me[-1]}))
+            seq = client.to_me[which % len(client.to_me)]
+            client.link.put(json.dumps({"type": status, "seq": seq}))
 
-    async def sync(self, client: Client) -> None:
+    async def sync(self, client: Client, everything: int) -> None:
         if client.link is not None:
-            # From an older cursor than what is in flight: a replay of frames it already has.
-            client.link.resynced = client.resynced = True
-            client.link.put(json.dumps({"type": "sync", "after": client.cursor}))
+            # From a cursor older than what is in flight, or from the start: a replay of
+            # frames it already has, which it de-duplicates by id.
+            client.link.resyncs += 1
+            client.resynced = True
+            after = client.cursor if everything % 2 else 0
+            client.link.put(json.dumps({"type": "sync", "after": after}))
 
     async def tick(self) -> None:
         """A moment: the tasks that can run without the database do (send tasks write)."""
@@ -218,37 +240,51 @@ class World:
 
     async def finish(self) -> None:
         """Everyone reconnects and reads until every message is acknowledged and delivered."""
-        for _ in range(200):
+        for _ in range(1000):
             for client in self.clients.values():
                 await self.connect(client)
                 await self.read(client, WIRE_FRAMES)
             await self.settle()
-            idle = all(
-                c.link is not None
-                and not c.link.wire.frames
-                and c.link.session.conn.queue.empty()
-                and c.link.inbound.empty()
-                for c in self.clients.values()
-            )
-            if idle and not any(c.outbox for c in self.clients.values()):
+            if not any(c.outbox for c in self.clients.values()) and all(
+                self._quiet(c) for c in self.clients.values()
+            ):
                 return
+            # Reads of the database run in a thread: give them real time (bounded by the loop).
+            await asyncio.sleep(0.002)
         raise AssertionError("the world did not settle")
+
+    @staticmethod
+    def _quiet(client: Client) -> bool:
+        link = client.link
+        return (
+            link is not None
+            and link.waiting.is_set()
+            and link.inbound.empty()
+            and not link.wire.frames
+            and link.session.conn.queue.empty()
+            and not link.session.writing
+        )
 
     def _send_text(self, message_id: str, to: str) -> str:
         return json.dumps({"type": "send", "id": message_id, "to": to, "envelope": FAKE_ENVELOPE})
 
 
-async def _receive(session: ChatSession, inbound: asyncio.Queue[str], after: int) -> None:
+async def _receive(
+    session: ChatSession, inbound: asyncio.Queue[str], after: int, waiting: asyncio.Event
+) -> None:
     """chat.py's receive task: the initial sync, then each frame in order."""
     await session.sync(after)
     while True:
-        await session.receive(await inbound.get())
+        waiting.set()
+        text = await inbound.get()
+        waiting.clear()
+        await session.receive(text)
 
 
 user_index = st.integers(0, len(USERS) - 1)
 # Sends and reads are the common steps; drops, reconnects, marks and settling are rarer.
 # "settle" is time passing: the committer commits and the send tasks write what they can.
-KINDS = ["send"] * 4 + ["read"] * 5 + ["settle"] * 3 + ["mark"] * 2 + ["drop", "connect", "sync"]
+KINDS = ["send"] * 4 + ["read"] * 5 + ["settle"] * 3 + ["mark"] * 4 + ["drop", "connect", "sync"]
 actions = st.lists(
     st.tuples(st.sampled_from(KINDS), user_index, st.integers(1, 6)), min_size=10, max_size=80
 )
@@ -275,17 +311,25 @@ async def run(steps: list[tuple[str, int, int]], directory: Path) -> World:
             elif action == "read":
                 await world.read(client, arg)
             elif action == "mark":
-                await world.mark(client, "read" if arg % 2 else "delivered")
+                await world.mark(client, "read" if arg % 2 else "delivered", arg // 2)
             elif action == "drop":
                 await world.disconnect(client)
             elif action == "connect":
                 await world.connect(client)
             elif action == "sync":
-                await world.sync(client)
+                await world.sync(client, arg)
             else:
                 await world.settle()
             await world.tick()
         await world.finish()
+        rows = await store.db.fetch_all(
+            "SELECT u.username, m.client_id, m.delivered_seq, m.read_seq FROM messages m"
+            " JOIN users u ON u.id = m.sender_id"
+        )
+        for sender, message_id, delivered, read in rows:
+            due = world.marked.setdefault(sender, set())
+            due |= {(message_id, "delivered")} if delivered else set()
+            due |= {(message_id, "read")} if read else set()
         return world
     finally:
         for client in world.clients.values():
@@ -303,11 +347,13 @@ def check(world: World) -> None:
     for message_id, (sender, recipient) in world.sent.items():
         assert message_id in world.clients[sender].acks
         assert message_id in world.clients[recipient].received, message_id
+    for sender, due in world.marked.items():
+        assert world.clients[sender].receipts == due, sender
 
 
 @seed(20261127)
 @settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     derandomize=False,
     suppress_health_check=[HealthCheck.too_slow],

@@ -7,8 +7,10 @@ import pytest
 
 from securechat.client import ClientError, SecureChatClient
 from tests.chatkit import Accounts, unique
-from tests.chatkit import _accounts as _accounts  # noqa: F401 (fixtures)
-from tests.chatkit import _shared_server as _shared_server  # noqa: F401
+
+# The fixtures these tests use (a server shared by the module, accounts on it).
+from tests.chatkit import _accounts as _accounts
+from tests.chatkit import _shared_server as _shared_server
 from tests.livesrv import LiveServer
 
 ENDPOINTS = ["/api/v1/users?q=a", "/api/v1/conversations", "/api/v1/messages?with=alice"]

@@ -24,8 +24,14 @@ from securechat.hub import Connection, Hub, LocalBroker
 from securechat.protocol import CloseCode, Send
 from securechat.store import NewUser, Store
 
-ENVELOPE = {"v": 1, "iv": "A" * 16, "ct": "B" * 24, "rk": "C" * 344, "sk": "D" * 344,
-            "sig": "E" * 85 + "A=="}
+ENVELOPE = {
+    "v": 1,
+    "iv": "A" * 16,
+    "ct": "B" * 24,
+    "rk": "C" * 344,
+    "sk": "D" * 344,
+    "sig": "E" * 85 + "A==",
+}
 ENVELOPE_JSON = json.dumps(ENVELOPE, separators=(",", ":"), sort_keys=True)
 
 
@@ -182,8 +188,12 @@ async def test_a_failed_commit_answers_unavailable_and_a_resend_then_succeeds(ch
     await alice.receive(send_frame("bob", frame_id))
     await chat.delivery.flush()
     assert drain(alice.conn) == [
-        {"type": "error", "code": "unavailable", "id": frame_id,
-         "message": "The message could not be stored; send it again with the same id."}
+        {
+            "type": "error",
+            "code": "unavailable",
+            "id": frame_id,
+            "message": "The message could not be stored; send it again with the same id.",
+        }
     ]
     await chat.store.db.execute("DROP TRIGGER temp.refuse")
     await alice.receive(send_frame("bob", frame_id))
@@ -269,7 +279,9 @@ async def test_send_parsed_from_the_frame_keeps_the_envelope_text(chat: Chat):
     """The stored envelope is the canonical text the parser produced, byte for byte."""
     alice = chat.session("alice")
     await chat.delivery.send(
-        alice.conn, chat.users["alice"], Send(str(uuid.uuid4()), "bob", ENVELOPE, ENVELOPE_JSON)  # type: ignore[arg-type]
+        alice.conn,
+        chat.users["alice"],
+        Send(str(uuid.uuid4()), "bob", ENVELOPE, ENVELOPE_JSON),  # type: ignore[arg-type]
     )
     await chat.delivery.flush()
     row = await chat.store.db.fetch_one("SELECT envelope FROM messages")

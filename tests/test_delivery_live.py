@@ -10,9 +10,11 @@ import uuid
 
 from securechat.client import ChatConnection, SecureChatClient
 from tests.chatkit import Accounts, unique
-from tests.chatkit import _accounts as _accounts  # noqa: F401 (fixtures)
-from tests.chatkit import _server_with as _server_with  # noqa: F401
-from tests.chatkit import _shared_server as _shared_server  # noqa: F401
+
+# The fixtures these tests use (a server shared by the module, accounts on it).
+from tests.chatkit import _accounts as _accounts
+from tests.chatkit import _server_with as _server_with
+from tests.chatkit import _shared_server as _shared_server
 
 
 async def pair(accounts: Accounts) -> tuple[SecureChatClient, SecureChatClient]:
@@ -167,8 +169,10 @@ async def test_connecting_tells_me_which_partners_are_online(accounts: Accounts)
 
 async def test_presence_is_not_told_to_strangers(accounts: Accounts):
     """Someone with no conversation with bob hears nothing of him."""
-    alice, bob, carol = await accounts.sign_up("alice"), await accounts.sign_up("bob"), (
-        await accounts.sign_up("carol")
+    alice, bob, carol = (
+        await accounts.sign_up("alice"),
+        await accounts.sign_up("bob"),
+        (await accounts.sign_up("carol")),
     )
     c = await carol.connect()
     a = await alice.connect()

@@ -124,7 +124,9 @@ async def test_read_implies_delivered(store: Store):
     """Reading an undelivered message fills in its delivered time too."""
     await send(store, "alice", "bob")
     await mark(store, "bob", 1, "read")
-    history = await store.messages.history(await uid(store, "alice"), await uid(store, "bob"), 99, 10)
+    history = await store.messages.history(
+        await uid(store, "alice"), await uid(store, "bob"), 99, 10
+    )
     assert history[0].delivered_at == history[0].read_at == NOW + 5
 
 

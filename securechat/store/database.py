@@ -107,10 +107,15 @@ class Database:
     # Reads -------------------------------------------------------------------------------
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        """Run a read-only query on the reader connection."""
+        """Run a read-only query on the reader connection.
+
+        Execute and fetch run as one job on the connection's thread, so the statement is done
+        (and its read transaction over) before another starts. Run as separate jobs, queries
+        from concurrent coroutines interleave, and one started while another is still open
+        shares its read transaction: it misses every commit since (a stale sync).
+        """
         assert self._reader is not None, "database is not open"
-        async with self._reader.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+        return list(await self._reader.execute_fetchall(sql, tuple(params)))
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
         """The first row of a read-only query, or None."""
