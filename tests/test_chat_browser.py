@@ -19,7 +19,7 @@ from playwright.async_api import Browser, BrowserContext, expect
 
 from securechat import e2e
 from securechat.client import SecureChatClient
-from tests.browser_helpers import RECORD_CSP_VIOLATIONS, WAIT_MS, ChatPage, register
+from tests.browser_helpers import PASSWORD, RECORD_CSP_VIOLATIONS, WAIT_MS, ChatPage, register
 from tests.livesrv import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -28,8 +28,9 @@ NewContext = Callable[..., Awaitable[BrowserContext]]
 
 
 @pytest.fixture(name="new_context")
-async def _new_context(browser: Browser) -> AsyncIterator[NewContext]:
-    """A factory of fresh browser contexts (own cookies and IndexedDB), closed after the test."""
+async def _new_context(browser: Browser, live_server: LiveServer) -> AsyncIterator[NewContext]:
+    """A factory of fresh browser contexts (own cookies and IndexedDB), closed after the test
+    and before the server stops (so no socket is cut mid-way by the shutdown)."""
     contexts: list[BrowserContext] = []
 
     async def new_context(**options: Any) -> BrowserContext:
@@ -212,7 +213,7 @@ async def test_outbox_sends_in_order_after_reload_and_reconnect(
         # Otherwise the socket opens but nothing answers: no "synced", so nothing is sent.
 
     context = await new_context()
-    await context.route_web_socket("**/ws", route)
+    await context.route_web_socket(re.compile(r"/ws\?"), route)
     chat = await ChatPage.open(context, live_server.url, "alice")
     bob_chat = await bob.connect()
     await chat.start_conversation("bob")
@@ -309,7 +310,7 @@ async def test_tampered_message_is_not_shown(
     await chat.open_conversation("bob")
 
     message_id = str(uuid.uuid4())
-    envelope = await bob_chat.seal("alice", "altered on the way", message_id)
+    envelope = await bob_chat.seal("alice", "forged-plaintext-4471", message_id)
     ciphertext = bytearray(e2e.b64decode(envelope["ct"]))
     ciphertext[0] ^= 1
     envelope["ct"] = e2e.b64encode(bytes(ciphertext))
@@ -324,7 +325,7 @@ async def test_tampered_message_is_not_shown(
     await expect(tampered).to_have_attribute("data-state", "unverifiable")
     await expect(tampered).to_contain_text("This message could not be verified")
     assert await chat.texts() == ["first, genuine", "third, genuine"]
-    await expect(chat.page.get_by_text("altered on the way")).to_have_count(0)
+    await expect(chat.page.get_by_text("forged-plaintext-4471")).to_have_count(0)
     await chat.send("still working")
     await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
 
@@ -480,8 +481,7 @@ async def test_key_change_blocks_sending_to_verified_contact(
 async def test_phone_layout_has_no_horizontal_scroll(
     new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
 ) -> None:
-    """At 360 px wide neither the list, the thread (with an unbroken 300-character word) nor the
-    verification panel scrolls sideways."""
+    """At 360 px the list, a thread with very long words and the safety panel all fit the width."""
     context = await new_context(viewport={"width": 360, "height": 740})
     chat = await ChatPage.open(context, live_server.url, "alice")
     widths: dict[str, int] = {}
@@ -532,3 +532,50 @@ async def test_normal_chat_logs_no_errors(
     for chat in pages:
         problems.extend(f"CSP {v}" for v in await chat.page.evaluate("window.__cspViolations"))
     assert problems == []
+
+
+async def test_ended_session_says_logged_out(
+    new_context: NewContext, live_server: LiveServer, alice: SecureChatClient
+) -> None:
+    """When alice's session is ended from elsewhere, the page says she is logged out and stops."""
+    chat = await ChatPage.open(await new_context(), live_server.url, "alice")
+    await alice.call("POST", "/api/v1/sessions/revoke-others", {})
+    await expect(chat.page.get_by_role("alert")).to_contain_text(
+        "You're logged out", timeout=WAIT_MS
+    )
+    await expect(chat.page.locator("#connection")).to_have_attribute("data-state", "stopped")
+    await expect(chat.page.get_by_role("link", name="Log in again")).to_be_visible()
+
+
+async def test_my_own_key_change_blames_no_one(
+    new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
+) -> None:
+    """After alice's own keys change, her page says her keys changed and warns about no one else."""
+    context = await new_context()
+    chat = await ChatPage.open(context, live_server.url, "alice")
+    await chat.start_conversation("bob")
+    await chat.send("before my reset")
+    await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+    salt, iterations = await alice.prelogin("alice")
+    wrap_key = e2e.derive_keys(PASSWORD, salt, iterations).wrap_key
+    fresh = e2e.Identity.generate(2048)
+    store = live_server.app.extensions["securechat"].store
+    live_server.run_in_server_loop(
+        store.directory.replace_keys(
+            "alice",
+            fresh.enc_public_spki,
+            fresh.sign_public_spki,
+            e2e.seal_key_backup(fresh, wrap_key),
+            2**40,
+        )
+    )
+
+    await chat.page.get_by_role("button", name="Log out", exact=True).click()
+    again = await ChatPage.open(context, live_server.url, "alice")
+    banner = again.page.locator("#chat-mykeys")
+    await expect(banner).to_contain_text("Your own keys changed")
+    await expect(banner).to_contain_text("not anyone else's")
+    await again.open_conversation("bob")
+    await expect(again.messages).to_have_count(1, timeout=WAIT_MS)
+    await expect(again.page.locator(".thread-notice")).to_have_count(0)
+    await expect(again.page.get_by_text("bob's security keys changed")).to_have_count(0)

@@ -1,18 +1,17 @@
 /**
  * The chat page's controller: the socket, the outbox, the messages and the views, and what
  * happens between them. The pieces do the work; this module decides when.
- *
- * Receipts: a message to me is marked "delivered" once stored here, and "read" once its
- * conversation is on screen in a visible tab (read implies delivered on the server, so a
- * message read at once is marked only "read").
  */
 
 import { ApiError, describeError, request } from "../api.js";
 import { DirectoryError } from "../directory.js";
 import { showError, showInfo } from "../ui.js";
+import { Conversations } from "./conversations.js";
+import { History, PAGE } from "./history.js";
 import { KeyBook } from "./keys.js";
 import { Messages, isTransient, wellFormed } from "./messages.js";
 import { Outbox } from "./outbox.js";
+import { Receipts } from "./receipts.js";
 import { ConversationList, ConnectionStatus, RecipientPicker } from "./sidebar.js";
 import { ChatSocket } from "./socket.js";
 import { ChatStore } from "./store.js";
@@ -20,25 +19,20 @@ import { Vault } from "./vault.js";
 import { VerifyPanel } from "./verify.js";
 import { Composer, ThreadView } from "./view.js";
 
-const PAGE = 50;
 const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOWN_MS = 6000;
-const PREVIEW_CHARS = 80;
-const MARK_RANK = { delivered: 1, read: 2 };
-const REFRESH_MS = 300;
 
 const byId = (id) => document.getElementById(id);
 
 export class ChatApp {
-  #conversations = new Map(); // peer -> {peer, unread, online, preview, lastAt, order}
   #current = null;
   #typingTimer = null;
   #typingSentAt = 0;
   #sentToast = null;
   #offlineSaid = false;
+  #storageSaid = false;
   #maxSeq = 0;
   #opening = 0;
-  #refreshTimer = null;
 
   constructor({ me, identity }) {
     this.me = me;
@@ -51,11 +45,16 @@ export class ChatApp {
     const { vault, keysChanged } = await Vault.open(this.store, this.identity);
     this.keys = new KeyBook(this.me, this.identity);
     this.messages = new Messages({ me: this.me, identity: this.identity, store: this.store, vault, keys: this.keys });
+    this.history = new History({ store: this.store, messages: this.messages });
     this.#buildViews();
     if (keysChanged) this.#banner("mine");
     this.#checkDirectory();
     this.keys.addEventListener("keychange", (event) => this.#keyChanged(event.detail));
-    await this.#loadConversations();
+    const rows = await this.conversations.load();
+    // A browser new to this account starts from the newest position: the history of each
+    // conversation comes page by page when it is opened, not all at once.
+    if ((await this.store.cursor()) === null) await this.store.setCursor(rows[0]?.last_seq ?? 0);
+    this.#maxSeq = await this.store.cursor();
     this.#startSocket();
     document.addEventListener("visibilitychange", () => this.#markThreadRead());
     this.root.dataset.ready = "true";
@@ -64,8 +63,13 @@ export class ChatApp {
   // --- views ---------------------------------------------------------------------------
 
   #buildViews() {
-    this.list = new ConversationList({
-      list: byId("conversation-list"), empty: byId("conversations-empty"), onOpen: (peer) => this.open(peer),
+    this.conversations = new Conversations({
+      store: this.store, messages: this.messages, placeholderTitle: byId("chat-placeholder-title"),
+      view: new ConversationList({
+        list: byId("conversation-list"), empty: byId("conversations-empty"), onOpen: (peer) => this.open(peer),
+      }),
+      current: () => this.#current,
+      onChange: () => this.#header(),
     });
     this.picker = new RecipientPicker({
       form: byId("recipient-form"), input: byId("recipient-search"), listbox: byId("recipient-options"),
@@ -115,96 +119,28 @@ export class ChatApp {
     if (alarm) this.#banner("alarm", alarm.message);
   }
 
-  // --- conversations -------------------------------------------------------------------
-
-  async #loadConversations() {
-    let rows = [];
-    try {
-      rows = (await request("/api/v1/conversations")).conversations;
-    } catch (error) {
-      if (error.status === 401) window.location.replace("/login");
-      else showError(describeError(error));
-    }
-    for (const row of rows) {
-      this.#conversation(row.peer, { unread: row.unread, online: row.online, order: row.last_seq });
-    }
-    for (const entry of await this.store.outbox()) this.#conversation(entry.to, {});
-    await Promise.all([...this.#conversations.keys()].map((peer) => this.#preview(peer)));
-    // A browser new to this account starts from the newest position: the history of each
-    // conversation comes page by page when it is opened, not all at once.
-    if ((await this.store.cursor()) === null) await this.store.setCursor(rows[0]?.last_seq ?? 0);
-    this.#maxSeq = await this.store.cursor();
-    this.#renderList();
-  }
-
-  #conversation(peer, changes) {
-    const known = this.#conversations.get(peer);
-    if (!known && this.socket) this.#refreshConversations();
-    return this.#setConversation(peer, known ?? { peer, unread: 0, online: null, preview: "", lastAt: null, order: 0 }, changes);
-  }
-
-  #setConversation(peer, known, changes) {
-    const next = { ...known, ...changes, order: Math.max(known.order, changes.order ?? 0) };
-    this.#conversations.set(peer, next);
-    return next;
-  }
-
-  /**
-   * Unread counts and presence as the server has them. Asked after each sync (what the sync
-   * replayed is counted there already) and when a conversation is new here (presence is
-   * pushed only when it changes).
-   */
-  #refreshConversations() {
-    clearTimeout(this.#refreshTimer);
-    this.#refreshTimer = setTimeout(async () => {
-      let rows;
-      try {
-        rows = (await request("/api/v1/conversations")).conversations;
-      } catch {
-        return; // offline: the next sync asks again
-      }
-      for (const row of rows) {
-        const reading = row.peer === this.#current && document.visibilityState === "visible";
-        this.#conversation(row.peer, { online: row.online, ...(reading ? {} : { unread: row.unread }) });
-      }
-      this.#renderList();
-      if (this.#current) this.#header();
-    }, REFRESH_MS);
-  }
-
-  /** The last message of peer's thread as the list shows it. */
-  async #preview(peer, record = null) {
-    const last = record ?? await this.store.last(peer);
-    if (!last || last.direction === "notice") return;
-    const text = await this.messages.text(last);
-    const preview = text === null ? "Message not shown" : `${last.direction === "out" ? "You: " : ""}${text}`;
-    this.#conversation(peer, {
-      preview: preview.slice(0, PREVIEW_CHARS), lastAt: last.ts ?? last.writtenMs, order: last.seq ?? last.order,
-    });
-  }
-
-  #renderList() {
-    const sorted = [...this.#conversations.values()].sort((a, b) => b.order - a.order);
-    this.list.render(sorted, this.#current);
-    const unread = sorted.reduce((sum, c) => sum + c.unread, 0);
-    document.title = `${unread ? `(${unread}) ` : ""}Chat · SecureChat`;
-    byId("chat-placeholder-title").textContent = sorted.length ? "Choose a conversation" : "No conversations yet";
-  }
+  // --- the open conversation ---------------------------------------------------------
 
   /** Show the conversation with peer: what is kept here at once, then what the server adds. */
   async open(peer) {
     const opening = ++this.#opening;
     this.#current = peer;
-    this.#conversation(peer, { unread: 0 });
-    this.#renderList();
+    this.conversations.set(peer, { unread: 0 });
+    this.conversations.render();
     this.#showThread(peer);
-    const cached = await this.store.thread(peer, { limit: PAGE });
+    const kept = await this.history.kept(peer);
     if (opening !== this.#opening) return;
-    this.thread.upsert(await this.#withText(cached), { follow: true });
-    this.thread.setMore(cached.length >= PAGE);
+    this.thread.upsert(kept, { follow: true });
+    this.thread.setMore(kept.length >= PAGE);
     await this.#refreshKeys(peer);
-    await this.#loadHistory(peer, {});
-    if (opening === this.#opening) this.#markThreadRead();
+    const page = await this.history.fetch(peer);
+    if (opening !== this.#opening) return;
+    if (page) {
+      this.thread.upsert(page.records);
+      this.thread.setMore(page.more || kept.length >= PAGE);
+      await this.conversations.preview(peer);
+    }
+    this.#markThreadRead();
   }
 
   #showThread(peer) {
@@ -228,13 +164,14 @@ export class ChatApp {
     this.root.dataset.view = "list";
     byId("thread").hidden = true;
     byId("chat-placeholder").hidden = false;
-    this.#renderList();
-    this.list.list.querySelector("button")?.focus();
+    this.conversations.render();
+    byId("conversation-list").querySelector("button")?.focus();
   }
 
   #header() {
     const peer = this.#current;
-    const online = this.#conversations.get(peer)?.online ?? null;
+    if (peer === null) return;
+    const online = this.conversations.get(peer)?.online ?? null;
     const presence = byId("thread-presence");
     presence.hidden = online === null;
     presence.dataset.online = String(Boolean(online));
@@ -261,41 +198,18 @@ export class ChatApp {
     }
   }
 
-  async #withText(records) {
-    return Promise.all(records.map(async (record) => ({ ...record, text: await this.messages.text(record) })));
-  }
-
-  /** A page of history from the server (newest first) before seq; stores what is new. */
-  async #loadHistory(peer, { before = null }) {
-    const query = `with=${encodeURIComponent(peer)}&limit=${PAGE}${before === null ? "" : `&before=${before}`}`;
-    let page;
-    try {
-      page = await request(`/api/v1/messages?${query}`);
-    } catch (error) {
-      if (!isTransient(error) && error.status !== 404) showError(describeError(error));
-      return false;
-    }
-    const shown = [];
-    for (const item of page.messages.filter(wellFormed).reverse()) {
-      const { record } = await this.messages.receive(item, { history: item });
-      shown.push(record);
-    }
-    if (peer !== this.#current) return page.more;
-    this.thread.upsert(await this.#withText(shown));
-    this.thread.setMore(page.more);
-    return page.more;
-  }
-
+  /** The page before the oldest message shown: from the server, then what is kept here. */
   async #loadOlder() {
     const peer = this.#current;
-    const oldest = this.thread.oldestSeq();
     const button = byId("load-older");
     button.disabled = true;
-    const more = oldest === null ? false : await this.#loadHistory(peer, { before: oldest });
-    const older = await this.store.thread(peer, { before: this.thread.items()[0]?.order ?? Infinity, limit: PAGE });
+    const oldest = this.thread.oldestSeq();
+    const page = oldest === null ? null : await this.history.fetch(peer, oldest);
+    const kept = await this.history.kept(peer, this.thread.items()[0]?.order ?? Infinity);
     if (peer === this.#current) {
-      this.thread.upsert(await this.#withText(older));
-      this.thread.setMore(more || older.length >= PAGE);
+      this.thread.upsert([...(page?.records ?? []), ...kept]);
+      this.thread.setMore(Boolean(page?.more) || kept.length >= PAGE);
+      this.#markThreadRead();
     }
     button.disabled = false;
   }
@@ -314,12 +228,19 @@ export class ChatApp {
       onFrame: (frame, context) => this.#frame(frame, context),
     });
     this.outbox = new Outbox({ store: this.store, socket: this.socket, messages: this.messages });
+    this.receipts = new Receipts({ socket: this.socket, store: this.store });
     this.outbox.addEventListener("failed", (event) => this.#failed(event.detail));
     this.outbox.addEventListener("blocked", (event) => {
       if (event.detail.to === this.#current) this.composer.setBlocked(true);
     });
     this.socket.addEventListener("state", (event) => this.#socketState(event.detail));
     this.socket.addEventListener("synced", () => this.#synced());
+    this.socket.addEventListener("failure", () => {
+      if (this.#storageSaid) return;
+      this.#storageSaid = true;
+      showError("This browser could not store a message, so the chat will catch up again shortly. If this keeps " +
+        "happening, the browser's storage may be full.");
+    });
     this.socket.start();
   }
 
@@ -329,13 +250,21 @@ export class ChatApp {
     if (detail.state === "offline" || detail.state === "closed") this.#checkSession(detail);
   }
 
-  /** After a refused or ended connection: gone to /login if the session is over. */
+  /**
+   * After a refused or ended connection: if the session is over (logged out here or elsewhere,
+   * revoked, expired), say so and stop; the page stays, with what was on it, until the person
+   * chooses to log in again.
+   */
   async #checkSession(detail) {
     try {
       await request("/api/v1/me");
     } catch (error) {
       if (error.status === 401) {
-        window.location.replace("/login");
+        this.socket.stop();
+        this.root.dataset.ended = "true";
+        byId("chat-ended").hidden = false;
+        this.composer.disable();
+        byId("recipient-search").disabled = true;
         return;
       }
     }
@@ -346,7 +275,7 @@ export class ChatApp {
   }
 
   async #synced() {
-    this.#refreshConversations();
+    this.conversations.refresh();
     for (const record of await this.messages.retryPending()) await this.#incoming(record, { counts: false });
   }
 
@@ -385,16 +314,16 @@ export class ChatApp {
     const peer = record.peer;
     const visible = peer === this.#current && document.visibilityState === "visible";
     if (record.direction === "in" && counts && !visible) {
-      this.#conversation(peer, { unread: (this.#conversations.get(peer)?.unread ?? 0) + 1 });
+      this.conversations.addUnread(peer);
     }
     if (record.direction === "in") {
-      this.#mark(record, visible ? "read" : "delivered");
+      this.receipts.mark(record, visible ? "read" : "delivered");
       if (peer === this.#current) this.#showTyping(null);
     }
-    await this.#preview(peer, record.state === "pending" ? null : record);
-    this.#conversation(peer, { order: record.seq ?? 0 });
+    await this.conversations.preview(peer, record.state === "pending" ? null : record);
+    this.conversations.set(peer, { order: record.seq ?? 0 });
     if (peer === this.#current) this.thread.upsert([{ ...record, text: await this.messages.text(record) }]);
-    this.#renderList();
+    this.conversations.render();
   }
 
   async #acknowledged(frame) {
@@ -402,8 +331,8 @@ export class ChatApp {
     this.outbox.acknowledged(frame.id);
     if (!record) return;
     if (record.peer === this.#current) this.thread.update(record);
-    this.#conversation(record.peer, { order: frame.seq });
-    this.#renderList();
+    this.conversations.set(record.peer, { order: frame.seq });
+    this.conversations.render();
     this.#sentToast?.remove();
     this.#sentToast = showInfo("Message sent");
   }
@@ -415,29 +344,16 @@ export class ChatApp {
   }
 
   #presence(user, online) {
-    if (!this.#conversations.has(user) && user !== this.#current) return;
-    this.#conversation(user, { online });
-    this.#renderList();
-    if (user === this.#current) this.#header();
-  }
-
-  // --- receipts --------------------------------------------------------------------------
-
-  /** Tell the sender that record was delivered here, or read; each at most once. */
-  async #mark(record, status) {
-    if ((MARK_RANK[record.marked] ?? 0) >= MARK_RANK[status] || !Number.isSafeInteger(record.seq)) return;
-    if (!this.socket?.send({ type: status, seq: record.seq })) return;
-    record.marked = status;
-    await this.store.updateMessage(record.id, (stored) => ({ ...stored, marked: status }));
+    if (this.conversations.get(user) === null && user !== this.#current) return;
+    this.conversations.set(user, { online });
+    this.conversations.render();
   }
 
   #markThreadRead() {
     if (this.#current === null || document.visibilityState !== "visible") return;
-    for (const item of this.thread.items()) {
-      if (item.direction === "in") this.#mark(item, "read");
-    }
-    this.#conversation(this.#current, { unread: 0 });
-    this.#renderList();
+    this.receipts.markRead(this.thread.items());
+    this.conversations.set(this.#current, { unread: 0 });
+    this.conversations.render();
   }
 
   // --- sending -------------------------------------------------------------------------
@@ -459,8 +375,8 @@ export class ChatApp {
     }
     this.thread.upsert([record], { follow: true });
     this.#typingSentAt = 0; // the message ended "typing" on the other side: say it again if need be
-    await this.#preview(peer, record);
-    this.#renderList();
+    await this.conversations.preview(peer, record);
+    this.conversations.render();
     const offline = this.socket.state === "offline" || this.socket.state === "closed";
     if (offline && !this.#offlineSaid) {
       this.#offlineSaid = true;

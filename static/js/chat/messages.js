@@ -68,6 +68,7 @@ export function wellFormed(frame) {
 
 export class Messages {
   #lastWritten = 0;
+  #receiving = new Map(); // id -> the promise of its receive()
 
   constructor({ me, identity, store, vault, keys }) {
     this.me = me;
@@ -132,9 +133,19 @@ export class Messages {
 
   /**
    * A message frame (live or synced) or a history item: stored once by id, then opened.
-   * Resolves to {record, isNew}; record carries .text when it could be read.
+   * Resolves to {record, isNew}; record carries .text when it could be read. The same message
+   * may come both ways at once (a live frame while its history page loads): the second waits
+   * for the first.
    */
-  async receive(frame, { history = null } = {}) {
+  receive(frame, options = {}) {
+    const running = this.#receiving.get(frame.id);
+    if (running) return running.then(({ record }) => ({ record, isNew: false }));
+    const job = this.#receive(frame, options).finally(() => this.#receiving.delete(frame.id));
+    this.#receiving.set(frame.id, job);
+    return job;
+  }
+
+  async #receive(frame, { history = null }) {
     const mine = frame.from === this.me;
     const existing = await this.store.message(frame.id);
     if (existing && (existing.seq !== null || !mine)) {

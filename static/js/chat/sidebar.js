@@ -195,6 +195,7 @@ const STATES = {
   online: "Connected",
   offline: "Offline",
   closed: "Disconnected",
+  stopped: "Logged out",
 };
 
 /**

@@ -3,14 +3,15 @@
  * position this browser kept, hand frames over strictly one at a time, stay within the server's
  * frame rate, and reconnect with exponential backoff and full jitter when the line drops.
  *
- * The cursor follows the protocol's rule: it moves on a "synced" frame and, after one, on each
- * "message" and "receipt" (each position strictly above the last), and only after the frame has
- * been handled, so a crash never skips a message. Live frames that arrive before "synced" are
- * handled but do not move it: the sync may still replay positions below them.
+ * The socket is opened as /ws?after=<cursor>: the server replays every position above the
+ * cursor, then "synced", then live frames, so frames arrive in strictly increasing position and
+ * the cursor can follow each "message", "receipt" and "ack" (docs/protocol.md, "Positions, and
+ * the cursor"). It moves only after the frame has been handled, so a crash never skips one.
  *
  * Events: "state" (detail {state, retryAt, code, reason}) with state "connecting", "syncing",
  * "online", "offline" (a retry is scheduled at retryAt) or "closed" (the server refused us,
- * e.g. the session ended: no automatic retry); "synced" once each connection has caught up.
+ * e.g. too many connections: no automatic retry) or "stopped" (stop() was called); "synced"
+ * once each connection has caught up.
  */
 
 // AWS Architecture Blog, "Exponential Backoff And Jitter": full jitter spreads the reconnects
@@ -82,6 +83,21 @@ export class ChatSocket extends EventTarget {
     if (this.#state === "idle") this.#connect();
   }
 
+  /** Close for good (the session ended): no more retries. */
+  stop() {
+    clearTimeout(this.#retryTimer);
+    const conn = this.#conn;
+    this.#conn = null;
+    this.#state = "stopped";
+    if (conn && !conn.ended) {
+      conn.ended = true;
+      clearInterval(conn.pingTimer);
+      clearTimeout(conn.pongTimer);
+      conn.ws?.close();
+    }
+    this.dispatchEvent(new CustomEvent("state", { detail: { state: "stopped" } }));
+  }
+
   /** Reconnect at once if waiting to retry (the network is back, the user asked). */
   retryNow() {
     if (this.#state !== "offline" && this.#state !== "closed") return;
@@ -107,25 +123,29 @@ export class ChatSocket extends EventTarget {
     this.dispatchEvent(new CustomEvent("state", { detail: { state, retryAt: this.#retryAt, ...extra } }));
   }
 
-  #connect() {
+  async #connect() {
     this.#retryAt = null;
     this.#setState("connecting");
-    const ws = new WebSocket(this.#url);
-    const conn = { ws, open: false, synced: false, pingTimer: null, pongTimer: null, ended: false };
+    const conn = { ws: null, open: false, synced: false, pingTimer: null, pongTimer: null, ended: false };
     this.#conn = conn;
+    let after;
+    try {
+      after = await this.#loadCursor();
+    } catch {
+      this.#ended(conn, 1006, ""); // storage failed: try again later, as for a lost line
+      return;
+    }
+    if (this.#conn !== conn) return; // stopped meanwhile
+    const ws = new WebSocket(`${this.#url}?after=${after}`);
+    conn.ws = ws;
     ws.addEventListener("open", () => this.#opened(conn));
     ws.addEventListener("message", (event) => this.#received(conn, event.data));
     ws.addEventListener("close", (event) => this.#ended(conn, event.code, event.reason));
   }
 
-  async #opened(conn) {
+  #opened(conn) {
     conn.open = true;
     this.#setState("syncing");
-    // The sync goes first, before anything queued: the server answers frames in order.
-    const after = await this.#loadCursor();
-    if (conn.ended) return;
-    this.#take();
-    conn.ws.send(JSON.stringify({ type: "sync", after }));
     conn.pingTimer = setInterval(() => this.#ping(conn), PING_EVERY_MS);
   }
 
@@ -156,11 +176,11 @@ export class ChatSocket extends EventTarget {
       this.dispatchEvent(new Event("synced"));
       return;
     }
-    const positioned = frame.type === "message" || frame.type === "receipt";
+    const positioned = ["message", "receipt", "ack"].includes(frame.type) && Number.isSafeInteger(frame.seq);
     const duplicate = frame.type === "message" && this.#seen.has(frame.id);
     if (!duplicate) await this.#onFrame(frame, { replay: !conn.synced });
     if (frame.type === "message") this.#remember(frame.id);
-    if (positioned && conn.synced) await this.#saveCursor(frame.seq);
+    if (positioned) await this.#saveCursor(frame.seq);
   }
 
   #remember(id) {

@@ -45,28 +45,35 @@ function dayKey(ms) {
 
 /** The words for a message that cannot be shown, by what went wrong. */
 function problemText(item) {
-  const sender = item.direction === "out" ? "you" : item.from;
+  if (item.state === "pending") return "Checking this message…";
+  if (item.state === "unverifiable" && item.direction === "out") {
+    return "This message could not be verified with your current keys: it may have been sent before your keys " +
+      "changed. It is not shown.";
+  }
   if (item.state === "unverifiable") {
-    return `This message could not be verified. Its signature does not match the keys of ${sender}, so it ` +
-      "may have been changed on the way, and it is not shown.";
+    return `This message could not be verified: its signature does not match ${item.from}'s keys. It may have ` +
+      `been altered on the way, or sent before ${item.from}'s keys changed. It is not shown.`;
   }
   if (item.state === "undecryptable") {
-    return "This message could not be decrypted. It was signed correctly, but not for the keys on this device.";
+    return "This message could not be decrypted: it was encrypted to keys this device does not have (for " +
+      "example, keys from before a key change).";
   }
-  if (item.state === "pending") return "Checking this message…";
   return "This message cannot be shown on this device.";
 }
 
-/** The words of a notice in the thread. */
-function noticeText(item, peer) {
-  if (item.notice?.kind !== "keychange") return "";
-  const what = `${peer}'s security keys changed. This happens when ${peer} resets their keys, but it could ` +
-    "also mean someone is trying to read your messages.";
-  return item.notice.verified
-    ? `${what} You had verified ${peer}, so sending is paused: open the safety number, compare it with ${peer} ` +
-      "again (in person or on a call), and accept it to continue."
-    : `${what} New messages are encrypted to the new keys. If this is unexpected, compare your safety number ` +
-      `with ${peer} before you send anything sensitive.`;
+/** A notice in the thread, in plain words: what happened, then what to do. */
+function noticeNode(item, peer) {
+  const node = el("li", { className: "thread-notice", attrs: { "data-id": item.id, "data-day": dayKey(momentOf(item)) } });
+  if (item.notice?.kind !== "keychange") return node;
+  const what = `This happens when ${peer} resets their keys or starts over on a new device, but it could also ` +
+    "mean someone is trying to read your messages.";
+  const todo = item.notice.verified
+    ? `You had verified ${peer}, so sending is paused: open the safety number, compare it with ${peer} again ` +
+      "(in person or on a call), and accept it to continue."
+    : `New messages are encrypted to the new keys. If this is unexpected, compare your safety number with ${peer} ` +
+      "before you send anything sensitive.";
+  node.append(el("p", {}, el("strong", { text: `${peer}'s security keys changed. ` }), `${what} ${todo}`));
+  return node;
 }
 
 function statusNode(status) {
@@ -106,10 +113,7 @@ function fillMessage(node, item) {
 }
 
 function messageNode(item, peer) {
-  if (item.direction === "notice") {
-    return el("li", { className: "thread-notice", attrs: { "data-id": item.id, "data-day": dayKey(momentOf(item)) } },
-      el("p", { text: noticeText(item, peer) }));
-  }
+  if (item.direction === "notice") return noticeNode(item, peer);
   const node = el("li", { className: `msg msg--${item.direction}`, attrs: { "data-id": item.id } });
   fillMessage(node, item);
   return node;
@@ -173,8 +177,11 @@ export class ThreadView {
     this.upsert([{ ...record, text: record.text ?? known.item.text }]);
   }
 
-  #place(item) {
-    const known = this.#items.get(item.id);
+  #place(update) {
+    const known = this.#items.get(update.id);
+    // A late copy of a message still being checked never hides the outcome already shown.
+    const stale = known && known.item.state !== "pending" && update.state === "pending";
+    const item = stale ? { ...update, state: known.item.state, text: known.item.text } : update;
     const node = known?.node ?? messageNode(item, this.#peer);
     if (known && item.direction !== "notice") fillMessage(node, item);
     this.#items.set(item.id, { item, node });
@@ -212,8 +219,8 @@ export class ThreadView {
 }
 
 /**
- * The composer: Enter sends, Shift+Enter starts a new line. onSend(text) is awaited and
- * should resolve true once the message is safely queued (the field is cleared then).
+ * The composer: Enter sends, Shift+Enter starts a new line. onSend(text) resolves true once the
+ * message is safely queued; when it resolves false (refused), the text is put back.
  */
 export class Composer {
   #blocked = false;
@@ -232,11 +239,11 @@ export class Composer {
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const text = field.value;
-      if (!text.trim()) return; // a blocked send is refused by onSend, which says why
-      if (await onSend(text)) {
-        field.value = "";
-        field.focus();
-      }
+      if (!text.trim()) return;
+      // Cleared at once, not after the message is saved: the next one may be typed meanwhile.
+      field.value = "";
+      field.focus();
+      if (!(await onSend(text)) && !field.value) field.value = text; // refused: give it back
     });
   }
 
@@ -247,6 +254,12 @@ export class Composer {
     this.blockedNote.hidden = !blocked;
     if (blocked) this.field.setAttribute("aria-describedby", this.blockedNote.id);
     else this.field.removeAttribute("aria-describedby");
+  }
+
+  /** No more sending from this page (the session ended). */
+  disable() {
+    this.field.disabled = true;
+    this.button.disabled = true;
   }
 
   get blocked() {

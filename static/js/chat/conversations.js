@@ -1,0 +1,102 @@
+/**
+ * The conversation list's model: one entry per person I write with (unread count, presence,
+ * the last message as a preview), kept in step with the server and drawn by sidebar.js.
+ *
+ * Unread counts: the server's, read after each sync (it has counted what the sync replayed),
+ * plus one for each live message that arrives while its conversation is not on screen.
+ */
+
+import { describeError, request } from "../api.js";
+import { showError } from "../ui.js";
+
+const PREVIEW_CHARS = 80;
+const REFRESH_MS = 300;
+
+export class Conversations {
+  #entries = new Map(); // peer -> {peer, unread, online, preview, lastAt, order}
+  #refreshTimer = null;
+  #live = false;
+
+  /**
+   * messages: for previews; view: a ConversationList; current(): the peer on screen, or null;
+   * onChange(): called after each drawing (the thread's header may follow).
+   */
+  constructor({ store, messages, view, placeholderTitle, current, onChange }) {
+    Object.assign(this, { store, messages, view, placeholderTitle, current, onChange });
+  }
+
+  /** The first list from the server and what waits in the outbox; resolves to the server's rows. */
+  async load() {
+    let rows = [];
+    try {
+      rows = (await request("/api/v1/conversations")).conversations;
+    } catch (error) {
+      if (error.status !== 401) showError(describeError(error)); // 401: the page says "logged out"
+    }
+    for (const row of rows) this.set(row.peer, { unread: row.unread, online: row.online, order: row.last_seq });
+    for (const entry of await this.store.outbox()) this.set(entry.to, {});
+    await Promise.all([...this.#entries.keys()].map((peer) => this.preview(peer)));
+    this.#live = true;
+    this.render();
+    return rows;
+  }
+
+  get(peer) {
+    return this.#entries.get(peer) ?? null;
+  }
+
+  /** Change peer's entry (made if new: then the server is asked who is online). */
+  set(peer, changes) {
+    const known = this.#entries.get(peer);
+    if (!known && this.#live) this.refresh();
+    const base = known ?? { peer, unread: 0, online: null, preview: "", lastAt: null, order: 0 };
+    this.#entries.set(peer, { ...base, ...changes, order: Math.max(base.order, changes.order ?? 0) });
+  }
+
+  /** One more unread message from peer. */
+  addUnread(peer) {
+    this.set(peer, { unread: (this.get(peer)?.unread ?? 0) + 1 });
+  }
+
+  /** The last message of peer's thread (record, or the newest kept) as the preview. */
+  async preview(peer, record = null) {
+    const last = record ?? await this.store.last(peer);
+    if (!last || last.direction === "notice") return;
+    const text = await this.messages.text(last);
+    const preview = text === null ? "Message not shown" : `${last.direction === "out" ? "You: " : ""}${text}`;
+    this.set(peer, {
+      preview: preview.slice(0, PREVIEW_CHARS), lastAt: last.ts ?? last.writtenMs, order: last.seq ?? last.order,
+    });
+  }
+
+  /**
+   * Ask the server for unread counts and presence (presence is pushed only when it changes,
+   * so a conversation new here learns it this way). The one on screen keeps 0 unread.
+   */
+  refresh() {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = setTimeout(async () => {
+      let rows;
+      try {
+        rows = (await request("/api/v1/conversations")).conversations;
+      } catch {
+        return; // offline: the next sync asks again
+      }
+      for (const row of rows) {
+        const reading = row.peer === this.current() && document.visibilityState === "visible";
+        this.set(row.peer, { online: row.online, ...(reading ? {} : { unread: row.unread }) });
+      }
+      this.render();
+    }, REFRESH_MS);
+  }
+
+  /** Draw the list, most recent first; the unread total goes in the tab's title. */
+  render() {
+    const sorted = [...this.#entries.values()].sort((a, b) => b.order - a.order);
+    this.view.render(sorted, this.current());
+    const unread = sorted.reduce((sum, entry) => sum + entry.unread, 0);
+    document.title = `${unread ? `(${unread}) ` : ""}Chat · SecureChat`;
+    this.placeholderTitle.textContent = sorted.length ? "Choose a conversation" : "No conversations yet";
+    this.onChange();
+  }
+}
