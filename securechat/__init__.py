@@ -49,8 +49,14 @@ def create_app(config: Config | None = None) -> Quart:
             memory_kib=config.argon2_memory_kib,
             parallelism=config.argon2_parallelism,
             max_concurrent=config.argon2_max_concurrent,
+            max_waiting=config.argon2_max_waiting,
         ),
-        login_throttle=Throttle(
+        login_user_throttle=Throttle(
+            max_failures=config.login_failures_max,
+            window=config.login_failure_window,
+            max_keys=config.throttle_table_max,
+        ),
+        login_address_throttle=Throttle(
             max_failures=config.login_failures_max,
             window=config.login_failure_window,
             max_keys=config.throttle_table_max,

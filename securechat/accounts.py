@@ -66,10 +66,9 @@ def _decoy_salt(username: str) -> bytes:
 async def register() -> tuple[Response, int]:
     """Create an account from client-derived material; every field is checked before argon2."""
     config = _config()
-    address_key = "register:" + client_address()
-    _refuse_if_throttled(state().registration_throttle, address_key)
+    # Counted before the first await, so requests sent all at once are each counted.
+    _count_attempt(state().registration_throttle, "register:" + client_address())
     new_user = _parse_registration(await json_body(), config)
-    state().registration_throttle.record_attempt(address_key, time.monotonic())
     auth_hash = await _hasher().hash(new_user["auth_key"])
     await store().accounts.add_user(
         NewUser(auth_hash=auth_hash, **{k: v for k, v in new_user.items() if k != "auth_key"}),
@@ -96,19 +95,28 @@ async def login() -> Response:
     body = await json_body()
     username = validation.username_field(body)
     auth_key = validation.exact_bytes_field(body, "auth_key", validation.AUTH_KEY_BYTES)
-    keys = ("user:" + username, "addr:" + client_address())
-    for key in keys:
-        _refuse_if_throttled(state().login_throttle, key)
+    # Each attempt counts as a failure from the start (before the first await), so guesses sent
+    # all at once are throttled like guesses sent one by one; a success takes its count back.
+    attempts = (
+        (state().login_user_throttle, username),
+        (state().login_address_throttle, client_address()),
+    )
+    started = time.monotonic()
+    for throttle, key in attempts:
+        _refuse_if_throttled(throttle, key)
+    for throttle, key in attempts:
+        throttle.record_failure(key, started)
     user = await store().accounts.user_by_name(username)
     if user is None:
         await _hasher().waste_time(auth_key)
-        return _login_failed(keys)
+        raise InvalidCredentials()
     result = await _hasher().verify(user.auth_hash, auth_key)
     if not result.ok:
-        return _login_failed(keys)
+        raise InvalidCredentials()
+    state().login_user_throttle.reset(username)
+    state().login_address_throttle.refund(client_address(), started)
     if result.new_hash is not None:
         await store().accounts.update_auth_hash(user.id, result.new_hash)
-    state().login_throttle.reset(keys[0])
     await start_session(user)
     return jsonify(
         {
@@ -120,17 +128,16 @@ async def login() -> Response:
     )
 
 
-def _login_failed(keys: tuple[str, ...]) -> Response:
-    now = time.monotonic()
-    for key in keys:
-        state().login_throttle.record_failure(key, now)
-    raise InvalidCredentials()
-
-
 def _refuse_if_throttled(throttle: Throttle, key: str) -> None:
     wait = throttle.retry_after(key, time.monotonic())
     if wait > 0:
         raise Throttled(wait)
+
+
+def _count_attempt(throttle: Throttle, key: str) -> None:
+    """Refuse if ``key`` is throttled, else count this attempt."""
+    _refuse_if_throttled(throttle, key)
+    throttle.record_attempt(key, time.monotonic())
 
 
 @blueprint.post("/logout")

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from quart import request
 
 from securechat.errors import BadJson, InvalidField
+from securechat.protocol import strict_json_loads
+
+# str.isdigit() accepts "²" and other Unicode digits that int() then refuses.
+_ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 async def json_body() -> dict[str, Any]:
-    """The request body as a JSON object, or BadJson (400)."""
-    body = await request.get_json(silent=True)
+    """The request body as a strict UTF-8 JSON object, or BadJson (400)."""
+    raw = await request.get_data(as_text=False)
+    assert isinstance(raw, bytes)
+    try:
+        body = strict_json_loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSON errors alike
+        raise BadJson() from None
     if not isinstance(body, dict):
         raise BadJson()
     return body
@@ -27,7 +37,7 @@ def int_arg(name: str, *, default: int, minimum: int, maximum: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 19:
+    if not _ASCII_DIGITS.fullmatch(raw):
         raise InvalidField(name, f"{name} must be a non-negative integer")
     value = int(raw)
     if not minimum <= value <= maximum:

@@ -173,7 +173,7 @@ def _initial_cursor() -> int | None:
     raw = websocket.args.get("after")
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 19 or int(raw) >= SEQ_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) >= SEQ_LIMIT:
         raise ValueError("after must be a seq")
     return int(raw)
 

@@ -50,6 +50,8 @@ class Config:
     argon2_parallelism: int = 4
     # argon2 computations running at once (each holds argon2_memory_kib of memory).
     argon2_max_concurrent: int = 4
+    # Requests waiting for an argon2 slot at most; beyond it, 503 with Retry-After.
+    argon2_max_waiting: int = 32
     # Public keys and the opaque key backup.
     rsa_min_bits: int = 2048
     rsa_max_bits: int = 8192

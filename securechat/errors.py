@@ -119,3 +119,15 @@ class Throttled(SecureChatError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class ServerBusy(SecureChatError):
+    """The server is at a bound it protects itself with; retry shortly."""
+
+    status = 503
+    code = "busy"
+    close_code = 1013  # RFC 6455 7.4.1: try again later
+    default_message = "The server is busy. Try again in a moment."
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}

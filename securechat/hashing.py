@@ -9,11 +9,15 @@ threads, at most ``max_concurrent`` at once, so a login flood cannot exhaust mem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from securechat.errors import ServerBusy
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,15 @@ class VerifyResult:
 class AuthKeyHasher:
     """Hash and verify ``auth_key`` values with argon2id."""
 
-    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int, max_concurrent: int):
+    def __init__(
+        self,
+        *,
+        time_cost: int,
+        memory_kib: int,
+        parallelism: int,
+        max_concurrent: int,
+        max_waiting: int = 32,
+    ):
         self.hasher = PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
@@ -37,6 +49,8 @@ class AuthKeyHasher:
             type=Type.ID,
         )
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._max_queued = max_concurrent + max_waiting
+        self._queued = 0
         self._decoy_hash: str | None = None
         # argon2 computations done so far (metrics; tests use it to prove none ran).
         self.operations = 0
@@ -51,23 +65,33 @@ class AuthKeyHasher:
             "parallelism": self.hasher.parallelism,
         }
 
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """A turn at argon2; ServerBusy when too many requests already wait for one."""
+        if self._queued >= self._max_queued:
+            raise ServerBusy()
+        self._queued += 1
+        try:
+            async with self._slots:
+                self.operations += 1
+                yield
+        finally:
+            self._queued -= 1
+
     async def hash(self, auth_key: bytes) -> str:
         """A fresh argon2id hash of ``auth_key``."""
-        async with self._slots:
-            self.operations += 1
+        async with self._slot():
             return await asyncio.to_thread(self.hasher.hash, auth_key)
 
     async def verify(self, stored_hash: str, auth_key: bytes) -> VerifyResult:
         """Check ``auth_key`` against ``stored_hash``; rehash if the parameters changed."""
-        async with self._slots:
-            self.operations += 1
+        async with self._slot():
             ok = await asyncio.to_thread(self._verify, stored_hash, auth_key)
             if not ok:
                 return VerifyResult(ok=False)
             if self.hasher.check_needs_rehash(stored_hash):
-                return VerifyResult(
-                    ok=True, new_hash=await asyncio.to_thread(self.hasher.hash, auth_key)
-                )
+                new_hash = await asyncio.to_thread(self.hasher.hash, auth_key)
+                return VerifyResult(ok=True, new_hash=new_hash)
             return VerifyResult(ok=True)
 
     async def waste_time(self, auth_key: bytes) -> None:

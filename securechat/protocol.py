@@ -178,11 +178,22 @@ def parse_client_frame(data: str | bytes, *, max_envelope_bytes: int) -> ClientF
         raise
 
 
-def _load_json(data: str) -> Any:
-    """json.loads, strict: no NaN/Infinity, no duplicate keys, no absurd nesting or numbers."""
+def strict_json_loads(data: str) -> Any:
+    """json.loads, strict: no NaN/Infinity, no duplicate keys, no absurd nesting or numbers.
+
+    Raises ValueError for anything that is not such JSON (RecursionError included).
+    """
     try:
         return json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+
+
+def _load_json(data: str) -> Any:
+    """strict_json_loads, failing as a ``bad_json`` protocol error."""
+    try:
+        return strict_json_loads(data)
+    except ValueError as exc:
         # ValueError covers JSONDecodeError and ints beyond sys.get_int_max_str_digits().
         raise ProtocolError("bad_json", "a frame must be valid JSON") from exc
 

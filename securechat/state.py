@@ -26,7 +26,9 @@ class AppState:
     secrets: ServerSecrets
     store: Store
     hasher: AuthKeyHasher
-    login_throttle: Throttle
+    # Separate tables, so a flood of addresses cannot push a username's count out.
+    login_user_throttle: Throttle
+    login_address_throttle: Throttle
     registration_throttle: Throttle
     started: float
     # Called with a session id when it ends, so the chat can close that session's sockets.

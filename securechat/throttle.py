@@ -55,6 +55,14 @@ class Throttle:
         """Count an attempt that is limited whether or not it succeeds (registration)."""
         self.record_failure(key, now)
 
+    def refund(self, key: str, at: float) -> None:
+        """Take back the failure counted at ``at`` (the attempt succeeded)."""
+        failures = self._failures.get(key)
+        if failures is not None and at in failures:
+            failures.remove(at)
+            if not failures:
+                del self._failures[key]
+
     def reset(self, key: str) -> None:
         """Forget a key (after a successful login)."""
         self._failures.pop(key, None)

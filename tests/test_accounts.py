@@ -435,3 +435,76 @@ async def test_password_never_reaches_the_server(live_server, make_client, ident
     for secret in (PASSWORD.encode(), keys.wrap_key, keys.auth_key, enc_pkcs8, sign_pkcs8):
         assert secret not in data
         assert base64.b64encode(secret) not in data
+
+
+async def test_concurrent_wrong_logins_are_throttled_like_sequential_ones(signed_up, make_client):
+    """Guesses sent all at once are counted before argon2 runs: at most ten are checked."""
+    import asyncio
+
+    await signed_up("alice")
+    client = make_client()
+    wrong = base64.b64encode(os.urandom(32)).decode()
+    responses = await asyncio.gather(
+        *(
+            client.request("POST", "/api/v1/login", {"username": "alice", "auth_key": wrong})
+            for _ in range(30)
+        )
+    )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(401) <= 10
+    assert statuses.count(429) >= 20
+
+
+async def test_concurrent_registrations_are_throttled_per_address(tmp_path, identities):
+    """Registrations sent all at once still stop at the per-address bound."""
+    import asyncio
+
+    from tests.conftest import fast_config
+    from tests.livesrv import LiveServer
+
+    server = LiveServer(fast_config(tmp_path / "data", registrations_per_address=3)).start()
+    client = SecureChatClient(server.url)
+    try:
+        responses = await asyncio.gather(
+            *(
+                client.request("POST", "/api/v1/register", _body(f"user{i}", identities[0]))
+                for i in range(12)
+            )
+        )
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(201) == 3
+        assert statuses.count(429) == 9
+    finally:
+        await client.close()
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 60_000, b'{"username": "\xff\xfe"}', '{"username": "alice"}'.encode("utf-16")],
+)
+async def test_hostile_json_bodies_answer_400(base_url, body):
+    """Deeply nested JSON, invalid UTF-8 and UTF-16 answer 400, never 500."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post(
+            "/api/v1/prelogin",
+            content=body,
+            headers={"Content-Type": "application/json", "Origin": base_url},
+        )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid"
+
+
+async def test_duplicate_json_keys_are_refused(base_url):
+    """A body with a key given twice answers 400 (parsers disagree on which one wins)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post(
+            "/api/v1/prelogin",
+            content=b'{"username": "alice", "username": "bob"}',
+            headers={"Content-Type": "application/json", "Origin": base_url},
+        )
+    assert response.status_code == 400

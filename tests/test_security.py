@@ -109,3 +109,12 @@ async def test_chunked_body_is_refused(base_url: str):
         )
     assert response.status_code == 400
     assert response.json()["field"] == "body"
+
+
+@pytest.mark.parametrize("value", ["%C2%B2", "%D9%A1", "-1", "1e3", "9" * 25])
+async def test_non_ascii_digits_in_query_answer_400(base_url: str, value: str):
+    """Unicode digits and other non-numbers in integer query parameters answer 400, not 500."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.get(f"/api/v1/directory/entries?start={value}&end=1")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid"

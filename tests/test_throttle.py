@@ -67,3 +67,15 @@ def test_table_is_bounded():
     for i in range(1000):
         throttle.record_failure(f"addr{i}", 0.0)
     assert len(throttle) == 10
+
+
+def test_refund_takes_back_one_counted_failure():
+    """A refunded attempt no longer counts toward the cap; the others still do."""
+    throttle = Throttle(max_failures=2, window=60, max_keys=10, free_failures=2)
+    throttle.record_failure("addr", 1.0)
+    throttle.record_failure("addr", 2.0)
+    assert throttle.retry_after("addr", 3.0) > 0
+    throttle.refund("addr", 2.0)
+    assert throttle.retry_after("addr", 3.0) == 0
+    throttle.record_failure("addr", 3.0)
+    assert throttle.retry_after("addr", 3.0) > 0
