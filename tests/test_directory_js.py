@@ -293,3 +293,43 @@ async def test_safety_numbers_agree_in_two_browsers_and_python(
         assert after_alice[0] not in (python, after_bob[0])
     finally:
         await context.close()
+
+
+async def test_unreachable_consistency_proof_raises_no_alarm(
+    browser_page: Page, signed_up: Any
+) -> None:
+    """A 503 while fetching a consistency proof is not taken for a fork; a refusal (404) is."""
+    await signed_up("alice")
+    await signed_up("bob")
+    await run_js(
+        browser_page,
+        """
+        const api = await import("/static/js/api.js");
+        window.__answer = "ok";
+        const get = async (path) => {
+          if (path.includes("/consistency") && window.__answer !== "ok") {
+            const status = window.__answer;
+            throw new api.ApiError({status, code: "x", message: "x"});
+          }
+          return (await fetch(path)).json();
+        };
+        window.__directory = new d.KeyDirectory({storage: memory(), get});
+        await window.__directory.checkHead();
+        """,
+    )
+    await signed_up("carol")
+    outcome = await run_js(
+        browser_page,
+        """
+        const directory = window.__directory;
+        window.__answer = 503;
+        const busy = await codeOf(directory.checkHead());
+        const afterBusy = directory.alarm();
+        window.__answer = 404;
+        const refused = await codeOf(directory.checkHead());
+        return {busy, afterBusy, refused, afterRefusal: directory.alarm()?.code ?? null};
+        """,
+    )
+    assert outcome["busy"] == "x"
+    assert outcome["afterBusy"] is None
+    assert outcome["refused"] == outcome["afterRefusal"] == "log_forked"

@@ -335,8 +335,11 @@ export class KeyDirectory {
     let body;
     try {
       body = await this.get(`/api/v1/directory/consistency?from=${from}&to=${to}`);
-    } catch {
-      // An honest log proves any two sizes it has signed; refusing is evidence too.
+    } catch (error) {
+      // A network failure, throttling or a server error says nothing about the log: let the
+      // caller retry later, and raise no alarm. Refusing with a 4xx to prove two sizes it has
+      // signed is evidence, though: an honest log proves any two of its sizes.
+      if (isTransient(error)) throw error;
       return null;
     }
     try {
@@ -434,4 +437,11 @@ export class KeyDirectory {
       theirs: { encFingerprint: keys.encFingerprint, signFingerprint: keys.signFingerprint },
     };
   }
+}
+
+
+/** A failure of the transport or the server's load, not an answer about the log. */
+function isTransient(error) {
+  const status = error?.status;
+  return typeof status !== "number" || status === 0 || status === 429 || status >= 500;
 }
