@@ -150,6 +150,9 @@ async def chat_socket() -> tuple[Response, int] | None:
         service.stats.rejected["too_many_connections"] += 1
         await _accept_and_close(service, CloseCode.POLICY_VIOLATION, "too many connections")
         return None
+    # Counted from here, before the first await, so simultaneous handshakes cannot all pass
+    # the ws_connections_max check above.
+    service.open_sockets += 1
     try:
         # A logout that finished between reading the session and connect() found no socket
         # to close; reading the session again after connect() closes that gap.
@@ -158,6 +161,7 @@ async def chat_socket() -> tuple[Response, int] | None:
         await websocket.accept()
         await _serve(service, conn, session, after)
     finally:
+        service.open_sockets -= 1
         service.hub.disconnect(conn)
     return None
 
@@ -197,7 +201,6 @@ async def _still_live(session: Session) -> bool:
 async def _serve(
     service: ChatService, conn: Connection, session: Session, after: int | None
 ) -> None:
-    service.open_sockets += 1
     service.stats.connections_opened += 1
     socket: Websocket = websocket._get_current_object()  # type: ignore[attr-defined]
     chat = ChatSession(
@@ -236,7 +239,6 @@ async def _serve(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        service.open_sockets -= 1
     # Leave the hub before the closing handshake: a peer that does not read may stall it.
     service.hub.disconnect(conn)
     await _close(service, code, reason)

@@ -235,6 +235,9 @@ class Delivery:
                         [item for item in batch if isinstance(item, _PendingSend)],
                         [item for item in batch if isinstance(item, _PendingMark)],
                     )
+                except Exception:
+                    # The committer must outlive any one batch, or every later send would hang.
+                    log.exception("chat committer: a batch failed after its commit")
                 finally:
                     for _ in batch:
                         self._slots.release()

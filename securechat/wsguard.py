@@ -123,8 +123,11 @@ def install(app: Quart, receive_queue_frames: int) -> None:
     """Bound Quart's incoming queue for ``app`` and harden Hypercorn's WebSocket stream."""
     app.asgi_websocket_class = bounded_websocket_class(receive_queue_frames)
     if not hasattr(ws_stream, "WebsocketBuffer") or not hasattr(ws_stream, "PerMessageDeflate"):
-        log.warning("hypercorn.protocol.ws_stream changed: WebSocket memory bounds not applied")
-        return
+        # Serving without the bounds would let one client take the server's memory: refuse.
+        raise RuntimeError(
+            "hypercorn.protocol.ws_stream has changed: the WebSocket memory bounds in"
+            " securechat/wsguard.py cannot be applied; pin Hypercorn 0.18 or update wsguard"
+        )
     ws_stream.WebsocketBuffer = _BoundedBuffer  # type: ignore[misc]
     ws_stream.PerMessageDeflate = _DeclinedDeflate  # type: ignore[attr-defined,assignment]
 
