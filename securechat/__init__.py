@@ -5,14 +5,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+from typing import TYPE_CHECKING
 
 from quart import Quart
 from quart_auth import QuartAuth
 
 from securechat.config import PROJECT_ROOT, Config
 
+if TYPE_CHECKING:
+    from securechat.state import AppState
+
 __version__ = "0.1.0"
+
+log = logging.getLogger(__name__)
 
 
 def create_app(config: Config | None = None) -> Quart:
@@ -98,15 +107,48 @@ def _quart_settings(config: Config) -> dict[str, object]:
 
 
 def _install_lifecycle(app: Quart) -> None:
-    from securechat.state import AppState
+    purger: list[asyncio.Task[None]] = []
 
     @app.before_serving
     async def open_resources() -> None:
         state: AppState = app.extensions["securechat"]
         await state.store.open()
         state.started = time.monotonic()
+        await purge_dead_sessions(state)
+        purger.append(asyncio.create_task(_purge_periodically(state), name="session-purge"))
 
     @app.after_serving
     async def close_resources() -> None:
         state: AppState = app.extensions["securechat"]
+        for task in purger:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        purger.clear()
         await state.store.close()
+
+
+async def purge_dead_sessions(state: AppState) -> int:
+    """Delete sessions revoked or expired more than ``session_retention_days`` ago.
+
+    Housekeeping: a failure is logged and the server carries on (the next run tries again).
+    """
+    config = state.config
+    now_ms = time.time_ns() // 1_000_000
+    try:
+        deleted = await state.store.sessions.purge_dead(
+            now_ms - config.session_retention_days * 86_400_000,
+            config.session_idle_timeout * 1000,
+        )
+    except Exception:
+        log.exception("purging dead sessions failed")
+        return 0
+    if deleted:
+        log.info("purged %d dead sessions", deleted)
+    return deleted
+
+
+async def _purge_periodically(state: AppState) -> None:
+    while True:
+        await asyncio.sleep(state.config.session_purge_interval)
+        await purge_dead_sessions(state)

@@ -44,6 +44,7 @@ Transmit = Callable[[str], Awaitable[None]]
 Clock = Callable[[], float]
 
 _FLOOD_REASON = "too many frames; slow down"
+_STALLED_REASON = "stopped reading; reconnect and sync"
 
 
 class ChatSession:
@@ -71,6 +72,7 @@ class ChatSession:
         self._frames = RateLimiter(config.ws_frames_per_s, config.ws_frames_burst)
         self._typing = RateLimiter(config.ws_typing_per_s, config.ws_typing_burst)
         self._send_lock = asyncio.Lock()
+        self._send_timeout = config.ws_send_timeout
         # The highest position sent on this connection by a sync or live.
         self.last_pos = 0
 
@@ -112,7 +114,8 @@ class ChatSession:
         if frame.to == self.user.name:
             self._refuse(SELF_RECIPIENT, "You cannot send a message to yourself.", frame.id)
             return
-        await self.delivery.send(self.conn, self.user, frame)
+        if self.delivery.admit(self.conn, self.user, frame, self._clock()):
+            await self.delivery.send(self.conn, self.user, frame)
 
     async def _typing_to(self, to: str) -> None:
         # Never stored, never an error when dropped: typing is a hint, relayed while it is fresh.
@@ -138,13 +141,14 @@ class ChatSession:
             while more:
                 frames, more = await self.delivery.changes(self.user, position)
                 for text in frames:
-                    await self._transmit(text)
+                    if not await self._write(text):
+                        return
+                    self.stats.frames_out += 1
                 if frames:
                     position = frames[-1].seq
-                self.stats.frames_out += len(frames)
             self.last_pos = max(self.last_pos, position)
-            await self._transmit(synced_frame(position))
-            self.stats.frames_out += 1
+            if await self._write(synced_frame(position)):
+                self.stats.frames_out += 1
 
     # Outgoing ---------------------------------------------------------------------------
 
@@ -160,8 +164,20 @@ class ChatSession:
                 if text.seq <= self.last_pos:
                     return  # a sync already sent it
                 self.last_pos = text.seq
-            await self._transmit(text)
-            self.stats.frames_out += 1
+            if await self._write(text):
+                self.stats.frames_out += 1
+
+    async def _write(self, text: str) -> bool:
+        """Transmit one frame within ``ws_send_timeout``; a peer that does not read it in time
+        (its socket buffers full) is closed with 1013, and False tells the caller to stop."""
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await self._transmit(text)
+        except TimeoutError:
+            self.stats.rejected["stalled_reader"] += 1
+            self.conn.close(CloseCode.TRY_AGAIN_LATER, _STALLED_REASON)
+            return False
+        return True
 
     async def run_sender(self) -> None:
         """The send task: forward the connection's queue until cancelled."""

@@ -38,6 +38,10 @@ class Config:
     session_idle_timeout: int = 7 * 24 * 3600
     session_absolute_timeout: int = 30 * 24 * 3600
     sessions_per_user_max: int = 20
+    # Sessions revoked or expired longer ago than this are deleted (at start-up, then every
+    # session_purge_interval seconds).
+    session_retention_days: int = 30
+    session_purge_interval: int = 3600
     # Cookies are Secure with the __Host- prefix; browsers accept that on http://localhost too.
     cookie_name: str = "__Host-securechat"
 
@@ -78,6 +82,12 @@ class Config:
     ws_connections_per_user: int = 8
     ws_frames_per_s: float = 50.0
     ws_frames_burst: int = 100
+    # Messages one account may send, all its connections together (a token bucket); past it,
+    # a send is refused with a ``rate_limited`` error and nothing is stored.
+    sends_per_user_per_s: float = 10.0
+    sends_per_user_burst: int = 100
+    # Accounts whose send bucket is remembered at most; only full (idle) buckets are forgotten.
+    send_limiter_table_max: int = 100_000
     ws_connections_max: int = 20_000
     sync_batch: int = 500
     history_page_max: int = 100
@@ -99,6 +109,9 @@ class Config:
     conversations_page_max: int = 100
     # Seconds a closing handshake may take before the handler gives up on a stuck peer.
     ws_close_timeout: float = 5.0
+    # Seconds one frame's write to the socket may take; a peer that stops reading for longer
+    # is closed with 1013 (slow reader), even when no live traffic overflows its queue.
+    ws_send_timeout: float = 10.0
 
     # Key directory.
     directory_entries_page_max: int = 1000

@@ -25,6 +25,7 @@ from typing import Any, Final
 from securechat.config import Config
 from securechat.hub import Broker, Connection
 from securechat.protocol import (
+    KeyedRateLimiter,
     Send,
     ack_frame,
     error_frame,
@@ -49,10 +50,12 @@ log = logging.getLogger(__name__)
 # Error codes this layer adds to protocol.py's (all listed in docs/protocol.md).
 SELF_RECIPIENT: Final = "self_recipient"
 UNAVAILABLE: Final = "unavailable"
+RATE_LIMITED: Final = "rate_limited"
 _MESSAGES: Final = {
     "unknown_recipient": "There is no user by that name.",
     UNKNOWN_MESSAGE: "There is no message {seq} addressed to you.",
     UNAVAILABLE: "The message could not be stored; send it again with the same id.",
+    RATE_LIMITED: "Too many messages from this account; send it again later with the same id.",
 }
 
 
@@ -157,6 +160,11 @@ class Delivery:
         self._sync_batch = config.sync_batch
         self._sync_bytes = config.sync_batch_bytes
         self._slots = asyncio.Semaphore(config.commit_pending_max)
+        # Sends per account, all its connections together: bounds what one account can make
+        # the server store for others, however many sockets it opens.
+        self._send_rate = KeyedRateLimiter(
+            config.sends_per_user_per_s, config.sends_per_user_burst, config.send_limiter_table_max
+        )
         # Sends and marks in the order they came: a batch is always a prefix of this list, so
         # an ack on a connection implies every earlier frame of that connection is committed.
         self._pending: list[_PendingSend | _PendingMark] = []
@@ -189,6 +197,14 @@ class Delivery:
         return len(self._pending)
 
     # Submissions (from the connections' receive tasks) ------------------------------------
+
+    def admit(self, conn: Connection, author: Principal, frame: Send, now: float) -> bool:
+        """Whether ``author`` may send now; if not, ``conn`` gets a ``rate_limited`` error
+        naming the frame, and nothing is stored (the client sends it again later)."""
+        if self._send_rate.allow(author.user_id, now):
+            return True
+        self._refuse(conn, RATE_LIMITED, frame.id)
+        return False
 
     async def send(self, conn: Connection, author: Principal, frame: Send) -> None:
         """Queue a send; it is acknowledged on ``conn`` after its commit.
@@ -329,6 +345,7 @@ def _change_frame(change: Change) -> Sequenced:
 
 
 __all__ = [
+    "RATE_LIMITED",
     "SELF_RECIPIENT",
     "UNAVAILABLE",
     "ChatStats",

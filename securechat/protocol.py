@@ -426,6 +426,54 @@ class RateLimiter:
             return True
         return False
 
+    def full(self, now: float) -> bool:
+        """Whether the bucket has refilled to ``burst``: then it is no different from a new one."""
+        if self._last is None:
+            return True
+        elapsed = max(0.0, now - self._last)
+        return self._tokens + elapsed * self._rate >= self._burst
+
+
+class KeyedRateLimiter:
+    """One :class:`RateLimiter` per key (an account), shared by all of its connections.
+
+    At most ``max_keys`` buckets are kept. When a new key finds the table full, the buckets
+    that have refilled are forgotten first (losslessly: a full bucket is a new one); if that
+    frees less than a quarter of the table, the oldest buckets go too, down to three quarters,
+    so the sweep's cost is spread over many new keys.
+    """
+
+    __slots__ = ("_buckets", "_burst", "_max_keys", "_rate")
+
+    def __init__(self, rate_per_s: float, burst: int, max_keys: int) -> None:
+        RateLimiter(rate_per_s, burst)  # validates the parameters
+        if max_keys < 1:
+            raise ValueError("max_keys must be >= 1")
+        self._rate = rate_per_s
+        self._burst = burst
+        self._max_keys = max_keys
+        self._buckets: dict[object, RateLimiter] = {}
+
+    def allow(self, key: object, now: float) -> bool:
+        """Take one token from ``key``'s bucket; False means ``key`` is over its rate."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self._max_keys:
+                self._sweep(now)
+            bucket = self._buckets[key] = RateLimiter(self._rate, self._burst)
+        return bucket.allow(now)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _sweep(self, now: float) -> None:
+        for key in [key for key, bucket in self._buckets.items() if bucket.full(now)]:
+            del self._buckets[key]
+        target = self._max_keys * 3 // 4
+        if len(self._buckets) > target:
+            for key in list(self._buckets)[: len(self._buckets) - target]:
+                del self._buckets[key]
+
 
 __all__ = [
     "SEQ_LIMIT",
@@ -435,6 +483,7 @@ __all__ = [
     "CloseCode",
     "Delivered",
     "Envelope",
+    "KeyedRateLimiter",
     "Ping",
     "PresenceStatus",
     "ProtocolError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
@@ -13,7 +14,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from wsproto.events import TextMessage
 
 from securechat import wsguard
-from securechat.client import ChatClosed, ChatConnection, SecureChatClient
+from securechat.client import ChatClosed, ChatConnection, ChatError, SecureChatClient
+from securechat.protocol import KeyedRateLimiter
 from tests.chatkit import (
     FAKE_ENVELOPE,
     Accounts,
@@ -369,7 +371,11 @@ async def test_the_server_wide_connection_bound_answers_try_again_later(server_w
 async def test_a_slow_reader_is_closed_with_1013_and_catches_up_with_sync(server_with):  # type: ignore[no-untyped-def]
     """A reader that stops reading is closed rather than buffered; sync then gives it all."""
     _server, accounts = server_with(
-        ws_queue_frames=4, ws_frames_per_s=10_000.0, ws_frames_burst=10_000
+        ws_queue_frames=4,
+        ws_frames_per_s=10_000.0,
+        ws_frames_burst=10_000,
+        sends_per_user_per_s=10_000.0,
+        sends_per_user_burst=10_000,
     )
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     a = await alice.connect()
@@ -415,3 +421,78 @@ async def test_connections_are_independent_of_each_others_errors(accounts: Accou
     await a.send_raw("x" * (65 * 1024))
     assert (await closed_with(a))[0] == 1009
     assert await b.ping() == {"type": "pong"}
+
+
+# --- Per-account send rate, stalled readers ---------------------------------------------------
+
+
+async def test_sends_past_the_accounts_rate_are_refused_across_all_its_sockets(server_with):  # type: ignore[no-untyped-def]
+    """The send bucket is per account: a second socket shares it. Past it, an error names the
+    frame, nothing is stored, and the socket stays open."""
+    _server, accounts = server_with(sends_per_user_per_s=0.001, sends_per_user_burst=3)
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    first, second = await alice.connect(), await alice.connect()
+    acks = [
+        await first.send_message(name_of(bob), "one"),
+        await first.send_message(name_of(bob), "two"),
+    ]
+    acks.append(await second.send_message(name_of(bob), "three"))
+    refused_id = str(uuid.uuid4())
+    await first.send_raw(send_text(name_of(bob), frame_id=refused_id))
+    with pytest.raises(ChatError) as refused:
+        await first.wait_ack(refused_id)
+    assert refused.value.code == "rate_limited"
+    assert refused.value.frame["id"] == refused_id
+    assert await first.ping() == await second.ping() == {"type": "pong"}
+    b = await bob.connect(after=0)
+    assert [f["id"] for f in b.replayed] == [ack["id"] for ack in acks]
+
+
+def test_the_send_limiter_forgets_only_refilled_buckets_first():
+    """Full buckets are forgotten before busy ones; the table never outgrows its bound."""
+    limiter = KeyedRateLimiter(1.0, 2, max_keys=4)
+    assert limiter.allow("busy", 0.0) and limiter.allow("busy", 0.0)
+    for key in ("a", "b", "c"):
+        assert limiter.allow(key, 0.0)
+    assert not limiter.allow("busy", 0.0)
+    # At t=1 a, b and c have refilled (one token spent, one refilled); busy has one token.
+    assert limiter.allow("new", 1.0)
+    assert len(limiter) <= 4
+    assert limiter.allow("busy", 1.0)
+    assert not limiter.allow("busy", 1.0)  # its bucket was kept, not reset to full
+
+
+async def test_a_reader_that_stalls_during_a_sync_is_closed_with_1013(server_with):  # type: ignore[no-untyped-def]
+    """With no live traffic at all, a socket whose peer stops reading mid-replay is closed
+    once one write has waited ws_send_timeout, instead of holding its send lock forever."""
+    _server, accounts = server_with(
+        ws_send_timeout=1.0,
+        ws_close_timeout=30.0,
+        ws_frames_per_s=10_000.0,
+        ws_frames_burst=10_000,
+        sends_per_user_per_s=10_000.0,
+        sends_per_user_burst=10_000,
+    )
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    a = await alice.connect()
+    # About 24 MB of backlog: far more than the socket buffers between server and client hold.
+    envelope = FAKE_ENVELOPE | {"ct": "B" * (48 * 1024)}
+    for _ in range(10):
+        ids = [str(uuid.uuid4()) for _ in range(50)]
+        for frame_id in ids:
+            await a.send_raw(send_text(name_of(bob), frame_id=frame_id, envelope=envelope))
+        for frame_id in ids:
+            await a.wait_ack(frame_id)
+    # The raw client stops reading its TCP socket once 16 frames wait unread.
+    async with raw_socket(
+        accounts.base_url, cookie=bob.session_cookie, path="/ws?after=0"
+    ) as socket:
+        await asyncio.sleep(4)  # the replay's writes block; after 1 s the server gives up
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await next_frame(socket)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+        1013,
+        "stopped reading; reconnect and sync",
+    )

@@ -11,7 +11,7 @@ import pytest
 
 from securechat.config import PROJECT_ROOT
 from securechat.errors import UsernameTaken
-from securechat.store import NewUser, Store
+from securechat.store import NewUser, Session, Store
 
 
 @pytest.fixture(name="store")
@@ -107,3 +107,32 @@ async def test_synchronous_mode_is_validated(tmp_path: Path):
     """An unknown synchronous mode is refused at construction."""
     with pytest.raises(ValueError, match="synchronous"):
         Store.for_file(tmp_path / "x.db", PROJECT_ROOT / "schema.sql", synchronous="SOMETIMES")
+
+
+async def test_purge_deletes_only_sessions_that_ended_before_the_cutoff(store: Store):
+    """Revoked, absolutely expired or idle-expired before the cutoff: deleted; the rest stay."""
+    user_id = await store.accounts.add_user(_user("alice"), 1)
+    day = 86_400_000
+    now, idle = 100 * day, 7 * day
+    cutoff = now - 30 * day
+    # (id, last_seen_at, expires_at, revoked_at)
+    rows = [
+        ("live", now, now + day, None),
+        ("revoked-long-ago", now - 40 * day, now + day, now - 40 * day),
+        ("revoked-lately", now - 5 * day, now + day, now - 5 * day),
+        ("expired-long-ago", now - 40 * day, now - 35 * day, None),
+        ("expired-lately", now - 3 * day, now - 2 * day, None),
+        ("idle-long-ago", now - 40 * day, now + day, None),
+        ("idle-lately", now - 10 * day, now + day, None),
+    ]
+    for sid, seen, expires, _revoked in rows:
+        await store.sessions.add_session(
+            Session(sid, f"pub-{sid}", user_id, "alice", 0, seen, expires, None, "", "")
+        )
+    for sid, _seen, _expires, revoked in rows:
+        if revoked is not None:
+            await store.sessions.revoke(sid, revoked)
+    assert await store.sessions.purge_dead(cutoff, idle) == 3
+    left = {sid for sid, *_ in rows if await store.sessions.session_by_id(sid) is not None}
+    assert left == {"live", "revoked-lately", "expired-lately", "idle-lately"}
+    assert await store.sessions.purge_dead(cutoff, idle) == 0

@@ -246,3 +246,21 @@ class SessionStore:
             return ids
 
         return await self.db.write(job)
+
+    async def purge_dead(self, before_ms: int, idle_ms: int) -> int:
+        """Delete sessions that ended before ``before_ms``; return how many.
+
+        A session ended when it was revoked, reached its absolute expiry, or went idle longer
+        than ``idle_ms`` (it then expired at ``last_seen_at + idle_ms``). Live sessions and
+        those that ended more recently stay (the settings page lists recent ones).
+        """
+
+        async def job(connection: aiosqlite.Connection) -> int:
+            cursor = await connection.execute(
+                "DELETE FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1"
+                " OR last_seen_at < ?1 - ?2",
+                (before_ms, idle_ms),
+            )
+            return max(cursor.rowcount, 0)
+
+        return await self.db.write(job)
