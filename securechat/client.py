@@ -268,6 +268,39 @@ class SecureChatClient:
         except (KeyError, TypeError, ValueError) as error:
             raise KeyDirectoryError("bad_response", "malformed consistency proof") from error
 
+    async def check_my_entries(self) -> list[DirectoryEntry]:
+        """Watch the log for keys under my name that I do not hold (``KeyDirectoryView``).
+
+        Reads the entries added since the last call up to a freshly checked head and hands them
+        to ``self.directory.check_my_entries``; returns my entries among them. Raises
+        KeyDirectoryError (``foreign_key_for_me``, ``bad_entries``, or a head check's code).
+        """
+        if self.account is None:
+            raise RuntimeError("log in first")
+        head = await self.check_head()
+        start = self.directory.scanned_size(self.account.username)
+        entries: list[DirectoryEntry] = []
+        while start + len(entries) < head.tree_size:
+            at = start + len(entries)
+            body = await self.call(
+                "GET", f"/api/v1/directory/entries?start={at}&end={head.tree_size}"
+            )
+            page = body.get("entries") if isinstance(body, dict) else None
+            if not isinstance(page, list) or not page:
+                raise KeyDirectoryError("bad_entries", f"no log entries served from {at}")
+            try:
+                entries += [DirectoryEntry.from_json(e) for e in page]
+            except KeyDirectoryError as error:
+                raise KeyDirectoryError("bad_entries", str(error)) from None
+        identity = self.account.identity
+        return self.directory.check_my_entries(
+            self.account.username,
+            e2e.fingerprint(identity.enc_public_spki),
+            e2e.fingerprint(identity.sign_public_spki),
+            head,
+            entries[: head.tree_size - start],
+        )
+
     def safety_number(self, keys: VerifiedKeys) -> str:
         """The 60-digit safety number between me and the owner of ``keys``."""
         if self.account is None:
@@ -328,7 +361,9 @@ class KeyDirectoryError(Exception):
     directory key; ``directory_key_changed``: the server now shows another directory key;
     ``wrong_user``: the entry is another user's; ``not_in_log``: the keys are not the ones the
     log holds, or the inclusion proof fails; ``log_forked``: a head is not consistent with one
-    seen before (the log was rewritten, or different people are shown different logs).
+    seen before (the log was rewritten, or different people are shown different logs);
+    ``bad_entries``: log entries served that do not hash to the signed head;
+    ``foreign_key_for_me``: the log lists keys under my name that I do not hold.
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -484,6 +519,53 @@ class VerifiedKeys:
         return not (self.state == "changed" and self.verified)
 
 
+@dataclass
+class SelfScan:
+    """How far my client has read the log for my own entries: size, frontier, known pairs."""
+
+    size: int
+    frontier: list[str]  # b64 roots of the perfect subtrees of the first ``size`` leaves
+    known: list[str]  # "enc_fingerprint:sign_fingerprint" pairs seen in the log as mine
+
+
+def _frontier_append(frontier: list[bytes], size: int, leaf: bytes) -> None:
+    """Append a leaf hash to the frontier of a tree of ``size`` leaves, in place."""
+    node = leaf
+    while size % 2 == 1:
+        node = merkle.node_hash(frontier.pop(), node)
+        size //= 2
+    frontier.append(node)
+
+
+def _frontier_root(frontier: list[bytes]) -> bytes:
+    """The RFC 9162 root of the tree whose frontier this is."""
+    if not frontier:
+        return merkle.EMPTY_ROOT
+    node = frontier[-1]
+    for left in reversed(frontier[:-1]):
+        node = merkle.node_hash(left, node)
+    return node
+
+
+def foreign_entries(
+    mine: list[DirectoryEntry], current: str, known: set[str], first: bool
+) -> list[DirectoryEntry]:
+    """My entries (index order) that carry keys I do not hold; see check_my_entries."""
+
+    def pair(e: DirectoryEntry) -> str:
+        return f"{e.enc_fingerprint.hex()}:{e.sign_fingerprint.hex()}"
+
+    accepted = set(known)
+    if first and mine and pair(mine[-1]) == current:
+        accepted |= {pair(e) for e in mine}
+    last_current = max((e.index for e in mine if pair(e) == current), default=-1)
+    return [
+        e
+        for e in mine
+        if pair(e) != current and not (pair(e) in accepted and e.index < last_current)
+    ]
+
+
 class KeyDirectoryView:
     """What one client has seen: the pinned directory key, the last head, contacts' pins.
 
@@ -496,6 +578,7 @@ class KeyDirectoryView:
         self.directory_key: bytes | None = None
         self.last_head: transparency.SignedTreeHead | None = None
         self.contacts: dict[str, ContactPin] = {}
+        self.self_scans: dict[str, SelfScan] = {}
         if path is not None and path.exists():
             self._load(json.loads(path.read_text("utf-8")))
 
@@ -582,6 +665,64 @@ class KeyDirectoryView:
             )
         return new
 
+    def scanned_size(self, username: str) -> int:
+        """How many log entries check_my_entries has read for ``username`` (0 at first)."""
+        scan = self.self_scans.get(username)
+        return scan.size if scan is not None else 0
+
+    def check_my_entries(
+        self,
+        username: str,
+        enc_fingerprint: str,
+        sign_fingerprint: str,
+        head: transparency.SignedTreeHead,
+        entries: list[DirectoryEntry],
+    ) -> list[DirectoryEntry]:
+        """Check the log entries ``scanned_size(username) <= index < head.tree_size``.
+
+        Nobody but the owner can tell that a key logged under their name is not theirs, so the
+        owner's client reads every entry (the twin of checkMyEntries in static/js/directory.js).
+        ``head`` must be verified (signature, consistency). The entries, with the frontier kept
+        of those read before, must hash to its root (``bad_entries`` otherwise: entries hidden
+        or altered). Each entry under my name must carry my current fingerprints, or a pair
+        seen here as mine before that a later entry with my current keys supersedes; anything
+        else is ``foreign_key_for_me``. The first run accepts my past entries only if the
+        latest carries my current keys. Nothing is kept from a failed run. Returns my entries.
+        """
+        scan = self.self_scans.get(username)
+        start = scan.size if scan is not None else 0
+        if head.tree_size <= start:
+            return []
+        frontier = [e2e.b64decode(h) for h in scan.frontier] if scan is not None else []
+        me = transparency.user_hash(username)
+        mine: list[DirectoryEntry] = []
+        for size, entry in enumerate(entries, start):
+            if entry.index != size:
+                raise KeyDirectoryError("bad_entries", f"entry {entry.index} served at {size}")
+            _frontier_append(frontier, size, entry.leaf_hash())
+            if entry.user_hash == me:
+                mine.append(entry)
+        if start + len(entries) != head.tree_size or _frontier_root(frontier) != head.root_hash:
+            raise KeyDirectoryError(
+                "bad_entries",
+                f"the log entries served do not hash to the head of size {head.tree_size}",
+            )
+        current = f"{enc_fingerprint}:{sign_fingerprint}"
+        known = set(scan.known) if scan is not None else set()
+        foreign = foreign_entries(mine, current, known, first=scan is None)
+        if foreign:
+            raise KeyDirectoryError(
+                "foreign_key_for_me",
+                f"the key directory lists keys for {username} that this client does not hold "
+                f"(log entries {', '.join(str(e.index) for e in foreign)})",
+            )
+        known |= {f"{e.enc_fingerprint.hex()}:{e.sign_fingerprint.hex()}" for e in mine}
+        self.self_scans[username] = SelfScan(
+            head.tree_size, [e2e.b64encode(h) for h in frontier], sorted(known)
+        )
+        self.save()
+        return mine
+
     def keep_head(self, head: transparency.SignedTreeHead) -> None:
         """Remember the latest head checked."""
         if self.last_head != head:
@@ -599,18 +740,25 @@ class KeyDirectoryView:
 
     def _to_json(self) -> dict[str, Any]:
         key = self.directory_key
-        return {
+        data: dict[str, Any] = {
             "v": 1,
             "directory_key": e2e.b64encode(key) if key else None,
             "last_head": self.last_head.to_json() if self.last_head else None,
             "contacts": {name: dataclasses.asdict(pin) for name, pin in self.contacts.items()},
         }
+        if self.self_scans:  # public too: sizes, subtree hashes, my fingerprints
+            data["self_scans"] = {
+                name: dataclasses.asdict(scan) for name, scan in self.self_scans.items()
+            }
+        return data
 
     def _load(self, data: dict[str, Any]) -> None:
         key, head = data.get("directory_key"), data.get("last_head")
         self.directory_key = e2e.b64decode(key) if key else None
         self.last_head = transparency.SignedTreeHead.from_json(head) if head else None
         self.contacts = {name: ContactPin(**pin) for name, pin in data["contacts"].items()}
+        scans = data.get("self_scans") or {}
+        self.self_scans = {name: SelfScan(**scan) for name, scan in scans.items()}
 
 
 # --- Real-time chat ---------------------------------------------------------------------------

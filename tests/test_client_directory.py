@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import stat
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 
 from securechat import e2e
 from securechat.client import (
+    Account,
+    DirectoryEntry,
     KeyDirectoryError,
     KeyDirectoryView,
     SecureChatClient,
@@ -302,3 +305,70 @@ def test_view_file_holds_no_private_data(tmp_path: Path) -> None:
     view.pin_directory_key(b"\x30" * 44)
     data = json.loads((tmp_path / "view.json").read_text())
     assert set(data) == {"v", "directory_key", "last_head", "contacts"}
+
+
+# --- self-monitoring: check_my_entries --------------------------------------------------------
+
+
+async def test_my_own_registration_raises_no_alarm(signed_up) -> None:
+    """Alice's check accepts her registration entry; a second check has nothing new."""
+    alice = await signed_up("alice")
+    await signed_up("bob")
+    assert [e.index for e in await alice.check_my_entries()] == [0]
+    assert await alice.check_my_entries() == []
+    assert alice.directory.scanned_size("alice") == 2
+
+
+async def test_forged_entry_for_me_is_detected(live_server: LiveServer, signed_up, mallory) -> None:
+    """Another key appended to the log under alice's name fails alice's own check."""
+    alice = await signed_up("alice")
+    await signed_up("bob")
+    await alice.check_my_entries()
+    forge_log_entry(live_server, "alice", mallory)
+    with pytest.raises(KeyDirectoryError) as caught:
+        await alice.check_my_entries()
+    assert caught.value.code == "foreign_key_for_me"
+    assert alice.directory.scanned_size("alice") == 2  # found again at the next check
+
+
+async def test_forged_latest_entry_is_detected_on_first_run(
+    live_server: LiveServer, signed_up, mallory
+) -> None:
+    """On a client's first check, a latest entry that is not my current keys is foreign."""
+    alice = await signed_up("alice")
+    forge_log_entry(live_server, "alice", mallory)
+    with pytest.raises(KeyDirectoryError) as caught:
+        await alice.check_my_entries()
+    assert caught.value.code == "foreign_key_for_me"
+
+
+async def test_key_change_seen_by_my_client_raises_no_alarm(
+    live_server: LiveServer, signed_up, identities
+) -> None:
+    """A key change logged through the store, with this client holding the new keys, is fine."""
+    alice = await signed_up("alice")
+    await signed_up("bob")
+    await alice.check_my_entries()
+    change_keys(live_server, "alice", identities[2])
+    alice.account = Account("alice", identities[2])
+    assert [e.index for e in await alice.check_my_entries()] == [2]
+
+
+async def test_entries_not_in_the_signed_head_are_refused(signed_up) -> None:
+    """Entries that do not hash to the verified head fail with bad_entries."""
+    alice = await signed_up("alice")
+    await signed_up("bob")
+    head = await alice.check_head()
+    body = await alice.call("GET", "/api/v1/directory/entries?start=0")
+    entries = [DirectoryEntry.from_json(e) for e in body["entries"]]
+    altered = [dataclasses.replace(entries[0], timestamp_ms=entries[0].timestamp_ms + 1)]
+    identity = alice.account.identity
+    with pytest.raises(KeyDirectoryError) as caught:
+        alice.directory.check_my_entries(
+            "alice",
+            e2e.fingerprint(identity.enc_public_spki),
+            e2e.fingerprint(identity.sign_public_spki),
+            head,
+            altered + entries[1:],
+        )
+    assert caught.value.code == "bad_entries"

@@ -333,3 +333,84 @@ async def test_unreachable_consistency_proof_raises_no_alarm(
     assert outcome["busy"] == "x"
     assert outcome["afterBusy"] is None
     assert outcome["refused"] == outcome["afterRefusal"] == "log_forked"
+
+
+# --- self-monitoring: checkMyEntries -----------------------------------------------------------
+
+# Checks alice's own entries with the keys in arg.me, keeping state in window.__selfStorage.
+CHECK_MINE = (
+    ME
+    + """
+window.__selfStorage ??= memory();
+const directory = new d.KeyDirectory({me: me.username, storage: window.__selfStorage});
+const code = await codeOf(directory.checkMyEntries(me));
+const got = code === null ? await directory.checkMyEntries(me) : null;
+return {code, alarm: directory.alarm()?.code ?? null, treeSize: directory.lastHead().treeSize,
+        again: got === null ? null : got.mine.length};
+"""
+)
+
+
+async def test_my_own_registration_raises_no_alarm(browser_page: Page, signed_up) -> None:
+    """Alice's check accepts her registration entry and reads the whole log without alarm."""
+    alice = await signed_up("alice")
+    await signed_up("bob")
+    got = await run_js(browser_page, CHECK_MINE, {"me": me_arg(alice)})
+    assert got == {"code": None, "alarm": None, "treeSize": 2, "again": 0}
+
+
+async def test_forged_entry_for_me_raises_the_alarm(
+    browser_page: Page, live_server: LiveServer, signed_up, identities
+) -> None:
+    """Another key appended to the log under alice's name is caught by alice's own check."""
+    alice = await signed_up("alice")
+    await signed_up("bob")
+    assert (await run_js(browser_page, CHECK_MINE, {"me": me_arg(alice)}))["code"] is None
+    forge_log_entry(live_server, "alice", identities[3])
+    got = await run_js(browser_page, CHECK_MINE, {"me": me_arg(alice)})
+    assert got == {
+        "code": "foreign_key_for_me",
+        "alarm": "foreign_key_for_me",
+        "treeSize": 3,
+        "again": None,
+    }
+
+
+async def test_key_change_seen_by_my_device_raises_no_alarm(
+    browser_page: Page, live_server: LiveServer, signed_up, identities
+) -> None:
+    """A key change logged through the store, with this device holding the new keys, is fine."""
+    alice = await signed_up("alice")
+    await signed_up("bob")
+    assert (await run_js(browser_page, CHECK_MINE, {"me": me_arg(alice)}))["code"] is None
+    change_keys(live_server, "alice", identities[2])
+    new_keys = {
+        "username": "alice",
+        "enc": e2e.b64encode(identities[2].enc_public_spki),
+        "sign": e2e.b64encode(identities[2].sign_public_spki),
+    }
+    got = await run_js(browser_page, CHECK_MINE, {"me": new_keys})
+    assert got == {"code": None, "alarm": None, "treeSize": 3, "again": 0}
+
+
+async def test_entries_not_in_the_signed_head_raise_the_alarm(
+    browser_page: Page, signed_up
+) -> None:
+    """A page of entries that does not hash to the verified head is bad_entries, an alarm."""
+    alice = await signed_up("alice")
+    await signed_up("bob")
+    got = await run_js(
+        browser_page,
+        ME
+        + """
+        const get = async (path) => {
+          const body = await (await fetch(path)).json();
+          if (path.includes("/entries")) body.entries[0].timestamp += 1;
+          return body;
+        };
+        const directory = new d.KeyDirectory({me: "alice", storage: memory(), get});
+        return [await codeOf(directory.checkMyEntries(me)), directory.alarm()?.code];
+        """,
+        {"me": me_arg(alice)},
+    )
+    assert got == ["bad_entries", "bad_entries"]

@@ -43,13 +43,35 @@
  *                                              changed directory key was seen: show a SERIOUS
  *                                              warning (the server may be lying about keys)
  *   directory.acceptDirectoryKey(spki)         re-pin after a rotation the operator announced
+ *   await directory.checkMyEntries({encSpki, signSpki} of me)
+ *     // -> {treeSize, mine: [{index, encFingerprint, signFingerprint}]} (my entries new to this
+ *     //      check). Watches the log for entries under MY name (see "Self-monitoring" below);
+ *     //      throws DirectoryError "foreign_key_for_me" or "bad_entries" and sets the alarm.
+ *
+ * Self-monitoring (checkMyEntries). Nobody but me can tell that a key logged under my name is not
+ * mine: a contact new to me pins whatever the log says ("new", no warning). So my client reads
+ * every log entry from where it stopped last time (kept in storage per user) up to a head it has
+ * just verified (checkHead), and proves the pages are that log: it keeps the RFC 9162 frontier
+ * (the roots of the perfect subtrees) of the prefix already read, appends the new leaf hashes,
+ * rebuilt from the entries served, and the root must equal the signed head's; otherwise
+ * "bad_entries" (the server hid or altered entries: serious). Among the entries whose user_hash
+ * is userHash(me), each must carry my current fingerprints, or be a pair this device has seen as
+ * mine ("known") that a later entry with my current keys supersedes. Anything else is
+ * "foreign_key_for_me": a key under my name I do not hold, e.g. the server impersonating me (or
+ * a key reset made on another device while this one still holds the old keys). The first run on
+ * a device accepts my past entries as known only if the latest of them carries my current keys.
+ * Nothing is remembered from a run that fails, so the finding comes back at every check.
  *
  * DirectoryError.code: "bad_response" (malformed answer), "bad_signature" (the head is not signed
  * by the pinned directory key), "directory_key_changed", "wrong_user" (the entry is another
  * user's), "not_in_log" (the keys served are not the ones in the log: a swapped key),
- * "log_forked" (a head inconsistent with one seen before: a rewritten or split log).
+ * "log_forked" (a head inconsistent with one seen before: a rewritten or split log),
+ * "bad_entries" (log entries served that do not hash to the signed head), "foreign_key_for_me"
+ * (the log lists keys for me that are not mine). The last four set the alarm.
  *
- * Storage holds public material only: the directory key, the last head, contacts' fingerprints.
+ * Storage holds public material only: the directory key, the last head, contacts' fingerprints,
+ * and per user (securechat.self.v1.<me>) how far the log was read, its frontier, and my known
+ * fingerprint pairs.
  */
 
 import { request } from "./api.js";
@@ -66,6 +88,8 @@ import {
 
 const DIRECTORY_STORAGE = "securechat.directory.v1";
 const CONTACTS_STORAGE = "securechat.contacts.v1.";
+const SELF_STORAGE = "securechat.self.v1.";
+const ALARMS = ["log_forked", "directory_key_changed", "bad_entries", "foreign_key_for_me"];
 const ENTRY_KEYS = ["enc_fingerprint", "index", "sign_fingerprint", "timestamp", "user_hash"];
 const RESPONSE_KEYS = [
   "username", "enc_public_key", "sign_public_key", "entry", "inclusion_proof", "tree_head",
@@ -203,6 +227,48 @@ export async function checkHeadConsistency(last, head, proof) {
   return newer;
 }
 
+/** SHA-256(0x01 || left || right), an interior node of RFC 9162. */
+async function nodeHash(left, right) {
+  const bytes = new Uint8Array(65);
+  bytes[0] = 1;
+  bytes.set(left, 1);
+  bytes.set(right, 33);
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+}
+
+/**
+ * Append a leaf hash to the frontier of a tree of `size` leaves (the roots of its perfect
+ * subtrees, largest first: one per bit set in size). Changes the array in place.
+ */
+async function frontierAppend(frontier, size, leaf) {
+  let hash = leaf;
+  for (let n = size; n % 2 === 1; n = Math.floor(n / 2)) hash = await nodeHash(frontier.pop(), hash);
+  frontier.push(hash);
+}
+
+/** The RFC 9162 root of the tree whose frontier this is. */
+async function frontierRoot(frontier) {
+  if (frontier.length === 0) return new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(0)));
+  let hash = frontier[frontier.length - 1];
+  for (let i = frontier.length - 2; i >= 0; i -= 1) hash = await nodeHash(frontier[i], hash);
+  return hash;
+}
+
+/**
+ * Judge my entries, in index order, against my current fingerprints and the pairs known as mine:
+ * the foreign ones (see "Self-monitoring"). `first`: no scan before on this device.
+ */
+export function foreignEntries(mine, current, known, first) {
+  const pair = (e) => `${e.encFingerprint}:${e.signFingerprint}`;
+  const now = `${current.encFingerprint}:${current.signFingerprint}`;
+  const accepted = new Set(known);
+  if (first && mine.length > 0 && pair(mine[mine.length - 1]) === now) {
+    for (const e of mine) accepted.add(pair(e));
+  }
+  const lastCurrent = mine.reduce((at, e) => (pair(e) === now ? e.index : at), -1);
+  return mine.filter((e) => pair(e) !== now && !(accepted.has(pair(e)) && e.index < lastCurrent));
+}
+
 /** The 60-digit safety number between me and them ({username, encSpki, signSpki} each). */
 export function safetyNumberFor(me, them) {
   return safetyNumber(me.username, me.signSpki, me.encSpki, them.username, them.signSpki,
@@ -253,7 +319,7 @@ export class KeyDirectory {
   }
 
   #raiseAlarm(error) {
-    if (["log_forked", "directory_key_changed"].includes(error.code)) {
+    if (ALARMS.includes(error.code)) {
       this.#saveDirectory({ alarm: { code: error.code, message: error.message, at: Date.now() } });
     }
     throw error;
@@ -262,6 +328,73 @@ export class KeyDirectory {
   /** The persistent serious warning, or null. */
   alarm() {
     return this.#load(DIRECTORY_STORAGE).alarm ?? null;
+  }
+
+  /**
+   * Read the log entries added since the last call up to a freshly verified head, prove them
+   * against it, and check the ones under my name (see "Self-monitoring" at the top). me:
+   * {encSpki, signSpki} of the keys this device holds. Throws DirectoryError (foreign_key_for_me
+   * and bad_entries set the alarm), or the transport's error when offline.
+   */
+  async checkMyEntries({ encSpki, signSpki }) {
+    if (this.me === null) throw new DirectoryError("bad_request", "no user to check");
+    const head = await this.checkHead();
+    const storageKey = SELF_STORAGE + this.me;
+    const saved = this.#load(storageKey);
+    const first = !Number.isSafeInteger(saved.size);
+    const start = first ? 0 : saved.size;
+    const known = Array.isArray(saved.known) ? saved.known : [];
+    if (head.treeSize <= start) return { treeSize: start, mine: [] };
+    const frontier = first ? [] : (saved.frontier ?? []).map(b64decode);
+    const me = await userHash(this.me);
+    const mine = [];
+    let size = start;
+    try {
+      while (size < head.treeSize) {
+        const page = await this.get(`/api/v1/directory/entries?start=${size}&end=${head.treeSize}`);
+        const entries = Array.isArray(page?.entries) ? page.entries : [];
+        if (entries.length === 0) fail("bad_entries", `no log entries served from ${size}`);
+        for (const json of entries) {
+          if (size === head.treeSize) break;
+          const entry = parseEntry(json);
+          if (entry.index !== size) fail("bad_entries", `entry ${entry.index} served at ${size}`);
+          await frontierAppend(frontier, size, await leafHash(entryLeafBytes(entry.index,
+            entry.timestamp, entry.userHash, unhex(entry.encFingerprint),
+            unhex(entry.signFingerprint))));
+          size += 1;
+          if (equalBytes(entry.userHash, me)) {
+            mine.push({ index: entry.index, encFingerprint: entry.encFingerprint,
+              signFingerprint: entry.signFingerprint });
+          }
+        }
+      }
+      if (!equalBytes(await frontierRoot(frontier), head.rootHash)) {
+        fail("bad_entries", `the log entries served do not hash to the head of size ${size}`);
+      }
+      const current = { encFingerprint: await fingerprint(encSpki),
+        signFingerprint: await fingerprint(signSpki) };
+      const foreign = foreignEntries(mine, current, known, first);
+      if (foreign.length > 0) {
+        fail("foreign_key_for_me", `the key directory lists keys for ${this.me} that this device `
+          + `does not hold (log entries ${foreign.map((e) => e.index).join(", ")}, encryption key `
+          + `${foreign[0].encFingerprint}). Unless you reset your keys on another device, the `
+          + "server may be giving others its own key in your name.");
+      }
+      const pairs = new Set(known);
+      const now = `${current.encFingerprint}:${current.signFingerprint}`;
+      for (const e of mine) pairs.add(`${e.encFingerprint}:${e.signFingerprint}`);
+      if (mine.length > 0) pairs.add(now);
+      this.storage.setItem(storageKey, JSON.stringify({
+        size, frontier: frontier.map(b64encode), known: [...pairs],
+      }));
+      return { treeSize: size, mine };
+    } catch (error) {
+      if (error instanceof DirectoryError && error.code === "bad_response") {
+        return this.#raiseAlarm(new DirectoryError("bad_entries", error.message));
+      }
+      if (error instanceof DirectoryError) return this.#raiseAlarm(error);
+      throw error;
+    }
   }
 
   /** The pinned directory key (SPKI bytes), or null before first use. */

@@ -21,6 +21,8 @@ import { Composer, ThreadView } from "./view.js";
 
 const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOWN_MS = 6000;
+// How often the open page re-reads the key log for entries under my name.
+const SELF_CHECK_EVERY_MS = 10 * 60 * 1000;
 
 const byId = (id) => document.getElementById(id);
 
@@ -49,6 +51,7 @@ export class ChatApp {
     this.#buildViews();
     if (keysChanged) this.#banner("mine");
     this.#checkDirectory();
+    setInterval(() => this.#checkDirectory(), SELF_CHECK_EVERY_MS);
     this.keys.addEventListener("keychange", (event) => this.#keyChanged(event.detail));
     const rows = await this.conversations.load();
     // A browser new to this account starts from the newest position: the history of each
@@ -115,6 +118,9 @@ export class ChatApp {
 
   async #checkDirectory() {
     await this.keys.checkHead();
+    // Keys logged under my name that I do not hold: only I can notice (directory.js sets the
+    // alarm). Offline or refused: checked again next time.
+    await this.keys.directory.checkMyEntries(this.keys.mine).catch(() => {});
     const alarm = this.keys.alarm();
     if (alarm) this.#banner("alarm", alarm.message);
   }
