@@ -80,7 +80,7 @@ async def refuse_cross_site_writes() -> None:
 
 
 async def refuse_oversized_bodies() -> None:
-    """before_request: a body over the bound, or without a Content-Length, answers 400.
+    """before_request: read the body; over the bound, or without a Content-Length, answer 400.
 
     The body is drained first (up to a cap, discarding it): answering before it has been read
     would make the server close a connection the client is still writing to, and the client
@@ -91,6 +91,9 @@ async def refuse_oversized_bodies() -> None:
     config = state().config
     declared = request.content_length
     if declared is not None and declared <= config.request_max_bytes:
+        # Read it now (Quart caches it for the view): an answer given before the body has been
+        # read, such as a 403, would otherwise close the connection under the client.
+        await request.get_data()
         return
     if declared is None and "transfer-encoding" not in request.headers:
         return  # no body at all
@@ -157,8 +160,8 @@ async def handle_unexpected(error: Exception) -> tuple[Response | str, int]:
 
 def install(app: Quart) -> None:
     """Wire the checks, headers and error handlers into ``app``."""
-    app.before_request(refuse_cross_site_writes)
     app.before_request(refuse_oversized_bodies)
+    app.before_request(refuse_cross_site_writes)
     app.after_request(add_security_headers)
     app.register_error_handler(SecureChatError, handle_app_error)
     app.register_error_handler(HTTPException, handle_http_error)
