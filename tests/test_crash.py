@@ -55,6 +55,8 @@ class ServerProcess:
             # The batch is sent as fast as the socket takes it, past the flood limit.
             "SECURECHAT_WS_FRAMES_PER_S": "100000",
             "SECURECHAT_WS_FRAMES_BURST": "100000",
+            "SECURECHAT_SENDS_PER_USER_PER_S": "100000",
+            "SECURECHAT_SENDS_PER_USER_BURST": "100000",
         }
         self._log = log.open("ab")
         self.process = subprocess.Popen(
@@ -118,44 +120,51 @@ async def test_acknowledged_messages_survive_sigkill(
     tmp_path: Path, processes: list[ServerProcess], identities: list[e2e.Identity]
 ):
     """Every message acked before a SIGKILL is there after restart, delivered exactly once."""
-    data_dir, log = tmp_path / "data", tmp_path / "server.log"
-    processes.append(first := ServerProcess(data_dir, log))
-    alice = await user(first.url, "alice", identities[0], register=True)
-    bob = await user(first.url, "bob", identities[1], register=True)
-    chat = await alice.connect()
-    ids = [str(uuid.uuid4()) for _ in range(SENT)]
-    acked: dict[str, int] = {}
+    clients: list[SecureChatClient] = []
+    try:
+        data_dir, log = tmp_path / "data", tmp_path / "server.log"
+        processes.append(first := ServerProcess(data_dir, log))
+        alice = await user(first.url, "alice", identities[0], register=True)
+        clients.append(alice)
+        bob = await user(first.url, "bob", identities[1], register=True)
+        clients.append(bob)
+        chat = await alice.connect()
+        ids = [str(uuid.uuid4()) for _ in range(SENT)]
+        acked: dict[str, int] = {}
 
-    async def send_all() -> None:
+        async def send_all() -> None:
+            for frame_id in ids:
+                await chat.send_raw(send_text("bob", frame_id=frame_id))
+
+        sender = asyncio.create_task(send_all())
+        while len(acked) < KILL_AFTER_ACKS:
+            frame = await chat.wait_for("ack")
+            acked[frame["id"]] = frame["seq"]
+        first.kill()  # at once: more sends are in flight, some committed and unacknowledged
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        await alice.close()
+        await bob.close()
+
+        processes.append(second := ServerProcess(data_dir, log))
+        bob = await user(second.url, "bob", identities[1], register=False)
+        clients.append(bob)
+        replayed = (await bob.connect()).replayed
+        seqs = {f["id"]: f["seq"] for f in replayed}
+        assert [f["id"] for f in replayed].count(ids[0]) == 1
+        assert len(seqs) == len(replayed)  # nothing twice
+        assert {i: seqs.get(i) for i in acked} == acked  # every ack kept, with its seq
+
+        alice = await user(second.url, "alice", identities[0], register=False)
+        clients.append(alice)
+        again = await alice.connect(after=None)
         for frame_id in ids:
-            await chat.send_raw(send_text("bob", frame_id=frame_id))
-
-    sender = asyncio.create_task(send_all())
-    while len(acked) < KILL_AFTER_ACKS:
-        frame = await chat.wait_for("ack")
-        acked[frame["id"]] = frame["seq"]
-    first.kill()  # at once: more sends are in flight, some committed and unacknowledged
-    sender.cancel()
-    await asyncio.gather(sender, return_exceptions=True)
-    for client in (alice, bob):
-        await client.close()
-
-    processes.append(second := ServerProcess(data_dir, log))
-    bob = await user(second.url, "bob", identities[1], register=False)
-    replayed = (await bob.connect()).replayed
-    seqs = {f["id"]: f["seq"] for f in replayed}
-    assert [f["id"] for f in replayed].count(ids[0]) == 1
-    assert len(seqs) == len(replayed)  # nothing twice
-    assert {i: seqs.get(i) for i in acked} == acked  # every ack kept, with its seq
-
-    alice = await user(second.url, "alice", identities[0], register=False)
-    again = await alice.connect(after=None)
-    for frame_id in ids:
-        await again.send_raw(send_text("bob", frame_id=frame_id))
-        ack = await again.wait_ack(frame_id)
-        if frame_id in acked:
-            assert ack["seq"] == acked[frame_id]  # a resend of a stored message stores nothing
-    everything = (await bob.connect()).replayed
-    assert sorted(f["id"] for f in everything) == sorted(ids)
-    for client in (alice, bob):
-        await client.close()
+            await again.send_raw(send_text("bob", frame_id=frame_id))
+            ack = await again.wait_ack(frame_id)
+            if frame_id in acked:
+                assert ack["seq"] == acked[frame_id]  # a resend of a stored message stores nothing
+        everything = (await bob.connect()).replayed
+        assert sorted(f["id"] for f in everything) == sorted(ids)
+    finally:
+        for client in clients:
+            await client.close()
