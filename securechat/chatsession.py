@@ -44,6 +44,9 @@ Transmit = Callable[[str], Awaitable[None]]
 Clock = Callable[[], float]
 
 _FLOOD_REASON = "too many frames; slow down"
+# Frames written in a row before letting the other connections run: ``transmit`` returns without
+# yielding while the socket takes data (chat.py), so a long replay would hold the event loop.
+_YIELD_EVERY = 32
 _STALLED_REASON = "stopped reading; reconnect and sync"
 
 
@@ -140,10 +143,12 @@ class ChatSession:
             more = True
             while more:
                 frames, more = await self.delivery.changes(self.user, position)
-                for text in frames:
+                for index, text in enumerate(frames, 1):
                     if not await self._write(text):
                         return
                     self.stats.frames_out += 1
+                    if index % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
                 if frames:
                     position = frames[-1].seq
             self.last_pos = max(self.last_pos, position)
@@ -182,12 +187,16 @@ class ChatSession:
     async def run_sender(self) -> None:
         """The send task: forward the connection's queue until cancelled."""
         queue = self.conn.queue
+        written = 0
         while True:
             text = await queue.get()
             try:
                 await self.forward(text)
             finally:
                 queue.task_done()
+            written += 1
+            if written % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a long queue does not hold the loop either
 
 
 __all__ = ["ChatSession"]

@@ -24,7 +24,12 @@ REQUIRED = {
         "runs",
     },
     "drain": {"delivered_per_s", "seconds_until_all_have_all", "queued", "delivered"},
-    "capacity": {"connections", "rss_per_conn_kib", "rss_per_conn_kib_compressed"},
+    "capacity": {
+        "connections",
+        "rss_per_conn_kib",
+        "rss_per_conn_kib_offered",
+        "rss_per_conn_kib_compressed",
+    },
     "login": {"logins_per_s", "argon2", "p50_ms", "p99_ms"},
 }
 
@@ -65,17 +70,23 @@ def test_nothing_lost_or_duplicated(bench_lines: list[dict[str, object]]):
 
 
 def test_the_tiny_load_was_really_carried(bench_lines: list[dict[str, object]]):
-    """Messages were delivered, sockets held, logins made: the figures are not empty."""
+    """Messages were sent and all arrived, sockets were held, logins made: not empty figures.
+
+    Whether a step *held* (p99 under 50 ms) is not asserted: on a busy test machine even the
+    tiny load may miss it, and that is a measurement, not a failure of the harness.
+    """
     by_name = {line["scenario"]: line for line in bench_lines}
-    live = by_name["live"]
-    assert live["delivered_per_s"] > 0
-    assert 0 < live["p50_ms"] <= live["p99_ms"]
-    assert live["ratio_vs_quart_relay"] > 0
-    assert live["ratio_vs_websockets_relay"] > 0
+    runs = by_name["live"]["runs"]
+    assert {"ours-hypercorn", "quart-relay", "websockets-relay"} <= set(runs)
+    for run in runs.values():
+        assert run["sent"] > 0 and run["unacked"] == 0
+        for step in run["steps"]:
+            assert step["sent"] == step["acked"] == step["arrived"] > 0
+            assert 0 < step["p50_ms"] <= step["p99_ms"]
     drain = by_name["drain"]
     assert drain["queued"] == drain["delivered"] > 0
     capacity = by_name["capacity"]
-    assert capacity["connections"] == capacity["target_connections"]
+    assert capacity["connections"] == capacity["target_connections"] > 0
     login = by_name["login"]
     assert login["logins_per_s"] > 0
     defaults = Config()  # the login scenario runs with these, not the bench's light settings

@@ -496,3 +496,37 @@ async def test_a_reader_that_stalls_during_a_sync_is_closed_with_1013(server_wit
         1013,
         "stopped reading; reconnect and sync",
     )
+
+
+def test_frames_are_written_without_quarts_per_frame_extras():
+    """chat.py writes through Quart's ASGI send (``Websocket._send``), not ``Websocket.send``.
+
+    ``send`` yields to the loop and re-runs ``accept()`` for every frame (docs/performance.md);
+    if Quart renames ``_send``, chat.py falls back to ``send`` silently slower: this says so.
+    """
+    from quart.wrappers import Websocket
+    from werkzeug.datastructures import Headers
+
+    from securechat.chat import _transmitter
+
+    async def asgi_send(data: str | bytes) -> None:
+        return None
+
+    async def unused(*args: Any) -> Any:
+        raise AssertionError("not called")
+
+    socket = Websocket(
+        "/ws",
+        b"",
+        "ws",
+        Headers(),
+        "",
+        "1.1",
+        [],
+        unused,
+        asgi_send,
+        unused,
+        unused,
+        {},  # type: ignore[arg-type]
+    )
+    assert _transmitter(socket) is asgi_send

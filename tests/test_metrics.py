@@ -104,7 +104,10 @@ async def test_counters_move_with_real_traffic(base_url: str, signed_up):  # typ
         assert after[name] == during[name] + 1, name
     assert after["securechat_rejected_frames_total{reason=bad_json}"] == 1
     assert after["securechat_ws_frames_sent_total"] > during["securechat_ws_frames_sent_total"]
-    assert after["securechat_db_commit_batch_jobs_count"] > before["securechat_db_commit_batch_jobs_count"]
+    assert (
+        after["securechat_db_commit_batch_jobs_count"]
+        > before["securechat_db_commit_batch_jobs_count"]
+    )
     assert after["securechat_db_commit_seconds_sum"] > before["securechat_db_commit_seconds_sum"]
     assert after["securechat_argon2_operations_total"] >= 4  # two registrations, two logins
 

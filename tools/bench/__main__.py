@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -25,7 +26,7 @@ from typing import Any
 from tools.bench import accounts
 from tools.bench.capacity import run_capacity
 from tools.bench.drain import run_drain
-from tools.bench.live import run_live
+from tools.bench.live import Ramp, run_interleaved
 from tools.bench.login import run_login
 from tools.bench.plan import FULL, LIVE_SERVERS, QUICK, Plan
 from tools.bench.pool import Pool
@@ -33,6 +34,7 @@ from tools.bench.procs import (
     LIGHT_ITERATIONS,
     LIGHT_SETTINGS,
     ROOT,
+    QuietWindow,
     Server,
     ServerSpec,
     machine,
@@ -58,6 +60,8 @@ class Bench:
         self.envelope = accounts.make_envelope(self.materials[0])
         self.users: list[tuple[str, str]] = []
         self._pool: Pool | None = None
+        # One budget for the whole run's waits for a quiet machine (none for the tiny run).
+        self.quiet = QuietWindow(plan.quiet_budget_seconds) if plan.quiet_budget_seconds else None
 
     @property
     def pool(self) -> Pool:
@@ -85,58 +89,104 @@ class Bench:
         plan = self.plan
         users = self.users[: plan.capacity_users]
         result: dict[str, Any] = {"scenario": "capacity"}
-        for compression in (False, True):
-            with self.ours() as server:
+        # Our server declines permessage-deflate (securechat/wsguard.py), so a browser's offer
+        # changes nothing there; what compression would cost is measured where it is agreed to:
+        # our app on Uvicorn, whose default is to accept it.
+        runs = [("without_compression", "ours-hypercorn", False)]
+        runs.append(("offered_compression", "ours-hypercorn", True))
+        if "ours-uvicorn" in plan.live_servers:
+            runs.append(("uvicorn_without_compression", "ours-uvicorn", False))
+            runs.append(("negotiated_compression", "ours-uvicorn-deflate", True))
+        for name, kind, offer in runs:
+            with self.ours(kind) as server:
                 measured = run_capacity(
                     self.pool,
                     server,
                     users,
                     per_user=plan.capacity_per_user,
-                    compression=compression,
+                    compression=offer,
                     settle=plan.capacity_settle_seconds,
                 )
-            log(f"capacity compression={compression}: {measured}")
-            result["with_compression" if compression else "without_compression"] = measured
+            log(f"capacity {name}: {measured}")
+            result[name] = measured
         plain = result["without_compression"]
+        negotiated = result.get("negotiated_compression")
         result.update(
             connections=plain["connections"],
-            rss_per_conn_kib=plain["rss_per_conn_kib"],
-            rss_per_conn_kib_compressed=result["with_compression"]["rss_per_conn_kib"],
             target_connections=plain["target"],
+            rss_per_conn_kib=plain["rss_per_conn_kib"],
+            rss_per_conn_kib_offered=result["offered_compression"]["rss_per_conn_kib"],
+            rss_per_conn_kib_compressed=negotiated["rss_per_conn_kib"] if negotiated else None,
         )
+        if negotiated:
+            # What negotiating compression adds, on the one server here that agrees to it.
+            base = result["uvicorn_without_compression"]["rss_per_conn_kib"]
+            result["deflate_cost_per_conn_kib"] = round(negotiated["rss_per_conn_kib"] - base, 1)
         result["lost"] = result["duplicated"] = 0  # no message is sent in this scenario
         return result
 
     def live(self) -> dict[str, Any]:
+        """Every server's ramp, all servers up at once and their steps taken in turn."""
         plan = self.plan
         users = self.users[: plan.live_users]
-        runs: dict[str, dict[str, Any]] = {}
         for kind in plan.live_servers:
-            ours = kind.startswith("ours")
-            server = self.ours(kind) if ours else Server(ServerSpec(kind, kind), self.workdir)
-            with server:
-                endpoint = Endpoint(server.url, "cookie" if ours else "query", self.compression)
-                runs[kind] = run_live(
-                    self.pool,
+            self.copy_accounts(kind)  # before any server runs: a quiet database to copy
+        with contextlib.ExitStack() as stack:
+            ramps: dict[str, Ramp] = {}
+            for kind in plan.live_servers:
+                server = stack.enter_context(self.live_server(kind))
+                pool = stack.enter_context(Pool(plan.workers, self.envelope))
+                auth = "cookie" if kind.startswith("ours") else "query"
+                ramps[kind] = Ramp(
+                    pool,
                     server,
-                    endpoint,
+                    Endpoint(server.url, auth, self.compression),
                     users,
                     ramp=plan.live_ramp,
                     step_seconds=plan.live_step_seconds,
                     refine=plan.live_refine,
+                    quiet=self.quiet,
                 )
-            summary = {k: v for k, v in runs[kind].items() if k != "steps"}
-            log(f"live {kind}: {summary}")
+            runs = run_interleaved(ramps)
+        for kind, run in runs.items():
+            log(f"live {kind}: { ({k: v for k, v in run.items() if k != 'steps'}) }")
         return live_line(runs, self.compression)
+
+    def live_server(self, kind: str) -> Server:
+        """A server for the live ramps. Two of ours must not share a database (each numbers
+        messages itself), so every one of ours after the first gets a copy of the accounts."""
+        if not kind.startswith("ours"):
+            return Server(ServerSpec(kind, kind), self.workdir)
+        if kind == "ours-hypercorn":
+            return self.ours(kind)
+        return Server(ServerSpec(kind, kind, dict(LIGHT_SETTINGS)), self.copy_accounts(kind))
+
+    def copy_accounts(self, kind: str) -> Path:
+        """A copy of the accounts' data directory for another of our servers (once)."""
+        copy = self.workdir / kind
+        if kind.startswith("ours") and kind != "ours-hypercorn" and not copy.exists():
+            shutil.copytree(self.workdir / "data", copy / "data")
+        return copy
 
     def drain(self) -> dict[str, Any]:
         plan = self.plan
         start = plan.live_users
-        users = self.users[start : start + 2 * plan.drain_pairs]
-        pairs = [(users[i], users[i + 1]) for i in range(0, len(users) - 1, 2)]
+        recipients = self.users[start : start + plan.drain_recipients]
+        start += plan.drain_recipients
+        senders = self.users[
+            start : start + plan.drain_recipients * plan.drain_senders_per_recipient
+        ]
         with self.ours() as server:
             endpoint = Endpoint(server.url, "cookie", self.compression)
-            result = run_drain(self.pool, server, endpoint, pairs, per_pair=plan.drain_per_pair)
+            result = run_drain(
+                self.pool,
+                server,
+                endpoint,
+                recipients,
+                senders,
+                per_sender=plan.drain_per_sender,
+                quiet=self.quiet,
+            )
         return {"scenario": "drain", **result}
 
     def login(self) -> dict[str, Any]:
@@ -150,6 +200,7 @@ class Bench:
                     users=plan.login_users,
                     lanes=plan.login_lanes,
                     seconds=plan.login_seconds,
+                    hash_samples=plan.login_hash_samples,
                 )
             finally:
                 server.stop()
@@ -181,7 +232,7 @@ def live_line(runs: dict[str, dict[str, Any]], compression: bool) -> dict[str, A
 def _ratio(numerator: dict[str, Any] | None, denominator: dict[str, Any] | None) -> float | None:
     if not numerator or not denominator or not denominator.get("delivered_per_s"):
         return None
-    return round(numerator["delivered_per_s"] / denominator["delivered_per_s"], 3)
+    return round(float(numerator["delivered_per_s"]) / float(denominator["delivered_per_s"]), 3)
 
 
 def _plan(args: argparse.Namespace) -> Plan:
@@ -195,7 +246,11 @@ def _plan(args: argparse.Namespace) -> Plan:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny load, for the tests")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--no-compression", action="store_true", help="live/drain: offer none")

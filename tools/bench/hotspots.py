@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"samples {result['samples']}, busy {result['busy_samples']}")
     for title in ("package", "self", "total"):
         print(f"\n-- by {title} time (% of busy samples)")
-        for key, pct in result[title]:  # type: ignore[union-attr]
+        for key, pct in result[title]:  # type: ignore[attr-defined]
             print(f"{pct:6.1f}  {key}")
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tools.bench.pool import Pool, split
-from tools.bench.procs import Server, machine_busy_seconds
+from tools.bench.procs import QuietWindow, Server, machine_busy_seconds
 from tools.bench.wsclient import Endpoint
 
 P99_LIMIT_MS = 50.0
@@ -31,12 +31,91 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 def rates(start: float, factor: float, limit: float) -> list[float]:
     """A geometric ramp of offered rates from ``start`` up to ``limit``."""
-    result = []
+    result: list[float] = []
     rate = start
     while rate <= limit:
         result.append(round(rate))
         rate *= factor
     return result
+
+
+class Ramp:
+    """One server's ramp, run a step at a time so that several servers' ramps can interleave.
+
+    Rates rise through ``ramp`` until a step misses (each miss is run once more before it
+    counts: the machine is shared, and one stall elsewhere should not end the ramp); then
+    ``refine`` bisection steps (geometric means) narrow the edge between held and missed.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        server: Server,
+        endpoint: Endpoint,
+        users: list[tuple[str, str]],
+        *,
+        ramp: list[float],
+        step_seconds: float = 3.0,
+        refine: int = 2,
+        quiet: QuietWindow | None = None,
+    ) -> None:
+        self.pool, self.server, self.users = pool, server, users
+        self.step_seconds, self.quiet = step_seconds, quiet
+        pairs = [[users[i][0], users[i + 1][0]] for i in range(0, len(users) - 1, 2)]
+        self.worker_pairs = split(pairs, pool.size)
+        self.rates = list(ramp)
+        self.refine = refine
+        self.steps: list[dict[str, Any]] = []
+        self.good: float | None = None
+        self.bad: float | None = None
+        self.missed_once = False
+        pool.target(endpoint)
+        cookies = dict(users)
+        connected = pool.call(
+            "connect",
+            [{"users": [(n, cookies[n]) for p in share for n in p]} for share in self.worker_pairs],
+        )
+        failed = sum(sum(r["failed"].values()) for r in connected)
+        if failed:
+            raise RuntimeError(f"{server.spec.name}: {failed} sockets refused: {connected}")
+
+    def next_rate(self) -> float | None:
+        """The rate of the next step, or None when the ramp is done."""
+        if self.bad is None:
+            return self.rates[0] if self.rates else None
+        if self.good is None or self.refine <= 0:
+            return None
+        return float(round((self.good * self.bad) ** 0.5))
+
+    def run_next(self) -> dict[str, Any]:
+        """Run the next step and move the ramp on."""
+        rate = self.next_rate()
+        assert rate is not None, "the ramp is done"
+        step = _step(
+            self.pool, self.server, len(self.steps), rate, self.step_seconds,
+            self.worker_pairs, self.quiet,
+        )  # fmt: skip
+        self.steps.append(step)
+        if not step["held"] and not self.missed_once:
+            self.missed_once = True  # the same rate once more
+            return step
+        self.missed_once = False
+        refining = self.bad is not None
+        if step["held"]:
+            self.good = rate
+        else:
+            self.bad = rate
+        if refining:
+            self.refine -= 1
+        elif step["held"]:
+            self.rates.pop(0)
+        return step
+
+    def finish(self) -> dict[str, Any]:
+        """Close the sockets; the summary: the best held step, losses, every step."""
+        accounting = _sum(self.pool.call_all("accounting"))
+        self.pool.call_all("close_all")
+        return _summary(self.server, self.steps, accounting, len(self.users))
 
 
 def run_live(
@@ -49,55 +128,34 @@ def run_live(
     step_seconds: float = 3.0,
     refine: int = 2,
     on_measure: Callable[[], object] | None = None,
+    quiet: QuietWindow | None = None,
 ) -> dict[str, Any]:
-    """Run the ramp against ``server``; return the summary with every step.
+    """Run one server's whole ramp; return the summary with every step.
 
     ``on_measure`` is called once everyone is connected, just before the first step (the
-    profiler starts there).
+    profiler starts there). With ``quiet``, each step waits for a quiet machine first.
     """
-    pairs = [[users[i][0], users[i + 1][0]] for i in range(0, len(users) - 1, 2)]
-    worker_pairs = split(pairs, pool.size)
-    cookies = dict(users)
-    steps: list[dict[str, Any]] = []
-    pool.target(endpoint)
-    connected = pool.call(
-        "connect",
-        [{"users": [(n, cookies[n]) for pair in share for n in pair]} for share in worker_pairs],
-    )
-    failed = sum(sum(r["failed"].values()) for r in connected)
-    if failed:
-        raise RuntimeError(f"{server.spec.name}: {failed} sockets refused: {connected}")
+    ramper = Ramp(
+        pool, server, endpoint, users, ramp=ramp, step_seconds=step_seconds, refine=refine,
+        quiet=quiet,
+    )  # fmt: skip
     if on_measure is not None:
         on_measure()
+    while ramper.next_rate() is not None:
+        ramper.run_next()
+    return ramper.finish()
 
-    def run_step(rate: float) -> dict[str, Any]:
-        # A step that misses is run once more before it counts: the machine is shared, and
-        # one stall elsewhere should not end the ramp.
-        for _attempt in range(2):
-            step = _step(pool, server, len(steps), rate, step_seconds, worker_pairs)
-            steps.append(step)
-            if step["held"]:
-                break
-        return step
 
-    good: float | None = None
-    bad: float | None = None
-    for rate in ramp:
-        if run_step(rate)["held"]:
-            good = rate
-        else:
-            bad = rate
+def run_interleaved(ramps: dict[str, Ramp]) -> dict[str, dict[str, Any]]:
+    """Run several servers' ramps step by step in turn, so that whatever else the machine is
+    doing at some moment falls on all of them alike; return each one's summary."""
+    while True:
+        pending = [ramp for ramp in ramps.values() if ramp.next_rate() is not None]
+        if not pending:
             break
-    for _ in range(refine if good is not None and bad is not None else 0):
-        assert good is not None and bad is not None
-        middle = round((good * bad) ** 0.5)
-        if run_step(middle)["held"]:
-            good = middle
-        else:
-            bad = middle
-    accounting = _sum(pool.call_all("accounting"))
-    pool.call_all("close_all")
-    return _summary(server, steps, accounting, len(users))
+        for ramp in pending:
+            ramp.run_next()
+    return {name: ramp.finish() for name, ramp in ramps.items()}
 
 
 def _step(
@@ -107,7 +165,9 @@ def _step(
     rate: float,
     seconds: float,
     worker_pairs: list[list[list[str]]],
+    quiet: QuietWindow | None,
 ) -> dict[str, Any]:
+    other_before = quiet.wait() if quiet is not None else None
     started = time.monotonic()
     start_at = started + 0.3
     cpu0 = server.cpu_seconds()
@@ -159,6 +219,7 @@ def _step(
         "loadgen_max_lag_ms": round(max(r["max_lag_s"] for r in results) * 1000, 1),
         # Everything else on the machine (other people's tests...): the noise in this step.
         "other_cpu": round(max(0.0, machine_cpu - server_cpu - loadgen_cpu) / wall, 2),
+        "other_cpu_before": other_before,
     }
     step["held"] = bool(
         p99 < P99_LIMIT_MS and sent == acked == arrived and not errors and not closes and sent

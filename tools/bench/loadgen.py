@@ -224,7 +224,9 @@ class Worker:
 
     # Offline drain -------------------------------------------------------------------------
 
-    async def fill(self, pairs: list[list[str]], per_pair: int, rate_per_socket: float) -> dict:
+    async def fill(
+        self, pairs: list[list[str]], per_pair: int, rate_per_socket: float
+    ) -> dict[str, Any]:
         """Each pair's first user sends ``per_pair`` messages to the second (who is offline)."""
         started = time.monotonic()
 

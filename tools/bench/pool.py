@@ -32,7 +32,7 @@ class Pool:
         for index in range(size):
             parent_end, child_end = context.Pipe()
             cpu = cpus[index % len(cpus)] if cpus else None
-            proc = context.Process(
+            proc = context.Process(  # type: ignore[attr-defined]
                 target=worker_main,
                 args=(child_end, envelope_json, cpu),
                 name=f"bench-worker-{index}",
@@ -54,7 +54,9 @@ class Pool:
         """Close every socket, forget everything, and aim at ``endpoint`` from now on."""
         self.call_all("target", endpoint=endpoint)
 
-    def call(self, method: str, per_worker: list[dict[str, Any]], timeout: float = 600) -> list:
+    def call(
+        self, method: str, per_worker: list[dict[str, Any]], timeout: float = 600
+    ) -> list[Any]:
         """Call ``method`` on every worker with its own kwargs; return their results in order."""
         for pipe, kwargs in zip(self.pipes, per_worker, strict=True):
             pipe.send((method, kwargs))
@@ -68,7 +70,7 @@ class Pool:
             results.append(value)
         return results
 
-    def call_all(self, method: str, timeout: float = 600, **kwargs: Any) -> list:
+    def call_all(self, method: str, timeout: float = 600, **kwargs: Any) -> list[Any]:
         """Call ``method`` with the same kwargs on every worker."""
         return self.call(method, [kwargs] * self.size, timeout)
 

@@ -63,8 +63,19 @@ class ServerSpec:
     """What to run: a name for the report, how to build the command line, its environment."""
 
     name: str
-    kind: str  # "ours-hypercorn" | "ours-uvicorn" | "quart-relay" | "websockets-relay"
+    # "ours-hypercorn" | "ours-uvicorn" | "quart-relay" | "websockets-relay" | ..., optionally
+    # with what-if patches: "ours-hypercorn+fastsend+onehop" (tools/bench/experiments.py).
+    kind: str
     env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        """The kind without its experiments."""
+        return self.kind.split("+", 1)[0]
+
+    @property
+    def experiments(self) -> str:
+        return self.kind.partition("+")[2]
 
 
 def command_for(kind: str, fd: int, port: int) -> list[str]:
@@ -80,7 +91,7 @@ def command_for(kind: str, fd: int, port: int) -> list[str]:
             f"fd://{fd}",
             "securechat:create_app()",
         ]
-    if kind == "ours-uvicorn":  # make run's limits, translated to Uvicorn's options
+    if kind in ("ours-uvicorn", "ours-uvicorn-deflate"):  # make run's limits, in Uvicorn's terms
         return [
             str(BIN / "uvicorn"),
             "--factory",
@@ -102,9 +113,9 @@ def command_for(kind: str, fd: int, port: int) -> list[str]:
             "--ws-ping-interval",
             "20",
             # The app declines permessage-deflate on Hypercorn (securechat/wsguard.py); Uvicorn
-            # needs telling.
+            # needs telling. ("-deflate": Uvicorn's default, to measure what it costs.)
             "--ws-per-message-deflate",
-            "false",
+            "true" if kind.endswith("deflate") else "false",
             "--timeout-keep-alive",
             "5",
             "--no-server-header",
@@ -144,13 +155,17 @@ class Server:
             SECURECHAT_ADMIN_TOKEN=self.admin_token,
             PYTHONPATH=str(ROOT),
         )
+        if self.spec.experiments:
+            env["PYTHONPATH"] = f"{ROOT / 'tools' / 'bench' / 'whatif'}{os.pathsep}{ROOT}"
+            env["BENCH_EXPERIMENTS"] = self.spec.experiments
         env.update(self.spec.env)
         return env
 
     def start(self, timeout: float = 30.0) -> Server:
         """Initialise the data directory (as `make run` does), start, wait for /healthz."""
         env = self.environment()
-        if self.spec.kind.startswith("ours"):
+        # `make run` initialises the data directory first; once done, it would change nothing.
+        if self.spec.kind.startswith("ours") and not (self.data_dir / "data").exists():
             subprocess.run(
                 [sys.executable, "-m", "securechat", "init"],
                 cwd=ROOT,
@@ -162,8 +177,8 @@ class Server:
         sock = listening_socket()
         port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        command = command_for(self.spec.kind, sock.fileno(), port)
-        if self.spec.kind == "ours-uvicorn":
+        command = command_for(self.spec.base, sock.fileno(), port)
+        if self.spec.kind.startswith("ours-uvicorn"):
             sock.close()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603 (our own fixed command line)
@@ -259,6 +274,31 @@ def machine_busy_seconds() -> float:
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+class QuietWindow:
+    """Waits, within a budget of seconds for the whole run, until the rest of the machine is quiet.
+
+    The machine is shared (other people's tests run on it). Before a measurement, the CPU used
+    by everything but ``ours`` (the server and the load generator, idle at that moment) is
+    sampled over half a second; above ``threshold`` cores, it waits and samples again, until
+    the budget is spent. What was found is returned, to be reported with the measurement.
+    """
+
+    def __init__(self, budget: float = 60.0, threshold: float = 0.3) -> None:
+        self.budget = budget
+        self.threshold = threshold
+
+    def wait(self) -> float:
+        """Block until quiet (or out of budget); return the other CPU load last seen, in cores."""
+        while True:
+            started, busy0 = time.monotonic(), machine_busy_seconds()
+            time.sleep(0.5)
+            elapsed = time.monotonic() - started
+            other = (machine_busy_seconds() - busy0) / elapsed
+            if other <= self.threshold or self.budget <= 0:
+                return round(other, 2)
+            self.budget -= elapsed
 
 
 def machine() -> dict[str, object]:

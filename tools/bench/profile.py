@@ -1,7 +1,7 @@
 """Profile our server under load with py-spy, and print its hot spots thread by thread.
 
     python -m tools.bench.profile live --rate 1000 --seconds 15
-    python -m tools.bench.profile drain --pairs 200 --per-pair 200
+    python -m tools.bench.profile drain --recipients 200
     python -m tools.bench.profile report FILE            (a raw profile recorded earlier)
 
 Starts the server (``make run``'s configuration) with fresh accounts, brings the load to where
@@ -66,14 +66,17 @@ class Spy:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("scenario", choices=["live", "drain", "report"])
     parser.add_argument("file", nargs="?", type=Path, help="report: the raw profile")
     parser.add_argument("--rate", type=float, default=1000, help="live: offered msgs/s")
     parser.add_argument("--seconds", type=float, default=15, help="live: how long")
     parser.add_argument("--users", type=int, default=1000, help="live: connected users")
-    parser.add_argument("--pairs", type=int, default=200, help="drain: offline recipients")
-    parser.add_argument("--per-pair", type=int, default=200, help="drain: messages each")
+    parser.add_argument("--recipients", type=int, default=200, help="drain: offline users")
     parser.add_argument("--kind", default="ours-hypercorn")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
@@ -95,7 +98,7 @@ def profile(args: argparse.Namespace, raw: Path) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="securechat-profile-"))
     materials = accounts.key_material(2, LIGHT_ITERATIONS)
     envelope = accounts.make_envelope(materials[0])
-    count = args.users if args.scenario == "live" else 2 * args.pairs
+    count = args.users if args.scenario == "live" else 5 * args.recipients
     names = [f"prof-{index:05d}" for index in range(count)]
     spec = ServerSpec(args.kind, args.kind, dict(LIGHT_SETTINGS))
     try:
@@ -113,9 +116,9 @@ def profile(args: argparse.Namespace, raw: Path) -> dict[str, Any]:
                 spy.wait()
                 return result["steps"][0]  # type: ignore[no-any-return]
             spy = Spy(server.worker_pid(), raw, 8)
-            pairs = [(users[i], users[i + 1]) for i in range(0, len(users) - 1, 2)]
+            recipients, senders = users[: args.recipients], users[args.recipients :]
             drained = run_drain(
-                pool, server, endpoint, pairs, per_pair=args.per_pair, on_measure=spy.start
+                pool, server, endpoint, recipients, senders, per_sender=50, on_measure=spy.start
             )
             spy.wait()
             return drained

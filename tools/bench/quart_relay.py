@@ -36,7 +36,7 @@ class _DeclinedDeflate(Extension):
         return None
 
 
-ws_stream.PerMessageDeflate = _DeclinedDeflate  # type: ignore[misc]
+ws_stream.PerMessageDeflate = _DeclinedDeflate  # type: ignore[attr-defined,assignment]
 app = Quart(__name__)
 relay = Relay()
 

@@ -95,20 +95,32 @@ def _rows(by_name: dict[str, dict[str, Any]]) -> list[str]:
         rows.append(_loss_row("offline drain", drain))
     capacity = by_name.get("capacity")
     if capacity:
-        plain, packed = capacity["without_compression"], capacity["with_compression"]
+        plain, offered = capacity["without_compression"], capacity["offered_compression"]
         rows.append(
             f"| capacity | idle authenticated sockets held by one process | "
             f"{plain['connections']:,} of {plain['target']:,} | 10,000 | "
             f"{_yes(plain['connections'], 10_000)} |"
         )
+        per_conn = plain["rss_per_conn_kib"]
         rows.append(
-            f"| capacity | resident memory per socket, no compression | "
-            f"{plain['rss_per_conn_kib']} KiB | < 64 KB | {_yes(62.5, plain['rss_per_conn_kib'])} |"
+            f"| capacity | resident memory per socket, no compression offered | "
+            f"{per_conn} KiB | < 64 KB (62.5 KiB) | {_yn(per_conn < 62.5)} |"
         )
         rows.append(
-            f"| capacity | resident memory per socket, permessage-deflate | "
-            f"{packed['rss_per_conn_kib']} KiB ({packed['connections']:,} sockets) | reported | |"
+            f"| capacity | ... compression offered (as browsers do), declined by the server | "
+            f"{offered['rss_per_conn_kib']} KiB ({offered['deflate_negotiated']} sockets "
+            f"compressed) | reported | |"
         )
+        negotiated = capacity.get("negotiated_compression")
+        if negotiated:
+            plain_uvicorn = capacity["uvicorn_without_compression"]
+            rows.append(
+                f"| capacity | ... permessage-deflate negotiated (our app on Uvicorn, which "
+                f"agrees to it) vs not (Uvicorn, no offer) | {negotiated['rss_per_conn_kib']} vs "
+                f"{plain_uvicorn['rss_per_conn_kib']} KiB: deflate costs "
+                f"{capacity['deflate_cost_per_conn_kib']} KiB per socket "
+                f"({negotiated['deflate_negotiated']:,} sockets compressed) | reported | |"
+            )
     login = by_name.get("login")
     if login:
         a = login.get("argon2", {})
@@ -132,23 +144,31 @@ def _loss_row(name: str, line: dict[str, Any]) -> str:
 
 def _live_steps(runs: dict[str, dict[str, Any]]) -> list[str]:
     out = [
-        "Every step of the live ramps (offered and delivered msgs/s, latency in ms, CPU in cores):",
+        "Every step of the live ramps, server by server (in time, the servers' steps were",
+        "interleaved), in the order run: offered and delivered msgs/s, latency in ms, and the CPU",
+        "(in cores) used by the server, by the load generator and by everything else on the",
+        "machine (other people's work: the noise). A missed step is run once more before it",
+        "counts.",
         "",
-        "| server | offered | delivered | p50 | p99 | server CPU | load-generator CPU | held |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| server | offered | delivered | p50 | p99 | server CPU | generator CPU | other CPU | held |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for kind, run in runs.items():
         for step in run["steps"]:
             out.append(
                 f"| {kind} | {step['offered_per_s']:,} | {step['delivered_per_s']:,} | "
                 f"{step['p50_ms']} | {step['p99_ms']} | {step['server_cpu']} | "
-                f"{step['loadgen_cpu']} | {_yn(step['held'])} |"
+                f"{step['loadgen_cpu']} | {step.get('other_cpu')} | {_yn(step['held'])} |"
             )
     return out
 
 
 def plot_latency(runs: dict[str, dict[str, Any]], path: Path) -> None:
-    """p50 (dashed) and p99 (solid) latency against offered load, one colour per server."""
+    """p50 (dashed) and p99 (solid) latency against offered load, one colour per server.
+
+    A rate run twice (a step that missed, then its retry) is drawn at its last attempt; the
+    first attempt shows as a faint dot.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,24 +176,19 @@ def plot_latency(runs: dict[str, dict[str, Any]], path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
     for index, (kind, run) in enumerate(runs.items()):
-        steps = sorted(run["steps"], key=lambda s: s["offered_per_s"])
-        colour = f"C{index}"
+        colour, label = f"C{index}", LABELS.get(kind, kind)
+        # A rate run twice (a retry) is drawn at its last attempt; earlier ones as faint dots.
+        last = {step["offered_per_s"]: step for step in run["steps"]}
+        retried = [step for step in run["steps"] if last[step["offered_per_s"]] is not step]
+        steps = [last[rate] for rate in sorted(last)]
         x = [s["offered_per_s"] for s in steps]
+        axes.plot(x, [s["p99_ms"] for s in steps], "o-", color=colour, label=f"{label} p99")
         axes.plot(
-            x,
-            [s["p99_ms"] for s in steps],
-            "o-",
-            color=colour,
-            label=f"{LABELS.get(kind, kind)} p99",
+            x, [s["p50_ms"] for s in steps], "x--", color=colour, alpha=0.6, label=f"{label} p50"
         )
-        axes.plot(
-            x,
-            [s["p50_ms"] for s in steps],
-            "x--",
-            color=colour,
-            alpha=0.7,
-            label=f"{LABELS.get(kind, kind)} p50",
-        )
+        if retried:
+            x_retried = [s["offered_per_s"] for s in retried]
+            axes.plot(x_retried, [s["p99_ms"] for s in retried], "o", color=colour, alpha=0.25)
     axes.axhline(50, color="grey", linestyle=":", label="p99 limit (50 ms)")
     axes.set_xscale("log")
     axes.set_yscale("log")
