@@ -2,8 +2,8 @@
  * Small, accessible UI pieces shared by the pages: DOM building, pop-ups, field errors and
  * the busy state of a form.
  *
- * Data reaches the page only as textContent or attribute values set here: never innerHTML,
- * insertAdjacentHTML or document.write, so a hostile username or user agent stays text.
+ * Data reaches the page only as textContent or attribute values set here, never parsed as
+ * HTML from a string, so a hostile username or user agent stays text.
  * Pop-ups (WAI-ARIA 1.2): an error is a new role="alert" element, announced at once; news is
  * added to the page's persistent role="status" region, announced politely.
  */
