@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from quart import Quart
 from quart_auth import QuartAuth
 
+from securechat.clock import now_ms
 from securechat.config import PROJECT_ROOT, Config
 
 if TYPE_CHECKING:
@@ -134,10 +135,10 @@ async def purge_dead_sessions(state: AppState) -> int:
     Housekeeping: a failure is logged and the server carries on (the next run tries again).
     """
     config = state.config
-    now_ms = time.time_ns() // 1_000_000
+    now = now_ms()
     try:
         deleted = await state.store.sessions.purge_dead(
-            now_ms - config.session_retention_days * 86_400_000,
+            now - config.session_retention_days * 86_400_000,
             config.session_idle_timeout * 1000,
         )
     except Exception:

@@ -17,13 +17,13 @@ from quart import Blueprint, Response, jsonify
 
 from securechat import validation
 from securechat.api import client_address, json_body
+from securechat.clock import now_ms
 from securechat.config import Config
 from securechat.errors import InvalidCredentials, NotFound, Throttled
 from securechat.hashing import AuthKeyHasher
 from securechat.sessions import (
     end_session,
     notify_session_ended,
-    now_ms,
     require_session,
     start_session,
     store,

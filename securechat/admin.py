@@ -21,8 +21,9 @@ from prometheus_client.core import (
 from quart import Blueprint, Response, jsonify, request
 
 from securechat import __version__
+from securechat.clock import now_ms
 from securechat.errors import NotAuthenticated, NotFound
-from securechat.sessions import now_ms, store
+from securechat.sessions import store
 from securechat.state import AppState, state
 
 blueprint = Blueprint("admin", __name__)

@@ -32,14 +32,22 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def parse_uint(raw: str) -> int:
+    """A non-negative integer of at most 19 ASCII digits; ValueError otherwise."""
+    if not _ASCII_DIGITS.fullmatch(raw):
+        raise ValueError("not a non-negative integer")
+    return int(raw)
+
+
 def int_arg(name: str, *, default: int, minimum: int, maximum: int) -> int:
     """An integer query parameter within bounds."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not _ASCII_DIGITS.fullmatch(raw):
-        raise InvalidField(name, f"{name} must be a non-negative integer")
-    value = int(raw)
+    try:
+        value = parse_uint(raw)
+    except ValueError:
+        raise InvalidField(name, f"{name} must be a non-negative integer") from None
     if not minimum <= value <= maximum:
         raise InvalidField(name, f"{name} must be between {minimum} and {maximum}")
     return value

@@ -27,9 +27,11 @@ from quart import Blueprint, Quart, Response, jsonify, websocket
 from quart.wrappers import Websocket
 
 from securechat import wsguard
+from securechat.api import parse_uint
 from securechat.chatsession import ChatSession
+from securechat.clock import now_ms
 from securechat.config import Config
-from securechat.delivery import ChatStats, Delivery, Principal, now_ms
+from securechat.delivery import ChatStats, Delivery, Principal
 from securechat.hub import Broker, Connection, Hub, LocalBroker, TooManyConnections
 from securechat.presence import Presence
 from securechat.protocol import SEQ_LIMIT, CloseCode, presence_frame
@@ -177,9 +179,10 @@ def _initial_cursor() -> int | None:
     raw = websocket.args.get("after")
     if raw is None:
         return None
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) >= SEQ_LIMIT:
+    after = parse_uint(raw)
+    if after >= SEQ_LIMIT:
         raise ValueError("after must be a seq")
-    return int(raw)
+    return after
 
 
 def _refuse(service: ChatService, code: str, message: str) -> tuple[Response, int]:

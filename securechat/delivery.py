@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from securechat.clock import now_ms
 from securechat.config import Config
 from securechat.hub import Broker, Connection
 from securechat.protocol import (
@@ -139,11 +139,6 @@ class _PendingMark:
     author: Principal
     seq: int
     status: MarkStatus
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds since the epoch (the ``ts`` of messages and receipts)."""
-    return time.time_ns() // 1_000_000
 
 
 class Delivery:
@@ -352,5 +347,4 @@ __all__ = [
     "Delivery",
     "Principal",
     "Sequenced",
-    "now_ms",
 ]

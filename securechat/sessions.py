@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
@@ -18,6 +17,7 @@ from typing import ParamSpec, TypeVar
 from quart import g, has_request_context, request, websocket
 from quart_auth import AuthUser, current_user, login_user, logout_user
 
+from securechat.clock import now_ms
 from securechat.errors import NotAuthenticated
 from securechat.state import state
 from securechat.store import Session, Store, User
@@ -28,11 +28,6 @@ R = TypeVar("R")
 # Activity is written back at most this often per session, not on every request.
 TOUCH_INTERVAL_MS = 60_000
 USER_AGENT_MAX = 200
-
-
-def now_ms() -> int:
-    """Wall-clock time in milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
 
 
 def hash_session_id(auth_id: str) -> str:

@@ -6,42 +6,32 @@ async function there; binary values cross the boundary as base64 strings.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import Page
 
 from securechat import e2e
+from tests import vectorkit
 from tests.vectors import make_e2e_vectors
 
 pytestmark = pytest.mark.browser
 
-VECTORS = Path(__file__).parent / "vectors" / "e2e.json"
-
 
 @pytest.fixture(name="vectors", scope="module")
 def _vectors() -> dict[str, Any]:
-    return json.loads(VECTORS.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-
-
-def _identity(vectors: dict[str, Any], name: str) -> e2e.Identity:
-    keys = vectors["identities"][name]
-    return e2e.Identity.from_pkcs8(
-        e2e.b64decode(keys["enc_pkcs8"]), e2e.b64decode(keys["sign_pkcs8"])
-    )
+    return vectorkit.load("e2e")
 
 
 @pytest.fixture(name="alice", scope="module")
 def _alice(vectors: dict[str, Any]) -> e2e.Identity:
-    return _identity(vectors, "alice")
+    return vectorkit.identity(vectors, "alice")
 
 
 @pytest.fixture(name="bob", scope="module")
 def _bob(vectors: dict[str, Any]) -> e2e.Identity:
-    return _identity(vectors, "bob")
+    return vectorkit.identity(vectors, "bob")
 
 
 # In the page: `c` is the crypto module, `arg` the argument, and `fromVector(keys)` imports an

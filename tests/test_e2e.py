@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import unicodedata
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,32 +12,25 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from securechat import e2e
+from tests import vectorkit
 from tests.vectors import make_e2e_vectors
 
-VECTORS = Path(__file__).parent / "vectors" / "e2e.json"
 TAMPERABLE_FIELDS = ["iv", "ct", "rk", "sk", "sig"]
 
 
 @pytest.fixture(name="vectors", scope="module")
 def _vectors() -> dict[str, Any]:
-    return json.loads(VECTORS.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-
-
-def _identity(vectors: dict[str, Any], name: str) -> e2e.Identity:
-    keys = vectors["identities"][name]
-    return e2e.Identity.from_pkcs8(
-        e2e.b64decode(keys["enc_pkcs8"]), e2e.b64decode(keys["sign_pkcs8"])
-    )
+    return vectorkit.load("e2e")
 
 
 @pytest.fixture(name="alice", scope="module")
 def _alice(vectors: dict[str, Any]) -> e2e.Identity:
-    return _identity(vectors, "alice")
+    return vectorkit.identity(vectors, "alice")
 
 
 @pytest.fixture(name="bob", scope="module")
 def _bob(vectors: dict[str, Any]) -> e2e.Identity:
-    return _identity(vectors, "bob")
+    return vectorkit.identity(vectors, "bob")
 
 
 @pytest.fixture(name="carol", scope="module")
@@ -116,7 +107,7 @@ def test_derivation_normalises_password_nfkc(vectors: dict[str, Any]) -> None:
 @pytest.mark.parametrize("name", ["alice", "bob"])
 def test_vector_identity_public_keys_and_fingerprints(vectors: dict[str, Any], name: str) -> None:
     """The vector private keys yield the vector public keys and fingerprints."""
-    identity, keys = _identity(vectors, name), vectors["identities"][name]
+    identity, keys = vectorkit.identity(vectors, name), vectors["identities"][name]
     assert e2e.b64encode(identity.enc_public_spki) == keys["enc_spki"]
     assert e2e.b64encode(identity.sign_public_spki) == keys["sign_spki"]
     assert e2e.fingerprint(identity.enc_public_spki) == keys["enc_fingerprint"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from securechat.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests import vectorkit
 
 VECTORS_DIR = Path(__file__).parent / "vectors"
 MAX_SIZE = 300
@@ -34,8 +34,7 @@ OTHER = bytes(range(32))
 @pytest.fixture(name="vectors", scope="module")
 def _vectors() -> dict[str, Any]:
     """The known-answer vectors of tests/vectors/merkle.json."""
-    data: dict[str, Any] = json.loads((VECTORS_DIR / "merkle.json").read_text("utf-8"))
-    return data
+    return vectorkit.load("merkle")
 
 
 @pytest.fixture(name="ref_tree", scope="module")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +11,10 @@ from playwright.async_api import Page
 
 from securechat.merkle import MerkleTree, node_hash
 from securechat.transparency import SignedTreeHead, tree_head_bytes, user_hash
+from tests import vectorkit
 
 pytestmark = pytest.mark.browser
 
-VECTORS = Path(__file__).parent / "vectors" / "merkle.json"
 
 # Runs first in every snippet: the module under test, and hex <-> bytes helpers.
 PRELUDE = """
@@ -29,8 +27,7 @@ const toHex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(
 @pytest.fixture(name="vectors", scope="module")
 def _vectors() -> dict[str, Any]:
     """The known-answer vectors of tests/vectors/merkle.json."""
-    data: dict[str, Any] = json.loads(VECTORS.read_text("utf-8"))
-    return data
+    return vectorkit.load("merkle")
 
 
 @pytest.fixture(name="spki_hex")

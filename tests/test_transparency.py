@@ -6,7 +6,6 @@ import base64
 import dataclasses
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +23,8 @@ from securechat.transparency import (
     user_hash,
     verify_tree_head,
 )
+from tests import vectorkit
 
-VECTORS = Path(__file__).parent / "vectors" / "merkle.json"
 ROOT = hashlib.sha256(b"some root").digest()
 FP = bytes(32)
 
@@ -33,8 +32,7 @@ FP = bytes(32)
 @pytest.fixture(name="vectors", scope="module")
 def _vectors() -> dict[str, Any]:
     """The known-answer vectors of tests/vectors/merkle.json."""
-    data: dict[str, Any] = json.loads(VECTORS.read_text("utf-8"))
-    return data
+    return vectorkit.load("merkle")
 
 
 @pytest.fixture(name="key")
