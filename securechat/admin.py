@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
@@ -15,6 +15,7 @@ from prometheus_client import generate_latest as render_metrics
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
     SummaryMetricFamily,
 )
@@ -25,6 +26,7 @@ from securechat.clock import now_ms
 from securechat.errors import NotAuthenticated, NotFound
 from securechat.sessions import store
 from securechat.state import AppState, state
+from securechat.store.database import COMMIT_SECONDS_BUCKETS
 
 blueprint = Blueprint("admin", __name__)
 
@@ -127,10 +129,10 @@ def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
         count_value=stats.transactions,
         sum_value=stats.jobs,
     )
-    yield SummaryMetricFamily(
+    yield HistogramMetricFamily(
         "securechat_db_commit_seconds",
-        "Time from BEGIN to COMMIT of each write transaction, fsync included",
-        count_value=stats.transactions,
+        "Time from BEGIN to the end of COMMIT of each write transaction, fsync included",
+        buckets=_cumulative(COMMIT_SECONDS_BUCKETS, stats.commit_seconds_counts),
         sum_value=stats.commit_seconds_total,
     )
     yield GaugeMetricFamily(
@@ -141,6 +143,15 @@ def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
         "Most jobs committed in one transaction since start",
         value=stats.largest_batch,
     )
+
+
+def _cumulative(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
+    """Prometheus histogram buckets (``le`` label, cumulative count) from per-bucket counts."""
+    buckets, total = [], 0
+    for bound, count in zip(bounds, counts, strict=True):
+        total += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(total)))
+    return buckets
 
 
 def _hub_metrics(hub: Any) -> Iterator[Metric]:

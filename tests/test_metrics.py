@@ -109,6 +109,17 @@ async def test_counters_move_with_real_traffic(base_url: str, signed_up):  # typ
         > before["securechat_db_commit_batch_jobs_count"]
     )
     assert after["securechat_db_commit_seconds_sum"] > before["securechat_db_commit_seconds_sum"]
+    # A histogram: cumulative buckets, the last (+Inf) equal to the count of transactions.
+    assert (
+        after["securechat_db_commit_seconds_bucket{le=+Inf}"]
+        == after["securechat_db_commit_seconds_count"]
+        == after["securechat_db_commit_batch_jobs_count"]
+    )
+    assert (
+        after["securechat_db_commit_seconds_bucket{le=0.001}"]
+        <= after["securechat_db_commit_seconds_bucket{le=0.01}"]
+        <= after["securechat_db_commit_seconds_bucket{le=+Inf}"]
+    )
     assert after["securechat_argon2_operations_total"] >= 4  # two registrations, two logins
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from securechat.config import PROJECT_ROOT
@@ -56,8 +56,8 @@ async def test_concurrent_writes_share_one_transaction(store: Store):
 async def test_failing_job_rolls_back_alone(store: Store):
     """A job that fails mid-way leaves no partial write and does not sink its batch."""
 
-    async def half_then_fail(connection: aiosqlite.Connection) -> None:
-        await connection.execute(
+    def half_then_fail(connection: sqlite3.Connection) -> None:
+        connection.execute(
             "INSERT INTO users (username, salt, iterations, auth_hash, enc_public_key,"
             " sign_public_key, key_backup, created_at, keys_updated_at)"
             " VALUES ('ghost', x'00', 1, 'h', x'00', x'00', 'b', 0, 0)"
@@ -74,6 +74,30 @@ async def test_failing_job_rolls_back_alone(store: Store):
     assert await store.accounts.user_by_name("ghost") is None
     assert await store.accounts.user_by_name("alice") is not None
     assert await store.accounts.user_by_name("bob") is not None
+
+
+async def test_jobs_run_off_the_event_loop_in_one_transaction(store: Store):
+    """Every job of a batch runs on the writer thread, inside the batch's one transaction."""
+    seen: list[tuple[str, bool]] = []
+
+    def where(connection: sqlite3.Connection) -> None:
+        seen.append((threading.current_thread().name, connection.in_transaction))
+
+    before = store.db.stats.transactions
+    await asyncio.gather(*(store.db.write(where) for _ in range(20)))
+    assert len(seen) == 20
+    assert {name for name, _ in seen} != {threading.current_thread().name}
+    assert all(name.startswith("sqlite-writer") and inside for name, inside in seen)
+    assert store.db.stats.transactions - before == 1
+
+
+async def test_commit_times_are_counted_in_buckets(store: Store):
+    """The commit-time histogram counts every transaction once."""
+    for i in range(3):
+        await store.accounts.add_user(_user(f"user{i}"), i)
+    stats = store.db.stats
+    assert sum(stats.commit_seconds_counts) == stats.transactions >= 3
+    assert stats.commit_seconds_total > 0
 
 
 async def test_registration_race_has_one_winner(store: Store):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-import aiosqlite
-
 from securechat.errors import UsernameTaken
 from securechat.store.database import Database
 from securechat.store.directory import append_key_entry
@@ -74,9 +72,9 @@ class AccountStore:
     async def add_user(self, user: NewUser, now_ms: int) -> int:
         """Insert a user; raise UsernameTaken if the name exists (the UNIQUE index decides races)."""
 
-        async def job(connection: aiosqlite.Connection) -> int:
+        def job(connection: sqlite3.Connection) -> int:
             try:
-                cursor = await connection.execute(
+                cursor = connection.execute(
                     "INSERT INTO users (username, salt, iterations, auth_hash, enc_public_key,"
                     " sign_public_key, key_backup, created_at, keys_updated_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -96,7 +94,7 @@ class AccountStore:
                 raise UsernameTaken() from error
             assert cursor.lastrowid is not None
             # Same transaction: a user never exists without a key directory log entry.
-            await append_key_entry(
+            append_key_entry(
                 connection, user.username, user.enc_public_key, user.sign_public_key, now_ms
             )
             return cursor.lastrowid
@@ -178,13 +176,15 @@ class SessionStore:
     async def revoke_others(self, user_id: int, keep_session_id: str, now_ms: int) -> list[str]:
         """End every live session of a user but one; return the ids ended."""
 
-        async def job(connection: aiosqlite.Connection) -> list[str]:
-            async with connection.execute(
-                "SELECT id FROM sessions WHERE user_id = ? AND id != ? AND revoked_at IS NULL",
-                (user_id, keep_session_id),
-            ) as cursor:
-                ids = [row[0] for row in await cursor.fetchall()]
-            await connection.execute(
+        def job(connection: sqlite3.Connection) -> list[str]:
+            ids = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT id FROM sessions WHERE user_id = ? AND id != ? AND revoked_at IS NULL",
+                    (user_id, keep_session_id),
+                )
+            ]
+            connection.execute(
                 "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND id != ?"
                 " AND revoked_at IS NULL",
                 (now_ms, user_id, keep_session_id),
@@ -196,17 +196,14 @@ class SessionStore:
     async def revoke_by_public_id(self, user_id: int, public_id: str, now_ms: int) -> str | None:
         """End the user's session with this public id; return its id, or None if none was live."""
 
-        async def job(connection: aiosqlite.Connection) -> str | None:
-            async with connection.execute(
+        def job(connection: sqlite3.Connection) -> str | None:
+            row = connection.execute(
                 "SELECT id FROM sessions WHERE user_id = ? AND public_id = ? AND revoked_at IS NULL",
                 (user_id, public_id),
-            ) as cursor:
-                row = await cursor.fetchone()
+            ).fetchone()
             if row is None:
                 return None
-            await connection.execute(
-                "UPDATE sessions SET revoked_at = ? WHERE id = ?", (now_ms, row[0])
-            )
+            connection.execute("UPDATE sessions SET revoked_at = ? WHERE id = ?", (now_ms, row[0]))
             return str(row[0])
 
         return await self.db.write(job)
@@ -233,14 +230,16 @@ class SessionStore:
     async def prune_oldest_beyond(self, user_id: int, keep: int, now_ms: int) -> list[str]:
         """Revoke the user's oldest live sessions beyond ``keep``; return the ids revoked."""
 
-        async def job(connection: aiosqlite.Connection) -> list[str]:
-            async with connection.execute(
-                "SELECT id FROM sessions WHERE user_id = ? AND revoked_at IS NULL"
-                " ORDER BY created_at DESC LIMIT -1 OFFSET ?",
-                (user_id, keep),
-            ) as cursor:
-                ids = [row[0] for row in await cursor.fetchall()]
-            await connection.executemany(
+        def job(connection: sqlite3.Connection) -> list[str]:
+            ids = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT id FROM sessions WHERE user_id = ? AND revoked_at IS NULL"
+                    " ORDER BY created_at DESC LIMIT -1 OFFSET ?",
+                    (user_id, keep),
+                )
+            ]
+            connection.executemany(
                 "UPDATE sessions SET revoked_at = ? WHERE id = ?", [(now_ms, i) for i in ids]
             )
             return ids
@@ -255,8 +254,8 @@ class SessionStore:
         those that ended more recently stay (the settings page lists recent ones).
         """
 
-        async def job(connection: aiosqlite.Connection) -> int:
-            cursor = await connection.execute(
+        def job(connection: sqlite3.Connection) -> int:
+            cursor = connection.execute(
                 "DELETE FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1"
                 " OR last_seen_at < ?1 - ?2",
                 (before_ms, idle_ms),

@@ -2,22 +2,35 @@
 
 SQLite allows one writer at a time. Rather than let coroutines contend for the lock, every
 write is a *job* queued to a single writer task. The task takes every job waiting (up to
-``batch_max``), runs them in one ``BEGIN IMMEDIATE`` transaction, each inside its own
-SAVEPOINT so one failing job rolls back alone, commits once and only then resolves the
-callers' futures. A caller that gets a result therefore holds a committed write, and a
-burst of concurrent writes costs one fsync instead of one each (group commit).
+``batch_max``) and hands them to the writer thread in one go: there they run in one
+``BEGIN IMMEDIATE`` transaction, each inside its own SAVEPOINT so one failing job rolls back
+alone, and the transaction commits once. Only then are the callers' futures resolved. A caller
+that gets a result therefore holds a committed write, and a burst of concurrent writes costs one
+fsync instead of one each (group commit).
+
+A job is a plain function of a ``sqlite3.Connection``, run on the writer thread, so a whole
+transaction costs one hand-over between the event loop and that thread, whatever it holds. (An
+``aiosqlite`` connection would cost one per statement: about ten per commit, each a wake-up of
+the loop and a hand-over of the GIL, which was a third of the server's CPU under load:
+docs/performance.md.) Reads go through an ``aiosqlite`` connection of their own, one hand-over
+per query.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiosqlite
 
@@ -26,8 +39,12 @@ from securechat.store.migrations import migrate
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Job = Callable[[aiosqlite.Connection], Awaitable[Any]]
+Job = Callable[[sqlite3.Connection], Any]
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+# Upper bounds (seconds) of the commit-time histogram's buckets; the last is +Inf.
+COMMIT_SECONDS_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, float("inf")
+)  # fmt: skip
 
 
 @dataclass
@@ -47,10 +64,22 @@ class WriterStats:
     last_batch: int = 0
     largest_batch: int = 0
     commit_seconds_total: float = 0.0
+    # Transactions by commit time, per bucket of COMMIT_SECONDS_BUCKETS (not cumulative).
+    commit_seconds_counts: list[int] = field(
+        default_factory=lambda: [0] * len(COMMIT_SECONDS_BUCKETS)
+    )
+
+    def record(self, size: int, seconds: float) -> None:
+        self.transactions += 1
+        self.jobs += size
+        self.last_batch = size
+        self.largest_batch = max(self.largest_batch, size)
+        self.commit_seconds_total += seconds
+        self.commit_seconds_counts[bisect.bisect_left(COMMIT_SECONDS_BUCKETS, seconds)] += 1
 
 
 class Database:
-    """Owns the SQLite connections; every statement goes through ``read`` or ``write``."""
+    """Owns the SQLite connections; every statement goes through ``fetch_*`` or ``write``."""
 
     def __init__(
         self,
@@ -69,7 +98,9 @@ class Database:
         self.busy_timeout_ms = busy_timeout_ms
         self.batch_max = batch_max
         self.stats = WriterStats()
-        self._writer: aiosqlite.Connection | None = None
+        # The writer connection lives on the writer thread and is used only there.
+        self._writer_thread: ThreadPoolExecutor | None = None
+        self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_PendingWrite] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
@@ -77,9 +108,13 @@ class Database:
     async def open(self) -> None:
         """Open both connections, apply the schema and start the writer task."""
         _create_private(self.path)
-        self._writer = await self._connect()
-        await migrate(self._writer, self.schema_path)
-        self._reader = await self._connect()
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._writer = await self._on_writer_thread(self._connect_writer)
+        await self._on_writer_thread(migrate, self._writer, self.schema_path)
+        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        self._reader.row_factory = aiosqlite.Row
+        for pragma in self._pragmas():
+            await self._reader.execute(pragma)
         self._writer_task = asyncio.create_task(self._run_writer(), name="sqlite-writer")
 
     async def close(self) -> None:
@@ -90,19 +125,36 @@ class Database:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
             self._writer_task = None
-        for connection in (self._reader, self._writer):
-            if connection is not None:
-                await connection.close()
-        self._reader = self._writer = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._writer_thread is not None:
+            if self._writer is not None:
+                await self._on_writer_thread(self._writer.close)
+                self._writer = None
+            self._writer_thread.shutdown(wait=True)
+            self._writer_thread = None
 
-    async def _connect(self) -> aiosqlite.Connection:
-        connection = await aiosqlite.connect(self.path, isolation_level=None)
-        connection.row_factory = aiosqlite.Row
-        await connection.execute("PRAGMA journal_mode = WAL")
-        await connection.execute(f"PRAGMA synchronous = {self.synchronous}")
-        await connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        await connection.execute("PRAGMA foreign_keys = ON")
+    def _pragmas(self) -> list[str]:
+        return [
+            "PRAGMA journal_mode = WAL",
+            f"PRAGMA synchronous = {self.synchronous}",
+            f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}",
+            "PRAGMA foreign_keys = ON",
+        ]
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        # Autocommit mode (isolation_level=None): the writer issues BEGIN and COMMIT itself.
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        for pragma in self._pragmas():
+            connection.execute(pragma)
         return connection
+
+    async def _on_writer_thread(self, function: Callable[..., T], *args: Any) -> T:
+        assert self._writer_thread is not None, "database is not open"
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer_thread, functools.partial(function, *args))
 
     # Reads -------------------------------------------------------------------------------
 
@@ -128,8 +180,13 @@ class Database:
 
     # Writes ------------------------------------------------------------------------------
 
-    async def write(self, job: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Queue ``job`` for the writer; return its result once its transaction has committed."""
+    async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue ``job`` for the writer; return its result once its transaction has committed.
+
+        ``job`` runs on the writer thread, inside a transaction: it must only run statements on
+        the connection it is given (no awaiting, no I/O of its own) and may raise to roll back
+        what it did.
+        """
         if self._writer_task is None:
             raise RuntimeError("database is not open")
         pending = _PendingWrite(job)
@@ -140,12 +197,7 @@ class Database:
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One write statement as its own job; returns the number of rows changed."""
         values = tuple(params)
-
-        async def job(connection: aiosqlite.Connection) -> int:
-            cursor = await connection.execute(sql, values)
-            return cursor.rowcount
-
-        return await self.write(job)
+        return await self.write(lambda connection: connection.execute(sql, values).rowcount)
 
     async def _run_writer(self) -> None:
         while True:
@@ -159,50 +211,46 @@ class Database:
                     self._queue.task_done()
 
     async def _commit_batch(self, batch: list[_PendingWrite]) -> None:
-        assert self._writer is not None
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        results: list[tuple[_PendingWrite, Any, BaseException | None]] = []
+        jobs = [pending.job for pending in batch]
         try:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            for pending in batch:
-                results.append(await self._run_job(pending))
-            await self._writer.execute("COMMIT")
+            outcomes, seconds = await self._on_writer_thread(self._commit_jobs, jobs)
         except Exception as error:  # the transaction as a whole failed: nothing was committed
             log.exception("write transaction failed")
-            await self._rollback()
             for pending in batch:
                 _settle(pending, None, error)
             return
-        self._record(len(batch), loop.time() - started)
-        for pending, value, job_error in results:
+        self.stats.record(len(batch), seconds)
+        for pending, (value, job_error) in zip(batch, outcomes, strict=True):
             _settle(pending, value, job_error)
 
-    async def _run_job(
-        self, pending: _PendingWrite
-    ) -> tuple[_PendingWrite, Any, BaseException | None]:
-        assert self._writer is not None
-        await self._writer.execute("SAVEPOINT job")
+    def _commit_jobs(self, jobs: list[Job]) -> tuple[list[tuple[Any, Exception | None]], float]:
+        """On the writer thread: run the jobs in one transaction; return each one's outcome and
+        the seconds from BEGIN to the end of COMMIT (fsync included)."""
+        connection = self._writer
+        assert connection is not None
+        started = time.perf_counter()
         try:
-            value = await pending.job(self._writer)
-        except Exception as error:
-            await self._writer.execute("ROLLBACK TO job")
-            await self._writer.execute("RELEASE job")
-            return pending, None, error
-        await self._writer.execute("RELEASE job")
-        return pending, value, None
+            connection.execute("BEGIN IMMEDIATE")
+            outcomes = [_run_in_savepoint(connection, job) for job in jobs]
+            connection.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                connection.execute("ROLLBACK")
+            raise
+        return outcomes, time.perf_counter() - started
 
-    async def _rollback(self) -> None:
-        assert self._writer is not None
-        with contextlib.suppress(Exception):
-            await self._writer.execute("ROLLBACK")
 
-    def _record(self, size: int, seconds: float) -> None:
-        self.stats.transactions += 1
-        self.stats.jobs += size
-        self.stats.last_batch = size
-        self.stats.largest_batch = max(self.stats.largest_batch, size)
-        self.stats.commit_seconds_total += seconds
+def _run_in_savepoint(connection: sqlite3.Connection, job: Job) -> tuple[Any, Exception | None]:
+    """Run one job; if it raises, undo what it did and keep the error for its caller."""
+    connection.execute("SAVEPOINT job")
+    try:
+        value = job(connection)
+    except Exception as error:
+        connection.execute("ROLLBACK TO job")
+        connection.execute("RELEASE job")
+        return None, error
+    connection.execute("RELEASE job")
+    return value, None
 
 
 def _create_private(path: Path) -> None:

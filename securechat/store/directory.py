@@ -8,9 +8,10 @@ triggers can, and then the signed tree heads clients already hold expose it.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-import aiosqlite
+from typing import Any
 
 from securechat.errors import NotFound
 from securechat.store.database import Database
@@ -30,8 +31,8 @@ class LogEntry:
     sign_fingerprint: bytes
 
 
-async def append_key_entry(
-    connection: aiosqlite.Connection,
+def append_key_entry(
+    connection: sqlite3.Connection,
     username: str,
     enc_public_key: bytes,
     sign_public_key: bytes,
@@ -43,10 +44,9 @@ async def append_key_entry(
     never exists, nor changes keys, without a log entry. The single writer task serialises jobs,
     so reading the last row and inserting the next cannot race.
     """
-    async with connection.execute(
+    last = connection.execute(
         "SELECT idx, timestamp_ms FROM key_log ORDER BY idx DESC LIMIT 1"
-    ) as cursor:
-        last = await cursor.fetchone()
+    ).fetchone()
     index = 0 if last is None else int(last[0]) + 1
     # Timestamps never go back, so each signed tree head is at least as late as the one before.
     timestamp = now_ms if last is None else max(now_ms, int(last[1]))
@@ -57,7 +57,7 @@ async def append_key_entry(
         enc_fingerprint=hashlib.sha256(enc_public_key).digest(),
         sign_fingerprint=hashlib.sha256(sign_public_key).digest(),
     )
-    await connection.execute(
+    connection.execute(
         f"INSERT INTO key_log ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
         (
             entry.index,
@@ -103,22 +103,20 @@ class DirectoryStore:
     ) -> LogEntry:
         """Publish new keys for an existing user (a key reset) and log them, in one transaction."""
 
-        async def job(connection: aiosqlite.Connection) -> LogEntry:
-            cursor = await connection.execute(
+        def job(connection: sqlite3.Connection) -> LogEntry:
+            cursor = connection.execute(
                 "UPDATE users SET enc_public_key = ?, sign_public_key = ?, key_backup = ?,"
                 " keys_updated_at = ? WHERE username = ?",
                 (enc_public_key, sign_public_key, key_backup, now_ms, username),
             )
             if cursor.rowcount != 1:
                 raise NotFound("No such user.")
-            return await append_key_entry(
-                connection, username, enc_public_key, sign_public_key, now_ms
-            )
+            return append_key_entry(connection, username, enc_public_key, sign_public_key, now_ms)
 
         return await self.db.write(job)
 
 
-def _entry(row: aiosqlite.Row) -> LogEntry:
+def _entry(row: Sequence[Any]) -> LogEntry:
     return LogEntry(
         index=int(row[0]),
         timestamp_ms=int(row[1]),

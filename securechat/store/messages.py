@@ -8,11 +8,10 @@ knows every row's ``seq`` without a round trip per row.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, TypeVar
-
-import aiosqlite
 
 from securechat.store.database import Database
 
@@ -153,12 +152,12 @@ class MessageStore:
         believe the result once this returns: the write has then been committed.
         """
 
-        async def job(connection: aiosqlite.Connection) -> CommitResult:
+        def job(connection: sqlite3.Connection) -> CommitResult:
             counter = _Counter(last_seq)
-            send_outcomes = await _store_sends(connection, sends, counter, now_ms)
-            mark_outcomes = await _apply_marks(connection, marks, counter, now_ms)
+            send_outcomes = _store_sends(connection, sends, counter, now_ms)
+            mark_outcomes = _apply_marks(connection, marks, counter, now_ms)
             if counter.value != last_seq:
-                await connection.execute(
+                connection.execute(
                     "UPDATE chat_sequence SET last = ? WHERE id = 1", (counter.value,)
                 )
             return CommitResult(counter.value, send_outcomes, mark_outcomes)
@@ -261,15 +260,15 @@ class _Counter:
         return self.value
 
 
-async def _store_sends(
-    connection: aiosqlite.Connection,
+def _store_sends(
+    connection: sqlite3.Connection,
     sends: Sequence[NewMessage],
     counter: _Counter,
     now_ms: int,
 ) -> list[SendOutcome]:
     if not sends:
         return []
-    ids = await _user_ids(connection, {send.recipient for send in sends})
+    ids = _user_ids(connection, {send.recipient for send in sends})
     outcomes: list[SendOutcome] = [UNKNOWN_RECIPIENT] * len(sends)
     rows: list[tuple[int, int, int, str, int, str]] = []
     for index, send in enumerate(sends):
@@ -282,20 +281,20 @@ async def _store_sends(
         return outcomes
     # The UNIQUE (sender_id, client_id) index decides whether a send is new, even for two
     # copies of one id in the same batch; a resend keeps its first seq and ts.
-    cursor = await connection.executemany(
+    cursor = connection.executemany(
         "INSERT INTO messages (seq, sender_id, recipient_id, client_id, ts, envelope)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sender_id, client_id) DO NOTHING",
         rows,
     )
     created = rows
     if cursor.rowcount != len(rows):
-        created = await _settle_duplicates(connection, sends, outcomes, rows)
-    await _touch_conversations(connection, created)
+        created = _settle_duplicates(connection, sends, outcomes, rows)
+    _touch_conversations(connection, created)
     return outcomes
 
 
-async def _settle_duplicates(
-    connection: aiosqlite.Connection,
+def _settle_duplicates(
+    connection: sqlite3.Connection,
     sends: Sequence[NewMessage],
     outcomes: list[SendOutcome],
     rows: list[tuple[int, int, int, str, int, str]],
@@ -307,13 +306,12 @@ async def _settle_duplicates(
         placeholders = ",".join("(?, ?)" for _ in chunk)
         flat = [value for key in chunk for value in key]
         # A join from a VALUES list, so each key is one lookup in the UNIQUE index.
-        async with connection.execute(
+        for sender_id, client_id, seq, ts in connection.execute(
             f"SELECT m.sender_id, m.client_id, m.seq, m.ts FROM (VALUES {placeholders}) AS k"
             " JOIN messages m ON m.sender_id = k.column1 AND m.client_id = k.column2",
             flat,
-        ) as cursor:
-            for sender_id, client_id, seq, ts in await cursor.fetchall():
-                originals[(sender_id, client_id)] = (seq, ts)
+        ):
+            originals[(sender_id, client_id)] = (seq, ts)
     created = []
     for index, outcome in enumerate(outcomes):
         if isinstance(outcome, Stored):
@@ -326,8 +324,8 @@ async def _settle_duplicates(
     return created
 
 
-async def _touch_conversations(
-    connection: aiosqlite.Connection, rows: Iterable[tuple[int, int, int, str, int, str]]
+def _touch_conversations(
+    connection: sqlite3.Connection, rows: Iterable[tuple[int, int, int, str, int, str]]
 ) -> None:
     """Move both sides' conversation to the new seq; one more unread for the recipient."""
     latest: dict[tuple[int, int], list[int]] = {}
@@ -336,7 +334,7 @@ async def _touch_conversations(
         mine = latest.setdefault((recipient_id, sender_id), [0, 0])
         mine[0] = seq
         mine[1] += 1
-    await connection.executemany(
+    connection.executemany(
         "INSERT INTO conversations (user_id, peer_id, last_seq, unread) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (user_id, peer_id) DO UPDATE SET"
         " last_seq = max(last_seq, excluded.last_seq), unread = unread + excluded.unread",
@@ -344,12 +342,12 @@ async def _touch_conversations(
     )
 
 
-async def _apply_marks(
-    connection: aiosqlite.Connection, marks: Sequence[NewMark], counter: _Counter, now_ms: int
+def _apply_marks(
+    connection: sqlite3.Connection, marks: Sequence[NewMark], counter: _Counter, now_ms: int
 ) -> list[MarkOutcome]:
     if not marks:
         return []
-    states = await _mark_states(connection, {mark.seq for mark in marks})
+    states = _mark_states(connection, {mark.seq for mark in marks})
     outcomes: list[MarkOutcome] = []
     unread_drops: dict[tuple[int, int], int] = {}
     for mark in marks:
@@ -367,13 +365,13 @@ async def _apply_marks(
         if s.dirty
     ]
     if dirty:
-        await connection.executemany(
+        connection.executemany(
             "UPDATE messages SET delivered_seq = ?, delivered_at = ?, read_seq = ?, read_at = ?"
             " WHERE seq = ?",
             dirty,
         )
     if unread_drops:
-        await connection.executemany(
+        connection.executemany(
             "UPDATE conversations SET unread = max(unread - ?, 0)"
             " WHERE user_id = ? AND peer_id = ?",
             [(count, user, peer) for (user, peer), count in unread_drops.items()],
@@ -408,31 +406,28 @@ def _mark_read(
     return Receipt(state.read_seq, seq, state.client_id, "read", state.sender, now_ms)
 
 
-async def _mark_states(connection: aiosqlite.Connection, seqs: set[int]) -> dict[int, _MarkState]:
+def _mark_states(connection: sqlite3.Connection, seqs: set[int]) -> dict[int, _MarkState]:
     states: dict[int, _MarkState] = {}
     for chunk in _chunks(sorted(seqs), _CHUNK):
         placeholders = ",".join("?" * len(chunk))
-        async with connection.execute(
+        for row in connection.execute(
             "SELECT m.seq, m.sender_id, m.recipient_id, m.client_id, u.username,"
             " m.delivered_seq, m.delivered_at, m.read_seq, m.read_at"
             f" FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.seq IN ({placeholders})",
             chunk,
-        ) as cursor:
-            for row in await cursor.fetchall():
-                states[row[0]] = _MarkState(*row[1:])
+        ):
+            states[row[0]] = _MarkState(*row[1:])
     return states
 
 
-async def _user_ids(connection: aiosqlite.Connection, names: set[str]) -> dict[str, int]:
+def _user_ids(connection: sqlite3.Connection, names: set[str]) -> dict[str, int]:
     ids: dict[str, int] = {}
     for chunk in _chunks(sorted(names), _CHUNK):
         placeholders = ",".join("?" * len(chunk))
-        async with connection.execute(
-            f"SELECT username, id FROM users WHERE username IN ({placeholders})",
-            chunk,
-        ) as cursor:
-            for name, user_id in await cursor.fetchall():
-                ids[name] = user_id
+        for name, user_id in connection.execute(
+            f"SELECT username, id FROM users WHERE username IN ({placeholders})", chunk
+        ):
+            ids[name] = user_id
     return ids
 
 

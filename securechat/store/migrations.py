@@ -8,33 +8,32 @@ that takes the previous version there to ``UPGRADES``.
 
 from __future__ import annotations
 
-import asyncio
+import sqlite3
 from pathlib import Path
-
-import aiosqlite
 
 # version reached -> SQL that takes a database from (version - 1) to version.
 UPGRADES: dict[int, str] = {}
 
 
-async def schema_version(connection: aiosqlite.Connection) -> int:
+def schema_version(connection: sqlite3.Connection) -> int:
     """The database's ``user_version`` (0 for a new file)."""
-    async with connection.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
+    row = connection.execute("PRAGMA user_version").fetchone()
     return int(row[0]) if row else 0
 
 
-async def migrate(connection: aiosqlite.Connection, schema_path: Path) -> int:
-    """Bring the database to the current schema; return the version it ends at."""
-    version = await schema_version(connection)
+def migrate(connection: sqlite3.Connection, schema_path: Path) -> int:
+    """Bring the database to the current schema; return the version it ends at.
+
+    Blocking: the store runs it on its writer thread, before any other write.
+    """
+    version = schema_version(connection)
     if version == 0:
-        schema = await asyncio.to_thread(schema_path.read_text, encoding="utf-8")
-        await connection.executescript(_in_transaction(schema))
-        return await schema_version(connection)
+        connection.executescript(_in_transaction(schema_path.read_text(encoding="utf-8")))
+        return schema_version(connection)
     for target in sorted(v for v in UPGRADES if v > version):
         script = UPGRADES[target] + f"\nPRAGMA user_version = {target};"
-        await connection.executescript(_in_transaction(script))
-    return await schema_version(connection)
+        connection.executescript(_in_transaction(script))
+    return schema_version(connection)
 
 
 def _in_transaction(script: str) -> str:
