@@ -18,8 +18,6 @@ the sender from the authenticated session. The envelope format is in ``docs/CONT
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import json
 import re
@@ -184,7 +182,7 @@ def strict_json_loads(data: str) -> Any:
     Raises ValueError for anything that is not such JSON (RecursionError included).
     """
     try:
-        return json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        return _STRICT_DECODER.decode(data)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
 
@@ -208,6 +206,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# json.loads(text, **hooks) is JSONDecoder(**hooks).decode(text) after refusing a leading BOM,
+# which decode() refuses as well (U+FEFF cannot start a JSON value). Given any hook, json.loads
+# builds a new decoder and C scanner per call, which cost more than the hooks themselves (a send
+# frame has two objects): so the decoder is built once.
+_STRICT_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_constant=_no_constant
+)
 
 
 def _frame_id(obj: dict[str, Any]) -> str | None:
@@ -288,6 +295,11 @@ _ENVELOPE_BYTES: Final[dict[str, tuple[int, int | None]]] = {
 _ENVELOPE_KEYS: Final = frozenset(_ENVELOPE_BYTES) | {"v"}
 # The canonical JSON text: compact, keys sorted, ASCII only. Its length is the envelope's size.
 _CANONICAL: Final = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+# The base64 alphabet (RFC 4648 section 4): deleting it from base64 digits leaves nothing.
+_BASE64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+# The base64 digits whose low 4 bits (the last before "==") or low 2 bits (before "=") are zero:
+# every 16th, and every 4th, of A-Z a-z 0-9 + /.
+_ZERO_LOW_BITS: Final = {2: "AQgw", 1: "AEIMQUYcgkosw048"}
 
 
 def _envelope(value: Any, max_bytes: int) -> tuple[Envelope, str]:
@@ -301,28 +313,63 @@ def _envelope(value: Any, max_bytes: int) -> tuple[Envelope, str]:
     for name in _ENVELOPE_BYTES:
         if not isinstance(value[name], str):
             raise _bad_field(f"envelope.{name}", "must be a base64 string")
-    text = _CANONICAL.encode(value)
+    bad = _bad_base64_field(value)
+    # Base64 is [A-Za-z0-9+/=] only, which JSON writes as is: a valid envelope's canonical text
+    # can be spliced together. Any other envelope needs the encoder to get its size right.
+    text = _canonical_text(value) if bad is None else _CANONICAL.encode(value)
+    # Too large is reported before a bad field.
     if len(text) > max_bytes:
         raise ProtocolError("envelope_too_large", f"the envelope exceeds {max_bytes} bytes")
-    for name, (low, high) in _ENVELOPE_BYTES.items():
-        _check_base64(f"envelope.{name}", value[name], low, high)
+    if bad is not None:
+        low, high = _ENVELOPE_BYTES[bad]
+        raise _bad_field(
+            f"envelope.{bad}", f"must be canonical base64 of {low}..{high or 'any'} bytes"
+        )
     return cast(Envelope, value), text
 
 
-def _check_base64(name: str, text: str, low: int, high: int | None) -> None:
-    """Require canonical standard base64 with padding (RFC 4648 section 4) of low..high bytes."""
-    rule = f"must be canonical base64 of {low}..{high or 'any'} bytes"
-    # Reject on length before decoding anything: base64 of n bytes is 4 * ceil(n / 3) characters.
-    if len(text) < _b64_len(low) or (high is not None and len(text) > _b64_len(high)):
-        raise _bad_field(name, rule)
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise _bad_field(name, rule) from None
-    # b64decode ignores the unused low bits of the last character; re-encoding exposes them,
-    # so each byte string has exactly one accepted spelling.
-    if not low <= len(raw) <= (high or len(raw)) or base64.b64encode(raw).decode() != text:
-        raise _bad_field(name, rule)
+def _canonical_text(value: dict[str, Any]) -> str:
+    """``_CANONICAL.encode(value)`` for an envelope with v = 1 and valid base64 fields."""
+    return (
+        f'{{"ct":"{value["ct"]}","iv":"{value["iv"]}","rk":"{value["rk"]}",'
+        f'"sig":"{value["sig"]}","sk":"{value["sk"]}","v":1}}'
+    )
+
+
+def _bad_base64_field(value: dict[str, Any]) -> str | None:
+    """The first binary field that is not canonical base64 of an allowed size, if any."""
+    for name, (low, high) in _ENVELOPE_BYTES.items():
+        if not _is_base64(value[name], low, high):
+            return name
+    return None
+
+
+def _is_base64(text: str, low: int, high: int | None) -> bool:
+    """Whether ``text`` is canonical padded base64 (RFC 4648 section 4) of low..high bytes.
+
+    The same verdict as b64decode(text, validate=True) giving low..high bytes that b64encode
+    spells as ``text`` (tests compare the two exhaustively), without decoding or encoding.
+    """
+    size = len(text)
+    # Reject on length before matching anything: base64 of n bytes is 4 * ceil(n / 3) characters.
+    if size < _b64_len(low) or (high is not None and size > _b64_len(high)):
+        return False
+    digits = text.rstrip("=")
+    padding = size - len(digits)
+    # b64encode writes whole 4-character groups of the alphabet, then at most two "=": the text
+    # b64decode(validate=True) accepts (it matches [A-Za-z0-9+/]*={0,2}), in groups of 4. Checked
+    # by deleting the alphabet (faster than that regex); isascii() first, as encode() refuses
+    # a lone surrogate (JSON's "\ud800").
+    if size % 4 or padding > 2 or not digits.isascii():
+        return False
+    if digits.encode().translate(None, _BASE64_ALPHABET):
+        return False
+    # b64decode ignores the unused low bits of the last digit (4 bits before "==", 2 before "="),
+    # and b64encode writes them as zero: so each byte string has one accepted spelling.
+    if padding and digits[-1] not in _ZERO_LOW_BITS[padding]:
+        return False
+    decoded = size // 4 * 3 - padding
+    return low <= decoded and (high is None or decoded <= high)
 
 
 def _b64_len(n: int) -> int:

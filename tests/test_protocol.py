@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
+import itertools
 import json
 from typing import Any
 
@@ -31,9 +33,11 @@ from securechat.protocol import (
     pong_frame,
     presence_frame,
     receipt_frame,
+    strict_json_loads,
     synced_frame,
     typing_frame,
 )
+from securechat.protocol import _is_base64 as is_base64  # the fast check, held to the old one
 
 MAX = 56 * 1024
 FRAME_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -386,6 +390,183 @@ def test_parser_only_raises_protocol_error(body: Any, kind: str) -> None:
     frame = {"type": kind, "id": body, "to": body, "seq": body, "after": body, "envelope": body}
     with contextlib.suppress(ProtocolError):
         parse(json.dumps(frame))
+
+
+# --- the fast paths agree with the plain ones ----------------------------------------------
+
+
+def reference_is_base64(text: str, low: int, high: int | None) -> bool:
+    """The plain check the fast one replaced: decode strictly, then re-encode."""
+    if len(text) < 4 * ((low + 2) // 3) or (high is not None and len(text) > 4 * ((high + 2) // 3)):
+        return False
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return low <= len(raw) <= (high or len(raw)) and base64.b64encode(raw).decode() == text
+
+
+def reference_json_loads(text: str) -> Any:
+    """The plain strict parse the cached decoder replaced."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len(dict(pairs)) != len(pairs):
+            raise ValueError("duplicate key")
+        return dict(pairs)
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(name)
+
+    return json.loads(text, object_pairs_hook=unique, parse_constant=no_constant)
+
+
+# Digits standing for every case of the last digit's unused bits: A and Q have their low 4 bits
+# clear, E only its low 2, B and + neither; then padding, and characters base64 does not allow
+# (a lone surrogate cannot even be encoded).
+SOME_CHARS = "AQEB+/=-\n\u00e9\ud800"
+ALL_CHARS = B64_ALPHABET + '=-_ .\n"\\\u00e9\ud800'
+# Decoded sizes up to 6 bytes: each bound, none, and the real fields' bounds.
+BOUNDS = [(0, None), (1, 1), (2, 2), (3, None), (1, 5), (4, 6), (6, 6), (12, 12), (16, None)]
+
+
+def assert_same_base64_verdicts(texts: Any, bounds: list[tuple[int, int | None]]) -> None:
+    accepted = 0
+    for text in texts:
+        for low, high in bounds:
+            verdict = is_base64(text, low, high)
+            assert verdict == reference_is_base64(text, low, high), (text, low, high)
+            accepted += verdict
+    assert accepted  # the inputs reach acceptance, not only early refusals
+
+
+def test_base64_check_matches_decoding_up_to_4_characters() -> None:
+    """Every string of up to 4 of SOME_CHARS gets the decode-and-re-encode verdict."""
+    texts = ("".join(chars) for n in range(5) for chars in itertools.product(SOME_CHARS, repeat=n))
+    assert_same_base64_verdicts(texts, BOUNDS)
+
+
+def test_base64_check_matches_decoding_for_every_last_digit() -> None:
+    """Any character in the last two places of a 4-character group gets the same verdict."""
+    prefixes = ["AA", "QU", "A=", "=A", "-A"]
+    texts = (p + a + b for p in prefixes for a in ALL_CHARS for b in ALL_CHARS)
+    assert_same_base64_verdicts(texts, BOUNDS)
+
+
+def test_base64_check_matches_decoding_over_8_characters() -> None:
+    """Strings of 8 (a valid group before or after any 4 of SOME_CHARS) get the same verdict."""
+    groups = ["".join(chars) for chars in itertools.product(SOME_CHARS, repeat=4)]
+    texts = itertools.chain(("QUJD" + g for g in groups), (g + "QUJD" for g in groups))
+    assert_same_base64_verdicts(texts, [(0, None), (4, 6), (5, 5), (6, 6)])
+
+
+@settings(database=None, max_examples=500)
+@given(st.binary(max_size=600), st.integers(min_value=0), st.sampled_from(ALL_CHARS + "!"))
+def test_base64_check_matches_decoding_for_fields(data: bytes, where: int, char: str) -> None:
+    """Real-sized base64, as is and with one character changed, gets the same verdict."""
+    text = base64.b64encode(data).decode()
+    where %= len(text) + 1
+    changed = text[:where] + char + text[where + 1 :]
+    bounds = [(12, 12), (16, None), (256, 512), (64, 64), (0, None)]
+    assert_same_base64_verdicts([text, changed, text + char], bounds)
+
+
+@settings(database=None, max_examples=100)
+@given(
+    st.binary(min_size=12, max_size=12),
+    st.binary(min_size=16, max_size=2000),
+    st.binary(min_size=256, max_size=512),
+    st.binary(min_size=256, max_size=512),
+    st.binary(min_size=64, max_size=64),
+)
+def test_envelope_json_is_the_encoders(
+    iv: bytes, ct: bytes, rk: bytes, sk: bytes, sig: bytes
+) -> None:
+    """A valid envelope's spliced canonical text is what json.dumps writes for it."""
+    fields = {"iv": iv, "ct": ct, "rk": rk, "sk": sk, "sig": sig}
+    envelope = {"v": 1} | {name: base64.b64encode(raw).decode() for name, raw in fields.items()}
+    frame = parse(send_text(envelope))
+    assert frame.envelope_json == json.dumps(envelope, separators=(",", ":"), sort_keys=True)
+
+
+def test_envelope_too_large_counts_escapes(envelope: dict[str, Any]) -> None:
+    """A bad field's JSON escapes count toward the size, and too large is reported first."""
+    envelope["ct"] = "\u00e9" * 100  # 100 characters, 600 as canonical JSON ("\u00e9")
+    size = len(json.dumps(envelope, separators=(",", ":"), sort_keys=True))
+    assert error_of(send_text(envelope), max_envelope_bytes=size).code == "bad_field"
+    assert error_of(send_text(envelope), max_envelope_bytes=size - 1).code == "envelope_too_large"
+
+
+@pytest.mark.parametrize(
+    ("key", "rule"),
+    [
+        ("iv", "12..12"),
+        ("ct", "16..any"),
+        ("rk", "256..512"),
+        ("sk", "256..512"),
+        ("sig", "64..64"),
+    ],
+)
+def test_envelope_bad_base64_message(envelope: dict[str, Any], key: str, rule: str) -> None:
+    """A bad binary field's error message names the field and its size bounds."""
+    envelope[key] = "!!!!"
+    exc = error_of(send_text(envelope))
+    assert exc.message == f"field 'envelope.{key}' must be canonical base64 of {rule} bytes"
+
+
+def test_first_bad_envelope_field_is_reported(envelope: dict[str, Any]) -> None:
+    """With several bad binary fields, the first of iv, ct, rk, sk, sig is named."""
+    envelope["sig"] = envelope["rk"] = "!!!!"
+    assert "'envelope.rk'" in error_of(send_text(envelope)).message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"ping","type":"ping"}',
+        '{"type":"ping","x":{"a":1,"a":1}}',
+        '{"type":"ping","x":[1,{"a":{"b":2,"b":3}}]}',
+        '{"type":"sync","after":1,"x":{"":1,"":2}}',
+        '{"type":"typing","to":"bob","t\\u006f":"eve"}',
+    ],
+    ids=["top", "nested", "deep-in-array", "empty-key", "escaped-key"],
+)
+def test_duplicate_keys_at_any_depth_are_bad_json(text: str) -> None:
+    """A key given twice in any object, however spelled, is refused with bad_json."""
+    assert error_of(text).message == "a frame must be valid JSON"
+    assert error_of(text).code == "bad_json"
+
+
+def test_duplicate_key_in_the_envelope_is_bad_json(envelope: dict[str, Any]) -> None:
+    """A key given twice inside the envelope is refused with bad_json, naming the frame."""
+    text = send_text(envelope).replace('"v": 1', '"v": 1, "v": 1')
+    assert error_of(text).code == "bad_json"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a":1}',
+        '{"a":1,"a":2}',
+        '[{"a":{"b":[1,{"b":2,"b":2}]}}]',
+        '{"a":NaN}',
+        '{"a":-Infinity}',
+        '\ufeff{"a":1}',
+        ' {"a":1} ',
+        '{"a":1} x',
+        '{"a":"\\ud800"}',
+        '{"a":1e400}',
+        "",
+    ],
+)
+def test_strict_json_loads_matches_json_loads(text: str) -> None:
+    """The cached strict decoder accepts and refuses what json.loads with the same hooks does."""
+    try:
+        expected = reference_json_loads(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            strict_json_loads(text)
+    else:
+        assert strict_json_loads(text) == expected
 
 
 # --- usernames --------------------------------------------------------------------------------
