@@ -9,9 +9,11 @@ revoked. Limits are told after ``accept`` with a close code the page can read: m
 
 Then, as in websockets' "patterns" guide, three waits under ``asyncio.wait(FIRST_COMPLETED)``:
 the receive task (frames -> :class:`~securechat.chatsession.ChatSession`), the send task (the
-hub queue -> the socket) and the connection's ``closed`` event (logout, slow reader, flood).
-Whichever ends first ends the others. An unexpected error closes this connection only, with
-1011 and no detail; the traceback goes to the log.
+hub queue -> the socket) and the connection's ``closed`` event (logout, slow reader, flood, or
+a write stuck for ``ws_send_timeout``, found by the app's one
+:class:`~securechat.chatsession.StallSweep`). Whichever ends first ends the others, so a write
+blocked on a peer that stopped reading is cancelled. An unexpected error closes this
+connection only, with 1011 and no detail; the traceback goes to the log.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from quart.wrappers import Websocket
 
 from securechat import wsguard
 from securechat.api import parse_uint
-from securechat.chatsession import ChatSession
+from securechat.chatsession import ChatSession, StallSweep
 from securechat.clock import now_ms
 from securechat.config import Config
 from securechat.delivery import ChatStats, Delivery, Principal
@@ -62,6 +64,7 @@ class ChatService:
     delivery: Delivery
     presence: Presence
     stats: ChatStats
+    stalls: StallSweep  # closes the sockets whose write waited ws_send_timeout
     open_sockets: int = 0
 
     async def session_ended(self, session_id: str) -> None:
@@ -99,6 +102,7 @@ def install(app: Quart) -> ChatService:
         delivery=Delivery(messages, broker, config, stats),
         presence=Presence(messages, broker, hub, config.presence_peers_max, stats),
         stats=stats,
+        stalls=StallSweep(config.ws_send_timeout),
     )
     app_state.extras[EXTRA] = service
     app_state.session_listeners.append(service.session_ended)
@@ -112,8 +116,10 @@ def install(app: Quart) -> ChatService:
         # after_serving (the store closes), so the last commits still have their database.
         await service.delivery.start()
         service.presence.start()
+        service.stalls.start()
         yield
         service.hub.close_all(CloseCode.GOING_AWAY, "server shutdown")
+        await service.stalls.stop()
         await service.presence.stop()
         await service.delivery.stop()
 
@@ -235,6 +241,7 @@ async def _serve(
     code: int = CloseCode.NORMAL
     reason = ""
     tasks: list[asyncio.Task[Any]] = []
+    service.stalls.add(chat)
     try:
         for peer in await service.presence.online_peers(session.username):
             chat.reply(presence_frame(peer, "online"))
@@ -255,6 +262,7 @@ async def _serve(
         log.exception("chat connection of %r failed", session.username)
         code, reason = INTERNAL_ERROR, _INTERNAL_REASON
     finally:
+        service.stalls.discard(chat)
         expiry.cancel()
         for task in tasks:
             task.cancel()

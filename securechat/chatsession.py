@@ -18,7 +18,9 @@ already has by syncing from an older cursor.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 
 from securechat.config import Config
 from securechat.delivery import SELF_RECIPIENT, ChatStats, Delivery, Principal, Sequenced
@@ -40,6 +42,8 @@ from securechat.protocol import (
     typing_frame,
 )
 
+log = logging.getLogger(__name__)
+
 Transmit = Callable[[str], Awaitable[None]]
 Clock = Callable[[], float]
 
@@ -48,6 +52,8 @@ _FLOOD_REASON = "too many frames; slow down"
 # yielding while the socket takes data (chat.py), so a long replay would hold the event loop.
 _YIELD_EVERY = 32
 _STALLED_REASON = "stopped reading; reconnect and sync"
+# Seconds between two sweeps of StallSweep, at most: the slack on top of ws_send_timeout.
+_SWEEP_PERIOD = 1.0
 
 
 class ChatSession:
@@ -76,6 +82,8 @@ class ChatSession:
         self._typing = RateLimiter(config.ws_typing_per_s, config.ws_typing_burst)
         self._send_lock = asyncio.Lock()
         self._send_timeout = config.ws_send_timeout
+        # When the write now in progress began (self._clock()), None between writes.
+        self._write_started: float | None = None
         # The highest position sent on this connection by a sync or live.
         self.last_pos = 0
 
@@ -144,16 +152,15 @@ class ChatSession:
             while more:
                 frames, more = await self.delivery.changes(self.user, position)
                 for index, text in enumerate(frames, 1):
-                    if not await self._write(text):
-                        return
+                    await self._write(text)
                     self.stats.frames_out += 1
                     if index % _YIELD_EVERY == 0:
                         await asyncio.sleep(0)
                 if frames:
                     position = frames[-1].seq
             self.last_pos = max(self.last_pos, position)
-            if await self._write(synced_frame(position)):
-                self.stats.frames_out += 1
+            await self._write(synced_frame(position))
+            self.stats.frames_out += 1
 
     # Outgoing ---------------------------------------------------------------------------
 
@@ -162,6 +169,11 @@ class ChatSession:
         """Whether a sync or a frame is being written to the socket right now."""
         return self._send_lock.locked()
 
+    @property
+    def write_started(self) -> float | None:
+        """When the write in progress began (on this session's clock); None between writes."""
+        return self._write_started
+
     async def forward(self, text: str) -> None:
         """Send one queued frame, unless it is a position this connection already sent."""
         async with self._send_lock:
@@ -169,19 +181,30 @@ class ChatSession:
                 if text.seq <= self.last_pos:
                     return  # a sync already sent it
                 self.last_pos = text.seq
-            if await self._write(text):
-                self.stats.frames_out += 1
+            await self._write(text)
+            self.stats.frames_out += 1
 
-    async def _write(self, text: str) -> bool:
-        """Transmit one frame within ``ws_send_timeout``; a peer that does not read it in time
-        (its socket buffers full) is closed with 1013, and False tells the caller to stop."""
+    async def _write(self, text: str) -> None:
+        """Transmit one frame, noting when it began for :class:`StallSweep`.
+
+        A peer that stops reading (its socket buffers full) blocks ``transmit``; the sweep then
+        closes the connection with 1013 and chat.py cancels the task blocked here.
+        """
+        self._write_started = self._clock()
         try:
-            async with asyncio.timeout(self._send_timeout):
-                await self._transmit(text)
-        except TimeoutError:
-            self.stats.rejected["stalled_reader"] += 1
-            self.conn.close(CloseCode.TRY_AGAIN_LATER, _STALLED_REASON)
+            await self._transmit(text)
+        finally:
+            self._write_started = None
+
+    def close_if_stalled(self) -> bool:
+        """Close with 1013 if the write in progress has waited ``ws_send_timeout``; True if so."""
+        started = self._write_started
+        if started is None or self.conn.closed.is_set():
             return False
+        if self._clock() - started < self._send_timeout:
+            return False
+        self.stats.rejected["stalled_reader"] += 1
+        self.conn.close(CloseCode.TRY_AGAIN_LATER, _STALLED_REASON)
         return True
 
     async def run_sender(self) -> None:
@@ -199,4 +222,66 @@ class ChatSession:
                 await asyncio.sleep(0)  # a long queue does not hold the loop either
 
 
-__all__ = ["ChatSession"]
+class StallSweep:
+    """One task for the whole app that closes the sessions whose write is stuck.
+
+    A timeout per write (``asyncio.timeout``) arms and cancels a timer for every frame, about
+    7 % of the event loop under load (docs/performance.md); here a write costs one clock read
+    and two attribute stores, and the sweep looks at each live session once per ``period``
+    (one second, or ``ws_send_timeout`` if shorter). So a write that stalls is closed between
+    ``ws_send_timeout`` and ``ws_send_timeout + period`` after it began.
+    chat.py adds each session when its socket is accepted and discards it when it ends.
+    """
+
+    def __init__(self, send_timeout: float) -> None:
+        self.period = min(_SWEEP_PERIOD, send_timeout)
+        self._sessions: set[ChatSession] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[ChatSession]:
+        return iter(list(self._sessions))  # a copy: sessions come and go while it is used
+
+    def add(self, session: ChatSession) -> None:
+        """Watch ``session``'s writes until :meth:`discard`."""
+        self._sessions.add(session)
+
+    def discard(self, session: ChatSession) -> None:
+        """Stop watching ``session`` (its connection has ended)."""
+        self._sessions.discard(session)
+
+    def sweep(self) -> int:
+        """Close every session whose write has waited ``ws_send_timeout``; how many were."""
+        closed = 0
+        for session in self:
+            try:
+                closed += session.close_if_stalled()
+            except Exception:  # housekeeping: one odd session must not stop the others
+                log.exception("checking %r for a stalled write failed", session.conn)
+        return closed
+
+    def start(self) -> None:
+        """Start the sweeping task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="chat-stall-sweep")
+
+    async def stop(self) -> None:
+        """Stop the sweeping task."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            try:
+                self.sweep()
+            except Exception:  # never let the guard die: log, and sweep again next period
+                log.exception("the stall sweep failed")
+
+
+__all__ = ["ChatSession", "StallSweep"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 import uuid
 from typing import Any
 
@@ -462,32 +463,56 @@ def test_the_send_limiter_forgets_only_refilled_buckets_first():
     assert not limiter.allow("busy", 1.0)  # its bucket was kept, not reset to full
 
 
-async def test_a_reader_that_stalls_during_a_sync_is_closed_with_1013(server_with):  # type: ignore[no-untyped-def]
-    """With no live traffic at all, a socket whose peer stops reading mid-replay is closed
-    once one write has waited ws_send_timeout, instead of holding its send lock forever."""
-    _server, accounts = server_with(
-        ws_send_timeout=1.0,
+def stalling_server(server_with: Any, send_timeout: float) -> tuple[LiveServer, Accounts]:
+    """A server with ``ws_send_timeout=send_timeout`` and limits wide enough for a backlog."""
+    return server_with(  # type: ignore[no-any-return]
+        ws_send_timeout=send_timeout,
         ws_close_timeout=30.0,
         ws_frames_per_s=10_000.0,
         ws_frames_burst=10_000,
         sends_per_user_per_s=10_000.0,
         sends_per_user_burst=10_000,
     )
-    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
-    a = await alice.connect()
-    # About 24 MB of backlog: far more than the socket buffers between server and client hold.
+
+
+async def send_backlog(sender: ChatConnection, to: str) -> int:
+    """About 24 MB of messages to ``to``: far more than the socket buffers between server and
+    client hold. Returns how many."""
     envelope = FAKE_ENVELOPE | {"ct": "B" * (48 * 1024)}
     for _ in range(10):
         ids = [str(uuid.uuid4()) for _ in range(50)]
         for frame_id in ids:
-            await a.send_raw(send_text(name_of(bob), frame_id=frame_id, envelope=envelope))
+            await sender.send_raw(send_text(to, frame_id=frame_id, envelope=envelope))
         for frame_id in ids:
-            await a.wait_ack(frame_id)
+            await sender.wait_ack(frame_id)
+    return 500
+
+
+def longest_write(stalls: Any) -> float:
+    """Seconds the oldest write in progress has waited so far (the server's clock is
+    ``loop.time``, that is ``time.monotonic``)."""
+    started = [s.write_started for s in stalls if s.write_started is not None]
+    return time.monotonic() - min(started) if started else 0.0
+
+
+def chat_of(server: LiveServer) -> Any:
+    """The server's ChatService (stats, the stall sweep)."""
+    return server.app.extensions["securechat"].extras["chat"]
+
+
+async def test_a_reader_that_stalls_during_a_sync_is_closed_with_1013(server_with):  # type: ignore[no-untyped-def]
+    """With no live traffic at all, a socket whose peer stops reading mid-replay is closed
+    once one write has waited ws_send_timeout, instead of holding its send lock forever;
+    it is counted, and the sweep forgets the session once its handler ends."""
+    server, accounts = stalling_server(server_with, send_timeout=1.0)
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    await send_backlog(await alice.connect(), name_of(bob))
     # The raw client stops reading its TCP socket once 16 frames wait unread.
     async with raw_socket(
         accounts.base_url, cookie=bob.session_cookie, path="/ws?after=0"
     ) as socket:
-        await asyncio.sleep(4)  # the replay's writes block; after 1 s the server gives up
+        # The replay's writes block; after 1 s (plus at most one 1 s sweep) the server gives up.
+        await asyncio.sleep(4)
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 await next_frame(socket)
@@ -496,6 +521,38 @@ async def test_a_reader_that_stalls_during_a_sync_is_closed_with_1013(server_wit
         1013,
         "stopped reading; reconnect and sync",
     )
+    service = chat_of(server)
+    assert service.stats.rejected["stalled_reader"] == 1
+    for _ in range(200):  # the handler ends once the closing handshake is done
+        if len(service.stalls) == 1:  # alice's socket is still open
+            break
+        await asyncio.sleep(0.05)
+    assert len(service.stalls) == 1
+
+
+async def test_a_reader_that_pauses_less_than_ws_send_timeout_is_not_closed(server_with):  # type: ignore[no-untyped-def]
+    """A peer that stops reading for less than ws_send_timeout, then reads on, gets the whole
+    replay and keeps its socket."""
+    server, accounts = stalling_server(server_with, send_timeout=4.0)
+    alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
+    count = await send_backlog(await alice.connect(), name_of(bob))
+    async with raw_socket(
+        accounts.base_url, cookie=bob.session_cookie, path="/ws?after=0"
+    ) as socket:
+        blocked = 0.0
+        for _ in range(25):  # 2.5 s without reading
+            await asyncio.sleep(0.1)
+            blocked = max(blocked, longest_write(chat_of(server).stalls))
+        # A write really waited on this reader, across at least one sweep (every second).
+        assert blocked > 1.0
+        types = [(await next_frame(socket))["type"]]
+        while types[-1] != "synced":
+            types.append((await next_frame(socket))["type"])
+        await socket.send('{"type":"ping"}')
+        while types[-1] != "pong":  # the socket still answers
+            types.append((await next_frame(socket))["type"])
+    assert types.count("message") == count
+    assert chat_of(server).stats.rejected["stalled_reader"] == 0
 
 
 def test_frames_are_written_without_quarts_per_frame_extras():

@@ -10,14 +10,14 @@ import asyncio
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from securechat.chatsession import ChatSession
+from securechat.chatsession import ChatSession, StallSweep
 from securechat.config import PROJECT_ROOT, Config
 from securechat.delivery import ChatStats, Delivery, Principal
 from securechat.hub import Connection, Hub, LocalBroker
@@ -46,11 +46,19 @@ class Chat:
     config: Config
     users: dict[str, Principal] = field(default_factory=dict)
 
-    def session(self, name: str, sent: list[str] | None = None) -> ChatSession:
-        """A connected ChatSession for ``name`` whose socket is the list ``sent``."""
+    def session(
+        self,
+        name: str,
+        sent: list[str] | None = None,
+        *,
+        transmit: Callable[[str], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = lambda: 0.0,
+    ) -> ChatSession:
+        """A connected ChatSession for ``name`` whose socket is the list ``sent`` (or
+        ``transmit``), on a stopped clock (or ``clock``)."""
         sink = sent if sent is not None else []
 
-        async def transmit(text: str) -> None:
+        async def append(text: str) -> None:
             sink.append(text)
 
         conn = self.hub.connect(name, f"session-{uuid.uuid4()}")
@@ -60,8 +68,8 @@ class Chat:
             delivery=self.delivery,
             broker=self.broker,
             config=self.config,
-            transmit=transmit,
-            clock=lambda: 0.0,
+            transmit=transmit or append,
+            clock=clock,
         )
         session.sent = sink  # type: ignore[attr-defined]
         return session
@@ -286,3 +294,111 @@ async def test_send_parsed_from_the_frame_keeps_the_envelope_text(chat: Chat):
     await chat.delivery.flush()
     row = await chat.store.db.fetch_one("SELECT envelope FROM messages")
     assert row is not None and row[0] == ENVELOPE_JSON
+
+
+# --- Stalled readers ----------------------------------------------------------------------------
+
+
+class Socket:
+    """A socket whose peer reads only when told to: each write waits for ``read()``."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self._readable = asyncio.Event()
+
+    async def transmit(self, text: str) -> None:
+        await self._readable.wait()
+        self._readable.clear()
+        self.sent.append(text)
+
+    def read(self) -> None:
+        self._readable.set()
+
+
+async def started_write(session: ChatSession, text: str = "frame") -> asyncio.Task[None]:
+    """Forward ``text`` in a task of its own, and return once its write is under way."""
+    task = asyncio.create_task(session.forward(text))
+    await asyncio.sleep(0)
+    assert session.writing
+    return task
+
+
+async def test_a_write_stuck_past_ws_send_timeout_is_closed_with_1013_once(chat: Chat):
+    """The sweep closes a session whose one write has waited ws_send_timeout, counts it once,
+    and leaves it alone before that."""
+    now = [100.0]
+    socket = Socket()
+    bob = chat.session("bob", transmit=socket.transmit, clock=lambda: now[0])
+    sweep = StallSweep(chat.config.ws_send_timeout)
+    sweep.add(bob)
+    writing = await started_write(bob)
+    now[0] += chat.config.ws_send_timeout - 0.01
+    assert sweep.sweep() == 0
+    assert not bob.conn.closed.is_set()
+    now[0] += 0.01
+    assert sweep.sweep() == 1
+    assert (bob.conn.close_code, bob.conn.close_reason) == (
+        CloseCode.TRY_AGAIN_LATER,
+        "stopped reading; reconnect and sync",
+    )
+    assert sweep.sweep() == 0
+    assert chat.delivery.stats.rejected["stalled_reader"] == 1
+    writing.cancel()  # what chat.py does to its tasks once conn.closed is set
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    assert not bob.writing and socket.sent == []
+
+
+async def test_a_slow_reader_that_keeps_reading_is_not_closed(chat: Chat):
+    """Each write waits most of ws_send_timeout, all of them far longer: nobody is closed."""
+    now = [0.0]
+    socket = Socket()
+    bob = chat.session("bob", transmit=socket.transmit, clock=lambda: now[0])
+    sweep = StallSweep(chat.config.ws_send_timeout)
+    sweep.add(bob)
+    for index in range(5):
+        writing = await started_write(bob, f"frame {index}")
+        for _ in range(9):
+            now[0] += chat.config.ws_send_timeout / 10
+            assert sweep.sweep() == 0
+        socket.read()
+        await writing
+    assert now[0] > 4 * chat.config.ws_send_timeout
+    assert socket.sent == [f"frame {index}" for index in range(5)]
+    assert sweep.sweep() == 0  # nothing is being written: no clock reading makes it stalled
+    assert not bob.conn.closed.is_set()
+    assert chat.delivery.stats.rejected["stalled_reader"] == 0
+
+
+async def test_the_sweep_task_closes_stalled_writes_and_outlives_an_error(chat: Chat):
+    """Run as a task, the sweep closes a stalled session even while another one raises."""
+    broken = False
+
+    def failing_clock() -> float:
+        if broken:
+            raise RuntimeError("injected fault")
+        return 0.0
+
+    chat.config = chat.config.replace(ws_send_timeout=0.05)
+    sweep = StallSweep(chat.config.ws_send_timeout)
+    faulty = chat.session("alice", transmit=Socket().transmit, clock=failing_clock)
+    stalled = chat.session("bob", transmit=Socket().transmit, clock=asyncio.get_running_loop().time)
+    writes = [await started_write(faulty), await started_write(stalled)]
+    broken = True
+    sweep.add(faulty)
+    sweep.add(stalled)
+    sweep.start()
+    try:
+        async with asyncio.timeout(5):
+            await stalled.conn.closed.wait()
+        await asyncio.sleep(3 * sweep.period)  # a few more sweeps, each one failing on alice
+    finally:
+        await sweep.stop()
+        for task in writes:
+            task.cancel()
+        await asyncio.gather(*writes, return_exceptions=True)
+    assert stalled.conn.close_code == CloseCode.TRY_AGAIN_LATER
+    assert not faulty.conn.closed.is_set()
+    sweep.discard(faulty)
+    sweep.discard(stalled)
+    assert len(sweep) == 0
