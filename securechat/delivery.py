@@ -154,7 +154,11 @@ class Delivery:
         self._batch_max = config.commit_batch_max
         self._sync_batch = config.sync_batch
         self._sync_bytes = config.sync_batch_bytes
-        self._slots = asyncio.Semaphore(config.commit_pending_max)
+        # Submissions taken but not yet committed, at most ``commit_pending_max`` (a counter
+        # and an event: cheaper per frame than an asyncio.Semaphore, which this was).
+        self._pending_max = config.commit_pending_max
+        self._in_flight = 0
+        self._room = asyncio.Event()
         # Sends per account, all its connections together: bounds what one account can make
         # the server store for others, however many sockets it opens.
         self._send_rate = KeyedRateLimiter(
@@ -207,18 +211,19 @@ class Delivery:
         Waits only when ``commit_pending_max`` submissions are already waiting: that is the
         backpressure that stops this connection being read while the database catches up.
         """
-        await self._slots.acquire()
-        self._pending.append(_PendingSend(conn, author, frame))
+        await self._submit(_PendingSend(conn, author, frame))
         self.stats.messages_in += 1
-        self._kick()
 
     async def mark(self, conn: Connection, author: Principal, seq: int, status: MarkStatus) -> None:
         """Queue a delivered/read mark by the message's recipient."""
-        await self._slots.acquire()
-        self._pending.append(_PendingMark(conn, author, seq, status))
-        self._kick()
+        await self._submit(_PendingMark(conn, author, seq, status))
 
-    def _kick(self) -> None:
+    async def _submit(self, item: _PendingSend | _PendingMark) -> None:
+        while self._in_flight >= self._pending_max:
+            self._room.clear()
+            await self._room.wait()
+        self._in_flight += 1
+        self._pending.append(item)
         self._idle.clear()
         self._wakeup.set()
 
@@ -250,8 +255,8 @@ class Delivery:
                     # The committer must outlive any one batch, or every later send would hang.
                     log.exception("chat committer: a batch failed after its commit")
                 finally:
-                    for _ in batch:
-                        self._slots.release()
+                    self._in_flight -= len(batch)
+                    self._room.set()
             self._idle.set()
 
     async def _commit(self, sends: list[_PendingSend], marks: list[_PendingMark]) -> None:
