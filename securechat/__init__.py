@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from quart import Quart
 from quart_auth import QuartAuth
 
+from securechat import gcpolicy
 from securechat.clock import now_ms
 from securechat.config import PROJECT_ROOT, Config
 
@@ -117,6 +118,8 @@ def _install_lifecycle(app: Quart) -> None:
         state.started = time.monotonic()
         await purge_dead_sessions(state)
         purger.append(asyncio.create_task(_purge_periodically(state), name="session-purge"))
+        if state.config.gc_freeze_growth > 0:
+            gcpolicy.start(state.config.gc_freeze_growth)
 
     @app.after_serving
     async def close_resources() -> None:
@@ -126,6 +129,8 @@ def _install_lifecycle(app: Quart) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         purger.clear()
+        if state.config.gc_freeze_growth > 0:
+            gcpolicy.stop()
         await state.store.close()
 
 

@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 from quart import Blueprint, Response, jsonify, request
 
-from securechat import __version__
+from securechat import __version__, gcpolicy
 from securechat.clock import now_ms
 from securechat.errors import NotAuthenticated, NotFound
 from securechat.sessions import store
@@ -119,6 +119,9 @@ class AppCollector:
             "argon2id hashes and verifications computed",
             value=self.state.hasher.operations,
         )
+        policy = gcpolicy.current()
+        if policy is not None:
+            yield from _collector_metrics(policy)
 
 
 def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
@@ -152,6 +155,31 @@ def _cumulative(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[st
         total += count
         buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(total)))
     return buckets
+
+
+def _collector_metrics(policy: gcpolicy.FreezeSurvivors) -> Iterator[Metric]:
+    stats = policy.stats
+    yield HistogramMetricFamily(
+        "securechat_gc_pause_seconds",
+        "Pauses of Python's cyclic garbage collector (all generations) since the policy started",
+        buckets=_cumulative(gcpolicy.PAUSE_SECONDS_BUCKETS, stats.pause_counts),
+        sum_value=stats.pause_seconds_total,
+    )
+    yield GaugeMetricFamily(
+        "securechat_gc_longest_pause_seconds",
+        "Longest garbage collector pause since the policy started",
+        value=stats.longest_pause,
+    )
+    yield GaugeMetricFamily(
+        "securechat_gc_frozen_objects",
+        "Objects frozen after surviving a full collection (skipped by later collections)",
+        value=policy.frozen,
+    )
+    yield CounterMetricFamily(
+        "securechat_gc_complete_collections",
+        "Full collections that examined every object, frozen ones included",
+        value=stats.complete_collections,
+    )
 
 
 def _hub_metrics(hub: Any) -> Iterator[Metric]:

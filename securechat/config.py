@@ -118,6 +118,11 @@ class Config:
     # Key directory.
     directory_entries_page_max: int = 1000
 
+    # Garbage collection (securechat/gcpolicy.py): what survives a full collection is frozen,
+    # so later ones skip it, until the frozen objects have grown by this factor; then the next
+    # full collection examines everything again. 0 leaves CPython's collector as it is.
+    gc_freeze_growth: float = 1.0
+
     @property
     def database_path(self) -> Path:
         """The SQLite file inside the data directory."""

@@ -30,6 +30,9 @@ def fast_config(data_dir: Path, **overrides: object) -> Config:
         "argon2_parallelism": 1,
         "kdf_min_iterations": FAST_ITERATIONS,
         "registrations_per_address": 10_000,
+        # The live servers run in this process: leave its garbage collector as pytest has it
+        # (tests/test_gcpolicy.py turns the policy on where it is the subject).
+        "gc_freeze_growth": 0,
     }
     settings.update(overrides)
     return Config.from_env({}, **settings)

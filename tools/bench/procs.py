@@ -64,7 +64,7 @@ class ServerSpec:
 
     name: str
     # "ours-hypercorn" | "ours-uvicorn" | "quart-relay" | "websockets-relay" | ..., optionally
-    # with what-if patches: "ours-hypercorn+fastsend+onehop" (tools/bench/experiments.py).
+    # with what-if patches: "ours-hypercorn+gclog" (tools/bench/experiments.py).
     kind: str
     env: dict[str, str] = field(default_factory=dict)
 
