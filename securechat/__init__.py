@@ -54,6 +54,7 @@ def create_app(config: Config | None = None) -> Quart:
             synchronous=config.db_synchronous,
             busy_timeout_ms=config.db_busy_timeout_ms,
             batch_max=config.commit_batch_max,
+            checkpoint_interval=config.db_checkpoint_interval,
         ),
         hasher=AuthKeyHasher(
             time_cost=config.argon2_time_cost,

@@ -138,6 +138,22 @@ def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
         buckets=_cumulative(COMMIT_SECONDS_BUCKETS, stats.commit_seconds_counts),
         sum_value=stats.commit_seconds_total,
     )
+    yield SummaryMetricFamily(
+        "securechat_db_checkpoint_seconds",
+        "Checkpoints of the write-ahead log (off the commit path) and the time they took",
+        count_value=stats.checkpoints,
+        sum_value=stats.checkpoint_seconds_total,
+    )
+    yield GaugeMetricFamily(
+        "securechat_db_wal_frames",
+        "Pages in the write-ahead log at the latest checkpoint",
+        value=stats.wal_frames,
+    )
+    yield GaugeMetricFamily(
+        "securechat_db_wal_frames_left",
+        "Pages the latest checkpoint could not copy yet (a reader still needed them)",
+        value=stats.wal_frames_left,
+    )
     yield GaugeMetricFamily(
         "securechat_db_commit_batch_last", "Jobs in the latest transaction", value=stats.last_batch
     )

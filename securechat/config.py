@@ -33,6 +33,9 @@ class Config:
     # SQLite: FULL makes every acknowledged commit survive power loss (see docs/security.md).
     db_synchronous: str = "FULL"
     db_busy_timeout_ms: int = 5000
+    # Seconds between checkpoints of the write-ahead log, made off the commit path
+    # (store/database.py Checkpointer); the log holds about this long's worth of writes.
+    db_checkpoint_interval: float = 1.0
 
     # Sessions.
     session_idle_timeout: int = 7 * 24 * 3600
@@ -93,6 +96,10 @@ class Config:
     history_page_max: int = 100
     user_search_max: int = 20
     commit_batch_max: int = 512
+    # Seconds between the end of one chat commit and the start of the next, when sends keep
+    # coming: they gather into larger, cheaper transactions (securechat/delivery.py). The
+    # latency it adds under load is at most this; an idle server commits at once.
+    commit_gather_interval: float = 0.002
     # Incoming frames buffered between Hypercorn and the chat handler (Quart's own queue is
     # unbounded); with hypercorn.toml's max_app_queue_size this bounds what a flood can cost.
     ws_receive_queue_frames: int = 4

@@ -74,6 +74,8 @@ async def test_metrics_speak_the_prometheus_text_format(base_url: str):
         "securechat_chat_commit_batch_items",
         "securechat_db_commit_batch_jobs",
         "securechat_db_commit_seconds",
+        "securechat_db_checkpoint_seconds",
+        "securechat_db_wal_frames",
         "securechat_rejected_frames",
         "securechat_argon2_operations",
         "securechat_process_resident_memory_bytes",

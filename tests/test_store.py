@@ -160,3 +160,34 @@ async def test_purge_deletes_only_sessions_that_ended_before_the_cutoff(store: S
     left = {sid for sid, *_ in rows if await store.sessions.session_by_id(sid) is not None}
     assert left == {"live", "revoked-lately", "expired-lately", "idle-lately"}
     assert await store.sessions.purge_dead(cutoff, idle) == 0
+
+
+async def test_checkpoints_are_made_off_the_commit_path(tmp_path: Path):
+    """The writer never checkpoints; the checkpointer copies the log while the store runs."""
+    store = Store.for_file(
+        tmp_path / "ckpt.db", PROJECT_ROOT / "schema.sql", checkpoint_interval=0.05
+    )
+    await store.open()
+    try:
+        autocheckpoint = await store.db.write(
+            lambda connection: connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+        assert autocheckpoint == 0
+        for i in range(20):
+            await store.accounts.add_user(_user(f"user{i}"), i)
+        for _ in range(100):
+            if store.db.stats.checkpoints:
+                break
+            await asyncio.sleep(0.02)
+        assert store.db.stats.checkpoints >= 1
+        assert store.db.stats.wal_frames > 0
+        assert store.db.stats.wal_frames_left == 0  # nothing held it back
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "ckpt.db") as db:
+        assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 20
+
+
+async def test_checkpoint_interval_must_be_positive(tmp_path: Path):
+    with pytest.raises(ValueError, match="checkpoint_interval"):
+        Store.for_file(tmp_path / "x.db", PROJECT_ROOT / "schema.sql", checkpoint_interval=0)

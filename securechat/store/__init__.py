@@ -33,6 +33,7 @@ class Store:
         synchronous: str = "FULL",
         busy_timeout_ms: int = 5000,
         batch_max: int = 512,
+        checkpoint_interval: float = 1.0,
     ) -> Store:
         """A store over the SQLite file at ``path`` (call ``open`` before use)."""
         return cls(
@@ -42,6 +43,7 @@ class Store:
                 synchronous=synchronous,
                 busy_timeout_ms=busy_timeout_ms,
                 batch_max=batch_max,
+                checkpoint_interval=checkpoint_interval,
             )
         )
 
