@@ -152,6 +152,8 @@ class Delivery:
         self.stats = stats
         self.last_seq = 0
         self._batch_max = config.commit_batch_max
+        self._gather_interval = config.commit_gather_interval
+        self._last_commit_end = float("-inf")
         self._sync_batch = config.sync_batch
         self._sync_bytes = config.sync_batch_bytes
         # Submissions taken but not yet committed, at most ``commit_pending_max`` (a counter
@@ -244,6 +246,7 @@ class Delivery:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
+                await self._let_batch_grow()
                 batch = self._pending[: self._batch_max]
                 del self._pending[: len(batch)]
                 try:
@@ -257,7 +260,21 @@ class Delivery:
                 finally:
                     self._in_flight -= len(batch)
                     self._room.set()
+                    self._last_commit_end = asyncio.get_running_loop().time()
             self._idle.set()
+
+    async def _let_batch_grow(self) -> None:
+        """Under load, start a commit no sooner than ``commit_gather_interval`` after the last
+        one ended, so that more sends join it.
+
+        Every transaction writes the index pages it touches whole (about 20 pages for 5 sends,
+        32 for 14, 72 for 50), so the writer's cost per message falls steeply with the batch:
+        173 us at 5 sends a commit, 82 us at 14 (tools/bench: docs/performance.md). A send that
+        comes when the writer has been idle for that long is committed at once.
+        """
+        wait = self._last_commit_end + self._gather_interval - asyncio.get_running_loop().time()
+        if wait > 0 and len(self._pending) < self._batch_max:
+            await asyncio.sleep(wait)
 
     async def _commit(self, sends: list[_PendingSend], marks: list[_PendingMark]) -> None:
         try:

@@ -7,6 +7,7 @@ frames a test reads are the ones the server would have written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import uuid
@@ -77,22 +78,33 @@ class Chat:
 
 @pytest.fixture(name="chat")
 async def _chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    config = Config(data_dir=tmp_path)
+    async with running_chat(tmp_path) as chat:
+        yield chat
+
+
+@contextlib.asynccontextmanager
+async def running_chat(tmp_path: Path, **settings: Any) -> AsyncIterator[Chat]:
+    """The in-process server on a fresh store, with alice, bob and carol; ``settings`` change
+    the default Config."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    config = Config(data_dir=tmp_path, **settings)
     store = Store.for_file(tmp_path / "chat.db", PROJECT_ROOT / "schema.sql")
     await store.open()
     hub = Hub(config.ws_connections_per_user, config.ws_queue_frames)
     broker = LocalBroker(hub)
     delivery = Delivery(store.messages, broker, config, ChatStats())
-    await delivery.start()
-    chat = Chat(store, hub, broker, delivery, config)
-    for name in ("alice", "bob", "carol"):
-        user_id = await store.accounts.add_user(
-            NewUser(name, b"s" * 16, 600_000, "hash", b"enc", b"sign", "backup"), 1
-        )
-        chat.users[name] = Principal(user_id, name)
-    yield chat
-    await delivery.stop()
-    await store.close()
+    try:
+        await delivery.start()
+        chat = Chat(store, hub, broker, delivery, config)
+        for name in ("alice", "bob", "carol"):
+            user_id = await store.accounts.add_user(
+                NewUser(name, b"s" * 16, 600_000, "hash", b"enc", b"sign", "backup"), 1
+            )
+            chat.users[name] = Principal(user_id, name)
+        yield chat
+    finally:
+        await delivery.stop()
+        await store.close()
 
 
 def send_frame(to: str, frame_id: str | None = None) -> str:
@@ -402,3 +414,48 @@ async def test_the_sweep_task_closes_stalled_writes_and_outlives_an_error(chat: 
     sweep.discard(faulty)
     sweep.discard(stalled)
     assert len(sweep) == 0
+
+
+async def test_an_idle_committer_commits_at_once(tmp_path: Path):
+    """The gathering wait applies only right after another commit: a lone send is not held."""
+    async with running_chat(tmp_path, commit_gather_interval=0.5) as chat:
+        alice = chat.session("alice")
+        await asyncio.sleep(0.6)  # the fixture's own writes are long done
+        started = asyncio.get_running_loop().time()
+        await alice.receive(send_frame("bob"))
+        ack = json.loads(await asyncio.wait_for(alice.conn.queue.get(), 5))
+        assert ack["type"] == "ack"
+        assert asyncio.get_running_loop().time() - started < 0.4
+
+
+async def test_sends_right_after_a_commit_gather_into_the_next(tmp_path: Path):
+    """Under load the next commit waits for the gathering interval, so sends arriving during
+    it are stored in one transaction; with no interval each would be committed as it came."""
+    for interval, most_commits in ((0.3, 2), (0.0, 6)):
+        async with running_chat(tmp_path / str(interval), commit_gather_interval=interval) as chat:
+            alice = chat.session("alice")
+            before = chat.delivery.stats.commit_batches
+            for _ in range(6):
+                await alice.receive(send_frame("bob"))
+                await asyncio.sleep(0.02)
+            await chat.delivery.flush()
+            acks = [frame for frame in drain(alice.conn) if frame["type"] == "ack"]
+            assert len(acks) == 6
+            commits = chat.delivery.stats.commit_batches - before
+            assert commits <= most_commits, (interval, commits)
+            if interval == 0.0:
+                assert commits >= 4, commits
+
+
+async def test_submissions_wait_when_commit_pending_max_are_in_flight(tmp_path: Path):
+    """Backpressure: past ``commit_pending_max`` sends not yet committed, a receive task waits
+    (its socket is not read) until a commit makes room; nothing is refused or lost."""
+    async with running_chat(tmp_path, commit_pending_max=2, commit_gather_interval=0.0) as chat:
+        senders = [chat.session("alice") for _ in range(3)]
+        tasks = [asyncio.create_task(s.receive(send_frame("bob"))) for s in senders]
+        await asyncio.sleep(0)  # each task runs up to its first real wait
+        assert [task.done() for task in tasks] == [True, True, False]
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        await chat.delivery.flush()
+        for session in senders:  # each gets its ack (and copies of the other two sends)
+            assert [frame["type"] for frame in drain(session.conn)].count("ack") == 1
