@@ -101,12 +101,16 @@ def profile(args: argparse.Namespace, raw: Path) -> dict[str, Any]:
     count = args.users if args.scenario == "live" else 5 * args.recipients
     names = [f"prof-{index:05d}" for index in range(count)]
     spec = ServerSpec(args.kind, args.kind, dict(LIGHT_SETTINGS))
+    ours = args.kind.startswith("ours")
     try:
-        with Server(spec, workdir) as server:
-            sessions = asyncio.run(accounts.create_users(server.url, names, materials))
-        users = [(group[0].name, group[0].cookie) for group in sessions]
+        if ours:
+            with Server(spec, workdir) as server:
+                sessions = asyncio.run(accounts.create_users(server.url, names, materials))
+            users = [(group[0].name, group[0].cookie) for group in sessions]
+        else:  # a bare relay: no accounts, the user is named in the URL
+            users = [(name, "") for name in names]
         with Server(spec, workdir) as server, Pool(2, envelope) as pool:
-            endpoint = Endpoint(server.url, "cookie")
+            endpoint = Endpoint(server.url, "cookie" if ours else "query")
             if args.scenario == "live":
                 spy = Spy(server.worker_pid(), raw, args.seconds)
                 result = run_live(
