@@ -191,3 +191,27 @@ async def test_checkpoints_are_made_off_the_commit_path(tmp_path: Path):
 async def test_checkpoint_interval_must_be_positive(tmp_path: Path):
     with pytest.raises(ValueError, match="checkpoint_interval"):
         Store.for_file(tmp_path / "x.db", PROJECT_ROOT / "schema.sql", checkpoint_interval=0)
+
+
+async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
+    """The upgrade steps run on an older file and keep its rows."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript((PROJECT_ROOT / "schema.sql").read_text(encoding="utf-8"))
+        db.executescript(
+            "CREATE INDEX conversations_recent ON conversations (user_id, last_seq);"
+            "PRAGMA user_version = 1;"
+        )
+    store = Store.for_file(path, PROJECT_ROOT / "schema.sql")
+    await store.open()
+    try:
+        await store.accounts.add_user(_user("alice"), 1)
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        indexes = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        assert "conversations_recent" not in indexes
+        assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 1

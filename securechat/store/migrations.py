@@ -12,7 +12,10 @@ import sqlite3
 from pathlib import Path
 
 # version reached -> SQL that takes a database from (version - 1) to version.
-UPGRADES: dict[int, str] = {}
+UPGRADES: dict[int, str] = {
+    # The committer rewrote this index twice per message; conversations are read by key.
+    2: "DROP INDEX IF EXISTS conversations_recent;",
+}
 
 
 def schema_version(connection: sqlite3.Connection) -> int:
