@@ -112,3 +112,12 @@ def _stall_log() -> None:
         original(self)
 
     asyncio.BaseEventLoop.run_forever = run_forever  # type: ignore[method-assign]
+
+
+@patch("gcfreeze")
+def _gc_freeze() -> None:
+    """Run securechat/gcpolicy.py's collector policy in this process (for the bare relays:
+    the same treatment of the garbage collector as our server gets)."""
+    from securechat import gcpolicy
+
+    gcpolicy.start(growth=1.0)
