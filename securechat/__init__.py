@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from quart_auth import QuartAuth
 from securechat import gcpolicy
 from securechat.clock import now_ms
 from securechat.config import PROJECT_ROOT, Config
+from securechat.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from securechat.state import AppState
@@ -126,9 +126,7 @@ def _install_lifecycle(app: Quart) -> None:
     async def close_resources() -> None:
         state: AppState = app.extensions["securechat"]
         for task in purger:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         purger.clear()
         if state.config.gc_freeze_growth > 0:
             gcpolicy.stop()

@@ -18,7 +18,6 @@ already has by syncing from an older cursor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -41,6 +40,7 @@ from securechat.protocol import (
     synced_frame,
     typing_frame,
 )
+from securechat.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -269,11 +269,8 @@ class StallSweep:
 
     async def stop(self) -> None:
         """Stop the sweeping task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -15,7 +15,6 @@ one cursor, and a sender who was offline learns of receipts made long after the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from securechat.store.messages import (
     SendOutcome,
     Stored,
 )
+from securechat.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,7 @@ class Delivery:
         if self._task is None:
             return
         await self.flush()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
 
     async def flush(self) -> None:

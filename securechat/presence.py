@@ -10,13 +10,13 @@ changes in the order they happened.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from securechat.delivery import ChatStats
 from securechat.hub import Broker, Hub
 from securechat.protocol import PresenceStatus, presence_frame
 from securechat.store.messages import MessageStore
+from securechat.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,8 @@ class Presence:
 
     async def stop(self) -> None:
         """Stop the worker; announcements still queued are dropped (everyone is leaving)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def flush(self) -> None:
         """Return once every change so far has been announced."""

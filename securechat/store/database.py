@@ -38,6 +38,7 @@ from typing import Any, Final, TypeVar
 import aiosqlite
 
 from securechat.store.migrations import migrate
+from securechat.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,7 @@ class Database:
         """Finish the queued writes, then close the connections."""
         if self._writer_task is not None:
             await self._queue.join()
-            self._writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
+            await cancel_and_wait(self._writer_task)
             self._writer_task = None
         await self._checkpointer.stop()
         if self._reader is not None:
@@ -289,11 +288,8 @@ class Checkpointer:
         self._task = asyncio.create_task(self._run(), name="sqlite-checkpoint")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._thread is None:
             return
         if self._connection is not None:
