@@ -215,3 +215,21 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
         }
         assert "conversations_recent" not in indexes
         assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 1
+
+
+async def test_a_lone_failing_job_leaves_nothing_and_the_writer_goes_on(store: Store):
+    """A transaction of one job (no savepoint) that fails is rolled back whole."""
+
+    def insert_then_fail(connection: sqlite3.Connection) -> None:
+        connection.execute(
+            "INSERT INTO users (username, salt, iterations, auth_hash, enc_public_key,"
+            " sign_public_key, key_backup, created_at, keys_updated_at)"
+            " VALUES ('ghost', x'00', 1, 'h', x'00', x'00', 'b', 0, 0)"
+        )
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await store.db.write(insert_then_fail)
+    assert await store.accounts.user_by_name("ghost") is None
+    await store.accounts.add_user(_user("alice"), 1)
+    assert await store.accounts.user_by_name("alice") is not None
