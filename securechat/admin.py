@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from quart import Blueprint, Response, jsonify, request
 
 from securechat import __version__, gcpolicy
+from securechat.chat import EXTRA as CHAT_EXTRA
 from securechat.clock import now_ms
 from securechat.errors import NotAuthenticated, NotFound
 from securechat.sessions import store
@@ -110,7 +111,7 @@ class AppCollector:
 
     def collect(self) -> Iterator[Metric]:
         yield from _writer_metrics(self.state)
-        chat = self.state.extras.get("chat")  # securechat.chat.ChatService, once installed
+        chat = self.state.extras.get(CHAT_EXTRA)  # securechat.chat.ChatService, once installed
         if chat is not None:
             yield from _hub_metrics(chat.hub)
             yield from _chat_metrics(chat)
@@ -199,8 +200,6 @@ def _collector_metrics(policy: gcpolicy.FreezeSurvivors) -> Iterator[Metric]:
 
 
 def _hub_metrics(hub: Any) -> Iterator[Metric]:
-    if hub is None:
-        return
     stats = hub.stats()
     yield GaugeMetricFamily(
         "securechat_ws_connections", "Live WebSocket connections", value=stats.connections

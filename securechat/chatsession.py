@@ -153,14 +153,12 @@ class ChatSession:
                 frames, more = await self.delivery.changes(self.user, position)
                 for index, text in enumerate(frames, 1):
                     await self._write(text)
-                    self.stats.frames_out += 1
                     if index % _YIELD_EVERY == 0:
                         await asyncio.sleep(0)
                 if frames:
                     position = frames[-1].seq
             self.last_pos = max(self.last_pos, position)
             await self._write(synced_frame(position))
-            self.stats.frames_out += 1
 
     # Outgoing ---------------------------------------------------------------------------
 
@@ -182,7 +180,6 @@ class ChatSession:
                     return  # a sync already sent it
                 self.last_pos = text.seq
             await self._write(text)
-            self.stats.frames_out += 1
 
     async def _write(self, text: str) -> None:
         """Transmit one frame, noting when it began for :class:`StallSweep`.
@@ -195,6 +192,7 @@ class ChatSession:
             await self._transmit(text)
         finally:
             self._write_started = None
+        self.stats.frames_out += 1
 
     def close_if_stalled(self) -> bool:
         """Close with 1013 if the write in progress has waited ``ws_send_timeout``; True if so."""

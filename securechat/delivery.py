@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from securechat.clock import now_ms
 from securechat.config import Config
@@ -101,7 +101,6 @@ class ChatStats:
     presence_events: int = 0
     commit_batches: int = 0
     commit_items: int = 0
-    commit_last_batch: int = 0
     commit_largest_batch: int = 0
     commit_failures: int = 0
     # Refused frames and handshakes by reason (an error code, "flood", "foreign_origin", ...).
@@ -113,17 +112,7 @@ class ChatStats:
         """One grouped commit of ``size`` sends and marks."""
         self.commit_batches += 1
         self.commit_items += size
-        self.commit_last_batch = size
         self.commit_largest_batch = max(self.commit_largest_batch, size)
-
-    def snapshot(self) -> dict[str, Any]:
-        """Every counter as plain JSON values."""
-        values: dict[str, Any] = {
-            name: value for name, value in vars(self).items() if isinstance(value, int)
-        }
-        values["rejected"] = dict(self.rejected)
-        values["closes"] = {str(code): count for code, count in self.closes.items()}
-        return values
 
 
 @dataclass(slots=True)

@@ -34,8 +34,6 @@ class Presence:
         self.stats = stats
         self._pending: dict[str, PresenceStatus] = {}
         self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         hub.add_presence_listener(self.changed)
 
@@ -43,7 +41,6 @@ class Presence:
         """The hub's listener: queue the announcement (latest state per user wins)."""
         self._pending.pop(user, None)  # re-inserted last: announced after earlier changes
         self._pending[user] = status
-        self._idle.clear()
         self._wakeup.set()
 
     async def online_peers(self, user: str) -> list[str]:
@@ -60,10 +57,6 @@ class Presence:
         await cancel_and_wait(self._task)
         self._task = None
 
-    async def flush(self) -> None:
-        """Return once every change so far has been announced."""
-        await self._idle.wait()
-
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
@@ -75,7 +68,6 @@ class Presence:
                     await self._announce(user, status)
                 except Exception:
                     log.exception("presence announcement for %r failed", user)
-            self._idle.set()
 
     async def _announce(self, user: str, status: PresenceStatus) -> None:
         text = presence_frame(user, status)

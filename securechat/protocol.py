@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _quote
-from typing import Any, Final, Literal, TypeAlias, TypedDict, cast
+from typing import Any, Final, Literal, TypeAlias
 
 from securechat.errors import SecureChatError
 
@@ -74,24 +74,13 @@ class CloseCode(enum.IntEnum):
 # --- Client frames ------------------------------------------------------------------------------
 
 
-class Envelope(TypedDict):
-    """An end-to-end encrypted message as the client sent it; all binary values base64."""
-
-    v: int
-    iv: str
-    ct: str
-    rk: str
-    sk: str
-    sig: str
-
-
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Store ``envelope`` for ``to``; ``envelope_json`` is its canonical JSON text."""
+    """Store the envelope for ``to``: ``envelope_json`` is its canonical JSON text, the only
+    form the server keeps (it never looks inside an envelope)."""
 
     id: str
     to: str
-    envelope: Envelope
     envelope_json: str
 
 
@@ -162,7 +151,6 @@ def parse_client_frame(data: str | bytes, *, max_envelope_bytes: int) -> ClientF
     obj = _load_json(data)
     if not isinstance(obj, dict):
         raise ProtocolError("not_an_object", "a frame must be a JSON object")
-    frame_id = _frame_id(obj)
     try:
         kind = obj.get("type")
         if not isinstance(kind, str):
@@ -172,7 +160,7 @@ def parse_client_frame(data: str | bytes, *, max_envelope_bytes: int) -> ClientF
             raise ProtocolError("unknown_type", f"unknown frame type {kind[:32]!r}")
         return parser(obj, max_envelope_bytes)
     except ProtocolError as exc:
-        exc.frame_id = frame_id
+        exc.frame_id = _frame_id(obj)
         raise
 
 
@@ -246,8 +234,9 @@ def _parse_send(obj: dict[str, Any], max_envelope_bytes: int) -> Send:
     if not isinstance(frame_id, str) or not UUID_RE.match(frame_id):
         raise _bad_field("id", "must be a lower-case canonical UUID")
     to = _username(obj, "to")
-    envelope, envelope_json = _envelope(obj.get("envelope"), max_envelope_bytes)
-    return Send(id=frame_id, to=to, envelope=envelope, envelope_json=envelope_json)
+    return Send(
+        id=frame_id, to=to, envelope_json=_envelope(obj.get("envelope"), max_envelope_bytes)
+    )
 
 
 def _parse_sync(obj: dict[str, Any], _max: int) -> Sync:
@@ -302,8 +291,8 @@ _BASE64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 _ZERO_LOW_BITS: Final = {2: "AQgw", 1: "AEIMQUYcgkosw048"}
 
 
-def _envelope(value: Any, max_bytes: int) -> tuple[Envelope, str]:
-    """Validate an envelope; return it with its canonical JSON text."""
+def _envelope(value: Any, max_bytes: int) -> str:
+    """Validate an envelope; return its canonical JSON text."""
     if not isinstance(value, dict):
         raise _bad_field("envelope", "must be an object")
     if value.keys() != _ENVELOPE_KEYS:
@@ -325,7 +314,7 @@ def _envelope(value: Any, max_bytes: int) -> tuple[Envelope, str]:
         raise _bad_field(
             f"envelope.{bad}", f"must be canonical base64 of {low}..{high or 'any'} bytes"
         )
-    return cast(Envelope, value), text
+    return text
 
 
 def _canonical_text(value: dict[str, Any]) -> str:
@@ -529,7 +518,6 @@ __all__ = [
     "ClientFrame",
     "CloseCode",
     "Delivered",
-    "Envelope",
     "KeyedRateLimiter",
     "Ping",
     "PresenceStatus",

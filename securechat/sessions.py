@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Awaitable, Callable
-from functools import wraps
-from typing import ParamSpec, TypeVar
 
 from quart import g, has_request_context, request, websocket
 from quart_auth import AuthUser, current_user, login_user, logout_user
@@ -21,9 +18,6 @@ from securechat.clock import now_ms
 from securechat.errors import NotAuthenticated
 from securechat.state import state
 from securechat.store import Session, Store, User
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 # Activity is written back at most this often per session, not on every request.
 TOUCH_INTERVAL_MS = 60_000
@@ -109,17 +103,6 @@ async def require_session() -> Session:
     if session is None:
         raise NotAuthenticated()
     return session
-
-
-def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Decorate a view so it answers 401 without a live session."""
-
-    @wraps(view)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        await require_session()
-        return await view(*args, **kwargs)
-
-    return wrapper
 
 
 async def end_session() -> None:

@@ -43,7 +43,7 @@ class Throttle:
     def record_failure(self, key: str, now: float) -> None:
         """Count a failed attempt."""
         failures = self._recent(key, now)
-        if failures is None or not failures:
+        if failures is None:
             failures = deque()
             self._failures[key] = failures
         failures.append(now)

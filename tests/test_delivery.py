@@ -301,7 +301,7 @@ async def test_send_parsed_from_the_frame_keeps_the_envelope_text(chat: Chat):
     await chat.delivery.send(
         alice.conn,
         chat.users["alice"],
-        Send(str(uuid.uuid4()), "bob", ENVELOPE, ENVELOPE_JSON),  # type: ignore[arg-type]
+        Send(str(uuid.uuid4()), "bob", ENVELOPE_JSON),
     )
     await chat.delivery.flush()
     row = await chat.store.db.fetch_one("SELECT envelope FROM messages")

@@ -82,7 +82,7 @@ def test_parse_send(envelope: dict[str, Any]) -> None:
     """A valid send frame becomes Send with the id, recipient and envelope."""
     frame = parse(send_text(envelope))
     assert isinstance(frame, Send)
-    assert (frame.id, frame.to, frame.envelope) == (FRAME_ID, "bob", envelope)
+    assert (frame.id, frame.to, json.loads(frame.envelope_json)) == (FRAME_ID, "bob", envelope)
 
 
 def test_send_carries_canonical_envelope_json(envelope: dict[str, Any]) -> None:
