@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
@@ -27,7 +27,6 @@ from securechat.clock import now_ms
 from securechat.errors import NotAuthenticated, NotFound
 from securechat.sessions import store
 from securechat.state import AppState, state
-from securechat.store.database import COMMIT_SECONDS_BUCKETS
 
 blueprint = Blueprint("admin", __name__)
 
@@ -136,8 +135,8 @@ def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
     yield HistogramMetricFamily(
         "securechat_db_commit_seconds",
         "Time from BEGIN to the end of COMMIT of each write transaction, fsync included",
-        buckets=_cumulative(COMMIT_SECONDS_BUCKETS, stats.commit_seconds_counts),
-        sum_value=stats.commit_seconds_total,
+        buckets=stats.commit_seconds.cumulative(),
+        sum_value=stats.commit_seconds.total,
     )
     yield SummaryMetricFamily(
         "securechat_db_checkpoint_seconds",
@@ -165,27 +164,18 @@ def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
     )
 
 
-def _cumulative(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
-    """Prometheus histogram buckets (``le`` label, cumulative count) from per-bucket counts."""
-    buckets, total = [], 0
-    for bound, count in zip(bounds, counts, strict=True):
-        total += count
-        buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(total)))
-    return buckets
-
-
 def _collector_metrics(policy: gcpolicy.FreezeSurvivors) -> Iterator[Metric]:
     stats = policy.stats
     yield HistogramMetricFamily(
         "securechat_gc_pause_seconds",
         "Pauses of Python's cyclic garbage collector (all generations) since the policy started",
-        buckets=_cumulative(gcpolicy.PAUSE_SECONDS_BUCKETS, stats.pause_counts),
-        sum_value=stats.pause_seconds_total,
+        buckets=stats.pauses.cumulative(),
+        sum_value=stats.pauses.total,
     )
     yield GaugeMetricFamily(
         "securechat_gc_longest_pause_seconds",
         "Longest garbage collector pause since the policy started",
-        value=stats.longest_pause,
+        value=stats.pauses.longest,
     )
     yield GaugeMetricFamily(
         "securechat_gc_frozen_objects",

@@ -21,16 +21,12 @@ first that serves and stopped by the last.
 
 from __future__ import annotations
 
-import bisect
 import gc
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
-# Upper bounds (seconds) of the pause histogram's buckets; the last is +Inf.
-PAUSE_SECONDS_BUCKETS: Final = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, float("inf")
-)  # fmt: skip
+from securechat.timings import Timings
 
 
 @dataclass
@@ -38,15 +34,8 @@ class CollectorStats:
     """What the collector did since the policy started, for /metrics."""
 
     complete_collections: int = 0
-    # Collections by pause, per bucket of PAUSE_SECONDS_BUCKETS (not cumulative), all generations.
-    pause_counts: list[int] = field(default_factory=lambda: [0] * len(PAUSE_SECONDS_BUCKETS))
-    pause_seconds_total: float = 0.0
-    longest_pause: float = 0.0
-
-    def record(self, seconds: float) -> None:
-        self.pause_counts[bisect.bisect_left(PAUSE_SECONDS_BUCKETS, seconds)] += 1
-        self.pause_seconds_total += seconds
-        self.longest_pause = max(self.longest_pause, seconds)
+    # Every collection's pause, all generations.
+    pauses: Timings = field(default_factory=Timings)
 
 
 class FreezeSurvivors:
@@ -87,7 +76,7 @@ class FreezeSurvivors:
         if phase == "start":
             self._started = time.perf_counter()
             return
-        self.stats.record(time.perf_counter() - self._started)
+        self.stats.pauses.observe(time.perf_counter() - self._started)
         if info["generation"] != 2:
             return
         # A full collection has just merged every younger generation into the oldest, so
@@ -131,4 +120,4 @@ def current() -> FreezeSurvivors | None:
     return _policy
 
 
-__all__ = ["PAUSE_SECONDS_BUCKETS", "CollectorStats", "FreezeSurvivors", "current", "start", "stop"]
+__all__ = ["CollectorStats", "FreezeSurvivors", "current", "start", "stop"]

@@ -66,7 +66,7 @@ def test_survivors_are_frozen_and_skipped_until_the_frozen_set_grows():
         assert ref() is None, "the thaw let the collector free the dead cycle"
         assert policy.stats.complete_collections == 2
         assert policy.frozen >= len(held)
-        assert sum(policy.stats.pause_counts) >= 5 and policy.stats.longest_pause > 0
+        assert sum(policy.stats.pauses.counts) >= 5 and policy.stats.pauses.longest > 0
 
         policy.stop()
         assert gc.get_freeze_count() == 0 and policy._on_collection not in gc.callbacks

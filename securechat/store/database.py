@@ -22,7 +22,6 @@ thread, every ``checkpoint_interval`` seconds, never inside a commit: see :class
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import functools
 import logging
@@ -33,22 +32,19 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from securechat.store.migrations import migrate
 from securechat.tasks import cancel_and_wait
+from securechat.timings import Timings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-# Upper bounds (seconds) of the commit-time histogram's buckets; the last is +Inf.
-COMMIT_SECONDS_BUCKETS: Final = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, float("inf")
-)  # fmt: skip
 
 
 @dataclass
@@ -67,11 +63,8 @@ class WriterStats:
     jobs: int = 0
     last_batch: int = 0
     largest_batch: int = 0
-    commit_seconds_total: float = 0.0
-    # Transactions by commit time, per bucket of COMMIT_SECONDS_BUCKETS (not cumulative).
-    commit_seconds_counts: list[int] = field(
-        default_factory=lambda: [0] * len(COMMIT_SECONDS_BUCKETS)
-    )
+    # BEGIN to the end of COMMIT, fsync included, of every transaction.
+    commit_seconds: Timings = field(default_factory=Timings)
     checkpoints: int = 0
     checkpoint_seconds_total: float = 0.0
     # Frames in the write-ahead log at the latest checkpoint, and how many it could not copy
@@ -84,8 +77,7 @@ class WriterStats:
         self.jobs += size
         self.last_batch = size
         self.largest_batch = max(self.largest_batch, size)
-        self.commit_seconds_total += seconds
-        self.commit_seconds_counts[bisect.bisect_left(COMMIT_SECONDS_BUCKETS, seconds)] += 1
+        self.commit_seconds.observe(seconds)
 
 
 class Database:
