@@ -1,8 +1,8 @@
 """Messages, receipts and conversations: every SQL statement about the chat lives here.
 
 Writes come only from the committer (securechat/delivery.py), in batches: :meth:`commit` turns
-a batch of sends and marks into one write job of a handful of statements (``executemany``),
-whatever the batch size. It hands out sequence numbers itself, from ``chat_sequence``, so it
+a batch of sends and marks into one write job of a handful of statements, each taking the
+whole batch as one JSON parameter, whatever the batch size. It hands out sequence numbers itself, from ``chat_sequence``, so it
 knows every row's ``seq`` without a round trip per row.
 """
 
@@ -12,19 +12,16 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal
 
 from securechat.store.database import Database
 
-T = TypeVar("T")
 MarkStatus = Literal["delivered", "read"]
 ChangeKind = Literal["message", "delivered", "read"]
 
 # Why a send or a mark was not applied (the client-facing error codes, docs/protocol.md).
 UNKNOWN_RECIPIENT: Final = "unknown_recipient"
 UNKNOWN_MESSAGE: Final = "unknown_message"
-# Bound on SQL variables per statement (SQLite's default limit is 32766).
-_CHUNK: Final = 400
 _KINDS: Final[tuple[ChangeKind, ...]] = ("message", "delivered", "read")
 
 
@@ -248,7 +245,7 @@ SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelo
 """
 
 
-# The committer's hot statements take the whole batch as ONE JSON parameter, unpacked by
+# The committer's statements take the whole batch as ONE JSON parameter, unpacked by
 # json_each (SQLite >= 3.38). The sqlite3 module lets go of the GIL around every step of a
 # statement, and executemany steps once per row: under load each hand-over back to the writer
 # thread waited for the event loop's thread, about three per message. Here it is one per
@@ -269,6 +266,26 @@ _TOUCH_CONVERSATIONS: Final = (
 _USER_IDS: Final = (
     "SELECT json_group_object(username, id) FROM users"
     " WHERE username IN (SELECT value FROM json_each(?))"
+)
+# Each key one lookup in the UNIQUE (sender_id, client_id) index.
+_ORIGINALS: Final = (
+    "SELECT m.sender_id, m.client_id, m.seq, m.ts FROM json_each(?) AS k"
+    " JOIN messages m ON m.sender_id = k.value ->> 0 AND m.client_id = k.value ->> 1"
+)
+_MARK_STATES: Final = (
+    "SELECT m.seq, m.sender_id, m.recipient_id, m.client_id, u.username,"
+    " m.delivered_seq, m.delivered_at, m.read_seq, m.read_at"
+    " FROM messages m JOIN users u ON u.id = m.sender_id"
+    " WHERE m.seq IN (SELECT value FROM json_each(?))"
+)
+_UPDATE_MARKS: Final = (
+    "UPDATE messages SET delivered_seq = j.value ->> 0, delivered_at = j.value ->> 1,"
+    " read_seq = j.value ->> 2, read_at = j.value ->> 3"
+    " FROM json_each(?) AS j WHERE seq = j.value ->> 4"
+)
+_DROP_UNREAD: Final = (
+    "UPDATE conversations SET unread = max(unread - (j.value ->> 0), 0)"
+    " FROM json_each(?) AS j WHERE user_id = j.value ->> 1 AND peer_id = j.value ->> 2"
 )
 
 
@@ -321,18 +338,11 @@ def _settle_duplicates(
     rows: list[tuple[int, int, int, str, int, str]],
 ) -> list[tuple[int, int, int, str, int, str]]:
     """Point each resend at its original message; return the rows really inserted."""
-    keys = [(row[1], row[3]) for row in rows]
-    originals: dict[tuple[int, str], tuple[int, int]] = {}
-    for chunk in _chunks(keys, _CHUNK // 2):
-        placeholders = ",".join("(?, ?)" for _ in chunk)
-        flat = [value for key in chunk for value in key]
-        # A join from a VALUES list, so each key is one lookup in the UNIQUE index.
-        for sender_id, client_id, seq, ts in connection.execute(
-            f"SELECT m.sender_id, m.client_id, m.seq, m.ts FROM (VALUES {placeholders}) AS k"
-            " JOIN messages m ON m.sender_id = k.column1 AND m.client_id = k.column2",
-            flat,
-        ):
-            originals[(sender_id, client_id)] = (seq, ts)
+    keys = _json_rows([(row[1], row[3]) for row in rows])
+    originals: dict[tuple[int, str], tuple[int, int]] = {
+        (sender_id, client_id): (seq, ts)
+        for sender_id, client_id, seq, ts in connection.execute(_ORIGINALS, (keys,))
+    }
     created = []
     for index, outcome in enumerate(outcomes):
         if isinstance(outcome, Stored):
@@ -388,17 +398,10 @@ def _apply_marks(
         if s.dirty
     ]
     if dirty:
-        connection.executemany(
-            "UPDATE messages SET delivered_seq = ?, delivered_at = ?, read_seq = ?, read_at = ?"
-            " WHERE seq = ?",
-            dirty,
-        )
+        connection.execute(_UPDATE_MARKS, (_json_rows(dirty),))
     if unread_drops:
-        connection.executemany(
-            "UPDATE conversations SET unread = max(unread - ?, 0)"
-            " WHERE user_id = ? AND peer_id = ?",
-            [(count, user, peer) for (user, peer), count in unread_drops.items()],
-        )
+        drops = [(count, user, peer) for (user, peer), count in unread_drops.items()]
+        connection.execute(_DROP_UNREAD, (_json_rows(drops),))
     return outcomes
 
 
@@ -430,17 +433,8 @@ def _mark_read(
 
 
 def _mark_states(connection: sqlite3.Connection, seqs: set[int]) -> dict[int, _MarkState]:
-    states: dict[int, _MarkState] = {}
-    for chunk in _chunks(sorted(seqs), _CHUNK):
-        placeholders = ",".join("?" * len(chunk))
-        for row in connection.execute(
-            "SELECT m.seq, m.sender_id, m.recipient_id, m.client_id, u.username,"
-            " m.delivered_seq, m.delivered_at, m.read_seq, m.read_at"
-            f" FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.seq IN ({placeholders})",
-            chunk,
-        ):
-            states[row[0]] = _MarkState(*row[1:])
-    return states
+    rows = connection.execute(_MARK_STATES, (_json_rows(sorted(seqs)),))
+    return {row[0]: _MarkState(*row[1:]) for row in rows}
 
 
 def _user_ids(connection: sqlite3.Connection, names: set[str]) -> dict[str, int]:
@@ -452,11 +446,6 @@ def _user_ids(connection: sqlite3.Connection, names: set[str]) -> dict[str, int]
 
 def _json_rows(rows: Sequence[object]) -> str:
     return _COMPACT.encode(rows)
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 __all__ = [
