@@ -17,6 +17,7 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -846,14 +847,21 @@ class ChatConnection:
     ) -> dict[str, Any]:
         """The first frame of type ``kind`` whose fields equal ``fields``; others are kept."""
         match = {"type": kind, **fields}
+        return await self._take(
+            lambda frame: all(frame.get(k) == v for k, v in match.items()),
+            self.wait if wait is None else wait,
+        )
+
+    async def _take(self, wanted: Callable[[dict[str, Any]], bool], wait: float) -> dict[str, Any]:
+        """The first frame ``wanted`` accepts, kept ones first; the others stay kept, in order."""
         for frame in self._backlog:
-            if all(frame.get(k) == v for k, v in match.items()):
+            if wanted(frame):
                 self._backlog.remove(frame)
                 return frame
-        async with asyncio.timeout(self.wait if wait is None else wait):
+        async with asyncio.timeout(wait):
             while True:
                 frame = await self._read(None)
-                if all(frame.get(k) == v for k, v in match.items()):
+                if wanted(frame):
                     return frame
                 self._backlog.append(frame)
 
@@ -931,16 +939,11 @@ class ChatConnection:
 
     async def wait_ack(self, message_id: str) -> dict[str, Any]:
         """The ack for ``message_id``; ChatError if an error frame for it comes first."""
-        async with asyncio.timeout(self.wait):
-            while True:
-                for index, frame in enumerate(self._backlog):
-                    if frame.get("id") == message_id and frame["type"] in ("ack", "error"):
-                        del self._backlog[index]
-                        return _ack_or_raise(frame)
-                frame = await self._read(None)
-                if frame.get("id") == message_id and frame["type"] in ("ack", "error"):
-                    return _ack_or_raise(frame)
-                self._backlog.append(frame)
+        frame = await self._take(
+            lambda frame: frame.get("id") == message_id and frame["type"] in ("ack", "error"),
+            self.wait,
+        )
+        return _ack_or_raise(frame)
 
     async def open(self, frame: dict[str, Any]) -> e2e.Plaintext:
         """Verify and decrypt a ``message`` frame (mine or someone else's)."""

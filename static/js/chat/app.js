@@ -117,8 +117,8 @@ export class ChatApp {
   }
 
   async #checkDirectory() {
-    await this.keys.checkHead();
-    // Keys logged under my name that I do not hold: only I can notice (directory.js sets the
+    // The head's signature and consistency first (checkMyEntries checks it itself), then keys
+    // logged under my name that I do not hold: only I can notice (directory.js sets the
     // alarm). Offline or refused: checked again next time.
     await this.keys.directory.checkMyEntries(this.keys.mine).catch(() => {});
     const alarm = this.keys.alarm();

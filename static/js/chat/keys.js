@@ -9,7 +9,7 @@
  * For anyone else the new keys are pinned at once: the notice in the conversation says so.
  */
 
-import { DirectoryError, KeyDirectory } from "../directory.js";
+import { KeyDirectory } from "../directory.js";
 
 // Keys used to encrypt are at most this old; ones used to verify an incoming message, a little
 // older (a failed check fetches them again at once).
@@ -106,14 +106,5 @@ export class KeyBook extends EventTarget {
   /** The serious warning directory.js keeps (a forked log, a changed directory key), or null. */
   alarm() {
     return this.directory.alarm();
-  }
-
-  /** Check the server's latest signed head against the last one kept; never throws. */
-  async checkHead() {
-    try {
-      await this.directory.checkHead();
-    } catch (error) {
-      if (!(error instanceof DirectoryError)) return; // offline: checked next time
-    }
   }
 }
