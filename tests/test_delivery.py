@@ -24,15 +24,8 @@ from securechat.delivery import ChatStats, Delivery, Principal
 from securechat.hub import Connection, Hub, LocalBroker
 from securechat.protocol import CloseCode, Send
 from securechat.store import NewUser, Store
+from tests.chatkit import FAKE_ENVELOPE as ENVELOPE
 
-ENVELOPE = {
-    "v": 1,
-    "iv": "A" * 16,
-    "ct": "B" * 24,
-    "rk": "C" * 344,
-    "sk": "D" * 344,
-    "sig": "E" * 85 + "A==",
-}
 ENVELOPE_JSON = json.dumps(ENVELOPE, separators=(",", ":"), sort_keys=True)
 
 

@@ -26,6 +26,16 @@ def _user(name: str) -> NewUser:
     return NewUser(name, b"s" * 16, 600_000, "hash", b"enc", b"sign", "backup")
 
 
+def insert_ghost_then_fail(connection: sqlite3.Connection) -> None:
+    """A write job that inserts a user, then fails: nothing of it may stay."""
+    connection.execute(
+        "INSERT INTO users (username, salt, iterations, auth_hash, enc_public_key,"
+        " sign_public_key, key_backup, created_at, keys_updated_at)"
+        " VALUES ('ghost', x'00', 1, 'h', x'00', x'00', 'b', 0, 0)"
+    )
+    raise RuntimeError("boom")
+
+
 async def test_new_database_gets_schema_version_and_wal(store: Store, tmp_path: Path):
     """A new file is at the current schema version, in WAL mode."""
     with sqlite3.connect(tmp_path / "test.db") as db:
@@ -55,18 +65,9 @@ async def test_concurrent_writes_share_one_transaction(store: Store):
 
 async def test_failing_job_rolls_back_alone(store: Store):
     """A job that fails mid-way leaves no partial write and does not sink its batch."""
-
-    def half_then_fail(connection: sqlite3.Connection) -> None:
-        connection.execute(
-            "INSERT INTO users (username, salt, iterations, auth_hash, enc_public_key,"
-            " sign_public_key, key_backup, created_at, keys_updated_at)"
-            " VALUES ('ghost', x'00', 1, 'h', x'00', x'00', 'b', 0, 0)"
-        )
-        raise RuntimeError("boom")
-
     results = await asyncio.gather(
         store.accounts.add_user(_user("alice"), 1),
-        store.db.write(half_then_fail),
+        store.db.write(insert_ghost_then_fail),
         store.accounts.add_user(_user("bob"), 1),
         return_exceptions=True,
     )
@@ -219,17 +220,8 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
 
 async def test_a_lone_failing_job_leaves_nothing_and_the_writer_goes_on(store: Store):
     """A transaction of one job (no savepoint) that fails is rolled back whole."""
-
-    def insert_then_fail(connection: sqlite3.Connection) -> None:
-        connection.execute(
-            "INSERT INTO users (username, salt, iterations, auth_hash, enc_public_key,"
-            " sign_public_key, key_backup, created_at, keys_updated_at)"
-            " VALUES ('ghost', x'00', 1, 'h', x'00', x'00', 'b', 0, 0)"
-        )
-        raise RuntimeError("boom")
-
     with pytest.raises(RuntimeError, match="boom"):
-        await store.db.write(insert_then_fail)
+        await store.db.write(insert_ghost_then_fail)
     assert await store.accounts.user_by_name("ghost") is None
     await store.accounts.add_user(_user("alice"), 1)
     assert await store.accounts.user_by_name("alice") is not None
