@@ -186,7 +186,6 @@ class Worker:
                 turn = (turn + 1) % len(senders)
                 message_id = self.ids.next()
                 self.step_of[message_id] = index
-                self.recipient_of[message_id] = to
                 self.sent_at[message_id] = time.monotonic()
                 with contextlib.suppress(ConnectionClosed):
                     await chat.send_raw(send_text(message_id, to, envelope))

@@ -21,7 +21,7 @@ from argon2 import PasswordHasher, Type
 from securechat import e2e
 from securechat.client import ClientError, SecureChatClient, registration_body
 from securechat.config import Config
-from tools.bench.accounts import PASSWORD, KeyMaterial
+from tools.bench.accounts import PASSWORD, KeyMaterial, login_with_keys
 from tools.bench.live import percentile
 from tools.bench.procs import Server
 
@@ -78,12 +78,7 @@ async def _run(
             while time.monotonic() < deadline:
                 started = time.monotonic()
                 try:
-                    await client.prelogin(name)
-                    await client.call(
-                        "POST",
-                        "/api/v1/login",
-                        {"username": name, "auth_key": e2e.b64encode(material.keys.auth_key)},
-                    )
+                    await login_with_keys(client, name, material)
                 except ClientError as error:
                     failures[f"{error.status} {error.code}"] += 1
                     await asyncio.sleep(float(error.body.get("retry_after", 0.1)))

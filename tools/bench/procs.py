@@ -11,6 +11,7 @@ import contextlib
 import os
 import resource
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -245,6 +246,8 @@ class Server:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+        if self.owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def _children(pid: int) -> list[int]:
