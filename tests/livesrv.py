@@ -48,6 +48,12 @@ class LiveServer:
         self._wait_until_serving()
         return self
 
+    def __enter__(self) -> LiveServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)

@@ -74,8 +74,7 @@ async def test_fork_is_reported_and_remembered(
     """A server with the same key but another history: exit 1, and the evidence stays."""
     await signed_up("alice")
     await signed_up("bob")
-    fork = fork_server(live_server, tmp_path / "fork")
-    try:
+    with fork_server(live_server, tmp_path / "fork") as fork:
         await signed_up("carol")
         assert run(live_server, state)[0] == 0
         forge_log_entry(fork, "bob", identities[3])
@@ -86,8 +85,6 @@ async def test_fork_is_reported_and_remembered(
         status, out = run(live_server, state)
         assert status == 1
         assert "EVIDENCE (fork)" in out
-    finally:
-        fork.stop()
 
 
 async def test_two_heads_of_one_size_are_equivocation(
@@ -95,16 +92,13 @@ async def test_two_heads_of_one_size_are_equivocation(
 ) -> None:
     """The same size signed with two roots is reported as equivocation."""
     await signed_up("alice")
-    fork = fork_server(live_server, tmp_path / "fork")
-    try:
+    with fork_server(live_server, tmp_path / "fork") as fork:
         await signed_up("bob")
         assert run(live_server, state)[0] == 0
         forge_log_entry(fork, "mallory", identities[3])
         status, out = run(fork, state)
         assert status == 1
         assert "equivocation: two different heads of size 2" in out
-    finally:
-        fork.stop()
 
 
 async def test_smaller_head_of_another_history_is_a_fork(
@@ -112,8 +106,7 @@ async def test_smaller_head_of_another_history_is_a_fork(
 ) -> None:
     """A head smaller than the verified log must be a prefix of it."""
     await signed_up("alice")
-    fork = fork_server(live_server, tmp_path / "fork")
-    try:
+    with fork_server(live_server, tmp_path / "fork") as fork:
         await signed_up("bob")
         await signed_up("carol")
         assert run(live_server, state)[0] == 0
@@ -121,8 +114,6 @@ async def test_smaller_head_of_another_history_is_a_fork(
         status, out = run(fork, state)
         assert status == 1
         assert "not a prefix of the verified log" in out
-    finally:
-        fork.stop()
 
 
 async def test_rewritten_entry_is_reported(live_server: LiveServer, signed_up, state) -> None:
@@ -144,8 +135,7 @@ async def test_changed_directory_key_fails_until_accepted(
     """Another directory key is refused; --accept-directory-key re-pins it."""
     await signed_up("alice")
     assert run(live_server, state)[0] == 0
-    other = LiveServer(fast_config(tmp_path / "other")).start()
-    try:
+    with LiveServer(fast_config(tmp_path / "other")).start() as other:
         status, out = run(other, state)
         assert status == 1
         assert "the directory key changed" in out
@@ -153,8 +143,6 @@ async def test_changed_directory_key_fails_until_accepted(
         status, lines = audit.run(other.url, state, accept=new)
         assert status == 0, lines  # its log is empty: a prefix of every log
         assert f"pinned the directory key {new}" in lines
-    finally:
-        other.stop()
 
 
 def test_expected_fingerprint_is_enforced(live_server: LiveServer, state) -> None:

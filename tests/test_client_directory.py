@@ -183,8 +183,7 @@ async def test_forked_log_is_detected(
     alice = await signed_up("alice")
     await signed_up("bob")
     await signed_up("carol")
-    fork = fork_server(live_server, tmp_path / "fork")
-    try:
+    with fork_server(live_server, tmp_path / "fork") as fork:
         await signed_up("dave")
         await alice.fetch_verified_keys("bob")  # alice has seen the real log at size 4
         forge_log_entry(fork, "bob", mallory)  # the fork: size 4 too, but another entry 3
@@ -199,8 +198,6 @@ async def test_forked_log_is_detected(
             with pytest.raises(KeyDirectoryError) as caught:
                 await victim.fetch_verified_keys("bob")
             assert caught.value.code == "log_forked"
-    finally:
-        fork.stop()
 
 
 async def test_another_directory_key_is_refused(signed_up, tmp_path: Path, identities) -> None:
@@ -208,8 +205,7 @@ async def test_another_directory_key_is_refused(signed_up, tmp_path: Path, ident
     alice = await signed_up("alice")
     await signed_up("bob")
     await alice.fetch_verified_keys("bob")
-    other = LiveServer(fast_config(tmp_path / "other")).start()
-    try:
+    with LiveServer(fast_config(tmp_path / "other")).start() as other:
         async with SecureChatClient(
             other.url, min_iterations=FAST_ITERATIONS, directory=alice.directory
         ) as client:
@@ -219,8 +215,6 @@ async def test_another_directory_key_is_refused(signed_up, tmp_path: Path, ident
             with pytest.raises(KeyDirectoryError) as caught:
                 await client.fetch_verified_keys("bob")
             assert caught.value.code == "directory_key_changed"
-    finally:
-        other.stop()
 
 
 async def test_every_signature_bit_flip_in_a_key_response_is_refused(

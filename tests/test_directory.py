@@ -178,14 +178,11 @@ def test_directory_endpoint_serves_the_key(live_server: LiveServer) -> None:
 
 def test_health_reports_fingerprint_and_tree_size(tmp_path: Path) -> None:
     """/admin/health carries the directory fingerprint and the log's size."""
-    server = LiveServer(fast_config(tmp_path / "data", admin_token=TOKEN)).start()
-    try:
+    with LiveServer(fast_config(tmp_path / "data", admin_token=TOKEN)).start() as server:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         body = httpx.get(server.url + "/admin/health", headers=headers, timeout=10).json()
         fingerprint = e2e.fingerprint(directory_spki(server))
         assert body["directory"] == {"fingerprint": fingerprint, "tree_size": 0}
-    finally:
-        server.stop()
 
 
 # --- the log -----------------------------------------------------------------------------------
@@ -252,19 +249,13 @@ async def test_key_change_appends_an_entry(live_server: LiveServer, signed_up, i
 async def test_heads_are_one_per_size(tmp_path: Path, identities) -> None:
     """The same size always gives the same signed head, also after a restart."""
     config = fast_config(tmp_path / "data")
-    server = LiveServer(config).start()
-    try:
+    with LiveServer(config).start() as server:
         async with SecureChatClient(server.url, min_iterations=1000) as client:
             await client.register("alice", "a password", iterations=1000, identity=identities[0])
         first = get(server, "/api/v1/directory/head").json()
         assert get(server, "/api/v1/directory/head").json() == first
-    finally:
-        server.stop()
-    server = LiveServer(config).start()
-    try:
+    with LiveServer(config).start() as server:
         assert get(server, "/api/v1/directory/head").json() == first
-    finally:
-        server.stop()
 
 
 def test_empty_log_has_a_signed_head(live_server: LiveServer) -> None:
@@ -327,8 +318,7 @@ def test_bad_consistency_requests_are_400(live_server: LiveServer, params: dict[
 
 async def test_entries_are_paged(tmp_path: Path, identities) -> None:
     """A page holds at most directory_entries_page_max entries; start past the end is 400."""
-    server = LiveServer(fast_config(tmp_path / "data", directory_entries_page_max=2)).start()
-    try:
+    with LiveServer(fast_config(tmp_path / "data", directory_entries_page_max=2)).start() as server:
         async with SecureChatClient(server.url, min_iterations=1000) as client:
             for number in range(3):
                 await client.register(
@@ -340,8 +330,6 @@ async def test_entries_are_paged(tmp_path: Path, identities) -> None:
         assert [e["index"] for e in body["entries"]] == [2]
         assert get(server, "/api/v1/directory/entries", start=3).json()["entries"] == []
         assert get(server, "/api/v1/directory/entries", start=4).status_code == 400
-    finally:
-        server.stop()
 
 
 def test_log_endpoints_need_no_account(live_server: LiveServer) -> None:
@@ -403,11 +391,8 @@ def test_config_has_the_directory_bounds() -> None:
 async def test_server_runs_with_an_encrypted_key(tmp_path: Path) -> None:
     """With a passphrase the server creates an encrypted key and serves from it."""
     config = fast_config(tmp_path / "data", directory_key_passphrase="a long passphrase here")
-    server = LiveServer(config).start()
-    try:
+    with LiveServer(config).start() as server:
         key = directory.load_or_create_key(config.data_dir, "a long passphrase here")
         assert directory_spki(server) == directory.public_spki(key)
         assert verify_tree_head(directory.public_spki(key), served_head(server))
-    finally:
-        server.stop()
     assert b"ENCRYPTED" in (config.data_dir / directory.KEY_FILE).read_bytes()

@@ -192,8 +192,7 @@ async def test_forked_head_is_detected(
     """Heads of a fork signed by the same key are inconsistent; the alarm stays raised."""
     await signed_up("alice")
     await signed_up("bob")
-    fork = fork_server(live_server, tmp_path / "fork")
-    try:
+    with fork_server(live_server, tmp_path / "fork") as fork:
         await signed_up("carol")
         forge_log_entry(fork, "bob", identities[3])
         forge_log_entry(fork, "alice", identities[3])
@@ -223,8 +222,6 @@ async def test_forked_head_is_detected(
             answers,
         )
         assert got == ["log_forked", "log_forked", "log_forked", "log_forked", 3]
-    finally:
-        fork.stop()
 
 
 async def test_directory_key_is_pinned_on_first_use(

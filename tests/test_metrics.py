@@ -39,12 +39,9 @@ async def scrape(url: str) -> dict[str, float]:
 
 async def test_metrics_are_off_without_a_token(tmp_path: Path):
     """With no admin token configured, /metrics answers 404, like /admin/health."""
-    server = LiveServer(fast_config(tmp_path / "untokened")).start()
-    try:
+    with LiveServer(fast_config(tmp_path / "untokened")).start() as server:
         async with httpx.AsyncClient(base_url=server.url) as http:
             response = await http.get("/metrics", headers={"Authorization": "Bearer x"})
-    finally:
-        server.stop()
     assert response.status_code == 404
 
 
@@ -129,14 +126,11 @@ async def test_each_app_has_its_own_registry(
     tmp_path: Path, base_url: str, identities: list[e2e.Identity]
 ):
     """Two apps in one process each count their own work, not a shared global registry's."""
-    other = LiveServer(fast_config(tmp_path / "other", admin_token=TOKEN)).start()
-    try:
+    with LiveServer(fast_config(tmp_path / "other", admin_token=TOKEN)).start() as other:
         async with SecureChatClient(base_url, min_iterations=FAST_ITERATIONS) as client:
             await client.register(
                 "metered", "pass phrase here", iterations=FAST_ITERATIONS, identity=identities[0]
             )
         first, second = await scrape(base_url), await scrape(other.url)
-    finally:
-        other.stop()
     assert first["securechat_argon2_operations_total"] == 1
     assert second["securechat_argon2_operations_total"] == 0
