@@ -164,7 +164,8 @@ async def chat_socket() -> tuple[Response, int] | None:
     try:
         # A logout that finished between reading the session and connect() found no socket
         # to close; reading the session again after connect() closes that gap.
-        if not await _still_live(session):
+        session = await _still_live(session)
+        if session is None:
             return _refuse(service, "unauthenticated", "Log in first.")
         await websocket.accept()
         await _serve(service, conn, session, after)
@@ -219,9 +220,10 @@ def _transmitter(socket: Websocket) -> Callable[[str], Awaitable[None]]:
     return send  # type: ignore[no-any-return]
 
 
-async def _still_live(session: Session) -> bool:
+async def _still_live(session: Session) -> Session | None:
+    """The session as stored now, if it is still live (its idle clock as written)."""
     fresh = await state().store.sessions.session_by_id(session.id)
-    return fresh is not None and is_live(fresh, now_ms())
+    return fresh if fresh is not None and is_live(fresh, now_ms()) else None
 
 
 async def _serve(

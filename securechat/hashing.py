@@ -9,6 +9,7 @@ threads, at most ``max_concurrent`` at once, so a login flood cannot exhaust mem
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.low_level import ARGON2_VERSION
 
 from securechat.errors import ServerBusy
 
@@ -51,7 +53,10 @@ class AuthKeyHasher:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._max_queued = max_concurrent + max_waiting
         self._queued = 0
-        self._decoy_hash: str | None = None
+        # What an unknown user's login is verified against: the shape of a stored hash with
+        # these parameters, built without running argon2, so that every such login costs one
+        # run, the first one included, exactly as a known user's does.
+        self._decoy_hash = _decoy_hash(self.hasher)
         # argon2 computations done so far (metrics; tests use it to prove none ran).
         self.operations = 0
 
@@ -96,8 +101,6 @@ class AuthKeyHasher:
 
     async def waste_time(self, auth_key: bytes) -> None:
         """Do the work of a verification for an unknown user, so timing reveals nothing."""
-        if self._decoy_hash is None:
-            self._decoy_hash = await self.hash(secrets.token_bytes(32))
         await self.verify(self._decoy_hash, auth_key)
 
     def _verify(self, stored_hash: str, auth_key: bytes) -> bool:
@@ -105,3 +108,16 @@ class AuthKeyHasher:
             return self.hasher.verify(stored_hash, auth_key)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+
+
+def _decoy_hash(hasher: PasswordHasher) -> str:
+    """An argon2id hash string in ``hasher``'s parameters, of random salt and digest bytes:
+    it verifies nothing, and verifying against it costs what verifying a real one does."""
+    salt, digest = (
+        base64.b64encode(secrets.token_bytes(n)).rstrip(b"=").decode("ascii")
+        for n in (hasher.salt_len, hasher.hash_len)
+    )
+    return (
+        f"$argon2id$v={ARGON2_VERSION}$m={hasher.memory_cost},t={hasher.time_cost},"
+        f"p={hasher.parallelism}${salt}${digest}"
+    )

@@ -8,6 +8,7 @@ so logout, "log out other sessions", idle and absolute expiry take effect at onc
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 
@@ -80,10 +81,12 @@ async def _load_session() -> Session | None:
     if not auth_id:
         return None
     session = await store().sessions.session_by_id(hash_session_id(auth_id))
-    if session is None or not is_live(session, now_ms()):
+    now = now_ms()
+    if session is None or not is_live(session, now):
         return None
-    if now_ms() - session.last_seen_at > TOUCH_INTERVAL_MS:
-        await store().sessions.touch(session.id, now_ms())
+    if now - session.last_seen_at > TOUCH_INTERVAL_MS:
+        await store().sessions.touch(session.id, now)
+        session = dataclasses.replace(session, last_seen_at=now)
     return session
 
 

@@ -83,6 +83,21 @@ async def test_unknown_user_and_wrong_key_fail_identically(signed_up, make_clien
     assert unknown.json()["error"] == "invalid_credentials"
 
 
+async def test_unknown_user_costs_one_argon2_run_like_a_wrong_key(
+    signed_up, make_client, live_server
+):
+    """Every login of an unknown name runs argon2 once, the server's first one included, as
+    a wrong key for a real name does: the time taken says nothing about who exists."""
+    await signed_up("alice")
+    client = make_client()
+    wrong = {"auth_key": base64.b64encode(os.urandom(32)).decode()}
+    for username in ("nobody", "nobody", "alice"):
+        before = _argon2_runs(live_server)
+        response = await client.request("POST", "/api/v1/login", {"username": username, **wrong})
+        assert response.status_code == 401
+        assert _argon2_runs(live_server) - before == 1
+
+
 async def test_prelogin_decoy_is_stable_and_shaped_like_a_real_answer(signed_up, make_client):
     """An unknown name gets a stable 16-byte decoy salt and the default iterations."""
     await signed_up("alice")
@@ -403,22 +418,30 @@ async def test_idle_session_expires(tmp_path, identities):
 
 
 async def test_absolute_timeout_ends_an_active_session(tmp_path, identities):
-    """A session past its absolute lifetime answers 401 even while in use."""
+    """A session past its absolute lifetime answers 401 even while in use: it answers a
+    request every 0.2 s until then, and none after."""
     import asyncio
+    import time
 
     from tests.conftest import fast_config
     from tests.livesrv import LiveServer
 
-    server = LiveServer(fast_config(tmp_path / "data", session_absolute_timeout=1)).start()
-    client = SecureChatClient(server.url, min_iterations=FAST_ITERATIONS)
-    try:
-        await client.register("alice", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[0])
-        await client.login("alice", PASSWORD)
-        await asyncio.sleep(1.2)
-        assert (await client.request("GET", "/api/v1/me")).status_code == 401
-    finally:
-        await client.close()
-        server.stop()
+    config = fast_config(tmp_path / "data", session_absolute_timeout=2)
+    with LiveServer(config).start() as server:
+        async with SecureChatClient(server.url, min_iterations=FAST_ITERATIONS) as client:
+            await client.register(
+                "alice", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[0]
+            )
+            await client.login("alice", PASSWORD)
+            started, answers = time.monotonic(), []
+            while time.monotonic() - started < 3.0:
+                response = await client.request("GET", "/api/v1/me")
+                answers.append((time.monotonic() - started, response.status_code))
+                await asyncio.sleep(0.2)
+    in_use = [status for at, status in answers if at < 1.5]
+    after_lifetime = [status for at, status in answers if at > 2.2]
+    assert in_use and set(in_use) == {200}
+    assert after_lifetime and set(after_lifetime) == {401}
 
 
 async def test_password_never_reaches_the_server(live_server, make_client, identities):

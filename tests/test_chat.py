@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sqlite3
 import time
 import uuid
 from typing import Any
@@ -172,6 +173,24 @@ async def test_socket_closes_when_its_session_expires(server_with):  # type: ign
     alice = await accounts.sign_up("alice")
     chat = await alice.connect()
     assert await closed_with(chat, wait=10) == (1008, "session expired")
+
+
+async def test_a_handshake_counts_as_activity_for_the_idle_timer(server_with):  # type: ignore[no-untyped-def]
+    """A session idle for nearly its whole timeout is renewed by the handshake: its socket
+    stays open a full idle period, even when it only listens, and is not closed early."""
+    server, accounts = server_with(session_idle_timeout=70)
+    alice = await accounts.sign_up("alice")
+    nearly_idle = int(time.time() * 1000) - 69_000  # 1 s left; past the 60 s touch interval
+    with sqlite3.connect(server.database_path) as db:
+        db.execute("UPDATE sessions SET last_seen_at = ?", (nearly_idle,))
+    chat = await alice.connect()
+    with sqlite3.connect(server.database_path) as db:
+        (last_seen,) = db.execute("SELECT last_seen_at FROM sessions").fetchone()
+    assert last_seen > nearly_idle + 60_000  # the handshake wrote its activity once ...
+    await asyncio.sleep(2.5)  # ... and the socket outlives the old deadline
+    assert await chat.ping() == {"type": "pong"}
+    with sqlite3.connect(server.database_path) as db:
+        assert db.execute("SELECT last_seen_at FROM sessions").fetchone() == (last_seen,)
 
 
 # --- Bad input -------------------------------------------------------------------------------
