@@ -8,6 +8,9 @@ names before the app is imported.
 
 - ``gclog``: log the garbage collector's pauses (how securechat/gcpolicy.py was found
   needed: full collections paused our server and the relays 100-175 ms every 15-20 s).
+- ``procwriter``: the chat's commits in a process of their own, so the writer never waits
+  for the event loop's GIL. Its commits took as long as on the writer thread: what the writer
+  waits for under load is a core, not the GIL (docs/performance.md).
 
 Earlier experiments measured here and since made real: ``fastsend`` (frames written without
 Quart's per-frame ``accept()`` and ``sleep(0)``: securechat/chat.py) and ``onehop`` (one
@@ -121,3 +124,77 @@ def _gc_freeze() -> None:
     from securechat import gcpolicy
 
     gcpolicy.start(growth=1.0)
+
+
+# procwriter: the writer process's own connection.
+_CHILD_CONNECTION = None
+
+
+def _child_open(path: str, synchronous: str) -> None:
+    import sqlite3
+
+    global _CHILD_CONNECTION
+    connection = sqlite3.connect(path, isolation_level=None)
+    for pragma in (
+        "PRAGMA journal_mode = WAL",
+        f"PRAGMA synchronous = {synchronous}",
+        "PRAGMA busy_timeout = 5000",
+        "PRAGMA foreign_keys = ON",
+        "PRAGMA wal_autocheckpoint = 0",
+    ):
+        connection.execute(pragma)
+    _CHILD_CONNECTION = connection
+
+
+def _child_commit(sends, marks, last_seq, now_ms):  # type: ignore[no-untyped-def]
+    import time
+
+    from securechat.store import messages as m
+
+    connection = _CHILD_CONNECTION
+    started = time.perf_counter()
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        counter = m._Counter(last_seq)
+        send_outcomes = m._store_sends(connection, sends, counter, now_ms)
+        mark_outcomes = m._apply_marks(connection, marks, counter, now_ms)
+        if counter.value != last_seq:
+            connection.execute("UPDATE chat_sequence SET last = ? WHERE id = 1", (counter.value,))
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return m.CommitResult(
+        counter.value, send_outcomes, mark_outcomes
+    ), time.perf_counter() - started
+
+
+@patch("procwriter")
+def _process_writer() -> None:
+    """The chat's commits in a process of their own (its own GIL), through a
+    ProcessPoolExecutor of one worker; every other write stays on the writer thread."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from securechat.store import messages as m
+
+    pools: dict[str, ProcessPoolExecutor] = {}
+
+    async def commit(self, sends, marks, last_seq, now_ms):  # type: ignore[no-untyped-def]
+        pool = pools.get("pool")
+        if pool is None:
+            multiprocessing.current_process()._config["daemon"] = False  # Hypercorn's worker
+            pool = pools["pool"] = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_child_open,
+                initargs=(str(self.db.path), self.db.synchronous),
+            )
+        loop = asyncio.get_running_loop()
+        result, seconds = await loop.run_in_executor(
+            pool, _child_commit, list(sends), list(marks), last_seq, now_ms
+        )
+        self.db.stats.record(1, seconds)
+        return result
+
+    m.MessageStore.commit = commit  # type: ignore[method-assign]
