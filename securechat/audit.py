@@ -19,7 +19,6 @@ import argparse
 import base64
 import datetime
 import json
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -87,10 +86,7 @@ class AuditState:
             "watched": self.watched,
             "evidence": self.evidence,
         }
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.unlink(missing_ok=True)
-        datadir.write_private_file(temporary, json.dumps(data, indent=1).encode("utf-8"))
-        os.replace(temporary, path)
+        datadir.replace_private_file(path, json.dumps(data, indent=1).encode("utf-8"))
 
 
 class Auditor:

@@ -388,13 +388,10 @@ class DirectoryEntry:
         try:
             if not isinstance(data, dict) or set(data) != _ENTRY_FIELDS:
                 raise ValueError("an entry has exactly " + ", ".join(sorted(_ENTRY_FIELDS)))
-            index, timestamp = data["index"], data["timestamp"]
-            if not all(type(v) is int and 0 <= v < 2**53 for v in (index, timestamp)):
-                raise ValueError("index and timestamp are integers")
             return cls(
-                index=index,
-                timestamp_ms=timestamp,
-                user_hash=_exact(e2e.b64decode(data["user_hash"]), 32),
+                index=transparency.json_uint(data, "index"),
+                timestamp_ms=transparency.json_uint(data, "timestamp"),
+                user_hash=transparency.json_b64(data, "user_hash", 32),
                 enc_fingerprint=_exact(_unhex(data["enc_fingerprint"]), 32),
                 sign_fingerprint=_exact(_unhex(data["sign_fingerprint"]), 32),
             )
@@ -403,15 +400,7 @@ class DirectoryEntry:
 
     def leaf_hash(self) -> bytes:
         """The entry's RFC 9162 leaf hash."""
-        return merkle.leaf_hash(
-            transparency.entry_leaf_bytes(
-                self.index,
-                self.timestamp_ms,
-                self.user_hash,
-                self.enc_fingerprint,
-                self.sign_fingerprint,
-            )
-        )
+        return transparency.entry_leaf_hash(self)
 
 
 def _unhex(text: object) -> bytes:
@@ -734,10 +723,7 @@ class KeyDirectoryView:
         """Write the view to ``path`` (atomically), if it has one."""
         if self.path is None:
             return
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.unlink(missing_ok=True)
-        datadir.write_private_file(temporary, json.dumps(self._to_json(), indent=1).encode())
-        os.replace(temporary, self.path)
+        datadir.replace_private_file(self.path, json.dumps(self._to_json(), indent=1).encode())
 
     def _to_json(self) -> dict[str, Any]:
         key = self.directory_key

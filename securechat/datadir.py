@@ -63,5 +63,14 @@ def write_private_file(path: Path, data: bytes, *, exist_ok: bool = False) -> bo
     return True
 
 
+def replace_private_file(path: Path, data: bytes) -> None:
+    """Write ``path`` (mode 0600) whole, replacing any file there: a reader, or a crash,
+    finds the old content or the new one, never part of either."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    write_private_file(temporary, data)
+    os.replace(temporary, path)
+
+
 def _derive(master: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)

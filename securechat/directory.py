@@ -37,14 +37,14 @@ from securechat.config import Config
 from securechat.datadir import write_private_file
 from securechat.e2e import b64encode
 from securechat.errors import InvalidField, NotFound
-from securechat.merkle import MerkleTree, leaf_hash
+from securechat.merkle import MerkleTree
 from securechat.protocol import normalize_username
 from securechat.sessions import require_session
 from securechat.state import AppState, state
 from securechat.store.directory import DirectoryStore, LogEntry
 from securechat.transparency import (
     SignedTreeHead,
-    entry_leaf_bytes,
+    entry_leaf_hash,
     key_fingerprint,
     sign_tree_head,
     user_hash,
@@ -176,7 +176,7 @@ class KeyDirectory:
     def _append(self, entry: LogEntry) -> None:
         if entry.index != len(self._tree):  # the schema's triggers make this impossible
             raise RuntimeError(f"key_log has a gap at {len(self._tree)}")
-        self._tree.append(leaf_hash(leaf_bytes(entry)))
+        self._tree.append(entry_leaf_hash(entry))
         self._last_timestamp = entry.timestamp_ms
 
     async def prove_latest(self, username: str) -> Proved | None:
@@ -196,17 +196,6 @@ class KeyDirectory:
         """The /admin/health section: what an operator publishes, and the log's size."""
         head = await self.refresh()
         return {"directory": {"fingerprint": self.fingerprint, "tree_size": head.tree_size}}
-
-
-def leaf_bytes(entry: LogEntry) -> bytes:
-    """The RFC 9162 leaf of an entry (transparency.entry_leaf_bytes)."""
-    return entry_leaf_bytes(
-        entry.index,
-        entry.timestamp_ms,
-        entry.user_hash,
-        entry.enc_fingerprint,
-        entry.sign_fingerprint,
-    )
 
 
 def entry_json(entry: LogEntry) -> dict[str, Any]:

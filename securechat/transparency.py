@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -26,6 +26,7 @@ from securechat.e2e import b64decode, b64encode
 
 # One fingerprint everywhere: the directory key's is shown like a user's (SHA-256 of SPKI, hex).
 from securechat.e2e import fingerprint as key_fingerprint
+from securechat.merkle import leaf_hash
 
 __all__ = [
     "ENTRY_LABEL",
@@ -33,6 +34,9 @@ __all__ = [
     "USERNAME_LABEL",
     "SignedTreeHead",
     "entry_leaf_bytes",
+    "entry_leaf_hash",
+    "json_b64",
+    "json_uint",
     "key_fingerprint",
     "sign_tree_head",
     "tree_head_bytes",
@@ -76,6 +80,34 @@ def user_hash(username: str) -> bytes:
     return hashlib.sha256(USERNAME_LABEL + username.encode("utf-8")).digest()
 
 
+class LogEntryFields(Protocol):
+    """What a log entry's leaf is made of, whichever side parsed it (store or client)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def timestamp_ms(self) -> int: ...
+    @property
+    def user_hash(self) -> bytes: ...
+    @property
+    def enc_fingerprint(self) -> bytes: ...
+    @property
+    def sign_fingerprint(self) -> bytes: ...
+
+
+def entry_leaf_hash(entry: LogEntryFields) -> bytes:
+    """The RFC 9162 leaf hash of a log entry: of :func:`entry_leaf_bytes`."""
+    return leaf_hash(
+        entry_leaf_bytes(
+            entry.index,
+            entry.timestamp_ms,
+            entry.user_hash,
+            entry.enc_fingerprint,
+            entry.sign_fingerprint,
+        )
+    )
+
+
 def entry_leaf_bytes(
     index: int,
     timestamp_ms: int,
@@ -112,7 +144,7 @@ def tree_head_bytes(tree_size: int, timestamp_ms: int, root_hash: bytes) -> byte
     )
 
 
-def _json_int(data: dict[str, Any], key: str) -> int:
+def json_uint(data: dict[str, Any], key: str) -> int:
     """Return ``data[key]`` if it is a non-negative I-JSON integer, else raise ValueError."""
     value = data[key]
     if type(value) is not int or not 0 <= value <= _JSON_INT_MAX:
@@ -120,7 +152,7 @@ def _json_int(data: dict[str, Any], key: str) -> int:
     return value
 
 
-def _json_b64(data: dict[str, Any], key: str, size: int) -> bytes:
+def json_b64(data: dict[str, Any], key: str, size: int) -> bytes:
     """Return ``data[key]`` decoded from canonical padded base64 of ``size`` bytes."""
     try:
         raw = b64decode(data[key])
@@ -167,10 +199,10 @@ class SignedTreeHead:
         if not isinstance(data, dict) or set(data) != _STH_KEYS:
             raise ValueError(f"a tree head is an object with exactly {sorted(_STH_KEYS)}")
         return cls(
-            tree_size=_json_int(data, "tree_size"),
-            timestamp_ms=_json_int(data, "timestamp"),
-            root_hash=_json_b64(data, "root_hash", _HASH_SIZE),
-            signature=_json_b64(data, "signature", _SIGNATURE_SIZE),
+            tree_size=json_uint(data, "tree_size"),
+            timestamp_ms=json_uint(data, "timestamp"),
+            root_hash=json_b64(data, "root_hash", _HASH_SIZE),
+            signature=json_b64(data, "signature", _SIGNATURE_SIZE),
         )
 
 

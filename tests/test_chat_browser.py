@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, expect
+from playwright.async_api import Browser, BrowserContext, Request, expect
 
 from securechat import e2e
 from securechat.client import SecureChatClient
@@ -141,12 +141,22 @@ RECORD_STATUSES = """
 
 
 async def vote_verified(chat: ChatPage) -> None:
-    """Open the safety number of the open conversation and mark the contact verified."""
+    """Open the safety number of the open conversation and mark the contact verified: the
+    contact's keys are fetched again once, and the panel is redrawn from that copy."""
     dialog = await chat.open_safety_number()
+    fetched: list[str] = []
+
+    def count(request: Request) -> None:
+        if "/api/v1/keys/" in request.url:
+            fetched.append(request.url)
+
+    chat.page.on("request", count)
     await dialog.get_by_role("button", name="Mark as verified").click()
     await expect(dialog.locator("#verify-state")).to_have_text(
         f"You have verified {await chat.page.locator('#thread-title').text_content()}."
     )
+    chat.page.remove_listener("request", count)
+    assert len(fetched) == 1, fetched
     await chat.page.keyboard.press("Escape")
     await expect(chat.page.locator("#thread-verified")).to_be_visible()
 

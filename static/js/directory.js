@@ -78,8 +78,11 @@ import { request } from "./api.js";
 import { b64decode, b64encode, fingerprint, safetyNumber } from "./crypto.js";
 import {
   entryLeafBytes,
+  equalBytes,
   leafHash,
+  nodeHash,
   parseTreeHead,
+  sha256,
   userHash,
   verifyConsistency,
   verifyInclusion,
@@ -114,9 +117,9 @@ function unhex(text) {
   return Uint8Array.from(text.match(/../g) ?? [], (b) => parseInt(b, 16));
 }
 
-/** Tell whether two byte arrays are equal (public data: no need for constant time). */
-function equalBytes(a, b) {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
+/** The hex SHA-256 fingerprints of a user's two keys (SPKI DER), as the log records them. */
+async function fingerprints(encSpki, signSpki) {
+  return { encFingerprint: await fingerprint(encSpki), signFingerprint: await fingerprint(signSpki) };
 }
 
 /** Tell whether two parsed heads are the same signed head. */
@@ -194,8 +197,7 @@ export async function verifyKeyResponse(json, { username, directoryKey }) {
   if (json.username !== name || !equalBytes(entry.userHash, await userHash(name))) {
     fail("wrong_user", `the log entry is not ${name}'s`);
   }
-  const encFingerprint = await fingerprint(encSpki);
-  const signFingerprint = await fingerprint(signSpki);
+  const { encFingerprint, signFingerprint } = await fingerprints(encSpki, signSpki);
   const leaf = await leafHash(entryLeafBytes(entry.index, entry.timestamp, entry.userHash,
     unhex(encFingerprint), unhex(signFingerprint)));
   if (!(await verifyInclusion(leaf, entry.index, head.treeSize, proof, head.rootHash))) {
@@ -227,15 +229,6 @@ export async function checkHeadConsistency(last, head, proof) {
   return newer;
 }
 
-/** SHA-256(0x01 || left || right), an interior node of RFC 9162. */
-async function nodeHash(left, right) {
-  const bytes = new Uint8Array(65);
-  bytes[0] = 1;
-  bytes.set(left, 1);
-  bytes.set(right, 33);
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-}
-
 /**
  * Append a leaf hash to the frontier of a tree of `size` leaves (the roots of its perfect
  * subtrees, largest first: one per bit set in size). Changes the array in place.
@@ -248,7 +241,7 @@ async function frontierAppend(frontier, size, leaf) {
 
 /** The RFC 9162 root of the tree whose frontier this is. */
 async function frontierRoot(frontier) {
-  if (frontier.length === 0) return new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(0)));
+  if (frontier.length === 0) return sha256(new Uint8Array(0));
   let hash = frontier[frontier.length - 1];
   for (let i = frontier.length - 2; i >= 0; i -= 1) hash = await nodeHash(frontier[i], hash);
   return hash;
@@ -371,8 +364,7 @@ export class KeyDirectory {
       if (!equalBytes(await frontierRoot(frontier), head.rootHash)) {
         fail("bad_entries", `the log entries served do not hash to the head of size ${size}`);
       }
-      const current = { encFingerprint: await fingerprint(encSpki),
-        signFingerprint: await fingerprint(signSpki) };
+      const current = await fingerprints(encSpki, signSpki);
       const foreign = foreignEntries(mine, current, known, first);
       if (foreign.length > 0) {
         fail("foreign_key_for_me", `the key directory lists keys for ${this.me} that this device `
@@ -563,10 +555,7 @@ export class KeyDirectory {
       qrText: digits,
       state: keys.state,
       verified: keys.verified,
-      mine: {
-        encFingerprint: await fingerprint(me.encSpki),
-        signFingerprint: await fingerprint(me.signSpki),
-      },
+      mine: await fingerprints(me.encSpki, me.signSpki),
       theirs: { encFingerprint: keys.encFingerprint, signFingerprint: keys.signFingerprint },
     };
   }

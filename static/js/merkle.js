@@ -30,12 +30,12 @@ function concat(...parts) {
 }
 
 /** Return SHA-256 of bytes (WebCrypto digest is async). */
-async function sha256(bytes) {
+export async function sha256(bytes) {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
 }
 
 /** Tell whether two byte arrays are equal (public data: no need for constant time). */
-function equalBytes(a, b) {
+export function equalBytes(a, b) {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
@@ -74,7 +74,7 @@ export async function leafHash(data) {
 }
 
 /** Return the interior node hash SHA-256(0x01 || left || right) (RFC 9162 section 2.1.1). */
-async function nodeHash(left, right) {
+export async function nodeHash(left, right) {
   return sha256(concat(Uint8Array.of(1), left, right));
 }
 

@@ -98,7 +98,7 @@ export class ChatApp {
     });
     this.verify = new VerifyPanel({
       dialog: byId("verify-dialog"),
-      load: (peer) => this.keys.panel(peer),
+      load: (peer, options) => this.keys.panel(peer, options),
       onMark: (peer, verified) => this.#afterVerification(peer, () => this.keys.markVerified(peer, verified)),
       onAccept: (peer) => this.#afterVerification(peer, () => this.keys.acceptChange(peer)),
     });

@@ -84,9 +84,9 @@ export class KeyBook extends EventTarget {
     this.#cache.delete(peer);
   }
 
-  /** What the verification panel shows for peer. */
-  async panel(peer) {
-    const keys = await this.get(peer, { maxAge: 0 });
+  /** What the verification panel shows for peer: from the directory now, unless fresh is false. */
+  async panel(peer, { fresh = true } = {}) {
+    const keys = await this.get(peer, fresh ? { maxAge: 0 } : {});
     const pin = this.directory.contact(peer);
     return { keys, pin, panel: await this.directory.verificationPanel(this.mine, keys) };
   }

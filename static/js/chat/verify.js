@@ -64,7 +64,10 @@ function stateLine(peer, { keys, pin }) {
 export class VerifyPanel {
   #peer = null;
 
-  /** onMark(peer, verified) and onAccept(peer) are awaited, then the panel is refreshed. */
+  /**
+   * load(peer, {fresh}) gives the panel's data. onMark(peer, verified) and onAccept(peer) are
+   * awaited and refresh the keys themselves; then the panel is redrawn from those keys.
+   */
   constructor({ dialog, load, onMark, onAccept }) {
     this.dialog = dialog;
     this.load = load;
@@ -78,14 +81,14 @@ export class VerifyPanel {
     return this.dialog.open ? this.#peer : null;
   }
 
-  /** Open the panel for peer (or refresh it). */
-  async open(peer) {
+  /** Open the panel for peer (or refresh it; fresh: false takes keys fetched just now). */
+  async open(peer, { fresh = true } = {}) {
     this.#peer = peer;
     this.dialog.querySelector("[data-verify-title]").textContent = `Verify ${peer}`;
     this.body.replaceChildren(el("p", { className: "muted", text: "Checking keys…" }));
     if (!this.dialog.open) this.dialog.showModal();
     try {
-      this.#fill(peer, await this.load(peer));
+      this.#fill(peer, await this.load(peer, { fresh }));
     } catch (error) {
       this.body.replaceChildren(el("p", { className: "verify__state verify__state--warning", text: error.message }));
     }
@@ -126,7 +129,7 @@ export class VerifyPanel {
     button.addEventListener("click", async () => {
       button.disabled = true;
       await action();
-      await this.open(this.#peer);
+      await this.open(this.#peer, { fresh: false });
       this.dialog.querySelector(".verify__actions button")?.focus();
     });
     return button;
