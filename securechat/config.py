@@ -34,8 +34,10 @@ class Config:
     db_synchronous: str = "FULL"
     db_busy_timeout_ms: int = 5000
     # Seconds between checkpoints of the write-ahead log, made off the commit path
-    # (store/database.py Checkpointer); the log holds about this long's worth of writes.
-    db_checkpoint_interval: float = 1.0
+    # (store/database.py Checkpointer); the log holds about this long's worth of writes. Each
+    # checkpoint ends with an fsync of the database file, which commits' own fsyncs wait
+    # behind: short intervals keep it small (docs/performance.md).
+    db_checkpoint_interval: float = 0.25
 
     # Sessions.
     session_idle_timeout: int = 7 * 24 * 3600

@@ -8,6 +8,7 @@ cookie is also ``SameSite=Strict``: three independent locks.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from quart import Quart, Response, jsonify, render_template, request
@@ -58,22 +59,29 @@ def own_origin(scheme: str, host: str) -> str:
 
 def is_allowed_origin(origin: str, scheme: str, host: str, config: Config) -> bool:
     """Same origin, or one the operator listed in ``SECURECHAT_ALLOWED_ORIGINS``."""
-    origin = origin.lower().rstrip("/")
-    allowed = {own_origin(scheme, host)} | {o.lower().rstrip("/") for o in config.allowed_origins}
-    return origin in allowed
+    origin = _normal_origin(origin)
+    return origin == own_origin(scheme, host) or origin in _listed(config.allowed_origins)
+
+
+def _normal_origin(origin: str) -> str:
+    return origin.lower().rstrip("/")
+
+
+@functools.cache
+def _listed(origins: tuple[str, ...]) -> frozenset[str]:
+    """The operator's list of origins, normalised once per configuration."""
+    return frozenset(_normal_origin(origin) for origin in origins)
 
 
 async def refuse_cross_site_writes() -> None:
     """before_request: 403 for a state-changing request from elsewhere, 415 for non-JSON."""
     if request.method in SAFE_METHODS:
         return
-    config = state().config
     fetch_site = request.headers.get("Sec-Fetch-Site")
     cross_site = fetch_site is not None and fetch_site not in ("same-origin", "none")
-    if cross_site and not _origin_ok(config):
-        raise CrossSiteRequest()
-    origin = request.headers.get("Origin")
-    if origin is not None and not _origin_ok(config):
+    # A request the browser calls cross-site, or one that names its origin, must come from an
+    # allowed origin (a cross-site one without Origin is refused).
+    if (cross_site or "Origin" in request.headers) and not _origin_ok(state().config):
         raise CrossSiteRequest()
     if request.mimetype != "application/json":
         raise UnsupportedMediaType()

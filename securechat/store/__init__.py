@@ -33,7 +33,7 @@ class Store:
         synchronous: str = "FULL",
         busy_timeout_ms: int = 5000,
         batch_max: int = 512,
-        checkpoint_interval: float = 1.0,
+        checkpoint_interval: float = 0.25,
     ) -> Store:
         """A store over the SQLite file at ``path`` (call ``open`` before use)."""
         return cls(

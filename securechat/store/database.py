@@ -91,7 +91,7 @@ class Database:
         synchronous: str = "FULL",
         busy_timeout_ms: int = 5000,
         batch_max: int = 512,
-        checkpoint_interval: float = 1.0,
+        checkpoint_interval: float = 0.25,
     ) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
