@@ -96,3 +96,24 @@ def test_the_tiny_load_was_really_carried(bench_lines: list[dict[str, object]]):
         "time_cost": defaults.argon2_time_cost,
         "parallelism": defaults.argon2_parallelism,
     }
+
+
+def test_fixed_rate_steps_apply_each_variants_settings():
+    """`python -m tools.bench.fixed` runs each variant at the fixed rates and prints a line a
+    step; a variant's settings reach its server: with envelopes bounded below the generator's
+    1.2 KB, every send is refused and nothing is delivered."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "tools.bench.fixed", "ours-hypercorn",
+            "ours-hypercorn@SECURECHAT_ENVELOPE_MAX_BYTES=1024",
+            "--rates", "40", "--rounds", "1", "--seconds", "1", "--users", "20",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    plain, bounded = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (plain["variant"], plain["offered_per_s"]) == ("ours-hypercorn", 40)
+    assert plain["delivered_per_s"] > 30
+    assert bounded["variant"].endswith("ENVELOPE_MAX_BYTES=1024")
+    assert (bounded["delivered_per_s"], bounded["held"]) == (0, False)

@@ -91,25 +91,25 @@ class Ramp:
         """Run the next step and move the ramp on."""
         rate = self.next_rate()
         assert rate is not None, "the ramp is done"
-        step = _step(
+        measured = step(
             self.pool, self.server, len(self.steps), rate, self.step_seconds,
             self.worker_pairs, self.quiet,
         )  # fmt: skip
-        self.steps.append(step)
-        if not step["held"] and not self.missed_once:
+        self.steps.append(measured)
+        if not measured["held"] and not self.missed_once:
             self.missed_once = True  # the same rate once more
-            return step
+            return measured
         self.missed_once = False
         refining = self.bad is not None
-        if step["held"]:
+        if measured["held"]:
             self.good = rate
         else:
             self.bad = rate
         if refining:
             self.refine -= 1
-        elif step["held"]:
+        elif measured["held"]:
             self.rates.pop(0)
-        return step
+        return measured
 
     def finish(self) -> dict[str, Any]:
         """Close the sockets; the summary: the best held step, losses, every step."""
@@ -158,7 +158,7 @@ def run_interleaved(ramps: dict[str, Ramp]) -> dict[str, dict[str, Any]]:
     return {name: ramp.finish() for name, ramp in ramps.items()}
 
 
-def _step(
+def step(
     pool: Pool,
     server: Server,
     index: int,
