@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import os
 import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -12,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import e2e
 from securechat.client import SecureChatClient, registration_body
-from tests.conftest import FAST_ITERATIONS
+from tests.conftest import FAST_ITERATIONS, fast_config
+from tests.livesrv import LiveServer
 
 PASSWORD = "correct horse battery"
 
@@ -27,6 +34,16 @@ def _body(username: str, identity: e2e.Identity, /, **changes: object) -> dict[s
 def _user_count(live_server) -> int:  # type: ignore[no-untyped-def]
     with sqlite3.connect(live_server.database_path) as db:
         return int(db.execute("SELECT count(*) FROM users").fetchone()[0])
+
+
+@contextlib.asynccontextmanager
+async def _client_of_server_with(
+    tmp_path: Path, **overrides: Any
+) -> AsyncIterator[SecureChatClient]:
+    """A client of a server of its own, started with some settings changed."""
+    with LiveServer(fast_config(tmp_path / "data", **overrides)).start() as server:
+        async with SecureChatClient(server.url, min_iterations=FAST_ITERATIONS) as client:
+            yield client
 
 
 def _argon2_runs(live_server) -> int:  # type: ignore[no-untyped-def]
@@ -352,22 +369,14 @@ async def test_eleven_wrong_logins_are_throttled(signed_up, make_client):
 
 async def test_registration_is_throttled_per_address(tmp_path, identities):
     """Registrations beyond the per-address bound answer 429."""
-    from tests.conftest import fast_config
-    from tests.livesrv import LiveServer
-
-    server = LiveServer(fast_config(tmp_path / "data", registrations_per_address=2)).start()
-    client = SecureChatClient(server.url)
-    try:
+    async with _client_of_server_with(tmp_path, registrations_per_address=2) as client:
         for name in ("alice", "bob"):
             assert (
                 await client.request("POST", "/api/v1/register", _body(name, identities[0]))
             ).status_code == 201
         response = await client.request("POST", "/api/v1/register", _body("carol", identities[0]))
-        assert response.status_code == 429
-        assert "Retry-After" in response.headers
-    finally:
-        await client.close()
-        server.stop()
+    assert response.status_code == 429
+    assert "Retry-After" in response.headers
 
 
 async def test_revoke_other_sessions(signed_up, make_client):
@@ -399,45 +408,25 @@ async def test_revoke_one_session_by_public_id(signed_up, make_client):
 
 async def test_idle_session_expires(tmp_path, identities):
     """A session idle past the idle timeout answers 401."""
-    import asyncio
-
-    from tests.conftest import fast_config
-    from tests.livesrv import LiveServer
-
-    server = LiveServer(fast_config(tmp_path / "data", session_idle_timeout=1)).start()
-    client = SecureChatClient(server.url, min_iterations=FAST_ITERATIONS)
-    try:
+    async with _client_of_server_with(tmp_path, session_idle_timeout=1) as client:
         await client.register("alice", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[0])
         await client.login("alice", PASSWORD)
         assert await client.me() == "alice"
         await asyncio.sleep(1.2)
         assert (await client.request("GET", "/api/v1/me")).status_code == 401
-    finally:
-        await client.close()
-        server.stop()
 
 
 async def test_absolute_timeout_ends_an_active_session(tmp_path, identities):
     """A session past its absolute lifetime answers 401 even while in use: it answers a
     request every 0.2 s until then, and none after."""
-    import asyncio
-    import time
-
-    from tests.conftest import fast_config
-    from tests.livesrv import LiveServer
-
-    config = fast_config(tmp_path / "data", session_absolute_timeout=2)
-    with LiveServer(config).start() as server:
-        async with SecureChatClient(server.url, min_iterations=FAST_ITERATIONS) as client:
-            await client.register(
-                "alice", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[0]
-            )
-            await client.login("alice", PASSWORD)
-            started, answers = time.monotonic(), []
-            while time.monotonic() - started < 3.0:
-                response = await client.request("GET", "/api/v1/me")
-                answers.append((time.monotonic() - started, response.status_code))
-                await asyncio.sleep(0.2)
+    async with _client_of_server_with(tmp_path, session_absolute_timeout=2) as client:
+        await client.register("alice", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[0])
+        await client.login("alice", PASSWORD)
+        started, answers = time.monotonic(), []
+        while time.monotonic() - started < 3.0:
+            response = await client.request("GET", "/api/v1/me")
+            answers.append((time.monotonic() - started, response.status_code))
+            await asyncio.sleep(0.2)
     in_use = [status for at, status in answers if at < 1.5]
     after_lifetime = [status for at, status in answers if at > 2.2]
     assert in_use and set(in_use) == {200}
@@ -462,8 +451,6 @@ async def test_password_never_reaches_the_server(live_server, make_client, ident
 
 async def test_concurrent_wrong_logins_are_throttled_like_sequential_ones(signed_up, make_client):
     """Guesses sent all at once are counted before argon2 runs: at most ten are checked."""
-    import asyncio
-
     await signed_up("alice")
     client = make_client()
     wrong = base64.b64encode(os.urandom(32)).decode()
@@ -480,26 +467,16 @@ async def test_concurrent_wrong_logins_are_throttled_like_sequential_ones(signed
 
 async def test_concurrent_registrations_are_throttled_per_address(tmp_path, identities):
     """Registrations sent all at once still stop at the per-address bound."""
-    import asyncio
-
-    from tests.conftest import fast_config
-    from tests.livesrv import LiveServer
-
-    server = LiveServer(fast_config(tmp_path / "data", registrations_per_address=3)).start()
-    client = SecureChatClient(server.url)
-    try:
+    async with _client_of_server_with(tmp_path, registrations_per_address=3) as client:
         responses = await asyncio.gather(
             *(
                 client.request("POST", "/api/v1/register", _body(f"user{i}", identities[0]))
                 for i in range(12)
             )
         )
-        statuses = [r.status_code for r in responses]
-        assert statuses.count(201) == 3
-        assert statuses.count(429) == 9
-    finally:
-        await client.close()
-        server.stop()
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(201) == 3
+    assert statuses.count(429) == 9
 
 
 @pytest.mark.parametrize(
