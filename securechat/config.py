@@ -93,6 +93,13 @@ class Config:
     sends_per_user_burst: int = 100
     # Accounts whose send bucket is remembered at most; only full (idle) buckets are forgotten.
     send_limiter_table_max: int = 100_000
+    # The rate bounds how fast, these how much one account leaves stored for recipients who
+    # have not received it yet (no device of theirs marked it delivered or read): messages to
+    # one recipient (the queue length of a conversation) and envelope bytes to all recipients
+    # together (its share of the disk). Past either, a send is refused with ``queue_full`` and
+    # nothing is stored; the client sends it again later (securechat/backlog.py).
+    undelivered_per_pair_max: int = 2000
+    undelivered_bytes_per_sender_max: int = 256 * 1024 * 1024
     ws_connections_max: int = 20_000
     sync_batch: int = 500
     history_page_max: int = 100

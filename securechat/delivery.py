@@ -8,6 +8,12 @@ the committer acknowledge each send, push the message to the recipient's and the
 connections through the broker, and push receipts to senders, in sequence order. Nothing here
 awaits a client: fan-out is ``put_nowait`` into bounded queues (securechat/hub.py).
 
+Backlog: before a send joins a batch, the committer counts it against its sender's undelivered
+messages (securechat/backlog.py), the sends ahead of it in the batch included; one over a bound
+is refused with ``queue_full`` and takes no seq. The counts are loaded once at start-up and
+then follow each commit: a message stored new adds to them, its first delivering mark takes it
+away again.
+
 Positions: messages and receipts draw from one sequence, so ``sync(after=N)`` replays both with
 one cursor, and a sender who was offline learns of receipts made long after the message's seq.
 """
@@ -20,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
+from securechat.backlog import Backlog, Pair
 from securechat.clock import now_ms
 from securechat.config import Config
 from securechat.hub import Broker, Connection
@@ -51,11 +58,14 @@ log = logging.getLogger(__name__)
 SELF_RECIPIENT: Final = "self_recipient"
 UNAVAILABLE: Final = "unavailable"
 RATE_LIMITED: Final = "rate_limited"
+QUEUE_FULL: Final = "queue_full"
 _MESSAGES: Final = {
     "unknown_recipient": "There is no user by that name.",
     UNKNOWN_MESSAGE: "There is no message {seq} addressed to you.",
     UNAVAILABLE: "The message could not be stored; send it again with the same id.",
     RATE_LIMITED: "Too many messages from this account; send it again later with the same id.",
+    QUEUE_FULL: "Too many of your messages are waiting to be received; send it again later with"
+    " the same id, once the recipient has caught up.",
 }
 
 
@@ -120,6 +130,23 @@ class _PendingSend:
     conn: Connection
     author: Principal
     frame: Send
+    # Counted in the backlog by the committer (False: over a bound, a second copy of an id in
+    # the batch, or given back as not stored); refused: over a bound and not stored before.
+    counted: bool = False
+    refused: bool = False
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.author.user_id, self.frame.id)
+
+    @property
+    def pair(self) -> Pair:
+        return (self.author.user_id, self.frame.to)
+
+    @property
+    def size(self) -> int:
+        # Canonical JSON is ASCII: characters are bytes.
+        return len(self.frame.envelope_json)
 
 
 @dataclass(slots=True)
@@ -155,6 +182,10 @@ class Delivery:
         self._send_rate = KeyedRateLimiter(
             config.sends_per_user_per_s, config.sends_per_user_burst, config.send_limiter_table_max
         )
+        # And what it can leave stored for recipients who never come online.
+        self.backlog = Backlog(
+            config.undelivered_per_pair_max, config.undelivered_bytes_per_sender_max
+        )
         # Sends and marks in the order they came: a batch is always a prefix of this list, so
         # an ack on a connection implies every earlier frame of that connection is committed.
         self._pending: list[_PendingSend | _PendingMark] = []
@@ -164,8 +195,9 @@ class Delivery:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Read where the sequence stands and start the committer."""
+        """Read where the sequence stands and the senders' backlogs; start the committer."""
         self.last_seq = await self.store.last_seq()
+        self.backlog.load(await self.store.undelivered())
         self._task = asyncio.create_task(self._run(), name="chat-committer")
 
     async def stop(self) -> None:
@@ -265,10 +297,12 @@ class Delivery:
 
     async def _commit(self, sends: list[_PendingSend], marks: list[_PendingMark]) -> None:
         try:
+            await self._count_backlog(sends)
+            admitted = [item for item in sends if not item.refused]
             result = await self.store.commit(
                 [
                     NewMessage(s.author.user_id, s.frame.id, s.frame.to, s.frame.envelope_json)
-                    for s in sends
+                    for s in admitted
                 ],
                 [NewMark(m.author.user_id, m.seq, m.status) for m in marks],
                 self.last_seq,
@@ -279,19 +313,55 @@ class Delivery:
             log.exception("chat commit of %d sends and %d marks failed", len(sends), len(marks))
             self.stats.commit_failures += 1
             for item in sends:
-                self._refuse(item.conn, UNAVAILABLE, item.frame.id)
+                self._uncount(item)
+                self._refuse(item.conn, QUEUE_FULL if item.refused else UNAVAILABLE, item.frame.id)
             for mark in marks:
                 self._refuse(mark.conn, UNAVAILABLE, None)
             return
         self.last_seq = result.last_seq
         self.stats.record_batch(len(sends) + len(marks))
-        for item, outcome in zip(sends, result.sends, strict=True):
-            await self._settle_send(item, outcome)
+        outcomes = iter(result.sends)
+        for item in sends:
+            # In the batch's order, so a connection's answers keep the order of its frames.
+            if item.refused:
+                self._refuse(item.conn, QUEUE_FULL, item.frame.id)
+            else:
+                await self._settle_send(item, next(outcomes))
         for mark, mark_outcome in zip(marks, result.marks, strict=True):
             await self._settle_mark(mark, mark_outcome)
 
+    async def _count_backlog(self, sends: list[_PendingSend]) -> None:
+        """Count each send against its sender's backlog, in order; those over a bound are
+        refused, unless their id is already stored (a resend is acknowledged, not counted).
+
+        A second copy of an id in the batch is stored at most once: it shares the first
+        copy's verdict and is not counted again.
+        """
+        first: dict[tuple[int, str], _PendingSend] = {}
+        over: list[_PendingSend] = []
+        for item in sends:
+            if first.setdefault(item.key, item) is item:
+                item.counted = self.backlog.take(item.pair, item.size)
+                if not item.counted:
+                    over.append(item)
+        if not over:
+            return
+        # Only at a bound, so this lookup is not on the common path.
+        stored = await self.store.stored_ids([item.key for item in over])
+        for item in over:
+            item.refused = item.key not in stored
+        for item in sends:
+            item.refused = first[item.key].refused
+
+    def _uncount(self, item: _PendingSend) -> None:
+        if item.counted:
+            self.backlog.give_back(item.pair, item.size)
+            item.counted = False
+
     async def _settle_send(self, item: _PendingSend, outcome: SendOutcome) -> None:
         frame = item.frame
+        if not isinstance(outcome, Stored) or not outcome.created:
+            self._uncount(item)  # not stored, or stored before (and counted then)
         if not isinstance(outcome, Stored):
             self._refuse(item.conn, outcome, frame.id)
             return
@@ -314,6 +384,9 @@ class Delivery:
         self.stats.messages_out += 1
 
     async def _settle_mark(self, mark: _PendingMark, outcome: MarkOutcome) -> None:
+        if isinstance(outcome, Receipt) and outcome.delivered is not None:
+            sender_id, size = outcome.delivered
+            self.backlog.give_back((sender_id, mark.author.name), size)
         if isinstance(outcome, Receipt):
             text = Sequenced(
                 receipt_frame(
@@ -349,6 +422,7 @@ def _change_frame(change: Change) -> Sequenced:
 
 
 __all__ = [
+    "QUEUE_FULL",
     "RATE_LIMITED",
     "SELF_RECIPIENT",
     "UNAVAILABLE",

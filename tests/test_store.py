@@ -210,12 +210,44 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
         indexes = {
             row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }
         assert "conversations_recent" not in indexes
+        assert "messages_undelivered" in indexes
         assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 1
+
+
+async def test_a_version_2_database_gets_the_undelivered_index(tmp_path: Path):
+    """Step 3 adds the partial index the backlog is loaded along, and keeps the messages."""
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as db:
+        db.executescript((PROJECT_ROOT / "schema.sql").read_text(encoding="utf-8"))
+        db.executescript(
+            "DROP INDEX messages_undelivered;"
+            "INSERT INTO users (id, username, salt, iterations, auth_hash, enc_public_key,"
+            " sign_public_key, key_backup, created_at, keys_updated_at) VALUES"
+            " (1, 'alice', x'00', 1, 'h', x'00', x'00', 'b', 0, 0),"
+            " (2, 'bob', x'00', 1, 'h', x'00', x'00', 'b', 0, 0);"
+            "INSERT INTO messages (seq, sender_id, recipient_id, client_id, ts, envelope,"
+            " delivered_seq, delivered_at) VALUES"
+            " (1, 1, 2, 'a', 0, '{\"x\":1}', NULL, NULL), (2, 1, 2, 'b', 0, '{}', 3, 5);"
+            "PRAGMA user_version = 2;"
+        )
+    store = Store.for_file(path, PROJECT_ROOT / "schema.sql")
+    await store.open()
+    try:
+        assert await store.messages.undelivered() == [(1, "bob", 1, 7)]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        index = db.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'messages_undelivered'"
+        ).fetchone()
+        assert index is not None and "WHERE delivered_at IS NULL" in index[0]
+        assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
 
 
 async def test_a_lone_failing_job_leaves_nothing_and_the_writer_goes_on(store: Store):

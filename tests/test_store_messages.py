@@ -109,7 +109,22 @@ async def test_marks_take_positions_from_the_message_sequence(store: Store):
     """A receipt gets the next seq after the messages, for its sender to sync."""
     await send(store, "alice", "bob", ids=["m1"])
     receipt = await mark(store, "bob", 1, "delivered")
-    assert receipt == Receipt(2, 1, "m1", "delivered", "alice", NOW + 5)
+    delivered = (await uid(store, "alice"), len(ENVELOPE))
+    assert receipt == Receipt(2, 1, "m1", "delivered", "alice", NOW + 5, delivered)
+
+
+async def test_only_the_first_delivering_mark_reports_the_sender_and_size(store: Store):
+    """Read after delivered, or a second message read first, each deliver once (backlog)."""
+    await send(store, "alice", "bob", "bob")
+    alice = await uid(store, "alice")
+    first = await mark(store, "bob", 1, "delivered")
+    read_after = await mark(store, "bob", 1, "read")
+    read_first = await mark(store, "bob", 2, "read")
+    assert isinstance(first, Receipt) and isinstance(read_after, Receipt)
+    assert isinstance(read_first, Receipt)
+    assert (first.delivered, read_after.delivered) == ((alice, len(ENVELOPE)), None)
+    assert read_first.delivered == (alice, len(ENVELOPE))
+    assert await store.messages.undelivered() == []
 
 
 async def test_marks_are_monotonic(store: Store):

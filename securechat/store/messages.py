@@ -63,6 +63,9 @@ class Receipt:
     status: MarkStatus
     sender: str
     ts: int
+    # When this mark is the first to deliver the message (a read implies delivered): the
+    # sender's id and the envelope's length in bytes, which leave the sender's backlog.
+    delivered: tuple[int, int] | None = None
 
 
 # A send is Stored or refused (UNKNOWN_RECIPIENT); a mark makes a Receipt, changes nothing
@@ -123,11 +126,16 @@ class _MarkState:
     recipient_id: int
     client_id: str
     sender: str
+    size: int
     delivered_seq: int | None
     delivered_at: int | None
     read_seq: int | None
     read_at: int | None
     dirty: bool = False
+
+    def delivers(self) -> tuple[int, int] | None:
+        """For a mark that delivers the message now: its sender and envelope length."""
+        return None if self.delivered_at is not None else (self.sender_id, self.size)
 
 
 class MessageStore:
@@ -161,6 +169,26 @@ class MessageStore:
             return CommitResult(counter.value, send_outcomes, mark_outcomes)
 
         return await self.db.write(job)
+
+    async def undelivered(self) -> list[tuple[int, str, int, int]]:
+        """Per (sender id, recipient's name): messages no device of the recipient has
+        received yet, and their envelope bytes.
+
+        Read along the partial index ``messages_undelivered``: the cost follows the backlog,
+        not the history. ``delivered_at`` rather than ``delivered_seq``: a read mark that
+        comes first fills in the time but makes no delivered receipt.
+        """
+        rows = await self.db.fetch_all(
+            "SELECT m.sender_id, u.username, count(*), sum(length(m.envelope))"
+            " FROM messages m JOIN users u ON u.id = m.recipient_id"
+            " WHERE m.delivered_at IS NULL GROUP BY m.sender_id, m.recipient_id"
+        )
+        return [(int(row[0]), str(row[1]), int(row[2]), int(row[3])) for row in rows]
+
+    async def stored_ids(self, keys: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
+        """Which of these (sender id, client id) are already stored."""
+        rows = await self.db.fetch_all(_ORIGINALS, (_json_rows(keys),))
+        return {(int(row[0]), str(row[1])) for row in rows}
 
     async def changes_after(
         self, user_id: int, after: int, limit: int, max_bytes: int
@@ -271,7 +299,7 @@ _ORIGINALS: Final = (
     " JOIN messages m ON m.sender_id = k.value ->> 0 AND m.client_id = k.value ->> 1"
 )
 _MARK_STATES: Final = (
-    "SELECT m.seq, m.sender_id, m.recipient_id, m.client_id, u.username,"
+    "SELECT m.seq, m.sender_id, m.recipient_id, m.client_id, u.username, length(m.envelope),"
     " m.delivered_seq, m.delivered_at, m.read_seq, m.read_at"
     " FROM messages m JOIN users u ON u.id = m.sender_id"
     " WHERE m.seq IN (SELECT value FROM json_each(?))"
@@ -403,8 +431,11 @@ def _mark_delivered(state: _MarkState, seq: int, counter: _Counter, now_ms: int)
     # Marks only move forward: delivered after delivered or after read changes nothing.
     if state.delivered_at is not None or state.read_at is not None:
         return None
+    delivered = state.delivers()
     state.delivered_seq, state.delivered_at, state.dirty = counter.next(), now_ms, True
-    return Receipt(state.delivered_seq, seq, state.client_id, "delivered", state.sender, now_ms)
+    return Receipt(
+        state.delivered_seq, seq, state.client_id, "delivered", state.sender, now_ms, delivered
+    )
 
 
 def _mark_read(
@@ -418,12 +449,13 @@ def _mark_read(
         return None
     # Read implies delivered: the delivered time is filled in, but no separate receipt is
     # made; a read receipt tells the sender both.
+    delivered = state.delivers()
     state.read_seq, state.read_at, state.dirty = counter.next(), now_ms, True
     if state.delivered_at is None:
         state.delivered_at = now_ms
     key = (state.recipient_id, state.sender_id)
     unread_drops[key] = unread_drops.get(key, 0) + 1
-    return Receipt(state.read_seq, seq, state.client_id, "read", state.sender, now_ms)
+    return Receipt(state.read_seq, seq, state.client_id, "read", state.sender, now_ms, delivered)
 
 
 def _mark_states(connection: sqlite3.Connection, seqs: set[int]) -> dict[int, _MarkState]:

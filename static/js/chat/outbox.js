@@ -116,8 +116,10 @@ export class Outbox extends EventTarget {
   }
 
   /**
-   * The server answered id with an error frame: final ones fail the message, others (the
-   * database was busy: "unavailable") send it again shortly. Resolves to whether it failed.
+   * The server answered id with an error frame: final ones fail the message, others send it
+   * again shortly: "unavailable" (the database was busy), "rate_limited", and "queue_full" (too
+   * many of my messages wait for the recipient, who has to come online and catch up first; the
+   * message shows "Sending…" until then). Resolves to whether it failed.
    */
   async refused(frame) {
     this.#inflight.delete(frame.id);
