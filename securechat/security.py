@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from quart import Quart, Response, jsonify, render_template, request
+from quart import Quart, Response, has_request_context, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from securechat.config import Config
@@ -134,7 +134,10 @@ async def add_security_headers(response: Response) -> Response:
 
 
 def wants_json() -> bool:
-    """API and admin paths answer errors in JSON; pages answer in HTML."""
+    """API and admin paths answer errors in JSON, and so does a refused WebSocket handshake
+    (a program reads it, and there is no request to look at); pages answer in HTML."""
+    if not has_request_context():
+        return True
     return request.path.startswith(("/api/", "/admin/", "/metrics", "/healthz"))
 
 

@@ -193,6 +193,15 @@ async def test_a_handshake_counts_as_activity_for_the_idle_timer(server_with):  
         assert db.execute("SELECT last_seen_at FROM sessions").fetchone() == (last_seen,)
 
 
+async def test_a_socket_to_an_unknown_path_is_refused_404_in_json(base_url: str):
+    """An upgrade to a path with no socket answers 404 with a JSON error, not a 500."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with raw_socket(base_url, cookie=None, path="/nope"):
+            pass
+    assert refused.value.response.status_code == 404
+    assert json.loads(refused.value.response.body)["error"] == "not_found"
+
+
 # --- Bad input -------------------------------------------------------------------------------
 
 
