@@ -16,6 +16,7 @@ from quart_auth import QuartAuth
 from securechat import gcpolicy
 from securechat.clock import now_ms
 from securechat.config import PROJECT_ROOT, Config
+from securechat.proxy import TrustedProxies
 from securechat.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -89,7 +90,16 @@ def create_app(config: Config | None = None) -> Quart:
     directory.install(app)  # after the lifecycle: its start-up needs the open store
     chat.install(app)  # /ws, its committer and presence: started while serving
     app.register_blueprint(conversations.blueprint)
+    _trust_proxies(app, config.trusted_proxy_hops)
     return app
+
+
+def _trust_proxies(app: Quart, hops: int) -> None:
+    """Behind ``hops`` reverse proxies, the client is who their X-Forwarded-* headers say."""
+    if hops < 0:
+        raise ValueError("trusted_proxy_hops must not be negative")
+    if hops:
+        app.asgi_app = TrustedProxies(app.asgi_app, hops)  # type: ignore[method-assign]
 
 
 def _quart_settings(config: Config) -> dict[str, object]:
