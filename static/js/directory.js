@@ -1,6 +1,6 @@
 /**
- * Key directory checks for the browser: the twin of KeyDirectoryView and
- * SecureChatClient.fetch_verified_keys in securechat/client.py (same checks, same error codes).
+ * Key directory checks for the browser: the twin of KeyDirectoryView (securechat/client/keys.py)
+ * and SecureChatClient.fetch_verified_keys (securechat/client/api.py): same checks, same error codes.
  * Formats: docs/protocol.md, "Key directory". No DOM here: the conversation UI builds on this.
  *
  * What it does before any key is used: pin the directory's Ed25519 key on first use; check the

@@ -1,0 +1,65 @@
+"""A Python client that speaks the same protocol and crypto as the browser.
+
+It is what the tests, the benchmark and any bot use. The password never leaves it: it derives
+``auth_key`` (sent) and ``wrap_key`` (kept) exactly as the page does (docs/protocol.md).
+
+The session cookie is ``Secure``; browsers send it to http://localhost, but Python's cookie jar
+will not send a Secure cookie over plain HTTP, so the client keeps the cookie itself.
+
+Which module holds what:
+
+- ``api.py``: the HTTP side: ``SecureChatClient`` (accounts, sessions, the key directory's
+  requests), ``Account``, ``ClientError`` and ``registration_body``;
+- ``keys.py``: the key directory checks, the twin of static/js/directory.js: proofs, heads,
+  contacts' pins and the watch for keys under my name (``KeyDirectoryView``), with no network;
+- ``chat.py``: the WebSocket side: ``ChatConnection`` (frames, cursor, end-to-end messages),
+  ``ChatClosed`` and ``ChatError``.
+
+Import from here (``from securechat.client import SecureChatClient``); every public name is
+re-exported.
+"""
+
+from securechat.client.api import (
+    COOKIE_NAME,
+    DEFAULT_ITERATIONS,
+    Account,
+    ClientError,
+    SecureChatClient,
+    registration_body,
+)
+from securechat.client.chat import CHAT_MAX_FRAME, ChatClosed, ChatConnection, ChatError
+from securechat.client.keys import (
+    ContactPin,
+    DirectoryEntry,
+    KeyDirectoryError,
+    KeyDirectoryView,
+    PinState,
+    ProvedKeys,
+    SelfScan,
+    VerifiedKeys,
+    foreign_entries,
+    verify_key_response,
+)
+
+__all__ = [
+    "CHAT_MAX_FRAME",
+    "COOKIE_NAME",
+    "DEFAULT_ITERATIONS",
+    "Account",
+    "ChatClosed",
+    "ChatConnection",
+    "ChatError",
+    "ClientError",
+    "ContactPin",
+    "DirectoryEntry",
+    "KeyDirectoryError",
+    "KeyDirectoryView",
+    "PinState",
+    "ProvedKeys",
+    "SecureChatClient",
+    "SelfScan",
+    "VerifiedKeys",
+    "foreign_entries",
+    "registration_body",
+    "verify_key_response",
+]
