@@ -42,8 +42,12 @@ class Backlog:
             return False
         if self._bytes.get(pair[0], 0) + size > self.bytes_per_sender_max:
             return False
-        self._add(pair, 1, size)
+        self.add(pair, size)
         return True
+
+    def add(self, pair: Pair, size: int) -> None:
+        """Count one more message of ``size`` bytes for ``pair``, bounds or not: it is stored."""
+        self._add(pair, 1, size)
 
     def give_back(self, pair: Pair, size: int) -> None:
         """Uncount one message: it was not stored after all, or it has been delivered."""

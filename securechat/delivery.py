@@ -140,6 +140,11 @@ class _PendingSend:
         return (self.author.user_id, self.frame.id)
 
     @property
+    def copy_of(self) -> tuple[int, str, str]:
+        """Sends alike in this are copies of one send (a client sending again)."""
+        return (self.author.user_id, self.frame.id, self.frame.to)
+
+    @property
     def pair(self) -> Pair:
         return (self.author.user_id, self.frame.to)
 
@@ -320,13 +325,15 @@ class Delivery:
             return
         self.last_seq = result.last_seq
         self.stats.record_batch(len(sends) + len(marks))
-        outcomes = iter(result.sends)
-        for item in sends:
+        stored = iter(result.sends)
+        outcomes = [None if item.refused else next(stored) for item in sends]
+        self._settle_backlog(sends, outcomes, marks, result.marks)
+        for item, outcome in zip(sends, outcomes, strict=True):
             # In the batch's order, so a connection's answers keep the order of its frames.
-            if item.refused:
+            if outcome is None:
                 self._refuse(item.conn, QUEUE_FULL, item.frame.id)
             else:
-                await self._settle_send(item, next(outcomes))
+                await self._settle_send(item, outcome)
         for mark, mark_outcome in zip(marks, result.marks, strict=True):
             await self._settle_mark(mark, mark_outcome)
 
@@ -334,13 +341,14 @@ class Delivery:
         """Count each send against its sender's backlog, in order; those over a bound are
         refused, unless their id is already stored (a resend is acknowledged, not counted).
 
-        A second copy of an id in the batch is stored at most once: it shares the first
-        copy's verdict and is not counted again.
+        A second copy of a send (same id, same recipient) in the batch is stored at most once:
+        it shares the first copy's verdict and is not counted again. Copies of one id to two
+        recipients are counted each; the one not stored is given back after the commit.
         """
-        first: dict[tuple[int, str], _PendingSend] = {}
+        first: dict[tuple[int, str, str], _PendingSend] = {}
         over: list[_PendingSend] = []
         for item in sends:
-            if first.setdefault(item.key, item) is item:
+            if first.setdefault(item.copy_of, item) is item:
                 item.counted = self.backlog.take(item.pair, item.size)
                 if not item.counted:
                     over.append(item)
@@ -351,7 +359,30 @@ class Delivery:
         for item in over:
             item.refused = item.key not in stored
         for item in sends:
-            item.refused = first[item.key].refused
+            item.refused = first[item.copy_of].refused
+
+    def _settle_backlog(
+        self,
+        sends: list[_PendingSend],
+        outcomes: list[SendOutcome | None],
+        marks: list[_PendingMark],
+        mark_outcomes: list[MarkOutcome],
+    ) -> None:
+        """Bring the backlog to what the commit did, before any answer goes out (so an error
+        while fanning out cannot leave it wrong): every message stored new is counted, even one
+        that was not counted before it joined the batch; whatever was counted but not stored
+        new is given back; a message's first delivering mark takes it off again."""
+        for item, outcome in zip(sends, outcomes, strict=True):
+            created = isinstance(outcome, Stored) and outcome.created
+            if created and not item.counted:
+                self.backlog.add(item.pair, item.size)
+                item.counted = True
+            elif not created:
+                self._uncount(item)
+        for mark, mark_outcome in zip(marks, mark_outcomes, strict=True):
+            if isinstance(mark_outcome, Receipt) and mark_outcome.delivered is not None:
+                sender_id, size = mark_outcome.delivered
+                self.backlog.give_back((sender_id, mark.author.name), size)
 
     def _uncount(self, item: _PendingSend) -> None:
         if item.counted:
@@ -360,8 +391,6 @@ class Delivery:
 
     async def _settle_send(self, item: _PendingSend, outcome: SendOutcome) -> None:
         frame = item.frame
-        if not isinstance(outcome, Stored) or not outcome.created:
-            self._uncount(item)  # not stored, or stored before (and counted then)
         if not isinstance(outcome, Stored):
             self._refuse(item.conn, outcome, frame.id)
             return
@@ -384,9 +413,6 @@ class Delivery:
         self.stats.messages_out += 1
 
     async def _settle_mark(self, mark: _PendingMark, outcome: MarkOutcome) -> None:
-        if isinstance(outcome, Receipt) and outcome.delivered is not None:
-            sender_id, size = outcome.delivered
-            self.backlog.give_back((sender_id, mark.author.name), size)
         if isinstance(outcome, Receipt):
             text = Sequenced(
                 receipt_frame(

@@ -452,3 +452,47 @@ async def test_submissions_wait_when_commit_pending_max_are_in_flight(tmp_path: 
         await chat.delivery.flush()
         for session in senders:  # each gets its ack (and copies of the other two sends)
             assert [frame["type"] for frame in drain(session.conn)].count("ack") == 1
+
+
+async def test_one_id_to_a_name_without_account_and_to_bob_counts_against_bob(tmp_path: Path):
+    """Two sends of one id in one batch, the first to a name with no account: the copy stored
+    (to bob) is counted in the backlog, so the next send to bob is over the bound of one."""
+    async with running_chat(tmp_path, undelivered_per_pair_max=1) as chat:
+        alice = chat.session("alice")
+        frame_id = str(uuid.uuid4())
+        await alice.receive(send_frame("ghost", frame_id))
+        await alice.receive(send_frame("bob", frame_id))
+        await chat.delivery.flush()
+        assert [f.get("code", f["type"]) for f in drain(alice.conn)] == [
+            "unknown_recipient",
+            "ack",
+        ]
+        await alice.receive(send_frame("bob"))
+        await chat.delivery.flush()
+        assert [f.get("code") for f in drain(alice.conn)] == ["queue_full"]
+        assert chat.delivery.backlog.count((chat.users["alice"].user_id, "bob")) == 1
+
+
+async def test_the_backlog_follows_a_commit_even_when_fanning_out_fails(tmp_path: Path):
+    """In one batch, a send whose fan-out raises and bob's mark delivering alice's earlier
+    message: the mark still frees alice's place in bob's queue, so her next send fits."""
+    async with running_chat(tmp_path, undelivered_per_pair_max=1) as chat:
+        alice, bob = chat.session("alice"), chat.session("bob")
+        await alice.receive(send_frame("bob"))
+        await chat.delivery.flush()
+        seq = drain(bob.conn)[0]["seq"]
+        publish = chat.delivery.broker.publish
+
+        async def fails_for_carol(user: str, *args: Any, **kwargs: Any) -> None:
+            if user == "carol":
+                raise RuntimeError("fan-out failed")
+            await publish(user, *args, **kwargs)
+
+        chat.delivery.broker.publish = fails_for_carol  # type: ignore[method-assign]
+        await alice.receive(send_frame("carol"))
+        await bob.receive(json.dumps({"type": "delivered", "seq": seq}))
+        await chat.delivery.flush()
+        drain(alice.conn)
+        await alice.receive(send_frame("bob"))
+        await chat.delivery.flush()
+        assert [f["type"] for f in drain(alice.conn)] == ["ack"]
