@@ -27,10 +27,11 @@ class Config:
     admin_token: str | None = None
     # Origins allowed besides the server's own (comma-separated in the environment).
     allowed_origins: tuple[str, ...] = ()
-    # Reverse proxies in front of the server that append the client's address to
-    # X-Forwarded-For (and set X-Forwarded-Proto/-Host): with N, the N-th address from the end
-    # is the client's, for the per-address throttles and the sessions list. 0 (the default)
-    # believes no such header: a client could write any address into it.
+    # Reverse proxies in front of the server, each appending the address it got the request
+    # from to X-Forwarded-For, the one next to the server setting X-Forwarded-Proto: with N,
+    # the N-th address from the end is the client's (per-address throttles, sessions list)
+    # and the scheme is that proxy's (securechat/proxy.py). 0 (the default) believes no such
+    # header: a client could write anything into them.
     trusted_proxy_hops: int = 0
     # Passphrase that encrypts the directory signing key at rest (optional).
     directory_key_passphrase: str | None = None

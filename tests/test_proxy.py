@@ -103,3 +103,33 @@ async def test_the_chat_socket_behind_a_tls_proxy_needs_the_proxy_trusted(
                 pass
     assert refused.value.response.status_code == 403
     assert json.loads(refused.value.response.body)["error"] == refusal
+
+
+async def test_behind_two_proxies_the_scheme_is_the_nearest_ones_and_forwarded_host_is_ignored(
+    tmp_path: Path,
+):
+    """With two hops the scheme is the one the proxy next to the server sets (proxies set it,
+    they do not append to it), and X-Forwarded-Host never replaces Host: a handshake claiming
+    another host for itself is still cross-site."""
+    with LiveServer(fast_config(tmp_path / "data", trusted_proxy_hops=2)).start() as server:
+        host = server.url.removeprefix("http://")
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            https = await client.get("/", headers={"X-Forwarded-Proto": "https"})
+        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7, 10.0.0.2"}
+        refusals = []
+        for origin, extra in (
+            (f"https://{host}", {}),
+            ("https://elsewhere.example", {"X-Forwarded-Host": "elsewhere.example"}),
+        ):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(
+                    f"ws://{host}/ws",
+                    origin=Origin(origin),
+                    additional_headers={**forwarded, **extra},
+                    proxy=None,
+                    open_timeout=10,
+                ):
+                    pass
+            refusals.append(json.loads(refused.value.response.body)["error"])
+    assert "Strict-Transport-Security" in https.headers
+    assert refusals == ["unauthenticated", "cross_site"]
