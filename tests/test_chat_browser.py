@@ -589,3 +589,33 @@ async def test_my_own_key_change_blames_no_one(
     await expect(again.messages).to_have_count(1, timeout=WAIT_MS)
     await expect(again.page.locator(".thread-notice")).to_have_count(0)
     await expect(again.page.get_by_text("bob's security keys changed")).to_have_count(0)
+
+
+async def test_a_message_past_the_recipients_queue_waits_and_goes_when_they_catch_up(
+    new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
+) -> None:
+    """With room for one undelivered message to bob, alice's second waits ("queue_full") as
+    "Sending…"; when bob, back online, marks the first delivered, the receipt makes room and
+    the page sends the second at once, long before its 30 s fallback."""
+    chat_service = live_server.app.extensions["securechat"].extras["chat"]
+    chat_service.delivery.backlog.per_pair_max = 1  # the live server's own bound, lowered
+    chat = await ChatPage.open(await new_context(), live_server.url, "alice")
+    await chat.start_conversation("bob")
+    await chat.send("first")
+    await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+    await chat.send("second")
+    refused = chat_service.delivery.stats.rejected
+    for _ in range(50):
+        if refused["queue_full"]:
+            break
+        await chat.page.wait_for_timeout(100)
+    assert refused["queue_full"] >= 1
+    await expect(chat.messages.last).not_to_have_attribute("data-status", "sent")
+
+    bob_chat = await bob.connect()
+    (first,) = [frame for frame in await bob_chat.sync(0) if frame["type"] == "message"]
+    await bob_chat.mark(first["seq"], "delivered")
+    await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+    second = await bob_chat.wait_for("message", **{"from": "alice"})
+    assert (await bob_chat.open(second)).text == "second"
+    await bob_chat.close()

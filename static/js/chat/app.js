@@ -300,6 +300,7 @@ export class ChatApp {
       case "receipt": {
         const record = await this.messages.receipt(frame.id, frame.status);
         if (record) this.thread.update(record);
+        this.outbox.roomMade();
         break;
       }
       case "error":

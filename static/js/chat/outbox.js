@@ -18,6 +18,9 @@ import { SendBlocked } from "./keys.js";
 import { MessageTooLong, isTransient } from "./messages.js";
 
 const RETRY_MS = 3000;
+// "queue_full": my messages wait for the recipient to come online; a receipt from them makes
+// room at once (roomMade), so this is only the fallback.
+const QUEUE_FULL_RETRY_MS = 30_000;
 // Error codes after which the same frame would only be refused again.
 const FINAL_CODES = new Set(["unknown_recipient", "self_recipient", "bad_field", "envelope_too_large", "unknown_type"]);
 
@@ -29,6 +32,7 @@ export class Outbox extends EventTarget {
   #running = false;
   #again = false;
   #retryTimer = null;
+  #waitingForRoom = false;
 
   constructor({ store, socket, messages }) {
     super();
@@ -105,9 +109,16 @@ export class Outbox extends EventTarget {
     this.dispatchEvent(new CustomEvent("failed", { detail: { id: entry.id, to: entry.to, reason, code } }));
   }
 
-  #retryLater() {
+  #retryLater(delay = RETRY_MS) {
     clearTimeout(this.#retryTimer);
-    this.#retryTimer = setTimeout(() => this.flush(), RETRY_MS);
+    this.#retryTimer = setTimeout(() => this.flush(), delay);
+  }
+
+  /** A receipt came for one of my messages: a recipient caught up, so a full queue has room. */
+  roomMade() {
+    if (!this.#waitingForRoom) return;
+    this.#waitingForRoom = false;
+    this.flush();
   }
 
   /** The server acknowledged id. */
@@ -117,12 +128,18 @@ export class Outbox extends EventTarget {
 
   /**
    * The server answered id with an error frame: final ones fail the message, others send it
-   * again shortly: "unavailable" (the database was busy), "rate_limited", and "queue_full" (too
-   * many of my messages wait for the recipient, who has to come online and catch up first; the
-   * message shows "Sending…" until then). Resolves to whether it failed.
+   * again shortly: "unavailable" (the database was busy) and "rate_limited". "queue_full" (too
+   * many of my messages wait for the recipient, who has to come online and catch up first)
+   * waits for a receipt, or 30 s; the message shows "Sending…" until then. Resolves to whether
+   * it failed.
    */
   async refused(frame) {
     this.#inflight.delete(frame.id);
+    if (frame.code === "queue_full") {
+      this.#waitingForRoom = true;
+      this.#retryLater(QUEUE_FULL_RETRY_MS);
+      return false;
+    }
     if (!FINAL_CODES.has(frame.code)) {
       this.#retryLater();
       return false;
