@@ -15,10 +15,12 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from securechat import e2e
 from securechat.client import SecureChatClient, registration_body
+from tools.bench.procs import Server, ServerSpec
 
 # Every login in flight counts against its address until it succeeds, and past five at once
 # from one address logins are throttled (securechat/accounts.py): stay under that.
@@ -71,6 +73,19 @@ def make_envelope(material: KeyMaterial) -> str:
         recipient_enc_spki=material.identity.enc_public_spki,
     )
     return json.dumps(envelope, separators=(",", ":"), sort_keys=True)
+
+
+def people(
+    spec: ServerSpec, workdir: Path, names: list[str], materials: list[KeyMaterial]
+) -> list[tuple[str, str]]:
+    """Each user's (name, session cookie), made on a server of ``spec`` whose data directory
+    in ``workdir`` the next server there starts from; a bare relay has no accounts (the user is
+    named in the URL): empty cookies."""
+    if not spec.kind.startswith("ours"):
+        return [(name, "") for name in names]
+    with Server(spec, workdir) as server:
+        sessions = asyncio.run(create_users(server.url, names, materials))
+    return [(group[0].name, group[0].cookie) for group in sessions]
 
 
 async def create_users(

@@ -15,7 +15,6 @@ than earlier ones (every step stores its messages): compare variants round by ro
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import tempfile
@@ -61,12 +60,7 @@ def run_variant(
     workdir = Path(tempfile.mkdtemp(prefix="securechat-fixed-"))
     ours = kind.startswith("ours")
     try:
-        if ours:
-            with Server(spec, workdir) as server:
-                sessions = asyncio.run(accounts.create_users(server.url, names, materials))
-            people = [(group[0].name, group[0].cookie) for group in sessions]
-        else:  # a bare relay: no accounts, the user is named in the URL
-            people = [(name, "") for name in names]
+        people = accounts.people(spec, workdir, names, materials)
         with Server(spec, workdir) as server, Pool(2, accounts.make_envelope(materials[0])) as pool:
             endpoint = Endpoint(server.url, "cookie" if ours else "query")
             ramp = Ramp(pool, server, endpoint, people, ramp=rates, step_seconds=seconds)

@@ -16,7 +16,6 @@ package, by function (self) and by function (inclusive). The raw collapsed stack
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import subprocess
 import tempfile
@@ -103,12 +102,7 @@ def profile(args: argparse.Namespace, raw: Path) -> dict[str, Any]:
     spec = ServerSpec(args.kind, args.kind, dict(LIGHT_SETTINGS))
     ours = args.kind.startswith("ours")
     try:
-        if ours:
-            with Server(spec, workdir) as server:
-                sessions = asyncio.run(accounts.create_users(server.url, names, materials))
-            users = [(group[0].name, group[0].cookie) for group in sessions]
-        else:  # a bare relay: no accounts, the user is named in the URL
-            users = [(name, "") for name in names]
+        users = accounts.people(spec, workdir, names, materials)
         with Server(spec, workdir) as server, Pool(2, envelope) as pool:
             endpoint = Endpoint(server.url, "cookie" if ours else "query")
             if args.scenario == "live":
