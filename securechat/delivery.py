@@ -21,8 +21,10 @@ one cursor, and a sender who was offline learns of receipts made long after the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -328,14 +330,17 @@ class Delivery:
         stored = iter(result.sends)
         outcomes = [None if item.refused else next(stored) for item in sends]
         self._settle_backlog(sends, outcomes, marks, result.marks)
+        # In the batch's order, so a connection's answers keep the order of its frames. One
+        # answer that fails (a fan-out error) costs that one only: the client asks again.
         for item, outcome in zip(sends, outcomes, strict=True):
-            # In the batch's order, so a connection's answers keep the order of its frames.
-            if outcome is None:
-                self._refuse(item.conn, QUEUE_FULL, item.frame.id)
-            else:
-                await self._settle_send(item, outcome)
+            with _logged("answering a send after its commit"):
+                if outcome is None:
+                    self._refuse(item.conn, QUEUE_FULL, item.frame.id)
+                else:
+                    await self._settle_send(item, outcome)
         for mark, mark_outcome in zip(marks, result.marks, strict=True):
-            await self._settle_mark(mark, mark_outcome)
+            with _logged("answering a mark after its commit"):
+                await self._settle_mark(mark, mark_outcome)
 
     async def _count_backlog(self, sends: list[_PendingSend]) -> None:
         """Count each send against its sender's backlog, in order; those over a bound are
@@ -428,6 +433,15 @@ class Delivery:
     def _refuse(self, conn: Connection, code: str, frame_id: str | None, *, seq: int = 0) -> None:
         self.stats.rejected[code] += 1
         conn.deliver(error_frame(code, _MESSAGES[code].format(seq=seq), frame_id))
+
+
+@contextlib.contextmanager
+def _logged(what: str) -> Iterator[None]:
+    """Log an error in ``what`` and carry on with the next."""
+    try:
+        yield
+    except Exception:
+        log.exception("chat committer: %s failed", what)
 
 
 def _change_frame(change: Change) -> Sequenced:
