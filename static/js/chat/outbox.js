@@ -32,6 +32,7 @@ export class Outbox extends EventTarget {
   #running = false;
   #again = false;
   #retryTimer = null;
+  #retryAt = 0;
   #waitingForRoom = false;
 
   constructor({ store, socket, messages }) {
@@ -109,9 +110,16 @@ export class Outbox extends EventTarget {
     this.dispatchEvent(new CustomEvent("failed", { detail: { id: entry.id, to: entry.to, reason, code } }));
   }
 
+  /** Flush again after delay, unless a flush is already due sooner (one timer serves all). */
   #retryLater(delay = RETRY_MS) {
+    const at = Date.now() + delay;
+    if (this.#retryTimer !== null && this.#retryAt <= at) return;
     clearTimeout(this.#retryTimer);
-    this.#retryTimer = setTimeout(() => this.flush(), delay);
+    this.#retryAt = at;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      this.flush();
+    }, delay);
   }
 
   /** A receipt came for one of my messages: a recipient caught up, so a full queue has room. */
