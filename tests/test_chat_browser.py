@@ -595,8 +595,8 @@ async def test_a_message_past_the_recipients_queue_waits_and_goes_when_they_catc
     new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
 ) -> None:
     """With room for one undelivered message to bob, alice's second waits ("queue_full") as
-    "Sending…"; when bob, back online, marks the first delivered, the receipt makes room and
-    the page sends the second at once, long before its 30 s fallback."""
+    "Sending…", and the page says why; when bob, back online, marks the first delivered, the
+    receipt makes room and the page sends the second at once, long before its 30 s fallback."""
     chat_service = live_server.app.extensions["securechat"].extras["chat"]
     chat_service.delivery.backlog.per_pair_max = 1  # the live server's own bound, lowered
     chat = await ChatPage.open(await new_context(), live_server.url, "alice")
@@ -611,6 +611,9 @@ async def test_a_message_past_the_recipients_queue_waits_and_goes_when_they_catc
         await chat.page.wait_for_timeout(100)
     assert refused["queue_full"] >= 1
     await expect(chat.messages.last).not_to_have_attribute("data-status", "sent")
+    await expect(
+        chat.page.get_by_role("status").filter(has_text="bob has not received your earlier")
+    ).to_be_visible(timeout=WAIT_MS)
 
     bob_chat = await bob.connect()
     (first,) = [frame for frame in await bob_chat.sync(0) if frame["type"] == "message"]

@@ -35,6 +35,7 @@ export class ChatApp {
   #storageSaid = false;
   #maxSeq = 0;
   #opening = 0;
+  #toldWaiting = new Set();
 
   constructor({ me, identity }) {
     this.me = me;
@@ -239,6 +240,7 @@ export class ChatApp {
     this.outbox.addEventListener("blocked", (event) => {
       if (event.detail.to === this.#current) this.composer.setBlocked(true);
     });
+    this.outbox.addEventListener("waiting", (event) => this.#waiting(event.detail.to));
     this.socket.addEventListener("state", (event) => this.#socketState(event.detail));
     this.socket.addEventListener("synced", () => this.#synced());
     this.socket.addEventListener("failure", () => {
@@ -418,6 +420,13 @@ export class ChatApp {
       this.composer.setBlocked(!keys.canSend);
       this.#header();
     }
+  }
+
+  /** Said once per person: the server holds as many of my messages for them as it will. */
+  #waiting(peer) {
+    if (this.#toldWaiting.has(peer)) return;
+    this.#toldWaiting.add(peer);
+    showInfo(`${peer} has not received your earlier messages yet. New ones will be sent when they have.`);
   }
 
   async #afterVerification(peer, change) {

@@ -9,7 +9,8 @@
  * that recipient wait too; messages to others go on.
  *
  * Events: "failed" (detail {id, to, reason, code}) when a message will never go out;
- * "blocked" (detail {to}) when a recipient's messages wait for the user.
+ * "blocked" (detail {to}) when a recipient's messages wait for the user; "waiting" (detail
+ * {to}) when the server holds too many of my messages the recipient has not received yet.
  */
 
 import { ApiError } from "../api.js";
@@ -146,6 +147,8 @@ export class Outbox extends EventTarget {
     if (frame.code === "queue_full") {
       this.#waitingForRoom = true;
       this.#retryLater(QUEUE_FULL_RETRY_MS);
+      const entry = (await this.#store.outbox()).find((candidate) => candidate.id === frame.id);
+      if (entry) this.dispatchEvent(new CustomEvent("waiting", { detail: { to: entry.to } }));
       return false;
     }
     if (!FINAL_CODES.has(frame.code)) {
