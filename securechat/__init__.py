@@ -95,9 +95,8 @@ def create_app(config: Config | None = None) -> Quart:
 
 
 def _trust_proxies(app: Quart, hops: int) -> None:
-    """Behind ``hops`` reverse proxies, the client is who their X-Forwarded-* headers say."""
-    if hops < 0:
-        raise ValueError("trusted_proxy_hops must not be negative")
+    """Behind ``hops`` reverse proxies, the client is who their X-Forwarded-* headers say
+    (TrustedProxies refuses a count out of range, a negative one included)."""
     if hops:
         app.asgi_app = TrustedProxies(app.asgi_app, hops)  # type: ignore[method-assign]
 

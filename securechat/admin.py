@@ -27,6 +27,7 @@ from securechat.clock import now_ms
 from securechat.errors import NotAuthenticated, NotFound
 from securechat.sessions import store
 from securechat.state import AppState, state
+from securechat.timings import Timings
 
 blueprint = Blueprint("admin", __name__)
 
@@ -132,11 +133,10 @@ def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
         count_value=stats.transactions,
         sum_value=stats.jobs,
     )
-    yield HistogramMetricFamily(
+    yield _histogram(
         "securechat_db_commit_seconds",
         "Time from BEGIN to the end of COMMIT of each write transaction, fsync included",
-        buckets=stats.commit_seconds.cumulative(),
-        sum_value=stats.commit_seconds.total,
+        stats.commit_seconds,
     )
     yield SummaryMetricFamily(
         "securechat_db_checkpoint_seconds",
@@ -164,13 +164,19 @@ def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
     )
 
 
+def _histogram(name: str, documentation: str, timings: Timings) -> HistogramMetricFamily:
+    """A Prometheus histogram of durations the app has kept in ``timings``."""
+    return HistogramMetricFamily(
+        name, documentation, buckets=timings.cumulative(), sum_value=timings.total
+    )
+
+
 def _collector_metrics(policy: gcpolicy.FreezeSurvivors) -> Iterator[Metric]:
     stats = policy.stats
-    yield HistogramMetricFamily(
+    yield _histogram(
         "securechat_gc_pause_seconds",
         "Pauses of Python's cyclic garbage collector (all generations) since the policy started",
-        buckets=stats.pauses.cumulative(),
-        sum_value=stats.pauses.total,
+        stats.pauses,
     )
     yield GaugeMetricFamily(
         "securechat_gc_longest_pause_seconds",

@@ -194,15 +194,22 @@ async def test_checkpoint_interval_must_be_positive(tmp_path: Path):
         Store.for_file(tmp_path / "x.db", PROJECT_ROOT / "schema.sql", checkpoint_interval=0)
 
 
-async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
-    """The upgrade steps run on an older file and keep its rows."""
-    path = tmp_path / "old.db"
+def older_database(path: Path, back_to_then: str) -> Path:
+    """A database file made with today's schema and then taken back by ``back_to_then``
+    (SQL that undoes later steps, adds rows and sets the old user_version)."""
     with sqlite3.connect(path) as db:
         db.executescript((PROJECT_ROOT / "schema.sql").read_text(encoding="utf-8"))
-        db.executescript(
-            "CREATE INDEX conversations_recent ON conversations (user_id, last_seq);"
-            "PRAGMA user_version = 1;"
-        )
+        db.executescript(back_to_then)
+    return path
+
+
+async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
+    """The upgrade steps run on an older file and keep its rows."""
+    path = older_database(
+        tmp_path / "old.db",
+        "CREATE INDEX conversations_recent ON conversations (user_id, last_seq);"
+        "PRAGMA user_version = 1;",
+    )
     store = Store.for_file(path, PROJECT_ROOT / "schema.sql")
     await store.open()
     try:
@@ -221,20 +228,18 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
 
 async def test_a_version_2_database_gets_the_undelivered_index(tmp_path: Path):
     """Step 3 adds the partial index the backlog is loaded along, and keeps the messages."""
-    path = tmp_path / "v2.db"
-    with sqlite3.connect(path) as db:
-        db.executescript((PROJECT_ROOT / "schema.sql").read_text(encoding="utf-8"))
-        db.executescript(
-            "DROP INDEX messages_undelivered;"
-            "INSERT INTO users (id, username, salt, iterations, auth_hash, enc_public_key,"
-            " sign_public_key, key_backup, created_at, keys_updated_at) VALUES"
-            " (1, 'alice', x'00', 1, 'h', x'00', x'00', 'b', 0, 0),"
-            " (2, 'bob', x'00', 1, 'h', x'00', x'00', 'b', 0, 0);"
-            "INSERT INTO messages (seq, sender_id, recipient_id, client_id, ts, envelope,"
-            " delivered_seq, delivered_at) VALUES"
-            " (1, 1, 2, 'a', 0, '{\"x\":1}', NULL, NULL), (2, 1, 2, 'b', 0, '{}', 3, 5);"
-            "PRAGMA user_version = 2;"
-        )
+    path = older_database(
+        tmp_path / "v2.db",
+        "DROP INDEX messages_undelivered;"
+        "INSERT INTO users (id, username, salt, iterations, auth_hash, enc_public_key,"
+        " sign_public_key, key_backup, created_at, keys_updated_at) VALUES"
+        " (1, 'alice', x'00', 1, 'h', x'00', x'00', 'b', 0, 0),"
+        " (2, 'bob', x'00', 1, 'h', x'00', x'00', 'b', 0, 0);"
+        "INSERT INTO messages (seq, sender_id, recipient_id, client_id, ts, envelope,"
+        " delivered_seq, delivered_at) VALUES"
+        " (1, 1, 2, 'a', 0, '{\"x\":1}', NULL, NULL), (2, 1, 2, 'b', 0, '{}', 3, 5);"
+        "PRAGMA user_version = 2;",
+    )
     store = Store.for_file(path, PROJECT_ROOT / "schema.sql")
     await store.open()
     try:
