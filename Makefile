@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 run: $(VENV)/.installed
 	$(BIN)/python -m securechat init
-	$(BIN)/hypercorn --config hypercorn.toml --bind $(BIND) 'securechat:create_app()'
+	$(BIN)/hypercorn --config hypercorn.toml --bind $(BIND) 'securechat.app:create_app()'
 
 browser:
 	tools/ensure-browser

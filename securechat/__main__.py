@@ -7,13 +7,14 @@ import asyncio
 import sys
 
 from securechat import datadir
-from securechat.config import PROJECT_ROOT, Config
+from securechat.config import Config
+from securechat.directory.service import key_fingerprint_for
 from securechat.store import Store
 
 
 async def _init(config: Config) -> None:
     datadir.prepare(config.data_dir)
-    store = Store.for_file(config.database_path, PROJECT_ROOT / "schema.sql")
+    store = Store.from_config(config)
     await store.open()
     await store.close()
 
@@ -27,9 +28,20 @@ def init(config: Config) -> None:
 
 
 def _startup_notes(config: Config) -> list[str]:
-    from securechat import startup_notes
-
-    return startup_notes.lines(config)
+    """What ``make run`` prints before serving: admin access and the directory's fingerprint."""
+    notes = []
+    if config.admin_token:
+        notes.append("Admin endpoints /admin/health and /metrics: on (bearer token set).")
+    else:
+        notes.append(
+            "Admin endpoints /admin/health and /metrics: off."
+            " Set SECURECHAT_ADMIN_TOKEN=<long random string> to turn them on."
+        )
+    notes.append(
+        f"Key directory fingerprint: {key_fingerprint_for(config)}"
+        " (publish it, so users and auditors can check the key they pin)."
+    )
+    return notes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# schema.sql, templates/ and static/: at the top of a checkout, or inside an installed wheel's
+# package (setup.py copies them to securechat/resources/ when it builds one).
+_PACKAGED = Path(__file__).resolve().parent / "resources"
+RESOURCES = _PACKAGED if (_PACKAGED / "schema.sql").is_file() else PROJECT_ROOT
 ENV_PREFIX = "SECURECHAT_"
 
 
@@ -30,7 +34,7 @@ class Config:
     # Reverse proxies in front of the server, each appending the address it got the request
     # from to X-Forwarded-For, the one next to the server setting X-Forwarded-Proto: with N,
     # the N-th address from the end is the client's (per-address throttles, sessions list)
-    # and the scheme is that proxy's (securechat/proxy.py). 0 (the default) believes no such
+    # and the scheme is that proxy's (securechat/web/proxy.py). 0 (the default) believes no such
     # header: a client could write anything into them.
     trusted_proxy_hops: int = 0
     # Passphrase that encrypts the directory signing key at rest (optional).
@@ -103,7 +107,7 @@ class Config:
     # have not received it yet (no device of theirs marked it delivered or read): messages to
     # one recipient (the queue length of a conversation) and envelope bytes to all recipients
     # together (its share of the disk). Past either, a send is refused with ``queue_full`` and
-    # nothing is stored; the client sends it again later (securechat/backlog.py).
+    # nothing is stored; the client sends it again later (securechat/chat/backlog.py).
     undelivered_per_pair_max: int = 2000
     undelivered_bytes_per_sender_max: int = 256 * 1024 * 1024
     ws_connections_max: int = 20_000
@@ -112,7 +116,7 @@ class Config:
     user_search_max: int = 20
     commit_batch_max: int = 512
     # Seconds between the end of one chat commit and the start of the next, when sends keep
-    # coming: they gather into larger, cheaper transactions (securechat/delivery.py). The
+    # coming: they gather into larger, cheaper transactions (securechat/chat/delivery.py). The
     # latency it adds under load is at most this; an idle server commits at once.
     commit_gather_interval: float = 0.002
     # Incoming frames buffered between Hypercorn and the chat handler (Quart's own queue is
@@ -149,6 +153,11 @@ class Config:
     def database_path(self) -> Path:
         """The SQLite file inside the data directory."""
         return self.data_dir / "securechat.db"
+
+    @property
+    def schema_path(self) -> Path:
+        """The SQL schema the store applies to a new database."""
+        return RESOURCES / "schema.sql"
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed."""

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from securechat.timings import Timings
+from securechat.runtime import Timings
 
 
 @dataclass

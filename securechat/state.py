@@ -1,21 +1,31 @@
-"""The app's long-lived services, kept on the app (not on ``g``) and reached through ``state()``."""
+"""The app's long-lived services, kept on the app (not on ``g``) and reached through ``state()``.
+
+These are the typed seams between the packages: a view asks ``state()`` for the service it
+needs (the chat, the key directory, the accounts' throttles) and never imports another
+package's endpoint module to find it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from quart import current_app
 
 from securechat.config import Config
 from securechat.datadir import ServerSecrets
-from securechat.hashing import AuthKeyHasher
 from securechat.store import Store
-from securechat.throttle import Throttle
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from securechat.accounts.hashing import AuthKeyHasher
+    from securechat.accounts.throttle import Throttle
+    from securechat.chat.service import ChatService
+    from securechat.directory.service import KeyDirectory
 
 SessionListener = Callable[[str], Awaitable[None]]
-HealthContributor = Callable[[], Awaitable[dict[str, Any]]]
 
 
 @dataclass
@@ -30,13 +40,13 @@ class AppState:
     login_user_throttle: Throttle
     login_address_throttle: Throttle
     registration_throttle: Throttle
+    chat: ChatService
+    directory: KeyDirectory
     started: float
     # Called with a session id when it ends, so the chat can close that session's sockets.
     session_listeners: list[SessionListener] = field(default_factory=list)
-    # Each adds its section to /admin/health.
-    health_contributors: list[HealthContributor] = field(default_factory=list)
-    # Services later layers attach by name (the chat hub, the key directory).
-    extras: dict[str, Any] = field(default_factory=dict)
+    # /metrics' registry, built at the first scrape.
+    metrics_registry: CollectorRegistry | None = None
 
 
 def state() -> AppState:

@@ -13,7 +13,7 @@ from playwright.async_api import BrowserContext, Locator, Page, expect
 
 from securechat import e2e
 from securechat.client import SecureChatClient
-from tests.test_pages_browser import PASSWORD, RECORD_CSP_VIOLATIONS, SLOW_MS, log_in
+from tests.web.test_pages_browser import PASSWORD, RECORD_CSP_VIOLATIONS, SLOW_MS, log_in
 
 __all__ = [
     "PASSWORD",

@@ -19,7 +19,7 @@ from securechat.config import PROJECT_ROOT
 from securechat.gcpolicy import FreezeSurvivors
 from tests.conftest import fast_config
 from tests.livesrv import LiveServer
-from tests.test_metrics import AUTH, TOKEN, scrape
+from tests.web.test_metrics import AUTH, TOKEN, scrape
 
 
 def run_fresh(script: str) -> str:

@@ -19,7 +19,8 @@ import httpx
 from websockets.asyncio.client import connect as websockets_connect
 from websockets.typing import Origin
 
-from securechat import e2e, transparency
+from securechat import e2e
+from securechat.chat.protocol import normalize_username
 from securechat.client.chat import CHAT_MAX_FRAME, ChatConnection
 from securechat.client.keys import (
     DirectoryEntry,
@@ -28,7 +29,7 @@ from securechat.client.keys import (
     VerifiedKeys,
     verify_key_response,
 )
-from securechat.protocol import normalize_username
+from securechat.directory import transparency
 
 DEFAULT_ITERATIONS = 600_000
 COOKIE_NAME = "__Host-securechat"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from securechat import datadir, e2e, merkle, transparency
+from securechat import datadir, e2e
+from securechat.directory import merkle, transparency
 
 PinState = Literal["new", "same", "changed"]
 _KEY_RESPONSE_FIELDS = frozenset(

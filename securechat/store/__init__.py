@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from securechat.config import Config
 from securechat.store.accounts import AccountStore, NewUser, Session, SessionStore, User
 from securechat.store.database import Database
 from securechat.store.directory import DirectoryStore
@@ -25,25 +26,21 @@ class Store:
         self.messages = MessageStore(db)
 
     @classmethod
-    def for_file(
-        cls,
-        path: Path,
-        schema_path: Path,
-        *,
-        synchronous: str = "FULL",
-        busy_timeout_ms: int = 5000,
-        batch_max: int = 512,
-        checkpoint_interval: float = 0.25,
-    ) -> Store:
-        """A store over the SQLite file at ``path`` (call ``open`` before use)."""
+    def for_file(cls, path: Path, schema_path: Path) -> Store:
+        """A store over the SQLite file at ``path`` with the default settings (open before use)."""
+        return cls(Database(path, schema_path))
+
+    @classmethod
+    def from_config(cls, config: Config) -> Store:
+        """The server's store: the configured SQLite file and settings (open before use)."""
         return cls(
             Database(
-                path,
-                schema_path,
-                synchronous=synchronous,
-                busy_timeout_ms=busy_timeout_ms,
-                batch_max=batch_max,
-                checkpoint_interval=checkpoint_interval,
+                config.database_path,
+                config.schema_path,
+                synchronous=config.db_synchronous,
+                busy_timeout_ms=config.db_busy_timeout_ms,
+                batch_max=config.commit_batch_max,
+                checkpoint_interval=config.db_checkpoint_interval,
             )
         )
 

@@ -36,9 +36,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from securechat.runtime import Timings, cancel_and_wait
 from securechat.store.migrations import migrate
-from securechat.tasks import cancel_and_wait
-from securechat.timings import Timings
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from securechat.directory.transparency import user_hash
 from securechat.errors import NotFound
 from securechat.store.database import Database
-from securechat.transparency import user_hash
 
 _ENTRY_COLUMNS = "idx, timestamp_ms, user_hash, enc_fingerprint, sign_fingerprint"
 

@@ -1,6 +1,6 @@
 """Messages, receipts and conversations: every SQL statement about the chat lives here.
 
-Writes come only from the committer (securechat/delivery.py), in batches: :meth:`commit` turns
+Writes come only from the committer (securechat/chat/delivery.py), in batches: :meth:`commit` turns
 a batch of sends and marks into one write job of a handful of statements, each taking the
 whole batch as one JSON parameter, whatever the batch size. It hands out sequence numbers itself, from ``chat_sequence``, so it
 knows every row's ``seq`` without a round trip per row.

@@ -15,7 +15,7 @@ from pathlib import Path
 UPGRADES: dict[int, str] = {
     # The committer rewrote this index twice per message; conversations are read by key.
     2: "DROP INDEX IF EXISTS conversations_recent;",
-    # Each sender's undelivered backlog, loaded at start-up (securechat/backlog.py).
+    # Each sender's undelivered backlog, loaded at start-up (securechat/chat/backlog.py).
     3: "CREATE INDEX IF NOT EXISTS messages_undelivered"
     " ON messages (sender_id, recipient_id) WHERE delivered_at IS NULL;",
 }

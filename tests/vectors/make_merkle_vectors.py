@@ -16,8 +16,8 @@ Two kinds of data go into the file:
     - proof/verify_test.go  inclusionProofs (1-based leaf there, 0-based here), consistencyProofs
       https://github.com/transparency-dev/merkle/blob/02194e9afb6c1d95b5381350007963aa70fff472/proof/verify_test.go
   The signing key is RFC 8032 section 7.1, TEST 1 (and TEST 2 as "some other key").
-* ``computed`` and ``log`` are made by our own code (securechat.merkle and
-  securechat.transparency).  They pin today's behaviour for the JavaScript twin and
+* ``computed`` and ``log`` are made by our own code (securechat.directory.merkle and
+  securechat.directory.transparency).  They pin today's behaviour for the JavaScript twin and
   for regressions; this script refuses to write them unless our code first reproduces
   every external answer above.
 """
@@ -33,7 +33,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from securechat import merkle, transparency
+from securechat.directory import merkle, transparency
 
 OUTPUT = Path(__file__).with_name("merkle.json")
 _B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"

@@ -89,7 +89,7 @@ class Bench:
         plan = self.plan
         users = self.users[: plan.capacity_users]
         result: dict[str, Any] = {"scenario": "capacity"}
-        # Our server declines permessage-deflate (securechat/wsguard.py), so a browser's offer
+        # Our server declines permessage-deflate (securechat/chat/wsguard.py), so a browser's offer
         # changes nothing there; what compression would cost is measured where it is agreed to:
         # our app on Uvicorn, whose default is to accept it.
         runs = [("without_compression", "ours-hypercorn", False)]

@@ -23,7 +23,7 @@ from securechat.client import SecureChatClient, registration_body
 from tools.bench.procs import Server, ServerSpec
 
 # Every login in flight counts against its address until it succeeds, and past five at once
-# from one address logins are throttled (securechat/accounts.py): stay under that.
+# from one address logins are throttled (securechat/accounts/views.py): stay under that.
 LOGINS_IN_FLIGHT = 4
 PASSWORD = "bench horse battery staple"  # noqa: S105 (a throwaway benchmark account)
 # Text sized so that the canonical envelope JSON is about 1 KiB with 2048-bit RSA.

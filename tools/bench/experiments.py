@@ -13,7 +13,7 @@ names before the app is imported.
   waits for under load is a core, not the GIL (docs/performance.md).
 
 Earlier experiments measured here and since made real: ``fastsend`` (frames written without
-Quart's per-frame ``accept()`` and ``sleep(0)``: securechat/chat.py) and ``onehop`` (one
+Quart's per-frame ``accept()`` and ``sleep(0)``: securechat/chat/endpoint.py) and ``onehop`` (one
 hand-over to SQLite's thread per commit: securechat/store/database.py).
 """
 

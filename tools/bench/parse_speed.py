@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Callable
 
 from securechat import e2e
+from securechat.chat.protocol import Send, parse_client_frame
 from securechat.config import Config
-from securechat.protocol import Send, parse_client_frame
 from tools.bench.accounts import TEXT
 from tools.bench.loadgen import send_text
 

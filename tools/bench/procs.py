@@ -90,13 +90,13 @@ def command_for(kind: str, fd: int, port: int) -> list[str]:
             *uvloop,
             "--bind",
             f"fd://{fd}",
-            "securechat:create_app()",
+            "securechat.app:create_app()",
         ]
     if kind in ("ours-uvicorn", "ours-uvicorn-deflate"):  # make run's limits, in Uvicorn's terms
         return [
             str(BIN / "uvicorn"),
             "--factory",
-            "securechat:create_app",
+            "securechat.app:create_app",
             # Uvicorn's --fd assumes a Unix socket (wrong peer addresses on TCP), so it binds the
             # port itself: the listening socket is closed just before, a negligible race.
             "--host",
@@ -113,7 +113,7 @@ def command_for(kind: str, fd: int, port: int) -> list[str]:
             "65536",
             "--ws-ping-interval",
             "20",
-            # The app declines permessage-deflate on Hypercorn (securechat/wsguard.py); Uvicorn
+            # The app declines permessage-deflate on Hypercorn (securechat/chat/wsguard.py); Uvicorn
             # needs telling. ("-deflate": Uvicorn's default, to measure what it costs.)
             "--ws-per-message-deflate",
             "true" if kind.endswith("deflate") else "false",

@@ -5,7 +5,7 @@
 The user is named in the query string (``/ws?user=alice``). The socket handler has the same
 shape as a good Quart chat handler: a receive loop and a send task fed by a bounded queue.
 
-Like SecureChat (securechat/wsguard.py), the relay declines permessage-deflate, which Hypercorn
+Like SecureChat (securechat/chat/wsguard.py), the relay declines permessage-deflate, which Hypercorn
 would otherwise always accept: every server in the comparison carries the same bytes.
 """
 

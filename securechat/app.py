@@ -1,0 +1,151 @@
+"""``create_app``: the app factory. It builds the services and wires the packages together;
+nothing happens at import time and resources open only when serving starts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from quart import Quart
+from quart_auth import QuartAuth
+
+from securechat import datadir, gcpolicy
+from securechat.accounts import views as accounts_views
+from securechat.accounts.hashing import AuthKeyHasher
+from securechat.accounts.sessions import purge_dead_sessions
+from securechat.accounts.throttle import Throttle
+from securechat.chat import conversations
+from securechat.chat import endpoint as chat_endpoint
+from securechat.chat.service import ChatService
+from securechat.config import RESOURCES, Config
+from securechat.directory import views as directory_views
+from securechat.directory.service import KeyDirectory, load_or_create_key
+from securechat.runtime import cancel_and_wait
+from securechat.state import AppState
+from securechat.store import Store
+from securechat.web import admin, pages, security
+from securechat.web.proxy import TrustedProxies
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None) -> Quart:
+    """Build the app from ``config`` (default: the environment). Resources open at serving time."""
+    config = config or Config.from_env()
+    app = Quart(
+        "securechat",
+        template_folder=str(RESOURCES / "templates"),
+        static_folder=str(RESOURCES / "static"),
+        static_url_path="/static",
+    )
+    secrets = datadir.prepare(config.data_dir)
+    app.secret_key = secrets.cookie_key
+    app.config.update(_quart_settings(config))
+    QuartAuth(app)
+    state = _build_state(config, secrets)
+    app.extensions["securechat"] = state
+    security.install(app)
+    app.register_blueprint(accounts_views.blueprint)
+    app.register_blueprint(admin.blueprint)
+    app.register_blueprint(pages.blueprint)
+    _install_lifecycle(app, state)
+    directory_views.install(app, state.directory)  # after the lifecycle: needs the open store
+    state.chat.install(app)  # its committer and presence start while serving
+    app.register_blueprint(chat_endpoint.blueprint)
+    app.register_blueprint(conversations.blueprint)
+    _trust_proxies(app, config.trusted_proxy_hops)
+    return app
+
+
+def _build_state(config: Config, secrets: datadir.ServerSecrets) -> AppState:
+    store = Store.from_config(config)
+    chat = ChatService.create(config, store)
+    return AppState(
+        config=config,
+        secrets=secrets,
+        store=store,
+        hasher=AuthKeyHasher(
+            time_cost=config.argon2_time_cost,
+            memory_kib=config.argon2_memory_kib,
+            parallelism=config.argon2_parallelism,
+            max_concurrent=config.argon2_max_concurrent,
+            max_waiting=config.argon2_max_waiting,
+        ),
+        login_user_throttle=_login_throttle(config),
+        login_address_throttle=_login_throttle(config),
+        registration_throttle=Throttle(
+            max_failures=config.registrations_per_address,
+            window=config.registration_window,
+            max_keys=config.throttle_table_max,
+            free_failures=config.registrations_per_address,
+        ),
+        chat=chat,
+        directory=KeyDirectory(
+            load_or_create_key(config.data_dir, config.directory_key_passphrase),
+            store.directory,
+        ),
+        started=time.monotonic(),
+        session_listeners=[chat.session_ended],
+    )
+
+
+def _login_throttle(config: Config) -> Throttle:
+    """Failed logins per key (a username, or an address): one table each."""
+    return Throttle(
+        max_failures=config.login_failures_max,
+        window=config.login_failure_window,
+        max_keys=config.throttle_table_max,
+    )
+
+
+def _trust_proxies(app: Quart, hops: int) -> None:
+    """Behind ``hops`` reverse proxies, the client is who their X-Forwarded-* headers say
+    (TrustedProxies refuses a count out of range, a negative one included)."""
+    if hops:
+        app.asgi_app = TrustedProxies(app.asgi_app, hops)  # type: ignore[method-assign]
+
+
+def _quart_settings(config: Config) -> dict[str, object]:
+    return {
+        # Bodies are bounded by security.refuse_oversized_bodies, which answers 400 cleanly.
+        "MAX_CONTENT_LENGTH": None,
+        "QUART_AUTH_COOKIE_NAME": config.cookie_name,
+        "QUART_AUTH_COOKIE_SECURE": True,
+        "QUART_AUTH_COOKIE_HTTP_ONLY": True,
+        "QUART_AUTH_COOKIE_SAMESITE": "Strict",
+        "QUART_AUTH_COOKIE_PATH": "/",
+        "QUART_AUTH_COOKIE_DOMAIN": None,
+        "QUART_AUTH_DURATION": config.session_absolute_timeout,
+        "QUART_AUTH_SALT": "securechat/v1/session-cookie",
+        "PROPAGATE_EXCEPTIONS": False,
+        "TEMPLATES_AUTO_RELOAD": False,
+    }
+
+
+def _install_lifecycle(app: Quart, state: AppState) -> None:
+    purger: list[asyncio.Task[None]] = []
+
+    @app.before_serving
+    async def open_resources() -> None:
+        await state.store.open()
+        state.started = time.monotonic()
+        await purge_dead_sessions(state)
+        purger.append(asyncio.create_task(_purge_periodically(state), name="session-purge"))
+        if state.config.gc_freeze_growth > 0:
+            gcpolicy.start(state.config.gc_freeze_growth)
+
+    @app.after_serving
+    async def close_resources() -> None:
+        for task in purger:
+            await cancel_and_wait(task)
+        purger.clear()
+        if state.config.gc_freeze_growth > 0:
+            gcpolicy.stop()
+        await state.store.close()
+
+
+async def _purge_periodically(state: AppState) -> None:
+    while True:
+        await asyncio.sleep(state.config.session_purge_interval)
+        await purge_dead_sessions(state)

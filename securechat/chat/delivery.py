@@ -1,0 +1,472 @@
+"""The message service: store sends and marks in grouped commits, then acknowledge and fan out.
+
+Every ``send``, ``delivered`` and ``read`` from every connection goes into one list. A single
+committer task takes what is waiting (up to ``commit_batch_max``) and stores it as ONE write job
+(securechat/store/messages.py: a handful of statements whatever the batch size),
+so a burst of sends costs one transaction and one fsync. Only when that job has committed does
+the committer acknowledge each send, push the message to the recipient's and the sender's other
+connections through the broker, and push receipts to senders, in sequence order. Nothing here
+awaits a client: fan-out is ``put_nowait`` into bounded queues (securechat/chat/hub.py).
+
+Backlog: before a send joins a batch, the committer counts it against its sender's undelivered
+messages (securechat/chat/backlog.py), the sends ahead of it in the batch included; one over a bound
+is refused with ``queue_full`` and takes no seq. The counts are loaded once at start-up and
+then follow each commit: a message stored new adds to them, its first delivering mark takes it
+away again.
+
+Positions: messages and receipts draw from one sequence, so ``sync(after=N)`` replays both with
+one cursor, and a sender who was offline learns of receipts made long after the message's seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from securechat.chat.backlog import Backlog, Pair
+from securechat.chat.hub import Broker, Connection
+from securechat.chat.protocol import (
+    KeyedRateLimiter,
+    Send,
+    ack_frame,
+    error_frame,
+    message_frame,
+    receipt_frame,
+)
+from securechat.config import Config
+from securechat.runtime import cancel_and_wait, now_ms
+from securechat.store.messages import (
+    UNKNOWN_MESSAGE,
+    Change,
+    MarkOutcome,
+    MarkStatus,
+    MessageStore,
+    NewMark,
+    NewMessage,
+    Receipt,
+    SendOutcome,
+    Stored,
+)
+
+log = logging.getLogger(__name__)
+
+# Error codes this layer adds to protocol.py's (all listed in docs/protocol.md).
+SELF_RECIPIENT: Final = "self_recipient"
+UNAVAILABLE: Final = "unavailable"
+RATE_LIMITED: Final = "rate_limited"
+QUEUE_FULL: Final = "queue_full"
+_MESSAGES: Final = {
+    "unknown_recipient": "There is no user by that name.",
+    UNKNOWN_MESSAGE: "There is no message {seq} addressed to you.",
+    UNAVAILABLE: "The message could not be stored; send it again with the same id.",
+    RATE_LIMITED: "Too many messages from this account; send it again later with the same id.",
+    QUEUE_FULL: "Too many of your messages are waiting to be received; send it again later with"
+    " the same id, once the recipient has caught up.",
+}
+
+
+class Sequenced(str):
+    """A frame's text that holds a position in the sequence (``message``, ``receipt``).
+
+    The connection's sender uses ``seq`` to keep what it sends in order and free of repeats
+    around a sync, without parsing the text: one at or below the position the connection has
+    reached was already sent by a sync, and is dropped.
+    """
+
+    seq: int
+
+    def __new__(cls, text: str, seq: int) -> Sequenced:
+        self = super().__new__(cls, text)
+        self.seq = seq
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated user of a connection: the sender of everything it sends."""
+
+    user_id: int
+    name: str
+
+
+@dataclass
+class ChatStats:
+    """Counters for /admin/health now and Prometheus later; plain ints, bumped in place."""
+
+    connections_opened: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    messages_in: int = 0
+    messages_stored: int = 0
+    messages_duplicate: int = 0
+    messages_out: int = 0
+    acks: int = 0
+    receipts: int = 0
+    typing_relayed: int = 0
+    typing_dropped: int = 0
+    presence_events: int = 0
+    commit_batches: int = 0
+    commit_items: int = 0
+    commit_largest_batch: int = 0
+    commit_failures: int = 0
+    # Refused frames and handshakes by reason (an error code, "flood", "foreign_origin", ...).
+    rejected: Counter[str] = field(default_factory=Counter)
+    # Sockets closed by the server, by close code.
+    closes: Counter[int] = field(default_factory=Counter)
+
+    def record_batch(self, size: int) -> None:
+        """One grouped commit of ``size`` sends and marks."""
+        self.commit_batches += 1
+        self.commit_items += size
+        self.commit_largest_batch = max(self.commit_largest_batch, size)
+
+
+@dataclass(slots=True)
+class _PendingSend:
+    conn: Connection
+    author: Principal
+    frame: Send
+    # Counted in the backlog by the committer (False: over a bound, a second copy of an id in
+    # the batch, or given back as not stored); refused: over a bound and not stored before.
+    counted: bool = False
+    refused: bool = False
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.author.user_id, self.frame.id)
+
+    @property
+    def copy_of(self) -> tuple[int, str, str]:
+        """Sends alike in this are copies of one send (a client sending again)."""
+        return (self.author.user_id, self.frame.id, self.frame.to)
+
+    @property
+    def pair(self) -> Pair:
+        return (self.author.user_id, self.frame.to)
+
+    @property
+    def size(self) -> int:
+        # Canonical JSON is ASCII: characters are bytes.
+        return len(self.frame.envelope_json)
+
+
+@dataclass(slots=True)
+class _PendingMark:
+    conn: Connection
+    author: Principal
+    seq: int
+    status: MarkStatus
+
+
+class Delivery:
+    """The committer and everything that follows a commit; also the sync reader."""
+
+    def __init__(
+        self, store: MessageStore, broker: Broker, config: Config, stats: ChatStats
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.stats = stats
+        self.last_seq = 0
+        self._batch_max = config.commit_batch_max
+        self._gather_interval = config.commit_gather_interval
+        self._last_commit_end = float("-inf")
+        self._sync_batch = config.sync_batch
+        self._sync_bytes = config.sync_batch_bytes
+        # Submissions taken but not yet committed, at most ``commit_pending_max`` (a counter
+        # and an event: cheaper per frame than an asyncio.Semaphore, which this was).
+        self._pending_max = config.commit_pending_max
+        self._in_flight = 0
+        self._room = asyncio.Event()
+        # Sends per account, all its connections together: bounds what one account can make
+        # the server store for others, however many sockets it opens.
+        self._send_rate = KeyedRateLimiter(
+            config.sends_per_user_per_s, config.sends_per_user_burst, config.send_limiter_table_max
+        )
+        # And what it can leave stored for recipients who never come online.
+        self.backlog = Backlog(
+            config.undelivered_per_pair_max, config.undelivered_bytes_per_sender_max
+        )
+        # Sends and marks in the order they came: a batch is always a prefix of this list, so
+        # an ack on a connection implies every earlier frame of that connection is committed.
+        self._pending: list[_PendingSend | _PendingMark] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Read where the sequence stands and the senders' backlogs; start the committer."""
+        self.last_seq = await self.store.last_seq()
+        self.backlog.load(await self.store.undelivered())
+        self._task = asyncio.create_task(self._run(), name="chat-committer")
+
+    async def stop(self) -> None:
+        """Commit what is waiting, then stop the committer."""
+        if self._task is None:
+            return
+        await self.flush()
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def flush(self) -> None:
+        """Return once everything submitted so far is committed, acknowledged and fanned out."""
+        await self._idle.wait()
+
+    def pending(self) -> int:
+        """Sends and marks waiting for the committer (a queue depth for the metrics)."""
+        return len(self._pending)
+
+    # Submissions (from the connections' receive tasks) ------------------------------------
+
+    def admit(self, conn: Connection, author: Principal, frame: Send, now: float) -> bool:
+        """Whether ``author`` may send now; if not, ``conn`` gets a ``rate_limited`` error
+        naming the frame, and nothing is stored (the client sends it again later)."""
+        if self._send_rate.allow(author.user_id, now):
+            return True
+        self._refuse(conn, RATE_LIMITED, frame.id)
+        return False
+
+    async def send(self, conn: Connection, author: Principal, frame: Send) -> None:
+        """Queue a send; it is acknowledged on ``conn`` after its commit.
+
+        Waits only when ``commit_pending_max`` submissions are already waiting: that is the
+        backpressure that stops this connection being read while the database catches up.
+        """
+        await self._submit(_PendingSend(conn, author, frame))
+        self.stats.messages_in += 1
+
+    async def mark(self, conn: Connection, author: Principal, seq: int, status: MarkStatus) -> None:
+        """Queue a delivered/read mark by the message's recipient."""
+        await self._submit(_PendingMark(conn, author, seq, status))
+
+    async def _submit(self, item: _PendingSend | _PendingMark) -> None:
+        while self._in_flight >= self._pending_max:
+            self._room.clear()
+            await self._room.wait()
+        self._in_flight += 1
+        self._pending.append(item)
+        self._idle.clear()
+        self._wakeup.set()
+
+    # Sync -------------------------------------------------------------------------------
+
+    async def changes(self, user: Principal, after: int) -> tuple[list[Sequenced], bool]:
+        """The next batch of a sync: frames with positions above ``after``, and whether more
+        may follow."""
+        rows, more = await self.store.changes_after(
+            user.user_id, after, self._sync_batch, self._sync_bytes
+        )
+        return [_change_frame(row) for row in rows], more
+
+    # The committer ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                await self._let_batch_grow()
+                batch = self._pending[: self._batch_max]
+                del self._pending[: len(batch)]
+                try:
+                    await self._commit(
+                        [item for item in batch if isinstance(item, _PendingSend)],
+                        [item for item in batch if isinstance(item, _PendingMark)],
+                    )
+                except Exception:
+                    # The committer must outlive any one batch, or every later send would hang.
+                    log.exception("chat committer: a batch failed after its commit")
+                finally:
+                    self._in_flight -= len(batch)
+                    self._room.set()
+                    self._last_commit_end = asyncio.get_running_loop().time()
+            self._idle.set()
+
+    async def _let_batch_grow(self) -> None:
+        """Under load, start a commit no sooner than ``commit_gather_interval`` after the last
+        one ended, so that more sends join it.
+
+        Every transaction writes the index pages it touches whole (about 20 pages for 5 sends,
+        32 for 14, 72 for 50), so the writer's cost per message falls steeply with the batch:
+        173 us at 5 sends a commit, 82 us at 14 (tools/bench: docs/performance.md). A send that
+        comes when the writer has been idle for that long is committed at once.
+        """
+        wait = self._last_commit_end + self._gather_interval - asyncio.get_running_loop().time()
+        if wait > 0 and len(self._pending) < self._batch_max:
+            await asyncio.sleep(wait)
+
+    async def _commit(self, sends: list[_PendingSend], marks: list[_PendingMark]) -> None:
+        try:
+            await self._count_backlog(sends)
+            admitted = [item for item in sends if not item.refused]
+            result = await self.store.commit(
+                [
+                    NewMessage(s.author.user_id, s.frame.id, s.frame.to, s.frame.envelope_json)
+                    for s in admitted
+                ],
+                [NewMark(m.author.user_id, m.seq, m.status) for m in marks],
+                self.last_seq,
+                now_ms(),
+            )
+        except Exception:
+            # Nothing of the batch was committed: say so, and the clients send again.
+            log.exception("chat commit of %d sends and %d marks failed", len(sends), len(marks))
+            self.stats.commit_failures += 1
+            for item in sends:
+                self._uncount(item)
+                self._refuse(item.conn, QUEUE_FULL if item.refused else UNAVAILABLE, item.frame.id)
+            for mark in marks:
+                self._refuse(mark.conn, UNAVAILABLE, None)
+            return
+        self.last_seq = result.last_seq
+        self.stats.record_batch(len(sends) + len(marks))
+        stored = iter(result.sends)
+        outcomes = [None if item.refused else next(stored) for item in sends]
+        self._settle_backlog(sends, outcomes, marks, result.marks)
+        # In the batch's order, so a connection's answers keep the order of its frames. One
+        # answer that fails (a fan-out error) costs that one only: the client asks again.
+        for item, outcome in zip(sends, outcomes, strict=True):
+            with _logged("answering a send after its commit"):
+                if outcome is None:
+                    self._refuse(item.conn, QUEUE_FULL, item.frame.id)
+                else:
+                    await self._settle_send(item, outcome)
+        for mark, mark_outcome in zip(marks, result.marks, strict=True):
+            with _logged("answering a mark after its commit"):
+                await self._settle_mark(mark, mark_outcome)
+
+    async def _count_backlog(self, sends: list[_PendingSend]) -> None:
+        """Count each send against its sender's backlog, in order; those over a bound are
+        refused, unless their id is already stored (a resend is acknowledged, not counted).
+
+        A second copy of a send (same id, same recipient) in the batch is stored at most once:
+        it shares the first copy's verdict and is not counted again. Copies of one id to two
+        recipients are counted each; the one not stored is given back after the commit.
+        """
+        first: dict[tuple[int, str, str], _PendingSend] = {}
+        over: list[_PendingSend] = []
+        for item in sends:
+            if first.setdefault(item.copy_of, item) is item:
+                item.counted = self.backlog.take(item.pair, item.size)
+                if not item.counted:
+                    over.append(item)
+        if not over:
+            return
+        # Only at a bound, so this lookup is not on the common path.
+        stored = await self.store.stored_ids([item.key for item in over])
+        for item in over:
+            item.refused = item.key not in stored
+        for item in sends:
+            item.refused = first[item.copy_of].refused
+
+    def _settle_backlog(
+        self,
+        sends: list[_PendingSend],
+        outcomes: list[SendOutcome | None],
+        marks: list[_PendingMark],
+        mark_outcomes: list[MarkOutcome],
+    ) -> None:
+        """Bring the backlog to what the commit did, before any answer goes out (so an error
+        while fanning out cannot leave it wrong): every message stored new is counted, even one
+        that was not counted before it joined the batch; whatever was counted but not stored
+        new is given back; a message's first delivering mark takes it off again."""
+        for item, outcome in zip(sends, outcomes, strict=True):
+            created = isinstance(outcome, Stored) and outcome.created
+            if created and not item.counted:
+                self.backlog.add(item.pair, item.size)
+                item.counted = True
+            elif not created:
+                self._uncount(item)
+        for mark, mark_outcome in zip(marks, mark_outcomes, strict=True):
+            if isinstance(mark_outcome, Receipt) and mark_outcome.delivered is not None:
+                sender_id, size = mark_outcome.delivered
+                self.backlog.give_back((sender_id, mark.author.name), size)
+
+    def _uncount(self, item: _PendingSend) -> None:
+        if item.counted:
+            self.backlog.give_back(item.pair, item.size)
+            item.counted = False
+
+    async def _settle_send(self, item: _PendingSend, outcome: SendOutcome) -> None:
+        frame = item.frame
+        if not isinstance(outcome, Stored):
+            self._refuse(item.conn, outcome, frame.id)
+            return
+        # Acks are never dropped as repeats: the client waits for each. The sending connection
+        # gets no copy of its own message; the ack (in position order on the queue) stands in.
+        item.conn.deliver(ack_frame(frame.id, outcome.seq, outcome.ts))
+        self.stats.acks += 1
+        if not outcome.created:
+            self.stats.messages_duplicate += 1  # fanned out when first stored, not again
+            return
+        self.stats.messages_stored += 1
+        text = Sequenced(
+            message_frame(
+                outcome.seq, frame.id, item.author.name, frame.to, outcome.ts, frame.envelope_json
+            ),
+            outcome.seq,
+        )
+        await self.broker.publish(frame.to, text)
+        await self.broker.publish(item.author.name, text, except_conn=item.conn)
+        self.stats.messages_out += 1
+
+    async def _settle_mark(self, mark: _PendingMark, outcome: MarkOutcome) -> None:
+        if isinstance(outcome, Receipt):
+            text = Sequenced(
+                receipt_frame(
+                    outcome.seq, outcome.client_id, outcome.status, mark.author.name, outcome.ts
+                ),
+                outcome.seq,
+            )
+            await self.broker.publish(outcome.sender, text)
+            self.stats.receipts += 1
+        elif outcome is not None:
+            self._refuse(mark.conn, outcome, None, seq=mark.seq)
+
+    def _refuse(self, conn: Connection, code: str, frame_id: str | None, *, seq: int = 0) -> None:
+        self.stats.rejected[code] += 1
+        conn.deliver(error_frame(code, _MESSAGES[code].format(seq=seq), frame_id))
+
+
+@contextlib.contextmanager
+def _logged(what: str) -> Iterator[None]:
+    """Log an error in ``what`` and carry on with the next."""
+    try:
+        yield
+    except Exception:
+        log.exception("chat committer: %s failed", what)
+
+
+def _change_frame(change: Change) -> Sequenced:
+    """A sync row as the frame a live client would have received."""
+    if change.kind == "message":
+        assert change.envelope is not None
+        text = message_frame(
+            change.seq,
+            change.client_id,
+            change.sender,
+            change.recipient,
+            change.ts,
+            change.envelope,
+        )
+    else:
+        text = receipt_frame(change.pos, change.client_id, change.kind, change.recipient, change.ts)
+    return Sequenced(text, change.pos)
+
+
+__all__ = [
+    "QUEUE_FULL",
+    "RATE_LIMITED",
+    "SELF_RECIPIENT",
+    "UNAVAILABLE",
+    "ChatStats",
+    "Delivery",
+    "Principal",
+    "Sequenced",
+]

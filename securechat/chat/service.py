@@ -1,0 +1,84 @@
+"""The chat's long-lived parts, built once per app: the hub, its broker, delivery and presence."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+from quart import Quart
+
+from securechat.chat import wsguard
+from securechat.chat.delivery import ChatStats, Delivery
+from securechat.chat.hub import Broker, Hub, LocalBroker
+from securechat.chat.presence import Presence
+from securechat.chat.protocol import CloseCode
+from securechat.chat.session import StallSweep
+from securechat.config import Config
+from securechat.store import Store
+
+
+@dataclass
+class ChatService:
+    """What the ``/ws`` endpoint, the conversations API and the operator endpoints reach."""
+
+    config: Config
+    hub: Hub
+    broker: Broker  # LocalBroker now; a Redis one later without touching the handlers
+    delivery: Delivery
+    presence: Presence
+    stats: ChatStats
+    stalls: StallSweep  # closes the sockets whose write waited ws_send_timeout
+    open_sockets: int = 0
+
+    @classmethod
+    def create(cls, config: Config, store: Store) -> ChatService:
+        """The chat of one process over ``store`` (not yet open: it opens while serving)."""
+        hub = Hub(config.ws_connections_per_user, config.ws_queue_frames)
+        broker = LocalBroker(hub)
+        stats = ChatStats()
+        return cls(
+            config=config,
+            hub=hub,
+            broker=broker,
+            delivery=Delivery(store.messages, broker, config, stats),
+            presence=Presence(store.messages, broker, hub, config.presence_peers_max, stats),
+            stats=stats,
+            stalls=StallSweep(config.ws_send_timeout),
+        )
+
+    def install(self, app: Quart) -> None:
+        """Guard Hypercorn's WebSocket stream and tie the chat's start and stop to the app's."""
+        wsguard.install(app, self.config.ws_receive_queue_frames)
+        app.while_serving(self._serving)
+
+    async def _serving(self) -> AsyncGenerator[None, None]:
+        # while_serving starts after before_serving (the store is open) and ends before
+        # after_serving (the store closes), so the last commits still have their database.
+        await self.delivery.start()
+        self.presence.start()
+        self.stalls.start()
+        yield
+        self.hub.close_all(CloseCode.GOING_AWAY, "server shutdown")
+        await self.stalls.stop()
+        await self.presence.stop()
+        await self.delivery.stop()
+
+    async def session_ended(self, session_id: str) -> None:
+        """The accounts' listener: close that session's sockets at once (logout, revocation)."""
+        self.hub.close_session(session_id, CloseCode.POLICY_VIOLATION, "session ended")
+
+    async def health(self) -> dict[str, Any]:
+        """The /admin/health section: connection counts and queue depths."""
+        hub = self.hub.stats()
+        return {
+            "chat": {
+                "connections": hub.connections,
+                "sockets_open": self.open_sockets,
+                "users_online": hub.users_online,
+                "queued_frames": hub.queued_frames,
+                "slow_reader_closes": hub.slow_reader_closes,
+                "commit_pending": self.delivery.pending(),
+                "last_seq": self.delivery.last_seq,
+            }
+        }
