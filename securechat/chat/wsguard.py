@@ -122,14 +122,24 @@ class _DeclinedDeflate(Extension):
 def install(app: Quart, receive_queue_frames: int) -> None:
     """Bound Quart's incoming queue for ``app`` and harden Hypercorn's WebSocket stream."""
     app.asgi_websocket_class = bounded_websocket_class(receive_queue_frames)
+    _require_hypercorn_stream()
+    ws_stream.WebsocketBuffer = _BoundedBuffer  # type: ignore[misc]
+    decline_permessage_deflate()
+
+
+def decline_permessage_deflate() -> None:
+    """Make Hypercorn decline every permessage-deflate offer in this process (point 3 above)."""
+    _require_hypercorn_stream()
+    ws_stream.PerMessageDeflate = _DeclinedDeflate  # type: ignore[attr-defined,assignment]
+
+
+def _require_hypercorn_stream() -> None:
     if not hasattr(ws_stream, "WebsocketBuffer") or not hasattr(ws_stream, "PerMessageDeflate"):
         # Serving without the bounds would let one client take the server's memory: refuse.
         raise RuntimeError(
             "hypercorn.protocol.ws_stream has changed: the WebSocket memory bounds in"
             " securechat/chat/wsguard.py cannot be applied; pin Hypercorn 0.18 or update wsguard"
         )
-    ws_stream.WebsocketBuffer = _BoundedBuffer  # type: ignore[misc]
-    ws_stream.PerMessageDeflate = _DeclinedDeflate  # type: ignore[attr-defined,assignment]
 
 
-__all__ = ["bounded_websocket_class", "install"]
+__all__ = ["bounded_websocket_class", "decline_permessage_deflate", "install"]

@@ -5,8 +5,8 @@
 The user is named in the query string (``/ws?user=alice``). The socket handler has the same
 shape as a good Quart chat handler: a receive loop and a send task fed by a bounded queue.
 
-Like SecureChat (securechat/chat/wsguard.py), the relay declines permessage-deflate, which Hypercorn
-would otherwise always accept: every server in the comparison carries the same bytes.
+Like SecureChat, the relay declines permessage-deflate, which Hypercorn would otherwise always
+accept, through wsguard's own switch: every server in the comparison carries the same bytes.
 """
 
 from __future__ import annotations
@@ -14,29 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from hypercorn.protocol import ws_stream
 from quart import Quart, websocket
-from wsproto.extensions import Extension
 
+from securechat.chat.wsguard import decline_permessage_deflate
 from tools.bench.relay import QUEUE_FRAMES, Relay
 
-
-class _DeclinedDeflate(Extension):
-    """Where Hypercorn puts permessage-deflate: declines every offer."""
-
-    name = "permessage-deflate"
-
-    def enabled(self) -> bool:
-        return False
-
-    def offer(self) -> bool:
-        return False
-
-    def accept(self, offer: str) -> None:
-        return None
-
-
-ws_stream.PerMessageDeflate = _DeclinedDeflate  # type: ignore[attr-defined,assignment]
+decline_permessage_deflate()
 app = Quart(__name__)
 relay = Relay()
 
