@@ -137,7 +137,7 @@ class Config:
     ws_close_timeout: float = 5.0
     # Seconds one frame's write to the socket may take; a peer that stops reading for longer
     # is closed with 1013 (slow reader), even when no live traffic overflows its queue.
-    # One sweep a second checks the writes (chatsession.StallSweep), so the close comes up to
+    # One sweep a second checks the writes (chat.session.StallSweep), so the close comes up to
     # one more second later (or up to twice this, if this is under a second).
     ws_send_timeout: float = 10.0
 

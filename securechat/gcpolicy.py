@@ -1,11 +1,10 @@
 """Garbage collection for a server whose heap is mostly long-lived connection state.
 
 CPython's cyclic collector examines every tracked object in a full (generation 2) collection,
-with the event loop stopped. A chat server holds about 280 tracked objects per open socket
-(measured: 335,000 with 1,000 sockets open), nearly all of them alive for as long as the
-socket: on this project's machine a full collection then paused the loop for 170 ms, and would
-pause it about 1.5 s at 10,000 sockets, while freeing nothing (``collected=0``). Every message
-in flight waits out the pause; under load they came every 15 to 20 s (docs/performance.md).
+with the event loop stopped. A chat server holds hundreds of tracked objects per open socket,
+nearly all of them alive for as long as the socket, so with many sockets open a full collection
+pauses the loop for a long time while freeing nothing (``collected=0``), and every message in
+flight waits out the pause (the measurements: docs/performance.md).
 
 :class:`FreezeSurvivors` moves what survives a full collection into the permanent generation
 (``gc.freeze()``), which later collections skip: a full collection then examines only what was

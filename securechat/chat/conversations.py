@@ -1,6 +1,6 @@
 """The chat's HTTP side for the page: find users, list my conversations, page through history.
 
-All three need a live session and answer bounded pages. The real-time part is ``/ws`` (chat.py);
+All three need a live session and answer bounded pages. The real-time part is ``/ws`` (endpoint.py);
 shapes are in docs/protocol.md, "Real-time chat".
 """
 

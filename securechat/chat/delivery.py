@@ -292,9 +292,8 @@ class Delivery:
         """Under load, start a commit no sooner than ``commit_gather_interval`` after the last
         one ended, so that more sends join it.
 
-        Every transaction writes the index pages it touches whole (about 20 pages for 5 sends,
-        32 for 14, 72 for 50), so the writer's cost per message falls steeply with the batch:
-        173 us at 5 sends a commit, 82 us at 14 (tools/bench: docs/performance.md). A send that
+        Every transaction writes the index pages it touches whole, so the writer's cost per
+        message falls steeply with the batch (measured in docs/performance.md). A send that
         comes when the writer has been idle for that long is committed at once.
         """
         wait = self._last_commit_end + self._gather_interval - asyncio.get_running_loop().time()

@@ -128,9 +128,9 @@ def _transmitter(socket: Websocket) -> Callable[[str], Awaitable[None]]:
     """How frames are written once the socket is accepted: the ASGI send Quart wraps.
 
     Quart's ``Websocket.send`` runs ``await asyncio.sleep(0)`` and ``accept()`` (which builds a
-    ``Headers``) before *every* frame. For a socket already accepted that is pure overhead: a
-    quarter of the server's CPU in a sync replay, and the live rate rises 40 % without it
-    (docs/performance.md, "Proposed optimisations"). ``ChatSession`` yields to the loop itself
+    ``Headers``) before *every* frame. For a socket already accepted that is pure overhead, and
+    a large share of the server's CPU in a sync replay (measured in docs/performance.md,
+    "Proposed optimisations"). ``ChatSession`` yields to the loop itself
     every few frames.
     ``_send`` is Quart's own (private) attribute; without it, ``send`` is used as before.
     """

@@ -1,7 +1,7 @@
 """The chat's WebSocket protocol, Sans-I/O: text in, typed frames out; values in, text out.
 
 Like python-websockets' ``protocol.py``, nothing here touches a socket or Quart, so every rule can
-be tested with plain strings. ``chat.py`` owns the I/O: it feeds each received text frame to
+be tested with plain strings. ``chat/endpoint.py`` owns the I/O: it feeds each received text frame to
 :func:`parse_client_frame`, answers a :class:`ProtocolError` with ``exc.to_frame()`` (a mistake
 in one frame never closes the socket), and sends the text the builders return.
 
@@ -31,7 +31,7 @@ from securechat.errors import SecureChatError
 
 # --- Names and ids ------------------------------------------------------------------------------
 
-# The account rule, shared with accounts.py: after NFKC and lower-casing, 3-32 of a-z 0-9 . _ -.
+# The account rule, shared with accounts/validation.py: after NFKC and lower-casing, 3-32 of a-z 0-9 . _ -.
 # Anchored with \A...\Z so that .match() and .search() cannot accept a trailing newline.
 USERNAME_RE: Final = re.compile(r"\A[a-z0-9._-]{3,32}\Z")
 # A canonical UUID as the browser's crypto.randomUUID() writes it: lower-case 8-4-4-4-12 hex.

@@ -1,6 +1,6 @@
 """One chat connection's side of the protocol, apart from the socket.
 
-``chat.py`` owns the WebSocket and runs two tasks over a :class:`ChatSession`: the receive task
+``endpoint.py`` owns the WebSocket and runs two tasks over a :class:`ChatSession`: the receive task
 feeds every incoming frame to :meth:`ChatSession.receive`, the send task runs
 :meth:`ChatSession.run_sender`, which takes frames from the connection's bounded hub queue and
 hands them to ``transmit`` (the socket's send). Tests drive the same class in-process with a
@@ -49,7 +49,7 @@ Clock = Callable[[], float]
 
 _FLOOD_REASON = "too many frames; slow down"
 # Frames written in a row before letting the other connections run: ``transmit`` returns without
-# yielding while the socket takes data (chat.py), so a long replay would hold the event loop.
+# yielding while the socket takes data (endpoint.py), so a long replay would hold the event loop.
 _YIELD_EVERY = 32
 _STALLED_REASON = "stopped reading; reconnect and sync"
 # Seconds between two sweeps of StallSweep, at most: the slack on top of ws_send_timeout.
@@ -185,7 +185,7 @@ class ChatSession:
         """Transmit one frame, noting when it began for :class:`StallSweep`.
 
         A peer that stops reading (its socket buffers full) blocks ``transmit``; the sweep then
-        closes the connection with 1013 and chat.py cancels the task blocked here.
+        closes the connection with 1013 and endpoint.py cancels the task blocked here.
         """
         self._write_started = self._clock()
         try:
@@ -223,12 +223,12 @@ class ChatSession:
 class StallSweep:
     """One task for the whole app that closes the sessions whose write is stuck.
 
-    A timeout per write (``asyncio.timeout``) arms and cancels a timer for every frame, about
-    7 % of the event loop under load (docs/performance.md); here a write costs one clock read
+    A timeout per write (``asyncio.timeout``) arms and cancels a timer for every frame, a visible
+    share of the event loop under load (docs/performance.md); here a write costs one clock read
     and two attribute stores, and the sweep looks at each live session once per ``period``
     (one second, or ``ws_send_timeout`` if shorter). So a write that stalls is closed between
     ``ws_send_timeout`` and ``ws_send_timeout + period`` after it began.
-    chat.py adds each session when its socket is accepted and discards it when it ends.
+    chat/endpoint.py adds each session when its socket is accepted and discards it when it ends.
     """
 
     def __init__(self, send_timeout: float) -> None:

@@ -1,21 +1,21 @@
 """Bounds on the memory one WebSocket client can make the server hold.
 
 Four gaps in the stack, three measured with one client against ``python -m hypercorn --config
-hypercorn.toml`` (peak RSS of the server process; the numbers are in docs/protocol.md):
+hypercorn.toml`` (peak RSS of the server process; the figures are in docs/protocol.md):
 
 1. Quart reads every incoming frame as soon as Hypercorn has it and puts it in an unbounded
    ``asyncio.Queue``: a client that sends faster than the handler reads grows that queue without
-   limit (650 MB peak from one client sending 600 MB in 2.4 s). :func:`bounded_websocket_class`
+   limit. :func:`bounded_websocket_class`
    gives the app a queue of a few frames; when it is full Quart stops taking events, Hypercorn's
    own queue (``max_app_queue_size``) fills, Hypercorn stops reading the socket, and TCP pushes
    back on the client. A flooding client then holds at most a few dozen frames of memory.
 2. Hypercorn answers a message over ``websocket_max_message_size`` with close 1009 but keeps
-   appending the rest of that message to its buffer as it arrives (390 MB from one 300 MB
-   message). :class:`_BoundedBuffer` refuses a part *before* storing it, and keeps refusing.
+   appending the rest of that message to its buffer as it arrives. :class:`_BoundedBuffer`
+   refuses a part *before* storing it, and keeps refusing.
 3. Hypercorn always agrees to permessage-deflate (RFC 7692), and wsproto inflates each received
-   chunk without a bound: one 64 KiB read can inflate to ~64 MB before the size check runs. The
-   chat's payloads are ciphertext (base64), which barely compresses, while each compressing
-   connection costs ~300 KB of zlib state and CPU per frame, and mixing attacker-chosen and
+   chunk without a bound: one small read can inflate a thousandfold before the size check runs.
+   The chat's payloads are ciphertext (base64), which barely compresses, while each compressing
+   connection costs hundreds of KB of zlib state and CPU per frame, and mixing attacker-chosen and
    secret bytes in one compression context is a known side channel (CRIME). So the server
    declines the extension; a client that sends compressed frames anyway is dropped by wsproto.
 

@@ -10,9 +10,9 @@ fsync instead of one each (group commit).
 
 A job is a plain function of a ``sqlite3.Connection``, run on the writer thread, so a whole
 transaction costs one hand-over between the event loop and that thread, whatever it holds. (An
-``aiosqlite`` connection would cost one per statement: about ten per commit, each a wake-up of
-the loop and a hand-over of the GIL, which was a third of the server's CPU under load:
-docs/performance.md.) Reads go through an ``aiosqlite`` connection of their own, one hand-over
+``aiosqlite`` connection would cost one per statement, each a wake-up of the loop and a
+hand-over of the GIL: a large share of the server's CPU under load, docs/performance.md.)
+Reads go through an ``aiosqlite`` connection of their own, one hand-over
 per query.
 
 Checkpoints (copying the write-ahead log into the database file) run on a third connection and

@@ -273,11 +273,10 @@ SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelo
 """
 
 
-# The sends and the conversations they move are written with executemany. Taken from one JSON
-# parameter through json_each (SQLite 3.40), messages of 1.2 KB cost the writer about 35 us
-# more each than bound values: 86 against 50 us per message with 60,000 messages stored
-# (docs/performance.md). The other committer statements take their batch as ONE JSON
-# parameter unpacked by json_each (SQLite >= 3.38): their rows are a few numbers, and one
+# The sends and the conversations they move are written with executemany: taken from one JSON
+# parameter through json_each, messages of a kilobyte or more cost the writer markedly more
+# than bound values (docs/performance.md). The other committer statements take their batch as
+# ONE JSON parameter unpacked by json_each (SQLite >= 3.38): their rows are a few numbers, and one
 # statement is one hand-over of the GIL, where executemany hands it over once per row.
 _COMPACT: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _INSERT_MESSAGE: Final = (
