@@ -23,7 +23,7 @@ browser:
 lint: $(VENV)/.installed
 	$(BIN)/ruff check securechat tests tools
 	$(BIN)/ruff format --check securechat tests tools
-	$(BIN)/mypy securechat
+	$(BIN)/mypy
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format securechat tests tools

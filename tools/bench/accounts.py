@@ -133,7 +133,8 @@ async def _create_one(
         client.session_cookie = None
         async with logins:
             await login_with_keys(client, name, material)
-        assert client.session_cookie is not None
+        if client.session_cookie is None:
+            raise RuntimeError(f"{name}: the login answered without a session cookie")
         users.append(User(name, client.session_cookie))
     return users
 

@@ -20,7 +20,12 @@ hand-over to SQLite's thread per commit: securechat/store/database.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from securechat.store.messages import CommitResult, MessageStore, NewMark, NewMessage
 
 PATCHES: dict[str, Callable[[], None]] = {}
 
@@ -126,13 +131,11 @@ def _gc_freeze() -> None:
     gcpolicy.start(growth=1.0)
 
 
-# procwriter: the writer process's own connection.
-_CHILD_CONNECTION = None
+# procwriter: the writer process's own connection, opened by the pool's initializer.
+_CHILD_CONNECTION: sqlite3.Connection | None = None
 
 
 def _child_open(path: str, synchronous: str) -> None:
-    import sqlite3
-
     global _CHILD_CONNECTION
     connection = sqlite3.connect(path, isolation_level=None)
     for pragma in (
@@ -146,12 +149,16 @@ def _child_open(path: str, synchronous: str) -> None:
     _CHILD_CONNECTION = connection
 
 
-def _child_commit(sends, marks, last_seq, now_ms):  # type: ignore[no-untyped-def]
+def _child_commit(
+    sends: Sequence[NewMessage], marks: Sequence[NewMark], last_seq: int, now_ms: int
+) -> tuple[CommitResult, float]:
     import time
 
     from securechat.store import messages as m
 
     connection = _CHILD_CONNECTION
+    if connection is None:  # only a pool whose initializer is _child_open may call this
+        raise RuntimeError("procwriter: the writer process has no connection (_child_open)")
     started = time.perf_counter()
     connection.execute("BEGIN IMMEDIATE")
     try:
@@ -180,10 +187,18 @@ def _process_writer() -> None:
 
     pools: dict[str, ProcessPoolExecutor] = {}
 
-    async def commit(self, sends, marks, last_seq, now_ms):  # type: ignore[no-untyped-def]
+    async def commit(
+        self: MessageStore,
+        sends: Sequence[NewMessage],
+        marks: Sequence[NewMark],
+        last_seq: int,
+        now_ms: int,
+    ) -> CommitResult:
         pool = pools.get("pool")
         if pool is None:
-            multiprocessing.current_process()._config["daemon"] = False  # Hypercorn's worker
+            # Hypercorn's worker is a daemon, and a daemon may not start processes; the public
+            # setter works in the child, where its own process object has no Popen.
+            multiprocessing.current_process().daemon = False
             pool = pools["pool"] = ProcessPoolExecutor(
                 1,
                 mp_context=multiprocessing.get_context("spawn"),

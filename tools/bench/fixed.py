@@ -33,7 +33,8 @@ STEP_KEYS = ("offered_per_s", "delivered_per_s", "p50_ms", "p99_ms", "max_ms", "
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # __doc__ is None under python -OO.
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("variants", nargs="+", help="kind[@NAME=VALUE;NAME=VALUE]")
     parser.add_argument("--rates", default="2500,2800", help="offered msgs/s, comma-separated")
     parser.add_argument("--rounds", type=int, default=3)

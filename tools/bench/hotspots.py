@@ -13,9 +13,23 @@ import argparse
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Literal, TypedDict
 
 _IDLE = ("select (selectors.py", "poll (selectors.py", "_run_once (asyncio/base_events.py")
 _LINE = re.compile(r":\d+\)")
+
+Ranking = Literal["package", "self", "total"]
+RANKINGS: tuple[Ranking, ...] = ("package", "self", "total")
+
+
+class Summary(TypedDict):
+    """Sample counts, and each ranking as (key, % of busy samples), highest first."""
+
+    samples: int
+    busy_samples: int
+    package: list[tuple[str, float]]
+    self: list[tuple[str, float]]
+    total: list[tuple[str, float]]
 
 
 def _frame_key(frame: str) -> str:
@@ -52,9 +66,7 @@ def is_idle(frames: list[str]) -> bool:
     )
 
 
-def summarise(
-    stacks: list[tuple[list[str], int]], *, top: int = 25, idle: bool = False
-) -> dict[str, object]:
+def summarise(stacks: list[tuple[list[str], int]], *, top: int = 25, idle: bool = False) -> Summary:
     """Total samples, busy samples, and the top functions by self and inclusive share."""
     self_time: Counter[str] = Counter()
     total_time: Counter[str] = Counter()
@@ -80,16 +92,17 @@ def summarise(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    # __doc__ is None under python -OO.
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("profile", type=Path)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--idle", action="store_true", help="count idle samples too")
     args = parser.parse_args(argv)
     result = summarise(load(args.profile), top=args.top, idle=args.idle)
     print(f"samples {result['samples']}, busy {result['busy_samples']}")
-    for title in ("package", "self", "total"):
+    for title in RANKINGS:
         print(f"\n-- by {title} time (% of busy samples)")
-        for key, pct in result[title]:  # type: ignore[attr-defined]
+        for key, pct in result[title]:
             print(f"{pct:6.1f}  {key}")
 
 

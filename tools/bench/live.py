@@ -90,7 +90,8 @@ class Ramp:
     def run_next(self) -> dict[str, Any]:
         """Run the next step and move the ramp on."""
         rate = self.next_rate()
-        assert rate is not None, "the ramp is done"
+        if rate is None:
+            raise RuntimeError(f"{self.server.spec.name}: the ramp is done, no step to run")
         measured = step(
             self.pool, self.server, len(self.steps), rate, self.step_seconds,
             self.worker_pairs, self.quiet,

@@ -381,8 +381,9 @@ async def _serve(pipe: Pipe, envelope_json: str) -> None:
             if method == "target":
                 worker = Worker(kwargs["endpoint"], envelope_json)
                 result: Any = None
+            elif worker is None:
+                raise RuntimeError(f"{method}: no target server yet (call target first)")
             else:
-                assert worker is not None, "no target server yet"
                 handler: Callable[..., Any] = getattr(worker, method)
                 result = handler(**kwargs)
                 if asyncio.iscoroutine(result):

@@ -14,6 +14,7 @@ import re
 import sqlite3
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher, Type
@@ -100,7 +101,7 @@ async def _run(
     }
 
 
-def stored_parameters(database: Any) -> dict[str, Any]:
+def stored_parameters(database: Path) -> dict[str, Any]:
     """The argon2 parameters actually used, read from a stored hash (evidence, not config)."""
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
         row = connection.execute("SELECT auth_hash FROM users LIMIT 1").fetchone()

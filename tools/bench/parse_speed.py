@@ -50,7 +50,8 @@ def best_us(func: Callable[[], object], number: int, repeat: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # __doc__ is None under python -OO.
+    parser = argparse.ArgumentParser(description=(__doc__ or "\n").splitlines()[0])
     parser.add_argument("--number", type=int, default=20_000, help="calls per timed run")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs; the best is kept")
     args = parser.parse_args()

@@ -25,14 +25,17 @@ class Pool:
     def __init__(self, size: int, envelope_json: str, cpus: list[int] | None = None) -> None:
         # fork is much quicker than spawn (nothing to import again); it is only safe while this
         # process has no other thread, which is the case: the parent does nothing concurrent.
-        method = "fork" if threading.active_count() == 1 else "spawn"
-        context = multiprocessing.get_context(method)
+        context = (
+            multiprocessing.get_context("fork")
+            if threading.active_count() == 1
+            else multiprocessing.get_context("spawn")
+        )
         self.pipes: list[Pipe] = []
         self.procs: list[BaseProcess] = []
         for index in range(size):
             parent_end, child_end = context.Pipe()
             cpu = cpus[index % len(cpus)] if cpus else None
-            proc = context.Process(  # type: ignore[attr-defined]
+            proc = context.Process(
                 target=worker_main,
                 args=(child_end, envelope_json, cpu),
                 name=f"bench-worker-{index}",

@@ -199,9 +199,9 @@ class Server:
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         path = "/healthz" if self.spec.kind.startswith("ours") else "/"
+        proc = self.running()
         while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 raise RuntimeError(f"{self.spec.name} exited: see {self.log_path}")
             try:
                 with urllib.request.urlopen(self.url + path, timeout=2):  # noqa: S310
@@ -214,13 +214,19 @@ class Server:
 
     def worker_pid(self) -> int:
         """The process that serves: Hypercorn's spawned worker, or the process itself."""
-        assert self.proc is not None
+        proc = self.running()
         if self.spec.kind.startswith("ours-hypercorn") or self.spec.kind == "quart-relay":
-            for child in _children(self.proc.pid):  # skip multiprocessing's resource tracker
+            for child in _children(proc.pid):  # skip multiprocessing's resource tracker
                 with contextlib.suppress(OSError):
                     if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
                         return child
-        return self.proc.pid
+        return proc.pid
+
+    def running(self) -> subprocess.Popen[bytes]:
+        """The server's top process; an error before :meth:`start` (nothing to measure yet)."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.spec.name} has not been started")
+        return self.proc
 
     def rss_bytes(self) -> int:
         return rss_bytes(self.worker_pid())

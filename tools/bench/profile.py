@@ -25,7 +25,7 @@ from typing import Any
 
 from tools.bench import accounts
 from tools.bench.drain import run_drain
-from tools.bench.hotspots import load, summarise
+from tools.bench.hotspots import RANKINGS, load, summarise
 from tools.bench.live import run_live
 from tools.bench.pool import Pool
 from tools.bench.procs import (
@@ -112,7 +112,8 @@ def profile(args: argparse.Namespace, raw: Path) -> dict[str, Any]:
                     step_seconds=args.seconds, refine=0, on_measure=spy.start,
                 )  # fmt: skip
                 spy.wait()
-                return result["steps"][0]  # type: ignore[no-any-return]
+                measured: dict[str, Any] = result["steps"][0]
+                return measured
             spy = Spy(server.worker_pid(), raw, 8)
             recipients, senders = users[: args.recipients], users[args.recipients :]
             drained = run_drain(
@@ -133,9 +134,9 @@ def report(raw: Path, top: int) -> None:
     for name, part in sorted(threads.items(), key=lambda item: -sum(n for _, n in item[1])):
         result = summarise(part, top=top)
         print(f"\n== thread {name}: {result['busy_samples']} busy samples of {result['samples']}")
-        for kind in ("package", "self", "total"):
+        for kind in RANKINGS:
             print(f"-- by {kind} (% of this thread's busy samples)")
-            for key, pct in result[kind]:  # type: ignore[attr-defined]
+            for key, pct in result[kind]:
                 print(f"{pct:6.1f}  {key}")
     print(f"\nraw stacks: {raw}")
 

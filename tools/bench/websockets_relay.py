@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from tools.bench.relay import QUEUE_FRAMES, Relay
 
@@ -25,7 +26,9 @@ relay = Relay()
 
 
 async def handler(ws: ServerConnection) -> None:
-    query = parse_qs(urlsplit(ws.request.path).query)  # type: ignore[union-attr]
+    if ws.request is None:  # websockets calls the handler only after the handshake
+        raise RuntimeError("websockets relay: a handler called before the handshake")
+    query = parse_qs(urlsplit(ws.request.path).query)
     user = query.get("user", [""])[0]
     queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_FRAMES)
     overflowed = asyncio.Event()
@@ -80,7 +83,7 @@ async def main(sock: socket.socket) -> None:
         await stop
 
 
-def _plain_get(connection: ServerConnection, request):  # type: ignore[no-untyped-def]
+def _plain_get(connection: ServerConnection, request: Request) -> Response | None:
     """Answer a plain GET / (the harness's readiness probe) without an upgrade."""
     if request.path == "/":
         return connection.respond(200, "websockets relay\n")
