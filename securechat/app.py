@@ -12,9 +12,8 @@ from quart_auth import QuartAuth
 
 from securechat import datadir, gcpolicy
 from securechat.accounts import views as accounts_views
-from securechat.accounts.hashing import AuthKeyHasher
+from securechat.accounts.service import Accounts
 from securechat.accounts.sessions import purge_dead_sessions
-from securechat.accounts.throttle import Throttle
 from securechat.chat import conversations
 from securechat.chat import endpoint as chat_endpoint
 from securechat.chat.service import ChatService
@@ -65,21 +64,7 @@ def _build_state(config: Config, secrets: datadir.ServerSecrets) -> AppState:
         config=config,
         secrets=secrets,
         store=store,
-        hasher=AuthKeyHasher(
-            time_cost=config.argon2_time_cost,
-            memory_kib=config.argon2_memory_kib,
-            parallelism=config.argon2_parallelism,
-            max_concurrent=config.argon2_max_concurrent,
-            max_waiting=config.argon2_max_waiting,
-        ),
-        login_user_throttle=_login_throttle(config),
-        login_address_throttle=_login_throttle(config),
-        registration_throttle=Throttle(
-            max_failures=config.registrations_per_address,
-            window=config.registration_window,
-            max_keys=config.throttle_table_max,
-            free_failures=config.registrations_per_address,
-        ),
+        accounts=Accounts.create(config, store, secrets.decoy_salt_key),
         chat=chat,
         directory=KeyDirectory(
             load_or_create_key(config.data_dir, config.directory_key_passphrase),
@@ -87,15 +72,6 @@ def _build_state(config: Config, secrets: datadir.ServerSecrets) -> AppState:
         ),
         started=time.monotonic(),
         session_listeners=[chat.session_ended],
-    )
-
-
-def _login_throttle(config: Config) -> Throttle:
-    """Failed logins per key (a username, or an address): one table each."""
-    return Throttle(
-        max_failures=config.login_failures_max,
-        window=config.login_failure_window,
-        max_keys=config.throttle_table_max,
     )
 
 

@@ -1,7 +1,7 @@
 """The app's long-lived services, kept on the app (not on ``g``) and reached through ``state()``.
 
 These are the typed seams between the packages: a view asks ``state()`` for the service it
-needs (the chat, the key directory, the accounts' throttles) and never imports another
+needs (the chat, the key directory, the accounts) and never imports another
 package's endpoint module to find it.
 """
 
@@ -20,8 +20,7 @@ from securechat.store import Store
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from securechat.accounts.hashing import AuthKeyHasher
-    from securechat.accounts.throttle import Throttle
+    from securechat.accounts.service import Accounts
     from securechat.chat.service import ChatService
     from securechat.directory.service import KeyDirectory
 
@@ -35,11 +34,7 @@ class AppState:
     config: Config
     secrets: ServerSecrets
     store: Store
-    hasher: AuthKeyHasher
-    # Separate tables, so a flood of addresses cannot push a username's count out.
-    login_user_throttle: Throttle
-    login_address_throttle: Throttle
-    registration_throttle: Throttle
+    accounts: Accounts
     chat: ChatService
     directory: KeyDirectory
     started: float

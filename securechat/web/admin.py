@@ -117,7 +117,7 @@ class AppCollector:
         yield CounterMetricFamily(
             "securechat_argon2_operations",
             "argon2id hashes and verifications computed",
-            value=self.state.hasher.operations,
+            value=self.state.accounts.hasher.operations,
         )
         policy = gcpolicy.current()
         if policy is not None:

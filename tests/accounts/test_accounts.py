@@ -47,7 +47,7 @@ async def _client_of_server_with(
 
 
 def _argon2_runs(live_server) -> int:  # type: ignore[no-untyped-def]
-    return int(live_server.app.extensions["securechat"].hasher.operations)
+    return int(live_server.app.extensions["securechat"].accounts.hasher.operations)
 
 
 async def test_account_lifecycle(make_client, identities):

@@ -1,0 +1,188 @@
+"""The account service: what the accounts API decides, between parsing a request and answering it.
+
+The views (accounts/views.py) parse requests and answer JSON; ``Accounts`` decides: the salt
+to give a name that has no account, the throttles, argon2 verification and rehashing, which
+sessions a revocation ends; the store persists. It needs no request context: the client's
+address and the caller's session come in as arguments, and the session cookie stays with
+accounts/sessions.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass, field
+
+from securechat.accounts import validation
+from securechat.accounts.hashing import AuthKeyHasher
+from securechat.accounts.throttle import Throttle
+from securechat.config import Config
+from securechat.errors import InvalidCredentials, NotFound, Throttled
+from securechat.runtime import now_ms
+from securechat.store import NewUser, Session, Store, User
+
+# Public session ids are 12 characters (9 random bytes); anything this long is not one.
+PUBLIC_ID_MAX = 64
+
+
+@dataclass(frozen=True)
+class KdfParameters:
+    """What the browser derives ``auth_key`` with: the PBKDF2 salt and iterations."""
+
+    salt: bytes
+    iterations: int
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registration whose fields have all been checked. ``auth_key`` is hashed, never stored."""
+
+    username: str
+    salt: bytes
+    iterations: int
+    auth_key: bytes = field(repr=False)
+    enc_public_key: bytes
+    sign_public_key: bytes
+    key_backup: str
+
+
+@dataclass
+class Accounts:
+    """Pre-login, registration, login and the revocation of sessions, decided over the store."""
+
+    config: Config
+    store: Store
+    hasher: AuthKeyHasher
+    decoy_salt_key: bytes = field(repr=False)
+    # Separate tables, so a flood of addresses cannot push a username's count out.
+    login_user_throttle: Throttle
+    login_address_throttle: Throttle
+    registration_throttle: Throttle
+
+    @classmethod
+    def create(cls, config: Config, store: Store, decoy_salt_key: bytes) -> Accounts:
+        """The accounts of one process over ``store``, with its hasher and throttles."""
+        return cls(
+            config=config,
+            store=store,
+            hasher=AuthKeyHasher(
+                time_cost=config.argon2_time_cost,
+                memory_kib=config.argon2_memory_kib,
+                parallelism=config.argon2_parallelism,
+                max_concurrent=config.argon2_max_concurrent,
+                max_waiting=config.argon2_max_waiting,
+            ),
+            decoy_salt_key=decoy_salt_key,
+            login_user_throttle=_login_throttle(config),
+            login_address_throttle=_login_throttle(config),
+            registration_throttle=Throttle(
+                max_failures=config.registrations_per_address,
+                window=config.registration_window,
+                max_keys=config.throttle_table_max,
+                free_failures=config.registrations_per_address,
+            ),
+        )
+
+    async def prelogin(self, username: str) -> KdfParameters:
+        """The salt and iterations to derive ``auth_key`` with; a stable decoy for unknown names."""
+        user = await self.store.accounts.user_by_name(username)
+        if user is not None:
+            return KdfParameters(user.salt, user.iterations)
+        return KdfParameters(self._decoy_salt(username), self.config.kdf_min_iterations)
+
+    def _decoy_salt(self, username: str) -> bytes:
+        """A salt for a name that has no account: stable, and indistinguishable from a real one."""
+        message = b"prelogin\x00" + username.encode()
+        digest = hmac.new(self.decoy_salt_key, message, hashlib.sha256).digest()
+        return digest[: validation.SALT_BYTES]
+
+    def count_registration(self, address: str) -> None:
+        """Refuse (Throttled) if ``address`` has registered too often, else count this attempt.
+
+        Every attempt counts, valid or not: call it before reading the request's body.
+        """
+        key = "register:" + address
+        _refuse_if_throttled(self.registration_throttle, key)
+        self.registration_throttle.record_attempt(key, time.monotonic())
+
+    async def register(self, registration: Registration) -> None:
+        """Hash ``auth_key`` with argon2id and store the account (UsernameTaken if it exists)."""
+        auth_hash = await self.hasher.hash(registration.auth_key)
+        new_user = NewUser(
+            username=registration.username,
+            salt=registration.salt,
+            iterations=registration.iterations,
+            auth_hash=auth_hash,
+            enc_public_key=registration.enc_public_key,
+            sign_public_key=registration.sign_public_key,
+            key_backup=registration.key_backup,
+        )
+        await self.store.accounts.add_user(new_user, now_ms())
+
+    async def login(self, username: str, auth_key: bytes, address: str) -> User:
+        """The user ``auth_key`` proves to be, or Throttled, or InvalidCredentials (an unknown
+        name and a wrong key alike). Rehashes the key if the argon2 parameters have changed."""
+        started = self._count_login(username, address)
+        user = await self.store.accounts.user_by_name(username)
+        if user is None:
+            await self.hasher.waste_time(auth_key)
+            raise InvalidCredentials()
+        result = await self.hasher.verify(user.auth_hash, auth_key)
+        if not result.ok:
+            raise InvalidCredentials()
+        self.login_user_throttle.reset(username)
+        self.login_address_throttle.refund(address, started)
+        if result.new_hash is not None:
+            await self.store.accounts.update_auth_hash(user.id, result.new_hash)
+        return user
+
+    def _count_login(self, username: str, address: str) -> float:
+        """Refuse a throttled name or address, else count this attempt as a failure of both;
+        return when it was counted (a success takes that count back)."""
+        # Counted as a failure from the start (before the login's first await), so guesses
+        # sent all at once are throttled like guesses sent one by one.
+        attempts = ((self.login_user_throttle, username), (self.login_address_throttle, address))
+        started = time.monotonic()
+        for throttle, key in attempts:
+            _refuse_if_throttled(throttle, key)
+        for throttle, key in attempts:
+            throttle.record_failure(key, started)
+        return started
+
+    async def live_sessions(self, user_id: int) -> list[Session]:
+        """The user's sessions neither revoked nor expired nor idle too long, newest first."""
+        idle_ms = self.config.session_idle_timeout * 1000
+        return await self.store.sessions.live_sessions(user_id, now_ms(), idle_ms)
+
+    async def revoke_other_sessions(self, current: Session) -> list[str]:
+        """End every live session of ``current``'s user but ``current``; return the ids ended."""
+        return await self.store.sessions.revoke_others(current.user_id, current.id, now_ms())
+
+    async def revoke_session(self, current: Session, public_id: str) -> str:
+        """End the live session of ``current``'s user with this public id (``current`` itself
+        included); return its id, or NotFound if the user has no such live session."""
+        if len(public_id) > PUBLIC_ID_MAX:
+            raise NotFound()
+        ended = await self.store.sessions.revoke_by_public_id(current.user_id, public_id, now_ms())
+        if ended is None:
+            raise NotFound("No such session.")
+        return ended
+
+
+def _login_throttle(config: Config) -> Throttle:
+    """Failed logins per key (a username, or an address): one table each."""
+    return Throttle(
+        max_failures=config.login_failures_max,
+        window=config.login_failure_window,
+        max_keys=config.throttle_table_max,
+    )
+
+
+def _refuse_if_throttled(throttle: Throttle, key: str) -> None:
+    wait = throttle.retry_after(key, time.monotonic())
+    if wait > 0:
+        raise Throttled(wait)
+
+
+__all__ = ["PUBLIC_ID_MAX", "Accounts", "KdfParameters", "Registration"]
