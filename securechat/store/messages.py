@@ -19,9 +19,12 @@ from securechat.store.database import Database
 MarkStatus = Literal["delivered", "read"]
 ChangeKind = Literal["message", "delivered", "read"]
 
-# Why a send or a mark was not applied (the client-facing error codes, docs/protocol.md).
-UNKNOWN_RECIPIENT: Final = "unknown_recipient"
-UNKNOWN_MESSAGE: Final = "unknown_message"
+# Why a send or a mark was not applied: client-facing error codes (docs/protocol.md), which
+# the error frame carries as they are.
+SendRefusal = Literal["unknown_recipient"]
+MarkRefusal = Literal["unknown_message"]
+UNKNOWN_RECIPIENT: Final[SendRefusal] = "unknown_recipient"
+UNKNOWN_MESSAGE: Final[MarkRefusal] = "unknown_message"
 _KINDS: Final[tuple[ChangeKind, ...]] = ("message", "delivered", "read")
 
 
@@ -70,8 +73,8 @@ class Receipt:
 
 # A send is Stored or refused (UNKNOWN_RECIPIENT); a mark makes a Receipt, changes nothing
 # (None: already marked) or is refused (UNKNOWN_MESSAGE).
-SendOutcome = Stored | str
-MarkOutcome = Receipt | str | None
+SendOutcome = Stored | SendRefusal
+MarkOutcome = Receipt | MarkRefusal | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,11 +484,13 @@ __all__ = [
     "ConversationRow",
     "HistoryItem",
     "MarkOutcome",
+    "MarkRefusal",
     "MarkStatus",
     "MessageStore",
     "NewMark",
     "NewMessage",
     "Receipt",
     "SendOutcome",
+    "SendRefusal",
     "Stored",
 ]
