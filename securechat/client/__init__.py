@@ -19,6 +19,17 @@ Import from here (``from securechat.client import SecureChatClient``); every pub
 re-exported.
 """
 
+# httpx and websockets come with the `client` extra, not with the server: say so when missing.
+try:
+    import httpx  # noqa: F401
+    import websockets  # noqa: F401
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f"No module named {missing.name!r}: securechat.client and the auditor"
+        " (python -m securechat.audit) need the client extra: pip install 'securechat[client]'",
+        name=missing.name,
+    ) from missing
+
 from securechat.client.api import (
     COOKIE_NAME,
     DEFAULT_ITERATIONS,

@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# securechat.client first: without the client extra, its error says how to install httpx.
+from securechat.client import DirectoryEntry, KeyDirectoryError
+
+# isort: split
 import httpx
 
 from securechat import datadir, e2e
 from securechat.chat.protocol import normalize_username
-from securechat.client import DirectoryEntry, KeyDirectoryError
 from securechat.directory import merkle
 from securechat.directory.transparency import SignedTreeHead, user_hash, verify_tree_head
 
