@@ -6,9 +6,9 @@ import asyncio
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -56,7 +56,7 @@ def raw_socket(
     origin: str | None = "same",
     path: str = "/ws",
     **options: Any,
-) -> Any:
+) -> connect:
     """``websockets.connect`` to ``path`` with the given cookie and Origin ("same": the
     server's own)."""
     headers = {"Cookie": f"{COOKIE_NAME}={cookie}"} if cookie else {}
@@ -106,6 +106,12 @@ class Accounts:
             await client.close()
 
 
+class ServerWith(Protocol):
+    """The fixture `server_with`: a server with some settings (Config fields) changed."""
+
+    def __call__(self, **overrides: object) -> tuple[LiveServer, Accounts]: ...
+
+
 @pytest.fixture(name="shared_server", scope="module")
 def _shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server for a whole module (each test uses its own users): fast and realistic."""
@@ -124,13 +130,11 @@ async def _accounts(
 
 
 @pytest.fixture(name="server_with")
-async def _server_with(
-    tmp_path: Path, identities: list[e2e.Identity]
-) -> AsyncIterator[Callable[..., tuple[LiveServer, Accounts]]]:
+async def _server_with(tmp_path: Path, identities: list[e2e.Identity]) -> AsyncIterator[ServerWith]:
     """Start a server with some settings changed; returns it and an Accounts for it."""
     started: list[tuple[LiveServer, Accounts]] = []
 
-    def start(**overrides: Any) -> tuple[LiveServer, Accounts]:
+    def start(**overrides: object) -> tuple[LiveServer, Accounts]:
         server = LiveServer(fast_config(tmp_path / f"data{len(started)}", **overrides)).start()
         started.append((server, Accounts(server.url, identities)))
         return started[-1]

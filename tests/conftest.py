@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeAlias
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
@@ -19,6 +20,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 # Tests register many users: light argon2 and PBKDF2 settings keep them fast. The defaults
 # themselves are checked in tests/test_config.py.
 FAST_ITERATIONS = 1000
+
+# The factories the fixtures `make_client` and `signed_up` hand to a test.
+MakeClient: TypeAlias = Callable[[], SecureChatClient]
+SignUp: TypeAlias = Callable[[str], Awaitable[SecureChatClient]]
 
 
 def fast_config(data_dir: Path, **overrides: object) -> Config:
@@ -64,7 +69,7 @@ def _identities() -> list[e2e.Identity]:
 
 
 @pytest.fixture(name="make_client")
-async def _make_client(base_url: str) -> AsyncIterator[object]:
+async def _make_client(base_url: str) -> AsyncIterator[MakeClient]:
     """A factory of SecureChatClients for the live server, closed after the test."""
     clients: list[SecureChatClient] = []
 
@@ -79,7 +84,7 @@ async def _make_client(base_url: str) -> AsyncIterator[object]:
 
 
 @pytest.fixture(name="signed_up")
-async def _signed_up(make_client, identities):  # type: ignore[no-untyped-def]
+async def _signed_up(make_client: MakeClient, identities: list[e2e.Identity]) -> SignUp:
     """A factory: register and log in a user with a pooled identity; returns its client."""
     used = 0
 

@@ -7,13 +7,17 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
 from securechat import create_app
 from securechat.config import PROJECT_ROOT, Config
+
+T = TypeVar("T")
 
 
 class LiveServer:
@@ -61,11 +65,12 @@ class LiveServer:
         if self._thread.is_alive():
             raise RuntimeError("live server did not stop")
 
-    def run_in_server_loop(self, coroutine: object, timeout: float = 30) -> object:
+    def run_in_server_loop(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         """Run a coroutine in the server's event loop (to reach the app's own objects)."""
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
-        return future.result(timeout)
+        if self._loop is None:
+            coroutine.close()  # never awaited: say so quietly, not as a RuntimeWarning
+            raise RuntimeError("live server not started: it has no event loop yet")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def _run(self) -> None:
         try:
