@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import e2e
 from securechat.client import SecureChatClient, registration_body
-from tests.conftest import FAST_ITERATIONS, fast_config
+from tests.conftest import FAST_ITERATIONS, MakeClient, SignUp, fast_config
 from tests.livesrv import LiveServer
 
 PASSWORD = "correct horse battery"
@@ -31,7 +31,7 @@ def _body(username: str, identity: e2e.Identity, /, **changes: object) -> dict[s
     return body
 
 
-def _user_count(live_server) -> int:  # type: ignore[no-untyped-def]
+def _user_count(live_server: LiveServer) -> int:
     with sqlite3.connect(live_server.database_path) as db:
         return int(db.execute("SELECT count(*) FROM users").fetchone()[0])
 
@@ -46,11 +46,11 @@ async def _client_of_server_with(
             yield client
 
 
-def _argon2_runs(live_server) -> int:  # type: ignore[no-untyped-def]
+def _argon2_runs(live_server: LiveServer) -> int:
     return int(live_server.app.extensions["securechat"].accounts.hasher.operations)
 
 
-async def test_account_lifecycle(make_client, identities):
+async def test_account_lifecycle(make_client: MakeClient, identities: list[e2e.Identity]) -> None:
     """Register, log in, who-am-I, log out: each answers as the contract says."""
     client = make_client()
     await client.register("alice", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[0])
@@ -65,7 +65,9 @@ async def test_account_lifecycle(make_client, identities):
     assert response.json()["error"] == "unauthenticated"
 
 
-async def test_register_answers_201_with_username(make_client, identities):
+async def test_register_answers_201_with_username(
+    make_client: MakeClient, identities: list[e2e.Identity]
+) -> None:
     """A registration answers 201 {"username"} with the normalised name."""
     response = await make_client().request(
         "POST", "/api/v1/register", _body("ＡＬＩＣＥ", identities[0])
@@ -74,7 +76,9 @@ async def test_register_answers_201_with_username(make_client, identities):
     assert response.json() == {"username": "alice"}
 
 
-async def test_duplicate_username_is_409(make_client, identities):
+async def test_duplicate_username_is_409(
+    make_client: MakeClient, identities: list[e2e.Identity]
+) -> None:
     """A second registration of a name answers 409 username_taken."""
     client = make_client()
     await client.call("POST", "/api/v1/register", _body("alice", identities[0]))
@@ -84,7 +88,9 @@ async def test_duplicate_username_is_409(make_client, identities):
     assert response.json()["message"]
 
 
-async def test_unknown_user_and_wrong_key_fail_identically(signed_up, make_client):
+async def test_unknown_user_and_wrong_key_fail_identically(
+    signed_up: SignUp, make_client: MakeClient
+) -> None:
     """An unknown user and a wrong key get byte-identical 401 answers."""
     await signed_up("alice")
     client = make_client()
@@ -101,8 +107,8 @@ async def test_unknown_user_and_wrong_key_fail_identically(signed_up, make_clien
 
 
 async def test_unknown_user_costs_one_argon2_run_like_a_wrong_key(
-    signed_up, make_client, live_server
-):
+    signed_up: SignUp, make_client: MakeClient, live_server: LiveServer
+) -> None:
     """Every login of an unknown name runs argon2 once, the server's first one included, as
     a wrong key for a real name does: the time taken says nothing about who exists."""
     await signed_up("alice")
@@ -115,7 +121,9 @@ async def test_unknown_user_costs_one_argon2_run_like_a_wrong_key(
         assert _argon2_runs(live_server) - before == 1
 
 
-async def test_prelogin_decoy_is_stable_and_shaped_like_a_real_answer(signed_up, make_client):
+async def test_prelogin_decoy_is_stable_and_shaped_like_a_real_answer(
+    signed_up: SignUp, make_client: MakeClient
+) -> None:
     """An unknown name gets a stable 16-byte decoy salt and the default iterations."""
     await signed_up("alice")
     client = make_client()
@@ -129,7 +137,9 @@ async def test_prelogin_decoy_is_stable_and_shaped_like_a_real_answer(signed_up,
     assert other["salt"] != first["salt"]
 
 
-async def test_prelogin_returns_the_registered_salt(make_client, identities):
+async def test_prelogin_returns_the_registered_salt(
+    make_client: MakeClient, identities: list[e2e.Identity]
+) -> None:
     """A real user's prelogin returns the salt and iterations chosen at registration."""
     client = make_client()
     await client.call("POST", "/api/v1/register", _body("alice", identities[0]))
@@ -140,7 +150,9 @@ async def test_prelogin_returns_the_registered_salt(make_client, identities):
     }
 
 
-async def test_megabyte_auth_key_is_refused_without_argon2(live_server, make_client):
+async def test_megabyte_auth_key_is_refused_without_argon2(
+    live_server: LiveServer, make_client: MakeClient
+) -> None:
     """A 1 MB auth_key answers 400 before any argon2 work."""
     before = _argon2_runs(live_server)
     huge = base64.b64encode(os.urandom(1024 * 1024)).decode()
@@ -152,7 +164,9 @@ async def test_megabyte_auth_key_is_refused_without_argon2(live_server, make_cli
     assert _argon2_runs(live_server) == before
 
 
-async def test_wrong_length_auth_key_is_refused_without_argon2(live_server, make_client):
+async def test_wrong_length_auth_key_is_refused_without_argon2(
+    live_server: LiveServer, make_client: MakeClient
+) -> None:
     """An auth_key of 31 bytes answers 400 naming the field, before any argon2 work."""
     before = _argon2_runs(live_server)
     short = base64.b64encode(os.urandom(31)).decode()
@@ -164,7 +178,9 @@ async def test_wrong_length_auth_key_is_refused_without_argon2(live_server, make
     assert _argon2_runs(live_server) == before
 
 
-async def test_1024_bit_rsa_key_is_refused(live_server, make_client, identities):
+async def test_1024_bit_rsa_key_is_refused(
+    live_server: LiveServer, make_client: MakeClient, identities: list[e2e.Identity]
+) -> None:
     """An RSA key under 2048 bits answers 400 on enc_public_key and stores nothing."""
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
     der = weak.public_bytes(
@@ -195,7 +211,9 @@ async def test_1024_bit_rsa_key_is_refused(live_server, make_client, identities)
         ("username", 42),
     ],
 )
-async def test_malformed_registration_field_is_400(live_server, identities, field, value):
+async def test_malformed_registration_field_is_400(
+    live_server: LiveServer, identities: list[e2e.Identity], field: str, value: object
+) -> None:
     """Each malformed registration field answers 400 naming it, before argon2."""
     client = SecureChatClient(live_server.url)
     try:
@@ -218,7 +236,9 @@ async def test_malformed_registration_field_is_400(live_server, identities, fiel
         await client.close()
 
 
-async def test_rsa_signing_key_in_place_of_ed25519_is_refused(make_client, identities):
+async def test_rsa_signing_key_in_place_of_ed25519_is_refused(
+    make_client: MakeClient, identities: list[e2e.Identity]
+) -> None:
     """The signing key must be Ed25519: an RSA key there answers 400."""
     body = _body(
         "alice", identities[0], sign_public_key=_body("x", identities[1])["enc_public_key"]
@@ -242,7 +262,9 @@ async def test_rsa_signing_key_in_place_of_ed25519_is_refused(make_client, ident
         "",
     ],
 )
-async def test_hostile_usernames_are_refused(live_server, make_client, identities, username):
+async def test_hostile_usernames_are_refused(
+    live_server: LiveServer, make_client: MakeClient, identities: list[e2e.Identity], username: str
+) -> None:
     """SQL metacharacters, RTL overrides, NUL and bad lengths answer 400 and store nothing."""
     response = await make_client().request(
         "POST", "/api/v1/register", _body(username, identities[0])
@@ -252,7 +274,9 @@ async def test_hostile_usernames_are_refused(live_server, make_client, identitie
     assert _user_count(live_server) == 0
 
 
-async def test_fullwidth_name_collides_with_its_nfkc_form(make_client, identities):
+async def test_fullwidth_name_collides_with_its_nfkc_form(
+    make_client: MakeClient, identities: list[e2e.Identity]
+) -> None:
     """'ａｌｉｃｅ' is 'alice' after NFKC, so it cannot be registered twice."""
     client = make_client()
     await client.call("POST", "/api/v1/register", _body("alice", identities[0]))
@@ -260,7 +284,9 @@ async def test_fullwidth_name_collides_with_its_nfkc_form(make_client, identitie
     assert response.status_code == 409
 
 
-async def test_cross_site_post_is_403_and_changes_nothing(live_server, identities):
+async def test_cross_site_post_is_403_and_changes_nothing(
+    live_server: LiveServer, identities: list[e2e.Identity]
+) -> None:
     """A POST from a foreign Origin answers 403 and creates no account."""
     client = SecureChatClient(live_server.url)
     try:
@@ -276,7 +302,9 @@ async def test_cross_site_post_is_403_and_changes_nothing(live_server, identitie
         await client.close()
 
 
-async def test_cross_site_fetch_metadata_is_403(live_server, identities):
+async def test_cross_site_fetch_metadata_is_403(
+    live_server: LiveServer, identities: list[e2e.Identity]
+) -> None:
     """Sec-Fetch-Site: cross-site without an allowed Origin answers 403."""
     client = SecureChatClient(live_server.url)
     try:
@@ -291,7 +319,7 @@ async def test_cross_site_fetch_metadata_is_403(live_server, identities):
         await client.close()
 
 
-async def test_form_post_is_415(live_server):
+async def test_form_post_is_415(live_server: LiveServer) -> None:
     """A state-changing request that is not JSON (a cross-site form) answers 415."""
     client = SecureChatClient(live_server.url)
     try:
@@ -303,7 +331,7 @@ async def test_form_post_is_415(live_server):
         await client.close()
 
 
-async def test_cross_site_logout_leaves_the_session_alive(signed_up):
+async def test_cross_site_logout_leaves_the_session_alive(signed_up: SignUp) -> None:
     """A foreign-Origin logout with a valid cookie answers 403 and the session survives."""
     client = await signed_up("alice")
     response = await client.http.post(
@@ -313,7 +341,7 @@ async def test_cross_site_logout_leaves_the_session_alive(signed_up):
     assert await client.me() == "alice"
 
 
-async def test_cookie_from_before_logout_is_refused_afterwards(signed_up):
+async def test_cookie_from_before_logout_is_refused_afterwards(signed_up: SignUp) -> None:
     """The old cookie answers 401 once its session has been logged out."""
     client = await signed_up("alice")
     old_cookie = client.session_cookie
@@ -323,7 +351,7 @@ async def test_cookie_from_before_logout_is_refused_afterwards(signed_up):
     assert response.status_code == 401
 
 
-async def test_each_login_gets_a_new_session_id(signed_up):
+async def test_each_login_gets_a_new_session_id(signed_up: SignUp) -> None:
     """Logging in again issues a different session cookie."""
     client = await signed_up("alice")
     first = client.session_cookie
@@ -331,7 +359,9 @@ async def test_each_login_gets_a_new_session_id(signed_up):
     assert client.session_cookie and client.session_cookie != first
 
 
-async def test_session_cookie_attributes(make_client, identities):
+async def test_session_cookie_attributes(
+    make_client: MakeClient, identities: list[e2e.Identity]
+) -> None:
     """The cookie is __Host-, Secure, HttpOnly, SameSite=Strict, Path=/ and has no Domain."""
     client = make_client()
     await client.register("alice", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[0])
@@ -348,7 +378,9 @@ async def test_session_cookie_attributes(make_client, identities):
     assert "domain=" not in lowered
 
 
-async def test_eleven_wrong_logins_are_throttled(signed_up, make_client):
+async def test_eleven_wrong_logins_are_throttled(
+    signed_up: SignUp, make_client: MakeClient
+) -> None:
     """After at most ten failures, attempts answer 429 with Retry-After, even the right key."""
     await signed_up("alice")
     client = make_client()
@@ -367,7 +399,9 @@ async def test_eleven_wrong_logins_are_throttled(signed_up, make_client):
         await client.login("alice", PASSWORD)
 
 
-async def test_registration_is_throttled_per_address(tmp_path, identities):
+async def test_registration_is_throttled_per_address(
+    tmp_path: Path, identities: list[e2e.Identity]
+) -> None:
     """Registrations beyond the per-address bound answer 429."""
     async with _client_of_server_with(tmp_path, registrations_per_address=2) as client:
         for name in ("alice", "bob"):
@@ -379,7 +413,7 @@ async def test_registration_is_throttled_per_address(tmp_path, identities):
     assert "Retry-After" in response.headers
 
 
-async def test_revoke_other_sessions(signed_up, make_client):
+async def test_revoke_other_sessions(signed_up: SignUp, make_client: MakeClient) -> None:
     """ "Log out other sessions" ends every session but this one, at once."""
     laptop = await signed_up("alice")
     phone = make_client()
@@ -393,7 +427,7 @@ async def test_revoke_other_sessions(signed_up, make_client):
     assert await laptop.me() == "alice"
 
 
-async def test_revoke_one_session_by_public_id(signed_up, make_client):
+async def test_revoke_one_session_by_public_id(signed_up: SignUp, make_client: MakeClient) -> None:
     """A session can be ended from another one by its public id; unknown ids are 404."""
     laptop = await signed_up("alice")
     phone = make_client()
@@ -406,7 +440,7 @@ async def test_revoke_one_session_by_public_id(signed_up, make_client):
     assert (await laptop.request("POST", "/api/v1/sessions/nope/revoke", {})).status_code == 404
 
 
-async def test_idle_session_expires(tmp_path, identities):
+async def test_idle_session_expires(tmp_path: Path, identities: list[e2e.Identity]) -> None:
     """A session idle past the idle timeout answers 401."""
     async with _client_of_server_with(tmp_path, session_idle_timeout=1) as client:
         await client.register("alice", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[0])
@@ -416,7 +450,9 @@ async def test_idle_session_expires(tmp_path, identities):
         assert (await client.request("GET", "/api/v1/me")).status_code == 401
 
 
-async def test_absolute_timeout_ends_an_active_session(tmp_path, identities):
+async def test_absolute_timeout_ends_an_active_session(
+    tmp_path: Path, identities: list[e2e.Identity]
+) -> None:
     """A session past its absolute lifetime answers 401 even while in use: it answers a
     request every 0.2 s until then, and none after."""
     async with _client_of_server_with(tmp_path, session_absolute_timeout=2) as client:
@@ -433,7 +469,9 @@ async def test_absolute_timeout_ends_an_active_session(tmp_path, identities):
     assert after_lifetime and set(after_lifetime) == {401}
 
 
-async def test_password_never_reaches_the_server(live_server, make_client, identities):
+async def test_password_never_reaches_the_server(
+    live_server: LiveServer, make_client: MakeClient, identities: list[e2e.Identity]
+) -> None:
     """After register and login, the database holds neither the password nor wrap_key."""
     client = make_client()
     await client.register("alice", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[0])
@@ -449,7 +487,9 @@ async def test_password_never_reaches_the_server(live_server, make_client, ident
         assert base64.b64encode(secret) not in data
 
 
-async def test_concurrent_wrong_logins_are_throttled_like_sequential_ones(signed_up, make_client):
+async def test_concurrent_wrong_logins_are_throttled_like_sequential_ones(
+    signed_up: SignUp, make_client: MakeClient
+) -> None:
     """Guesses sent all at once are counted before argon2 runs: at most ten are checked."""
     await signed_up("alice")
     client = make_client()
@@ -465,7 +505,9 @@ async def test_concurrent_wrong_logins_are_throttled_like_sequential_ones(signed
     assert statuses.count(429) >= 20
 
 
-async def test_concurrent_registrations_are_throttled_per_address(tmp_path, identities):
+async def test_concurrent_registrations_are_throttled_per_address(
+    tmp_path: Path, identities: list[e2e.Identity]
+) -> None:
     """Registrations sent all at once still stop at the per-address bound."""
     async with _client_of_server_with(tmp_path, registrations_per_address=3) as client:
         responses = await asyncio.gather(
@@ -483,7 +525,7 @@ async def test_concurrent_registrations_are_throttled_per_address(tmp_path, iden
     "body",
     [b"[" * 60_000, b'{"username": "\xff\xfe"}', '{"username": "alice"}'.encode("utf-16")],
 )
-async def test_hostile_json_bodies_answer_400(base_url, body):
+async def test_hostile_json_bodies_answer_400(base_url: str, body: bytes) -> None:
     """Deeply nested JSON, invalid UTF-8 and UTF-16 answer 400, never 500."""
     import httpx
 
@@ -497,7 +539,7 @@ async def test_hostile_json_bodies_answer_400(base_url, body):
     assert response.json()["error"] == "invalid"
 
 
-async def test_duplicate_json_keys_are_refused(base_url):
+async def test_duplicate_json_keys_are_refused(base_url: str) -> None:
     """A body with a key given twice answers 400 (parsers disagree on which one wins)."""
     import httpx
 

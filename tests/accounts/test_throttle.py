@@ -12,14 +12,14 @@ def _throttle() -> Throttle:
     return Throttle(max_failures=10, window=900, max_keys=100)
 
 
-def test_first_failures_are_free(throttle: Throttle):
+def test_first_failures_are_free(throttle: Throttle) -> None:
     """Up to half the cap, failures impose no wait."""
     for _ in range(5):
         throttle.record_failure("alice", 0.0)
     assert throttle.retry_after("alice", 0.0) == 0
 
 
-def test_delays_grow_after_the_free_failures(throttle: Throttle):
+def test_delays_grow_after_the_free_failures(throttle: Throttle) -> None:
     """Each failure past the free ones doubles the wait: 1 s, 2 s, 4 s."""
     waits = []
     now = 0.0
@@ -30,7 +30,7 @@ def test_delays_grow_after_the_free_failures(throttle: Throttle):
     assert waits[5:] == [1, 2, 4]
 
 
-def test_cap_blocks_until_the_oldest_failure_leaves_the_window(throttle: Throttle):
+def test_cap_blocks_until_the_oldest_failure_leaves_the_window(throttle: Throttle) -> None:
     """At the cap, the key waits until its first failure is older than the window."""
     for second in range(10):
         throttle.record_failure("alice", float(second))
@@ -38,7 +38,7 @@ def test_cap_blocks_until_the_oldest_failure_leaves_the_window(throttle: Throttl
     assert throttle.retry_after("alice", 900.5) == 0
 
 
-def test_lockout_never_outlasts_the_window(throttle: Throttle):
+def test_lockout_never_outlasts_the_window(throttle: Throttle) -> None:
     """However many failures, the wait is never longer than the window."""
     for _ in range(1000):
         throttle.record_failure("alice", 0.0)
@@ -46,7 +46,7 @@ def test_lockout_never_outlasts_the_window(throttle: Throttle):
     assert throttle.retry_after("alice", 900.0) == 0
 
 
-def test_reset_forgets_a_key(throttle: Throttle):
+def test_reset_forgets_a_key(throttle: Throttle) -> None:
     """A successful login clears the user's failures."""
     for _ in range(10):
         throttle.record_failure("alice", 0.0)
@@ -54,14 +54,14 @@ def test_reset_forgets_a_key(throttle: Throttle):
     assert throttle.retry_after("alice", 0.0) == 0
 
 
-def test_keys_are_independent(throttle: Throttle):
+def test_keys_are_independent(throttle: Throttle) -> None:
     """Failures of one key do not slow another."""
     for _ in range(10):
         throttle.record_failure("alice", 0.0)
     assert throttle.retry_after("bob", 0.0) == 0
 
 
-def test_table_is_bounded():
+def test_table_is_bounded() -> None:
     """The table forgets the least recently used keys beyond its size."""
     throttle = Throttle(max_failures=3, window=60, max_keys=10)
     for i in range(1000):
@@ -69,7 +69,7 @@ def test_table_is_bounded():
     assert len(throttle) == 10
 
 
-def test_refund_takes_back_one_counted_failure():
+def test_refund_takes_back_one_counted_failure() -> None:
     """A refunded attempt no longer counts toward the cap; the others still do."""
     throttle = Throttle(max_failures=2, window=60, max_keys=10, free_failures=2)
     throttle.record_failure("addr", 1.0)
