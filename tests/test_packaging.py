@@ -52,8 +52,7 @@ def clean_checkout(target: Path) -> Path:
     )
     for name in listing.stdout.split("\0"):
         source = PROJECT_ROOT / name
-        # node_modules/: the JavaScript linter's packages, nothing the Python build reads.
-        if not name or name.startswith("node_modules/") or not source.is_file():
+        if not name or not source.is_file():
             continue
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target / name)
