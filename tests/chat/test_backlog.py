@@ -18,7 +18,7 @@ import pytest
 from securechat import e2e
 from securechat.chat.backlog import Backlog
 from securechat.client import ChatConnection, ChatError, SecureChatClient
-from tests.chatkit import FAKE_ENVELOPE, Accounts, send_text
+from tests.chatkit import FAKE_ENVELOPE, Accounts, ServerWith, send_text
 
 # The fixtures these tests use.
 from tests.chatkit import _server_with as _server_with
@@ -69,7 +69,7 @@ async def committed(conn: ChatConnection, to: str) -> None:
     await send(conn, to)
 
 
-def test_the_backlog_counts_and_forgets_emptied_entries():
+def test_the_backlog_counts_and_forgets_emptied_entries() -> None:
     """take refuses past either bound; give_back restores room and drops zero entries."""
     backlog = Backlog(per_pair_max=2, bytes_per_sender_max=250)
     assert backlog.take((1, "bob"), 100) and backlog.take((1, "bob"), 100)
@@ -85,7 +85,9 @@ def test_the_backlog_counts_and_forgets_emptied_entries():
     assert backlog._pairs == {(2, "bob"): 1}
 
 
-async def test_past_the_pair_bound_a_send_is_refused_until_the_recipient_catches_up(server_with):  # type: ignore[no-untyped-def]
+async def test_past_the_pair_bound_a_send_is_refused_until_the_recipient_catches_up(
+    server_with: ServerWith,
+) -> None:
     """The 4th message to an offline bob is refused and stored nowhere, without a seq; others
     still get messages; once bob has received (read, delivered) two, the same id goes."""
     server, accounts = server_with(undelivered_per_pair_max=3)
@@ -112,7 +114,7 @@ async def test_past_the_pair_bound_a_send_is_refused_until_the_recipient_catches
     assert await refused(a, name_of(bob)) == "queue_full"
 
 
-async def test_the_byte_bound_counts_every_recipient_together(server_with):  # type: ignore[no-untyped-def]
+async def test_the_byte_bound_counts_every_recipient_together(server_with: ServerWith) -> None:
     """Room for three envelopes in all: two to bob and one to carol fill it for everyone."""
     server, accounts = server_with(
         undelivered_bytes_per_sender_max=3 * ENVELOPE_BYTES + 10, admin_token=TOKEN
@@ -130,7 +132,9 @@ async def test_the_byte_bound_counts_every_recipient_together(server_with):  # t
     assert samples["securechat_rejected_frames_total{reason=queue_full}"] == 2
 
 
-async def test_a_resend_of_a_stored_id_is_acknowledged_and_counted_once(server_with):  # type: ignore[no-untyped-def]
+async def test_a_resend_of_a_stored_id_is_acknowledged_and_counted_once(
+    server_with: ServerWith,
+) -> None:
     """A resend is acknowledged with its first ack whether or not the queue is full, and takes
     no room: three ids fill a bound of three however often one is sent."""
     server, accounts = server_with(undelivered_per_pair_max=3)
@@ -148,7 +152,7 @@ async def test_a_resend_of_a_stored_id_is_acknowledged_and_counted_once(server_w
 
 async def test_the_counts_are_loaded_again_after_a_restart(
     tmp_path: Path, identities: list[e2e.Identity]
-):
+) -> None:
     """Two messages wait for bob; a new server on the same data, with room for three, takes
     exactly one more."""
     config = fast_config(tmp_path / "data", undelivered_per_pair_max=2)

@@ -21,6 +21,7 @@ from securechat.client import ChatClosed, ChatConnection, ChatError, SecureChatC
 from tests.chatkit import (
     FAKE_ENVELOPE,
     Accounts,
+    ServerWith,
     next_frame,
     raw_socket,
     send_text,
@@ -59,17 +60,19 @@ async def closed_with(chat: ChatConnection, wait: float = 10.0) -> tuple[int | N
 # --- Who may connect -------------------------------------------------------------------------
 
 
-async def test_handshake_without_a_session_is_refused_with_403(shared_server: LiveServer):
+async def test_handshake_without_a_session_is_refused_with_403(shared_server: LiveServer) -> None:
     """No cookie: HTTP 403 instead of the upgrade."""
     assert await refused_status(shared_server.url, cookie=None) == 403
 
 
-async def test_handshake_with_a_made_up_cookie_is_refused_with_403(shared_server: LiveServer):
+async def test_handshake_with_a_made_up_cookie_is_refused_with_403(
+    shared_server: LiveServer,
+) -> None:
     """A cookie that names no session: 403."""
     assert await refused_status(shared_server.url, cookie="forged") == 403
 
 
-async def test_handshake_after_logout_is_refused_with_403(accounts: Accounts):
+async def test_handshake_after_logout_is_refused_with_403(accounts: Accounts) -> None:
     """The cookie of a revoked session opens nothing."""
     alice = await accounts.sign_up("alice")
     cookie = alice.session_cookie
@@ -77,7 +80,7 @@ async def test_handshake_after_logout_is_refused_with_403(accounts: Accounts):
     assert await refused_status(accounts.base_url, cookie=cookie) == 403
 
 
-async def test_handshake_from_a_foreign_origin_is_refused_before_accept(accounts: Accounts):
+async def test_handshake_from_a_foreign_origin_is_refused_before_accept(accounts: Accounts) -> None:
     """A valid session from another site's page (cross-site WebSocket hijacking): 403."""
     alice = await accounts.sign_up("alice")
     status = await refused_status(
@@ -86,13 +89,13 @@ async def test_handshake_from_a_foreign_origin_is_refused_before_accept(accounts
     assert status == 403
 
 
-async def test_handshake_without_an_origin_is_refused(accounts: Accounts):
+async def test_handshake_without_an_origin_is_refused(accounts: Accounts) -> None:
     """No Origin header at all: 403 (browsers always send one)."""
     alice = await accounts.sign_up("alice")
     assert await refused_status(accounts.base_url, cookie=alice.session_cookie, origin=None) == 403
 
 
-async def test_an_origin_the_operator_allowed_may_connect(server_with):  # type: ignore[no-untyped-def]
+async def test_an_origin_the_operator_allowed_may_connect(server_with: ServerWith) -> None:
     """An origin listed in allowed_origins is accepted like the server's own."""
     server, accounts = server_with(allowed_origins=("https://chat.example",))
     alice = await accounts.sign_up("alice")
@@ -104,7 +107,7 @@ async def test_an_origin_the_operator_allowed_may_connect(server_with):  # type:
 
 
 @pytest.mark.parametrize("after", ["-1", "x", "1e3", "9" * 20, str(2**63)])
-async def test_a_malformed_after_is_refused_with_400(accounts: Accounts, after: str):
+async def test_a_malformed_after_is_refused_with_400(accounts: Accounts, after: str) -> None:
     """/ws?after= must be a seq: anything else answers 400 before the upgrade."""
     alice = await accounts.sign_up("alice")
     url = f"{accounts.base_url}/ws?after={after}"
@@ -114,7 +117,7 @@ async def test_a_malformed_after_is_refused_with_400(accounts: Accounts, after: 
     assert refused.value.response.status_code == 400
 
 
-async def test_connecting_with_after_replays_before_anything_live(accounts: Accounts):
+async def test_connecting_with_after_replays_before_anything_live(accounts: Accounts) -> None:
     """With ?after=N the first frames are the replay in order, then synced, then live ones."""
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     a = await alice.connect()
@@ -136,7 +139,7 @@ async def test_connecting_with_after_replays_before_anything_live(accounts: Acco
     ]
 
 
-async def test_refusal_body_is_json_without_detail(accounts: Accounts):
+async def test_refusal_body_is_json_without_detail(accounts: Accounts) -> None:
     """The 403 says why in one code, nothing more."""
     with pytest.raises(InvalidStatus) as refused:
         async with raw_socket(accounts.base_url, cookie=None):
@@ -148,7 +151,7 @@ async def test_refusal_body_is_json_without_detail(accounts: Accounts):
 # --- Sessions ending -------------------------------------------------------------------------
 
 
-async def test_logout_closes_that_sessions_sockets_with_1008(accounts: Accounts):
+async def test_logout_closes_that_sessions_sockets_with_1008(accounts: Accounts) -> None:
     """Logging out over HTTP closes the session's open sockets at once."""
     alice = await accounts.sign_up("alice")
     first, second = await alice.connect(), await alice.connect()
@@ -157,7 +160,7 @@ async def test_logout_closes_that_sessions_sockets_with_1008(accounts: Accounts)
     assert (await closed_with(second))[0] == 1008
 
 
-async def test_revoking_other_sessions_closes_their_sockets_only(accounts: Accounts):
+async def test_revoking_other_sessions_closes_their_sockets_only(accounts: Accounts) -> None:
     """ "Log out other sessions" closes the laptop's socket and keeps the phone's."""
     phone = await accounts.sign_up("alice")
     laptop = await accounts.login_again(name_of(phone))
@@ -167,7 +170,7 @@ async def test_revoking_other_sessions_closes_their_sockets_only(accounts: Accou
     assert await phone_chat.ping() == {"type": "pong"}
 
 
-async def test_socket_closes_when_its_session_expires(server_with):  # type: ignore[no-untyped-def]
+async def test_socket_closes_when_its_session_expires(server_with: ServerWith) -> None:
     """A session's absolute expiry closes its socket with 1008."""
     _server, accounts = server_with(session_absolute_timeout=2)
     alice = await accounts.sign_up("alice")
@@ -175,7 +178,7 @@ async def test_socket_closes_when_its_session_expires(server_with):  # type: ign
     assert await closed_with(chat, wait=10) == (1008, "session expired")
 
 
-async def test_a_handshake_counts_as_activity_for_the_idle_timer(server_with):  # type: ignore[no-untyped-def]
+async def test_a_handshake_counts_as_activity_for_the_idle_timer(server_with: ServerWith) -> None:
     """A session idle for nearly its whole timeout is renewed by the handshake: its socket
     stays open a full idle period, even when it only listens, and is not closed early."""
     server, accounts = server_with(session_idle_timeout=70)
@@ -193,7 +196,7 @@ async def test_a_handshake_counts_as_activity_for_the_idle_timer(server_with):  
         assert db.execute("SELECT last_seen_at FROM sessions").fetchone() == (last_seen,)
 
 
-async def test_a_socket_to_an_unknown_path_is_refused_404_in_json(base_url: str):
+async def test_a_socket_to_an_unknown_path_is_refused_404_in_json(base_url: str) -> None:
     """An upgrade to a path with no socket answers 404 with a JSON error, not a 500."""
     with pytest.raises(InvalidStatus) as refused:
         async with raw_socket(base_url, cookie=None, path="/nope"):
@@ -221,7 +224,7 @@ async def test_a_socket_to_an_unknown_path_is_refused_404_in_json(base_url: str)
 )
 async def test_malformed_frames_get_an_error_frame_and_the_socket_survives(
     accounts: Accounts, frame: str | bytes, code: str
-):
+) -> None:
     """Each kind of bad frame is answered with its error code; the next ping still works."""
     alice = await accounts.sign_up("alice")
     chat = await alice.connect()
@@ -232,7 +235,7 @@ async def test_malformed_frames_get_an_error_frame_and_the_socket_survives(
     assert await chat.ping() == {"type": "pong"}
 
 
-async def test_error_frame_names_the_id_of_the_frame_it_answers(accounts: Accounts):
+async def test_error_frame_names_the_id_of_the_frame_it_answers(accounts: Accounts) -> None:
     """A send with a valid id but a bad field gets an error carrying that id."""
     alice = await accounts.sign_up("alice")
     chat = await alice.connect()
@@ -241,7 +244,7 @@ async def test_error_frame_names_the_id_of_the_frame_it_answers(accounts: Accoun
     assert (await chat.wait_for("error", id=frame_id))["code"] == "bad_field"
 
 
-async def test_sending_to_yourself_is_an_error(accounts: Accounts):
+async def test_sending_to_yourself_is_an_error(accounts: Accounts) -> None:
     """A message to oneself is refused with self_recipient."""
     alice = await accounts.sign_up("alice")
     chat = await alice.connect()
@@ -250,7 +253,7 @@ async def test_sending_to_yourself_is_an_error(accounts: Accounts):
     assert (await chat.wait_for("error", id=frame_id))["code"] == "self_recipient"
 
 
-async def test_sending_to_an_unknown_user_is_an_error(accounts: Accounts):
+async def test_sending_to_an_unknown_user_is_an_error(accounts: Accounts) -> None:
     """A message to a name without an account is refused with unknown_recipient."""
     alice = await accounts.sign_up("alice")
     chat = await alice.connect()
@@ -259,7 +262,7 @@ async def test_sending_to_an_unknown_user_is_an_error(accounts: Accounts):
     assert (await chat.wait_for("error", id=frame_id))["code"] == "unknown_recipient"
 
 
-async def test_envelope_over_the_limit_is_an_error_frame(accounts: Accounts):
+async def test_envelope_over_the_limit_is_an_error_frame(accounts: Accounts) -> None:
     """An envelope over 56 KiB inside a frame under 64 KiB: envelope_too_large, no close."""
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     chat = await alice.connect()
@@ -270,7 +273,7 @@ async def test_envelope_over_the_limit_is_an_error_frame(accounts: Accounts):
     assert await chat.ping() == {"type": "pong"}
 
 
-async def test_the_from_field_of_a_client_is_ignored(accounts: Accounts):
+async def test_the_from_field_of_a_client_is_ignored(accounts: Accounts) -> None:
     """A send claiming to be from someone else is stored as from its real sender."""
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     mallory = await accounts.sign_up("mallory")
@@ -282,7 +285,7 @@ async def test_the_from_field_of_a_client_is_ignored(accounts: Accounts):
     assert [f["from"] for f in b.replayed] == [name_of(mallory)]
 
 
-async def test_marking_someone_elses_message_is_refused(accounts: Accounts):
+async def test_marking_someone_elses_message_is_refused(accounts: Accounts) -> None:
     """Carol cannot mark alice's message to bob delivered or read."""
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     carol = await accounts.sign_up("carol")
@@ -290,7 +293,7 @@ async def test_marking_someone_elses_message_is_refused(accounts: Accounts):
     ack = await a.send_message(name_of(bob), "private")
     c = await carol.connect()
     for status in ("delivered", "read"):
-        await c.mark(ack["seq"], status)  # type: ignore[arg-type]
+        await c.mark(ack["seq"], status)
         assert (await c.wait_for("error"))["code"] == "unknown_message"
     history = await bob.call("GET", f"/api/v1/messages?with={name_of(alice)}")
     assert (history["messages"][0]["delivered_ts"], history["messages"][0]["read_ts"]) == (
@@ -299,7 +302,7 @@ async def test_marking_someone_elses_message_is_refused(accounts: Accounts):
     )
 
 
-async def test_the_sender_cannot_mark_their_own_message(accounts: Accounts):
+async def test_the_sender_cannot_mark_their_own_message(accounts: Accounts) -> None:
     """Only the recipient marks: alice marking her own message read is refused."""
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     a = await alice.connect()
@@ -310,7 +313,7 @@ async def test_the_sender_cannot_mark_their_own_message(accounts: Accounts):
 
 async def test_an_unexpected_error_closes_only_that_connection_with_1011(
     accounts: Accounts, shared_server: LiveServer
-):
+) -> None:
     """A server fault in one connection closes it with 1011 and no detail; others carry on."""
     victim, bystander = await accounts.sign_up("victim"), await accounts.sign_up("bystander")
     v, b = await victim.connect(), await bystander.connect()
@@ -335,7 +338,7 @@ async def test_an_unexpected_error_closes_only_that_connection_with_1011(
 # --- Limits ----------------------------------------------------------------------------------
 
 
-async def test_a_frame_over_the_websocket_limit_closes_with_1009(accounts: Accounts):
+async def test_a_frame_over_the_websocket_limit_closes_with_1009(accounts: Accounts) -> None:
     """A 65 KiB frame (over hypercorn.toml's 64 KiB) closes that socket with 1009."""
     alice = await accounts.sign_up("alice")
     chat = await alice.connect()
@@ -343,7 +346,7 @@ async def test_a_frame_over_the_websocket_limit_closes_with_1009(accounts: Accou
     assert (await closed_with(chat))[0] == 1009
 
 
-async def test_the_server_declines_permessage_deflate(accounts: Accounts):
+async def test_the_server_declines_permessage_deflate(accounts: Accounts) -> None:
     """The client offers compression; the server answers without it (see securechat/wsguard)."""
     alice = await accounts.sign_up("alice")
     async with raw_socket(accounts.base_url, cookie=alice.session_cookie) as socket:
@@ -352,7 +355,7 @@ async def test_the_server_declines_permessage_deflate(accounts: Accounts):
         assert socket.protocol.extensions == []
 
 
-def test_an_oversized_message_is_not_buffered_past_the_limit():
+def test_an_oversized_message_is_not_buffered_past_the_limit() -> None:
     """Hypercorn's buffer, as installed, refuses a part before storing it, and keeps refusing."""
     wsguard.install(__import__("quart").Quart(__name__), 4)
     from hypercorn.protocol import ws_stream
@@ -366,7 +369,7 @@ def test_an_oversized_message_is_not_buffered_past_the_limit():
     assert buffer.value.getvalue() == "12345"
 
 
-async def test_flooding_past_the_rate_closes_with_1008(accounts: Accounts):
+async def test_flooding_past_the_rate_closes_with_1008(accounts: Accounts) -> None:
     """More frames than the burst allows, at once: the socket is closed with 1008."""
     alice = await accounts.sign_up("alice")
     async with raw_socket(accounts.base_url, cookie=alice.session_cookie) as socket:
@@ -378,7 +381,9 @@ async def test_flooding_past_the_rate_closes_with_1008(accounts: Accounts):
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
 
-async def test_one_connection_too_many_for_a_user_is_refused_newest_first(server_with):  # type: ignore[no-untyped-def]
+async def test_one_connection_too_many_for_a_user_is_refused_newest_first(
+    server_with: ServerWith,
+) -> None:
     """Past ws_connections_per_user, the new socket is closed with 1008; the old ones live."""
     _server, accounts = server_with(ws_connections_per_user=2)
     alice = await accounts.sign_up("alice")
@@ -388,7 +393,9 @@ async def test_one_connection_too_many_for_a_user_is_refused_newest_first(server
     assert await first.ping() == await second.ping() == {"type": "pong"}
 
 
-async def test_the_server_wide_connection_bound_answers_try_again_later(server_with):  # type: ignore[no-untyped-def]
+async def test_the_server_wide_connection_bound_answers_try_again_later(
+    server_with: ServerWith,
+) -> None:
     """Past ws_connections_max in all, a new socket is closed with 1013."""
     _server, accounts = server_with(ws_connections_max=1)
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
@@ -397,7 +404,9 @@ async def test_the_server_wide_connection_bound_answers_try_again_later(server_w
     assert await closed_with(late) == (1013, "server busy")
 
 
-async def test_a_slow_reader_is_closed_with_1013_and_catches_up_with_sync(server_with):  # type: ignore[no-untyped-def]
+async def test_a_slow_reader_is_closed_with_1013_and_catches_up_with_sync(
+    server_with: ServerWith,
+) -> None:
     """A reader that stops reading is closed rather than buffered; sync then gives it all."""
     _server, accounts = server_with(
         ws_queue_frames=4,
@@ -424,7 +433,7 @@ async def test_a_slow_reader_is_closed_with_1013_and_catches_up_with_sync(server
     assert seen == set(ids)
 
 
-async def test_health_reports_chat_connections(server_with):  # type: ignore[no-untyped-def]
+async def test_health_reports_chat_connections(server_with: ServerWith) -> None:
     """/admin/health has a chat section with live connection counts."""
     server, accounts = server_with(admin_token=TOKEN)
     alice = await accounts.sign_up("alice")
@@ -435,14 +444,14 @@ async def test_health_reports_chat_connections(server_with):  # type: ignore[no-
     assert chat["connections"] == chat["sockets_open"] == chat["users_online"] == 1
 
 
-async def test_ping_is_answered_with_pong(accounts: Accounts):
+async def test_ping_is_answered_with_pong(accounts: Accounts) -> None:
     """The application-level ping gets a pong."""
     alice = await accounts.sign_up("alice")
     chat = await alice.connect()
     assert await chat.ping() == {"type": "pong"}
 
 
-async def test_connections_are_independent_of_each_others_errors(accounts: Accounts):
+async def test_connections_are_independent_of_each_others_errors(accounts: Accounts) -> None:
     """One client's bad frames and flood leave another client's socket untouched."""
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     a, b = await alice.connect(), await bob.connect()
@@ -455,7 +464,9 @@ async def test_connections_are_independent_of_each_others_errors(accounts: Accou
 # --- Per-account send rate, stalled readers ---------------------------------------------------
 
 
-async def test_sends_past_the_accounts_rate_are_refused_across_all_its_sockets(server_with):  # type: ignore[no-untyped-def]
+async def test_sends_past_the_accounts_rate_are_refused_across_all_its_sockets(
+    server_with: ServerWith,
+) -> None:
     """The send bucket is per account: a second socket shares it. Past it, an error names the
     frame, nothing is stored, and the socket stays open."""
     _server, accounts = server_with(sends_per_user_per_s=0.001, sends_per_user_burst=3)
@@ -477,7 +488,7 @@ async def test_sends_past_the_accounts_rate_are_refused_across_all_its_sockets(s
     assert [f["id"] for f in b.replayed] == [ack["id"] for ack in acks]
 
 
-def test_the_send_limiter_forgets_only_refilled_buckets_first():
+def test_the_send_limiter_forgets_only_refilled_buckets_first() -> None:
     """Full buckets are forgotten before busy ones; the table never outgrows its bound."""
     limiter = KeyedRateLimiter(1.0, 2, max_keys=4)
     assert limiter.allow("busy", 0.0) and limiter.allow("busy", 0.0)
@@ -491,9 +502,9 @@ def test_the_send_limiter_forgets_only_refilled_buckets_first():
     assert not limiter.allow("busy", 1.0)  # its bucket was kept, not reset to full
 
 
-def stalling_server(server_with: Any, send_timeout: float) -> tuple[LiveServer, Accounts]:
+def stalling_server(server_with: ServerWith, send_timeout: float) -> tuple[LiveServer, Accounts]:
     """A server with ``ws_send_timeout=send_timeout`` and limits wide enough for a backlog."""
-    return server_with(  # type: ignore[no-any-return]
+    return server_with(
         ws_send_timeout=send_timeout,
         ws_close_timeout=30.0,
         ws_frames_per_s=10_000.0,
@@ -528,7 +539,9 @@ def chat_of(server: LiveServer) -> Any:
     return server.app.extensions["securechat"].chat
 
 
-async def test_a_reader_that_stalls_during_a_sync_is_closed_with_1013(server_with):  # type: ignore[no-untyped-def]
+async def test_a_reader_that_stalls_during_a_sync_is_closed_with_1013(
+    server_with: ServerWith,
+) -> None:
     """With no live traffic at all, a socket whose peer stops reading mid-replay is closed
     once one write has waited ws_send_timeout, instead of holding its send lock forever;
     it is counted, and the sweep forgets the session once its handler ends."""
@@ -558,7 +571,9 @@ async def test_a_reader_that_stalls_during_a_sync_is_closed_with_1013(server_wit
     assert len(service.stalls) == 1
 
 
-async def test_a_reader_that_pauses_less_than_ws_send_timeout_is_not_closed(server_with):  # type: ignore[no-untyped-def]
+async def test_a_reader_that_pauses_less_than_ws_send_timeout_is_not_closed(
+    server_with: ServerWith,
+) -> None:
     """A peer that stops reading for less than ws_send_timeout, then reads on, gets the whole
     replay and keeps its socket."""
     server, accounts = stalling_server(server_with, send_timeout=4.0)
@@ -585,12 +600,13 @@ async def test_a_reader_that_pauses_less_than_ws_send_timeout_is_not_closed(serv
     assert chat_of(server).stats.rejected["stalled_reader"] == 0
 
 
-def test_frames_are_written_without_quarts_per_frame_extras():
+def test_frames_are_written_without_quarts_per_frame_extras() -> None:
     """chat.py writes through Quart's ASGI send (``Websocket._send``), not ``Websocket.send``.
 
     ``send`` yields to the loop and re-runs ``accept()`` for every frame (docs/performance.md);
     if Quart renames ``_send``, chat.py falls back to ``send`` silently slower: this says so.
     """
+    from hypercorn.typing import ConnectionState, WebsocketScope
     from quart.wrappers import Websocket
     from werkzeug.datastructures import Headers
 
@@ -602,18 +618,23 @@ def test_frames_are_written_without_quarts_per_frame_extras():
     async def unused(*args: Any) -> Any:
         raise AssertionError("not called")
 
+    scope: WebsocketScope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": None,
+        "server": None,
+        "subprotocols": [],
+        "state": ConnectionState({}),
+        "extensions": {},
+    }
     socket = Websocket(
-        "/ws",
-        b"",
-        "ws",
-        Headers(),
-        "",
-        "1.1",
-        [],
-        unused,
-        asgi_send,
-        unused,
-        unused,
-        {},  # type: ignore[arg-type]
+        "/ws", b"", "ws", Headers(), "", "1.1", [], unused, asgi_send, unused, unused, scope
     )
     assert _transmitter(socket) is asgi_send

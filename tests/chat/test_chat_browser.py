@@ -20,11 +20,14 @@ from playwright.async_api import Browser, BrowserContext, Request, expect
 from securechat import e2e
 from securechat.client import SecureChatClient
 from tests.browser_helpers import PASSWORD, RECORD_CSP_VIOLATIONS, WAIT_MS, ChatPage, register
+from tests.conftest import MakeClient
 from tests.livesrv import LiveServer
 
 pytestmark = pytest.mark.browser
 
 NewContext = Callable[..., Awaitable[BrowserContext]]
+# `from` is a Python keyword, so ChatConnection.wait_for takes it as **FROM_ALICE.
+FROM_ALICE: dict[str, Any] = {"from": "alice"}
 
 
 @pytest.fixture(name="new_context")
@@ -44,12 +47,12 @@ async def _new_context(browser: Browser, live_server: LiveServer) -> AsyncIterat
 
 
 @pytest.fixture(name="alice")
-async def _alice(make_client, identities) -> SecureChatClient:  # type: ignore[no-untyped-def]
+async def _alice(make_client: MakeClient, identities: list[e2e.Identity]) -> SecureChatClient:
     return await register(make_client, identities[0], "alice")
 
 
 @pytest.fixture(name="bob")
-async def _bob(make_client, identities) -> SecureChatClient:  # type: ignore[no-untyped-def]
+async def _bob(make_client: MakeClient, identities: list[e2e.Identity]) -> SecureChatClient:
     return await register(make_client, identities[1], "bob")
 
 
@@ -244,7 +247,7 @@ async def test_outbox_sends_in_order_after_reload_and_reconnect(
     await expect(chat.page.locator('#messages li.msg[data-status="sent"]')).to_have_count(
         2, timeout=WAIT_MS
     )
-    frames = [await bob_chat.wait_for("message", **{"from": "alice"}) for _ in range(2)]
+    frames = [await bob_chat.wait_for("message", **FROM_ALICE) for _ in range(2)]
     assert [(await bob_chat.open(frame)).text for frame in frames] == ["first", "second"]
     assert frames[0]["seq"] < frames[1]["seq"]
 
@@ -619,6 +622,6 @@ async def test_a_message_past_the_recipients_queue_waits_and_goes_when_they_catc
     (first,) = [frame for frame in await bob_chat.sync(0) if frame["type"] == "message"]
     await bob_chat.mark(first["seq"], "delivered")
     await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
-    second = await bob_chat.wait_for("message", **{"from": "alice"})
+    second = await bob_chat.wait_for("message", **FROM_ALICE)
     assert (await bob_chat.open(second)).text == "second"
     await bob_chat.close()

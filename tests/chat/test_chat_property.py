@@ -359,7 +359,9 @@ def check(world: World) -> None:
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(steps=actions)
-def test_every_acknowledged_message_is_delivered_once_and_in_order(steps):  # type: ignore[no-untyped-def]
+def test_every_acknowledged_message_is_delivered_once_and_in_order(
+    steps: list[tuple[str, int, int]],
+) -> None:
     """Random sends, reads, marks, drops and reconnects: exactly once, in position order."""
     with tempfile.TemporaryDirectory() as directory:
         world = asyncio.run(run(steps, Path(directory)))

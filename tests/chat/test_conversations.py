@@ -26,7 +26,7 @@ async def status_of(client: SecureChatClient, path: str) -> int:
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
-async def test_each_endpoint_needs_a_session(shared_server: LiveServer, path: str):
+async def test_each_endpoint_needs_a_session(shared_server: LiveServer, path: str) -> None:
     """Without a session every chat endpoint answers 401."""
     async with httpx.AsyncClient(base_url=shared_server.url) as http:
         response = await http.get(path)
@@ -37,7 +37,7 @@ async def test_each_endpoint_needs_a_session(shared_server: LiveServer, path: st
 # --- /users ----------------------------------------------------------------------------------
 
 
-async def test_user_search_finds_names_by_prefix_without_me(accounts: Accounts):
+async def test_user_search_finds_names_by_prefix_without_me(accounts: Accounts) -> None:
     """A prefix lists matching usernames in order, never the searcher."""
     prefix = unique("zed")
     me = await accounts.login_again(f"{prefix}-me", register=True)
@@ -47,7 +47,7 @@ async def test_user_search_finds_names_by_prefix_without_me(accounts: Accounts):
     assert body == {"users": [f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"]}
 
 
-async def test_user_search_normalises_the_prefix(accounts: Accounts):
+async def test_user_search_normalises_the_prefix(accounts: Accounts) -> None:
     """Upper-case and full-width input find the canonical names."""
     prefix = unique("kay")
     me = await accounts.sign_up("me")
@@ -56,7 +56,7 @@ async def test_user_search_normalises_the_prefix(accounts: Accounts):
     assert body["users"] == [f"{prefix}-x"]
 
 
-async def test_user_search_honours_limit(accounts: Accounts):
+async def test_user_search_honours_limit(accounts: Accounts) -> None:
     """``limit`` caps the answer."""
     prefix = unique("lim")
     me = await accounts.sign_up("me")
@@ -68,13 +68,13 @@ async def test_user_search_honours_limit(accounts: Accounts):
 @pytest.mark.parametrize(
     "query", ["q=%25", "q=a*", "q=" + "a" * 33, "q=a&limit=0", "q=a&limit=21", "q=a&limit=x"]
 )
-async def test_user_search_refuses_bad_input(accounts: Accounts, query: str):
+async def test_user_search_refuses_bad_input(accounts: Accounts, query: str) -> None:
     """Wildcards, over-long prefixes and out-of-bounds limits answer 400."""
     me = await accounts.sign_up("me")
     assert await status_of(me, f"/api/v1/users?{query}") == 400
 
 
-async def test_user_search_treats_like_wildcards_as_text(accounts: Accounts):
+async def test_user_search_treats_like_wildcards_as_text(accounts: Accounts) -> None:
     """An underscore matches an underscore only, not any character."""
     prefix = unique("wild")
     me = await accounts.sign_up("me")
@@ -85,7 +85,9 @@ async def test_user_search_treats_like_wildcards_as_text(accounts: Accounts):
 # --- /conversations --------------------------------------------------------------------------
 
 
-async def test_conversations_list_peers_with_last_seq_unread_and_presence(accounts: Accounts):
+async def test_conversations_list_peers_with_last_seq_unread_and_presence(
+    accounts: Accounts,
+) -> None:
     """Bob sees alice's conversation with its latest seq and two unread; alice is online."""
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     a = await alice.connect()
@@ -100,7 +102,7 @@ async def test_conversations_list_peers_with_last_seq_unread_and_presence(accoun
     }
 
 
-async def test_reading_lowers_the_unread_count(accounts: Accounts):
+async def test_reading_lowers_the_unread_count(accounts: Accounts) -> None:
     """A read mark takes one off the reader's unread count; the sender's stays at zero."""
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     a = await alice.connect()
@@ -114,7 +116,7 @@ async def test_reading_lowers_the_unread_count(accounts: Accounts):
     assert (mine["unread"], theirs["unread"]) == (1, 1)
 
 
-async def test_conversations_are_most_recent_first_and_page(accounts: Accounts):
+async def test_conversations_are_most_recent_first_and_page(accounts: Accounts) -> None:
     """limit and before page through conversations, most recent first."""
     me = await accounts.sign_up("me")
     peers = [await accounts.sign_up("peer") for _ in range(3)]
@@ -131,7 +133,7 @@ async def test_conversations_are_most_recent_first_and_page(accounts: Accounts):
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "before=-1", "before=x"])
-async def test_conversations_refuse_out_of_bounds_paging(accounts: Accounts, query: str):
+async def test_conversations_refuse_out_of_bounds_paging(accounts: Accounts, query: str) -> None:
     """Page size and cursor are bounded."""
     me = await accounts.sign_up("me")
     assert await status_of(me, f"/api/v1/conversations?{query}") == 400
@@ -140,7 +142,7 @@ async def test_conversations_refuse_out_of_bounds_paging(accounts: Accounts, que
 # --- /messages -------------------------------------------------------------------------------
 
 
-async def test_history_is_newest_first_with_envelopes_and_status(accounts: Accounts):
+async def test_history_is_newest_first_with_envelopes_and_status(accounts: Accounts) -> None:
     """Both directions of one conversation, newest first, each with its delivery state."""
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     a, b = await alice.connect(), await bob.connect()
@@ -161,7 +163,7 @@ async def test_history_is_newest_first_with_envelopes_and_status(accounts: Accou
     assert older["more"] is False
 
 
-async def test_history_holds_only_my_conversation_with_that_peer(accounts: Accounts):
+async def test_history_holds_only_my_conversation_with_that_peer(accounts: Accounts) -> None:
     """Carol asking for her history with bob sees nothing of alice and bob's messages."""
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     carol = await accounts.sign_up("carol")
@@ -171,7 +173,7 @@ async def test_history_holds_only_my_conversation_with_that_peer(accounts: Accou
     assert body == {"messages": [], "more": False}
 
 
-async def test_history_with_an_unknown_user_is_404(accounts: Accounts):
+async def test_history_with_an_unknown_user_is_404(accounts: Accounts) -> None:
     """Asking for the history with a name that has no account answers 404."""
     me = await accounts.sign_up("me")
     with pytest.raises(ClientError) as error:
@@ -182,7 +184,7 @@ async def test_history_with_an_unknown_user_is_404(accounts: Accounts):
 @pytest.mark.parametrize(
     "query", ["", "with=", "with=NOT%20A%20NAME", "with=bob&limit=101", "with=bob&before=x"]
 )
-async def test_history_refuses_bad_parameters(accounts: Accounts, query: str):
+async def test_history_refuses_bad_parameters(accounts: Accounts, query: str) -> None:
     """A missing or malformed peer and out-of-bounds paging answer 400."""
     me = await accounts.sign_up("me")
     assert await status_of(me, f"/api/v1/messages?{query}") == 400

@@ -118,7 +118,7 @@ async def user(url: str, name: str, identity: e2e.Identity, *, register: bool) -
 @pytest.mark.slow
 async def test_acknowledged_messages_survive_sigkill(
     tmp_path: Path, processes: list[ServerProcess], identities: list[e2e.Identity]
-):
+) -> None:
     """Every message acked before a SIGKILL is there after restart, delivered exactly once."""
     clients: list[SecureChatClient] = []
     try:

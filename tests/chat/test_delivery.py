@@ -29,6 +29,12 @@ from tests.chatkit import FAKE_ENVELOPE as ENVELOPE
 ENVELOPE_JSON = json.dumps(ENVELOPE, separators=(",", ":"), sort_keys=True)
 
 
+class RecordedSession(ChatSession):
+    """A ChatSession that keeps the list its socket is (what it transmitted), as ``sent``."""
+
+    sent: list[str]
+
+
 @dataclass
 class Chat:
     """The in-process server: store, hub, broker, delivery."""
@@ -47,7 +53,7 @@ class Chat:
         *,
         transmit: Callable[[str], Awaitable[None]] | None = None,
         clock: Callable[[], float] = lambda: 0.0,
-    ) -> ChatSession:
+    ) -> RecordedSession:
         """A connected ChatSession for ``name`` whose socket is the list ``sent`` (or
         ``transmit``), on a stopped clock (or ``clock``)."""
         sink = sent if sent is not None else []
@@ -56,7 +62,7 @@ class Chat:
             sink.append(text)
 
         conn = self.hub.connect(name, f"session-{uuid.uuid4()}")
-        session = ChatSession(
+        session = RecordedSession(
             conn=conn,
             user=self.users[name],
             delivery=self.delivery,
@@ -65,7 +71,7 @@ class Chat:
             transmit=transmit or append,
             clock=clock,
         )
-        session.sent = sink  # type: ignore[attr-defined]
+        session.sent = sink
         return session
 
 
@@ -113,7 +119,7 @@ def drain(conn: Connection) -> list[dict[str, Any]]:
     return frames
 
 
-async def test_ack_is_queued_only_once_the_message_is_committed(chat: Chat, tmp_path: Path):
+async def test_ack_is_queued_only_once_the_message_is_committed(chat: Chat, tmp_path: Path) -> None:
     """When the ack can be read, another connection to the file already sees the row."""
     alice = chat.session("alice")
     await alice.receive(send_frame("bob", "11111111-1111-4111-8111-111111111111"))
@@ -124,7 +130,7 @@ async def test_ack_is_queued_only_once_the_message_is_committed(chat: Chat, tmp_
     assert row == (ack["seq"], ack["id"])
 
 
-async def test_concurrent_sends_are_committed_together(chat: Chat):
+async def test_concurrent_sends_are_committed_together(chat: Chat) -> None:
     """Sends waiting together from many connections become one transaction."""
     sessions = [chat.session("alice") for _ in range(4)] + [chat.session("carol")]
     before = chat.store.db.stats.transactions
@@ -137,7 +143,7 @@ async def test_concurrent_sends_are_committed_together(chat: Chat):
     assert all([f["type"] for f in drain(s.conn)].count("ack") == 20 for s in sessions)
 
 
-async def test_message_reaches_the_recipient_and_the_senders_other_connections(chat: Chat):
+async def test_message_reaches_the_recipient_and_the_senders_other_connections(chat: Chat) -> None:
     """The sending connection gets the ack; the sender's other device and the recipient the
     message."""
     first, second, bob = chat.session("alice"), chat.session("alice"), chat.session("bob")
@@ -148,7 +154,7 @@ async def test_message_reaches_the_recipient_and_the_senders_other_connections(c
     assert [(f["type"], f["from"]) for f in drain(bob.conn)] == [("message", "alice")]
 
 
-async def test_resend_is_acknowledged_again_without_a_second_fanout(chat: Chat):
+async def test_resend_is_acknowledged_again_without_a_second_fanout(chat: Chat) -> None:
     """The same id twice: two identical acks, one message for the recipient."""
     alice, bob = chat.session("alice"), chat.session("bob")
     frame_id = str(uuid.uuid4())
@@ -162,7 +168,7 @@ async def test_resend_is_acknowledged_again_without_a_second_fanout(chat: Chat):
     assert chat.delivery.stats.messages_duplicate == 1
 
 
-async def test_receipt_reaches_every_connection_of_the_sender(chat: Chat):
+async def test_receipt_reaches_every_connection_of_the_sender(chat: Chat) -> None:
     """A read mark by the recipient becomes a receipt on all the sender's connections."""
     alice, other, bob = chat.session("alice"), chat.session("alice"), chat.session("bob")
     await alice.receive(send_frame("bob"))
@@ -177,7 +183,7 @@ async def test_receipt_reaches_every_connection_of_the_sender(chat: Chat):
         assert receipt["seq"] > seq
 
 
-async def test_marking_someone_elses_message_is_an_error_and_changes_nothing(chat: Chat):
+async def test_marking_someone_elses_message_is_an_error_and_changes_nothing(chat: Chat) -> None:
     """Carol cannot mark alice's message to bob; alice hears nothing."""
     alice, bob, carol = chat.session("alice"), chat.session("bob"), chat.session("carol")
     await alice.receive(send_frame("bob"))
@@ -190,7 +196,7 @@ async def test_marking_someone_elses_message_is_an_error_and_changes_nothing(cha
     assert drain(alice.conn) == []
 
 
-async def test_a_failed_commit_answers_unavailable_and_a_resend_then_succeeds(chat: Chat):
+async def test_a_failed_commit_answers_unavailable_and_a_resend_then_succeeds(chat: Chat) -> None:
     """A write that fails acknowledges nothing; the same id sent again is stored once."""
     alice, bob = chat.session("alice"), chat.session("bob")
     await chat.store.db.execute(
@@ -215,7 +221,7 @@ async def test_a_failed_commit_answers_unavailable_and_a_resend_then_succeeds(ch
     assert [f["id"] for f in drain(bob.conn)] == [frame_id]
 
 
-async def test_sending_to_yourself_is_refused_before_the_committer(chat: Chat):
+async def test_sending_to_yourself_is_refused_before_the_committer(chat: Chat) -> None:
     """A send to oneself is an error frame with the frame's id; nothing is queued."""
     alice = chat.session("alice")
     frame_id = str(uuid.uuid4())
@@ -224,7 +230,7 @@ async def test_sending_to_yourself_is_refused_before_the_committer(chat: Chat):
     assert chat.delivery.pending() == 0
 
 
-async def test_unknown_recipient_is_an_error_frame(chat: Chat):
+async def test_unknown_recipient_is_an_error_frame(chat: Chat) -> None:
     """A send to a name without an account is answered with unknown_recipient."""
     alice = chat.session("alice")
     await alice.receive(send_frame("nobody"))
@@ -232,7 +238,7 @@ async def test_unknown_recipient_is_an_error_frame(chat: Chat):
     assert [f["code"] for f in drain(alice.conn)] == ["unknown_recipient"]
 
 
-async def test_sync_replays_in_order_and_queued_live_copies_are_dropped(chat: Chat):
+async def test_sync_replays_in_order_and_queued_live_copies_are_dropped(chat: Chat) -> None:
     """Frames already queued when a sync replays them are not sent a second time."""
     alice, bob = chat.session("alice"), chat.session("bob")
     for _ in range(3):
@@ -241,12 +247,12 @@ async def test_sync_replays_in_order_and_queued_live_copies_are_dropped(chat: Ch
     await bob.sync(0)
     while not bob.conn.queue.empty():
         await bob.forward(bob.conn.queue.get_nowait())
-    frames = [json.loads(text) for text in bob.sent]  # type: ignore[attr-defined]
+    frames = [json.loads(text) for text in bob.sent]
     assert [f["type"] for f in frames] == ["message"] * 3 + ["synced"]
     assert [f["seq"] for f in frames] == [1, 2, 3, 3]
 
 
-async def test_sync_holds_live_frames_until_it_is_done(chat: Chat):
+async def test_sync_holds_live_frames_until_it_is_done(chat: Chat) -> None:
     """A message committed during a sync is sent once, in position order around synced."""
     alice, bob = chat.session("alice"), chat.session("bob")
     sender = asyncio.create_task(bob.run_sender())
@@ -261,14 +267,14 @@ async def test_sync_holds_live_frames_until_it_is_done(chat: Chat):
         await bob.conn.queue.join()
     finally:
         sender.cancel()
-    frames = [json.loads(text) for text in bob.sent]  # type: ignore[attr-defined]
+    frames = [json.loads(text) for text in bob.sent]
     replay = frames[1:]  # from the sync on
     assert [f["seq"] for f in replay] == sorted(f["seq"] for f in replay)
     assert [f["seq"] for f in replay if f["type"] == "message"] == [1, 2]
     assert {"type": "synced", "seq": 1} in replay or replay[-1] == {"type": "synced", "seq": 2}
 
 
-async def test_flood_past_the_burst_closes_with_1008(chat: Chat):
+async def test_flood_past_the_burst_closes_with_1008(chat: Chat) -> None:
     """With the clock stopped, the burst's worth of frames passes and the next one closes."""
     alice = chat.session("alice")
     for _ in range(chat.config.ws_frames_burst):
@@ -278,7 +284,7 @@ async def test_flood_past_the_burst_closes_with_1008(chat: Chat):
     assert alice.conn.close_code == CloseCode.POLICY_VIOLATION
 
 
-async def test_typing_is_relayed_and_rate_limited_silently(chat: Chat):
+async def test_typing_is_relayed_and_rate_limited_silently(chat: Chat) -> None:
     """Typing reaches the recipient's connections; beyond the burst it is dropped."""
     alice, bob = chat.session("alice"), chat.session("bob")
     for _ in range(chat.config.ws_typing_burst + 3):
@@ -288,7 +294,7 @@ async def test_typing_is_relayed_and_rate_limited_silently(chat: Chat):
     assert chat.delivery.stats.typing_dropped == 3
 
 
-async def test_send_parsed_from_the_frame_keeps_the_envelope_text(chat: Chat):
+async def test_send_parsed_from_the_frame_keeps_the_envelope_text(chat: Chat) -> None:
     """The stored envelope is the canonical text the parser produced, byte for byte."""
     alice = chat.session("alice")
     await chat.delivery.send(
@@ -328,7 +334,7 @@ async def started_write(session: ChatSession, text: str = "frame") -> asyncio.Ta
     return task
 
 
-async def test_a_write_stuck_past_ws_send_timeout_is_closed_with_1013_once(chat: Chat):
+async def test_a_write_stuck_past_ws_send_timeout_is_closed_with_1013_once(chat: Chat) -> None:
     """The sweep closes a session whose one write has waited ws_send_timeout, counts it once,
     and leaves it alone before that."""
     now = [100.0]
@@ -354,7 +360,7 @@ async def test_a_write_stuck_past_ws_send_timeout_is_closed_with_1013_once(chat:
     assert not bob.writing and socket.sent == []
 
 
-async def test_a_slow_reader_that_keeps_reading_is_not_closed(chat: Chat):
+async def test_a_slow_reader_that_keeps_reading_is_not_closed(chat: Chat) -> None:
     """Each write waits most of ws_send_timeout, all of them far longer: nobody is closed."""
     now = [0.0]
     socket = Socket()
@@ -375,7 +381,7 @@ async def test_a_slow_reader_that_keeps_reading_is_not_closed(chat: Chat):
     assert chat.delivery.stats.rejected["stalled_reader"] == 0
 
 
-async def test_the_sweep_task_closes_stalled_writes_and_outlives_an_error(chat: Chat):
+async def test_the_sweep_task_closes_stalled_writes_and_outlives_an_error(chat: Chat) -> None:
     """Run as a task, the sweep closes a stalled session even while another one raises."""
     broken = False
 
@@ -409,7 +415,7 @@ async def test_the_sweep_task_closes_stalled_writes_and_outlives_an_error(chat: 
     assert len(sweep) == 0
 
 
-async def test_an_idle_committer_commits_at_once(tmp_path: Path):
+async def test_an_idle_committer_commits_at_once(tmp_path: Path) -> None:
     """The gathering wait applies only right after another commit: a lone send is not held."""
     async with running_chat(tmp_path, commit_gather_interval=0.5) as chat:
         alice = chat.session("alice")
@@ -421,7 +427,7 @@ async def test_an_idle_committer_commits_at_once(tmp_path: Path):
         assert asyncio.get_running_loop().time() - started < 0.4
 
 
-async def test_sends_right_after_a_commit_gather_into_the_next(tmp_path: Path):
+async def test_sends_right_after_a_commit_gather_into_the_next(tmp_path: Path) -> None:
     """Under load the next commit waits for the gathering interval, so sends arriving during
     it are stored in one transaction; with no interval each would be committed as it came."""
     for interval, most_commits in ((0.3, 2), (0.0, 6)):
@@ -440,7 +446,7 @@ async def test_sends_right_after_a_commit_gather_into_the_next(tmp_path: Path):
                 assert commits >= 4, commits
 
 
-async def test_submissions_wait_when_commit_pending_max_are_in_flight(tmp_path: Path):
+async def test_submissions_wait_when_commit_pending_max_are_in_flight(tmp_path: Path) -> None:
     """Backpressure: past ``commit_pending_max`` sends not yet committed, a receive task waits
     (its socket is not read) until a commit makes room; nothing is refused or lost."""
     async with running_chat(tmp_path, commit_pending_max=2, commit_gather_interval=0.0) as chat:
@@ -454,7 +460,9 @@ async def test_submissions_wait_when_commit_pending_max_are_in_flight(tmp_path: 
             assert [frame["type"] for frame in drain(session.conn)].count("ack") == 1
 
 
-async def test_one_id_to_a_name_without_account_and_to_bob_counts_against_bob(tmp_path: Path):
+async def test_one_id_to_a_name_without_account_and_to_bob_counts_against_bob(
+    tmp_path: Path,
+) -> None:
     """Two sends of one id in one batch, the first to a name with no account: the copy stored
     (to bob) is counted in the backlog, so the next send to bob is over the bound of one."""
     async with running_chat(tmp_path, undelivered_per_pair_max=1) as chat:
@@ -473,7 +481,9 @@ async def test_one_id_to_a_name_without_account_and_to_bob_counts_against_bob(tm
         assert chat.delivery.backlog.count((chat.users["alice"].user_id, "bob")) == 1
 
 
-async def test_the_backlog_follows_a_commit_even_when_fanning_out_fails(tmp_path: Path):
+async def test_the_backlog_follows_a_commit_even_when_fanning_out_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """In one batch, a send whose fan-out raises and bob's mark delivering alice's earlier
     message: the mark is still answered, and frees alice's place in bob's queue, so her next
     send fits."""
@@ -490,7 +500,7 @@ async def test_the_backlog_follows_a_commit_even_when_fanning_out_fails(tmp_path
                 raise RuntimeError("fan-out failed")
             await publish(user, *args, **kwargs)
 
-        chat.delivery.broker.publish = fails_for_carol  # type: ignore[method-assign]
+        monkeypatch.setattr(chat.delivery.broker, "publish", fails_for_carol)
         await alice.receive(send_frame("carol"))
         await bob.receive(json.dumps({"type": "delivered", "seq": seq}))
         await chat.delivery.flush()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from securechat.client import ChatConnection, SecureChatClient
-from tests.chatkit import Accounts, unique
+from tests.chatkit import Accounts, ServerWith, unique
 
 # The fixtures these tests use (a server shared by the module, accounts on it).
 from tests.chatkit import _accounts as _accounts
@@ -26,7 +26,7 @@ def name_of(client: SecureChatClient) -> str:
     return client.account.username
 
 
-async def test_message_arrives_live_and_decrypts(accounts: Accounts):
+async def test_message_arrives_live_and_decrypts(accounts: Accounts) -> None:
     """Bob, online, receives alice's message at once and reads her text."""
     alice, bob = await pair(accounts)
     a, b = await alice.connect(), await bob.connect()
@@ -36,7 +36,7 @@ async def test_message_arrives_live_and_decrypts(accounts: Accounts):
     assert (await b.open(frame)).text == "hello bob"
 
 
-async def test_ack_carries_the_servers_seq_and_time(accounts: Accounts):
+async def test_ack_carries_the_servers_seq_and_time(accounts: Accounts) -> None:
     """The ack names the client's id with a server seq and a millisecond timestamp."""
     alice, bob = await pair(accounts)
     a = await alice.connect()
@@ -46,7 +46,9 @@ async def test_ack_carries_the_servers_seq_and_time(accounts: Accounts):
     assert second["ts"] >= first["ts"] > 1_600_000_000_000
 
 
-async def test_offline_recipient_gets_every_message_in_order_on_reconnect(accounts: Accounts):
+async def test_offline_recipient_gets_every_message_in_order_on_reconnect(
+    accounts: Accounts,
+) -> None:
     """Three messages sent while bob is away arrive in order when he syncs."""
     alice, bob = await pair(accounts)
     a = await alice.connect()
@@ -56,7 +58,7 @@ async def test_offline_recipient_gets_every_message_in_order_on_reconnect(accoun
     assert [(await b.open(f)).text for f in b.replayed] == ["message 0", "message 1", "message 2"]
 
 
-async def test_sync_after_a_cursor_returns_only_what_is_newer(accounts: Accounts):
+async def test_sync_after_a_cursor_returns_only_what_is_newer(accounts: Accounts) -> None:
     """A reconnecting client that syncs from its cursor gets only what it missed."""
     alice, bob = await pair(accounts)
     a, b = await alice.connect(), await bob.connect()
@@ -69,7 +71,7 @@ async def test_sync_after_a_cursor_returns_only_what_is_newer(accounts: Accounts
     assert [f["id"] for f in again.replayed] == [missed["id"]]
 
 
-async def test_sync_comes_in_batches_and_ends_with_synced(server_with):  # type: ignore[no-untyped-def]
+async def test_sync_comes_in_batches_and_ends_with_synced(server_with: ServerWith) -> None:
     """With a small sync batch, a long backlog still arrives whole and in order."""
     _server, accounts = server_with(sync_batch=2)
     alice, bob = await pair(accounts)
@@ -81,7 +83,7 @@ async def test_sync_comes_in_batches_and_ends_with_synced(server_with):  # type:
     assert b.cursor == acks[-1]["seq"]
 
 
-async def test_resending_an_id_returns_the_same_ack_and_stores_nothing(accounts: Accounts):
+async def test_resending_an_id_returns_the_same_ack_and_stores_nothing(accounts: Accounts) -> None:
     """A retry after a lost ack is acknowledged with the original seq and ts, and stored once."""
     alice, bob = await pair(accounts)
     a = await alice.connect()
@@ -93,7 +95,7 @@ async def test_resending_an_id_returns_the_same_ack_and_stores_nothing(accounts:
     assert [f["id"] for f in b.replayed] == [message_id]
 
 
-async def test_receipts_reach_the_sender_live(accounts: Accounts):
+async def test_receipts_reach_the_sender_live(accounts: Accounts) -> None:
     """Bob's delivered then read marks reach alice as receipts with their own positions."""
     alice, bob = await pair(accounts)
     a, b = await alice.connect(), await bob.connect()
@@ -107,7 +109,7 @@ async def test_receipts_reach_the_sender_live(accounts: Accounts):
     assert ack["seq"] < delivered["seq"] < read["seq"]
 
 
-async def test_receipts_replay_to_a_sender_who_was_offline(accounts: Accounts):
+async def test_receipts_replay_to_a_sender_who_was_offline(accounts: Accounts) -> None:
     """Alice syncs past her message, goes away; bob reads it; alice's next sync says so."""
     alice, bob = await pair(accounts)
     a = await alice.connect()
@@ -125,7 +127,7 @@ async def test_receipts_replay_to_a_sender_who_was_offline(accounts: Accounts):
     assert replayed == {("receipt", ack["id"], "read"), ("message", reply["id"], None)}
 
 
-async def test_a_second_mark_sends_no_second_receipt(accounts: Accounts):
+async def test_a_second_mark_sends_no_second_receipt(accounts: Accounts) -> None:
     """Marks only move forward: delivered after read is silent."""
     alice, bob = await pair(accounts)
     a, b = await alice.connect(), await bob.connect()
@@ -143,7 +145,7 @@ async def test_a_second_mark_sends_no_second_receipt(accounts: Accounts):
     assert [f for f in a._backlog if f["type"] == "receipt"] == []
 
 
-async def test_presence_tells_conversation_partners_online_and_offline(accounts: Accounts):
+async def test_presence_tells_conversation_partners_online_and_offline(accounts: Accounts) -> None:
     """Alice, talking with bob, sees him come online and go offline."""
     alice, bob = await pair(accounts)
     a = await alice.connect()
@@ -154,7 +156,7 @@ async def test_presence_tells_conversation_partners_online_and_offline(accounts:
     await a.wait_for("presence", user=name_of(bob), status="offline")
 
 
-async def test_connecting_tells_me_which_partners_are_online(accounts: Accounts):
+async def test_connecting_tells_me_which_partners_are_online(accounts: Accounts) -> None:
     """On connect, I get an online presence frame for each partner already online."""
     alice, bob = await pair(accounts)
     a = await alice.connect()
@@ -167,7 +169,7 @@ async def test_connecting_tells_me_which_partners_are_online(accounts: Accounts)
     }
 
 
-async def test_presence_is_not_told_to_strangers(accounts: Accounts):
+async def test_presence_is_not_told_to_strangers(accounts: Accounts) -> None:
     """Someone with no conversation with bob hears nothing of him."""
     alice, bob, carol = (
         await accounts.sign_up("alice"),
@@ -187,7 +189,7 @@ async def test_presence_is_not_told_to_strangers(accounts: Accounts):
 
 async def test_senders_other_device_gets_the_message_and_the_sending_one_only_the_ack(
     accounts: Accounts,
-):
+) -> None:
     """Multi-device: alice's second session receives what her first one sent."""
     alice, bob = await pair(accounts)
     phone = await alice.connect()
@@ -199,7 +201,7 @@ async def test_senders_other_device_gets_the_message_and_the_sending_one_only_th
     assert [f for f in phone._backlog if f["type"] == "message"] == []
 
 
-async def test_typing_reaches_the_recipient(accounts: Accounts):
+async def test_typing_reaches_the_recipient(accounts: Accounts) -> None:
     """A typing frame is relayed to the recipient's live session with the sender's name."""
     alice, bob = await pair(accounts)
     a, b = await alice.connect(), await bob.connect()
@@ -207,7 +209,7 @@ async def test_typing_reaches_the_recipient(accounts: Accounts):
     assert await b.wait_for("typing") == {"type": "typing", "from": name_of(alice)}
 
 
-async def test_a_4000_character_emoji_message_round_trips(accounts: Accounts):
+async def test_a_4000_character_emoji_message_round_trips(accounts: Accounts) -> None:
     """4,000 characters with emoji and markup survive encryption, the server and decryption."""
     alice, bob = await pair(accounts)
     text = ("héllo 😀👩‍👩‍👧 <script>alert(1)</script> " * 200)[:4000]
@@ -220,7 +222,7 @@ async def test_a_4000_character_emoji_message_round_trips(accounts: Accounts):
     assert (await a.open(history["messages"][0] | {"type": "message"})).text == text
 
 
-async def test_a_message_can_be_sent_before_the_recipient_ever_connects(accounts: Accounts):
+async def test_a_message_can_be_sent_before_the_recipient_ever_connects(accounts: Accounts) -> None:
     """A brand-new account receives what was sent to it before its first connection."""
     alice = await accounts.sign_up("alice")
     newcomer_name = unique("new")
