@@ -20,14 +20,22 @@ run: $(VENV)/.installed
 browser:
 	tools/ensure-browser
 
-lint: $(VENV)/.installed
+# Biome (package.json) lints and formats static/js; npm ci installs exactly the lock file.
+node_modules/.installed: package.json package-lock.json
+	tools/ensure-node
+	npm ci --no-audit --no-fund
+	touch $@
+
+lint: $(VENV)/.installed node_modules/.installed
 	$(BIN)/ruff check securechat tests tools
 	$(BIN)/ruff format --check securechat tests tools
 	$(BIN)/mypy
+	npx --no-install biome ci static/js
 
-format: $(VENV)/.installed
+format: $(VENV)/.installed node_modules/.installed
 	$(BIN)/ruff format securechat tests tools
 	$(BIN)/ruff check --fix securechat tests tools
+	npx --no-install biome check --write static/js
 
 test: $(VENV)/.installed browser lint
 	$(BIN)/python -m pytest

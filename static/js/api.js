@@ -40,7 +40,10 @@ async function readJson(response) {
 /** One request; resolves to the JSON body (null for 204), throws ApiError otherwise. */
 export async function request(path, { method = "GET", body } = {}) {
   const init = {
-    method, credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" },
+    method,
+    credentials: "same-origin",
+    cache: "no-store",
+    headers: { Accept: "application/json" },
   };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -51,7 +54,9 @@ export async function request(path, { method = "GET", body } = {}) {
     response = await fetch(path, init);
   } catch {
     throw new ApiError({
-      status: 0, code: "network", message: "Could not reach the server. Check your connection and try again.",
+      status: 0,
+      code: "network",
+      message: "Could not reach the server. Check your connection and try again.",
     });
   }
   const data = await readJson(response);
@@ -59,7 +64,8 @@ export async function request(path, { method = "GET", body } = {}) {
     throw new ApiError({
       status: response.status,
       code: data?.error ?? `http_${response.status}`,
-      message: data?.message ?? `The server answered ${response.status} ${response.statusText}.`.trim(),
+      message:
+        data?.message ?? `The server answered ${response.status} ${response.statusText}.`.trim(),
       field: data?.field ?? null,
       retryAfter: parseRetryAfter(response.headers.get("Retry-After")),
     });
@@ -99,7 +105,9 @@ export const accounts = {
 export function describeError(error) {
   if (!(error instanceof ApiError)) return "Something went wrong. Reload the page and try again.";
   if (error.status === 429) {
-    const wait = error.retryAfter ? ` Try again in ${error.retryAfter} seconds.` : " Try again later.";
+    const wait = error.retryAfter
+      ? ` Try again in ${error.retryAfter} seconds.`
+      : " Try again later.";
     return `Too many attempts.${wait}`;
   }
   return error.message;

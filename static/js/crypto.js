@@ -141,8 +141,13 @@ export async function deriveKeys(password, saltBytes, iterations, options = {}) 
   const master = await subtle.deriveBits(pbkdf2, pbkdf2Key, 256);
   const hkdfKey = await subtle.importKey("raw", master, "HKDF", false, ["deriveBits", "deriveKey"]);
   const authKey = new Uint8Array(await subtle.deriveBits(hkdfParams(AUTH_INFO), hkdfKey, 256));
-  const wrapKey = await subtle.deriveKey(hkdfParams(WRAP_INFO), hkdfKey,
-    { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+  const wrapKey = await subtle.deriveKey(
+    hkdfParams(WRAP_INFO),
+    hkdfKey,
+    { name: "AES-GCM", length: 256 },
+    false,
+    ["encrypt", "decrypt"],
+  );
   return { authKey, wrapKey };
 }
 
@@ -233,7 +238,9 @@ export async function sealKeyBackup(identity, wrapKey, { _iv } = {}) {
   const encPkcs8 = new Uint8Array(await subtle.exportKey("pkcs8", identity.encKey));
   const signPkcs8 = new Uint8Array(await subtle.exportKey("pkcs8", identity.signKey));
   const payload = JSON.stringify({
-    v: VERSION, enc: b64encode(encPkcs8), sign: b64encode(signPkcs8),
+    v: VERSION,
+    enc: b64encode(encPkcs8),
+    sign: b64encode(signPkcs8),
   });
   encPkcs8.fill(0);
   signPkcs8.fill(0);
@@ -299,8 +306,16 @@ function isWrittenMs(value) {
  * senderEncSpki defaults to senderIdentity.encSpki. _aesKey and _iv exist for test vectors only.
  */
 export async function encryptMessage({
-  messageId, sender, recipient, text, writtenMs, senderIdentity, senderEncSpki, recipientEncSpki,
-  _aesKey, _iv,
+  messageId,
+  sender,
+  recipient,
+  text,
+  writtenMs,
+  senderIdentity,
+  senderEncSpki,
+  recipientEncSpki,
+  _aesKey,
+  _iv,
 }) {
   if (typeof text !== "string") throw new TypeError("text must be a string");
   if (!isWrittenMs(writtenMs)) throw new RangeError("writtenMs must be a safe integer >= 0");
@@ -319,16 +334,22 @@ export async function encryptMessage({
   if (_aesKey === undefined) rawKey.fill(0);
   const signed = envelopeSignedBytes(messageId, sender, recipient, iv, ct, rk, sk);
   const sig = new Uint8Array(await subtle.sign(ED25519, senderIdentity.signKey, signed));
-  return { v: VERSION, iv: b64encode(iv), ct: b64encode(ct), rk: b64encode(rk), sk: b64encode(sk),
-    sig: b64encode(sig) };
+  return {
+    v: VERSION,
+    iv: b64encode(iv),
+    ct: b64encode(ct),
+    rk: b64encode(rk),
+    sk: b64encode(sk),
+    sig: b64encode(sig),
+  };
 }
 
 /** Decode the envelope's fields; any deviation from the contract is unverifiable. */
 function parseEnvelope(envelope) {
   const isObject = envelope !== null && typeof envelope === "object";
   const keys = isObject ? Object.keys(envelope).sort() : [];
-  const exact = keys.length === ENVELOPE_KEYS.length
-    && keys.every((key, i) => key === ENVELOPE_KEYS[i]);
+  const exact =
+    keys.length === ENVELOPE_KEYS.length && keys.every((key, i) => key === ENVELOPE_KEYS[i]);
   if (!exact || envelope.v !== VERSION) {
     throw new EnvelopeError("unverifiable", "the envelope does not have the expected fields");
   }
@@ -392,9 +413,10 @@ function parsePlaintext(raw) {
  * reading their own history). Returns {text, writtenMs}; throws EnvelopeError with .code
  * "unverifiable" (nothing was decrypted) or "undecryptable".
  */
-export async function openMessage(envelope, {
-  messageId, sender, recipient, reader, asSender = false, senderSignSpki,
-}) {
+export async function openMessage(
+  envelope,
+  { messageId, sender, recipient, reader, asSender = false, senderSignSpki },
+) {
   const fields = parseEnvelope(envelope);
   await verifyEnvelope(fields, messageId, sender, recipient, senderSignSpki);
   const aad = envelopeAad(messageId, sender, recipient);

@@ -95,7 +95,12 @@ const SELF_STORAGE = "securechat.self.v1.";
 const ALARMS = ["log_forked", "directory_key_changed", "bad_entries", "foreign_key_for_me"];
 const ENTRY_KEYS = ["enc_fingerprint", "index", "sign_fingerprint", "timestamp", "user_hash"];
 const RESPONSE_KEYS = [
-  "username", "enc_public_key", "sign_public_key", "entry", "inclusion_proof", "tree_head",
+  "username",
+  "enc_public_key",
+  "sign_public_key",
+  "entry",
+  "inclusion_proof",
+  "tree_head",
 ];
 const HEX_64 = /^[0-9a-f]{64}$/;
 
@@ -119,13 +124,20 @@ function unhex(text) {
 
 /** The hex SHA-256 fingerprints of a user's two keys (SPKI DER), as the log records them. */
 async function fingerprints(encSpki, signSpki) {
-  return { encFingerprint: await fingerprint(encSpki), signFingerprint: await fingerprint(signSpki) };
+  return {
+    encFingerprint: await fingerprint(encSpki),
+    signFingerprint: await fingerprint(signSpki),
+  };
 }
 
 /** Tell whether two parsed heads are the same signed head. */
 function sameHead(a, b) {
-  return a.treeSize === b.treeSize && a.timestamp === b.timestamp
-    && equalBytes(a.rootHash, b.rootHash) && equalBytes(a.signature, b.signature);
+  return (
+    a.treeSize === b.treeSize
+    && a.timestamp === b.timestamp
+    && equalBytes(a.rootHash, b.rootHash)
+    && equalBytes(a.signature, b.signature)
+  );
 }
 
 /** The server's username rule: NFKC, then lower-case (the server refuses the rest). */
@@ -137,7 +149,7 @@ export function normalizeName(name) {
 export function parseEntry(json) {
   const keys = json && typeof json === "object" ? Object.keys(json).sort() : [];
   if (keys.length !== ENTRY_KEYS.length || keys.some((k, i) => k !== ENTRY_KEYS[i])) {
-    fail("bad_response", "a log entry has exactly " + ENTRY_KEYS.join(", "));
+    fail("bad_response", `a log entry has exactly ${ENTRY_KEYS.join(", ")}`);
   }
   const { index, timestamp } = json;
   for (const value of [index, timestamp]) {
@@ -154,8 +166,11 @@ export function parseEntry(json) {
   }
   if (user.length !== 32) fail("bad_response", "bad user hash");
   return {
-    index, timestamp, userHash: user,
-    encFingerprint: json.enc_fingerprint, signFingerprint: json.sign_fingerprint,
+    index,
+    timestamp,
+    userHash: user,
+    encFingerprint: json.enc_fingerprint,
+    signFingerprint: json.sign_fingerprint,
   };
 }
 
@@ -168,8 +183,9 @@ async function parseKeyResponse(json) {
     const encSpki = b64decode(json.enc_public_key);
     const signSpki = b64decode(json.sign_public_key);
     // Both must be well-formed public keys of the right kind before anything else.
-    await crypto.subtle.importKey("spki", encSpki, { name: "RSA-OAEP", hash: "SHA-256" }, false,
-      ["encrypt"]);
+    await crypto.subtle.importKey("spki", encSpki, { name: "RSA-OAEP", hash: "SHA-256" }, false, [
+      "encrypt",
+    ]);
     await crypto.subtle.importKey("spki", signSpki, { name: "Ed25519" }, false, ["verify"]);
     if (!Array.isArray(json.inclusion_proof)) throw new TypeError("the proof is a list");
     const proof = json.inclusion_proof.map(b64decode);
@@ -198,14 +214,26 @@ export async function verifyKeyResponse(json, { username, directoryKey }) {
     fail("wrong_user", `the log entry is not ${name}'s`);
   }
   const { encFingerprint, signFingerprint } = await fingerprints(encSpki, signSpki);
-  const leaf = await leafHash(entryLeafBytes(entry.index, entry.timestamp, entry.userHash,
-    unhex(encFingerprint), unhex(signFingerprint)));
+  const leaf = await leafHash(
+    entryLeafBytes(
+      entry.index,
+      entry.timestamp,
+      entry.userHash,
+      unhex(encFingerprint),
+      unhex(signFingerprint),
+    ),
+  );
   if (!(await verifyInclusion(leaf, entry.index, head.treeSize, proof, head.rootHash))) {
     fail("not_in_log", `the keys served for ${name} are not in the log`);
   }
   return {
-    username: name, encSpki, signSpki, encFingerprint, signFingerprint,
-    entry: { index: entry.index, timestamp: entry.timestamp }, treeHead: head,
+    username: name,
+    encSpki,
+    signSpki,
+    encFingerprint,
+    signFingerprint,
+    entry: { index: entry.index, timestamp: entry.timestamp },
+    treeHead: head,
   };
 }
 
@@ -220,11 +248,21 @@ export async function checkHeadConsistency(last, head, proof) {
     return last;
   }
   const [older, newer] = last.treeSize < head.treeSize ? [last, head] : [head, last];
-  const ok = proof !== null && await verifyConsistency(older.treeSize, newer.treeSize,
-    older.rootHash, newer.rootHash, proof);
+  const ok =
+    proof !== null
+    && (await verifyConsistency(
+      older.treeSize,
+      newer.treeSize,
+      older.rootHash,
+      newer.rootHash,
+      proof,
+    ));
   if (!ok) {
-    fail("log_forked", `the head of size ${head.treeSize} is not consistent with the head of `
-      + `size ${last.treeSize} seen before`);
+    fail(
+      "log_forked",
+      `the head of size ${head.treeSize} is not consistent with the head of `
+        + `size ${last.treeSize} seen before`,
+    );
   }
   return newer;
 }
@@ -235,7 +273,8 @@ export async function checkHeadConsistency(last, head, proof) {
  */
 async function frontierAppend(frontier, size, leaf) {
   let hash = leaf;
-  for (let n = size; n % 2 === 1; n = Math.floor(n / 2)) hash = await nodeHash(frontier.pop(), hash);
+  for (let n = size; n % 2 === 1; n = Math.floor(n / 2))
+    hash = await nodeHash(frontier.pop(), hash);
   frontier.push(hash);
 }
 
@@ -264,8 +303,14 @@ export function foreignEntries(mine, current, known, first) {
 
 /** The 60-digit safety number between me and them ({username, encSpki, signSpki} each). */
 export function safetyNumberFor(me, them) {
-  return safetyNumber(me.username, me.signSpki, me.encSpki, them.username, them.signSpki,
-    them.encSpki);
+  return safetyNumber(
+    me.username,
+    me.signSpki,
+    me.encSpki,
+    them.username,
+    them.signSpki,
+    them.encSpki,
+  );
 }
 
 /** A safety number as 12 groups of 5 digits, the way Signal shows it. */
@@ -276,8 +321,10 @@ export function formatSafetyNumber(digits) {
 /** A head in its JSON form, for storage. */
 function headJson(head) {
   return {
-    tree_size: head.treeSize, timestamp: head.timestamp,
-    root_hash: b64encode(head.rootHash), signature: b64encode(head.signature),
+    tree_size: head.treeSize,
+    timestamp: head.timestamp,
+    root_hash: b64encode(head.rootHash),
+    signature: b64encode(head.signature),
   };
 }
 
@@ -351,13 +398,26 @@ export class KeyDirectory {
           if (size === head.treeSize) break;
           const entry = parseEntry(json);
           if (entry.index !== size) fail("bad_entries", `entry ${entry.index} served at ${size}`);
-          await frontierAppend(frontier, size, await leafHash(entryLeafBytes(entry.index,
-            entry.timestamp, entry.userHash, unhex(entry.encFingerprint),
-            unhex(entry.signFingerprint))));
+          await frontierAppend(
+            frontier,
+            size,
+            await leafHash(
+              entryLeafBytes(
+                entry.index,
+                entry.timestamp,
+                entry.userHash,
+                unhex(entry.encFingerprint),
+                unhex(entry.signFingerprint),
+              ),
+            ),
+          );
           size += 1;
           if (equalBytes(entry.userHash, me)) {
-            mine.push({ index: entry.index, encFingerprint: entry.encFingerprint,
-              signFingerprint: entry.signFingerprint });
+            mine.push({
+              index: entry.index,
+              encFingerprint: entry.encFingerprint,
+              signFingerprint: entry.signFingerprint,
+            });
           }
         }
       }
@@ -367,18 +427,26 @@ export class KeyDirectory {
       const current = await fingerprints(encSpki, signSpki);
       const foreign = foreignEntries(mine, current, known, first);
       if (foreign.length > 0) {
-        fail("foreign_key_for_me", `the key directory lists keys for ${this.me} that this device `
-          + `does not hold (log entries ${foreign.map((e) => e.index).join(", ")}, encryption key `
-          + `${foreign[0].encFingerprint}). Unless you reset your keys on another device, the `
-          + "server may be giving others its own key in your name.");
+        fail(
+          "foreign_key_for_me",
+          `the key directory lists keys for ${this.me} that this device `
+            + `does not hold (log entries ${foreign.map((e) => e.index).join(", ")}, encryption key `
+            + `${foreign[0].encFingerprint}). Unless you reset your keys on another device, the `
+            + "server may be giving others its own key in your name.",
+        );
       }
       const pairs = new Set(known);
       const now = `${current.encFingerprint}:${current.signFingerprint}`;
       for (const e of mine) pairs.add(`${e.encFingerprint}:${e.signFingerprint}`);
       if (mine.length > 0) pairs.add(now);
-      this.storage.setItem(storageKey, JSON.stringify({
-        size, frontier: frontier.map(b64encode), known: [...pairs],
-      }));
+      this.storage.setItem(
+        storageKey,
+        JSON.stringify({
+          size,
+          frontier: frontier.map(b64encode),
+          known: [...pairs],
+        }),
+      );
       return { treeSize: size, mine };
     } catch (error) {
       if (error instanceof DirectoryError && error.code === "bad_response") {
@@ -408,9 +476,13 @@ export class KeyDirectory {
     if (pinned === null) {
       this.#saveDirectory({ directoryKey: b64encode(spki) });
     } else if (!equalBytes(pinned, spki)) {
-      this.#raiseAlarm(new DirectoryError("directory_key_changed",
-        `the server's directory key is now ${await fingerprint(spki)}, not the pinned `
-        + `${await fingerprint(pinned)}`));
+      this.#raiseAlarm(
+        new DirectoryError(
+          "directory_key_changed",
+          `the server's directory key is now ${await fingerprint(spki)}, not the pinned `
+            + `${await fingerprint(pinned)}`,
+        ),
+      );
     }
     return spki;
   }
@@ -434,7 +506,7 @@ export class KeyDirectory {
   async checkHead(head = null) {
     let checked = head;
     if (checked === null) {
-      const directoryKey = this.pinnedDirectoryKey() ?? await this.directoryKey();
+      const directoryKey = this.pinnedDirectoryKey() ?? (await this.directoryKey());
       const json = await this.get("/api/v1/directory/head");
       if (!(await verifyTreeHead(directoryKey, json))) {
         fail("bad_signature", "the head is not signed by the directory");
@@ -477,7 +549,7 @@ export class KeyDirectory {
   /** A user's keys, proved in the log, consistent with the heads seen, compared with the pin. */
   async fetchVerifiedKeys(username) {
     const name = normalizeName(username);
-    const directoryKey = this.pinnedDirectoryKey() ?? await this.directoryKey();
+    const directoryKey = this.pinnedDirectoryKey() ?? (await this.directoryKey());
     const json = await this.get(`/api/v1/keys/${encodeURIComponent(name)}`);
     let keys;
     try {
@@ -494,7 +566,8 @@ export class KeyDirectory {
   #pin(keys) {
     const contacts = this.#contacts();
     const seen = {
-      encFingerprint: keys.encFingerprint, signFingerprint: keys.signFingerprint,
+      encFingerprint: keys.encFingerprint,
+      signFingerprint: keys.signFingerprint,
       index: keys.entry.index,
     };
     const isSelf = keys.username === this.me;
@@ -505,8 +578,10 @@ export class KeyDirectory {
       return { state: "new", verified: false, isSelf, canSend: true, previous: null };
     }
     const verified = Boolean(pin.verified);
-    if (pin.encFingerprint === seen.encFingerprint
-      && pin.signFingerprint === seen.signFingerprint) {
+    if (
+      pin.encFingerprint === seen.encFingerprint
+      && pin.signFingerprint === seen.signFingerprint
+    ) {
       if (pin.pending) {
         pin.pending = null; // the pinned keys are back: nothing left to accept
         this.#saveContacts(contacts);
@@ -516,8 +591,10 @@ export class KeyDirectory {
     pin.pending = seen;
     this.#saveContacts(contacts);
     const previous = {
-      encFingerprint: pin.encFingerprint, signFingerprint: pin.signFingerprint,
-      index: pin.index, verified,
+      encFingerprint: pin.encFingerprint,
+      signFingerprint: pin.signFingerprint,
+      index: pin.index,
+      verified,
     };
     return { state: "changed", verified, isSelf, canSend: !verified, previous };
   }
@@ -560,7 +637,6 @@ export class KeyDirectory {
     };
   }
 }
-
 
 /** A failure of the transport or the server's load, not an answer about the log. */
 function isTransient(error) {

@@ -17,8 +17,10 @@ const STORE = "identities";
 /** The server's public keys do not match the keys that the backup holds. */
 export class KeyMismatchError extends Error {
   constructor() {
-    super("Your key backup does not match the public keys the server holds for you. " +
-      "Not signing in: please tell the server's operator.");
+    super(
+      "Your key backup does not match the public keys the server holds for you. "
+        + "Not signing in: please tell the server's operator.",
+    );
     this.name = "KeyMismatchError";
   }
 }
@@ -27,7 +29,8 @@ export class KeyMismatchError extends Error {
 function openDatabase() {
   return new Promise((resolve, reject) => {
     const opening = indexedDB.open(DB_NAME, DB_VERSION);
-    opening.onupgradeneeded = () => opening.result.createObjectStore(STORE, { keyPath: "username" });
+    opening.onupgradeneeded = () =>
+      opening.result.createObjectStore(STORE, { keyPath: "username" });
     opening.onsuccess = () => resolve(opening.result);
     opening.onerror = () => reject(opening.error);
     opening.onblocked = () => reject(new Error("the key store is blocked by another tab"));
@@ -68,7 +71,8 @@ export async function saveIdentity(username, identity) {
   }
   const { encKey, signKey, encSpki, signSpki } = identity;
   await transact("readwrite", (store) =>
-    store.put({ username, encKey, signKey, encSpki, signSpki, savedAt: Date.now() }));
+    store.put({ username, encKey, signKey, encSpki, signSpki, savedAt: Date.now() }),
+  );
   await requestPersistence();
 }
 
@@ -87,8 +91,10 @@ export async function forgetIdentity(username) {
 
 /** Whether identity's public keys are the ones the server answered at login (base64 SPKI). */
 function matchesServer(identity, account) {
-  return b64encode(identity.encSpki) === account.enc_public_key &&
-    b64encode(identity.signSpki) === account.sign_public_key;
+  return (
+    b64encode(identity.encSpki) === account.enc_public_key
+    && b64encode(identity.signSpki) === account.sign_public_key
+  );
 }
 
 /**

@@ -18,7 +18,9 @@ export function loadCommonPasswords() {
   listPromise ??= fetch(LIST_URL, { credentials: "same-origin" }).then(async (response) => {
     if (!response.ok) throw new Error(`the password list answered ${response.status}`);
     const lines = (await response.text()).split("\n");
-    return new Set(lines.filter((line) => line && !line.startsWith("# ")).map((line) => line.trim()));
+    return new Set(
+      lines.filter((line) => line && !line.startsWith("# ")).map((line) => line.trim()),
+    );
   });
   return listPromise;
 }
@@ -37,7 +39,8 @@ function length(password) {
 export function passwordProblem(password, { common, username = "" }) {
   if (length(password) < MIN_LENGTH) return `Use at least ${MIN_LENGTH} characters.`;
   const lower = folded(password);
-  if (common.has(lower)) return "This is one of the most common passwords. Choose one that nobody else uses.";
+  if (common.has(lower))
+    return "This is one of the most common passwords. Choose one that nobody else uses.";
   if (username && lower === username) return "Don't use your username as your password.";
   return null;
 }
@@ -49,7 +52,7 @@ function alphabetSize(password) {
   if (/[A-Z]/.test(password)) size += 26;
   if (/[0-9]/.test(password)) size += 10;
   if (/[!-/:-@[-`{-~ ]/.test(password)) size += 33;
-  if (/[^\x00-\x7f]/.test(password)) size += 100;
+  if (/\P{ASCII}/u.test(password)) size += 100;
   return Math.max(size, 1);
 }
 
@@ -61,7 +64,9 @@ function predictableCount(password) {
   for (let i = 2; i < lower.length; i += 1) {
     const three = lower.slice(i - 2, i + 1);
     const repeat = three[0] === three[1] && three[1] === three[2];
-    const run = rows.some((row) => row.includes(three) || [...row].reverse().join("").includes(three));
+    const run = rows.some(
+      (row) => row.includes(three) || [...row].reverse().join("").includes(three),
+    );
     if (repeat || run) count += 1;
   }
   return count;

@@ -28,16 +28,25 @@ export function el(tag, { className, text, attrs = {} } = {}, ...children) {
 
 /** The toast stack of base.html, with its status region. */
 function toastStack() {
-  return { stack: document.getElementById("toasts"), status: document.getElementById("toast-status") };
+  return {
+    stack: document.getElementById("toasts"),
+    status: document.getElementById("toast-status"),
+  };
 }
 
 /** A toast with its message and a close button; removed when closed. */
 function toast(message, kind, role) {
   const close = el("button", {
-    className: "toast__close", text: "×", attrs: { type: "button", "aria-label": "Dismiss" },
+    className: "toast__close",
+    text: "×",
+    attrs: { type: "button", "aria-label": "Dismiss" },
   });
-  const node = el("div", { className: `toast toast--${kind}`, attrs: { role } },
-    el("p", { className: "toast__text", text: message }), close);
+  const node = el(
+    "div",
+    { className: `toast toast--${kind}`, attrs: { role } },
+    el("p", { className: "toast__text", text: message }),
+    close,
+  );
   close.addEventListener("click", () => node.remove());
   return node;
 }
@@ -62,7 +71,7 @@ export function showInfo(message) {
 /** Remove every pop-up, before a new attempt. */
 export function dismissToasts() {
   const { stack, status } = toastStack();
-  stack.querySelectorAll("[role=alert]").forEach((node) => node.remove());
+  for (const node of stack.querySelectorAll("[role=alert]")) node.remove();
   status.replaceChildren();
 }
 
@@ -98,13 +107,17 @@ export function formProgress(form, progress) {
   return {
     step(message) {
       form.setAttribute("aria-busy", "true");
-      controls().forEach((control) => { control.disabled = true; });
+      controls().forEach((control) => {
+        control.disabled = true;
+      });
       label.textContent = message;
       progress.hidden = false;
     },
     done() {
       form.removeAttribute("aria-busy");
-      controls().forEach((control) => { control.disabled = false; });
+      controls().forEach((control) => {
+        control.disabled = false;
+      });
       label.textContent = "";
       progress.hidden = true;
     },
@@ -122,7 +135,11 @@ export function formatDateTime(ms) {
 /** How long ago ms was, in words ("2 minutes ago", "yesterday"). */
 export function formatAgo(ms, now = Date.now()) {
   const seconds = Math.round((ms - now) / 1000);
-  const units = [["day", 86400], ["hour", 3600], ["minute", 60]];
+  const units = [
+    ["day", 86400],
+    ["hour", 3600],
+    ["minute", 60],
+  ];
   for (const [unit, size] of units) {
     if (Math.abs(seconds) >= size) return RELATIVE.format(Math.round(seconds / size), unit);
   }

@@ -9,10 +9,10 @@ import { showError, showInfo } from "../ui.js";
 import { Conversations } from "./conversations.js";
 import { History, PAGE } from "./history.js";
 import { KeyBook } from "./keys.js";
-import { Messages, isTransient, wellFormed } from "./messages.js";
+import { isTransient, Messages, wellFormed } from "./messages.js";
 import { Outbox } from "./outbox.js";
 import { Receipts } from "./receipts.js";
-import { ConversationList, ConnectionStatus, RecipientPicker } from "./sidebar.js";
+import { ConnectionStatus, ConversationList, RecipientPicker } from "./sidebar.js";
 import { ChatSocket } from "./socket.js";
 import { ChatStore } from "./store.js";
 import { Vault } from "./vault.js";
@@ -47,7 +47,13 @@ export class ChatApp {
     this.store = await ChatStore.open(this.me);
     const { vault, keysChanged } = await Vault.open(this.store, this.identity);
     this.keys = new KeyBook(this.me, this.identity);
-    this.messages = new Messages({ me: this.me, identity: this.identity, store: this.store, vault, keys: this.keys });
+    this.messages = new Messages({
+      me: this.me,
+      identity: this.identity,
+      store: this.store,
+      vault,
+      keys: this.keys,
+    });
     this.history = new History({ store: this.store, messages: this.messages });
     this.#buildViews();
     if (keysChanged) this.#banner("mine");
@@ -68,39 +74,64 @@ export class ChatApp {
 
   #buildViews() {
     this.conversations = new Conversations({
-      store: this.store, messages: this.messages, placeholderTitle: byId("chat-placeholder-title"),
+      store: this.store,
+      messages: this.messages,
+      placeholderTitle: byId("chat-placeholder-title"),
       view: new ConversationList({
-        list: byId("conversation-list"), empty: byId("conversations-empty"), onOpen: (peer) => this.open(peer),
+        list: byId("conversation-list"),
+        empty: byId("conversations-empty"),
+        onOpen: (peer) => this.open(peer),
       }),
       current: () => this.#current,
       onChange: () => this.#header(),
     });
     this.picker = new RecipientPicker({
-      form: byId("recipient-form"), input: byId("recipient-search"), listbox: byId("recipient-options"),
+      form: byId("recipient-form"),
+      input: byId("recipient-search"),
+      listbox: byId("recipient-options"),
       empty: byId("recipient-none"),
-      search: async (prefix, limit) => (await request(`/api/v1/users?q=${encodeURIComponent(prefix)}&limit=${limit}`)).users,
+      search: async (prefix, limit) =>
+        (await request(`/api/v1/users?q=${encodeURIComponent(prefix)}&limit=${limit}`)).users,
       onPick: (peer) => this.open(peer),
-      onUnknown: (name) => showError(`There is no user called “${name}”. Check the spelling of the username.`),
+      onUnknown: (name) =>
+        showError(`There is no user called “${name}”. Check the spelling of the username.`),
     });
     this.connection = new ConnectionStatus({
-      root: byId("connection"), text: byId("connection-text"), wait: byId("connection-wait"),
-      retry: byId("connection-retry"), onRetry: () => this.socket.retryNow(),
+      root: byId("connection"),
+      text: byId("connection-text"),
+      wait: byId("connection-wait"),
+      retry: byId("connection-retry"),
+      onRetry: () => this.socket.retryNow(),
     });
-    this.thread = new ThreadView({ list: byId("messages"), scroller: byId("thread-scroll"), older: byId("load-older") });
+    this.thread = new ThreadView({
+      list: byId("messages"),
+      scroller: byId("thread-scroll"),
+      older: byId("load-older"),
+    });
     byId("load-older").addEventListener("click", () => this.#loadOlder());
     // Scrolling up to the top of the thread loads older messages too.
-    byId("thread-scroll").addEventListener("scroll", (event) => {
-      const older = byId("load-older");
-      if (event.currentTarget.scrollTop < 48 && !older.hidden && !older.disabled) this.#loadOlder();
-    }, { passive: true });
+    byId("thread-scroll").addEventListener(
+      "scroll",
+      (event) => {
+        const older = byId("load-older");
+        if (event.currentTarget.scrollTop < 48 && !older.hidden && !older.disabled)
+          this.#loadOlder();
+      },
+      { passive: true },
+    );
     this.composer = new Composer({
-      form: byId("composer"), field: byId("composer-text"), button: byId("composer-send"),
-      blockedNote: byId("send-blocked"), onSend: (text) => this.#send(text), onTyping: () => this.#typing(),
+      form: byId("composer"),
+      field: byId("composer-text"),
+      button: byId("composer-send"),
+      blockedNote: byId("send-blocked"),
+      onSend: (text) => this.#send(text),
+      onTyping: () => this.#typing(),
     });
     this.verify = new VerifyPanel({
       dialog: byId("verify-dialog"),
       load: (peer, options) => this.keys.panel(peer, options),
-      onMark: (peer, verified) => this.#afterVerification(peer, () => this.keys.markVerified(peer, verified)),
+      onMark: (peer, verified) =>
+        this.#afterVerification(peer, () => this.keys.markVerified(peer, verified)),
       onAccept: (peer) => this.#afterVerification(peer, () => this.keys.acceptChange(peer)),
     });
     byId("verify-open").addEventListener("click", () => this.verify.open(this.#current));
@@ -198,8 +229,10 @@ export class ChatApp {
       if (error instanceof ApiError && error.status === 404) {
         showError(`There is no user called “${peer}”.`);
       } else if (error instanceof DirectoryError) {
-        showError(`SecureChat could not confirm ${peer}'s keys in the key directory (${error.code}). ` +
-          "Nothing can be sent to them or read from them until it can. The server may be giving out wrong keys.");
+        showError(
+          `SecureChat could not confirm ${peer}'s keys in the key directory (${error.code}). `
+            + "Nothing can be sent to them or read from them until it can. The server may be giving out wrong keys.",
+        );
         this.#checkDirectory();
       }
     }
@@ -246,8 +279,10 @@ export class ChatApp {
     this.socket.addEventListener("failure", () => {
       if (this.#storageSaid) return;
       this.#storageSaid = true;
-      showError("This browser could not store a message, so the chat will catch up again shortly. If this keeps " +
-        "happening, the browser's storage may be full.");
+      showError(
+        "This browser could not store a message, so the chat will catch up again shortly. If this keeps "
+          + "happening, the browser's storage may be full.",
+      );
     });
     this.socket.start();
   }
@@ -277,14 +312,17 @@ export class ChatApp {
       }
     }
     if (detail.state === "closed") {
-      showError(`The chat connection was closed by the server${detail.reason ? ` (${detail.reason})` : ""}. ` +
-        "Choose Reconnect to try again.");
+      showError(
+        `The chat connection was closed by the server${detail.reason ? ` (${detail.reason})` : ""}. `
+          + "Choose Reconnect to try again.",
+      );
     }
   }
 
   async #synced() {
     this.conversations.refresh();
-    for (const record of await this.messages.retryPending()) await this.#incoming(record, { counts: false });
+    for (const record of await this.messages.retryPending())
+      await this.#incoming(record, { counts: false });
   }
 
   async #frame(frame, { replay }) {
@@ -331,7 +369,8 @@ export class ChatApp {
     }
     await this.conversations.preview(peer, record.state === "pending" ? null : record);
     this.conversations.set(peer, { order: record.seq ?? 0 });
-    if (peer === this.#current) this.thread.upsert([{ ...record, text: await this.messages.text(record) }]);
+    if (peer === this.#current)
+      this.thread.upsert([{ ...record, text: await this.messages.text(record) }]);
     this.conversations.render();
   }
 
@@ -371,15 +410,19 @@ export class ChatApp {
     const peer = this.#current;
     const keys = this.keys.cached(peer);
     if (this.composer.blocked || (keys && !keys.canSend)) {
-      showError(`Not sent. ${peer}'s keys changed after you verified them: open the safety number and ` +
-        "compare it with them before sending.");
+      showError(
+        `Not sent. ${peer}'s keys changed after you verified them: open the safety number and `
+          + "compare it with them before sending.",
+      );
       return false;
     }
     let record;
     try {
       record = await this.messages.compose(peer, text);
     } catch (error) {
-      showError("The message could not be saved on this device, so it was not sent. " + describeError(error));
+      showError(
+        `The message could not be saved on this device, so it was not sent. ${describeError(error)}`,
+      );
       return false;
     }
     this.thread.upsert([record], { follow: true });
@@ -389,7 +432,9 @@ export class ChatApp {
     const offline = this.socket.state === "offline" || this.socket.state === "closed";
     if (offline && !this.#offlineSaid) {
       this.#offlineSaid = true;
-      showError("You're offline. Your message is saved on this device and will be sent when the connection is back.");
+      showError(
+        "You're offline. Your message is saved on this device and will be sent when the connection is back.",
+      );
     }
     this.outbox.flush();
     return true;
@@ -407,7 +452,8 @@ export class ChatApp {
     const line = byId("typing");
     line.hidden = peer === null;
     line.textContent = peer === null ? "" : `${peer} is typing…`;
-    if (peer !== null) this.#typingTimer = setTimeout(() => this.#showTyping(null), TYPING_SHOWN_MS);
+    if (peer !== null)
+      this.#typingTimer = setTimeout(() => this.#showTyping(null), TYPING_SHOWN_MS);
   }
 
   // --- keys ----------------------------------------------------------------------------
@@ -426,7 +472,9 @@ export class ChatApp {
   #waiting(peer) {
     if (this.#toldWaiting.has(peer)) return;
     this.#toldWaiting.add(peer);
-    showInfo(`${peer} has not received your earlier messages yet. New ones will be sent when they have.`);
+    showInfo(
+      `${peer} has not received your earlier messages yet. New ones will be sent when they have.`,
+    );
   }
 
   async #afterVerification(peer, change) {

@@ -33,7 +33,8 @@ export class Conversations {
     } catch (error) {
       if (error.status !== 401) showError(describeError(error)); // 401: the page says "logged out"
     }
-    for (const row of rows) this.set(row.peer, { unread: row.unread, online: row.online, order: row.last_seq });
+    for (const row of rows)
+      this.set(row.peer, { unread: row.unread, online: row.online, order: row.last_seq });
     for (const entry of await this.store.outbox()) this.set(entry.to, {});
     await Promise.all([...this.#entries.keys()].map((peer) => this.preview(peer)));
     this.#live = true;
@@ -50,7 +51,11 @@ export class Conversations {
     const known = this.#entries.get(peer);
     if (!known && this.#live) this.refresh();
     const base = known ?? { peer, unread: 0, online: null, preview: "", lastAt: null, order: 0 };
-    this.#entries.set(peer, { ...base, ...changes, order: Math.max(base.order, changes.order ?? 0) });
+    this.#entries.set(peer, {
+      ...base,
+      ...changes,
+      order: Math.max(base.order, changes.order ?? 0),
+    });
   }
 
   /** One more unread message from peer. */
@@ -60,12 +65,15 @@ export class Conversations {
 
   /** The last message of peer's thread (record, or the newest kept) as the preview. */
   async preview(peer, record = null) {
-    const last = record ?? await this.store.last(peer);
+    const last = record ?? (await this.store.last(peer));
     if (!last || last.direction === "notice") return;
     const text = await this.messages.text(last);
-    const preview = text === null ? "Message not shown" : `${last.direction === "out" ? "You: " : ""}${text}`;
+    const preview =
+      text === null ? "Message not shown" : `${last.direction === "out" ? "You: " : ""}${text}`;
     this.set(peer, {
-      preview: preview.slice(0, PREVIEW_CHARS), lastAt: last.ts ?? last.writtenMs, order: last.seq ?? last.order,
+      preview: preview.slice(0, PREVIEW_CHARS),
+      lastAt: last.ts ?? last.writtenMs,
+      order: last.seq ?? last.order,
     });
   }
 
@@ -96,7 +104,9 @@ export class Conversations {
     this.view.render(sorted, this.current());
     const unread = sorted.reduce((sum, entry) => sum + entry.unread, 0);
     document.title = `${unread ? `(${unread}) ` : ""}Chat · SecureChat`;
-    this.placeholderTitle.textContent = sorted.length ? "Choose a conversation" : "No conversations yet";
+    this.placeholderTitle.textContent = sorted.length
+      ? "Choose a conversation"
+      : "No conversations yet";
     this.onChange();
   }
 }

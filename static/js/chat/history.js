@@ -18,7 +18,9 @@ export class History {
 
   /** Records with their text (null when not readable), for the thread view. */
   withText(records) {
-    return Promise.all(records.map(async (record) => ({ ...record, text: await this.messages.text(record) })));
+    return Promise.all(
+      records.map(async (record) => ({ ...record, text: await this.messages.text(record) })),
+    );
   }
 
   /** Up to a page of what is kept here for peer, below order; with text. */

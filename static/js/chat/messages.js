@@ -42,7 +42,11 @@ function historyMark(item) {
 
 /** The envelope's size as the server measures it: compact JSON, keys sorted. */
 function envelopeSize(envelope) {
-  const sorted = Object.fromEntries(Object.keys(envelope).sort().map((key) => [key, envelope[key]]));
+  const sorted = Object.fromEntries(
+    Object.keys(envelope)
+      .sort()
+      .map((key) => [key, envelope[key]]),
+  );
   return new TextEncoder().encode(JSON.stringify(sorted)).length;
 }
 
@@ -56,14 +60,22 @@ export class MessageTooLong extends Error {
 
 /** A failure that may pass: the network, the server busy. Anything else is final. */
 export function isTransient(error) {
-  return error instanceof ApiError && (error.status === 0 || error.status === 429 || error.status >= 500);
+  return (
+    error instanceof ApiError && (error.status === 0 || error.status === 429 || error.status >= 500)
+  );
 }
 
 /** Whether a message frame (or history item) has the shape the protocol promises. */
 export function wellFormed(frame) {
-  return typeof frame?.id === "string" && Number.isSafeInteger(frame.seq) && Number.isSafeInteger(frame.ts)
-    && typeof frame.from === "string" && typeof frame.to === "string"
-    && frame.envelope !== null && typeof frame.envelope === "object";
+  return (
+    typeof frame?.id === "string"
+    && Number.isSafeInteger(frame.seq)
+    && Number.isSafeInteger(frame.ts)
+    && typeof frame.from === "string"
+    && typeof frame.to === "string"
+    && frame.envelope !== null
+    && typeof frame.envelope === "object"
+  );
 }
 
 export class Messages {
@@ -87,11 +99,26 @@ export class Messages {
     const written = Math.max(Date.now(), this.#lastWritten + 1);
     this.#lastWritten = written;
     const record = {
-      id, peer, from: this.me, to: peer, seq: null, ts: null, writtenMs: written,
-      order: PENDING_ORDER + written, direction: "out", status: "sending", state: "ok",
+      id,
+      peer,
+      from: this.me,
+      to: peer,
+      seq: null,
+      ts: null,
+      writtenMs: written,
+      order: PENDING_ORDER + written,
+      direction: "out",
+      status: "sending",
+      state: "ok",
       box: await this.vault.seal(id, { text }),
     };
-    await this.store.addOutgoing(record, { id, to: peer, createdAt: written, writtenMs: written, envelope: null });
+    await this.store.addOutgoing(record, {
+      id,
+      to: peer,
+      createdAt: written,
+      writtenMs: written,
+      envelope: null,
+    });
     return { ...record, text };
   }
 
@@ -106,8 +133,13 @@ export class Messages {
     const record = await this.store.message(entry.id);
     const { text } = await this.vault.open(entry.id, record.box);
     const envelope = await encryptMessage({
-      messageId: entry.id, sender: this.me, recipient: entry.to, text, writtenMs: entry.writtenMs,
-      senderIdentity: this.identity, recipientEncSpki: keys.encSpki,
+      messageId: entry.id,
+      sender: this.me,
+      recipient: entry.to,
+      text,
+      writtenMs: entry.writtenMs,
+      senderIdentity: this.identity,
+      recipientEncSpki: keys.encSpki,
     });
     if (envelopeSize(envelope) > ENVELOPE_MAX_BYTES) throw new MessageTooLong();
     await this.store.putOutbox({ ...entry, envelope });
@@ -117,14 +149,20 @@ export class Messages {
   /** The server stored my message id at seq: record it; resolves to the record (or null). */
   acknowledged(id, seq, ts, status = "sent") {
     return this.store.settleOutgoing(id, (record) => ({
-      ...record, seq, ts, order: seq, status: laterStatus(laterStatus(record.status, "sent"), status), error: null,
+      ...record,
+      seq,
+      ts,
+      order: seq,
+      status: laterStatus(laterStatus(record.status, "sent"), status),
+      error: null,
     }));
   }
 
   /** A receipt for my message id: move its status on; resolves to the record if it changed. */
   receipt(id, status) {
     return this.store.updateMessage(id, (record) => {
-      if (record.direction !== "out" || laterStatus(record.status, status) === record.status) return null;
+      if (record.direction !== "out" || laterStatus(record.status, status) === record.status)
+        return null;
       return { ...record, status };
     });
   }
@@ -155,13 +193,26 @@ export class Messages {
     }
     if (existing) {
       // Mine, sent from here, its ack lost: the server has it, so it counts as acknowledged.
-      return { record: await this.acknowledged(frame.id, frame.seq, frame.ts, historyStatus(history)), isNew: false };
+      return {
+        record: await this.acknowledged(frame.id, frame.seq, frame.ts, historyStatus(history)),
+        isNew: false,
+      };
     }
     const record = {
-      id: frame.id, peer: mine ? frame.to : frame.from, from: frame.from, to: frame.to,
-      seq: frame.seq, ts: frame.ts, writtenMs: null, order: frame.seq,
-      direction: mine ? "out" : "in", status: mine ? historyStatus(history) : "received",
-      marked: mine ? null : historyMark(history), state: "pending", envelope: frame.envelope, box: null,
+      id: frame.id,
+      peer: mine ? frame.to : frame.from,
+      from: frame.from,
+      to: frame.to,
+      seq: frame.seq,
+      ts: frame.ts,
+      writtenMs: null,
+      order: frame.seq,
+      direction: mine ? "out" : "in",
+      status: mine ? historyStatus(history) : "received",
+      marked: mine ? null : historyMark(history),
+      state: "pending",
+      envelope: frame.envelope,
+      box: null,
     };
     await this.store.putMessage(record);
     return { record: await this.open(record), isNew: true };
@@ -177,7 +228,10 @@ export class Messages {
       result = { state: error instanceof EnvelopeError ? error.code : "unverifiable", text: null };
     }
     const opened = {
-      ...record, state: result.state, envelope: null, writtenMs: result.writtenMs ?? null,
+      ...record,
+      state: result.state,
+      envelope: null,
+      writtenMs: result.writtenMs ?? null,
       box: result.text === null ? null : await this.vault.seal(record.id, { text: result.text }),
     };
     await this.store.putMessage(opened);
@@ -187,10 +241,17 @@ export class Messages {
   async #verifyAndDecrypt(record) {
     const mine = record.from === this.me;
     const options = {
-      messageId: record.id, sender: record.from, recipient: record.to, reader: this.identity, asSender: mine,
+      messageId: record.id,
+      sender: record.from,
+      recipient: record.to,
+      reader: this.identity,
+      asSender: mine,
     };
     const open = async (signSpki) => {
-      const { text, writtenMs } = await openMessage(record.envelope, { ...options, senderSignSpki: signSpki });
+      const { text, writtenMs } = await openMessage(record.envelope, {
+        ...options,
+        senderSignSpki: signSpki,
+      });
       return { state: "ok", text, writtenMs };
     };
     if (mine) return open(this.identity.signSpki);
@@ -229,8 +290,17 @@ export class Messages {
     const id = `notice:keys:${peer}:${keys.encFingerprint}:${keys.signFingerprint}`;
     if (await this.store.message(id)) return null;
     const record = {
-      id, peer, from: null, to: null, seq: null, ts: Date.now(), order, direction: "notice",
-      status: null, state: "notice", notice: { kind: "keychange", verified: keys.verified },
+      id,
+      peer,
+      from: null,
+      to: null,
+      seq: null,
+      ts: Date.now(),
+      order,
+      direction: "notice",
+      status: null,
+      state: "notice",
+      notice: { kind: "keychange", verified: keys.verified },
     };
     await this.store.putMessage(record);
     return record;

@@ -16,14 +16,20 @@
 import { ApiError } from "../api.js";
 import { DirectoryError } from "../directory.js";
 import { SendBlocked } from "./keys.js";
-import { MessageTooLong, isTransient } from "./messages.js";
+import { isTransient, MessageTooLong } from "./messages.js";
 
 const RETRY_MS = 3000;
 // "queue_full": my messages wait for the recipient to come online; a receipt from them makes
 // room at once (roomMade), so this is only the fallback.
 const QUEUE_FULL_RETRY_MS = 30_000;
 // Error codes after which the same frame would only be refused again.
-const FINAL_CODES = new Set(["unknown_recipient", "self_recipient", "bad_field", "envelope_too_large", "unknown_type"]);
+const FINAL_CODES = new Set([
+  "unknown_recipient",
+  "self_recipient",
+  "bad_field",
+  "envelope_too_large",
+  "unknown_type",
+]);
 
 export class Outbox extends EventTarget {
   #store;
@@ -75,7 +81,8 @@ export class Outbox extends EventTarget {
         held.add(entry.to);
         continue;
       }
-      if (this.#socket.send({ type: "send", id: entry.id, to: entry.to, envelope })) this.#inflight.add(entry.id);
+      if (this.#socket.send({ type: "send", id: entry.id, to: entry.to, envelope }))
+        this.#inflight.add(entry.id);
     }
   }
 
@@ -96,10 +103,13 @@ export class Outbox extends EventTarget {
   }
 
   #reason(error, to) {
-    if (error instanceof ApiError && error.status === 404) return `There is no user called “${to}”.`;
+    if (error instanceof ApiError && error.status === 404)
+      return `There is no user called “${to}”.`;
     if (error instanceof DirectoryError) {
-      return `SecureChat could not confirm ${to}'s keys in the key directory, so nothing was sent. ` +
-        "The server may be giving out wrong keys.";
+      return (
+        `SecureChat could not confirm ${to}'s keys in the key directory, so nothing was sent. `
+        + "The server may be giving out wrong keys."
+      );
     }
     if (error instanceof MessageTooLong) return error.message;
     return "The message could not be encrypted.";
@@ -108,7 +118,9 @@ export class Outbox extends EventTarget {
   async #fail(entry, reason, code) {
     this.#inflight.delete(entry.id);
     await this.#store.failOutgoing(entry.id, reason);
-    this.dispatchEvent(new CustomEvent("failed", { detail: { id: entry.id, to: entry.to, reason, code } }));
+    this.dispatchEvent(
+      new CustomEvent("failed", { detail: { id: entry.id, to: entry.to, reason, code } }),
+    );
   }
 
   /** Flush again after delay, unless a flush is already due sooner (one timer serves all). */
@@ -157,9 +169,10 @@ export class Outbox extends EventTarget {
     }
     const entry = (await this.#store.outbox()).find((candidate) => candidate.id === frame.id);
     if (!entry) return false;
-    const reason = frame.code === "unknown_recipient"
-      ? `There is no user called “${entry.to}”. The message was not sent.`
-      : `The server refused the message: ${frame.message}`;
+    const reason =
+      frame.code === "unknown_recipient"
+        ? `There is no user called “${entry.to}”. The message was not sent.`
+        : `The server refused the message: ${frame.message}`;
     await this.#fail(entry, reason, frame.code);
     return true;
   }

@@ -23,9 +23,12 @@ function hue(name) {
 /** The first letter of name, for its avatar. */
 export function avatar(name, online = null) {
   const node = el("span", {
-    className: `avatar avatar--${hue(name)}`, text: [...name][0]?.toUpperCase() ?? "?", attrs: { "aria-hidden": "true" },
+    className: `avatar avatar--${hue(name)}`,
+    text: [...name][0]?.toUpperCase() ?? "?",
+    attrs: { "aria-hidden": "true" },
   });
-  if (online !== null) node.append(el("span", { className: `presence-dot${online ? " presence-dot--online" : ""}` }));
+  if (online !== null)
+    node.append(el("span", { className: `presence-dot${online ? " presence-dot--online" : ""}` }));
   return node;
 }
 
@@ -48,7 +51,9 @@ export class ConversationList {
   /** conversations: [{peer, unread, online, preview, lastAt}], most recent first. */
   render(conversations, current) {
     const focused = document.activeElement?.dataset?.peer ?? null;
-    this.list.replaceChildren(...conversations.map((conversation) => this.#item(conversation, current)));
+    this.list.replaceChildren(
+      ...conversations.map((conversation) => this.#item(conversation, current)),
+    );
     this.empty.hidden = conversations.length > 0;
     if (focused) this.list.querySelector(`button[data-peer="${CSS.escape(focused)}"]`)?.focus();
   }
@@ -56,17 +61,36 @@ export class ConversationList {
   #item({ peer, unread, online, preview, lastAt }, current) {
     const name = el("span", { className: "conv__name", text: peer });
     const body = el("span", { className: "conv__body" }, name);
-    if (online !== null) body.append(el("span", { className: "visually-hidden", text: online ? ", online" : ", offline" }));
+    if (online !== null)
+      body.append(
+        el("span", { className: "visually-hidden", text: online ? ", online" : ", offline" }),
+      );
     if (preview) body.append(el("span", { className: "conv__preview", text: preview }));
     const side = el("span", { className: "conv__side" });
     if (lastAt) side.append(el("span", { className: "conv__time", text: shortTime(lastAt) }));
     if (unread > 0) {
-      side.append(el("span", { className: "conv__unread", text: unread > 99 ? "99+" : String(unread) },
-        el("span", { className: "visually-hidden", text: " unread" })));
+      side.append(
+        el(
+          "span",
+          { className: "conv__unread", text: unread > 99 ? "99+" : String(unread) },
+          el("span", { className: "visually-hidden", text: " unread" }),
+        ),
+      );
     }
-    const button = el("button", {
-      className: "conv", attrs: { type: "button", "data-peer": peer, "aria-current": peer === current ? "true" : null },
-    }, avatar(peer, online), body, side);
+    const button = el(
+      "button",
+      {
+        className: "conv",
+        attrs: {
+          type: "button",
+          "data-peer": peer,
+          "aria-current": peer === current ? "true" : null,
+        },
+      },
+      avatar(peer, online),
+      body,
+      side,
+    );
     return el("li", {}, button);
   }
 }
@@ -128,10 +152,24 @@ export class RecipientPicker {
   #show(names) {
     this.#options = names ?? [];
     this.#active = this.#options.length ? 0 : -1;
-    this.listbox.replaceChildren(...this.#options.map((name, index) => el("li", {
-      className: "picker__option",
-      attrs: { role: "option", id: `recipient-option-${index}`, "data-name": name, "aria-selected": "false" },
-    }, avatar(name), el("span", { text: name }))));
+    this.listbox.replaceChildren(
+      ...this.#options.map((name, index) =>
+        el(
+          "li",
+          {
+            className: "picker__option",
+            attrs: {
+              role: "option",
+              id: `recipient-option-${index}`,
+              "data-name": name,
+              "aria-selected": "false",
+            },
+          },
+          avatar(name),
+          el("span", { text: name }),
+        ),
+      ),
+    );
     const open = names !== null && this.#options.length > 0;
     this.listbox.hidden = !open;
     this.empty.hidden = names === null || this.#options.length > 0;
@@ -215,7 +253,8 @@ export class ConnectionStatus {
     this.root.dataset.state = state;
     this.retry.hidden = state !== "offline" && state !== "closed";
     this.retry.textContent = state === "closed" ? "Reconnect" : "Retry now";
-    const words = state === "closed" && reason ? `Disconnected: ${reason}` : STATES[state] ?? state;
+    const words =
+      state === "closed" && reason ? `Disconnected: ${reason}` : (STATES[state] ?? state);
     if (this.text.textContent !== words) this.text.textContent = words;
     const tick = () => {
       const seconds = retryAt ? Math.ceil((retryAt - Date.now()) / 1000) : 0;

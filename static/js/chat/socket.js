@@ -120,13 +120,22 @@ export class ChatSocket extends EventTarget {
 
   #setState(state, extra = {}) {
     this.#state = state;
-    this.dispatchEvent(new CustomEvent("state", { detail: { state, retryAt: this.#retryAt, ...extra } }));
+    this.dispatchEvent(
+      new CustomEvent("state", { detail: { state, retryAt: this.#retryAt, ...extra } }),
+    );
   }
 
   async #connect() {
     this.#retryAt = null;
     this.#setState("connecting");
-    const conn = { ws: null, open: false, synced: false, pingTimer: null, pongTimer: null, ended: false };
+    const conn = {
+      ws: null,
+      open: false,
+      synced: false,
+      pingTimer: null,
+      pongTimer: null,
+      ended: false,
+    };
     this.#conn = conn;
     let after;
     try {
@@ -160,11 +169,13 @@ export class ChatSocket extends EventTarget {
       clearTimeout(conn.pongTimer);
       return;
     }
-    this.#chain = this.#chain.then(() => this.#handle(conn, frame)).catch((error) => {
-      // The frame could not be kept (storage failed): start over from the cursor.
-      this.dispatchEvent(new CustomEvent("failure", { detail: error }));
-      this.#drop(conn);
-    });
+    this.#chain = this.#chain
+      .then(() => this.#handle(conn, frame))
+      .catch((error) => {
+        // The frame could not be kept (storage failed): start over from the cursor.
+        this.dispatchEvent(new CustomEvent("failure", { detail: error }));
+        this.#drop(conn);
+      });
   }
 
   async #handle(conn, frame) {
@@ -176,7 +187,8 @@ export class ChatSocket extends EventTarget {
       this.dispatchEvent(new Event("synced"));
       return;
     }
-    const positioned = ["message", "receipt", "ack"].includes(frame.type) && Number.isSafeInteger(frame.seq);
+    const positioned =
+      ["message", "receipt", "ack"].includes(frame.type) && Number.isSafeInteger(frame.seq);
     const duplicate = frame.type === "message" && this.#seen.has(frame.id);
     if (!duplicate) await this.#onFrame(frame, { replay: !conn.synced });
     if (frame.type === "message") this.#remember(frame.id);

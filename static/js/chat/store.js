@@ -67,7 +67,9 @@ export class ChatStore {
    * durability: a message accepted while offline must survive a crash.
    */
   async #transact(names, mode, work) {
-    const tx = this.#db.transaction(names, mode, { durability: mode === "readwrite" ? "strict" : "default" });
+    const tx = this.#db.transaction(names, mode, {
+      durability: mode === "readwrite" ? "strict" : "default",
+    });
     const stores = Object.fromEntries(names.map((name) => [name, tx.objectStore(name)]));
     const committed = new Promise((resolve, reject) => {
       tx.oncomplete = resolve;
@@ -93,12 +95,16 @@ export class ChatStore {
   // --- meta -------------------------------------------------------------------------------
 
   async meta(name) {
-    const record = await this.#transact(["meta"], "readonly", ({ meta }) => done(meta.get([this.owner, name])));
+    const record = await this.#transact(["meta"], "readonly", ({ meta }) =>
+      done(meta.get([this.owner, name])),
+    );
     return record?.value ?? null;
   }
 
   setMeta(name, value) {
-    return this.#transact(["meta"], "readwrite", ({ meta }) => done(meta.put({ owner: this.owner, name, value })));
+    return this.#transact(["meta"], "readwrite", ({ meta }) =>
+      done(meta.put({ owner: this.owner, name, value })),
+    );
   }
 
   /** The last position synced (0 before the first sync). */
@@ -110,18 +116,23 @@ export class ChatStore {
   setCursor(seq) {
     return this.#transact(["meta"], "readwrite", async ({ meta }) => {
       const record = await done(meta.get([this.owner, "cursor"]));
-      if ((record?.value ?? -1) < seq) await done(meta.put({ owner: this.owner, name: "cursor", value: seq }));
+      if ((record?.value ?? -1) < seq)
+        await done(meta.put({ owner: this.owner, name: "cursor", value: seq }));
     });
   }
 
   // --- messages ---------------------------------------------------------------------------
 
   message(id) {
-    return this.#transact(["messages"], "readonly", ({ messages }) => done(messages.get([this.owner, id])));
+    return this.#transact(["messages"], "readonly", ({ messages }) =>
+      done(messages.get([this.owner, id])),
+    );
   }
 
   putMessage(record) {
-    return this.#transact(["messages"], "readwrite", ({ messages }) => done(messages.put({ ...record, owner: this.owner })));
+    return this.#transact(["messages"], "readwrite", ({ messages }) =>
+      done(messages.put({ ...record, owner: this.owner })),
+    );
   }
 
   /**
@@ -139,21 +150,31 @@ export class ChatStore {
 
   /** Up to limit records of the thread with peer whose order is below before, oldest first. */
   thread(peer, { before = Infinity, limit = 50 } = {}) {
-    const range = IDBKeyRange.bound([this.owner, peer, -Infinity], [this.owner, peer, before], false, true);
-    return this.#transact(["messages"], "readonly", ({ messages }) => new Promise((resolve, reject) => {
-      const found = [];
-      const cursor = messages.index("thread").openCursor(range, "prev");
-      cursor.onerror = () => reject(cursor.error);
-      cursor.onsuccess = () => {
-        const at = cursor.result;
-        if (!at || found.length >= limit) {
-          resolve(found.reverse());
-          return;
-        }
-        found.push(at.value);
-        at.continue();
-      };
-    }));
+    const range = IDBKeyRange.bound(
+      [this.owner, peer, -Infinity],
+      [this.owner, peer, before],
+      false,
+      true,
+    );
+    return this.#transact(
+      ["messages"],
+      "readonly",
+      ({ messages }) =>
+        new Promise((resolve, reject) => {
+          const found = [];
+          const cursor = messages.index("thread").openCursor(range, "prev");
+          cursor.onerror = () => reject(cursor.error);
+          cursor.onsuccess = () => {
+            const at = cursor.result;
+            if (!at || found.length >= limit) {
+              resolve(found.reverse());
+              return;
+            }
+            found.push(at.value);
+            at.continue();
+          };
+        }),
+    );
   }
 
   /** The newest record of the thread with peer, or null. */
@@ -164,7 +185,8 @@ export class ChatStore {
   /** Every record in state (e.g. "pending": received, not yet verified). */
   inState(state) {
     return this.#transact(["messages"], "readonly", ({ messages }) =>
-      done(messages.index("state").getAll([this.owner, state])));
+      done(messages.index("state").getAll([this.owner, state])),
+    );
   }
 
   // --- outbox -----------------------------------------------------------------------------
@@ -180,11 +202,15 @@ export class ChatStore {
   /** The outbox, oldest first. */
   outbox() {
     const range = IDBKeyRange.bound([this.owner, -Infinity], [this.owner, Infinity]);
-    return this.#transact(["outbox"], "readonly", ({ outbox }) => done(outbox.index("queue").getAll(range)));
+    return this.#transact(["outbox"], "readonly", ({ outbox }) =>
+      done(outbox.index("queue").getAll(range)),
+    );
   }
 
   putOutbox(entry) {
-    return this.#transact(["outbox"], "readwrite", ({ outbox }) => done(outbox.put({ ...entry, owner: this.owner })));
+    return this.#transact(["outbox"], "readwrite", ({ outbox }) =>
+      done(outbox.put({ ...entry, owner: this.owner })),
+    );
   }
 
   /**

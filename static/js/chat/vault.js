@@ -42,7 +42,12 @@ async function create(store, identity, prints) {
   const wrapped = new Uint8Array(await subtle.encrypt(RSA_OAEP, publicKey, raw));
   const key = await subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
   raw.fill(0);
-  await store.setMeta("vault", { wrapped, enc: prints.enc, sign: prints.sign, createdAt: Date.now() });
+  await store.setMeta("vault", {
+    wrapped,
+    enc: prints.enc,
+    sign: prints.sign,
+    createdAt: Date.now(),
+  });
   return key;
 }
 
@@ -79,7 +84,9 @@ export class Vault {
   async seal(id, value) {
     const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
     const params = { name: "AES-GCM", iv, additionalData: this.#aad(id) };
-    const ct = new Uint8Array(await subtle.encrypt(params, this.#key, encoder.encode(JSON.stringify(value))));
+    const ct = new Uint8Array(
+      await subtle.encrypt(params, this.#key, encoder.encode(JSON.stringify(value))),
+    );
     return { iv, ct };
   }
 

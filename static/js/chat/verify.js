@@ -18,9 +18,11 @@ export function qrSvg(text, label) {
   const rows = encodeQR(text, "raw", { ecc: "medium", border: 2 });
   const size = rows.length;
   let d = "";
-  rows.forEach((row, y) => row.forEach((dark, x) => {
-    if (dark) d += `M${x} ${y}h1v1h-1z`;
-  }));
+  for (const [y, row] of rows.entries()) {
+    for (const [x, dark] of row.entries()) {
+      if (dark) d += `M${x} ${y}h1v1h-1z`;
+    }
+  }
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${size} ${size}`);
   svg.setAttribute("role", "img");
@@ -41,8 +43,18 @@ export function qrSvg(text, label) {
 function fingerprintList(title, prints) {
   return [
     el("dt", { text: title }),
-    el("dd", {}, el("span", { className: "fingerprint-kind", text: "Encryption " }), el("code", { text: groupHex(prints.encFingerprint) })),
-    el("dd", {}, el("span", { className: "fingerprint-kind", text: "Signing " }), el("code", { text: groupHex(prints.signFingerprint) })),
+    el(
+      "dd",
+      {},
+      el("span", { className: "fingerprint-kind", text: "Encryption " }),
+      el("code", { text: groupHex(prints.encFingerprint) }),
+    ),
+    el(
+      "dd",
+      {},
+      el("span", { className: "fingerprint-kind", text: "Signing " }),
+      el("code", { text: groupHex(prints.signFingerprint) }),
+    ),
   ];
 }
 
@@ -51,9 +63,10 @@ function stateLine(peer, { keys, pin }) {
   if (keys.state === "changed" && pin?.pending) {
     return {
       kind: "warning",
-      text: `${peer}'s keys changed since you verified them, so this is a new safety number. Compare it with ` +
-        `${peer} again, in person or on a call where you know their voice. Accept it only if it matches: until ` +
-        "then, nothing is sent to them.",
+      text:
+        `${peer}'s keys changed since you verified them, so this is a new safety number. Compare it with `
+        + `${peer} again, in person or on a call where you know their voice. Accept it only if it matches: until `
+        + "then, nothing is sent to them.",
     };
   }
   if (keys.verified) return { kind: "verified", text: `You have verified ${peer}.` };
@@ -90,36 +103,73 @@ export class VerifyPanel {
     try {
       this.#fill(peer, await this.load(peer, { fresh }));
     } catch (error) {
-      this.body.replaceChildren(el("p", { className: "verify__state verify__state--warning", text: error.message }));
+      this.body.replaceChildren(
+        el("p", { className: "verify__state verify__state--warning", text: error.message }),
+      );
     }
   }
 
   #fill(peer, data) {
     const { panel } = data;
     const state = stateLine(peer, data);
-    const number = el("div", { className: "safety-number", attrs: { role: "group", "aria-label": "Safety number" } },
-      ...panel.groups.map((group) => el("span", { className: "safety-number__group", text: group })));
+    const number = el(
+      "div",
+      { className: "safety-number", attrs: { role: "group", "aria-label": "Safety number" } },
+      ...panel.groups.map((group) =>
+        el("span", { className: "safety-number__group", text: group }),
+      ),
+    );
     const actions = el("div", { className: "verify__actions" });
     if (state.kind === "warning") {
-      actions.append(this.#button("Accept the new safety number", "button button--primary", () => this.onAccept(peer)));
+      actions.append(
+        this.#button("Accept the new safety number", "button button--primary", () =>
+          this.onAccept(peer),
+        ),
+      );
     } else if (panel.verified) {
-      actions.append(this.#button("Mark as not verified", "button button--quiet", () => this.onMark(peer, false)));
+      actions.append(
+        this.#button("Mark as not verified", "button button--quiet", () =>
+          this.onMark(peer, false),
+        ),
+      );
     } else {
-      actions.append(this.#button("Mark as verified", "button button--primary", () => this.onMark(peer, true)));
+      actions.append(
+        this.#button("Mark as verified", "button button--primary", () => this.onMark(peer, true)),
+      );
     }
     this.body.replaceChildren(
-      el("p", { className: `verify__state verify__state--${state.kind}`, text: state.text, attrs: { id: "verify-state" } }),
+      el("p", {
+        className: `verify__state verify__state--${state.kind}`,
+        text: state.text,
+        attrs: { id: "verify-state" },
+      }),
       el("p", {
         className: "help",
-        text: `If ${peer} sees the same number on their screen, your messages are encrypted end to end for the two of ` +
-          "you and no one in between. Compare it in person or on a call, not through this chat.",
+        text:
+          `If ${peer} sees the same number on their screen, your messages are encrypted end to end for the two of `
+          + "you and no one in between. Compare it in person or on a call, not through this chat.",
       }),
       number,
-      el("figure", { className: "verify__qr" }, qrSvg(panel.qrText, `Safety number with ${peer} as a QR code`),
-        el("figcaption", { className: "help", text: "The same number as a QR code, for a phone's QR reader." })),
-      el("details", { className: "verify__keys" }, el("summary", { text: "Key fingerprints (SHA-256)" }),
-        el("dl", { className: "fingerprints fingerprints--stacked" },
-          ...fingerprintList("Yours", panel.mine), ...fingerprintList(`${peer}'s`, panel.theirs))),
+      el(
+        "figure",
+        { className: "verify__qr" },
+        qrSvg(panel.qrText, `Safety number with ${peer} as a QR code`),
+        el("figcaption", {
+          className: "help",
+          text: "The same number as a QR code, for a phone's QR reader.",
+        }),
+      ),
+      el(
+        "details",
+        { className: "verify__keys" },
+        el("summary", { text: "Key fingerprints (SHA-256)" }),
+        el(
+          "dl",
+          { className: "fingerprints fingerprints--stacked" },
+          ...fingerprintList("Yours", panel.mine),
+          ...fingerprintList(`${peer}'s`, panel.theirs),
+        ),
+      ),
       actions,
     );
   }

@@ -47,40 +47,56 @@ function dayKey(ms) {
 function problemText(item) {
   if (item.state === "pending") return "Checking this message…";
   if (item.state === "unverifiable" && item.direction === "out") {
-    return "This message could not be verified with your current keys: it may have been sent before your keys " +
-      "changed. It is not shown.";
+    return (
+      "This message could not be verified with your current keys: it may have been sent before your keys "
+      + "changed. It is not shown."
+    );
   }
   if (item.state === "unverifiable") {
-    return `This message could not be verified: its signature does not match ${item.from}'s keys. It may have ` +
-      `been altered on the way, or sent before ${item.from}'s keys changed. It is not shown.`;
+    return (
+      `This message could not be verified: its signature does not match ${item.from}'s keys. It may have `
+      + `been altered on the way, or sent before ${item.from}'s keys changed. It is not shown.`
+    );
   }
   if (item.state === "undecryptable") {
-    return "This message could not be decrypted: it was encrypted to keys this device does not have (for " +
-      "example, keys from before a key change).";
+    return (
+      "This message could not be decrypted: it was encrypted to keys this device does not have (for "
+      + "example, keys from before a key change)."
+    );
   }
   return "This message cannot be shown on this device.";
 }
 
 /** A notice in the thread, in plain words: what happened, then what to do. */
 function noticeNode(item, peer) {
-  const node = el("li", { className: "thread-notice", attrs: { "data-id": item.id, "data-day": dayKey(momentOf(item)) } });
+  const node = el("li", {
+    className: "thread-notice",
+    attrs: { "data-id": item.id, "data-day": dayKey(momentOf(item)) },
+  });
   if (item.notice?.kind !== "keychange") return node;
-  const what = `This happens when ${peer} resets their keys or starts over on a new device, but it could also ` +
-    "mean someone is trying to read your messages.";
+  const what =
+    `This happens when ${peer} resets their keys or starts over on a new device, but it could also `
+    + "mean someone is trying to read your messages.";
   const todo = item.notice.verified
-    ? `You had verified ${peer}, so sending is paused: open the safety number, compare it with ${peer} again ` +
-      "(in person or on a call), and accept it to continue."
-    : `New messages are encrypted to the new keys. If this is unexpected, compare your safety number with ${peer} ` +
-      "before you send anything sensitive.";
-  node.append(el("p", {}, el("strong", { text: `${peer}'s security keys changed. ` }), `${what} ${todo}`));
+    ? `You had verified ${peer}, so sending is paused: open the safety number, compare it with ${peer} again `
+      + "(in person or on a call), and accept it to continue."
+    : `New messages are encrypted to the new keys. If this is unexpected, compare your safety number with ${peer} `
+      + "before you send anything sensitive.";
+  node.append(
+    el("p", {}, el("strong", { text: `${peer}'s security keys changed. ` }), `${what} ${todo}`),
+  );
   return node;
 }
 
 function statusNode(status) {
   const shown = STATUS[status];
   if (!shown) return null;
-  return el("span", { className: "msg__status", attrs: { "data-status": status } },
-    el("span", { className: "msg__ticks", text: shown.ticks, attrs: { "aria-hidden": "true" } }), ` ${shown.label}`);
+  return el(
+    "span",
+    { className: "msg__status", attrs: { "data-status": status } },
+    el("span", { className: "msg__ticks", text: shown.ticks, attrs: { "aria-hidden": "true" } }),
+    ` ${shown.label}`,
+  );
 }
 
 function bodyNode(item) {
@@ -95,17 +111,28 @@ function bodyNode(item) {
 function fillMessage(node, item) {
   const moment = momentOf(item);
   const time = el("time", {
-    className: "msg__time", text: TIME.format(moment),
+    className: "msg__time",
+    text: TIME.format(moment),
     attrs: { datetime: new Date(moment).toISOString(), title: FULL.format(moment) },
   });
-  const sender = el("span", { className: "msg__sender", text: item.direction === "out" ? "You" : item.from });
-  const meta = el("p", { className: "msg__meta" }, sender, el("span", { text: " · ", attrs: { "aria-hidden": "true" } }), time);
+  const sender = el("span", {
+    className: "msg__sender",
+    text: item.direction === "out" ? "You" : item.from,
+  });
+  const meta = el(
+    "p",
+    { className: "msg__meta" },
+    sender,
+    el("span", { text: " · ", attrs: { "aria-hidden": "true" } }),
+    time,
+  );
   if (item.direction === "out") {
     const status = statusNode(item.status);
     if (status) meta.append(status);
   }
   const parts = [bodyNode(item), meta];
-  if (item.status === "failed" && item.error) parts.push(el("p", { className: "msg__error", text: item.error }));
+  if (item.status === "failed" && item.error)
+    parts.push(el("p", { className: "msg__error", text: item.error }));
   node.dataset.state = item.state;
   node.dataset.status = item.status ?? "";
   node.dataset.day = dayKey(moment);
@@ -146,7 +173,9 @@ export class ThreadView {
 
   /** The smallest server position shown, or null. */
   oldestSeq() {
-    const seqs = this.items().map((item) => item.seq).filter((seq) => Number.isSafeInteger(seq));
+    const seqs = this.items()
+      .map((item) => item.seq)
+      .filter((seq) => Number.isSafeInteger(seq));
     return seqs.length ? Math.min(...seqs) : null;
   }
 
@@ -187,18 +216,22 @@ export class ThreadView {
     this.#items.set(item.id, { item, node });
     const next = this.items().find((other) => other.order > item.order && other.id !== item.id);
     const anchor = next ? this.#items.get(next.id).node : null;
-    if (node.nextElementSibling !== anchor || !node.isConnected) this.list.insertBefore(node, anchor);
+    if (node.nextElementSibling !== anchor || !node.isConnected)
+      this.list.insertBefore(node, anchor);
   }
 
   /** A divider before the first message of each day. */
   #dividers() {
-    this.list.querySelectorAll(".day-divider").forEach((node) => node.remove());
+    for (const node of this.list.querySelectorAll(".day-divider")) node.remove();
     let day = null;
     for (const node of [...this.list.children]) {
       if (node.dataset.day !== day) {
         day = node.dataset.day;
         const { item } = this.#items.get(node.dataset.id);
-        this.list.insertBefore(el("li", { className: "day-divider", text: dayLabel(momentOf(item)) }), node);
+        this.list.insertBefore(
+          el("li", { className: "day-divider", text: dayLabel(momentOf(item)) }),
+          node,
+        );
       }
     }
   }
@@ -229,7 +262,15 @@ export class Composer {
     Object.assign(this, { form, field, button, blockedNote });
     field.addEventListener("keydown", (event) => {
       // isComposing: Enter that ends an IME composition is not a send.
-      if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.altKey || event.ctrlKey || event.metaKey) return;
+      if (
+        event.key !== "Enter"
+        || event.shiftKey
+        || event.isComposing
+        || event.altKey
+        || event.ctrlKey
+        || event.metaKey
+      )
+        return;
       event.preventDefault();
       form.requestSubmit();
     });

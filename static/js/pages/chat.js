@@ -16,6 +16,8 @@ if (identity) {
     await new ChatApp({ me: username, identity }).start();
   } catch (error) {
     document.getElementById("chat-app").dataset.ready = "failed";
-    showError(`The chat could not start in this browser. Reload the page to try again. (${error?.message ?? error})`);
+    showError(
+      `The chat could not start in this browser. Reload the page to try again. (${error?.message ?? error})`,
+    );
   }
 }

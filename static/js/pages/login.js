@@ -70,4 +70,5 @@ form.addEventListener("submit", async (event) => {
   }
   window.location.assign("/chat");
 });
-for (const input of Object.values(fields)) input.addEventListener("input", () => clearFieldError(input));
+for (const input of Object.values(fields))
+  input.addEventListener("input", () => clearFieldError(input));

@@ -76,8 +76,9 @@ export async function showDeviceKeys(username) {
     status.textContent = "Your private keys are on this device, where they cannot be exported.";
     status.dataset.state = "present";
   } else {
-    status.textContent = "This browser does not hold your keys. Log out and log in again to restore them " +
-      "from your encrypted backup.";
+    status.textContent =
+      "This browser does not hold your keys. Log out and log in again to restore them "
+      + "from your encrypted backup.";
     status.dataset.state = "missing";
   }
   return identity;

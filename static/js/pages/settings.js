@@ -10,12 +10,21 @@ const loading = document.getElementById("sessions-loading");
 const revokeOthers = document.getElementById("revoke-others");
 
 const BROWSERS = [
-  [/Edg\//, "Edge"], [/OPR\//, "Opera"], [/Firefox\//, "Firefox"], [/HeadlessChrome\//, "Headless Chrome"],
-  [/Chrom(e|ium)\//, "Chrome"], [/Safari\//, "Safari"], [/python-httpx/, "Python client"],
+  [/Edg\//, "Edge"],
+  [/OPR\//, "Opera"],
+  [/Firefox\//, "Firefox"],
+  [/HeadlessChrome\//, "Headless Chrome"],
+  [/Chrom(e|ium)\//, "Chrome"],
+  [/Safari\//, "Safari"],
+  [/python-httpx/, "Python client"],
 ];
 const SYSTEMS = [
-  [/Android/, "Android"], [/iPhone|iPad/, "iOS"], [/Windows/, "Windows"], [/Mac OS X/, "macOS"],
-  [/CrOS/, "ChromeOS"], [/Linux/, "Linux"],
+  [/Android/, "Android"],
+  [/iPhone|iPad/, "iOS"],
+  [/Windows/, "Windows"],
+  [/Mac OS X/, "macOS"],
+  [/CrOS/, "ChromeOS"],
+  [/Linux/, "Linux"],
 ];
 
 /** "Firefox on Linux" from a User-Agent header; a guess, with the full string in a tooltip. */
@@ -29,21 +38,33 @@ function deviceName(userAgent) {
 /** One session as a list item, with an "End session" button unless it is this one. */
 function sessionItem(session) {
   const describedBy = `session-${session.id}-details`;
-  const title = el("p", { className: "session__name" },
-    el("span", { text: deviceName(session.user_agent), attrs: { title: session.user_agent || null } }));
+  const title = el(
+    "p",
+    { className: "session__name" },
+    el("span", {
+      text: deviceName(session.user_agent),
+      attrs: { title: session.user_agent || null },
+    }),
+  );
   if (session.current) title.append(" ", el("span", { className: "badge", text: "This device" }));
   const details = el("p", {
     className: "session__details",
     // A server clock slightly ahead of this one must not read as "active in 1 minute".
-    text: `Signed in ${formatDateTime(session.created_at)} · ` +
-      `active ${formatAgo(Math.min(session.last_seen_at, Date.now()))}` +
-      (session.address ? ` · ${session.address}` : ""),
+    text:
+      `Signed in ${formatDateTime(session.created_at)} · `
+      + `active ${formatAgo(Math.min(session.last_seen_at, Date.now()))}`
+      + (session.address ? ` · ${session.address}` : ""),
     attrs: { id: describedBy },
   });
-  const item = el("li", { className: "session" }, el("div", { className: "session__text" }, title, details));
+  const item = el(
+    "li",
+    { className: "session" },
+    el("div", { className: "session__text" }, title, details),
+  );
   if (!session.current) {
     const end = el("button", {
-      className: "button button--quiet button--small", text: "End session",
+      className: "button button--quiet button--small",
+      text: "End session",
       attrs: { type: "button", "aria-describedby": describedBy },
     });
     end.addEventListener("click", () => endSession(session, end));
@@ -86,7 +107,9 @@ async function endOtherSessions() {
   revokeOthers.disabled = true;
   try {
     const { revoked } = await accounts.revokeOtherSessions();
-    showInfo(revoked === 1 ? "Logged out 1 other session." : `Logged out ${revoked} other sessions.`);
+    showInfo(
+      revoked === 1 ? "Logged out 1 other session." : `Logged out ${revoked} other sessions.`,
+    );
   } catch (error) {
     showError(describeError(error));
   }
@@ -96,8 +119,12 @@ async function endOtherSessions() {
 /** The fingerprints of my keys on this device, to compare with what others see. */
 async function showFingerprints(identity) {
   if (!identity) return;
-  document.getElementById("fingerprint-enc").textContent = groupHex(await fingerprint(identity.encSpki));
-  document.getElementById("fingerprint-sign").textContent = groupHex(await fingerprint(identity.signSpki));
+  document.getElementById("fingerprint-enc").textContent = groupHex(
+    await fingerprint(identity.encSpki),
+  );
+  document.getElementById("fingerprint-sign").textContent = groupHex(
+    await fingerprint(identity.signSpki),
+  );
   document.getElementById("key-fingerprints").hidden = false;
 }
 

@@ -26,7 +26,13 @@ const progress = formProgress(form, document.getElementById("signup-progress"));
 // Fetched at once so the hint can use it; a failure is reported when the form is sent.
 const commonPasswords = loadCommonPasswords();
 let common = new Set();
-commonPasswords.then((list) => { common = list; showStrength(); }, () => {});
+commonPasswords.then(
+  (list) => {
+    common = list;
+    showStrength();
+  },
+  () => {},
+);
 
 /** The live strength hint under the password field. */
 function showStrength() {
@@ -59,7 +65,8 @@ async function validate() {
   const password = fields.password.value;
   const problem = passwordProblem(password, { common: list, username });
   if (problem) errors.push([fields.password, problem]);
-  else if (fields.confirm.value !== password) errors.push([fields.confirm, "The passwords don't match."]);
+  else if (fields.confirm.value !== password)
+    errors.push([fields.confirm, "The passwords don't match."]);
   for (const [input, message] of errors) setFieldError(input, message);
   // The error under the password says what the hint would: show it once.
   if (problem) strength.hidden = true;
@@ -74,7 +81,9 @@ async function validate() {
 /** The account is created but the log-in that follows failed: logging in by hand will do. */
 class NotLoggedInError extends Error {
   constructor(cause) {
-    super(`Your account was created, but logging in failed: ${describeError(cause)} Log in to continue.`);
+    super(
+      `Your account was created, but logging in failed: ${describeError(cause)} Log in to continue.`,
+    );
     this.name = "NotLoggedInError";
   }
 }
@@ -137,6 +146,7 @@ form.addEventListener("submit", async (event) => {
   }
   window.location.assign("/chat");
 });
-for (const input of Object.values(fields)) input.addEventListener("input", () => clearFieldError(input));
+for (const input of Object.values(fields))
+  input.addEventListener("input", () => clearFieldError(input));
 fields.password.addEventListener("input", showStrength);
 fields.username.addEventListener("input", showStrength);
