@@ -6,7 +6,7 @@
  * status, code, message, field and retryAfter, so pages can tell a taken name from a throttle.
  */
 
-/** The server's username rule (securechat/validation.py): NFKC, lower-case, then 3..32 of these. */
+/** The server's username rule (securechat/chat/protocol.py): NFKC, lower-case, then 3..32 of: */
 export const USERNAME_PATTERN = /^[a-z0-9._-]{3,32}$/;
 
 /** A request the server refused, or one that never reached it (status 0, code "network"). */
@@ -19,6 +19,17 @@ export class ApiError extends Error {
     this.field = field;
     this.retryAfter = retryAfter;
   }
+}
+
+/**
+ * A failure that may pass: the network (status 0), throttling (429), the server's trouble (5xx).
+ * A refusal (any other 4xx) is an answer, and so is any error that is not an ApiError: a key
+ * that fails a check, a message too long. Retrying would only meet them again.
+ */
+export function isTransient(error) {
+  return (
+    error instanceof ApiError && (error.status === 0 || error.status === 429 || error.status >= 500)
+  );
 }
 
 /** Retry-After in whole seconds, or null (RFC 9110 10.2.3; we only ever send delta-seconds). */
@@ -76,11 +87,21 @@ export async function request(path, { method = "GET", body } = {}) {
 const post = (path, body = {}) => request(path, { method: "POST", body });
 
 /**
- * NFKC then lower-case, as the server does; returns {username} or {error} with a sentence to
- * show. The server checks again: this only saves a round trip and explains the rule.
+ * A username's canonical form, exactly as the server's normalize_username makes it: NFKC, then
+ * lower-case. Nothing is trimmed: the server refuses " alice", so the page must not make it
+ * "alice" (the pages, the recipient search and the key directory's pins all use this one).
  */
-export function normalizeUsername(raw) {
-  const username = raw.trim().normalize("NFKC").toLowerCase();
+export function normalizeUsername(name) {
+  return String(name).normalize("NFKC").toLowerCase();
+}
+
+/**
+ * Check a typed username against the server's rule; returns {username, error}, error a sentence
+ * to show or null. The server checks again: this only saves a round trip and explains the rule.
+ */
+export function checkUsername(raw) {
+  const username = normalizeUsername(raw);
+  if (/\s/u.test(username)) return { username, error: "Remove the spaces: a username has none." };
   if (username.length < 3) return { username, error: "Use at least 3 characters." };
   if (username.length > 32) return { username, error: "Use at most 32 characters." };
   if (!USERNAME_PATTERN.test(username)) {

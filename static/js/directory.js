@@ -74,7 +74,7 @@
  * fingerprint pairs.
  */
 
-import { request } from "./api.js";
+import { ApiError, isTransient, normalizeUsername, request } from "./api.js";
 import { b64decode, b64encode, fingerprint, safetyNumber } from "./crypto.js";
 import {
   entryLeafBytes,
@@ -140,11 +140,6 @@ function sameHead(a, b) {
   );
 }
 
-/** The server's username rule: NFKC, then lower-case (the server refuses the rest). */
-export function normalizeName(name) {
-  return String(name).normalize("NFKC").toLowerCase();
-}
-
 /** Parse a log entry strictly, as DirectoryEntry.from_json does. */
 export function parseEntry(json) {
   const keys = json && typeof json === "object" ? Object.keys(json).sort() : [];
@@ -204,7 +199,7 @@ async function parseKeyResponse(json) {
  * (without pin state); throws DirectoryError.
  */
 export async function verifyKeyResponse(json, { username, directoryKey }) {
-  const name = normalizeName(username);
+  const name = normalizeUsername(username);
   const { encSpki, signSpki, proof, head } = await parseKeyResponse(json);
   const entry = parseEntry(json.entry);
   if (!(await verifyTreeHead(directoryKey, json.tree_head))) {
@@ -331,7 +326,7 @@ function headJson(head) {
 /** One user's view of the key directory, kept in storage (localStorage by default). */
 export class KeyDirectory {
   constructor({ me = null, storage = globalThis.localStorage, get = request } = {}) {
-    this.me = me === null ? null : normalizeName(me);
+    this.me = me === null ? null : normalizeUsername(me);
     this.storage = storage;
     this.get = get;
     this.contactsKey = CONTACTS_STORAGE + (this.me ?? "");
@@ -533,10 +528,12 @@ export class KeyDirectory {
     try {
       body = await this.get(`/api/v1/directory/consistency?from=${from}&to=${to}`);
     } catch (error) {
-      // A network failure, throttling or a server error says nothing about the log: let the
-      // caller retry later, and raise no alarm. Refusing with a 4xx to prove two sizes it has
-      // signed is evidence, though: an honest log proves any two of its sizes.
-      if (isTransient(error)) throw error;
+      // Only the server's refusal (a 4xx) to prove two sizes it has signed is evidence: an honest
+      // log proves any two of its sizes. A network failure, throttling, a server error or a get
+      // that failed with no answer at all says nothing about the log: let the caller retry later,
+      // and raise no alarm.
+      const refused = error instanceof ApiError && !isTransient(error);
+      if (!refused) throw error;
       return null;
     }
     try {
@@ -548,7 +545,7 @@ export class KeyDirectory {
 
   /** A user's keys, proved in the log, consistent with the heads seen, compared with the pin. */
   async fetchVerifiedKeys(username) {
-    const name = normalizeName(username);
+    const name = normalizeUsername(username);
     const directoryKey = this.pinnedDirectoryKey() ?? (await this.directoryKey());
     const json = await this.get(`/api/v1/keys/${encodeURIComponent(name)}`);
     let keys;
@@ -601,13 +598,13 @@ export class KeyDirectory {
 
   /** The contact's pin, or null. */
   contact(username) {
-    return this.#contacts()[normalizeName(username)] ?? null;
+    return this.#contacts()[normalizeUsername(username)] ?? null;
   }
 
   /** Record that the safety number was compared out of band (or un-mark it). */
   markVerified(username, verified = true) {
     const contacts = this.#contacts();
-    const pin = contacts[normalizeName(username)];
+    const pin = contacts[normalizeUsername(username)];
     if (!pin) throw new DirectoryError("bad_request", "fetch the contact's keys first");
     pin.verified = Boolean(verified);
     this.#saveContacts(contacts);
@@ -616,7 +613,7 @@ export class KeyDirectory {
   /** Pin the contact's new keys after the user looked at them; verification starts over. */
   acceptChange(username) {
     const contacts = this.#contacts();
-    const name = normalizeName(username);
+    const name = normalizeUsername(username);
     const pending = contacts[name]?.pending;
     if (!pending) return;
     contacts[name] = { ...pending, verified: false, pending: null };
@@ -636,10 +633,4 @@ export class KeyDirectory {
       theirs: { encFingerprint: keys.encFingerprint, signFingerprint: keys.signFingerprint },
     };
   }
-}
-
-/** A failure of the transport or the server's load, not an answer about the log. */
-function isTransient(error) {
-  const status = error?.status;
-  return typeof status !== "number" || status === 0 || status === 429 || status >= 500;
 }

@@ -3,13 +3,13 @@
  * happens between them. The pieces do the work; this module decides when.
  */
 
-import { ApiError, describeError, request } from "../api.js";
+import { ApiError, describeError, isTransient, request } from "../api.js";
 import { DirectoryError } from "../directory.js";
 import { showError, showInfo } from "../ui.js";
 import { Conversations } from "./conversations.js";
 import { History, PAGE } from "./history.js";
 import { KeyBook } from "./keys.js";
-import { isTransient, Messages, wellFormed } from "./messages.js";
+import { Messages, wellFormed } from "./messages.js";
 import { Outbox } from "./outbox.js";
 import { Receipts } from "./receipts.js";
 import { ConnectionStatus, ConversationList, RecipientPicker } from "./sidebar.js";

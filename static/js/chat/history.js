@@ -4,9 +4,9 @@
  * opened once by id whichever way it came.
  */
 
-import { describeError, request } from "../api.js";
+import { describeError, isTransient, request } from "../api.js";
 import { showError } from "../ui.js";
-import { isTransient, wellFormed } from "./messages.js";
+import { wellFormed } from "./messages.js";
 
 export const PAGE = 50;
 

@@ -12,7 +12,7 @@
  * encrypted when it is about to go out, to keys checked moments before (seal()).
  */
 
-import { ApiError } from "../api.js";
+import { isTransient } from "../api.js";
 import { EnvelopeError, encryptMessage, openMessage } from "../crypto.js";
 import { PENDING_ORDER } from "./store.js";
 
@@ -56,13 +56,6 @@ export class MessageTooLong extends Error {
     super("This message is too long to send. Split it into shorter messages.");
     this.name = "MessageTooLong";
   }
-}
-
-/** A failure that may pass: the network, the server busy. Anything else is final. */
-export function isTransient(error) {
-  return (
-    error instanceof ApiError && (error.status === 0 || error.status === 429 || error.status >= 500)
-  );
 }
 
 /** Whether a message frame (or history item) has the shape the protocol promises. */

@@ -13,10 +13,10 @@
  * {to}) when the server holds too many of my messages the recipient has not received yet.
  */
 
-import { ApiError } from "../api.js";
+import { ApiError, isTransient } from "../api.js";
 import { DirectoryError } from "../directory.js";
 import { SendBlocked } from "./keys.js";
-import { isTransient, MessageTooLong } from "./messages.js";
+import { MessageTooLong } from "./messages.js";
 
 const RETRY_MS = 3000;
 // "queue_full": my messages wait for the recipient to come online; a receipt from them makes

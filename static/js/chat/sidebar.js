@@ -3,11 +3,12 @@
  * over GET /api/v1/users) and the conversation list with presence and unread counts.
  */
 
+import { normalizeUsername } from "../api.js";
 import { el } from "../ui.js";
 
 const SEARCH_DELAY_MS = 150;
 const SEARCH_LIMIT = 8;
-// What a username may start with (securechat/conversations.py): anything else finds no one.
+// What a username may start with (securechat/chat/conversations.py): anything else finds no one.
 const PREFIX = /^[a-z0-9._-]{1,32}$/;
 const TIME = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
 const DATE = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short" });
@@ -123,8 +124,9 @@ export class RecipientPicker {
     });
   }
 
+  /** What is typed, in the server's canonical form: a space finds no one, as on the server. */
   #query() {
-    return this.input.value.trim().normalize("NFKC").toLowerCase();
+    return normalizeUsername(this.input.value);
   }
 
   #schedule() {
@@ -135,7 +137,7 @@ export class RecipientPicker {
   async #find() {
     const prefix = this.#query();
     if (!PREFIX.test(prefix)) {
-      this.#show(prefix ? [] : null);
+      this.#show(prefix.trim() ? [] : null); // only spaces: close, as for nothing typed
       return;
     }
     const asked = ++this.#asked;
@@ -209,7 +211,7 @@ export class RecipientPicker {
       return;
     }
     const name = this.#query();
-    if (!name) return;
+    if (!name.trim()) return; // nothing typed: no one to look for
     const found = PREFIX.test(name) ? await this.search(name, SEARCH_LIMIT).catch(() => null) : [];
     if (found === null) return; // offline: the search itself said nothing; keep the text
     if (found.includes(name)) this.#pick(name);

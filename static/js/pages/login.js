@@ -3,7 +3,7 @@
  * private keys (restored from the encrypted backup on a new browser).
  */
 
-import { accounts, describeError, normalizeUsername } from "../api.js";
+import { accounts, checkUsername, describeError } from "../api.js";
 import { b64decode, deriveKeys } from "../crypto.js";
 import { clearFieldError, dismissToasts, formProgress, setFieldError, showError } from "../ui.js";
 import { logInWithKeys } from "./session.js";
@@ -17,7 +17,7 @@ const progress = formProgress(form, document.getElementById("login-progress"));
 
 /** {username, password}, or null with the errors shown. */
 function validate() {
-  const { username, error } = normalizeUsername(fields.username.value);
+  const { username, error } = checkUsername(fields.username.value);
   if (error) {
     setFieldError(fields.username, error);
     fields.username.focus();

@@ -3,7 +3,7 @@
  * then log in and keep the keys in this browser (docs/CONTRACTS.md, issue 2).
  */
 
-import { accounts, describeError, normalizeUsername } from "../api.js";
+import { accounts, checkUsername, describeError } from "../api.js";
 import { b64encode, createIdentity, deriveKeys, MIN_ITERATIONS, SALT_BYTES } from "../crypto.js";
 import { loadCommonPasswords, passwordProblem, passwordStrength } from "../passwords.js";
 import { clearFieldError, dismissToasts, formProgress, setFieldError, showError } from "../ui.js";
@@ -43,7 +43,7 @@ function showStrength() {
     strength.textContent = strengthDefault;
     return;
   }
-  const { username } = normalizeUsername(fields.username.value);
+  const { username } = checkUsername(fields.username.value);
   const problem = passwordProblem(password, { common, username });
   const { score, label, advice } = passwordStrength(password, { common, username });
   meter.dataset.score = problem ? "0" : String(score);
@@ -53,7 +53,7 @@ function showStrength() {
 /** {username, password} when both pass the rules, else null with the errors shown. */
 async function validate() {
   const errors = [];
-  const { username, error } = normalizeUsername(fields.username.value);
+  const { username, error } = checkUsername(fields.username.value);
   if (error) errors.push([fields.username, error]);
   let list;
   try {
