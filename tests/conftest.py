@@ -43,6 +43,12 @@ def fast_config(data_dir: Path, **overrides: object) -> Config:
     return Config.from_env({}, **settings)
 
 
+def identity_of(client: SecureChatClient) -> e2e.Identity:
+    """The identity of a logged-in client (as signed_up's are)."""
+    assert client.account is not None, "the client is not logged in"
+    return client.account.identity
+
+
 @pytest.fixture(name="config")
 def _config(tmp_path: Path) -> Config:
     return fast_config(tmp_path / "data")

@@ -13,7 +13,7 @@ import pytest
 from securechat import e2e
 from securechat.config import PROJECT_ROOT
 from securechat.directory import audit
-from tests.conftest import fast_config
+from tests.conftest import SignUp, fast_config, identity_of
 from tests.directory.test_directory import (
     change_keys,
     directory_spki,
@@ -35,7 +35,9 @@ def _state(tmp_path: Path) -> Path:
     return tmp_path / "audit.json"
 
 
-async def test_honest_log_passes_run_after_run(live_server: LiveServer, signed_up, state) -> None:
+async def test_honest_log_passes_run_after_run(
+    live_server: LiveServer, signed_up: SignUp, state: Path
+) -> None:
     """Exit 0 on first use and after the log grows; the state file is private."""
     await signed_up("alice")
     status, out = run(live_server, state)
@@ -51,7 +53,7 @@ async def test_honest_log_passes_run_after_run(live_server: LiveServer, signed_u
 
 
 async def test_watch_lists_every_key_a_user_had(
-    live_server: LiveServer, signed_up, state, identities
+    live_server: LiveServer, signed_up: SignUp, state: Path, identities: list[e2e.Identity]
 ) -> None:
     """--watch bob lists both keys bob has had, even when first asked after the fact."""
     await signed_up("alice")
@@ -61,7 +63,7 @@ async def test_watch_lists_every_key_a_user_had(
     status, out = run(live_server, state, "bob")
     assert status == 0, out
     assert "bob: 2 key publication(s) in the log" in out
-    assert e2e.fingerprint(bob.account.identity.enc_public_spki) in out
+    assert e2e.fingerprint(identity_of(bob).enc_public_spki) in out
     assert e2e.fingerprint(identities[3].sign_public_spki) in out
     assert "(current)" in out.splitlines()[-1]
     await signed_up("carol")
@@ -70,7 +72,11 @@ async def test_watch_lists_every_key_a_user_had(
 
 
 async def test_fork_is_reported_and_remembered(
-    live_server: LiveServer, signed_up, state, tmp_path: Path, identities
+    live_server: LiveServer,
+    signed_up: SignUp,
+    state: Path,
+    tmp_path: Path,
+    identities: list[e2e.Identity],
 ) -> None:
     """A server with the same key but another history: exit 1, and the evidence stays."""
     await signed_up("alice")
@@ -89,7 +95,11 @@ async def test_fork_is_reported_and_remembered(
 
 
 async def test_two_heads_of_one_size_are_equivocation(
-    live_server: LiveServer, signed_up, state, tmp_path: Path, identities
+    live_server: LiveServer,
+    signed_up: SignUp,
+    state: Path,
+    tmp_path: Path,
+    identities: list[e2e.Identity],
 ) -> None:
     """The same size signed with two roots is reported as equivocation."""
     await signed_up("alice")
@@ -103,7 +113,11 @@ async def test_two_heads_of_one_size_are_equivocation(
 
 
 async def test_smaller_head_of_another_history_is_a_fork(
-    live_server: LiveServer, signed_up, state, tmp_path: Path, identities
+    live_server: LiveServer,
+    signed_up: SignUp,
+    state: Path,
+    tmp_path: Path,
+    identities: list[e2e.Identity],
 ) -> None:
     """A head smaller than the verified log must be a prefix of it."""
     await signed_up("alice")
@@ -117,7 +131,9 @@ async def test_smaller_head_of_another_history_is_a_fork(
         assert "not a prefix of the verified log" in out
 
 
-async def test_rewritten_entry_is_reported(live_server: LiveServer, signed_up, state) -> None:
+async def test_rewritten_entry_is_reported(
+    live_server: LiveServer, signed_up: SignUp, state: Path
+) -> None:
     """An operator who drops the triggers and rewrites a row is caught: the root differs."""
     await signed_up("alice")
     await signed_up("bob")
@@ -131,7 +147,7 @@ async def test_rewritten_entry_is_reported(live_server: LiveServer, signed_up, s
 
 
 async def test_changed_directory_key_fails_until_accepted(
-    live_server: LiveServer, signed_up, state, tmp_path: Path
+    live_server: LiveServer, signed_up: SignUp, state: Path, tmp_path: Path
 ) -> None:
     """Another directory key is refused; --accept-directory-key re-pins it."""
     await signed_up("alice")
@@ -146,7 +162,7 @@ async def test_changed_directory_key_fails_until_accepted(
         assert f"pinned the directory key {new}" in lines
 
 
-def test_expected_fingerprint_is_enforced(live_server: LiveServer, state) -> None:
+def test_expected_fingerprint_is_enforced(live_server: LiveServer, state: Path) -> None:
     """--expect-fingerprint refuses a directory key other than the published one."""
     status, _ = audit.run(live_server.url, state, expect="00" * 32)
     assert status == 1
@@ -154,14 +170,14 @@ def test_expected_fingerprint_is_enforced(live_server: LiveServer, state) -> Non
     assert audit.run(live_server.url, state, expect=right)[0] == 0
 
 
-def test_unreachable_server_is_incomplete(state) -> None:
+def test_unreachable_server_is_incomplete(state: Path) -> None:
     """No server: exit 2, not 0."""
     status, out = audit.run("http://127.0.0.1:9", state)
     assert status == 2
     assert "INCOMPLETE" in "\n".join(out)
 
 
-def test_command_line(live_server: LiveServer, state) -> None:
+def test_command_line(live_server: LiveServer, state: Path) -> None:
     """`python -m securechat.audit URL --state FILE --watch NAME` runs and exits 0."""
     result = subprocess.run(
         [

@@ -25,7 +25,7 @@ from securechat.directory.transparency import (
     user_hash,
     verify_tree_head,
 )
-from tests.conftest import fast_config
+from tests.conftest import MakeClient, SignUp, fast_config, identity_of
 from tests.livesrv import LiveServer
 
 TOKEN = "directory-admin-token-for-tests"
@@ -189,7 +189,7 @@ def test_health_reports_fingerprint_and_tree_size(tmp_path: Path) -> None:
 # --- the log -----------------------------------------------------------------------------------
 
 
-async def test_registration_appends_an_entry(live_server: LiveServer, signed_up) -> None:
+async def test_registration_appends_an_entry(live_server: LiveServer, signed_up: SignUp) -> None:
     """Each registration logs the user's hash and key fingerprints; the head covers them."""
     alice = await signed_up("alice")
     await signed_up("bob")
@@ -198,8 +198,8 @@ async def test_registration_appends_an_entry(live_server: LiveServer, signed_up)
     first = body["entries"][0]
     assert first["index"] == 0
     assert e2e.b64decode(first["user_hash"]) == user_hash("alice")
-    assert first["enc_fingerprint"] == e2e.fingerprint(alice.account.identity.enc_public_spki)
-    assert first["sign_fingerprint"] == e2e.fingerprint(alice.account.identity.sign_public_spki)
+    assert first["enc_fingerprint"] == e2e.fingerprint(identity_of(alice).enc_public_spki)
+    assert first["sign_fingerprint"] == e2e.fingerprint(identity_of(alice).sign_public_spki)
     head = served_head(live_server)
     assert head.tree_size == 2
     assert MerkleTree(entry_leaf(e) for e in body["entries"]).root() == head.root_hash
@@ -207,7 +207,10 @@ async def test_registration_appends_an_entry(live_server: LiveServer, signed_up)
 
 
 async def test_failed_registration_appends_nothing(
-    live_server: LiveServer, signed_up, make_client, identities
+    live_server: LiveServer,
+    signed_up: SignUp,
+    make_client: MakeClient,
+    identities: list[e2e.Identity],
 ) -> None:
     """A taken name rolls back the whole job: no user, no entry."""
     await signed_up("alice")
@@ -218,7 +221,7 @@ async def test_failed_registration_appends_nothing(
     assert served_head(live_server).tree_size == 1
 
 
-async def test_log_rows_cannot_be_changed(live_server: LiveServer, signed_up) -> None:
+async def test_log_rows_cannot_be_changed(live_server: LiveServer, signed_up: SignUp) -> None:
     """The database refuses UPDATE, DELETE and any insert but the next index."""
     await signed_up("alice")
     with sqlite3.connect(live_server.database_path) as db:
@@ -235,7 +238,9 @@ async def test_log_rows_cannot_be_changed(live_server: LiveServer, signed_up) ->
         assert db.execute("SELECT count(*) FROM key_log").fetchone()[0] == 1
 
 
-async def test_key_change_appends_an_entry(live_server: LiveServer, signed_up, identities) -> None:
+async def test_key_change_appends_an_entry(
+    live_server: LiveServer, signed_up: SignUp, identities: list[e2e.Identity]
+) -> None:
     """A key change through the store logs the new keys after the old ones."""
     alice = await signed_up("alice")
     await signed_up("bob")
@@ -247,7 +252,7 @@ async def test_key_change_appends_an_entry(live_server: LiveServer, signed_up, i
     assert served_head(live_server).tree_size == 3
 
 
-async def test_heads_are_one_per_size(tmp_path: Path, identities) -> None:
+async def test_heads_are_one_per_size(tmp_path: Path, identities: list[e2e.Identity]) -> None:
     """The same size always gives the same signed head, also after a restart."""
     config = fast_config(tmp_path / "data")
     with LiveServer(config).start() as server:
@@ -268,7 +273,7 @@ def test_empty_log_has_a_signed_head(live_server: LiveServer) -> None:
 
 
 async def test_every_signature_bit_flip_of_a_served_head_is_rejected(
-    live_server: LiveServer, signed_up
+    live_server: LiveServer, signed_up: SignUp
 ) -> None:
     """A server-served head with any one signature bit flipped does not verify."""
     await signed_up("alice")
@@ -283,7 +288,7 @@ async def test_every_signature_bit_flip_of_a_served_head_is_rejected(
 
 
 async def test_consistency_proofs_between_all_sizes(
-    live_server: LiveServer, make_client, identities
+    live_server: LiveServer, make_client: MakeClient, identities: list[e2e.Identity]
 ) -> None:
     """Every (from, to) pair of a 5-entry log proves consistent with the heads' roots."""
     for number in range(5):
@@ -317,7 +322,7 @@ def test_bad_consistency_requests_are_400(live_server: LiveServer, params: dict[
     assert response.json()["error"] == "invalid"
 
 
-async def test_entries_are_paged(tmp_path: Path, identities) -> None:
+async def test_entries_are_paged(tmp_path: Path, identities: list[e2e.Identity]) -> None:
     """A page holds at most directory_entries_page_max entries; start past the end is 400."""
     with LiveServer(fast_config(tmp_path / "data", directory_entries_page_max=2)).start() as server:
         async with SecureChatClient(server.url, min_iterations=1000) as client:
@@ -342,14 +347,14 @@ def test_log_endpoints_need_no_account(live_server: LiveServer) -> None:
 # --- GET /api/v1/keys/<username> --------------------------------------------------------------
 
 
-async def test_keys_need_a_session(live_server: LiveServer, signed_up) -> None:
+async def test_keys_need_a_session(live_server: LiveServer, signed_up: SignUp) -> None:
     """Without a session, /api/v1/keys answers 401."""
     await signed_up("bob")
     response = get(live_server, "/api/v1/keys/bob")
     assert response.status_code == 401
 
 
-async def test_keys_of_unknown_user_are_404(signed_up) -> None:
+async def test_keys_of_unknown_user_are_404(signed_up: SignUp) -> None:
     """An unknown or impossible username answers 404."""
     alice = await signed_up("alice")
     for name in ("nobody", "x", "%2e%2e"):
@@ -357,13 +362,15 @@ async def test_keys_of_unknown_user_are_404(signed_up) -> None:
         assert response.status_code == 404
 
 
-async def test_keys_come_with_entry_proof_and_head(live_server: LiveServer, signed_up) -> None:
+async def test_keys_come_with_entry_proof_and_head(
+    live_server: LiveServer, signed_up: SignUp
+) -> None:
     """The answer proves bob's keys are in the log under the head it carries."""
     alice = await signed_up("alice")
     bob = await signed_up("bob")
     await signed_up("carol")
     body = await alice.call("GET", "/api/v1/keys/ＢＯＢ")
-    identity = bob.account.identity
+    identity = identity_of(bob)
     assert body["username"] == "bob"
     assert body["enc_public_key"] == e2e.b64encode(identity.enc_public_spki)
     assert body["sign_public_key"] == e2e.b64encode(identity.sign_public_spki)

@@ -10,6 +10,7 @@ from playwright.async_api import Browser, Page
 
 from securechat import e2e
 from securechat.client import SecureChatClient
+from tests.conftest import SignUp, identity_of
 from tests.directory.test_directory import (
     change_keys,
     directory_spki,
@@ -58,7 +59,7 @@ async def log_in_page(page: Page, client: SecureChatClient, username: str) -> No
 def me_arg(client: SecureChatClient) -> dict[str, str]:
     """My name and public keys, for the page."""
     assert client.account is not None
-    identity = client.account.identity
+    identity = identity_of(client)
     return {
         "username": client.account.username,
         "enc": e2e.b64encode(identity.enc_public_spki),
@@ -71,7 +72,7 @@ ME = "const me = {username: arg.me.username, encSpki: c.b64decode(arg.me.enc), s
 
 
 async def test_real_key_response_verifies(
-    browser_page: Page, live_server: LiveServer, signed_up
+    browser_page: Page, live_server: LiveServer, signed_up: SignUp
 ) -> None:
     """verifyKeyResponse accepts the server's answer and returns bob's keys and entry."""
     alice = await signed_up("alice")
@@ -87,7 +88,7 @@ async def test_real_key_response_verifies(
         """,
         {"body": body, "key": e2e.b64encode(directory_spki(live_server))},
     )
-    identity = bob.account.identity
+    identity = identity_of(bob)
     assert got == [
         "bob",
         e2e.b64encode(identity.enc_public_spki),
@@ -98,7 +99,7 @@ async def test_real_key_response_verifies(
 
 
 async def test_forged_proofs_and_heads_are_refused(
-    browser_page: Page, live_server: LiveServer, signed_up
+    browser_page: Page, live_server: LiveServer, signed_up: SignUp
 ) -> None:
     """A forged inclusion proof, entry or user, and every signature bit flip, are refused."""
     alice = await signed_up("alice")
@@ -148,7 +149,7 @@ async def test_forged_proofs_and_heads_are_refused(
 
 
 async def test_swapped_key_is_refused_and_logged_swap_warns(
-    browser_page: Page, live_server: LiveServer, signed_up, identities
+    browser_page: Page, live_server: LiveServer, signed_up: SignUp, identities: list[e2e.Identity]
 ) -> None:
     """Bob's key swapped in the database: refused; swapped and logged: 'changed', send blocked."""
     alice = await signed_up("alice")
@@ -187,7 +188,11 @@ async def test_swapped_key_is_refused_and_logged_swap_warns(
 
 
 async def test_forked_head_is_detected(
-    browser_page: Page, live_server: LiveServer, signed_up, tmp_path: Path, identities
+    browser_page: Page,
+    live_server: LiveServer,
+    signed_up: SignUp,
+    tmp_path: Path,
+    identities: list[e2e.Identity],
 ) -> None:
     """Heads of a fork signed by the same key are inconsistent; the alarm stays raised."""
     await signed_up("alice")
@@ -225,7 +230,7 @@ async def test_forked_head_is_detected(
 
 
 async def test_directory_key_is_pinned_on_first_use(
-    browser_page: Page, live_server: LiveServer, signed_up
+    browser_page: Page, live_server: LiveServer, signed_up: SignUp
 ) -> None:
     """The first key seen is pinned in localStorage; a different one raises the alarm."""
     alice = await signed_up("alice")
@@ -254,7 +259,11 @@ async def test_directory_key_is_pinned_on_first_use(
 
 
 async def test_safety_numbers_agree_in_two_browsers_and_python(
-    browser: Browser, browser_page: Page, live_server: LiveServer, signed_up, identities
+    browser: Browser,
+    browser_page: Page,
+    live_server: LiveServer,
+    signed_up: SignUp,
+    identities: list[e2e.Identity],
 ) -> None:
     """Alice's and bob's browsers and Python show the same number; it changes with either key."""
     alice = await signed_up("alice")
@@ -279,7 +288,7 @@ async def test_safety_numbers_agree_in_two_browsers_and_python(
         python = alice.safety_number(await alice.fetch_verified_keys("bob"))
         assert at_alice[0] == at_bob[0] == python
         assert len(python) == 60 and at_alice[1] == 12
-        assert at_alice[3] == e2e.fingerprint(bob.account.identity.enc_public_spki)
+        assert at_alice[3] == e2e.fingerprint(identity_of(bob).enc_public_spki)
 
         change_keys(live_server, "bob", identities[3])
         after_bob = await run_js(browser_page, panel, {"me": me_arg(alice), "them": "bob"})
@@ -348,7 +357,7 @@ return {code, alarm: directory.alarm()?.code ?? null, treeSize: directory.lastHe
 )
 
 
-async def test_my_own_registration_raises_no_alarm(browser_page: Page, signed_up) -> None:
+async def test_my_own_registration_raises_no_alarm(browser_page: Page, signed_up: SignUp) -> None:
     """Alice's check accepts her registration entry and reads the whole log without alarm."""
     alice = await signed_up("alice")
     await signed_up("bob")
@@ -357,7 +366,7 @@ async def test_my_own_registration_raises_no_alarm(browser_page: Page, signed_up
 
 
 async def test_forged_entry_for_me_raises_the_alarm(
-    browser_page: Page, live_server: LiveServer, signed_up, identities
+    browser_page: Page, live_server: LiveServer, signed_up: SignUp, identities: list[e2e.Identity]
 ) -> None:
     """Another key appended to the log under alice's name is caught by alice's own check."""
     alice = await signed_up("alice")
@@ -374,7 +383,7 @@ async def test_forged_entry_for_me_raises_the_alarm(
 
 
 async def test_key_change_seen_by_my_device_raises_no_alarm(
-    browser_page: Page, live_server: LiveServer, signed_up, identities
+    browser_page: Page, live_server: LiveServer, signed_up: SignUp, identities: list[e2e.Identity]
 ) -> None:
     """A key change logged through the store, with this device holding the new keys, is fine."""
     alice = await signed_up("alice")
@@ -391,7 +400,7 @@ async def test_key_change_seen_by_my_device_raises_no_alarm(
 
 
 async def test_entries_not_in_the_signed_head_raise_the_alarm(
-    browser_page: Page, signed_up
+    browser_page: Page, signed_up: SignUp
 ) -> None:
     """A page of entries that does not hash to the verified head is bad_entries, an alarm."""
     alice = await signed_up("alice")
