@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from securechat.store import Database, NewUser, Session, Store
 
 
 @pytest.fixture(name="store")
-async def _store(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def _store(tmp_path: Path) -> AsyncIterator[Store]:
     store = Store.for_file(tmp_path / "test.db", PROJECT_ROOT / "schema.sql")
     await store.open()
     yield store
@@ -36,14 +37,14 @@ def insert_ghost_then_fail(connection: sqlite3.Connection) -> None:
     raise RuntimeError("boom")
 
 
-async def test_new_database_gets_schema_version_and_wal(store: Store, tmp_path: Path):
+async def test_new_database_gets_schema_version_and_wal(store: Store, tmp_path: Path) -> None:
     """A new file is at the current schema version, in WAL mode."""
     with sqlite3.connect(tmp_path / "test.db") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-async def test_reopening_keeps_data_and_version(tmp_path: Path):
+async def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
     """Opening an existing database applies nothing twice and keeps its rows."""
     for _ in range(2):
         store = Store.for_file(tmp_path / "again.db", PROJECT_ROOT / "schema.sql")
@@ -54,7 +55,7 @@ async def test_reopening_keeps_data_and_version(tmp_path: Path):
         await store.close()
 
 
-async def test_concurrent_writes_share_one_transaction(store: Store):
+async def test_concurrent_writes_share_one_transaction(store: Store) -> None:
     """Writes queued together commit in one transaction (group commit)."""
     before = store.db.stats.transactions
     await asyncio.gather(*(store.accounts.add_user(_user(f"user{i}"), i) for i in range(50)))
@@ -63,7 +64,7 @@ async def test_concurrent_writes_share_one_transaction(store: Store):
     assert store.db.stats.largest_batch > 1
 
 
-async def test_failing_job_rolls_back_alone(store: Store):
+async def test_failing_job_rolls_back_alone(store: Store) -> None:
     """A job that fails mid-way leaves no partial write and does not sink its batch."""
     results = await asyncio.gather(
         store.accounts.add_user(_user("alice"), 1),
@@ -77,7 +78,7 @@ async def test_failing_job_rolls_back_alone(store: Store):
     assert await store.accounts.user_by_name("bob") is not None
 
 
-async def test_jobs_run_off_the_event_loop_in_one_transaction(store: Store):
+async def test_jobs_run_off_the_event_loop_in_one_transaction(store: Store) -> None:
     """Every job of a batch runs on the writer thread, inside the batch's one transaction."""
     seen: list[tuple[str, bool]] = []
 
@@ -92,7 +93,7 @@ async def test_jobs_run_off_the_event_loop_in_one_transaction(store: Store):
     assert store.db.stats.transactions - before == 1
 
 
-async def test_commit_times_are_counted_in_buckets(store: Store):
+async def test_commit_times_are_counted_in_buckets(store: Store) -> None:
     """The commit-time histogram counts every transaction once."""
     for i in range(3):
         await store.accounts.add_user(_user(f"user{i}"), i)
@@ -101,7 +102,7 @@ async def test_commit_times_are_counted_in_buckets(store: Store):
     assert stats.commit_seconds.total > 0
 
 
-async def test_registration_race_has_one_winner(store: Store):
+async def test_registration_race_has_one_winner(store: Store) -> None:
     """Two concurrent registrations of one name: one succeeds, one gets UsernameTaken."""
     results = await asyncio.gather(
         store.accounts.add_user(_user("alice"), 1),
@@ -112,14 +113,14 @@ async def test_registration_race_has_one_winner(store: Store):
     assert await store.accounts.count_users() == 1
 
 
-async def test_write_result_is_committed_when_returned(store: Store, tmp_path: Path):
+async def test_write_result_is_committed_when_returned(store: Store, tmp_path: Path) -> None:
     """Once write() returns, another connection sees the row (committed before the answer)."""
     await store.accounts.add_user(_user("alice"), 1)
     with sqlite3.connect(tmp_path / "test.db") as db:
         assert db.execute("SELECT username FROM users").fetchall() == [("alice",)]
 
 
-async def test_search_users_escapes_like_wildcards(store: Store):
+async def test_search_users_escapes_like_wildcards(store: Store) -> None:
     """A prefix with % or _ matches literally, not as a LIKE wildcard."""
     for name in ("a_b", "axb", "alice"):
         await store.accounts.add_user(_user(name), 1)
@@ -128,13 +129,13 @@ async def test_search_users_escapes_like_wildcards(store: Store):
     assert await store.accounts.search_users("a", 10, exclude="alice") == ["a_b", "axb"]
 
 
-async def test_synchronous_mode_is_validated(tmp_path: Path):
+async def test_synchronous_mode_is_validated(tmp_path: Path) -> None:
     """An unknown synchronous mode is refused at construction."""
     with pytest.raises(ValueError, match="synchronous"):
         Database(tmp_path / "x.db", PROJECT_ROOT / "schema.sql", synchronous="SOMETIMES")
 
 
-async def test_purge_deletes_only_sessions_that_ended_before_the_cutoff(store: Store):
+async def test_purge_deletes_only_sessions_that_ended_before_the_cutoff(store: Store) -> None:
     """Revoked, absolutely expired or idle-expired before the cutoff: deleted; the rest stay."""
     user_id = await store.accounts.add_user(_user("alice"), 1)
     day = 86_400_000
@@ -163,7 +164,7 @@ async def test_purge_deletes_only_sessions_that_ended_before_the_cutoff(store: S
     assert await store.sessions.purge_dead(cutoff, idle) == 0
 
 
-async def test_checkpoints_are_made_off_the_commit_path(tmp_path: Path):
+async def test_checkpoints_are_made_off_the_commit_path(tmp_path: Path) -> None:
     """The writer never checkpoints; the checkpointer copies the log while the store runs."""
     store = Store(
         Database(tmp_path / "ckpt.db", PROJECT_ROOT / "schema.sql", checkpoint_interval=0.05)
@@ -189,7 +190,7 @@ async def test_checkpoints_are_made_off_the_commit_path(tmp_path: Path):
         assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 20
 
 
-async def test_checkpoint_interval_must_be_positive(tmp_path: Path):
+async def test_checkpoint_interval_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checkpoint_interval"):
         Database(tmp_path / "x.db", PROJECT_ROOT / "schema.sql", checkpoint_interval=0)
 
@@ -203,7 +204,7 @@ def older_database(path: Path, back_to_then: str) -> Path:
     return path
 
 
-async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
+async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
     """The upgrade steps run on an older file and keep its rows."""
     path = older_database(
         tmp_path / "old.db",
@@ -226,7 +227,7 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
         assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 1
 
 
-async def test_a_version_2_database_gets_the_undelivered_index(tmp_path: Path):
+async def test_a_version_2_database_gets_the_undelivered_index(tmp_path: Path) -> None:
     """Step 3 adds the partial index the backlog is loaded along, and keeps the messages."""
     path = older_database(
         tmp_path / "v2.db",
@@ -255,7 +256,7 @@ async def test_a_version_2_database_gets_the_undelivered_index(tmp_path: Path):
         assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
 
 
-async def test_a_lone_failing_job_leaves_nothing_and_the_writer_goes_on(store: Store):
+async def test_a_lone_failing_job_leaves_nothing_and_the_writer_goes_on(store: Store) -> None:
     """A transaction of one job (no savepoint) that fails is rolled back whole."""
     with pytest.raises(RuntimeError, match="boom"):
         await store.db.write(insert_ghost_then_fail)

@@ -14,6 +14,9 @@ from securechat.store import NewUser, Store
 from securechat.store.messages import (
     UNKNOWN_MESSAGE,
     UNKNOWN_RECIPIENT,
+    CommitResult,
+    MarkOutcome,
+    MarkStatus,
     NewMark,
     NewMessage,
     Receipt,
@@ -43,7 +46,9 @@ async def uid(store: Store, name: str) -> int:
     return user.id
 
 
-async def send(store: Store, sender: str, *recipients: str, ids: list[str] | None = None):  # type: ignore[no-untyped-def]
+async def send(
+    store: Store, sender: str, *recipients: str, ids: list[str] | None = None
+) -> CommitResult:
     """Commit one send per recipient from ``sender``; return the result."""
     sender_id = await uid(store, sender)
     ids = ids or [f"{sender}-{next(_ids)}" for _ in recipients]
@@ -51,13 +56,13 @@ async def send(store: Store, sender: str, *recipients: str, ids: list[str] | Non
     return await store.messages.commit(sends, [], await store.messages.last_seq(), NOW)
 
 
-async def mark(store: Store, reader: str, seq: int, status: str):  # type: ignore[no-untyped-def]
-    marks = [NewMark(await uid(store, reader), seq, status)]  # type: ignore[arg-type]
+async def mark(store: Store, reader: str, seq: int, status: MarkStatus) -> MarkOutcome:
+    marks = [NewMark(await uid(store, reader), seq, status)]
     result = await store.messages.commit([], marks, await store.messages.last_seq(), NOW + 5)
     return result.marks[0]
 
 
-async def test_sends_get_increasing_seqs_and_the_sequence_row_follows(store: Store):
+async def test_sends_get_increasing_seqs_and_the_sequence_row_follows(store: Store) -> None:
     """A batch's messages get consecutive seqs and chat_sequence records the last."""
     result = await send(store, "alice", "bob", "bob", "carol")
     seqs = [o.seq for o in result.sends if isinstance(o, Stored)]
@@ -65,7 +70,7 @@ async def test_sends_get_increasing_seqs_and_the_sequence_row_follows(store: Sto
     assert result.last_seq == 3 == await store.messages.last_seq()
 
 
-async def test_resend_of_an_id_returns_the_original_and_stores_nothing(store: Store):
+async def test_resend_of_an_id_returns_the_original_and_stores_nothing(store: Store) -> None:
     """The UNIQUE (sender, id) index turns a resend into the original seq and ts."""
     first = await send(store, "alice", "bob", ids=["m1"])
     sender_id = await uid(store, "alice")
@@ -77,27 +82,27 @@ async def test_resend_of_an_id_returns_the_original_and_stores_nothing(store: St
     assert [c.seq for c in changes] == [1]
 
 
-async def test_two_copies_of_one_id_in_a_batch_store_one(store: Store):
+async def test_two_copies_of_one_id_in_a_batch_store_one(store: Store) -> None:
     """The same id twice in one batch: both answer the first copy's seq."""
     result = await send(store, "alice", "bob", "bob", ids=["dup", "dup"])
     assert result.sends == [Stored(1, NOW, True), Stored(1, NOW, False)]
 
 
-async def test_same_id_from_two_senders_are_two_messages(store: Store):
+async def test_same_id_from_two_senders_are_two_messages(store: Store) -> None:
     """Ids are per sender: another sender's message with the same id is stored."""
     await send(store, "alice", "carol", ids=["same"])
     result = await send(store, "bob", "carol", ids=["same"])
     assert isinstance(result.sends[0], Stored) and result.sends[0].created
 
 
-async def test_unknown_recipient_is_refused_without_using_a_seq(store: Store):
+async def test_unknown_recipient_is_refused_without_using_a_seq(store: Store) -> None:
     """A send to a name without an account is refused; the rest of the batch is stored."""
     result = await send(store, "alice", "nobody", "bob")
     assert result.sends[0] == UNKNOWN_RECIPIENT
     assert result.sends[1] == Stored(1, NOW, True)
 
 
-async def test_only_the_recipient_may_mark_a_message(store: Store):
+async def test_only_the_recipient_may_mark_a_message(store: Store) -> None:
     """Marks by the sender or a third party are refused like marks of nothing."""
     await send(store, "alice", "bob")
     assert await mark(store, "alice", 1, "delivered") == UNKNOWN_MESSAGE
@@ -105,7 +110,7 @@ async def test_only_the_recipient_may_mark_a_message(store: Store):
     assert await mark(store, "bob", 999, "read") == UNKNOWN_MESSAGE
 
 
-async def test_marks_take_positions_from_the_message_sequence(store: Store):
+async def test_marks_take_positions_from_the_message_sequence(store: Store) -> None:
     """A receipt gets the next seq after the messages, for its sender to sync."""
     await send(store, "alice", "bob", ids=["m1"])
     receipt = await mark(store, "bob", 1, "delivered")
@@ -113,7 +118,7 @@ async def test_marks_take_positions_from_the_message_sequence(store: Store):
     assert receipt == Receipt(2, 1, "m1", "delivered", "alice", NOW + 5, delivered)
 
 
-async def test_only_the_first_delivering_mark_reports_the_sender_and_size(store: Store):
+async def test_only_the_first_delivering_mark_reports_the_sender_and_size(store: Store) -> None:
     """Read after delivered, or a second message read first, each deliver once (backlog)."""
     await send(store, "alice", "bob", "bob")
     alice = await uid(store, "alice")
@@ -127,7 +132,7 @@ async def test_only_the_first_delivering_mark_reports_the_sender_and_size(store:
     assert await store.messages.undelivered() == []
 
 
-async def test_marks_are_monotonic(store: Store):
+async def test_marks_are_monotonic(store: Store) -> None:
     """Delivered twice, or after read, changes nothing; read twice changes nothing."""
     await send(store, "alice", "bob")
     assert isinstance(await mark(store, "bob", 1, "read"), Receipt)
@@ -135,7 +140,7 @@ async def test_marks_are_monotonic(store: Store):
     assert await mark(store, "bob", 1, "read") is None
 
 
-async def test_read_implies_delivered(store: Store):
+async def test_read_implies_delivered(store: Store) -> None:
     """Reading an undelivered message fills in its delivered time too."""
     await send(store, "alice", "bob")
     await mark(store, "bob", 1, "read")
@@ -145,7 +150,7 @@ async def test_read_implies_delivered(store: Store):
     assert history[0].delivered_at == history[0].read_at == NOW + 5
 
 
-async def test_changes_replay_messages_both_ways_and_receipts_in_order(store: Store):
+async def test_changes_replay_messages_both_ways_and_receipts_in_order(store: Store) -> None:
     """Sync sees messages to and from the user and receipts for what the user sent."""
     await send(store, "alice", "bob")  # 1
     await send(store, "bob", "alice")  # 2
@@ -156,7 +161,7 @@ async def test_changes_replay_messages_both_ways_and_receipts_in_order(store: St
     assert not more
 
 
-async def test_receipt_replays_after_a_cursor_past_its_message(store: Store):
+async def test_receipt_replays_after_a_cursor_past_its_message(store: Store) -> None:
     """A sender synced past the message still gets the later receipt."""
     await send(store, "alice", "bob")  # 1
     await send(store, "alice", "carol")  # 2
@@ -165,7 +170,7 @@ async def test_receipt_replays_after_a_cursor_past_its_message(store: Store):
     assert [(c.pos, c.kind, c.seq, c.recipient) for c in changes] == [(3, "delivered", 1, "bob")]
 
 
-async def test_changes_stop_at_the_limit_and_say_more(store: Store):
+async def test_changes_stop_at_the_limit_and_say_more(store: Store) -> None:
     """A full batch says more may follow; the next batch continues after it."""
     await send(store, "alice", *["bob"] * 5)
     bob = await uid(store, "bob")
@@ -175,7 +180,7 @@ async def test_changes_stop_at_the_limit_and_say_more(store: Store):
     assert [c.pos for c in rest] == [4, 5] and not more_after
 
 
-async def test_changes_stop_at_the_byte_budget_but_always_move(store: Store):
+async def test_changes_stop_at_the_byte_budget_but_always_move(store: Store) -> None:
     """A batch ends near max_bytes of envelopes, and always holds at least one item."""
     await send(store, "alice", *["bob"] * 4)
     bob = await uid(store, "bob")
@@ -185,7 +190,7 @@ async def test_changes_stop_at_the_byte_budget_but_always_move(store: Store):
     assert [c.pos for c in two] == [1, 2]
 
 
-async def test_conversations_count_unread_and_order_by_recency(store: Store):
+async def test_conversations_count_unread_and_order_by_recency(store: Store) -> None:
     """Each side has a conversation row; unread counts what the user has not read."""
     await send(store, "alice", "bob", "bob")  # 1, 2
     await send(store, "carol", "bob")  # 3
@@ -196,7 +201,7 @@ async def test_conversations_count_unread_and_order_by_recency(store: Store):
     assert [(r.peer, r.unread) for r in mine] == [("bob", 0)]
 
 
-async def test_history_is_one_conversation_newest_first_and_pages(store: Store):
+async def test_history_is_one_conversation_newest_first_and_pages(store: Store) -> None:
     """History holds both directions of one pair only, newest first, before a seq."""
     await send(store, "alice", "bob")  # 1
     await send(store, "bob", "alice")  # 2
@@ -207,7 +212,7 @@ async def test_history_is_one_conversation_newest_first_and_pages(store: Store):
     assert [h.seq for h in await store.messages.history(bob, alice, 4, 1)] == [2]
 
 
-async def test_peer_names_lists_conversation_partners(store: Store):
+async def test_peer_names_lists_conversation_partners(store: Store) -> None:
     """The people a user has talked with, most recent first."""
     await send(store, "alice", "bob")
     await send(store, "carol", "alice")
@@ -215,7 +220,7 @@ async def test_peer_names_lists_conversation_partners(store: Store):
     assert await store.messages.peer_names("bob", 10) == ["alice"]
 
 
-async def test_a_batch_is_one_transaction(store: Store):
+async def test_a_batch_is_one_transaction(store: Store) -> None:
     """Many sends and marks commit in one write job, whatever the batch size."""
     before = store.db.stats.transactions
     await send(store, "alice", *["bob"] * 200)
@@ -224,7 +229,7 @@ async def test_a_batch_is_one_transaction(store: Store):
 
 async def test_envelope_is_stored_as_text_and_the_file_holds_no_other_copy(
     store: Store, tmp_path: Path
-):
+) -> None:
     """The envelope is kept verbatim as TEXT (spliced into frames without re-parsing)."""
     await send(store, "alice", "bob")
     with sqlite3.connect(tmp_path / "chat.db") as db:
