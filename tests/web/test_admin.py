@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,13 +15,13 @@ TOKEN = "s3cret-admin-token-for-tests"
 
 
 @pytest.fixture(name="admin_server")
-def _admin_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+def _admin_server(tmp_path: Path) -> Iterator[LiveServer]:
     server = LiveServer(fast_config(tmp_path / "data", admin_token=TOKEN)).start()
     yield server
     server.stop()
 
 
-async def test_healthz_says_ok_and_nothing_else(base_url: str):
+async def test_healthz_says_ok_and_nothing_else(base_url: str) -> None:
     """/healthz answers 200 {"status": "ok"} with no details."""
     async with httpx.AsyncClient(base_url=base_url) as http:
         response = await http.get("/healthz")
@@ -28,7 +29,7 @@ async def test_healthz_says_ok_and_nothing_else(base_url: str):
     assert response.json() == {"status": "ok"}
 
 
-async def test_admin_health_is_off_without_a_token(base_url: str):
+async def test_admin_health_is_off_without_a_token(base_url: str) -> None:
     """With no admin token configured, /admin/health answers 404."""
     async with httpx.AsyncClient(base_url=base_url) as http:
         response = await http.get("/admin/health", headers={"Authorization": "Bearer x"})
@@ -36,7 +37,9 @@ async def test_admin_health_is_off_without_a_token(base_url: str):
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x"])
-async def test_admin_health_refuses_a_missing_or_wrong_token(admin_server: LiveServer, header):
+async def test_admin_health_refuses_a_missing_or_wrong_token(
+    admin_server: LiveServer, header: str | None
+) -> None:
     """A missing or wrong bearer token answers 401."""
     headers = {"Authorization": header} if header else {}
     async with httpx.AsyncClient(base_url=admin_server.url) as http:
@@ -44,7 +47,7 @@ async def test_admin_health_refuses_a_missing_or_wrong_token(admin_server: LiveS
     assert response.status_code == 401
 
 
-async def test_admin_health_reports(admin_server: LiveServer):
+async def test_admin_health_reports(admin_server: LiveServer) -> None:
     """With the token: status, version, uptime, database latency, users, sessions."""
     async with httpx.AsyncClient(base_url=admin_server.url) as http:
         response = await http.get("/admin/health", headers={"Authorization": f"Bearer {TOKEN}"})

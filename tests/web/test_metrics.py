@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from securechat import e2e
 from securechat.client import SecureChatClient
 from securechat.config import Config
-from tests.conftest import FAST_ITERATIONS, fast_config
+from tests.conftest import FAST_ITERATIONS, SignUp, fast_config
 from tests.livesrv import LiveServer
 
 TOKEN = "metrics-token-for-tests"
@@ -37,7 +37,7 @@ async def scrape(url: str) -> dict[str, float]:
     return samples
 
 
-async def test_metrics_are_off_without_a_token(tmp_path: Path):
+async def test_metrics_are_off_without_a_token(tmp_path: Path) -> None:
     """With no admin token configured, /metrics answers 404, like /admin/health."""
     with LiveServer(fast_config(tmp_path / "untokened")).start() as server:
         async with httpx.AsyncClient(base_url=server.url) as http:
@@ -46,7 +46,7 @@ async def test_metrics_are_off_without_a_token(tmp_path: Path):
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x"])
-async def test_metrics_refuse_a_missing_or_wrong_token(base_url: str, header: str | None):
+async def test_metrics_refuse_a_missing_or_wrong_token(base_url: str, header: str | None) -> None:
     """A missing or wrong bearer token answers 401 and no metrics."""
     headers = {"Authorization": header} if header else {}
     async with httpx.AsyncClient(base_url=base_url) as http:
@@ -55,7 +55,7 @@ async def test_metrics_refuse_a_missing_or_wrong_token(base_url: str, header: st
     assert "securechat_" not in response.text
 
 
-async def test_metrics_speak_the_prometheus_text_format(base_url: str):
+async def test_metrics_speak_the_prometheus_text_format(base_url: str) -> None:
     """The content type is Prometheus text and the body parses, with our families in it."""
     async with httpx.AsyncClient(base_url=base_url) as http:
         response = await http.get("/metrics", headers=AUTH)
@@ -79,7 +79,7 @@ async def test_metrics_speak_the_prometheus_text_format(base_url: str):
     } <= names
 
 
-async def test_counters_move_with_real_traffic(base_url: str, signed_up):  # type: ignore[no-untyped-def]
+async def test_counters_move_with_real_traffic(base_url: str, signed_up: SignUp) -> None:
     """A real exchange moves connections, messages in/out, acks, commits and rejections."""
     before = await scrape(base_url)
     alice, bob = await signed_up("alice"), await signed_up("bob")
@@ -124,7 +124,7 @@ async def test_counters_move_with_real_traffic(base_url: str, signed_up):  # typ
 
 async def test_each_app_has_its_own_registry(
     tmp_path: Path, base_url: str, identities: list[e2e.Identity]
-):
+) -> None:
     """Two apps in one process each count their own work, not a shared global registry's."""
     with LiveServer(fast_config(tmp_path / "other", admin_token=TOKEN)).start() as other:
         async with SecureChatClient(base_url, min_iterations=FAST_ITERATIONS) as client:

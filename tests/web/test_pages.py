@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from securechat.client import SecureChatClient
+from tests.conftest import SignUp
 from tests.livesrv import LiveServer
 
 PUBLIC_PAGES = {"/": "Chat that only you", "/signup": "Create your account", "/login": "Log in"}
@@ -70,8 +71,8 @@ async def _http(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(name="alice")
-async def _alice(signed_up) -> SecureChatClient:  # type: ignore[no-untyped-def]
-    return await signed_up("alice")  # type: ignore[no-any-return]
+async def _alice(signed_up: SignUp) -> SecureChatClient:
+    return await signed_up("alice")
 
 
 async def page_html(alice: SecureChatClient, path: str) -> str:

@@ -20,6 +20,7 @@ from playwright.async_api import Browser, BrowserContext, Page, Route, expect
 
 from securechat import e2e
 from securechat.client import ClientError, SecureChatClient
+from tests.conftest import MakeClient
 from tests.livesrv import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -93,9 +94,9 @@ async def _new_page(browser: Browser) -> AsyncIterator[NewPage]:
 
 
 @pytest.fixture(name="alice")
-async def _alice(make_client, identities) -> SecureChatClient:  # type: ignore[no-untyped-def]
+async def _alice(make_client: MakeClient, identities: list[e2e.Identity]) -> SecureChatClient:
     """An account alice registered from Python, with the iterations the page requires."""
-    client: SecureChatClient = make_client()
+    client = make_client()
     await client.register("alice", PASSWORD, iterations=e2e.MIN_ITERATIONS, identity=identities[0])
     return client
 

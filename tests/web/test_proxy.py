@@ -29,7 +29,7 @@ async def register(
 
 async def test_without_trusted_proxies_a_forwarded_address_is_ignored(
     tmp_path: Path, identities: list[e2e.Identity]
-):
+) -> None:
     """By default X-Forwarded-For is a header like any other: naming another address in it
     does not buy another registration."""
     config = fast_config(tmp_path / "data", registrations_per_address=1)
@@ -48,7 +48,7 @@ async def test_without_trusted_proxies_a_forwarded_address_is_ignored(
 
 async def test_a_trusted_proxys_forwarded_address_and_scheme_are_the_clients(
     tmp_path: Path, identities: list[e2e.Identity]
-):
+) -> None:
     """With one trusted proxy hop, the last X-Forwarded-For address is the client's: each
     address has its own registration budget; an address the client put
     in front of the proxy's own is not believed; X-Forwarded-Proto: https earns HSTS."""
@@ -74,7 +74,7 @@ async def test_a_trusted_proxys_forwarded_address_and_scheme_are_the_clients(
 
 
 @pytest.mark.parametrize("hops", [-1, 6])
-def test_an_impossible_number_of_proxy_hops_is_refused_at_start(tmp_path: Path, hops: int):
+def test_an_impossible_number_of_proxy_hops_is_refused_at_start(tmp_path: Path, hops: int) -> None:
     """A negative or implausibly large hop count is a configuration mistake: no app starts."""
     with pytest.raises(ValueError, match="trusted_proxy_hops"):
         create_app(fast_config(tmp_path / "data", trusted_proxy_hops=hops))
@@ -83,7 +83,7 @@ def test_an_impossible_number_of_proxy_hops_is_refused_at_start(tmp_path: Path, 
 @pytest.mark.parametrize(("hops", "refusal"), [(0, "cross_site"), (1, "unauthenticated")])
 async def test_the_chat_socket_behind_a_tls_proxy_needs_the_proxy_trusted(
     tmp_path: Path, hops: int, refusal: str
-):
+) -> None:
     """A browser on https:// behind a TLS-terminating proxy opens /ws with an https Origin:
     without the proxy trusted, the server sees plain ws:// and refuses the origin; with it, the
     handshake passes the origin check (and stops at the missing session)."""
@@ -107,7 +107,7 @@ async def test_the_chat_socket_behind_a_tls_proxy_needs_the_proxy_trusted(
 
 async def test_behind_two_proxies_the_scheme_is_the_nearest_ones_and_forwarded_host_is_ignored(
     tmp_path: Path,
-):
+) -> None:
     """With two hops the scheme is the one the proxy next to the server sets (proxies set it,
     they do not append to it), and X-Forwarded-Host never replaces Host: a handshake claiming
     another host for itself is still cross-site."""

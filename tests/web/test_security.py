@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 
@@ -27,10 +29,12 @@ REQUIRED = {
         ("GET", "/static/js/crypto.js"),
     ],
 )
-async def test_every_response_carries_the_security_headers(base_url: str, method: str, path: str):
+async def test_every_response_carries_the_security_headers(
+    base_url: str, method: str, path: str
+) -> None:
     """Pages, API answers, static files and errors all carry the strict headers."""
     async with httpx.AsyncClient(base_url=base_url) as http:
-        body = {} if method == "POST" else None
+        body: dict[str, object] | None = {} if method == "POST" else None
         response = await http.request(method, path, headers={"Origin": base_url}, json=body)
     assert set(response.headers) >= REQUIRED
     csp = response.headers["content-security-policy"]
@@ -46,14 +50,14 @@ async def test_every_response_carries_the_security_headers(base_url: str, method
     assert response.headers["referrer-policy"] == "no-referrer"
 
 
-async def test_no_hsts_over_plain_http(base_url: str):
+async def test_no_hsts_over_plain_http(base_url: str) -> None:
     """HSTS is sent only over TLS (it would be ignored, and misleading, over HTTP)."""
     async with httpx.AsyncClient(base_url=base_url) as http:
         response = await http.get("/")
     assert "strict-transport-security" not in response.headers
 
 
-async def test_api_errors_are_json_without_traceback(base_url: str):
+async def test_api_errors_are_json_without_traceback(base_url: str) -> None:
     """A bad API request gets a JSON error body, never a traceback."""
     async with httpx.AsyncClient(base_url=base_url) as http:
         response = await http.post(
@@ -66,7 +70,7 @@ async def test_api_errors_are_json_without_traceback(base_url: str):
     assert "Traceback" not in response.text
 
 
-async def test_wrong_method_is_a_json_405(base_url: str):
+async def test_wrong_method_is_a_json_405(base_url: str) -> None:
     """An unsupported method on an API path answers a JSON 405."""
     async with httpx.AsyncClient(base_url=base_url) as http:
         response = await http.get("/api/v1/login")
@@ -74,7 +78,7 @@ async def test_wrong_method_is_a_json_405(base_url: str):
     assert response.json()["error"] == "method_not_allowed"
 
 
-async def test_page_404_is_html(base_url: str):
+async def test_page_404_is_html(base_url: str) -> None:
     """A missing page answers an HTML 404 page."""
     async with httpx.AsyncClient(base_url=base_url) as http:
         response = await http.get("/nowhere")
@@ -82,7 +86,7 @@ async def test_page_404_is_html(base_url: str):
     assert response.headers["content-type"].startswith("text/html")
 
 
-async def test_oversized_body_answers_400_and_the_connection_survives(base_url: str):
+async def test_oversized_body_answers_400_and_the_connection_survives(base_url: str) -> None:
     """A 200 KiB body answers 400 on "body", and the same connection serves the next request."""
     async with httpx.AsyncClient(base_url=base_url) as http:
         response = await http.post(
@@ -95,10 +99,10 @@ async def test_oversized_body_answers_400_and_the_connection_survives(base_url: 
         assert (await http.get("/healthz")).status_code == 200
 
 
-async def test_chunked_body_is_refused(base_url: str):
+async def test_chunked_body_is_refused(base_url: str) -> None:
     """A body without a Content-Length (chunked) answers 400 on "body"."""
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         yield b'{"username": "alice"}'
 
     async with httpx.AsyncClient(base_url=base_url) as http:
@@ -112,7 +116,7 @@ async def test_chunked_body_is_refused(base_url: str):
 
 
 @pytest.mark.parametrize("value", ["%C2%B2", "%D9%A1", "-1", "1e3", "9" * 25])
-async def test_non_ascii_digits_in_query_answer_400(base_url: str, value: str):
+async def test_non_ascii_digits_in_query_answer_400(base_url: str, value: str) -> None:
     """Unicode digits and other non-numbers in integer query parameters answer 400, not 500."""
     async with httpx.AsyncClient(base_url=base_url) as http:
         response = await http.get(f"/api/v1/directory/entries?start={value}&end=1")
