@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             accept=args.accept_directory_key,
         )
     except ValueError as error:  # a bad username to watch, or a damaged state file
-        print(f"securechat.directory.audit: {error}", file=sys.stderr)
+        print(f"securechat.audit: {error}", file=sys.stderr)
         return INCOMPLETE
     for line in lines:
         print(line)

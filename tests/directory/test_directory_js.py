@@ -252,7 +252,7 @@ async def test_directory_key_is_pinned_on_first_use(
     )
     assert got == [
         e2e.b64encode(directory_spki(live_server)),
-        ["securechat.contacts.v1.alice", "securechat.directory.service.v1"],
+        ["securechat.contacts.v1.alice", "securechat.directory.v1"],
         "directory_key_changed",
         "directory_key_changed",
     ]
