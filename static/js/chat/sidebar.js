@@ -124,9 +124,10 @@ export class RecipientPicker {
     });
   }
 
-  /** What is typed, in the server's canonical form: a space finds no one, as on the server. */
+  /** What is typed, in the server's canonical form. A search box forgives the spaces a paste
+   * brings around a name (a username never has any), so they are trimmed before the rule. */
   #query() {
-    return normalizeUsername(this.input.value);
+    return normalizeUsername(this.input.value.trim());
   }
 
   #schedule() {
