@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import json
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from securechat.client import (
     verify_key_response,
 )
 from securechat.directory.transparency import SignedTreeHead
-from tests.conftest import FAST_ITERATIONS, fast_config
+from tests.conftest import FAST_ITERATIONS, SignUp, fast_config, identity_of
 from tests.directory.test_directory import (
     change_keys,
     directory_spki,
@@ -52,29 +53,29 @@ def _flip(data: bytes, bit: int) -> bytes:
 # --- honest server -----------------------------------------------------------------------------
 
 
-async def test_first_fetch_pins_then_same(signed_up) -> None:
+async def test_first_fetch_pins_then_same(signed_up: SignUp) -> None:
     """A contact's keys are 'new' on first sight, then 'same'; the directory key is pinned."""
     alice = await signed_up("alice")
     bob = await signed_up("bob")
     keys = await alice.fetch_verified_keys("bob")
     assert (keys.state, keys.verified, keys.is_self) == ("new", False, False)
-    assert keys.enc_public_key == bob.account.identity.enc_public_spki
-    assert keys.sign_public_key == bob.account.identity.sign_public_spki
+    assert keys.enc_public_key == identity_of(bob).enc_public_spki
+    assert keys.sign_public_key == identity_of(bob).sign_public_spki
     assert alice.directory.directory_key is not None
     again = await alice.fetch_verified_keys("Bob")
     assert again.state == "same" and again.may_send
 
 
-async def test_my_own_keys_are_marked_as_mine(signed_up) -> None:
+async def test_my_own_keys_are_marked_as_mine(signed_up: SignUp) -> None:
     """Fetching my own keys says so, so a change of mine never blames someone else."""
     alice = await signed_up("alice")
     keys = await alice.fetch_verified_keys("alice")
     assert keys.is_self
-    assert keys.enc_public_key == alice.account.identity.enc_public_spki
+    assert keys.enc_public_key == identity_of(alice).enc_public_spki
 
 
 async def test_view_is_kept_in_a_private_file(
-    live_server: LiveServer, signed_up, tmp_path: Path
+    live_server: LiveServer, signed_up: SignUp, tmp_path: Path
 ) -> None:
     """With a path the view survives a restart of the client: pins, head and verified flags."""
     path = tmp_path / "view.json"
@@ -94,7 +95,7 @@ async def test_view_is_kept_in_a_private_file(
 
 
 async def test_legitimate_key_change_is_reported(
-    live_server: LiveServer, signed_up, mallory
+    live_server: LiveServer, signed_up: SignUp, mallory: e2e.Identity
 ) -> None:
     """A logged key change verifies, but the pin reports 'changed' until accepted."""
     alice = await signed_up("alice")
@@ -112,7 +113,7 @@ async def test_legitimate_key_change_is_reported(
 
 
 async def test_verified_contact_whose_key_changed_blocks_sending(
-    live_server: LiveServer, signed_up, mallory
+    live_server: LiveServer, signed_up: SignUp, mallory: e2e.Identity
 ) -> None:
     """A change of a verified contact's key blocks sending until accepted (and re-verified)."""
     alice = await signed_up("alice")
@@ -128,7 +129,7 @@ async def test_verified_contact_whose_key_changed_blocks_sending(
 
 
 async def test_head_consistency_is_checked_as_the_log_grows(
-    live_server: LiveServer, signed_up
+    live_server: LiveServer, signed_up: SignUp
 ) -> None:
     """Each newer head is proved consistent with the last one kept."""
     alice = await signed_up("alice")
@@ -149,7 +150,7 @@ async def test_head_consistency_is_checked_as_the_log_grows(
 
 
 async def test_key_swapped_in_the_database_is_refused(
-    live_server: LiveServer, signed_up, mallory
+    live_server: LiveServer, signed_up: SignUp, mallory: e2e.Identity
 ) -> None:
     """Bob's keys replaced behind the log's back: the inclusion proof fails."""
     alice = await signed_up("alice")
@@ -162,7 +163,7 @@ async def test_key_swapped_in_the_database_is_refused(
 
 
 async def test_key_swapped_and_logged_warns_of_the_change(
-    live_server: LiveServer, signed_up, mallory
+    live_server: LiveServer, signed_up: SignUp, mallory: e2e.Identity
 ) -> None:
     """Bob's keys replaced and logged: the proof holds, but the pin says 'changed' and blocks."""
     alice = await signed_up("alice")
@@ -177,7 +178,7 @@ async def test_key_swapped_and_logged_warns_of_the_change(
 
 
 async def test_forked_log_is_detected(
-    live_server: LiveServer, signed_up, tmp_path: Path, mallory
+    live_server: LiveServer, signed_up: SignUp, tmp_path: Path, mallory: e2e.Identity
 ) -> None:
     """A second server with the same key and another history: its heads are not consistent."""
     alice = await signed_up("alice")
@@ -200,7 +201,9 @@ async def test_forked_log_is_detected(
             assert caught.value.code == "log_forked"
 
 
-async def test_another_directory_key_is_refused(signed_up, tmp_path: Path, identities) -> None:
+async def test_another_directory_key_is_refused(
+    signed_up: SignUp, tmp_path: Path, identities: list[e2e.Identity]
+) -> None:
     """A server that shows a different directory key is refused until the user accepts it."""
     alice = await signed_up("alice")
     await signed_up("bob")
@@ -218,7 +221,7 @@ async def test_another_directory_key_is_refused(signed_up, tmp_path: Path, ident
 
 
 async def test_every_signature_bit_flip_in_a_key_response_is_refused(
-    live_server: LiveServer, signed_up
+    live_server: LiveServer, signed_up: SignUp
 ) -> None:
     """Any one bit flipped in the served head's signature fails the check."""
     alice = await signed_up("alice")
@@ -250,7 +253,9 @@ async def test_every_signature_bit_flip_in_a_key_response_is_refused(
         (lambda b: b.__setitem__("enc_public_key", "not base64"), "bad_response"),
     ],
 )
-async def test_forged_key_responses_are_refused(live_server: LiveServer, signed_up, forge, code):
+async def test_forged_key_responses_are_refused(
+    live_server: LiveServer, signed_up: SignUp, forge: Callable[[dict[str, Any]], object], code: str
+) -> None:
     """A forged proof, entry, user or head is refused with the matching code."""
     alice = await signed_up("alice")
     await signed_up("bob")
@@ -276,7 +281,10 @@ def test_two_heads_of_one_size_are_a_fork(tmp_path: Path) -> None:
 
 
 async def test_safety_numbers_agree_and_change_with_either_key(
-    live_server: LiveServer, signed_up, mallory, identities
+    live_server: LiveServer,
+    signed_up: SignUp,
+    mallory: e2e.Identity,
+    identities: list[e2e.Identity],
 ) -> None:
     """Alice and bob compute the same 60 digits; a change of either key changes them."""
     alice = await signed_up("alice")
@@ -304,7 +312,7 @@ def test_view_file_holds_no_private_data(tmp_path: Path) -> None:
 # --- self-monitoring: check_my_entries --------------------------------------------------------
 
 
-async def test_my_own_registration_raises_no_alarm(signed_up) -> None:
+async def test_my_own_registration_raises_no_alarm(signed_up: SignUp) -> None:
     """Alice's check accepts her registration entry; a second check has nothing new."""
     alice = await signed_up("alice")
     await signed_up("bob")
@@ -313,7 +321,9 @@ async def test_my_own_registration_raises_no_alarm(signed_up) -> None:
     assert alice.directory.scanned_size("alice") == 2
 
 
-async def test_forged_entry_for_me_is_detected(live_server: LiveServer, signed_up, mallory) -> None:
+async def test_forged_entry_for_me_is_detected(
+    live_server: LiveServer, signed_up: SignUp, mallory: e2e.Identity
+) -> None:
     """Another key appended to the log under alice's name fails alice's own check."""
     alice = await signed_up("alice")
     await signed_up("bob")
@@ -326,7 +336,7 @@ async def test_forged_entry_for_me_is_detected(live_server: LiveServer, signed_u
 
 
 async def test_forged_latest_entry_is_detected_on_first_run(
-    live_server: LiveServer, signed_up, mallory
+    live_server: LiveServer, signed_up: SignUp, mallory: e2e.Identity
 ) -> None:
     """On a client's first check, a latest entry that is not my current keys is foreign."""
     alice = await signed_up("alice")
@@ -337,7 +347,7 @@ async def test_forged_latest_entry_is_detected_on_first_run(
 
 
 async def test_key_change_seen_by_my_client_raises_no_alarm(
-    live_server: LiveServer, signed_up, identities
+    live_server: LiveServer, signed_up: SignUp, identities: list[e2e.Identity]
 ) -> None:
     """A key change logged through the store, with this client holding the new keys, is fine."""
     alice = await signed_up("alice")
@@ -348,7 +358,7 @@ async def test_key_change_seen_by_my_client_raises_no_alarm(
     assert [e.index for e in await alice.check_my_entries()] == [2]
 
 
-async def test_entries_not_in_the_signed_head_are_refused(signed_up) -> None:
+async def test_entries_not_in_the_signed_head_are_refused(signed_up: SignUp) -> None:
     """Entries that do not hash to the verified head fail with bad_entries."""
     alice = await signed_up("alice")
     await signed_up("bob")
@@ -356,7 +366,7 @@ async def test_entries_not_in_the_signed_head_are_refused(signed_up) -> None:
     body = await alice.call("GET", "/api/v1/directory/entries?start=0")
     entries = [DirectoryEntry.from_json(e) for e in body["entries"]]
     altered = [dataclasses.replace(entries[0], timestamp_ms=entries[0].timestamp_ms + 1)]
-    identity = alice.account.identity
+    identity = identity_of(alice)
     with pytest.raises(KeyDirectoryError) as caught:
         alice.directory.check_my_entries(
             "alice",
