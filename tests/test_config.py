@@ -8,9 +8,10 @@ from pathlib import Path
 
 from securechat import datadir
 from securechat.config import Config
+from tests.livesrv import LiveServer
 
 
-def test_defaults_are_the_safe_ones():
+def test_defaults_are_the_safe_ones() -> None:
     """Defaults: FULL durability, OWASP-strength argon2id, 600k PBKDF2, 2048-bit RSA floor."""
     config = Config()
     assert config.db_synchronous == "FULL"
@@ -23,7 +24,7 @@ def test_defaults_are_the_safe_ones():
     assert config.allowed_origins == ()
 
 
-def test_environment_overrides_each_type():
+def test_environment_overrides_each_type() -> None:
     """SECURECHAT_* variables override ints, floats, paths, strings and lists."""
     config = Config.from_env(
         {
@@ -41,7 +42,7 @@ def test_environment_overrides_each_type():
     assert config.allowed_origins == ("https://a.example", "https://b.example")
 
 
-def test_data_dir_and_secret_are_private(tmp_path: Path):
+def test_data_dir_and_secret_are_private(tmp_path: Path) -> None:
     """The data directory is 0700 and the server secret 0600; a second start reuses it."""
     data = tmp_path / "data"
     first = datadir.prepare(data)
@@ -51,7 +52,7 @@ def test_data_dir_and_secret_are_private(tmp_path: Path):
     assert stat.S_IMODE(os.stat(data / datadir.SERVER_SECRET_FILE).st_mode) == 0o600
 
 
-def test_database_files_are_private(live_server):
+def test_database_files_are_private(live_server: LiveServer) -> None:
     """The SQLite file and its WAL are readable by the server's user only."""
     files = list(live_server.database_path.parent.glob("securechat.db*"))
     assert files

@@ -36,7 +36,7 @@ def run_fresh(script: str) -> str:
     return done.stdout
 
 
-def test_survivors_are_frozen_and_skipped_until_the_frozen_set_grows():
+def test_survivors_are_frozen_and_skipped_until_the_frozen_set_grows() -> None:
     """A cycle that dies after being frozen waits for the thaw; then one full collection frees
     it. Counted: the complete collections, and every pause."""
     out = run_fresh(
@@ -76,7 +76,7 @@ def test_survivors_are_frozen_and_skipped_until_the_frozen_set_grows():
     assert out.strip() == "ok"
 
 
-def test_without_the_policy_the_same_cycle_is_freed_at_once():
+def test_without_the_policy_the_same_cycle_is_freed_at_once() -> None:
     """The control for the test above: its first assertion depends on the freezing."""
     out = run_fresh(
         """
@@ -97,12 +97,12 @@ def test_without_the_policy_the_same_cycle_is_freed_at_once():
     assert out.strip() == "freed"
 
 
-def test_growth_must_be_positive():
+def test_growth_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         FreezeSurvivors(growth=0)
 
 
-async def test_a_serving_app_runs_the_policy_and_reports_it(tmp_path: Path):
+async def test_a_serving_app_runs_the_policy_and_reports_it(tmp_path: Path) -> None:
     """Started while serving (default config), shown in /metrics, stopped with the server."""
     assert gc.get_freeze_count() == 0  # the tests' own servers run without it
     server = LiveServer(
@@ -118,7 +118,7 @@ async def test_a_serving_app_runs_the_policy_and_reports_it(tmp_path: Path):
     assert gc.get_freeze_count() == 0
 
 
-async def test_policy_off_leaves_the_collector_alone(tmp_path: Path):
+async def test_policy_off_leaves_the_collector_alone(tmp_path: Path) -> None:
     server = LiveServer(
         fast_config(tmp_path / "data", admin_token=TOKEN, gc_freeze_growth=0)
     ).start()
