@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ REQUIRED = {
 
 
 @pytest.fixture(name="bench_lines", scope="module")
-def _bench_lines() -> list[dict[str, object]]:
+def _bench_lines() -> list[dict[str, Any]]:
     """Run `python -m tools.bench --quick --no-doc` once; its stdout, one JSON object a line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
     done = subprocess.run(
@@ -51,25 +52,25 @@ def _bench_lines() -> list[dict[str, object]]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
-def test_every_scenario_prints_one_json_line(bench_lines: list[dict[str, object]]):
+def test_every_scenario_prints_one_json_line(bench_lines: list[dict[str, Any]]) -> None:
     """One line per scenario, each a JSON object naming its scenario, in a fixed order."""
     assert [line["scenario"] for line in bench_lines] == ["capacity", "live", "drain", "login"]
 
 
 @pytest.mark.parametrize("scenario", sorted(REQUIRED))
-def test_each_line_has_its_keys(bench_lines: list[dict[str, object]], scenario: str):
+def test_each_line_has_its_keys(bench_lines: list[dict[str, Any]], scenario: str) -> None:
     """Each scenario reports the figures the issue asks for."""
     line = next(line for line in bench_lines if line["scenario"] == scenario)
     assert REQUIRED[scenario] | {"lost", "duplicated"} <= set(line)
 
 
-def test_nothing_lost_or_duplicated(bench_lines: list[dict[str, object]]):
+def test_nothing_lost_or_duplicated(bench_lines: list[dict[str, Any]]) -> None:
     """Every scenario checked every message: none lost, none delivered twice."""
     for line in bench_lines:
         assert (line["scenario"], line["lost"], line["duplicated"]) == (line["scenario"], 0, 0)
 
 
-def test_the_tiny_load_was_really_carried(bench_lines: list[dict[str, object]]):
+def test_the_tiny_load_was_really_carried(bench_lines: list[dict[str, Any]]) -> None:
     """Messages were sent and all arrived, sockets were held, logins made: not empty figures.
 
     Whether a step *held* (p99 under 50 ms) is not asserted: on a busy test machine even the
@@ -98,7 +99,7 @@ def test_the_tiny_load_was_really_carried(bench_lines: list[dict[str, object]]):
     }
 
 
-def test_fixed_rate_steps_apply_each_variants_settings():
+def test_fixed_rate_steps_apply_each_variants_settings() -> None:
     """`python -m tools.bench.fixed` runs each variant at the fixed rates and prints a line a
     step; a variant's settings reach its server: with envelopes bounded below the generator's
     1.2 KB, every send is refused and nothing is delivered."""
