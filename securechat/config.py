@@ -82,13 +82,21 @@ class Config:
     # instead of a reset connection; beyond it the connection is simply closed.
     request_drain_max_bytes: int = 4 * 1024 * 1024
 
-    # Throttling: failed logins per username and per address within the window.
+    # Throttling: failed logins per username and per address within the window. A browser
+    # presenting a valid device cookie for the name is counted on a budget of its own instead
+    # of the name's (OWASP device cookies, accounts/devices.py): device_failures_max within
+    # the window, after which that device alone is locked out for the window.
     login_failures_max: int = 10
     login_failure_window: int = 15 * 60
+    device_failures_max: int = 10
+    # A browser's device cookie lasts this long after its last successful login.
+    device_cookie_max_age: int = 180 * 24 * 3600
+    device_cookie_name: str = "__Host-securechat-device"
     # Registrations per client address within the window.
     registrations_per_address: int = 10
     registration_window: int = 3600
-    # Tracked throttle keys at most (oldest forgotten first), so memory stays bounded.
+    # Tracked throttle keys at most (oldest forgotten first), so memory stays bounded; each
+    # table on its own (per username, address, device, and the locked-out devices).
     throttle_table_max: int = 100_000
 
     # Real-time chat bounds.

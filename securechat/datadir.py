@@ -2,8 +2,8 @@
 
 The directory is mode 0700 and every secret file 0600, created with O_EXCL so two starting
 processes cannot overwrite each other's secret. The server secret never leaves this
-machine; the keys used for cookies and decoy salts are derived from it with HKDF, one per
-purpose, so no key serves two jobs.
+machine; the keys used for cookies, device tokens and decoy salts are derived from it with
+HKDF, one per purpose, so no key serves two jobs.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class ServerSecrets:
 
     cookie_key: bytes
     decoy_salt_key: bytes
+    # Signs device tokens (accounts/devices.py): which browsers have logged in before.
+    device_token_key: bytes
 
 
 def prepare(data_dir: Path) -> ServerSecrets:
@@ -36,6 +38,7 @@ def prepare(data_dir: Path) -> ServerSecrets:
     return ServerSecrets(
         cookie_key=_derive(master, b"securechat/v1/server/cookie"),
         decoy_salt_key=_derive(master, b"securechat/v1/server/decoy-salt"),
+        device_token_key=_derive(master, b"securechat/v1/server/device-token"),
     )
 
 

@@ -7,6 +7,9 @@ the window. So nobody can lock an account for longer than the window, and a gues
 most ``max_failures`` tries per window. The table holds at most ``max_keys`` keys, forgetting
 the least recently used, so a flood of addresses cannot exhaust memory. Counters reset on
 restart: they slow guessing; they are not a ledger.
+
+``Lockouts`` is the list of keys refused outright for a while (a device that has used up its
+own budget, accounts/service.py), bounded the same way.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ class Throttle:
             return 0
         delay = min(2.0 ** (extra - 1), self.window)
         return _ceil(failures[-1] + delay - now)
+
+    def failures(self, key: str, now: float) -> int:
+        """How many failures ``key`` has within the window."""
+        failures = self._recent(key, now)
+        return 0 if failures is None else len(failures)
 
     def record_failure(self, key: str, now: float) -> None:
         """Count a failed attempt."""
@@ -80,6 +88,40 @@ class Throttle:
             del self._failures[key]
             return None
         return failures
+
+
+class Lockouts:
+    """Keys refused for ``duration`` seconds from when they were locked, clock passed in.
+
+    At most ``max_keys`` are held. Every lock lasts as long, so the oldest is the first to
+    end: that one is forgotten first, and ended ones are dropped from the front as new ones
+    come in.
+    """
+
+    def __init__(self, *, duration: float, max_keys: int) -> None:
+        self.duration = duration
+        self.max_keys = max_keys
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def lock(self, key: str, now: float) -> None:
+        """Refuse ``key`` until ``duration`` seconds from ``now``."""
+        self._until.pop(key, None)
+        self._until[key] = now + self.duration
+        while self._until and next(iter(self._until.values())) <= now:
+            self._until.popitem(last=False)
+        while len(self._until) > self.max_keys:
+            self._until.popitem(last=False)
+
+    def retry_after(self, key: str, now: float) -> int:
+        """Seconds until ``key`` is let in again; 0 when it is not locked."""
+        until = self._until.get(key)
+        if until is not None and until <= now:
+            del self._until[key]
+            until = None
+        return 0 if until is None else _ceil(until - now)
+
+    def __len__(self) -> int:
+        return len(self._until)
 
 
 def _ceil(seconds: float) -> int:

@@ -1,10 +1,11 @@
-"""The throttle with a clock passed in: growing delays, a hard cap, a bounded table."""
+"""The throttle with a clock passed in: growing delays, a hard cap, a bounded table; and the
+bounded lockout list."""
 
 from __future__ import annotations
 
 import pytest
 
-from securechat.accounts.throttle import Throttle
+from securechat.accounts.throttle import Lockouts, Throttle
 
 
 @pytest.fixture(name="throttle")
@@ -79,3 +80,33 @@ def test_refund_takes_back_one_counted_failure() -> None:
     assert throttle.retry_after("addr", 3.0) == 0
     throttle.record_failure("addr", 3.0)
     assert throttle.retry_after("addr", 3.0) > 0
+
+
+def test_failures_counts_those_within_the_window(throttle: Throttle) -> None:
+    """Failures counts a key's failures in the window, none for a key never seen."""
+    throttle.record_failure("alice", 0.0)
+    throttle.record_failure("alice", 100.0)
+    assert throttle.failures("alice", 100.0) == 2
+    assert throttle.failures("alice", 900.0) == 1
+    assert throttle.failures("bob", 0.0) == 0
+
+
+def test_a_lockout_lasts_its_duration() -> None:
+    """A locked key waits until ``duration`` after it was locked, then is let in and forgotten."""
+    lockouts = Lockouts(duration=900, max_keys=10)
+    lockouts.lock("device", 10.0)
+    assert lockouts.retry_after("device", 20.0) == 890
+    assert lockouts.retry_after("other", 20.0) == 0
+    assert lockouts.retry_after("device", 910.0) == 0
+    assert len(lockouts) == 0
+
+
+def test_lockouts_are_bounded_forgetting_the_first_to_end() -> None:
+    """Beyond its size the list forgets the oldest locks; ended ones leave as new ones come."""
+    lockouts = Lockouts(duration=60, max_keys=2)
+    for second, key in enumerate(("a", "b", "c")):
+        lockouts.lock(key, float(second))
+    assert [lockouts.retry_after(key, 3.0) > 0 for key in "abc"] == [False, True, True]
+    lockouts.lock("d", 61.5)
+    assert len(lockouts) == 2
+    assert lockouts.retry_after("c", 61.5) > 0
