@@ -9,12 +9,12 @@ import sys
 from securechat import datadir
 from securechat.config import Config
 from securechat.directory.service import key_fingerprint_for
-from securechat.store import Store
+from securechat.store import create_store
 
 
 async def _init(config: Config) -> None:
     datadir.prepare(config.data_dir)
-    store = Store.from_config(config)
+    store = create_store(config)
     await store.open()
     await store.close()
 

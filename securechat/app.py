@@ -22,7 +22,7 @@ from securechat.directory import views as directory_views
 from securechat.directory.service import KeyDirectory, load_or_create_key
 from securechat.runtime import cancel_and_wait
 from securechat.state import AppState
-from securechat.store import Store
+from securechat.store import create_store
 from securechat.web import admin, pages, security
 from securechat.web.proxy import TrustedProxies
 
@@ -58,7 +58,7 @@ def create_app(config: Config | None = None) -> Quart:
 
 
 def _build_state(config: Config, secrets: datadir.ServerSecrets) -> AppState:
-    store = Store.from_config(config)
+    store = create_store(config)
     chat = ChatService.create(config, store)
     return AppState(
         config=config,

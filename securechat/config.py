@@ -44,7 +44,7 @@ class Config:
     db_synchronous: str = "FULL"
     db_busy_timeout_ms: int = 5000
     # Seconds between checkpoints of the write-ahead log, made off the commit path
-    # (store/database.py Checkpointer); the log holds about this long's worth of writes. Each
+    # (store/sqlite/database.py Checkpointer); the log holds about this long's worth of writes. Each
     # checkpoint ends with an fsync of the database file, which commits' own fsyncs wait
     # behind: short intervals keep it small (docs/performance.md).
     db_checkpoint_interval: float = 0.25

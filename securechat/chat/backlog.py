@@ -5,7 +5,7 @@ a sender whose recipients never come online could fill the disk. The committer
 (securechat/chat/delivery.py) keeps these counts in memory, as the only writer of messages: a
 message counts from the commit that stores it until the first mark that delivers it (a read
 mark implies delivered). At start-up they are loaded with one query over the undelivered
-messages (store/messages.py ``undelivered``), which is itself bounded by these limits.
+messages (``MessageStore.undelivered``), which is itself bounded by these limits.
 
 Pure bookkeeping, no I/O: the committer asks :meth:`Backlog.take` before a send goes into a
 batch, and gives back what a commit did not store.

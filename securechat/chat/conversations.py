@@ -17,7 +17,7 @@ from securechat.accounts.sessions import require_session
 from securechat.chat.protocol import SEQ_LIMIT, normalize_username
 from securechat.errors import InvalidField, NotFound
 from securechat.state import state
-from securechat.store.messages import HistoryItem
+from securechat.store import HistoryItem
 from securechat.web.api import int_arg
 
 blueprint = Blueprint("conversations", __name__, url_prefix="/api/v1")

@@ -2,7 +2,7 @@
 
 Every ``send``, ``delivered`` and ``read`` from every connection goes into one list. A single
 committer task takes what is waiting (up to ``commit_batch_max``) and stores it as ONE write job
-(securechat/store/messages.py: a handful of statements whatever the batch size),
+(securechat/store/sqlite/messages.py: a handful of statements whatever the batch size),
 so a burst of sends costs one transaction and one fsync. Only when that job has committed does
 the committer acknowledge each send, push the message to the recipient's and the sender's other
 connections through the broker, and push receipts to senders, in sequence order. Nothing here
@@ -40,7 +40,7 @@ from securechat.chat.protocol import (
 )
 from securechat.config import Config
 from securechat.runtime import cancel_and_wait, now_ms
-from securechat.store.messages import (
+from securechat.store import (
     UNKNOWN_MESSAGE,
     Change,
     MarkOutcome,

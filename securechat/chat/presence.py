@@ -16,7 +16,7 @@ from securechat.chat.delivery import ChatStats
 from securechat.chat.hub import Broker, Hub
 from securechat.chat.protocol import PresenceStatus, presence_frame
 from securechat.runtime import cancel_and_wait
-from securechat.store.messages import MessageStore
+from securechat.store import MessageStore
 
 log = logging.getLogger(__name__)
 

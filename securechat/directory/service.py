@@ -1,7 +1,7 @@
 """The key directory: its Ed25519 signing key and its append-only log (the API: views.py).
 
 Every key publication (a registration, a later key change) appends one entry to ``key_log`` in
-the same transaction as the change itself (securechat/store/directory.py). This module keeps
+the same transaction as the change itself (securechat/store/interface.py). This module keeps
 the RFC 9162 Merkle tree over those entries in memory, catching up from the store before each
 answer, so several worker processes over one database all serve the same log. It signs one tree
 head per tree size: the head of size n carries the timestamp of entry n - 1 (0 for the empty
@@ -42,7 +42,7 @@ from securechat.directory.transparency import (
     user_hash,
 )
 from securechat.e2e import b64encode
-from securechat.store.directory import DirectoryStore, LogEntry
+from securechat.store import DirectoryStore, LogEntry
 
 log = logging.getLogger(__name__)
 

@@ -1,54 +1,85 @@
 """The store: the only code that talks to the database.
 
-``Store`` groups one object per domain, each holding named queries, over one ``Database``
-(the writer task and the reader connection).
+Callers see its interface (``interface``: one Protocol per domain, grouped by ``Store``) and
+the records it takes and returns (``records``), all importable from here. A backend implements
+the interface: ``sqlite/`` (embedded, one process) today. ``create_store`` is the one place
+that picks the backend.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from securechat.config import Config
-from securechat.store.accounts import AccountStore, NewUser, Session, SessionStore, User
-from securechat.store.database import Database
-from securechat.store.directory import DirectoryStore
-from securechat.store.messages import MessageStore
+from securechat.store.interface import (
+    AccountStore,
+    DirectoryStore,
+    MessageStore,
+    SessionStore,
+    Store,
+)
+from securechat.store.records import (
+    UNKNOWN_MESSAGE,
+    UNKNOWN_RECIPIENT,
+    Change,
+    ChangeKind,
+    CheckpointStats,
+    CommitResult,
+    CommitStats,
+    ConversationRow,
+    HistoryItem,
+    LogEntry,
+    MarkOutcome,
+    MarkRefusal,
+    MarkStatus,
+    NewMark,
+    NewMessage,
+    NewUser,
+    Receipt,
+    SendOutcome,
+    SendRefusal,
+    Session,
+    Stored,
+    User,
+)
 
 
-class Store:
-    """All the named queries, by domain."""
+def create_store(config: Config) -> Store:
+    """The server's store as ``config`` asks (open before use): the SQLite file, for now.
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.accounts = AccountStore(db)
-        self.sessions = SessionStore(db)
-        self.directory = DirectoryStore(db)
-        self.messages = MessageStore(db)
+    Typed as the interface, so mypy checks the backend against every Protocol here.
+    """
+    # Imported here: only the backend chosen is loaded, and with it its driver.
+    from securechat.store.sqlite import SQLiteStore
 
-    @classmethod
-    def for_file(cls, path: Path, schema_path: Path) -> Store:
-        """A store over the SQLite file at ``path`` with the default settings (open before use)."""
-        return cls(Database(path, schema_path))
-
-    @classmethod
-    def from_config(cls, config: Config) -> Store:
-        """The server's store: the configured SQLite file and settings (open before use)."""
-        return cls(
-            Database(
-                config.database_path,
-                config.schema_path,
-                synchronous=config.db_synchronous,
-                busy_timeout_ms=config.db_busy_timeout_ms,
-                batch_max=config.commit_batch_max,
-                checkpoint_interval=config.db_checkpoint_interval,
-            )
-        )
-
-    async def open(self) -> None:
-        await self.db.open()
-
-    async def close(self) -> None:
-        await self.db.close()
+    return SQLiteStore.from_config(config)
 
 
-__all__ = ["Database", "NewUser", "Session", "Store", "User"]
+__all__ = [
+    "UNKNOWN_MESSAGE",
+    "UNKNOWN_RECIPIENT",
+    "AccountStore",
+    "Change",
+    "ChangeKind",
+    "CheckpointStats",
+    "CommitResult",
+    "CommitStats",
+    "ConversationRow",
+    "DirectoryStore",
+    "HistoryItem",
+    "LogEntry",
+    "MarkOutcome",
+    "MarkRefusal",
+    "MarkStatus",
+    "MessageStore",
+    "NewMark",
+    "NewMessage",
+    "NewUser",
+    "Receipt",
+    "SendOutcome",
+    "SendRefusal",
+    "Session",
+    "SessionStore",
+    "Store",
+    "Stored",
+    "User",
+    "create_store",
+]

@@ -27,6 +27,7 @@ from securechat.chat.service import ChatService
 from securechat.errors import NotAuthenticated, NotFound
 from securechat.runtime import Timings, now_ms
 from securechat.state import AppState, state
+from securechat.store import CheckpointStats
 from securechat.version import __version__
 
 blueprint = Blueprint("admin", __name__)
@@ -59,7 +60,7 @@ async def health() -> Response:
     started = time.perf_counter()
     database = {"status": "ok"}
     try:
-        await store().db.ping()
+        await store().ping()
     except Exception:
         database = {"status": "error"}
     database["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)  # type: ignore[assignment]
@@ -125,7 +126,7 @@ class AppCollector:
 
 
 def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
-    stats = app_state.store.db.stats
+    stats = app_state.store.commit_stats
     yield SummaryMetricFamily(
         "securechat_db_commit_batch_jobs",
         "Write jobs per committed transaction (group commit): count is transactions",
@@ -137,11 +138,25 @@ def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
         "Time from BEGIN to the end of COMMIT of each write transaction, fsync included",
         stats.commit_seconds,
     )
+    checkpoints = app_state.store.checkpoint_stats
+    if checkpoints is not None:  # a store that checkpoints its engine's log itself (SQLite)
+        yield from _checkpoint_metrics(checkpoints)
+    yield GaugeMetricFamily(
+        "securechat_db_commit_batch_last", "Jobs in the latest transaction", value=stats.last_batch
+    )
+    yield GaugeMetricFamily(
+        "securechat_db_commit_batch_largest",
+        "Most jobs committed in one transaction since start",
+        value=stats.largest_batch,
+    )
+
+
+def _checkpoint_metrics(stats: CheckpointStats) -> Iterator[Metric]:
     yield SummaryMetricFamily(
         "securechat_db_checkpoint_seconds",
         "Checkpoints of the write-ahead log (off the commit path) and the time they took",
         count_value=stats.checkpoints,
-        sum_value=stats.checkpoint_seconds_total,
+        sum_value=stats.seconds_total,
     )
     yield GaugeMetricFamily(
         "securechat_db_wal_frames",
@@ -152,14 +167,6 @@ def _writer_metrics(app_state: AppState) -> Iterator[Metric]:
         "securechat_db_wal_frames_left",
         "Pages the latest checkpoint could not copy yet (a reader still needed them)",
         value=stats.wal_frames_left,
-    )
-    yield GaugeMetricFamily(
-        "securechat_db_commit_batch_last", "Jobs in the latest transaction", value=stats.last_batch
-    )
-    yield GaugeMetricFamily(
-        "securechat_db_commit_batch_largest",
-        "Most jobs committed in one transaction since start",
-        value=stats.largest_batch,
     )
 
 

@@ -16,6 +16,7 @@ from securechat.config import PROJECT_ROOT, Config
 from securechat.errors import InvalidCredentials, NotFound, Throttled
 from securechat.runtime import now_ms
 from securechat.store import Session, Store
+from securechat.store.sqlite import SQLiteStore
 from tests.conftest import FAST_ITERATIONS, fast_config
 
 AUTH_KEY = b"\x07" * validation.AUTH_KEY_BYTES
@@ -24,7 +25,7 @@ SERVER_KEY = b"\x01" * 32
 
 @pytest.fixture(name="store")
 async def _store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store.for_file(tmp_path / "test.db", PROJECT_ROOT / "schema.sql")
+    store = SQLiteStore.for_file(tmp_path / "test.db", PROJECT_ROOT / "schema.sql")
     await store.open()
     yield store
     await store.close()

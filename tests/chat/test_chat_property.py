@@ -39,6 +39,7 @@ from securechat.chat.hub import Hub, LocalBroker
 from securechat.chat.session import ChatSession
 from securechat.config import PROJECT_ROOT, Config
 from securechat.store import NewUser, Store
+from securechat.store.sqlite import SQLiteStore
 from tests.chatkit import FAKE_ENVELOPE
 
 USERS = ("ann", "ben", "cat")
@@ -291,7 +292,7 @@ actions = st.lists(
 
 
 async def run(steps: list[tuple[str, int, int]], directory: Path) -> World:
-    store = Store.for_file(directory / "chat.db", PROJECT_ROOT / "schema.sql")
+    store = SQLiteStore.for_file(directory / "chat.db", PROJECT_ROOT / "schema.sql")
     await store.open()
     users = {}
     for name in USERS:

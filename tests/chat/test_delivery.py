@@ -23,7 +23,8 @@ from securechat.chat.hub import Connection, Hub, LocalBroker
 from securechat.chat.protocol import CloseCode, Send
 from securechat.chat.session import ChatSession, StallSweep
 from securechat.config import PROJECT_ROOT, Config
-from securechat.store import NewUser, Store
+from securechat.store import NewUser
+from securechat.store.sqlite import SQLiteStore
 from tests.chatkit import FAKE_ENVELOPE as ENVELOPE
 
 ENVELOPE_JSON = json.dumps(ENVELOPE, separators=(",", ":"), sort_keys=True)
@@ -39,7 +40,7 @@ class RecordedSession(ChatSession):
 class Chat:
     """The in-process server: store, hub, broker, delivery."""
 
-    store: Store
+    store: SQLiteStore
     hub: Hub
     broker: LocalBroker
     delivery: Delivery
@@ -87,7 +88,7 @@ async def running_chat(tmp_path: Path, **settings: Any) -> AsyncIterator[Chat]:
     the default Config."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     config = Config(data_dir=tmp_path, **settings)
-    store = Store.for_file(tmp_path / "chat.db", PROJECT_ROOT / "schema.sql")
+    store = SQLiteStore.for_file(tmp_path / "chat.db", PROJECT_ROOT / "schema.sql")
     await store.open()
     hub = Hub(config.ws_connections_per_user, config.ws_queue_frames)
     broker = LocalBroker(hub)
@@ -133,13 +134,13 @@ async def test_ack_is_queued_only_once_the_message_is_committed(chat: Chat, tmp_
 async def test_concurrent_sends_are_committed_together(chat: Chat) -> None:
     """Sends waiting together from many connections become one transaction."""
     sessions = [chat.session("alice") for _ in range(4)] + [chat.session("carol")]
-    before = chat.store.db.stats.transactions
+    before = chat.store.commit_stats.transactions
     for session in sessions:
         for _ in range(20):
             await session.receive(send_frame("bob"))
     await chat.delivery.flush()
     assert chat.delivery.stats.commit_largest_batch == 100
-    assert chat.store.db.stats.transactions == before + 1
+    assert chat.store.commit_stats.transactions == before + 1
     assert all([f["type"] for f in drain(s.conn)].count("ack") == 20 for s in sessions)
 
 

@@ -12,12 +12,13 @@ import pytest
 
 from securechat.config import PROJECT_ROOT
 from securechat.errors import UsernameTaken
-from securechat.store import Database, NewUser, Session, Store
+from securechat.store import NewUser, Session
+from securechat.store.sqlite import Database, SQLiteStore
 
 
 @pytest.fixture(name="store")
-async def _store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store.for_file(tmp_path / "test.db", PROJECT_ROOT / "schema.sql")
+async def _store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore.for_file(tmp_path / "test.db", PROJECT_ROOT / "schema.sql")
     await store.open()
     yield store
     await store.close()
@@ -37,7 +38,7 @@ def insert_ghost_then_fail(connection: sqlite3.Connection) -> None:
     raise RuntimeError("boom")
 
 
-async def test_new_database_gets_schema_version_and_wal(store: Store, tmp_path: Path) -> None:
+async def test_new_database_gets_schema_version_and_wal(store: SQLiteStore, tmp_path: Path) -> None:
     """A new file is at the current schema version, in WAL mode."""
     with sqlite3.connect(tmp_path / "test.db") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
@@ -47,7 +48,7 @@ async def test_new_database_gets_schema_version_and_wal(store: Store, tmp_path: 
 async def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
     """Opening an existing database applies nothing twice and keeps its rows."""
     for _ in range(2):
-        store = Store.for_file(tmp_path / "again.db", PROJECT_ROOT / "schema.sql")
+        store = SQLiteStore.for_file(tmp_path / "again.db", PROJECT_ROOT / "schema.sql")
         await store.open()
         if await store.accounts.user_by_name("alice") is None:
             await store.accounts.add_user(_user("alice"), 1)
@@ -55,7 +56,7 @@ async def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_concurrent_writes_share_one_transaction(store: Store) -> None:
+async def test_concurrent_writes_share_one_transaction(store: SQLiteStore) -> None:
     """Writes queued together commit in one transaction (group commit)."""
     before = store.db.stats.transactions
     await asyncio.gather(*(store.accounts.add_user(_user(f"user{i}"), i) for i in range(50)))
@@ -64,7 +65,7 @@ async def test_concurrent_writes_share_one_transaction(store: Store) -> None:
     assert store.db.stats.largest_batch > 1
 
 
-async def test_failing_job_rolls_back_alone(store: Store) -> None:
+async def test_failing_job_rolls_back_alone(store: SQLiteStore) -> None:
     """A job that fails mid-way leaves no partial write and does not sink its batch."""
     results = await asyncio.gather(
         store.accounts.add_user(_user("alice"), 1),
@@ -78,7 +79,7 @@ async def test_failing_job_rolls_back_alone(store: Store) -> None:
     assert await store.accounts.user_by_name("bob") is not None
 
 
-async def test_jobs_run_off_the_event_loop_in_one_transaction(store: Store) -> None:
+async def test_jobs_run_off_the_event_loop_in_one_transaction(store: SQLiteStore) -> None:
     """Every job of a batch runs on the writer thread, inside the batch's one transaction."""
     seen: list[tuple[str, bool]] = []
 
@@ -93,7 +94,7 @@ async def test_jobs_run_off_the_event_loop_in_one_transaction(store: Store) -> N
     assert store.db.stats.transactions - before == 1
 
 
-async def test_commit_times_are_counted_in_buckets(store: Store) -> None:
+async def test_commit_times_are_counted_in_buckets(store: SQLiteStore) -> None:
     """The commit-time histogram counts every transaction once."""
     for i in range(3):
         await store.accounts.add_user(_user(f"user{i}"), i)
@@ -102,7 +103,7 @@ async def test_commit_times_are_counted_in_buckets(store: Store) -> None:
     assert stats.commit_seconds.total > 0
 
 
-async def test_registration_race_has_one_winner(store: Store) -> None:
+async def test_registration_race_has_one_winner(store: SQLiteStore) -> None:
     """Two concurrent registrations of one name: one succeeds, one gets UsernameTaken."""
     results = await asyncio.gather(
         store.accounts.add_user(_user("alice"), 1),
@@ -113,14 +114,14 @@ async def test_registration_race_has_one_winner(store: Store) -> None:
     assert await store.accounts.count_users() == 1
 
 
-async def test_write_result_is_committed_when_returned(store: Store, tmp_path: Path) -> None:
+async def test_write_result_is_committed_when_returned(store: SQLiteStore, tmp_path: Path) -> None:
     """Once write() returns, another connection sees the row (committed before the answer)."""
     await store.accounts.add_user(_user("alice"), 1)
     with sqlite3.connect(tmp_path / "test.db") as db:
         assert db.execute("SELECT username FROM users").fetchall() == [("alice",)]
 
 
-async def test_search_users_escapes_like_wildcards(store: Store) -> None:
+async def test_search_users_escapes_like_wildcards(store: SQLiteStore) -> None:
     """A prefix with % or _ matches literally, not as a LIKE wildcard."""
     for name in ("a_b", "axb", "alice"):
         await store.accounts.add_user(_user(name), 1)
@@ -135,7 +136,7 @@ async def test_synchronous_mode_is_validated(tmp_path: Path) -> None:
         Database(tmp_path / "x.db", PROJECT_ROOT / "schema.sql", synchronous="SOMETIMES")
 
 
-async def test_purge_deletes_only_sessions_that_ended_before_the_cutoff(store: Store) -> None:
+async def test_purge_deletes_only_sessions_that_ended_before_the_cutoff(store: SQLiteStore) -> None:
     """Revoked, absolutely expired or idle-expired before the cutoff: deleted; the rest stay."""
     user_id = await store.accounts.add_user(_user("alice"), 1)
     day = 86_400_000
@@ -166,7 +167,7 @@ async def test_purge_deletes_only_sessions_that_ended_before_the_cutoff(store: S
 
 async def test_checkpoints_are_made_off_the_commit_path(tmp_path: Path) -> None:
     """The writer never checkpoints; the checkpointer copies the log while the store runs."""
-    store = Store(
+    store = SQLiteStore(
         Database(tmp_path / "ckpt.db", PROJECT_ROOT / "schema.sql", checkpoint_interval=0.05)
     )
     await store.open()
@@ -178,12 +179,12 @@ async def test_checkpoints_are_made_off_the_commit_path(tmp_path: Path) -> None:
         for i in range(20):
             await store.accounts.add_user(_user(f"user{i}"), i)
         for _ in range(100):
-            if store.db.stats.checkpoints:
+            if store.checkpoint_stats.checkpoints:
                 break
             await asyncio.sleep(0.02)
-        assert store.db.stats.checkpoints >= 1
-        assert store.db.stats.wal_frames > 0
-        assert store.db.stats.wal_frames_left == 0  # nothing held it back
+        assert store.checkpoint_stats.checkpoints >= 1
+        assert store.checkpoint_stats.wal_frames > 0
+        assert store.checkpoint_stats.wal_frames_left == 0  # nothing held it back
     finally:
         await store.close()
     with sqlite3.connect(tmp_path / "ckpt.db") as db:
@@ -211,7 +212,7 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None
         "CREATE INDEX conversations_recent ON conversations (user_id, last_seq);"
         "PRAGMA user_version = 1;",
     )
-    store = Store.for_file(path, PROJECT_ROOT / "schema.sql")
+    store = SQLiteStore.for_file(path, PROJECT_ROOT / "schema.sql")
     await store.open()
     try:
         await store.accounts.add_user(_user("alice"), 1)
@@ -241,7 +242,7 @@ async def test_a_version_2_database_gets_the_undelivered_index(tmp_path: Path) -
         " (1, 1, 2, 'a', 0, '{\"x\":1}', NULL, NULL), (2, 1, 2, 'b', 0, '{}', 3, 5);"
         "PRAGMA user_version = 2;",
     )
-    store = Store.for_file(path, PROJECT_ROOT / "schema.sql")
+    store = SQLiteStore.for_file(path, PROJECT_ROOT / "schema.sql")
     await store.open()
     try:
         assert await store.messages.undelivered() == [(1, "bob", 1, 7)]
@@ -256,7 +257,7 @@ async def test_a_version_2_database_gets_the_undelivered_index(tmp_path: Path) -
         assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
 
 
-async def test_a_lone_failing_job_leaves_nothing_and_the_writer_goes_on(store: Store) -> None:
+async def test_a_lone_failing_job_leaves_nothing_and_the_writer_goes_on(store: SQLiteStore) -> None:
     """A transaction of one job (no savepoint) that fails is rolled back whole."""
     with pytest.raises(RuntimeError, match="boom"):
         await store.db.write(insert_ghost_then_fail)

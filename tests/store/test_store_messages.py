@@ -1,4 +1,4 @@
-"""securechat.store.messages on a real SQLite file: sequence, idempotency, marks, sync, pages."""
+"""The MessageStore on a real SQLite file: sequence, idempotency, marks, sync, pages."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from securechat.config import PROJECT_ROOT
-from securechat.store import NewUser, Store
-from securechat.store.messages import (
+from securechat.store import (
     UNKNOWN_MESSAGE,
     UNKNOWN_RECIPIENT,
     CommitResult,
@@ -19,9 +18,12 @@ from securechat.store.messages import (
     MarkStatus,
     NewMark,
     NewMessage,
+    NewUser,
     Receipt,
+    Store,
     Stored,
 )
+from securechat.store.sqlite import SQLiteStore
 
 ENVELOPE = '{"ct":"AAAA","iv":"BBBB","rk":"CC","sig":"DD","sk":"EE","v":1}'
 NOW = 1_700_000_000_000
@@ -30,7 +32,7 @@ _ids = itertools.count(1)
 
 @pytest.fixture(name="store")
 async def _store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store.for_file(tmp_path / "chat.db", PROJECT_ROOT / "schema.sql")
+    store = SQLiteStore.for_file(tmp_path / "chat.db", PROJECT_ROOT / "schema.sql")
     await store.open()
     for name in ("alice", "bob", "carol"):
         await store.accounts.add_user(
@@ -222,9 +224,9 @@ async def test_peer_names_lists_conversation_partners(store: Store) -> None:
 
 async def test_a_batch_is_one_transaction(store: Store) -> None:
     """Many sends and marks commit in one write job, whatever the batch size."""
-    before = store.db.stats.transactions
+    before = store.commit_stats.transactions
     await send(store, "alice", *["bob"] * 200)
-    assert store.db.stats.transactions == before + 1
+    assert store.commit_stats.transactions == before + 1
 
 
 async def test_envelope_is_stored_as_text_and_the_file_holds_no_other_copy(

@@ -14,7 +14,7 @@ names before the app is imported.
 
 Earlier experiments measured here and since made real: ``fastsend`` (frames written without
 Quart's per-frame ``accept()`` and ``sleep(0)``: securechat/chat/endpoint.py) and ``onehop`` (one
-hand-over to SQLite's thread per commit: securechat/store/database.py).
+hand-over to SQLite's thread per commit: securechat/store/sqlite/database.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from securechat.store.messages import CommitResult, MessageStore, NewMark, NewMessage
+    from securechat.store import CommitResult, NewMark, NewMessage
+    from securechat.store.sqlite.messages import MessageStore
 
 PATCHES: dict[str, Callable[[], None]] = {}
 
@@ -154,7 +155,8 @@ def _child_commit(
 ) -> tuple[CommitResult, float]:
     import time
 
-    from securechat.store import messages as m
+    from securechat.store import CommitResult
+    from securechat.store.sqlite import messages as m
 
     connection = _CHILD_CONNECTION
     if connection is None:  # only a pool whose initializer is _child_open may call this
@@ -171,9 +173,7 @@ def _child_commit(
     except BaseException:
         connection.execute("ROLLBACK")
         raise
-    return m.CommitResult(
-        counter.value, send_outcomes, mark_outcomes
-    ), time.perf_counter() - started
+    return CommitResult(counter.value, send_outcomes, mark_outcomes), time.perf_counter() - started
 
 
 @patch("procwriter")
@@ -183,7 +183,7 @@ def _process_writer() -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from securechat.store import messages as m
+    from securechat.store.sqlite import messages as m
 
     pools: dict[str, ProcessPoolExecutor] = {}
 

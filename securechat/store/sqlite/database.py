@@ -36,8 +36,9 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from securechat.runtime import Timings, cancel_and_wait
-from securechat.store.migrations import migrate
+from securechat.runtime import cancel_and_wait
+from securechat.store.records import CheckpointStats, CommitStats
+from securechat.store.sqlite.migrations import migrate
 
 log = logging.getLogger(__name__)
 
@@ -52,31 +53,6 @@ class _PendingWrite:
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-
-
-@dataclass
-class WriterStats:
-    """Counters the metrics endpoint reports."""
-
-    transactions: int = 0
-    jobs: int = 0
-    last_batch: int = 0
-    largest_batch: int = 0
-    # BEGIN to the end of COMMIT, fsync included, of every transaction.
-    commit_seconds: Timings = field(default_factory=Timings)
-    checkpoints: int = 0
-    checkpoint_seconds_total: float = 0.0
-    # Frames in the write-ahead log at the latest checkpoint, and how many it could not copy
-    # yet (a reader still needed them): the log's size is bounded while these stay small.
-    wal_frames: int = 0
-    wal_frames_left: int = 0
-
-    def record(self, size: int, seconds: float) -> None:
-        self.transactions += 1
-        self.jobs += size
-        self.last_batch = size
-        self.largest_batch = max(self.largest_batch, size)
-        self.commit_seconds.observe(seconds)
 
 
 class Database:
@@ -99,7 +75,8 @@ class Database:
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         self.batch_max = batch_max
-        self.stats = WriterStats()
+        self.stats = CommitStats()
+        self.checkpoint_stats = CheckpointStats()
         # The writer connection lives on the writer thread and is used only there.
         self._writer_thread: ThreadPoolExecutor | None = None
         self._writer: sqlite3.Connection | None = None
@@ -305,9 +282,9 @@ class Checkpointer:
             return frames, copied, time.perf_counter() - started
 
         frames, copied, seconds = await self._on_thread(run)
-        stats = self.db.stats
+        stats = self.db.checkpoint_stats
         stats.checkpoints += 1
-        stats.checkpoint_seconds_total += seconds
+        stats.seconds_total += seconds
         stats.wal_frames, stats.wal_frames_left = max(frames, 0), max(frames - copied, 0)
 
     async def _run(self) -> None:

@@ -1,57 +1,13 @@
-"""Users and their sessions: every SQL statement about accounts lives here."""
+"""Users and their sessions on SQLite: every SQL statement about accounts lives here."""
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 
 from securechat.errors import UsernameTaken
-from securechat.store.database import Database
-from securechat.store.directory import append_key_entry
-
-
-@dataclass(frozen=True)
-class NewUser:
-    """What registration stores. ``auth_hash`` is the argon2id hash; nothing here is secret."""
-
-    username: str
-    salt: bytes
-    iterations: int
-    auth_hash: str
-    enc_public_key: bytes
-    sign_public_key: bytes
-    key_backup: str
-
-
-@dataclass(frozen=True)
-class User:
-    id: int
-    username: str
-    salt: bytes
-    iterations: int
-    auth_hash: str
-    enc_public_key: bytes
-    sign_public_key: bytes
-    key_backup: str
-    created_at: int
-    keys_updated_at: int
-
-
-@dataclass(frozen=True)
-class Session:
-    """A row of the sessions table joined with its user's name."""
-
-    id: str
-    public_id: str
-    user_id: int
-    username: str
-    created_at: int
-    last_seen_at: int
-    expires_at: int
-    revoked_at: int | None
-    user_agent: str
-    address: str
-
+from securechat.store.records import NewUser, Session, User
+from securechat.store.sqlite.database import Database
+from securechat.store.sqlite.directory import append_key_entry
 
 _USER_COLUMNS = (
     "id, username, salt, iterations, auth_hash, enc_public_key, sign_public_key,"

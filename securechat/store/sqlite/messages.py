@@ -1,4 +1,4 @@
-"""Messages, receipts and conversations: every SQL statement about the chat lives here.
+"""The chat on SQLite: every SQL statement about messages, receipts and conversations.
 
 Writes come only from the committer (securechat/chat/delivery.py), in batches: :meth:`commit` turns
 a batch of sends and marks into one write job of a handful of statements, each taking the
@@ -12,115 +12,26 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
-from securechat.store.database import Database
+from securechat.store.records import (
+    UNKNOWN_MESSAGE,
+    UNKNOWN_RECIPIENT,
+    Change,
+    ChangeKind,
+    CommitResult,
+    ConversationRow,
+    HistoryItem,
+    MarkOutcome,
+    NewMark,
+    NewMessage,
+    Receipt,
+    SendOutcome,
+    Stored,
+)
+from securechat.store.sqlite.database import Database
 
-MarkStatus = Literal["delivered", "read"]
-ChangeKind = Literal["message", "delivered", "read"]
-
-# Why a send or a mark was not applied: client-facing error codes (docs/protocol.md), which
-# the error frame carries as they are.
-SendRefusal = Literal["unknown_recipient"]
-MarkRefusal = Literal["unknown_message"]
-UNKNOWN_RECIPIENT: Final[SendRefusal] = "unknown_recipient"
-UNKNOWN_MESSAGE: Final[MarkRefusal] = "unknown_message"
 _KINDS: Final[tuple[ChangeKind, ...]] = ("message", "delivered", "read")
-
-
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    """A send to store: ``recipient`` is a canonical username, ``envelope`` canonical JSON."""
-
-    sender_id: int
-    client_id: str
-    recipient: str
-    envelope: str
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """Where a send ended up; ``created`` is False for a resend of an id already stored."""
-
-    seq: int
-    ts: int
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class NewMark:
-    """The recipient of message ``seq`` says it was delivered to (or read by) them."""
-
-    reader_id: int
-    seq: int
-    status: MarkStatus
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """A new receipt at position ``seq`` for message ``message_seq``, to tell ``sender``."""
-
-    seq: int
-    message_seq: int
-    client_id: str
-    status: MarkStatus
-    sender: str
-    ts: int
-    # When this mark is the first to deliver the message (a read implies delivered): the
-    # sender's id and the envelope's length in bytes, which leave the sender's backlog.
-    delivered: tuple[int, int] | None = None
-
-
-# A send is Stored or refused (UNKNOWN_RECIPIENT); a mark makes a Receipt, changes nothing
-# (None: already marked) or is refused (UNKNOWN_MESSAGE).
-SendOutcome = Stored | SendRefusal
-MarkOutcome = Receipt | MarkRefusal | None
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    """The outcome of each send and mark of a batch, in order, and the last seq handed out."""
-
-    last_seq: int
-    sends: list[SendOutcome]
-    marks: list[MarkOutcome]
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One item of a sync: a message, or a receipt for a message I sent, at position ``pos``."""
-
-    pos: int
-    kind: ChangeKind
-    seq: int
-    client_id: str
-    sender: str
-    recipient: str
-    ts: int
-    envelope: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryItem:
-    """A message of a conversation with its delivery state."""
-
-    seq: int
-    client_id: str
-    sender: str
-    recipient: str
-    ts: int
-    envelope: str
-    delivered_at: int | None
-    read_at: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationRow:
-    """One of my conversations: the other person, the latest seq in it, my unread count."""
-
-    peer: str
-    last_seq: int
-    unread: int
 
 
 @dataclass(slots=True)
@@ -474,23 +385,3 @@ def _user_ids(connection: sqlite3.Connection, names: set[str]) -> dict[str, int]
 
 def _json_rows(rows: Sequence[object]) -> str:
     return _COMPACT.encode(rows)
-
-
-__all__ = [
-    "UNKNOWN_MESSAGE",
-    "UNKNOWN_RECIPIENT",
-    "Change",
-    "CommitResult",
-    "ConversationRow",
-    "HistoryItem",
-    "MarkOutcome",
-    "MarkRefusal",
-    "MarkStatus",
-    "MessageStore",
-    "NewMark",
-    "NewMessage",
-    "Receipt",
-    "SendOutcome",
-    "SendRefusal",
-    "Stored",
-]

@@ -1,4 +1,4 @@
-"""The key directory's log: every SQL statement about ``key_log`` lives here.
+"""The key directory's log on SQLite: every SQL statement about ``key_log`` lives here.
 
 The log is append-only. The schema's triggers refuse UPDATE and DELETE and any INSERT that is
 not the next index, so even a bug here cannot rewrite history; only someone who drops the
@@ -10,25 +10,14 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from securechat.directory.transparency import user_hash
 from securechat.errors import NotFound
-from securechat.store.database import Database
+from securechat.store.records import LogEntry
+from securechat.store.sqlite.database import Database
 
 _ENTRY_COLUMNS = "idx, timestamp_ms, user_hash, enc_fingerprint, sign_fingerprint"
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One row of the log: a user (by hash) published these keys (by fingerprint) at this time."""
-
-    index: int
-    timestamp_ms: int
-    user_hash: bytes
-    enc_fingerprint: bytes
-    sign_fingerprint: bytes
 
 
 def append_key_entry(

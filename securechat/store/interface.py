@@ -1,0 +1,224 @@
+"""The store's interface: what the services may ask of the database, whichever engine it is.
+
+One Protocol per domain, grouped by :class:`Store`. A backend (``securechat/store/sqlite``)
+implements them structurally; ``securechat.store.create_store`` returns one typed as
+:class:`Store`, so mypy checks every backend against this module. Callers import these names
+and the records (``securechat/store/records.py``), never a backend's classes.
+
+Every write a method makes is committed before it returns; a method whose work spans several
+statements does it in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from securechat.store.records import (
+    Change,
+    CheckpointStats,
+    CommitResult,
+    CommitStats,
+    ConversationRow,
+    HistoryItem,
+    LogEntry,
+    NewMark,
+    NewMessage,
+    NewUser,
+    Session,
+    User,
+)
+
+
+@runtime_checkable
+class AccountStore(Protocol):
+    """Users: registration, lookup by name, search."""
+
+    async def add_user(self, user: NewUser, now_ms: int) -> int:
+        """Insert a user and its first key log entry in one transaction; return its id.
+
+        Raises UsernameTaken if the name exists (the database's UNIQUE constraint settles two
+        registrations racing for one name).
+        """
+        ...
+
+    async def user_by_name(self, username: str) -> User | None:
+        """The user with this (already normalised) name."""
+        ...
+
+    async def update_auth_hash(self, user_id: int, auth_hash: str) -> None:
+        """Store a rehashed auth_key (argon2 parameters changed)."""
+        ...
+
+    async def count_users(self) -> int:
+        """How many accounts exist."""
+        ...
+
+    async def search_users(self, prefix: str, limit: int, exclude: str) -> list[str]:
+        """Usernames starting with ``prefix`` (taken literally), in order, without ``exclude``."""
+        ...
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Sessions, by their hashed id; see securechat/accounts/sessions.py."""
+
+    async def add_session(self, session: Session) -> None:
+        """Insert a new session (its ``username`` and ``revoked_at`` are not stored)."""
+        ...
+
+    async def session_by_id(self, session_id: str) -> Session | None:
+        """The session with this hashed id, revoked or not."""
+        ...
+
+    async def touch(self, session_id: str, now_ms: int) -> None:
+        """Record activity on a live session (for the idle timeout)."""
+        ...
+
+    async def revoke(self, session_id: str, now_ms: int) -> None:
+        """End one session (no change if it already ended)."""
+        ...
+
+    async def revoke_others(self, user_id: int, keep_session_id: str, now_ms: int) -> list[str]:
+        """End every live session of a user but one; return the ids ended."""
+        ...
+
+    async def revoke_by_public_id(self, user_id: int, public_id: str, now_ms: int) -> str | None:
+        """End the user's session with this public id; return its id, or None if none was live."""
+        ...
+
+    async def live_sessions(self, user_id: int, now_ms: int, idle_ms: int) -> list[Session]:
+        """The user's sessions that are neither revoked nor expired, newest first."""
+        ...
+
+    async def count_active(self, now_ms: int, idle_ms: int) -> int:
+        """Sessions not revoked and not expired, across all users."""
+        ...
+
+    async def prune_oldest_beyond(self, user_id: int, keep: int, now_ms: int) -> list[str]:
+        """Revoke the user's oldest live sessions beyond ``keep``; return the ids revoked."""
+        ...
+
+    async def purge_dead(self, before_ms: int, idle_ms: int) -> int:
+        """Delete the sessions that ended (revoked, expired, idle) before ``before_ms``; return
+        how many."""
+        ...
+
+
+@runtime_checkable
+class MessageStore(Protocol):
+    """Messages, their receipts and conversations, all on one sequence of positions."""
+
+    async def last_seq(self) -> int:
+        """The last position handed out."""
+        ...
+
+    async def commit(
+        self, sends: Sequence[NewMessage], marks: Sequence[NewMark], last_seq: int, now_ms: int
+    ) -> CommitResult:
+        """Store a batch of sends and marks in one transaction; positions continue after
+        ``last_seq``.
+
+        The caller must be the only one committing (it owns ``last_seq``), and must only
+        believe the result once this returns: the write has then been committed. A resend of
+        a (sender, client id) already stored is reported with its first position, not stored
+        again.
+        """
+        ...
+
+    async def undelivered(self) -> list[tuple[int, str, int, int]]:
+        """Per (sender id, recipient's name): messages no device of the recipient has received
+        yet, and their envelope bytes."""
+        ...
+
+    async def stored_ids(self, keys: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
+        """Which of these (sender id, client id) are already stored."""
+        ...
+
+    async def changes_after(
+        self, user_id: int, after: int, limit: int, max_bytes: int
+    ) -> tuple[list[Change], bool]:
+        """Messages to or from the user and receipts for their messages, ``pos > after``, in
+        order: at most ``limit`` items and, past the first, about ``max_bytes`` of envelopes.
+
+        The flag says whether more may follow (the batch was cut by ``limit`` or bytes).
+        """
+        ...
+
+    async def history(
+        self, user_id: int, peer_id: int, before: int, limit: int
+    ) -> list[HistoryItem]:
+        """The conversation between two users, ``seq < before``, newest first."""
+        ...
+
+    async def conversations(self, user_id: int, before: int, limit: int) -> list[ConversationRow]:
+        """The user's conversations with ``last_seq < before``, most recent first."""
+        ...
+
+    async def peer_names(self, username: str, limit: int) -> list[str]:
+        """The people ``username`` has conversations with, most recent first."""
+        ...
+
+
+@runtime_checkable
+class DirectoryStore(Protocol):
+    """The key directory's append-only log (RFC 9162 leaves: securechat/directory)."""
+
+    async def entries(self, start: int, end: int) -> list[LogEntry]:
+        """The entries with ``start <= index < end``, in order."""
+        ...
+
+    async def latest_entry(self, user: bytes, below: int) -> LogEntry | None:
+        """The newest entry of the user with this hash among the first ``below`` entries."""
+        ...
+
+    async def replace_keys(
+        self,
+        username: str,
+        enc_public_key: bytes,
+        sign_public_key: bytes,
+        key_backup: str,
+        now_ms: int,
+    ) -> LogEntry:
+        """Publish new keys for an existing user (a key reset) and log them, in one
+        transaction; raise NotFound if there is no such user."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """One database, by domain, and its lifetime: open before use, close once."""
+
+    @property
+    def accounts(self) -> AccountStore: ...
+
+    @property
+    def sessions(self) -> SessionStore: ...
+
+    @property
+    def messages(self) -> MessageStore: ...
+
+    @property
+    def directory(self) -> DirectoryStore: ...
+
+    @property
+    def commit_stats(self) -> CommitStats:
+        """The write transactions committed so far, for /metrics."""
+        ...
+
+    @property
+    def checkpoint_stats(self) -> CheckpointStats | None:
+        """The checkpoints the store ran itself, or None where the engine runs its own."""
+        ...
+
+    async def open(self) -> None:
+        """Connect, bring the schema up to date and start the store's own tasks."""
+        ...
+
+    async def close(self) -> None:
+        """Finish the writes already queued, then stop and disconnect."""
+        ...
+
+    async def ping(self) -> None:
+        """A trivial read, for the health check; raises if the database does not answer."""
+        ...

@@ -1,0 +1,246 @@
+"""What the store takes and returns, the same whichever backend holds it.
+
+Plain frozen dataclasses and Literals: no backend's row or connection type leaks through them,
+so the services, the views and the tests speak these and never a backend's classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from securechat.runtime import Timings
+
+# --- Accounts and sessions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """What registration stores. ``auth_hash`` is the argon2id hash; nothing here is secret."""
+
+    username: str
+    salt: bytes
+    iterations: int
+    auth_hash: str
+    enc_public_key: bytes
+    sign_public_key: bytes
+    key_backup: str
+
+
+@dataclass(frozen=True)
+class User:
+    """A stored account: its name, its keys and the argon2id hash its login is checked with."""
+
+    id: int
+    username: str
+    salt: bytes
+    iterations: int
+    auth_hash: str
+    enc_public_key: bytes
+    sign_public_key: bytes
+    key_backup: str
+    created_at: int
+    keys_updated_at: int
+
+
+@dataclass(frozen=True)
+class Session:
+    """A row of the sessions table joined with its user's name."""
+
+    id: str
+    public_id: str
+    user_id: int
+    username: str
+    created_at: int
+    last_seen_at: int
+    expires_at: int
+    revoked_at: int | None
+    user_agent: str
+    address: str
+
+
+# --- The key directory's log --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One row of the log: a user (by hash) published these keys (by fingerprint) at this time."""
+
+    index: int
+    timestamp_ms: int
+    user_hash: bytes
+    enc_fingerprint: bytes
+    sign_fingerprint: bytes
+
+
+# --- Messages, receipts and conversations -------------------------------------------------------
+
+MarkStatus = Literal["delivered", "read"]
+ChangeKind = Literal["message", "delivered", "read"]
+
+# Why a send or a mark was not applied: client-facing error codes (docs/protocol.md), which
+# the error frame carries as they are.
+SendRefusal = Literal["unknown_recipient"]
+MarkRefusal = Literal["unknown_message"]
+UNKNOWN_RECIPIENT: Final[SendRefusal] = "unknown_recipient"
+UNKNOWN_MESSAGE: Final[MarkRefusal] = "unknown_message"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A send to store: ``recipient`` is a canonical username, ``envelope`` canonical JSON."""
+
+    sender_id: int
+    client_id: str
+    recipient: str
+    envelope: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """Where a send ended up; ``created`` is False for a resend of an id already stored."""
+
+    seq: int
+    ts: int
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewMark:
+    """The recipient of message ``seq`` says it was delivered to (or read by) them."""
+
+    reader_id: int
+    seq: int
+    status: MarkStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A new receipt at position ``seq`` for message ``message_seq``, to tell ``sender``."""
+
+    seq: int
+    message_seq: int
+    client_id: str
+    status: MarkStatus
+    sender: str
+    ts: int
+    # When this mark is the first to deliver the message (a read implies delivered): the
+    # sender's id and the envelope's length in bytes, which leave the sender's backlog.
+    delivered: tuple[int, int] | None = None
+
+
+# A send is Stored or refused (UNKNOWN_RECIPIENT); a mark makes a Receipt, changes nothing
+# (None: already marked) or is refused (UNKNOWN_MESSAGE).
+SendOutcome = Stored | SendRefusal
+MarkOutcome = Receipt | MarkRefusal | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """The outcome of each send and mark of a batch, in order, and the last seq handed out."""
+
+    last_seq: int
+    sends: list[SendOutcome]
+    marks: list[MarkOutcome]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One item of a sync: a message, or a receipt for a message I sent, at position ``pos``."""
+
+    pos: int
+    kind: ChangeKind
+    seq: int
+    client_id: str
+    sender: str
+    recipient: str
+    ts: int
+    envelope: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """A message of a conversation with its delivery state."""
+
+    seq: int
+    client_id: str
+    sender: str
+    recipient: str
+    ts: int
+    envelope: str
+    delivered_at: int | None
+    read_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRow:
+    """One of my conversations: the other person, the latest seq in it, my unread count."""
+
+    peer: str
+    last_seq: int
+    unread: int
+
+
+# --- What /metrics reads ------------------------------------------------------------------------
+
+
+@dataclass
+class CommitStats:
+    """The store's write transactions, counted as they commit (every backend keeps these)."""
+
+    transactions: int = 0
+    jobs: int = 0
+    last_batch: int = 0
+    largest_batch: int = 0
+    # BEGIN to the end of COMMIT, fsync included, of every transaction.
+    commit_seconds: Timings = field(default_factory=Timings)
+
+    def record(self, size: int, seconds: float) -> None:
+        """One transaction of ``size`` write jobs committed in ``seconds``."""
+        self.transactions += 1
+        self.jobs += size
+        self.last_batch = size
+        self.largest_batch = max(self.largest_batch, size)
+        self.commit_seconds.observe(seconds)
+
+
+@dataclass
+class CheckpointStats:
+    """Checkpoints the store runs itself to keep the engine's write-ahead log short.
+
+    An embedded engine's (SQLite's) store runs them; a database server checkpoints on its own,
+    and its store reports none.
+    """
+
+    checkpoints: int = 0
+    seconds_total: float = 0.0
+    # Frames in the write-ahead log at the latest checkpoint, and how many it could not copy
+    # yet (a reader still needed them): the log's size is bounded while these stay small.
+    wal_frames: int = 0
+    wal_frames_left: int = 0
+
+
+__all__ = [
+    "UNKNOWN_MESSAGE",
+    "UNKNOWN_RECIPIENT",
+    "Change",
+    "ChangeKind",
+    "CheckpointStats",
+    "CommitResult",
+    "CommitStats",
+    "ConversationRow",
+    "HistoryItem",
+    "LogEntry",
+    "MarkOutcome",
+    "MarkRefusal",
+    "MarkStatus",
+    "NewMark",
+    "NewMessage",
+    "NewUser",
+    "Receipt",
+    "SendOutcome",
+    "SendRefusal",
+    "Session",
+    "Stored",
+    "User",
+]
