@@ -1,31 +1,152 @@
-"""One tree of errors that mean something to a client.
+"""One catalogue of what a client may be told went wrong, and the tree of errors views raise.
 
-Each error knows its HTTP status, its stable machine-readable ``code`` and, for the WebSocket,
-the close code it maps to (RFC 6455 section 7.4.1). Anything else that goes wrong is logged on
-the server and answered with a bare 500 body: no traceback ever reaches a client.
+Every code a client can read is an entry here, documented in docs/protocol.md ("Error codes",
+"error" frames and "Close codes"; tests/test_errors.py holds the two to each other):
+
+- :class:`HttpCode`: the ``"error"`` of a JSON error body, with its HTTP status;
+- :class:`FrameCode`: the ``"code"`` of a WebSocket ``error`` frame (the socket stays open);
+- :class:`Close`: each WebSocket close the server sends, its code (:class:`CloseCode`, RFC 6455
+  section 7.4.1) and reason text.
+
+Other modules name an entry (``HttpCode.NOT_FOUND``), never spell a code. Views raise a
+:class:`SecureChatError` subclass, which carries its ``HttpCode``. Anything else that goes wrong
+is logged on the server and answered with ``internal`` (500): no traceback ever reaches a client.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 
-class SecureChatError(Exception):
-    """Base of every error a client may see."""
+@enum.unique
+class HttpCode(enum.Enum):
+    """The code of a JSON error body ``{"error": code, "message": ...}``, its status, its message."""
 
-    status: int = 400
-    code: str = "bad_request"
-    close_code: int = 1008  # RFC 6455 7.4.1: policy violation
-    default_message: str = "The request could not be processed."
+    BAD_REQUEST = ("bad_request", 400, "The request could not be processed.")
+    INVALID = ("invalid", 400, "The request is not valid.")
+    INVALID_CREDENTIALS = ("invalid_credentials", 401, "Wrong username or password.")
+    UNAUTHENTICATED = ("unauthenticated", 401, "Log in first.")
+    CROSS_SITE = ("cross_site", 403, "Cross-site requests are not allowed.")
+    NOT_FOUND = ("not_found", 404, "Not found.")
+    USERNAME_TAKEN = ("username_taken", 409, "Username already exists.")
+    UNSUPPORTED_MEDIA_TYPE = (
+        "unsupported_media_type",
+        415,
+        "Send the request body as application/json.",
+    )
+    THROTTLED = ("throttled", 429, "Too many attempts. Try again later.")
+    INTERNAL = ("internal", 500, "Internal server error.")
+    BUSY = ("busy", 503, "The server is busy. Try again in a moment.")
+
+    def __init__(self, code: str, status: int, message: str) -> None:
+        self.code = code
+        self.status = status
+        self.message = message
+
+    def body(self, message: str | None = None, **details: Any) -> dict[str, Any]:
+        """The JSON error body: ``{"error": code, "message": ..., **details}``."""
+        return {"error": self.code, "message": message or self.message, **details}
+
+
+@enum.unique
+class FrameCode(enum.Enum):
+    """The code of an ``error`` frame ``{"type": "error", "code", "message"}``, its message."""
+
+    # The frame itself (securechat/chat/protocol.py).
+    BAD_JSON = ("bad_json", "a frame must be valid JSON")
+    NOT_AN_OBJECT = ("not_an_object", "a frame must be a JSON object")
+    UNKNOWN_TYPE = ("unknown_type", "unknown frame type")
+    BAD_FIELD = ("bad_field", "a field is missing or malformed")
+    BINARY_FRAME = ("binary_frame", "frames are JSON text; binary frames are not accepted")
+    ENVELOPE_TOO_LARGE = ("envelope_too_large", "the envelope is too large")
+    # What it asks for (securechat/chat/session.py, securechat/chat/delivery.py).
+    SELF_RECIPIENT = ("self_recipient", "You cannot send a message to yourself.")
+    UNKNOWN_RECIPIENT = ("unknown_recipient", "There is no user by that name.")
+    UNKNOWN_MESSAGE = ("unknown_message", "There is no message {seq} addressed to you.")
+    UNAVAILABLE = (
+        "unavailable",
+        "The message could not be stored; send it again with the same id.",
+    )
+    RATE_LIMITED = (
+        "rate_limited",
+        "Too many messages from this account; send it again later with the same id.",
+    )
+    QUEUE_FULL = (
+        "queue_full",
+        "Too many of your messages are waiting to be received; send it again later with"
+        " the same id, once the recipient has caught up.",
+    )
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server sends (RFC 6455 section 7.4.1).
+
+    No private 4000-4999 codes (RFC 6455 section 7.4.2) are needed: the close reason text tells
+    the reasons sharing 1008 apart. A client reconnects (with backoff) after 1001 and 1013, and
+    catches up with ``sync``; after 1008 it does not reconnect on its own.
+    """
+
+    NORMAL = 1000  # 7.4.1: normal closure (the client logged out, the socket is done)
+    GOING_AWAY = 1001  # 7.4.1: "going away", the server is shutting down
+    POLICY_VIOLATION = 1008  # 7.4.1: flooding, session revoked, too many connections
+    MESSAGE_TOO_BIG = 1009  # 7.4.1: a frame larger than the server will process
+    INTERNAL_ERROR = 1011  # 7.4.1: an unexpected condition on the server; this socket only
+    TRY_AGAIN_LATER = 1013  # IANA registry (RFC 6455 11.7): a slow reader whose queue overflowed
+
+
+@enum.unique
+class Close(enum.Enum):
+    """A close the server sends on ``/ws``: its code and its reason text."""
+
+    NORMAL = (CloseCode.NORMAL, "")
+    SERVER_SHUTDOWN = (CloseCode.GOING_AWAY, "server shutdown")
+    SESSION_ENDED = (CloseCode.POLICY_VIOLATION, "session ended")
+    SESSION_EXPIRED = (CloseCode.POLICY_VIOLATION, "session expired")
+    FLOOD = (CloseCode.POLICY_VIOLATION, "too many frames; slow down")
+    TOO_MANY_CONNECTIONS = (CloseCode.POLICY_VIOLATION, "too many connections")
+    # Sent by Hypercorn (websocket_max_message_size in hypercorn.toml), not by our code.
+    MESSAGE_TOO_BIG = (CloseCode.MESSAGE_TOO_BIG, "")
+    INTERNAL_ERROR = (CloseCode.INTERNAL_ERROR, "internal error")
+    SLOW_READER = (CloseCode.TRY_AGAIN_LATER, "too slow to read; reconnect and sync")
+    SERVER_BUSY = (CloseCode.TRY_AGAIN_LATER, "server busy")
+    STALLED_READER = (CloseCode.TRY_AGAIN_LATER, "stopped reading; reconnect and sync")
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+# --- The tree views raise -----------------------------------------------------------------------
+
+
+class SecureChatError(Exception):
+    """Base of every error a client may see in an HTTP answer; ``error`` is its entry."""
+
+    error: HttpCode = HttpCode.BAD_REQUEST
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
-        self.message = message or self.default_message
+        self.message = message or self.error.message
         self.details = details
         super().__init__(self.message)
 
+    @property
+    def status(self) -> int:
+        """The HTTP status of the answer."""
+        return self.error.status
+
+    @property
+    def code(self) -> str:
+        """The stable machine-readable code."""
+        return self.error.code
+
     def to_json(self) -> dict[str, Any]:
         """The JSON error body: ``{"error": code, "message": ..., **details}``."""
-        return {"error": self.code, "message": self.message, **self.details}
+        return self.error.body(self.message, **self.details)
 
     def headers(self) -> dict[str, str]:
         """Extra response headers (Retry-After, WWW-Authenticate)."""
@@ -35,7 +156,7 @@ class SecureChatError(Exception):
 class InvalidField(SecureChatError):
     """A request field is missing, of the wrong type, or out of its bound."""
 
-    code = "invalid"
+    error = HttpCode.INVALID
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message, field=field)
@@ -45,73 +166,52 @@ class InvalidField(SecureChatError):
 class BadJson(SecureChatError):
     """The body is not a JSON object."""
 
-    code = "invalid"
-    default_message = "The request body must be a JSON object."
+    error = HttpCode.INVALID
+
+    def __init__(self) -> None:
+        super().__init__("The request body must be a JSON object.")
 
 
 class UnsupportedMediaType(SecureChatError):
     """A state-changing request that is not ``application/json``."""
 
-    status = 415
-    code = "unsupported_media_type"
-    default_message = "Send the request body as application/json."
+    error = HttpCode.UNSUPPORTED_MEDIA_TYPE
 
 
 class UsernameTaken(SecureChatError):
     """Registration of a name that already exists."""
 
-    status = 409
-    code = "username_taken"
-    default_message = "Username already exists."
+    error = HttpCode.USERNAME_TAKEN
 
 
 class InvalidCredentials(SecureChatError):
     """Unknown user or wrong key: deliberately indistinguishable."""
 
-    status = 401
-    code = "invalid_credentials"
-    default_message = "Wrong username or password."
+    error = HttpCode.INVALID_CREDENTIALS
 
 
 class NotAuthenticated(SecureChatError):
     """No valid session: missing, expired or revoked."""
 
-    status = 401
-    code = "unauthenticated"
-    default_message = "Log in first."
+    error = HttpCode.UNAUTHENTICATED
 
 
 class CrossSiteRequest(SecureChatError):
     """A state-changing request from another origin (CSRF) or a foreign WebSocket Origin."""
 
-    status = 403
-    code = "cross_site"
-    default_message = "Cross-site requests are not allowed."
-
-
-class Forbidden(SecureChatError):
-    """Authenticated, but not allowed to do this."""
-
-    status = 403
-    code = "forbidden"
-    default_message = "Not allowed."
+    error = HttpCode.CROSS_SITE
 
 
 class NotFound(SecureChatError):
     """The resource does not exist (or is not visible to the caller)."""
 
-    status = 404
-    code = "not_found"
-    default_message = "Not found."
+    error = HttpCode.NOT_FOUND
 
 
 class Throttled(SecureChatError):
     """Too many attempts; try again after ``retry_after`` seconds."""
 
-    status = 429
-    code = "throttled"
-    close_code = 1008
-    default_message = "Too many attempts. Try again later."
+    error = HttpCode.THROTTLED
 
     def __init__(self, retry_after: int, message: str | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
@@ -124,10 +224,7 @@ class Throttled(SecureChatError):
 class ServerBusy(SecureChatError):
     """The server is at a bound it protects itself with; retry shortly."""
 
-    status = 503
-    code = "busy"
-    close_code = 1013  # RFC 6455 7.4.1: try again later
-    default_message = "The server is busy. Try again in a moment."
+    error = HttpCode.BUSY
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}

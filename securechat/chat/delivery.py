@@ -39,9 +39,11 @@ from securechat.chat.protocol import (
     receipt_frame,
 )
 from securechat.config import Config
+from securechat.errors import FrameCode
 from securechat.runtime import cancel_and_wait, now_ms
 from securechat.store import (
     UNKNOWN_MESSAGE,
+    UNKNOWN_RECIPIENT,
     Change,
     MarkOutcome,
     MarkStatus,
@@ -55,18 +57,10 @@ from securechat.store import (
 
 log = logging.getLogger(__name__)
 
-# Error codes this layer adds to protocol.py's (all listed in docs/protocol.md).
-SELF_RECIPIENT: Final = "self_recipient"
-UNAVAILABLE: Final = "unavailable"
-RATE_LIMITED: Final = "rate_limited"
-QUEUE_FULL: Final = "queue_full"
-_MESSAGES: Final = {
-    "unknown_recipient": "There is no user by that name.",
-    UNKNOWN_MESSAGE: "There is no message {seq} addressed to you.",
-    UNAVAILABLE: "The message could not be stored; send it again with the same id.",
-    RATE_LIMITED: "Too many messages from this account; send it again later with the same id.",
-    QUEUE_FULL: "Too many of your messages are waiting to be received; send it again later with"
-    " the same id, once the recipient has caught up.",
+# The error frame answering each refusal the store reports.
+_STORE_REFUSALS: Final[dict[str, FrameCode]] = {
+    UNKNOWN_RECIPIENT: FrameCode.UNKNOWN_RECIPIENT,
+    UNKNOWN_MESSAGE: FrameCode.UNKNOWN_MESSAGE,
 }
 
 
@@ -229,7 +223,7 @@ class Delivery:
         naming the frame, and nothing is stored (the client sends it again later)."""
         if self._send_rate.allow(author.user_id, now):
             return True
-        self._refuse(conn, RATE_LIMITED, frame.id)
+        self._refuse(conn, FrameCode.RATE_LIMITED, frame.id)
         return False
 
     async def send(self, conn: Connection, author: Principal, frame: Send) -> None:
@@ -319,9 +313,10 @@ class Delivery:
             self.stats.commit_failures += 1
             for item in sends:
                 self._uncount(item)
-                self._refuse(item.conn, QUEUE_FULL if item.refused else UNAVAILABLE, item.frame.id)
+                refusal = FrameCode.QUEUE_FULL if item.refused else FrameCode.UNAVAILABLE
+                self._refuse(item.conn, refusal, item.frame.id)
             for mark in marks:
-                self._refuse(mark.conn, UNAVAILABLE, None)
+                self._refuse(mark.conn, FrameCode.UNAVAILABLE, None)
             return
         self.last_seq = result.last_seq
         self.stats.record_batch(len(sends) + len(marks))
@@ -333,7 +328,7 @@ class Delivery:
         for item, outcome in zip(sends, outcomes, strict=True):
             with _logged("answering a send after its commit"):
                 if outcome is None:
-                    self._refuse(item.conn, QUEUE_FULL, item.frame.id)
+                    self._refuse(item.conn, FrameCode.QUEUE_FULL, item.frame.id)
                 else:
                     await self._settle_send(item, outcome)
         for mark, mark_outcome in zip(marks, result.marks, strict=True):
@@ -395,7 +390,7 @@ class Delivery:
     async def _settle_send(self, item: _PendingSend, outcome: SendOutcome) -> None:
         frame = item.frame
         if not isinstance(outcome, Stored):
-            self._refuse(item.conn, outcome, frame.id)
+            self._refuse(item.conn, _STORE_REFUSALS[outcome], frame.id)
             return
         # Acks are never dropped as repeats: the client waits for each. The sending connection
         # gets no copy of its own message; the ack (in position order on the queue) stands in.
@@ -426,11 +421,13 @@ class Delivery:
             await self.broker.publish(outcome.sender, text)
             self.stats.receipts += 1
         elif outcome is not None:
-            self._refuse(mark.conn, outcome, None, seq=mark.seq)
+            self._refuse(mark.conn, _STORE_REFUSALS[outcome], None, seq=mark.seq)
 
-    def _refuse(self, conn: Connection, code: str, frame_id: str | None, *, seq: int = 0) -> None:
-        self.stats.rejected[code] += 1
-        conn.deliver(error_frame(code, _MESSAGES[code].format(seq=seq), frame_id))
+    def _refuse(
+        self, conn: Connection, error: FrameCode, frame_id: str | None, *, seq: int = 0
+    ) -> None:
+        self.stats.rejected[error.code] += 1
+        conn.deliver(error_frame(error, error.message.format(seq=seq), frame_id))
 
 
 @contextlib.contextmanager
@@ -460,10 +457,6 @@ def _change_frame(change: Change) -> Sequenced:
 
 
 __all__ = [
-    "QUEUE_FULL",
-    "RATE_LIMITED",
-    "SELF_RECIPIENT",
-    "UNAVAILABLE",
     "ChatStats",
     "Delivery",
     "Principal",

@@ -30,10 +30,11 @@ from quart.wrappers import Websocket
 from securechat.accounts.sessions import TOUCH_INTERVAL_MS, current_session, is_live
 from securechat.chat.delivery import Principal
 from securechat.chat.hub import Connection, TooManyConnections
-from securechat.chat.protocol import SEQ_LIMIT, CloseCode, presence_frame
+from securechat.chat.protocol import SEQ_LIMIT, presence_frame
 from securechat.chat.service import ChatService
 from securechat.chat.session import ChatSession
 from securechat.config import Config
+from securechat.errors import Close, HttpCode
 from securechat.runtime import now_ms
 from securechat.state import state
 from securechat.store import Session
@@ -42,9 +43,6 @@ from securechat.web.security import is_allowed_origin
 
 log = logging.getLogger(__name__)
 
-# RFC 6455 section 7.4.1: an unexpected condition on the server; this connection only.
-INTERNAL_ERROR: Final = 1011
-_INTERNAL_REASON: Final = "internal error"
 # WebSocket handshakes are addressed to ws:// or wss://; the browser's Origin names http(s).
 _HTTP_SCHEME: Final = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 
@@ -61,23 +59,23 @@ async def chat_socket() -> tuple[Response, int] | None:
     """Authenticate the handshake, then serve the connection until either side ends it."""
     service = chat_service()
     if not _origin_allowed(service.config):
-        return _refuse(service, "cross_site", "This origin may not open the chat.")
+        return _refuse(service, HttpCode.CROSS_SITE, "This origin may not open the chat.")
     session = await current_session()
     if session is None:
-        return _refuse(service, "unauthenticated", "Log in first.")
+        return _refuse(service, HttpCode.UNAUTHENTICATED)
     try:
         after = _initial_cursor()
     except ValueError:
         service.stats.rejected["handshake_bad_after"] += 1
-        return jsonify({"error": "invalid", "message": "after must be a seq."}), 400
+        return jsonify(HttpCode.INVALID.body("after must be a seq.")), HttpCode.INVALID.status
     if service.open_sockets >= service.config.ws_connections_max:
-        await _accept_and_close(service, CloseCode.TRY_AGAIN_LATER, "server busy")
+        await _accept_and_close(service, Close.SERVER_BUSY)
         return None
     try:
         conn = service.hub.connect(session.username, session.id)
     except TooManyConnections:
         service.stats.rejected["too_many_connections"] += 1
-        await _accept_and_close(service, CloseCode.POLICY_VIOLATION, "too many connections")
+        await _accept_and_close(service, Close.TOO_MANY_CONNECTIONS)
         return None
     # Counted from here, before the first await, so simultaneous handshakes cannot all pass
     # the ws_connections_max check above.
@@ -87,7 +85,7 @@ async def chat_socket() -> tuple[Response, int] | None:
         # to close; reading the session again after connect() closes that gap.
         session = await _still_live(session)
         if session is None:
-            return _refuse(service, "unauthenticated", "Log in first.")
+            return _refuse(service, HttpCode.UNAUTHENTICATED)
         await websocket.accept()
         await _serve(service, conn, session, after)
     finally:
@@ -113,15 +111,18 @@ def _initial_cursor() -> int | None:
     return after
 
 
-def _refuse(service: ChatService, code: str, message: str) -> tuple[Response, int]:
-    """HTTP 403 instead of the upgrade (the ASGI websocket.http.response extension)."""
-    service.stats.rejected["handshake_" + code] += 1
-    return jsonify({"error": code, "message": message}), 403
+def _refuse(
+    service: ChatService, error: HttpCode, message: str | None = None
+) -> tuple[Response, int]:
+    """HTTP 403 instead of the upgrade (the ASGI websocket.http.response extension), whatever
+    the code's own status: docs/protocol.md, "Opening the socket"."""
+    service.stats.rejected["handshake_" + error.code] += 1
+    return jsonify(error.body(message)), 403
 
 
-async def _accept_and_close(service: ChatService, code: int, reason: str) -> None:
+async def _accept_and_close(service: ChatService, close: Close) -> None:
     await websocket.accept()
-    await _close(service, code, reason)
+    await _close(service, close.code, close.reason)
 
 
 def _transmitter(socket: Websocket) -> Callable[[str], Awaitable[None]]:
@@ -161,8 +162,8 @@ async def _serve(
         transmit=_transmitter(socket),
     )
     expiry = _Expiry(conn, session, service.config)
-    code: int = CloseCode.NORMAL
-    reason = ""
+    code: int = Close.NORMAL.code
+    reason = Close.NORMAL.reason
     tasks: list[asyncio.Task[Any]] = []
     service.stalls.add(chat)
     try:
@@ -178,12 +179,12 @@ async def _serve(
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             task.result()  # re-raises what ended a loop
-        code, reason = conn.close_code or CloseCode.NORMAL, conn.close_reason
+        code, reason = conn.close_code or Close.NORMAL.code, conn.close_reason
     except asyncio.CancelledError:
         raise  # the client went away (Quart cancels the handler) or the server is stopping
     except Exception:
         log.exception("chat connection of %r failed", session.username)
-        code, reason = INTERNAL_ERROR, _INTERNAL_REASON
+        code, reason = Close.INTERNAL_ERROR.code, Close.INTERNAL_ERROR.reason
     finally:
         service.stalls.discard(chat)
         expiry.cancel()
@@ -238,7 +239,7 @@ class _Expiry:
         deadline = min(self._session.expires_at, self._touched + self._idle_ms)
         delay = max(0.0, (deadline - now_ms()) / 1000)
         self._timer = asyncio.get_running_loop().call_later(
-            delay, self._conn.close, CloseCode.POLICY_VIOLATION, "session expired"
+            delay, self._conn.close, Close.SESSION_EXPIRED.code, Close.SESSION_EXPIRED.reason
         )
 
     async def activity(self) -> None:

@@ -32,25 +32,21 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
-from securechat.chat.protocol import CloseCode, PresenceStatus
-from securechat.errors import SecureChatError
+from securechat.chat.protocol import PresenceStatus
+from securechat.errors import Close
 
 logger = logging.getLogger(__name__)
 
 PresenceListener = Callable[[str, PresenceStatus], None]
 
-_SLOW_READER_REASON: Final = "too slow to read; reconnect and sync"
 
+class TooManyConnections(Exception):
+    """The user already has the maximum number of live connections.
 
-class TooManyConnections(SecureChatError):
-    """The user already has the maximum number of live connections."""
-
-    status = 429
-    code = "too_many_connections"
-    close_code = CloseCode.POLICY_VIOLATION
-    default_message = "Too many open connections for this account."
+    Never seen as such: the endpoint answers it with ``Close.TOO_MANY_CONNECTIONS``.
+    """
 
 
 class Connection:
@@ -97,7 +93,7 @@ class Connection:
         try:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
-            self.close(CloseCode.TRY_AGAIN_LATER, _SLOW_READER_REASON)
+            self.close(Close.SLOW_READER.code, Close.SLOW_READER.reason)
             if self._on_overflow is not None:
                 self._on_overflow(self)
             return False
@@ -170,7 +166,7 @@ class Hub:
         conns = self._by_user.get(conn.user)
         if conns is None or conn not in conns:
             return
-        conn.close(CloseCode.NORMAL, "disconnected")  # later deliveries are refused
+        conn.close(Close.NORMAL.code, Close.NORMAL.reason)  # later deliveries are refused
         conns.discard(conn)
         _discard(self._by_session, conn.session_id, conn)
         if not conns:
@@ -201,7 +197,9 @@ class Hub:
         """Close every socket of a user (account deleted, all sessions revoked)."""
         return _close_all(self._by_user.get(user, ()), code, reason)
 
-    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutdown") -> int:
+    def close_all(
+        self, code: int = Close.SERVER_SHUTDOWN.code, reason: str = Close.SERVER_SHUTDOWN.reason
+    ) -> int:
         """Close every socket (server shutdown)."""
         return sum(_close_all(conns, code, reason) for conns in self._by_user.values())
 

@@ -18,7 +18,6 @@ the sender from the authenticated session. The envelope format is in ``docs/CONT
 
 from __future__ import annotations
 
-import enum
 import json
 import re
 import unicodedata
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, Final, Literal, TypeAlias
 
-from securechat.errors import SecureChatError
+from securechat.errors import CloseCode, FrameCode
 
 # --- Names and ids ------------------------------------------------------------------------------
 
@@ -51,24 +50,6 @@ def normalize_username(name: str) -> str:
     if not USERNAME_RE.match(canonical):
         raise ValueError("a username is 3-32 characters of a-z 0-9 . _ -")
     return canonical
-
-
-# --- Close codes --------------------------------------------------------------------------------
-
-
-class CloseCode(enum.IntEnum):
-    """WebSocket close codes the server sends (RFC 6455 section 7.4.1).
-
-    No private 4000-4999 codes (RFC 6455 section 7.4.2) are needed: the close reason text tells
-    the reasons sharing 1008 apart. A client reconnects (with backoff) after 1001 and 1013, and
-    catches up with ``sync``; after 1008 it does not reconnect on its own.
-    """
-
-    NORMAL = 1000  # 7.4.1: normal closure (the client logged out, the socket is done)
-    GOING_AWAY = 1001  # 7.4.1: "going away", the server is shutting down
-    POLICY_VIOLATION = 1008  # 7.4.1: flooding, session revoked, too many connections
-    MESSAGE_TOO_BIG = 1009  # 7.4.1: a frame larger than the server will process
-    TRY_AGAIN_LATER = 1013  # IANA registry (RFC 6455 11.7): a slow reader whose queue overflowed
 
 
 # --- Client frames ------------------------------------------------------------------------------
@@ -120,25 +101,38 @@ class Ping:
 ClientFrame: TypeAlias = Send | Sync | Delivered | Read | Typing | Ping
 
 ProtocolErrorCode: TypeAlias = Literal[
-    "bad_json", "not_an_object", "unknown_type", "bad_field", "envelope_too_large", "binary_frame"
+    FrameCode.BAD_JSON,
+    FrameCode.NOT_AN_OBJECT,
+    FrameCode.UNKNOWN_TYPE,
+    FrameCode.BAD_FIELD,
+    FrameCode.ENVELOPE_TOO_LARGE,
+    FrameCode.BINARY_FRAME,
 ]
 
 
-class ProtocolError(SecureChatError):
+class ProtocolError(Exception):
     """A client frame that breaks the protocol; answered with an error frame, not a close."""
 
-    def __init__(self, code: ProtocolErrorCode, message: str, frame_id: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
+    def __init__(
+        self, error: ProtocolErrorCode, message: str | None = None, frame_id: str | None = None
+    ) -> None:
+        self.error = error
+        self.message = message or error.message
         self.frame_id = frame_id
+        super().__init__(self.message)
+
+    @property
+    def code(self) -> str:
+        """The stable code the error frame carries."""
+        return self.error.code
 
     def to_frame(self) -> str:
         """The ``error`` frame telling the client what was wrong with its frame."""
-        return error_frame(self.code, self.message, self.frame_id)
+        return error_frame(self.error, self.message, self.frame_id)
 
 
 def _bad_field(name: str, rule: str) -> ProtocolError:
-    return ProtocolError("bad_field", f"field {name!r} {rule}")
+    return ProtocolError(FrameCode.BAD_FIELD, f"field {name!r} {rule}")
 
 
 # --- Parsing ------------------------------------------------------------------------------------
@@ -147,17 +141,17 @@ def _bad_field(name: str, rule: str) -> ProtocolError:
 def parse_client_frame(data: str | bytes, *, max_envelope_bytes: int) -> ClientFrame:
     """Parse and validate one client frame; raise :class:`ProtocolError` if it is not valid."""
     if not isinstance(data, str):
-        raise ProtocolError("binary_frame", "frames are JSON text; binary frames are not accepted")
+        raise ProtocolError(FrameCode.BINARY_FRAME)
     obj = _load_json(data)
     if not isinstance(obj, dict):
-        raise ProtocolError("not_an_object", "a frame must be a JSON object")
+        raise ProtocolError(FrameCode.NOT_AN_OBJECT)
     try:
         kind = obj.get("type")
         if not isinstance(kind, str):
             raise _bad_field("type", "must be a string")
         parser = _PARSERS.get(kind)
         if parser is None:
-            raise ProtocolError("unknown_type", f"unknown frame type {kind[:32]!r}")
+            raise ProtocolError(FrameCode.UNKNOWN_TYPE, f"unknown frame type {kind[:32]!r}")
         return parser(obj, max_envelope_bytes)
     except ProtocolError as exc:
         exc.frame_id = _frame_id(obj)
@@ -181,7 +175,7 @@ def _load_json(data: str) -> Any:
         return strict_json_loads(data)
     except ValueError as exc:
         # ValueError covers JSONDecodeError and ints beyond sys.get_int_max_str_digits().
-        raise ProtocolError("bad_json", "a frame must be valid JSON") from exc
+        raise ProtocolError(FrameCode.BAD_JSON) from exc
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -308,7 +302,7 @@ def _envelope(value: Any, max_bytes: int) -> str:
     text = _canonical_text(value) if bad is None else _CANONICAL.encode(value)
     # Too large is reported before a bad field.
     if len(text) > max_bytes:
-        raise ProtocolError("envelope_too_large", f"the envelope exceeds {max_bytes} bytes")
+        raise ProtocolError(FrameCode.ENVELOPE_TOO_LARGE, f"the envelope exceeds {max_bytes} bytes")
     if bad is not None:
         low, high = _ENVELOPE_BYTES[bad]
         raise _bad_field(
@@ -422,9 +416,14 @@ def pong_frame() -> str:
     return _PONG
 
 
-def error_frame(code: str, message: str, frame_id: str | None = None) -> str:
-    """``{"type": "error", "code", "message"}``, with the client's frame ``id`` when known."""
-    frame: dict[str, str] = {"type": "error", "code": code, "message": message}
+def error_frame(error: FrameCode, message: str | None = None, frame_id: str | None = None) -> str:
+    """``{"type": "error", "code", "message"}``, with the client's frame ``id`` when known;
+    ``message`` is the entry's own unless given."""
+    frame: dict[str, str] = {
+        "type": "error",
+        "code": error.code,
+        "message": message or error.message,
+    }
     if frame_id is not None:
         frame["id"] = frame_id
     return _COMPACT.encode(frame)

@@ -12,9 +12,9 @@ from securechat.chat import wsguard
 from securechat.chat.delivery import ChatStats, Delivery
 from securechat.chat.hub import Broker, Hub, LocalBroker
 from securechat.chat.presence import Presence
-from securechat.chat.protocol import CloseCode
 from securechat.chat.session import StallSweep
 from securechat.config import Config
+from securechat.errors import Close
 from securechat.store import Store
 
 
@@ -59,14 +59,14 @@ class ChatService:
         self.presence.start()
         self.stalls.start()
         yield
-        self.hub.close_all(CloseCode.GOING_AWAY, "server shutdown")
+        self.hub.close_all(Close.SERVER_SHUTDOWN.code, Close.SERVER_SHUTDOWN.reason)
         await self.stalls.stop()
         await self.presence.stop()
         await self.delivery.stop()
 
     async def session_ended(self, session_id: str) -> None:
         """The accounts' listener: close that session's sockets at once (logout, revocation)."""
-        self.hub.close_session(session_id, CloseCode.POLICY_VIOLATION, "session ended")
+        self.hub.close_session(session_id, Close.SESSION_ENDED.code, Close.SESSION_ENDED.reason)
 
     async def health(self) -> dict[str, Any]:
         """The /admin/health section: connection counts and queue depths."""

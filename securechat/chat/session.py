@@ -21,10 +21,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 
-from securechat.chat.delivery import SELF_RECIPIENT, ChatStats, Delivery, Principal, Sequenced
+from securechat.chat.delivery import ChatStats, Delivery, Principal, Sequenced
 from securechat.chat.hub import Broker, Connection
 from securechat.chat.protocol import (
-    CloseCode,
     Delivered,
     Ping,
     ProtocolError,
@@ -40,6 +39,7 @@ from securechat.chat.protocol import (
     typing_frame,
 )
 from securechat.config import Config
+from securechat.errors import Close, FrameCode
 from securechat.runtime import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,9 @@ log = logging.getLogger(__name__)
 Transmit = Callable[[str], Awaitable[None]]
 Clock = Callable[[], float]
 
-_FLOOD_REASON = "too many frames; slow down"
 # Frames written in a row before letting the other connections run: ``transmit`` returns without
 # yielding while the socket takes data (endpoint.py), so a long replay would hold the event loop.
 _YIELD_EVERY = 32
-_STALLED_REASON = "stopped reading; reconnect and sync"
 # Seconds between two sweeps of StallSweep, at most: the slack on top of ws_send_timeout.
 _SWEEP_PERIOD = 1.0
 
@@ -96,7 +94,7 @@ class ChatSession:
         self.stats.frames_in += 1
         if not self._frames.allow(self._clock()):
             self.stats.rejected["flood"] += 1
-            self.conn.close(CloseCode.POLICY_VIOLATION, _FLOOD_REASON)
+            self.conn.close(Close.FLOOD.code, Close.FLOOD.reason)
             return
         try:
             frame = parse_client_frame(data, max_envelope_bytes=self._max_envelope)
@@ -123,7 +121,7 @@ class ChatSession:
 
     async def _send(self, frame: Send) -> None:
         if frame.to == self.user.name:
-            self._refuse(SELF_RECIPIENT, "You cannot send a message to yourself.", frame.id)
+            self._refuse(FrameCode.SELF_RECIPIENT, None, frame.id)
             return
         if self.delivery.admit(self.conn, self.user, frame, self._clock()):
             await self.delivery.send(self.conn, self.user, frame)
@@ -131,16 +129,16 @@ class ChatSession:
     async def _typing_to(self, to: str) -> None:
         # Never stored, never an error when dropped: typing is a hint, relayed while it is fresh.
         if to == self.user.name:
-            self._refuse(SELF_RECIPIENT, "You cannot type to yourself.", None)
+            self._refuse(FrameCode.SELF_RECIPIENT, "You cannot type to yourself.", None)
         elif self._typing.allow(self._clock()):
             await self.broker.publish(to, typing_frame(self.user.name))
             self.stats.typing_relayed += 1
         else:
             self.stats.typing_dropped += 1
 
-    def _refuse(self, code: str, message: str, frame_id: str | None) -> None:
-        self.stats.rejected[code] += 1
-        self.reply(error_frame(code, message, frame_id))
+    def _refuse(self, error: FrameCode, message: str | None, frame_id: str | None) -> None:
+        self.stats.rejected[error.code] += 1
+        self.reply(error_frame(error, message, frame_id))
 
     # Sync -------------------------------------------------------------------------------
 
@@ -202,7 +200,7 @@ class ChatSession:
         if self._clock() - started < self._send_timeout:
             return False
         self.stats.rejected["stalled_reader"] += 1
-        self.conn.close(CloseCode.TRY_AGAIN_LATER, _STALLED_REASON)
+        self.conn.close(Close.STALLED_READER.code, Close.STALLED_READER.reason)
         return True
 
     async def run_sender(self) -> None:

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from securechat.config import Config
 from securechat.errors import (
     CrossSiteRequest,
+    HttpCode,
     InvalidField,
     SecureChatError,
     UnsupportedMediaType,
@@ -153,6 +154,8 @@ async def handle_http_error(error: HTTPException) -> tuple[Response | str, int]:
         # The contract answers an oversized body like any other invalid field: 400.
         too_large = InvalidField("body", "The request body is too large.")
         return jsonify(too_large.to_json()), too_large.status
+    # The framework's own errors carry their reason phrase as the code: 404 not_found (as
+    # HttpCode.NOT_FOUND), 405 method_not_allowed ... (docs/protocol.md, "Error codes").
     code = (error.name or "error").lower().replace(" ", "_")
     if wants_json():
         return jsonify({"error": code, "message": error.description or error.name}), status
@@ -165,7 +168,7 @@ async def handle_unexpected(error: Exception) -> tuple[Response | str, int]:
         return await handle_http_error(error)
     log.exception("unhandled error", exc_info=error)
     if wants_json():
-        return jsonify({"error": "internal", "message": "Internal server error."}), 500
+        return jsonify(HttpCode.INTERNAL.body()), HttpCode.INTERNAL.status
     return await render_template("error.html", status=500, title="Internal server error"), 500
 
 

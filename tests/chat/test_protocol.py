@@ -38,6 +38,7 @@ from securechat.chat.protocol import (
     typing_frame,
 )
 from securechat.chat.protocol import _is_base64 as is_base64  # the fast check, held to the old one
+from securechat.errors import FrameCode
 
 MAX = 56 * 1024
 FRAME_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -371,7 +372,7 @@ def test_error_keeps_frame_id_for_unknown_type() -> None:
 
 def test_error_to_frame() -> None:
     """ProtocolError.to_frame() is the matching error frame."""
-    exc = ProtocolError("bad_field", "field 'to' is wrong", FRAME_ID)
+    exc = ProtocolError(FrameCode.BAD_FIELD, "field 'to' is wrong", FRAME_ID)
     expected = {"type": "error", "code": "bad_field", "message": "field 'to' is wrong"}
     assert json.loads(exc.to_frame()) == {**expected, "id": FRAME_ID}
 
@@ -648,7 +649,7 @@ def test_pong_frame() -> None:
 
 def test_error_frame_without_id() -> None:
     """error_frame leaves out id when there is none."""
-    text = error_frame("bad_json", "nope")
+    text = error_frame(FrameCode.BAD_JSON, "nope")
     assert json.loads(text) == {"type": "error", "code": "bad_json", "message": "nope"}
 
 
@@ -658,7 +659,7 @@ def test_builders_escape_strings() -> None:
     assert json.loads(ack_frame(odd, 1, 2))["id"] == odd
     assert json.loads(message_frame(1, odd, odd, odd, 2, "{}"))["from"] == odd
     assert json.loads(receipt_frame(1, odd, "read", odd, 2))["by"] == odd
-    assert json.loads(error_frame("bad_field", odd, odd))["message"] == odd
+    assert json.loads(error_frame(FrameCode.BAD_FIELD, odd, odd))["message"] == odd
 
 
 # --- close codes ------------------------------------------------------------------------------
@@ -666,7 +667,7 @@ def test_builders_escape_strings() -> None:
 
 def test_close_codes_match_rfc6455() -> None:
     """The close codes have their RFC 6455 / IANA registry values."""
-    assert [int(code) for code in CloseCode] == [1000, 1001, 1008, 1009, 1013]
+    assert [int(code) for code in CloseCode] == [1000, 1001, 1008, 1009, 1011, 1013]
 
 
 # --- rate limiter -----------------------------------------------------------------------------
