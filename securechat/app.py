@@ -20,7 +20,7 @@ from securechat.chat.service import ChatService
 from securechat.config import RESOURCES, Config
 from securechat.directory import views as directory_views
 from securechat.directory.service import KeyDirectory, load_or_create_key
-from securechat.runtime import cancel_and_wait
+from securechat.runtime import WALL_CLOCK, Clock, cancel_and_wait
 from securechat.state import AppState
 from securechat.store import create_store
 from securechat.web import admin, pages, security
@@ -29,8 +29,9 @@ from securechat.web.proxy import TrustedProxies
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Config | None = None) -> Quart:
-    """Build the app from ``config`` (default: the environment). Resources open at serving time."""
+def create_app(config: Config | None = None, *, clock: Clock = WALL_CLOCK) -> Quart:
+    """Build the app from ``config`` (default: the environment) on ``clock`` (a test may pass
+    one it moves itself). Resources open at serving time."""
     config = config or Config.from_env()
     app = Quart(
         "securechat",
@@ -42,7 +43,7 @@ def create_app(config: Config | None = None) -> Quart:
     app.secret_key = secrets.cookie_key
     app.config.update(_quart_settings(config))
     QuartAuth(app)
-    state = _build_state(config, secrets)
+    state = _build_state(config, secrets, clock)
     app.extensions["securechat"] = state
     security.install(app)
     app.register_blueprint(accounts_views.blueprint)
@@ -57,14 +58,15 @@ def create_app(config: Config | None = None) -> Quart:
     return app
 
 
-def _build_state(config: Config, secrets: datadir.ServerSecrets) -> AppState:
+def _build_state(config: Config, secrets: datadir.ServerSecrets, clock: Clock) -> AppState:
     store = create_store(config)
-    chat = ChatService.create(config, store)
+    chat = ChatService.create(config, store, clock)
     return AppState(
         config=config,
+        clock=clock,
         secrets=secrets,
         store=store,
-        accounts=Accounts.create(config, store, secrets.decoy_salt_key),
+        accounts=Accounts.create(config, store, secrets.decoy_salt_key, clock),
         chat=chat,
         directory=KeyDirectory(
             load_or_create_key(config.data_dir, config.directory_key_passphrase),

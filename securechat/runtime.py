@@ -1,5 +1,5 @@
-"""The running process's shared machinery: the wall clock, ending background tasks, and
-duration histograms (the commit times and the collector's pauses in /metrics)."""
+"""The running process's shared machinery: the clock, ending background tasks, and duration
+histograms (the commit times and the collector's pauses in /metrics)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,45 @@ import asyncio
 import bisect
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 
-def now_ms() -> int:
-    """Wall-clock milliseconds since the epoch (message ``ts``, session times, log entries)."""
-    return time.time_ns() // 1_000_000
+class Timer(Protocol):
+    """A call set for later that can be called off (``asyncio.TimerHandle`` is one)."""
+
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """The time of day as the app reads it, and timers set by it.
+
+    The server runs on :data:`WALL_CLOCK`. A test gives ``create_app`` a clock of its own and
+    moves it forward, so that session expiry is checked without waiting for it.
+    """
+
+    def now_ms(self) -> int:
+        """Milliseconds since the epoch (message ``ts``, session times, log entries)."""
+        ...
+
+    def call_at(self, when_ms: int, callback: Callable[[], object]) -> Timer:
+        """Call ``callback`` in the running event loop once :meth:`now_ms` reaches ``when_ms``."""
+        ...
+
+
+class WallClock:
+    """The system's wall clock; its timers are the running event loop's."""
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def call_at(self, when_ms: int, callback: Callable[[], object]) -> Timer:
+        delay = max(0.0, (when_ms - self.now_ms()) / 1000)
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+
+WALL_CLOCK: Final[Clock] = WallClock()
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
@@ -53,4 +85,4 @@ class Timings:
         return buckets
 
 
-__all__ = ["BUCKETS", "Timings", "cancel_and_wait", "now_ms"]
+__all__ = ["BUCKETS", "WALL_CLOCK", "Clock", "Timer", "Timings", "WallClock", "cancel_and_wait"]

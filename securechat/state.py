@@ -15,6 +15,7 @@ from quart import current_app
 
 from securechat.config import Config
 from securechat.datadir import ServerSecrets
+from securechat.runtime import Clock
 from securechat.store import Store
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ class AppState:
     """Everything a request may need besides the request itself."""
 
     config: Config
+    # The time of day for sessions, messages and log entries (the wall clock but in tests).
+    clock: Clock
     secrets: ServerSecrets
     store: Store
     accounts: Accounts

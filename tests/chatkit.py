@@ -16,6 +16,7 @@ from websockets.typing import Origin
 
 from securechat import e2e
 from securechat.client import COOKIE_NAME, SecureChatClient
+from securechat.runtime import WALL_CLOCK, Clock
 from tests.conftest import FAST_ITERATIONS, fast_config
 from tests.livesrv import LiveServer
 
@@ -107,9 +108,12 @@ class Accounts:
 
 
 class ServerWith(Protocol):
-    """The fixture `server_with`: a server with some settings (Config fields) changed."""
+    """The fixture `server_with`: a server on ``clock`` with some settings (Config fields)
+    changed."""
 
-    def __call__(self, **overrides: object) -> tuple[LiveServer, Accounts]: ...
+    def __call__(
+        self, *, clock: Clock = WALL_CLOCK, **overrides: object
+    ) -> tuple[LiveServer, Accounts]: ...
 
 
 @pytest.fixture(name="shared_server", scope="module")
@@ -134,8 +138,9 @@ async def _server_with(tmp_path: Path, identities: list[e2e.Identity]) -> AsyncI
     """Start a server with some settings changed; returns it and an Accounts for it."""
     started: list[tuple[LiveServer, Accounts]] = []
 
-    def start(**overrides: object) -> tuple[LiveServer, Accounts]:
-        server = LiveServer(fast_config(tmp_path / f"data{len(started)}", **overrides)).start()
+    def start(*, clock: Clock = WALL_CLOCK, **overrides: object) -> tuple[LiveServer, Accounts]:
+        config = fast_config(tmp_path / f"data{len(started)}", **overrides)
+        server = LiveServer(config, clock=clock).start()
         started.append((server, Accounts(server.url, identities)))
         return started[-1]
 

@@ -16,16 +16,18 @@ from hypercorn.config import Config as HypercornConfig
 
 from securechat import create_app
 from securechat.config import PROJECT_ROOT, Config
+from securechat.runtime import WALL_CLOCK, Clock
 
 T = TypeVar("T")
 
 
 class LiveServer:
-    """Serve ``create_app(config)`` on 127.0.0.1 with the project's hypercorn.toml."""
+    """Serve ``create_app(config, clock=clock)`` on 127.0.0.1 with the project's hypercorn.toml."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clock: Clock = WALL_CLOCK) -> None:
         self.config = config
-        self.app = create_app(config)
+        self.clock = clock
+        self.app = create_app(config, clock=clock)
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.bind(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]

@@ -19,7 +19,7 @@ from securechat.accounts.hashing import AuthKeyHasher
 from securechat.accounts.throttle import Throttle
 from securechat.config import Config
 from securechat.errors import InvalidCredentials, NotFound, Throttled
-from securechat.runtime import now_ms
+from securechat.runtime import WALL_CLOCK, Clock
 from securechat.store import NewUser, Session, Store, User
 
 # Public session ids are 12 characters (9 random bytes); anything this long is not one.
@@ -53,6 +53,7 @@ class Accounts:
 
     config: Config
     store: Store
+    clock: Clock
     hasher: AuthKeyHasher
     decoy_salt_key: bytes = field(repr=False)
     # Separate tables, so a flood of addresses cannot push a username's count out.
@@ -61,11 +62,14 @@ class Accounts:
     registration_throttle: Throttle
 
     @classmethod
-    def create(cls, config: Config, store: Store, decoy_salt_key: bytes) -> Accounts:
+    def create(
+        cls, config: Config, store: Store, decoy_salt_key: bytes, clock: Clock = WALL_CLOCK
+    ) -> Accounts:
         """The accounts of one process over ``store``, with its hasher and throttles."""
         return cls(
             config=config,
             store=store,
+            clock=clock,
             hasher=AuthKeyHasher(
                 time_cost=config.argon2_time_cost,
                 memory_kib=config.argon2_memory_kib,
@@ -118,7 +122,7 @@ class Accounts:
             sign_public_key=registration.sign_public_key,
             key_backup=registration.key_backup,
         )
-        await self.store.accounts.add_user(new_user, now_ms())
+        await self.store.accounts.add_user(new_user, self.clock.now_ms())
 
     async def login(self, username: str, auth_key: bytes, address: str) -> User:
         """The user ``auth_key`` proves to be, or Throttled, or InvalidCredentials (an unknown
@@ -153,18 +157,20 @@ class Accounts:
     async def live_sessions(self, user_id: int) -> list[Session]:
         """The user's sessions neither revoked nor expired nor idle too long, newest first."""
         idle_ms = self.config.session_idle_timeout * 1000
-        return await self.store.sessions.live_sessions(user_id, now_ms(), idle_ms)
+        return await self.store.sessions.live_sessions(user_id, self.clock.now_ms(), idle_ms)
 
     async def revoke_other_sessions(self, current: Session) -> list[str]:
         """End every live session of ``current``'s user but ``current``; return the ids ended."""
-        return await self.store.sessions.revoke_others(current.user_id, current.id, now_ms())
+        sessions = self.store.sessions
+        return await sessions.revoke_others(current.user_id, current.id, self.clock.now_ms())
 
     async def revoke_session(self, current: Session, public_id: str) -> str:
         """End the live session of ``current``'s user with this public id (``current`` itself
         included); return its id, or NotFound if the user has no such live session."""
         if len(public_id) > PUBLIC_ID_MAX:
             raise NotFound()
-        ended = await self.store.sessions.revoke_by_public_id(current.user_id, public_id, now_ms())
+        now = self.clock.now_ms()
+        ended = await self.store.sessions.revoke_by_public_id(current.user_id, public_id, now)
         if ended is None:
             raise NotFound("No such session.")
         return ended

@@ -17,7 +17,6 @@ from quart import g, has_request_context, request, websocket
 from quart_auth import AuthUser, current_user, login_user, logout_user
 
 from securechat.errors import NotAuthenticated
-from securechat.runtime import now_ms
 from securechat.state import AppState, state
 from securechat.store import Session, Store, User
 
@@ -42,7 +41,7 @@ async def start_session(user: User) -> Session:
     """Open a fresh session for ``user`` (a new id at every login) and set its cookie."""
     config = state().config
     auth_id = secrets.token_urlsafe(32)
-    now = now_ms()
+    now = state().clock.now_ms()
     context = request if has_request_context() else websocket
     session = Session(
         id=hash_session_id(auth_id),
@@ -84,7 +83,7 @@ async def _load_session() -> Session | None:
     if not auth_id:
         return None
     session = await store().sessions.session_by_id(hash_session_id(auth_id))
-    now = now_ms()
+    now = state().clock.now_ms()
     if session is None or not is_live(session, now):
         return None
     if now - session.last_seen_at > TOUCH_INTERVAL_MS:
@@ -115,7 +114,7 @@ async def end_session() -> None:
     """Revoke this session on the server and clear its cookie."""
     session = await current_session()
     if session is not None:
-        await store().sessions.revoke(session.id, now_ms())
+        await store().sessions.revoke(session.id, state().clock.now_ms())
         await notify_session_ended(session.id)
     logout_user()
     g.securechat_session = None
@@ -133,7 +132,7 @@ async def purge_dead_sessions(app_state: AppState) -> int:
     Housekeeping: a failure is logged and the server carries on (the next run tries again).
     """
     config = app_state.config
-    now = now_ms()
+    now = app_state.clock.now_ms()
     try:
         deleted = await app_state.store.sessions.purge_dead(
             now - config.session_retention_days * 86_400_000,

@@ -40,7 +40,7 @@ from securechat.chat.protocol import (
 )
 from securechat.config import Config
 from securechat.errors import FrameCode
-from securechat.runtime import cancel_and_wait, now_ms
+from securechat.runtime import WALL_CLOCK, Clock, cancel_and_wait
 from securechat.store import (
     UNKNOWN_MESSAGE,
     UNKNOWN_RECIPIENT,
@@ -161,11 +161,17 @@ class Delivery:
     """The committer and everything that follows a commit; also the sync reader."""
 
     def __init__(
-        self, store: MessageStore, broker: Broker, config: Config, stats: ChatStats
+        self,
+        store: MessageStore,
+        broker: Broker,
+        config: Config,
+        stats: ChatStats,
+        clock: Clock = WALL_CLOCK,
     ) -> None:
         self.store = store
         self.broker = broker
         self.stats = stats
+        self.clock = clock  # stamps each commit's messages and receipts
         self.last_seq = 0
         self._batch_max = config.commit_batch_max
         self._gather_interval = config.commit_gather_interval
@@ -305,7 +311,7 @@ class Delivery:
                 ],
                 [NewMark(m.author.user_id, m.seq, m.status) for m in marks],
                 self.last_seq,
-                now_ms(),
+                self.clock.now_ms(),
             )
         except Exception:
             # Nothing of the batch was committed: say so, and the clients send again.

@@ -35,7 +35,7 @@ from securechat.chat.service import ChatService
 from securechat.chat.session import ChatSession
 from securechat.config import Config
 from securechat.errors import Close, HttpCode
-from securechat.runtime import now_ms
+from securechat.runtime import Clock, Timer
 from securechat.state import state
 from securechat.store import Session
 from securechat.web.api import parse_uint
@@ -145,7 +145,7 @@ def _transmitter(socket: Websocket) -> Callable[[str], Awaitable[None]]:
 async def _still_live(session: Session) -> Session | None:
     """The session as stored now, if it is still live (its idle clock as written)."""
     fresh = await state().store.sessions.session_by_id(session.id)
-    return fresh if fresh is not None and is_live(fresh, now_ms()) else None
+    return fresh if fresh is not None and is_live(fresh, state().clock.now_ms()) else None
 
 
 async def _serve(
@@ -161,7 +161,7 @@ async def _serve(
         config=service.config,
         transmit=_transmitter(socket),
     )
-    expiry = _Expiry(conn, session, service.config)
+    expiry = _Expiry(conn, session, service.config, state().clock)
     code: int = Close.NORMAL.code
     reason = Close.NORMAL.reason
     tasks: list[asyncio.Task[Any]] = []
@@ -223,28 +223,33 @@ async def _close(service: ChatService, code: int, reason: str) -> None:
 
 
 class _Expiry:
-    """Closes the socket (1008) when its session expires; activity keeps the idle clock fresh."""
+    """Closes the socket (1008) when its session expires; activity keeps the idle clock fresh.
 
-    def __init__(self, conn: Connection, session: Session, config: Config) -> None:
+    The timer is the app's clock's, set for the session's deadline: on the wall clock it is the
+    event loop's timer, and a test that moves its own clock past the deadline fires it.
+    """
+
+    def __init__(self, conn: Connection, session: Session, config: Config, clock: Clock) -> None:
         self._conn = conn
         self._session = session
+        self._clock = clock
         self._idle_ms = config.session_idle_timeout * 1000
         self._touched = session.last_seen_at
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._schedule()
 
     def _schedule(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         deadline = min(self._session.expires_at, self._touched + self._idle_ms)
-        delay = max(0.0, (deadline - now_ms()) / 1000)
-        self._timer = asyncio.get_running_loop().call_later(
-            delay, self._conn.close, Close.SESSION_EXPIRED.code, Close.SESSION_EXPIRED.reason
-        )
+        self._timer = self._clock.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._conn.close(Close.SESSION_EXPIRED.code, Close.SESSION_EXPIRED.reason)
 
     async def activity(self) -> None:
         """A frame arrived: record it on the session at most once per TOUCH_INTERVAL_MS."""
-        now = now_ms()
+        now = self._clock.now_ms()
         if now - self._touched > TOUCH_INTERVAL_MS:
             self._touched = now
             await state().store.sessions.touch(self._session.id, now)

@@ -15,6 +15,7 @@ from securechat.chat.presence import Presence
 from securechat.chat.session import StallSweep
 from securechat.config import Config
 from securechat.errors import Close
+from securechat.runtime import Clock
 from securechat.store import Store
 
 
@@ -32,7 +33,7 @@ class ChatService:
     open_sockets: int = 0
 
     @classmethod
-    def create(cls, config: Config, store: Store) -> ChatService:
+    def create(cls, config: Config, store: Store, clock: Clock) -> ChatService:
         """The chat of one process over ``store`` (not yet open: it opens while serving)."""
         hub = Hub(config.ws_connections_per_user, config.ws_queue_frames)
         broker = LocalBroker(hub)
@@ -41,7 +42,7 @@ class ChatService:
             config=config,
             hub=hub,
             broker=broker,
-            delivery=Delivery(store.messages, broker, config, stats),
+            delivery=Delivery(store.messages, broker, config, stats, clock),
             presence=Presence(store.messages, broker, hub, config.presence_peers_max, stats),
             stats=stats,
             stalls=StallSweep(config.ws_send_timeout),

@@ -25,7 +25,7 @@ from securechat import gcpolicy
 from securechat.accounts.sessions import store
 from securechat.chat.service import ChatService
 from securechat.errors import NotAuthenticated, NotFound
-from securechat.runtime import Timings, now_ms
+from securechat.runtime import Timings
 from securechat.state import AppState, state
 from securechat.store import CheckpointStats
 from securechat.version import __version__
@@ -71,7 +71,7 @@ async def health() -> Response:
         "database": database,
         "users": await store().accounts.count_users(),
         "sessions_active": await store().sessions.count_active(
-            now_ms(), config.session_idle_timeout * 1000
+            state().clock.now_ms(), config.session_idle_timeout * 1000
         ),
     }
     body.update(await state().chat.health())

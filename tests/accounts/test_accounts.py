@@ -7,7 +7,6 @@ import base64
 import contextlib
 import os
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import e2e
 from securechat.client import SecureChatClient, registration_body
+from securechat.runtime import WALL_CLOCK, Clock
+from tests.clockkit import ManualClock
 from tests.conftest import FAST_ITERATIONS, MakeClient, SignUp, fast_config
 from tests.livesrv import LiveServer
 
@@ -38,10 +39,10 @@ def _user_count(live_server: LiveServer) -> int:
 
 @contextlib.asynccontextmanager
 async def _client_of_server_with(
-    tmp_path: Path, **overrides: Any
+    tmp_path: Path, clock: Clock = WALL_CLOCK, **overrides: Any
 ) -> AsyncIterator[SecureChatClient]:
-    """A client of a server of its own, started with some settings changed."""
-    with LiveServer(fast_config(tmp_path / "data", **overrides)).start() as server:
+    """A client of a server of its own on ``clock``, started with some settings changed."""
+    with LiveServer(fast_config(tmp_path / "data", **overrides), clock=clock).start() as server:
         async with SecureChatClient(server.url, min_iterations=FAST_ITERATIONS) as client:
             yield client
 
@@ -441,30 +442,33 @@ async def test_revoke_one_session_by_public_id(signed_up: SignUp, make_client: M
 
 
 async def test_idle_session_expires(tmp_path: Path, identities: list[e2e.Identity]) -> None:
-    """A session idle past the idle timeout answers 401."""
-    async with _client_of_server_with(tmp_path, session_idle_timeout=1) as client:
+    """A session answers until it has been idle for the idle timeout, and 401 once it has."""
+    clock = ManualClock()
+    async with _client_of_server_with(tmp_path, clock, session_idle_timeout=3600) as client:
         await client.register("alice", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[0])
         await client.login("alice", PASSWORD)
-        assert await client.me() == "alice"
-        await asyncio.sleep(1.2)
+        clock.advance(3600 - 0.001)
+        assert await client.me() == "alice"  # and this request is activity: idle from here
+        clock.advance(3600)
         assert (await client.request("GET", "/api/v1/me")).status_code == 401
 
 
 async def test_absolute_timeout_ends_an_active_session(
     tmp_path: Path, identities: list[e2e.Identity]
 ) -> None:
-    """A session past its absolute lifetime answers 401 even while in use: it answers a
-    request every 0.2 s until then, and none after."""
-    async with _client_of_server_with(tmp_path, session_absolute_timeout=2) as client:
+    """A session past its absolute lifetime answers 401 even while in use: asked every 61 s,
+    never idle for its 120 s, it answers every request until 600 s after login and none after."""
+    clock = ManualClock()
+    timeouts = {"session_idle_timeout": 120, "session_absolute_timeout": 600}
+    async with _client_of_server_with(tmp_path, clock, **timeouts) as client:
         await client.register("alice", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[0])
         await client.login("alice", PASSWORD)
-        started, answers = time.monotonic(), []
-        while time.monotonic() - started < 3.0:
-            response = await client.request("GET", "/api/v1/me")
-            answers.append((time.monotonic() - started, response.status_code))
-            await asyncio.sleep(0.2)
-    in_use = [status for at, status in answers if at < 1.5]
-    after_lifetime = [status for at, status in answers if at > 2.2]
+        answers = []
+        for at in range(0, 900, 61):
+            answers.append((at, (await client.request("GET", "/api/v1/me")).status_code))
+            clock.advance(61)
+    in_use = [status for at, status in answers if at < 600]
+    after_lifetime = [status for at, status in answers if at >= 600]
     assert in_use and set(in_use) == {200}
     assert after_lifetime and set(after_lifetime) == {401}
 

@@ -14,7 +14,7 @@ from securechat.accounts import validation
 from securechat.accounts.service import Accounts, Registration
 from securechat.config import PROJECT_ROOT, Config
 from securechat.errors import InvalidCredentials, NotFound, Throttled
-from securechat.runtime import now_ms
+from securechat.runtime import WALL_CLOCK
 from securechat.store import Session, Store
 from securechat.store.sqlite import SQLiteStore
 from tests.conftest import FAST_ITERATIONS, fast_config
@@ -61,7 +61,7 @@ async def _add_session(store: Store, user_id: int, name: str, *, last_seen_at: i
         username="",
         created_at=last_seen_at,
         last_seen_at=last_seen_at,
-        expires_at=now_ms() + 3_600_000,
+        expires_at=WALL_CLOCK.now_ms() + 3_600_000,
         revoked_at=None,
         user_agent="",
         address="",
@@ -158,7 +158,7 @@ async def test_live_sessions_leave_out_idle_and_revoked_ones(
     await accounts.register(_registration("alice"))
     alice = await store.accounts.user_by_name("alice")
     assert alice is not None
-    now = now_ms()
+    now = WALL_CLOCK.now_ms()
     idle = await _add_session(
         store, alice.id, "idle", last_seen_at=now - config.session_idle_timeout * 1000 - 1
     )
@@ -175,8 +175,8 @@ async def test_nobody_revokes_another_users_session(accounts: Accounts, store: S
         await accounts.register(_registration(name))
     alice, bob = [await store.accounts.user_by_name(name) for name in ("alice", "bob")]
     assert alice is not None and bob is not None
-    mine = await _add_session(store, alice.id, "mine", last_seen_at=now_ms())
-    theirs = await _add_session(store, bob.id, "theirs", last_seen_at=now_ms())
+    mine = await _add_session(store, alice.id, "mine", last_seen_at=WALL_CLOCK.now_ms())
+    theirs = await _add_session(store, bob.id, "theirs", last_seen_at=WALL_CLOCK.now_ms())
     with pytest.raises(NotFound):
         await accounts.revoke_session(mine, "theirs")
     with pytest.raises(NotFound):

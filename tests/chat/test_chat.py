@@ -31,6 +31,7 @@ from tests.chatkit import (
 from tests.chatkit import _accounts as _accounts
 from tests.chatkit import _server_with as _server_with
 from tests.chatkit import _shared_server as _shared_server
+from tests.clockkit import ManualClock
 from tests.livesrv import LiveServer
 
 TOKEN = "chat-admin-token-for-tests"
@@ -171,29 +172,36 @@ async def test_revoking_other_sessions_closes_their_sockets_only(accounts: Accou
 
 
 async def test_socket_closes_when_its_session_expires(server_with: ServerWith) -> None:
-    """A session's absolute expiry closes its socket with 1008."""
-    _server, accounts = server_with(session_absolute_timeout=2)
+    """A session's absolute expiry closes its socket with 1008, though it is in use."""
+    clock = ManualClock()
+    _server, accounts = server_with(clock=clock, session_absolute_timeout=3600)
     alice = await accounts.sign_up("alice")
     chat = await alice.connect()
-    assert await closed_with(chat, wait=10) == (1008, "session expired")
+    clock.advance(3600 - 1)
+    assert await chat.ping() == {"type": "pong"}
+    clock.advance(1)
+    assert await closed_with(chat) == (1008, "session expired")
 
 
 async def test_a_handshake_counts_as_activity_for_the_idle_timer(server_with: ServerWith) -> None:
     """A session idle for nearly its whole timeout is renewed by the handshake: its socket
     stays open a full idle period, even when it only listens, and is not closed early."""
-    server, accounts = server_with(session_idle_timeout=70)
+    clock = ManualClock()
+    server, accounts = server_with(clock=clock, session_idle_timeout=70)
     alice = await accounts.sign_up("alice")
-    nearly_idle = int(time.time() * 1000) - 69_000  # 1 s left; past the 60 s touch interval
+    nearly_idle = clock.now_ms() - 69_000  # 1 s left; past the 60 s touch interval
     with sqlite3.connect(server.database_path) as db:
         db.execute("UPDATE sessions SET last_seen_at = ?", (nearly_idle,))
     chat = await alice.connect()
     with sqlite3.connect(server.database_path) as db:
         (last_seen,) = db.execute("SELECT last_seen_at FROM sessions").fetchone()
-    assert last_seen > nearly_idle + 60_000  # the handshake wrote its activity once ...
-    await asyncio.sleep(2.5)  # ... and the socket outlives the old deadline
+    assert last_seen == clock.now_ms()  # the handshake wrote its activity once ...
+    clock.advance(59)  # ... and the socket outlives the old deadline
     assert await chat.ping() == {"type": "pong"}
-    with sqlite3.connect(server.database_path) as db:
+    with sqlite3.connect(server.database_path) as db:  # (a ping within 60 s writes nothing)
         assert db.execute("SELECT last_seen_at FROM sessions").fetchone() == (last_seen,)
+    clock.advance(70 - 59)  # a full idle period after the handshake, it ends
+    assert await closed_with(chat) == (1008, "session expired")
 
 
 async def test_a_socket_to_an_unknown_path_is_refused_404_in_json(base_url: str) -> None:
