@@ -1,4 +1,5 @@
-"""Fixtures: a real app on a real port, real SQLite files, real clients, real Chromium."""
+"""Fixtures: a real app on a real port, real SQLite files, real clients, real Chromium; the
+throwaway engines of tests/engines.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from securechat import e2e
 from securechat.client import SecureChatClient
 from securechat.config import Config
 from tests.livesrv import LiveServer
+
+# The throwaway PostgreSQL and Redis (postgres_engine, postgres_database, redis_engine).
+pytest_plugins = ["tests.engines"]
 
 CHROMIUM = os.environ.get("SECURECHAT_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
