@@ -52,6 +52,13 @@ _OAEP: Final = padding.OAEP(
 )
 
 
+# OpenSSL's check of an RSA private key (p and q prime, the CRT values consistent) takes about
+# 40 ms at 2048 bits, and its verdict depends on the encoded key alone: so each key is checked
+# once per process, and the SHA-256 of its encoding remembered, up to this many.
+_RSA_CHECKED_MAX: Final = 1024
+_rsa_checked: set[bytes] = set()
+
+
 class KeyBackupError(Exception):
     """The key backup is malformed or the wrap key (that is, the password) is wrong."""
 
@@ -213,8 +220,11 @@ class Identity:
     @classmethod
     def from_pkcs8(cls, enc_pkcs8: bytes, sign_pkcs8: bytes) -> Identity:
         """Load both private keys from PKCS#8 DER (RFC 5208); ``ValueError`` if unsuitable."""
+        digest = hashlib.sha256(enc_pkcs8).digest()
         try:
-            enc = serialization.load_der_private_key(enc_pkcs8, password=None)
+            enc = serialization.load_der_private_key(
+                enc_pkcs8, password=None, unsafe_skip_rsa_key_validation=digest in _rsa_checked
+            )
             sign = serialization.load_der_private_key(sign_pkcs8, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise ValueError("malformed private key") from exc
@@ -225,6 +235,9 @@ class Identity:
         _check_rsa_bits(enc.key_size)
         if enc.public_key().public_numbers().e != RSA_EXPONENT:
             raise ValueError("RSA public exponent must be 65537")
+        if len(_rsa_checked) >= _RSA_CHECKED_MAX:
+            _rsa_checked.clear()
+        _rsa_checked.add(digest)
         return cls(enc, sign)
 
     def to_pkcs8(self) -> tuple[bytes, bytes]:

@@ -30,6 +30,9 @@ class LiveServer:
         self.app = create_app(config, clock=clock)
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.bind(("127.0.0.1", 0))
+        # Listening from here, a request made before Hypercorn accepts waits in the backlog
+        # instead of being refused: start() needs no polling interval.
+        self._listener.listen()
         self.port = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -46,7 +49,11 @@ class LiveServer:
         hyper = HypercornConfig.from_toml(PROJECT_ROOT / "hypercorn.toml")
         hyper.bind = [f"fd://{self._listener.detach()}"]
         hyper.accesslog = None
-        hyper.graceful_timeout = 1.0
+        # Hypercorn keeps a closed WebSocket's connection task until its ping loop next wakes
+        # (websocket_ping_interval, 20 s), and a graceful shutdown waits for such tasks up to
+        # graceful_timeout: with any WebSocket used, stop() took the whole grace (it was 1 s).
+        # A test has no request in flight when it stops its server, so a short grace will do.
+        hyper.graceful_timeout = 0.05
         return hyper
 
     def start(self) -> LiveServer:

@@ -13,6 +13,9 @@ import pytest
 
 from securechat.config import Config
 
+# Each run starts servers and load generators in subprocesses: half a minute in all.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {
     "live": {

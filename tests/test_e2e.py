@@ -114,6 +114,7 @@ def test_vector_identity_public_keys_and_fingerprints(vectors: dict[str, Any], n
     assert e2e.fingerprint(identity.sign_public_spki) == keys["sign_fingerprint"]
 
 
+@pytest.mark.slow  # RSA primes found in pure Python: 1 to 3 s each
 @pytest.mark.parametrize("name", ["alice", "bob"])
 def test_vector_identities_are_reproducible(vectors: dict[str, Any], name: str) -> None:
     """The generator script derives exactly the vector identities from its seeds."""
@@ -327,6 +328,25 @@ def test_rsa_validator_refuses_other_exponents() -> None:
     )
     with pytest.raises(ValueError, match="exponent"):
         e2e.load_rsa_public_spki(spki)
+
+
+def test_an_inconsistent_rsa_key_is_refused_after_a_good_one_loaded(alice: e2e.Identity) -> None:
+    """OpenSSL's check of a private key runs once per key, not once per process: after alice's
+    key has loaded (and loads again unchecked), her key with a CRT value changed is refused."""
+    enc_pkcs8, sign_pkcs8 = alice.to_pkcs8()
+    for _ in range(2):
+        assert e2e.Identity.from_pkcs8(enc_pkcs8, sign_pkcs8).to_pkcs8() == (enc_pkcs8, sign_pkcs8)
+    good = serialization.load_der_private_key(enc_pkcs8, password=None)
+    assert isinstance(good, rsa.RSAPrivateKey)
+    n = good.private_numbers()
+    bad = rsa.RSAPrivateNumbers(
+        n.p, n.q, n.d, n.dmp1 + 2, n.dmq1, n.iqmp, n.public_numbers
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    bad_pkcs8 = bad.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(ValueError, match="malformed"):
+        e2e.Identity.from_pkcs8(bad_pkcs8, sign_pkcs8)
 
 
 # --- key backup -----------------------------------------------------------------------------

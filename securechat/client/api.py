@@ -9,7 +9,9 @@ will not send a Secure cookie over plain HTTP, so the client keeps the cookie it
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
@@ -33,6 +35,13 @@ from securechat.directory import transparency
 
 DEFAULT_ITERATIONS = 600_000
 COOKIE_NAME = "__Host-securechat"
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's default TLS context, made once: loading the CA certificates takes tens of
+    milliseconds, which a bot or a test that makes many clients would pay for each."""
+    return httpx.create_ssl_context()
 
 
 class ClientError(Exception):
@@ -73,7 +82,7 @@ class SecureChatClient:
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
-        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, verify=_tls())
         self.session_cookie: str | None = None
         self.account: Account | None = None
         # What this client has seen of the key directory (pins, last head).

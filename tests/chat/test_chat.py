@@ -412,6 +412,7 @@ async def test_the_server_wide_connection_bound_answers_try_again_later(
     assert await closed_with(late) == (1013, "server busy")
 
 
+@pytest.mark.slow  # tens of MB through real sockets, and real stalls
 async def test_a_slow_reader_is_closed_with_1013_and_catches_up_with_sync(
     server_with: ServerWith,
 ) -> None:
@@ -547,6 +548,7 @@ def chat_of(server: LiveServer) -> Any:
     return server.app.extensions["securechat"].chat
 
 
+@pytest.mark.slow  # tens of MB through real sockets, and real stalls
 async def test_a_reader_that_stalls_during_a_sync_is_closed_with_1013(
     server_with: ServerWith,
 ) -> None:
@@ -579,6 +581,7 @@ async def test_a_reader_that_stalls_during_a_sync_is_closed_with_1013(
     assert len(service.stalls) == 1
 
 
+@pytest.mark.slow  # tens of MB through real sockets, and real stalls
 async def test_a_reader_that_pauses_less_than_ws_send_timeout_is_not_closed(
     server_with: ServerWith,
 ) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -352,6 +353,7 @@ def check(world: World) -> None:
         assert world.clients[sender].receipts == due, sender
 
 
+@pytest.mark.slow  # a hundred runs of a whole chat: about 3 s
 @seed(20261127)
 @settings(
     max_examples=100,

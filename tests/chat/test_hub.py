@@ -378,4 +378,5 @@ class HubMachine(RuleBasedStateMachine):
 
 
 HubMachine.TestCase.settings = settings(database=None, max_examples=200, stateful_step_count=40)
-TestHubProperties = HubMachine.TestCase
+# 200 runs of up to 40 steps: about 3 s.
+TestHubProperties = pytest.mark.slow(HubMachine.TestCase)

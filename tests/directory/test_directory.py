@@ -32,8 +32,8 @@ TOKEN = "directory-admin-token-for-tests"
 
 
 def get(server: LiveServer, path: str, **params: Any) -> httpx.Response:
-    """A GET without any account."""
-    return httpx.get(server.url + path, params=params, timeout=10)
+    """A GET without any account (plain HTTP: no TLS context, which costs ~35 ms to build)."""
+    return httpx.get(server.url + path, params=params, timeout=10, verify=False)
 
 
 def directory_spki(server: LiveServer) -> bytes:
