@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $@
 
+# The server answers only for the origin it is reached at: its bind address, unless the
+# environment names another (SECURECHAT_PUBLIC_ORIGIN, see README).
+run: export SECURECHAT_PUBLIC_ORIGIN ?= http://$(BIND)
 run: $(VENV)/.installed
 	$(BIN)/python -m securechat init
 	$(BIN)/hypercorn --config hypercorn.toml --bind $(BIND) 'securechat.app:create_app()'

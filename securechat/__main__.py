@@ -10,6 +10,7 @@ from securechat import datadir
 from securechat.config import Config
 from securechat.directory.service import key_fingerprint_for
 from securechat.store import create_store
+from securechat.web.origins import public_origins
 
 
 async def _init(config: Config) -> None:
@@ -28,8 +29,9 @@ def init(config: Config) -> None:
 
 
 def _startup_notes(config: Config) -> list[str]:
-    """What ``make run`` prints before serving: admin access and the directory's fingerprint."""
-    notes = []
+    """What ``make run`` prints before serving: the hosts answered, admin access and the
+    directory's fingerprint."""
+    notes = [_origin_note(config)]
     if config.admin_token:
         notes.append("Admin endpoints /admin/health and /metrics: on (bearer token set).")
     else:
@@ -44,6 +46,17 @@ def _startup_notes(config: Config) -> list[str]:
     return notes
 
 
+def _origin_note(config: Config) -> str:
+    """Which hosts the server answers for (securechat/web/origins.py); ValueError if malformed."""
+    origins = sorted(public_origins(config.public_origin).origins)
+    if origins:
+        return f"Public origin: {', '.join(origins)} (requests for any other host answer 421)."
+    return (
+        "Public origin: not set, so only 127.0.0.1, localhost and [::1] are answered."
+        " To serve other machines, set SECURECHAT_PUBLIC_ORIGIN=https://<the name users type>."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``securechat`` command."""
     parser = argparse.ArgumentParser(prog="securechat")
@@ -51,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("init", help="create the data directory and the database")
     args = parser.parse_args(argv)
     if args.command == "init":
-        init(Config.from_env())
+        try:
+            init(Config.from_env())
+        except ValueError as mistake:  # a malformed setting: said plainly, before serving
+            print(f"securechat: {mistake}", file=sys.stderr)
+            return 2
     return 0
 
 

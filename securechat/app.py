@@ -24,6 +24,7 @@ from securechat.runtime import WALL_CLOCK, Clock, cancel_and_wait
 from securechat.state import AppState
 from securechat.store import create_store
 from securechat.web import admin, pages, security
+from securechat.web.gate import RequestGate
 from securechat.web.proxy import TrustedProxies
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def create_app(config: Config | None = None, *, clock: Clock = WALL_CLOCK) -> Qu
     app.register_blueprint(chat_endpoint.blueprint)
     app.register_blueprint(conversations.blueprint)
     _trust_proxies(app, config.trusted_proxy_hops)
+    # Outermost: a foreign Host or ambiguous framing is refused before anything else runs.
+    app.asgi_app = RequestGate(app.asgi_app, config)  # type: ignore[method-assign]
     return app
 
 

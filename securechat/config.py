@@ -37,6 +37,13 @@ class Config:
     # and the scheme is that proxy's (securechat/web/proxy.py). 0 (the default) believes no such
     # header: a client could write anything into them.
     trusted_proxy_hops: int = 0
+    # The origins the server is reached at, as a browser writes them ("https://chat.example.org";
+    # comma-separated in the environment). A request whose Host is not one of theirs is refused
+    # with 421 before the app sees it (DNS rebinding: docs/security.md), and they are the
+    # server's own origins in the Origin checks (securechat/web/origins.py). Unset, only
+    # loopback hosts are answered (127.0.0.1, localhost, [::1], any port): a server reachable
+    # from elsewhere must name its origin.
+    public_origin: tuple[str, ...] = ()
     # Passphrase that encrypts the directory signing key at rest (optional).
     directory_key_passphrase: str | None = None
 
@@ -81,6 +88,10 @@ class Config:
     # An oversized body is read and discarded up to this much, so the client can read the 400
     # instead of a reset connection; beyond it the connection is simply closed.
     request_drain_max_bytes: int = 4 * 1024 * 1024
+    # Seconds a whole request body may take to arrive, oversized ones drained included;
+    # past it, 408 and the connection is closed. (hypercorn.toml's read_timeout bounds only the
+    # silence between two reads: a body trickled a byte at a time would hold a connection.)
+    request_body_timeout: float = 10.0
 
     # Throttling: failed logins per username and per address within the window. A browser
     # presenting a valid device cookie for the name is counted on a budget of its own instead

@@ -29,11 +29,17 @@ class HttpCode(enum.Enum):
     UNAUTHENTICATED = ("unauthenticated", 401, "Log in first.")
     CROSS_SITE = ("cross_site", 403, "Cross-site requests are not allowed.")
     NOT_FOUND = ("not_found", 404, "Not found.")
+    REQUEST_TIMEOUT = ("request_timeout", 408, "The request body did not arrive in time.")
     USERNAME_TAKEN = ("username_taken", 409, "Username already exists.")
     UNSUPPORTED_MEDIA_TYPE = (
         "unsupported_media_type",
         415,
         "Send the request body as application/json.",
+    )
+    MISDIRECTED_REQUEST = (
+        "misdirected_request",
+        421,
+        "This server does not answer for that host name.",
     )
     THROTTLED = ("throttled", 429, "Too many attempts. Try again later.")
     INTERNAL = ("internal", 500, "Internal server error.")
@@ -228,3 +234,42 @@ class ServerBusy(SecureChatError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+class ClosesConnection(SecureChatError):
+    """An error after which the connection is closed: on HTTP/1 the answer says
+    ``Connection: close`` and Hypercorn ends the connection after it (HTTP/2 has no such
+    header: web/gate.py drops it there, and the stream alone ends)."""
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
+class BadHost(ClosesConnection):
+    """A request without exactly one Host header (RFC 9112 section 3.2)."""
+
+    error = HttpCode.BAD_REQUEST
+
+    def __init__(self) -> None:
+        super().__init__("Send exactly one Host header.")
+
+
+class MisdirectedRequest(ClosesConnection):
+    """A Host the server does not answer for (DNS rebinding; SECURECHAT_PUBLIC_ORIGIN)."""
+
+    error = HttpCode.MISDIRECTED_REQUEST
+
+
+class AmbiguousFraming(ClosesConnection):
+    """A body framed by both Content-Length and Transfer-Encoding (RFC 9112 section 6.1)."""
+
+    error = HttpCode.BAD_REQUEST
+
+    def __init__(self) -> None:
+        super().__init__("Send Content-Length or Transfer-Encoding, not both.")
+
+
+class RequestBodyTimeout(ClosesConnection):
+    """The body did not arrive within SECURECHAT_REQUEST_BODY_TIMEOUT seconds."""
+
+    error = HttpCode.REQUEST_TIMEOUT

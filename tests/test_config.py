@@ -22,6 +22,8 @@ def test_defaults_are_the_safe_ones() -> None:
     assert config.key_backup_max_bytes == 16 * 1024
     assert config.admin_token is None
     assert config.allowed_origins == ()
+    assert config.public_origin == ()  # loopback hosts only (securechat/web/origins.py)
+    assert config.request_body_timeout == 10.0
 
 
 def test_environment_overrides_each_type() -> None:
@@ -33,6 +35,7 @@ def test_environment_overrides_each_type() -> None:
             "SECURECHAT_WS_FRAMES_PER_S": "2.5",
             "SECURECHAT_ADMIN_TOKEN": "t",
             "SECURECHAT_ALLOWED_ORIGINS": "https://a.example, https://b.example",
+            "SECURECHAT_PUBLIC_ORIGIN": "https://chat.example",
         }
     )
     assert config.data_dir == Path("/tmp/elsewhere")
@@ -40,6 +43,7 @@ def test_environment_overrides_each_type() -> None:
     assert config.ws_frames_per_s == 2.5
     assert config.admin_token == "t"
     assert config.allowed_origins == ("https://a.example", "https://b.example")
+    assert config.public_origin == ("https://chat.example",)
 
 
 def test_data_dir_and_secret_are_private(tmp_path: Path) -> None:

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from quart import request
 
 from securechat.chat.protocol import strict_json_loads
-from securechat.errors import BadJson, InvalidField
+from securechat.config import Config
+from securechat.errors import BadJson, InvalidField, RequestBodyTimeout
+from securechat.state import state
 
 # str.isdigit() accepts "²" and other Unicode digits that int() then refuses.
 _ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
+@contextlib.asynccontextmanager
+async def receiving_body(config: Config) -> AsyncIterator[None]:
+    """Bound the time to receive the whole request body, however slowly it trickles in: past
+    ``config.request_body_timeout``, RequestBodyTimeout (408, and the connection is closed)."""
+    try:
+        async with asyncio.timeout(config.request_body_timeout):
+            yield
+    except TimeoutError:
+        raise RequestBodyTimeout() from None
+
+
 async def json_body() -> dict[str, Any]:
     """The request body as a strict UTF-8 JSON object, or BadJson (400)."""
-    raw = await request.get_data(as_text=False)
+    # Read already by security.refuse_oversized_bodies, under the same bound.
+    async with receiving_body(state().config):
+        raw = await request.get_data(as_text=False)
     assert isinstance(raw, bytes)
     try:
         body = strict_json_loads(raw.decode("utf-8"))

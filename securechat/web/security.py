@@ -23,6 +23,8 @@ from securechat.errors import (
     UnsupportedMediaType,
 )
 from securechat.state import state
+from securechat.web.api import receiving_body
+from securechat.web.origins import public_origins
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +55,17 @@ SECURITY_HEADERS = {
 HSTS = "max-age=63072000; includeSubDomains"
 
 
-def own_origin(scheme: str, host: str) -> str:
-    """The origin this request was addressed to, as a browser would write it."""
-    return f"{scheme}://{host}".lower()
-
-
 def is_allowed_origin(origin: str, scheme: str, host: str, config: Config) -> bool:
-    """Same origin, or one the operator listed in ``SECURECHAT_ALLOWED_ORIGINS``."""
+    """One of the server's own origins, or one the operator listed in
+    ``SECURECHAT_ALLOWED_ORIGINS``.
+
+    The own origins are ``SECURECHAT_PUBLIC_ORIGIN``'s; unset, the loopback address a request to
+    ``scheme://host`` came to. Never ``Host`` taken on trust: a rebound name would pass
+    (web/origins.py; web/gate.py has refused a request for any other host already).
+    """
     origin = _normal_origin(origin)
-    return origin == own_origin(scheme, host) or origin in _listed(config.allowed_origins)
+    own = public_origins(config.public_origin).own_origins(scheme, host)
+    return origin in own or origin in _listed(config.allowed_origins)
 
 
 def _normal_origin(origin: str) -> str:
@@ -89,7 +93,8 @@ async def refuse_cross_site_writes() -> None:
 
 
 async def refuse_oversized_bodies() -> None:
-    """before_request: read the body; over the bound, or without a Content-Length, answer 400.
+    """before_request: read the body; over the bound, or without a Content-Length, answer 400;
+    not all there within ``request_body_timeout``, answer 408 and close the connection.
 
     The body is drained first (up to a cap, discarding it): answering before it has been read
     would make the server close a connection the client is still writing to, and the client
@@ -98,20 +103,27 @@ async def refuse_oversized_bodies() -> None:
     if request.method in SAFE_METHODS:
         return
     config = state().config
+    async with receiving_body(config):
+        await _read_or_drain(config)
+
+
+async def _read_or_drain(config: Config) -> None:
     declared = request.content_length
     if declared is not None and declared <= config.request_max_bytes:
         # Read it now (Quart caches it for the view): an answer given before the body has been
         # read, such as a 403, would otherwise close the connection under the client.
         await request.get_data()
         return
-    if declared is None and "transfer-encoding" not in request.headers:
-        return  # no body at all
+    # Without a Content-Length an HTTP/1 request has a body only if it is chunked, but an HTTP/2
+    # one may have one anyway: only reading tells, so it is read (and bounded) all the same.
     received = 0
     async for chunk in request.body:
         received += len(chunk)
         if received > config.request_drain_max_bytes:
             break
     if declared is None:
+        if received == 0:
+            return  # no body at all
         raise InvalidField("body", "Send the request body with a Content-Length header.")
     raise InvalidField("body", f"The request body is larger than {config.request_max_bytes} bytes.")
 

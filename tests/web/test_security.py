@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.conftest import fast_config
+from tests.livesrv import LiveServer
+from tests.rawhttp import trickle
 
 REQUIRED = {
     "content-security-policy",
@@ -115,6 +122,23 @@ async def test_chunked_body_is_refused(base_url: str) -> None:
     assert response.json()["field"] == "body"
 
 
+async def test_over_http2_a_body_without_content_length_is_refused(base_url: str) -> None:
+    """Over HTTP/2 a body needs no framing header: a 2 MB one without a Content-Length answers
+    400 on "body", as over HTTP/1, instead of slipping past the 64 KiB bound."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"username": "' + b"a" * 2_000_000 + b'"}'
+
+    async with httpx.AsyncClient(base_url=base_url, http1=False, http2=True) as http:
+        response = await http.post(
+            "/api/v1/prelogin",
+            content=chunks(),
+            headers={"Content-Type": "application/json", "Origin": base_url},
+        )
+    assert (response.http_version, response.status_code) == ("HTTP/2", 400)
+    assert response.json()["field"] == "body"
+
+
 @pytest.mark.parametrize("value", ["%C2%B2", "%D9%A1", "-1", "1e3", "9" * 25])
 async def test_non_ascii_digits_in_query_answer_400(base_url: str, value: str) -> None:
     """Unicode digits and other non-numbers in integer query parameters answer 400, not 500."""
@@ -122,3 +146,19 @@ async def test_non_ascii_digits_in_query_answer_400(base_url: str, value: str) -
         response = await http.get(f"/api/v1/directory/entries?start={value}&end=1")
     assert response.status_code == 400
     assert response.json()["error"] == "invalid"
+
+
+def test_a_trickled_body_is_cut_off_at_the_body_timeout(tmp_path: Path) -> None:
+    """A body sent a byte at a time answers 408 and its connection is closed once
+    request_body_timeout has passed, not after hypercorn.toml's read_timeout (60 s)."""
+    with LiveServer(fast_config(tmp_path / "data", request_body_timeout=1.0)).start() as server:
+        head = (
+            f"POST /api/v1/prelogin HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 64\r\n\r\n"
+        ).encode()
+        started = time.monotonic()
+        answer = trickle(server.port, head, b"x" * 64, interval=0.2, timeout=15)
+        took = time.monotonic() - started
+    assert (answer.statuses, answer.closed) == ([408], True)
+    assert json.loads(answer.last_body)["error"] == "request_timeout"
+    assert took < 5
