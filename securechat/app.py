@@ -69,7 +69,9 @@ def _build_state(config: Config, secrets: datadir.ServerSecrets, clock: Clock) -
         clock=clock,
         secrets=secrets,
         store=store,
-        accounts=Accounts.create(config, store, secrets.decoy_salt_key, clock),
+        accounts=Accounts.create(
+            config, store, secrets.decoy_salt_key, clock, device_token_key=secrets.device_token_key
+        ),
         chat=chat,
         directory=KeyDirectory(
             load_or_create_key(config.data_dir, config.directory_key_passphrase),

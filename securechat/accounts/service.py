@@ -3,8 +3,14 @@
 The views (accounts/views.py) parse requests and answer JSON; ``Accounts`` decides: the salt
 to give a name that has no account, the throttles, argon2 verification and rehashing, which
 sessions a revocation ends; the store persists. It needs no request context: the client's
-address and the caller's session come in as arguments, and the session cookie stays with
-accounts/sessions.py.
+address, the caller's session and device token come in as arguments; the session cookie stays
+with accounts/sessions.py, the device cookie with the views.
+
+Logins are throttled per client address, and per username for clients without a device token
+for it (OWASP's "untrusted clients"). A client that presents a valid one (accounts/devices.py)
+is counted against that device's own budget instead, and is not refused because guessers have
+used up the name's: nobody who merely knows a name can lock its owner's browsers out. A device
+that uses up its own budget is locked out, alone.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import time
 from dataclasses import dataclass, field
 
 from securechat.accounts import validation
+from securechat.accounts.devices import Device, DeviceTokens
 from securechat.accounts.hashing import AuthKeyHasher
-from securechat.accounts.throttle import Throttle
+from securechat.accounts.throttle import Lockouts, Throttle
 from securechat.config import Config
 from securechat.errors import InvalidCredentials, NotFound, Throttled
 from securechat.runtime import WALL_CLOCK, Clock
@@ -56,14 +63,26 @@ class Accounts:
     clock: Clock
     hasher: AuthKeyHasher
     decoy_salt_key: bytes = field(repr=False)
+    devices: DeviceTokens
     # Separate tables, so a flood of addresses cannot push a username's count out.
     login_user_throttle: Throttle
     login_address_throttle: Throttle
+    # Failures of devices, by their token's nonce; one that reaches its cap moves to the
+    # lockout list, which only such devices reach, so flooding the failure table with fresh
+    # devices' first failures cannot free it.
+    login_device_throttle: Throttle
+    device_lockouts: Lockouts
     registration_throttle: Throttle
 
     @classmethod
     def create(
-        cls, config: Config, store: Store, decoy_salt_key: bytes, clock: Clock = WALL_CLOCK
+        cls,
+        config: Config,
+        store: Store,
+        decoy_salt_key: bytes,
+        clock: Clock = WALL_CLOCK,
+        *,
+        device_token_key: bytes,
     ) -> Accounts:
         """The accounts of one process over ``store``, with its hasher and throttles."""
         return cls(
@@ -78,8 +97,13 @@ class Accounts:
                 max_waiting=config.argon2_max_waiting,
             ),
             decoy_salt_key=decoy_salt_key,
-            login_user_throttle=_login_throttle(config),
-            login_address_throttle=_login_throttle(config),
+            devices=DeviceTokens(device_token_key, config.device_cookie_max_age),
+            login_user_throttle=_login_throttle(config, config.login_failures_max),
+            login_address_throttle=_login_throttle(config, config.login_failures_max),
+            login_device_throttle=_login_throttle(config, config.device_failures_max),
+            device_lockouts=Lockouts(
+                duration=config.login_failure_window, max_keys=config.throttle_table_max
+            ),
             registration_throttle=Throttle(
                 max_failures=config.registrations_per_address,
                 window=config.registration_window,
@@ -107,8 +131,9 @@ class Accounts:
         Every attempt counts, valid or not: call it before reading the request's body.
         """
         key = "register:" + address
-        _refuse_if_throttled(self.registration_throttle, key)
-        self.registration_throttle.record_attempt(key, time.monotonic())
+        now = time.monotonic()
+        _refuse_if_throttled(self.registration_throttle, key, now)
+        self.registration_throttle.record_attempt(key, now)
 
     async def register(self, registration: Registration) -> None:
         """Hash ``auth_key`` with argon2id and store the account (UsernameTaken if it exists)."""
@@ -124,10 +149,40 @@ class Accounts:
         )
         await self.store.accounts.add_user(new_user, self.clock.now_ms())
 
-    async def login(self, username: str, auth_key: bytes, address: str) -> User:
+    async def login(
+        self, username: str, auth_key: bytes, address: str, device_token: str | None = None
+    ) -> User:
         """The user ``auth_key`` proves to be, or Throttled, or InvalidCredentials (an unknown
-        name and a wrong key alike). Rehashes the key if the argon2 parameters have changed."""
-        started = self._count_login(username, address)
+        name and a wrong key alike). A valid ``device_token`` for ``username`` puts the attempt
+        on that device's budget instead of the name's."""
+        device = self._device(username, device_token)
+        started = self._count_login(username, address, device)
+        try:
+            user = await self._verify(username, auth_key)
+        except InvalidCredentials:
+            if device is not None:
+                self._lock_out_if_spent(device)
+            raise
+        # The name's shared count is left alone after a device's login: guessers keep their
+        # lockout while the owner is let in.
+        if device is None:
+            self.login_user_throttle.reset(username)
+        else:
+            self.login_device_throttle.reset(device.nonce)
+        self.login_address_throttle.refund(address, started)
+        return user
+
+    def issue_device_token(self, user: User) -> str:
+        """A fresh device token for the browser that has just logged in as ``user``."""
+        return self.devices.issue(user.username, self.clock.now_ms())
+
+    def _device(self, username: str, token: str | None) -> Device | None:
+        """The device ``token`` stands for, if it is valid for ``username``; else None."""
+        return None if token is None else self.devices.read(token, username, self.clock.now_ms())
+
+    async def _verify(self, username: str, auth_key: bytes) -> User:
+        """The user ``auth_key`` proves to be, or InvalidCredentials. Rehashes the key if the
+        argon2 parameters have changed."""
         user = await self.store.accounts.user_by_name(username)
         if user is None:
             await self.hasher.waste_time(auth_key)
@@ -135,24 +190,34 @@ class Accounts:
         result = await self.hasher.verify(user.auth_hash, auth_key)
         if not result.ok:
             raise InvalidCredentials()
-        self.login_user_throttle.reset(username)
-        self.login_address_throttle.refund(address, started)
         if result.new_hash is not None:
             await self.store.accounts.update_auth_hash(user.id, result.new_hash)
         return user
 
-    def _count_login(self, username: str, address: str) -> float:
-        """Refuse a throttled name or address, else count this attempt as a failure of both;
-        return when it was counted (a success takes that count back)."""
+    def _count_login(self, username: str, address: str, device: Device | None) -> float:
+        """Refuse a throttled address, or name (device, for a client that has one), else count
+        this attempt as a failure of both; return when it was counted (a success takes that
+        count back)."""
         # Counted as a failure from the start (before the login's first await), so guesses
         # sent all at once are throttled like guesses sent one by one.
-        attempts = ((self.login_user_throttle, username), (self.login_address_throttle, address))
         started = time.monotonic()
+        own = (self.login_user_throttle, username)
+        if device is not None:
+            _refuse_if_throttled(self.device_lockouts, device.nonce, started)
+            own = (self.login_device_throttle, device.nonce)
+        attempts = (own, (self.login_address_throttle, address))
         for throttle, key in attempts:
-            _refuse_if_throttled(throttle, key)
+            _refuse_if_throttled(throttle, key, started)
         for throttle, key in attempts:
             throttle.record_failure(key, started)
         return started
+
+    def _lock_out_if_spent(self, device: Device) -> None:
+        """Move a device that has failed as often as its budget allows to the lockout list."""
+        now, throttle = time.monotonic(), self.login_device_throttle
+        if throttle.failures(device.nonce, now) >= self.config.device_failures_max:
+            throttle.reset(device.nonce)
+            self.device_lockouts.lock(device.nonce, now)
 
     async def live_sessions(self, user_id: int) -> list[Session]:
         """The user's sessions neither revoked nor expired nor idle too long, newest first."""
@@ -176,17 +241,17 @@ class Accounts:
         return ended
 
 
-def _login_throttle(config: Config) -> Throttle:
-    """Failed logins per key (a username, or an address): one table each."""
+def _login_throttle(config: Config, max_failures: int) -> Throttle:
+    """Failed logins per key (a username, an address, a device): one table each."""
     return Throttle(
-        max_failures=config.login_failures_max,
+        max_failures=max_failures,
         window=config.login_failure_window,
         max_keys=config.throttle_table_max,
     )
 
 
-def _refuse_if_throttled(throttle: Throttle, key: str) -> None:
-    wait = throttle.retry_after(key, time.monotonic())
+def _refuse_if_throttled(throttle: Throttle | Lockouts, key: str, now: float) -> None:
+    wait = throttle.retry_after(key, now)
     if wait > 0:
         raise Throttled(wait)
 

@@ -2,7 +2,8 @@
 
 The shapes are a contract (docs/protocol.md). The password never arrives here: the browser
 sends ``auth_key``, derived from the password, and an opaque ``key_backup`` it encrypted
-with a key that never leaves it.
+with a key that never leaves it. A login reads and sets the device cookie, which carries the
+browser's device token (accounts/devices.py); logout leaves it, for it is not a session.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from quart import Blueprint, Response, jsonify
+from quart import Blueprint, Response, jsonify, request
 
 from securechat.accounts import validation
 from securechat.accounts.service import Accounts, Registration
@@ -73,15 +74,33 @@ async def login() -> Response:
     body = await json_body()
     username = validation.username_field(body)
     auth_key = validation.exact_bytes_field(body, "auth_key", validation.AUTH_KEY_BYTES)
-    user = await _accounts().login(username, auth_key, client_address())
+    accounts, config = _accounts(), _config()
+    device_token = request.cookies.get(config.device_cookie_name)
+    user = await accounts.login(username, auth_key, client_address(), device_token)
     await start_session(user)
-    return jsonify(
+    response = jsonify(
         {
             "username": user.username,
             "enc_public_key": _b64(user.enc_public_key),
             "sign_public_key": _b64(user.sign_public_key),
             "key_backup": user.key_backup,
         }
+    )
+    _set_device_cookie(response, accounts.issue_device_token(user), config)
+    return response
+
+
+def _set_device_cookie(response: Response, token: str, config: Config) -> None:
+    """The browser's device cookie: like the session's (``__Host-``, Secure, HttpOnly,
+    SameSite=Strict, Path=/), but it outlives the session and logout."""
+    response.set_cookie(
+        config.device_cookie_name,
+        token,
+        max_age=config.device_cookie_max_age,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="Strict",
     )
 
 

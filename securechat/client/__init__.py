@@ -33,6 +33,7 @@ except ModuleNotFoundError as missing:
 from securechat.client.api import (
     COOKIE_NAME,
     DEFAULT_ITERATIONS,
+    DEVICE_COOKIE_NAME,
     Account,
     ClientError,
     SecureChatClient,
@@ -56,6 +57,7 @@ __all__ = [
     "CHAT_MAX_FRAME",
     "COOKIE_NAME",
     "DEFAULT_ITERATIONS",
+    "DEVICE_COOKIE_NAME",
     "Account",
     "ChatClosed",
     "ChatConnection",

@@ -4,7 +4,9 @@ The password never leaves it: it derives ``auth_key`` (sent) and ``wrap_key`` (k
 the page does (docs/protocol.md).
 
 The session cookie is ``Secure``; browsers send it to http://localhost, but Python's cookie jar
-will not send a Secure cookie over plain HTTP, so the client keeps the cookie itself.
+will not send a Secure cookie over plain HTTP, so the client keeps its cookies itself: the
+session's, and the device cookie, which it keeps across logout as a browser does, so that its
+logins have a failure budget of their own (docs/protocol.md, "Accounts API").
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from securechat.directory import transparency
 
 DEFAULT_ITERATIONS = 600_000
 COOKIE_NAME = "__Host-securechat"
+DEVICE_COOKIE_NAME = "__Host-securechat-device"
 
 
 @functools.cache
@@ -84,6 +87,7 @@ class SecureChatClient:
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, verify=_tls())
         self.session_cookie: str | None = None
+        self.device_cookie: str | None = None
         self.account: Account | None = None
         # What this client has seen of the key directory (pins, last head).
         self.directory = directory if directory is not None else KeyDirectoryView()
@@ -109,7 +113,8 @@ class SecureChatClient:
         raises websockets' ``InvalidStatus``.
         """
         scheme = "wss" if self.base_url.startswith("https:") else "ws"
-        headers = {"Cookie": f"{COOKIE_NAME}={self.session_cookie}"} if self.session_cookie else {}
+        cookies = self._cookie_header()
+        headers = {"Cookie": cookies} if cookies else {}
         query = "" if after is None else f"?after={int(after)}"
         socket = await websockets_connect(
             f"{scheme}://{urlsplit(self.base_url).netloc}/ws{query}",
@@ -129,14 +134,19 @@ class SecureChatClient:
     # Raw requests -------------------------------------------------------------------------
 
     def headers(self) -> dict[str, str]:
-        """Origin (as a browser sends it) and the session cookie, if any."""
+        """Origin (as a browser sends it) and the session and device cookies, if any."""
         headers = {"Origin": self.origin}
-        if self.session_cookie:
-            headers["Cookie"] = f"{COOKIE_NAME}={self.session_cookie}"
+        cookies = self._cookie_header()
+        if cookies:
+            headers["Cookie"] = cookies
         return headers
 
+    def _cookie_header(self) -> str:
+        kept = ((COOKIE_NAME, self.session_cookie), (DEVICE_COOKIE_NAME, self.device_cookie))
+        return "; ".join(f"{name}={value}" for name, value in kept if value)
+
     async def request(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        """Send one request as this client; keep the session cookie the server sets."""
+        """Send one request as this client; keep the cookies the server sets."""
         response = await self.http.request(
             method, path, json=body if method != "GET" else None, headers=self.headers()
         )
@@ -154,10 +164,13 @@ class SecureChatClient:
         for header in response.headers.get_list("set-cookie"):
             cookie: SimpleCookie = SimpleCookie()
             cookie.load(header)
-            if COOKIE_NAME in cookie:
-                morsel = cookie[COOKIE_NAME]
+            for name, morsel in cookie.items():
                 expired = morsel["max-age"] == "0" or not morsel.value
-                self.session_cookie = None if expired else morsel.value
+                value = None if expired else morsel.value
+                if name == COOKIE_NAME:
+                    self.session_cookie = value
+                elif name == DEVICE_COOKIE_NAME:
+                    self.device_cookie = value
 
     # Accounts -----------------------------------------------------------------------------
 

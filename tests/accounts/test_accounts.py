@@ -371,8 +371,9 @@ async def test_session_cookie_attributes(
     response = await client.request(
         "POST", "/api/v1/login", {"username": "alice", "auth_key": e2e.b64encode(keys.auth_key)}
     )
-    header = response.headers["set-cookie"]
-    assert header.startswith("__Host-securechat=")
+    [header] = [
+        h for h in response.headers.get_list("set-cookie") if h.startswith("__Host-securechat=")
+    ]
     lowered = header.lower()
     for attribute in ("secure", "httponly", "samesite=strict", "path=/"):
         assert attribute in lowered

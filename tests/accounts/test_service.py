@@ -21,6 +21,7 @@ from tests.conftest import FAST_ITERATIONS, fast_config
 
 AUTH_KEY = b"\x07" * validation.AUTH_KEY_BYTES
 SERVER_KEY = b"\x01" * 32
+DEVICE_KEY = b"\x02" * 32
 
 
 @pytest.fixture(name="store")
@@ -38,7 +39,7 @@ def _config(tmp_path: Path) -> Config:
 
 @pytest.fixture(name="accounts")
 def _accounts(config: Config, store: Store) -> Accounts:
-    return Accounts.create(config, store, SERVER_KEY)
+    return Accounts.create(config, store, SERVER_KEY, device_token_key=DEVICE_KEY)
 
 
 def _registration(username: str, auth_key: bytes = AUTH_KEY) -> Registration:
@@ -80,7 +81,10 @@ async def test_prelogin_gives_a_registered_user_their_own_salt(accounts: Account
 async def test_decoy_salt_is_keyed_by_the_server(config: Config, store: Store) -> None:
     """An unknown name's salt is stable under one server key, another under another key,
     another for another name, and comes with the minimum iterations."""
-    one, other = Accounts.create(config, store, SERVER_KEY), Accounts.create(config, store, b"k")
+    one, other = (
+        Accounts.create(config, store, SERVER_KEY, device_token_key=DEVICE_KEY),
+        Accounts.create(config, store, b"k", device_token_key=DEVICE_KEY),
+    )
     first = await one.prelogin("nobody")
     assert first == await one.prelogin("nobody")
     assert first.salt != (await other.prelogin("nobody")).salt
@@ -104,9 +108,11 @@ async def test_login_rehashes_a_key_hashed_with_older_parameters(
     config: Config, store: Store, tmp_path: Path
 ) -> None:
     """After the argon2 cost is raised, a login stores a new hash at the new cost, once."""
-    await Accounts.create(config, store, SERVER_KEY).register(_registration("alice"))
+    await Accounts.create(config, store, SERVER_KEY, device_token_key=DEVICE_KEY).register(
+        _registration("alice")
+    )
     stronger = fast_config(tmp_path / "data", argon2_time_cost=config.argon2_time_cost + 1)
-    accounts = Accounts.create(stronger, store, SERVER_KEY)
+    accounts = Accounts.create(stronger, store, SERVER_KEY, device_token_key=DEVICE_KEY)
     await accounts.login("alice", AUTH_KEY, "10.0.0.1")
     user = await store.accounts.user_by_name("alice")
     assert user is not None
@@ -143,7 +149,7 @@ async def test_registrations_are_counted_per_address(tmp_path: Path, store: Stor
     """Past the bound an address is refused, whether its attempts stored anything or not;
     another address is not."""
     config = fast_config(tmp_path / "data", registrations_per_address=2)
-    accounts = Accounts.create(config, store, SERVER_KEY)
+    accounts = Accounts.create(config, store, SERVER_KEY, device_token_key=DEVICE_KEY)
     accounts.count_registration("10.0.0.1")
     accounts.count_registration("10.0.0.1")
     with pytest.raises(Throttled):

@@ -7,20 +7,23 @@ registered from Python instead (with the same iterations, which the page insists
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from playwright.async_api import Browser, BrowserContext, Page, Route, expect
 
 from securechat import e2e
-from securechat.client import ClientError, SecureChatClient
-from tests.conftest import MakeClient
+from securechat.client import COOKIE_NAME, DEVICE_COOKIE_NAME, ClientError, SecureChatClient
+from tests.conftest import MakeClient, fast_config
 from tests.livesrv import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -258,6 +261,37 @@ async def test_forget_device_removes_keys(
     await page.wait_for_url("**/login")
     assert await page.evaluate(ME_STATUS) == 401
     assert await page.evaluate(HAS_STORED_KEYS, "alice") is False
+
+
+async def test_own_browser_logs_in_while_guessers_lock_the_name(
+    new_page: NewPage, tmp_path: Path, identities: list[e2e.Identity]
+) -> None:
+    """Guessers (from another address, behind a trusted proxy) use up alice's name: a browser
+    without her device cookie is refused, and her own, logged in before, logs in again."""
+    config = fast_config(tmp_path / "data", trusted_proxy_hops=1, login_failures_max=3)
+    with LiveServer(config).start() as server:
+        async with SecureChatClient(server.url) as alice:
+            await alice.register("alice", PASSWORD, identity=identities[0])
+        page = await new_page()
+        await log_in(page, server.url)
+        await page.get_by_role("button", name="Log out", exact=True).click()
+        await page.wait_for_url("**/login")
+        kept = {cookie["name"] for cookie in await page.context.cookies()}
+        assert DEVICE_COOKIE_NAME in kept and COOKIE_NAME not in kept
+        wrong = {"username": "alice", "auth_key": base64.b64encode(b"\x00" * 32).decode()}
+        headers = {"Origin": server.url, "X-Forwarded-For": "198.51.100.1"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as guesser:
+            failures = 0
+            while failures < config.login_failures_max:
+                answer = await guesser.post("/api/v1/login", json=wrong)
+                failures += answer.status_code == 401
+                if answer.status_code == 429:
+                    await asyncio.sleep(int(answer.headers["Retry-After"]))
+        async with SecureChatClient(server.url) as stranger:
+            with pytest.raises(ClientError, match="429"):
+                await stranger.login("alice", PASSWORD)
+        await log_in(page, server.url)
+        assert await page.evaluate(ME_STATUS) == 200
 
 
 async def test_wrong_password_shows_alert(
