@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BIND ?= 127.0.0.1:8000
 export SECURECHAT_DATA_DIR ?= var
 
-.PHONY: run test lint format bench browser clean
+.PHONY: run check test lint format bench browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,16 @@ format: $(VENV)/.installed node_modules/.installed
 	$(BIN)/ruff check --fix securechat tests tools
 	npx --no-install biome check --write static/js
 
+# The developer loop: lint, then every test that is neither `browser` nor `slow` (under a minute).
+check: $(VENV)/.installed lint
+	$(BIN)/python -m pytest -m "not browser and not slow"
+
+# Every test, under branch coverage of securechat/ (pyproject.toml [tool.coverage]).
 test: $(VENV)/.installed browser lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m coverage erase
+	$(BIN)/python -m coverage run -m pytest
+	$(BIN)/python -m coverage combine --quiet
+	$(BIN)/python -m coverage report
 
 $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install --quiet -e '.[bench]'
