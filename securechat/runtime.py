@@ -19,14 +19,18 @@ class Timer(Protocol):
 
 
 class Clock(Protocol):
-    """The time of day as the app reads it, and timers set by it.
+    """The time of day as the app reads it, timers set by it, and a clock for intervals.
 
     The server runs on :data:`WALL_CLOCK`. A test gives ``create_app`` a clock of its own and
-    moves it forward, so that session expiry is checked without waiting for it.
+    moves it forward, so that session expiry and throttles are checked without waiting.
     """
 
     def now_ms(self) -> int:
         """Milliseconds since the epoch (message ``ts``, session times, log entries)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds from any origin on a clock that never goes back (the login throttles)."""
         ...
 
     def call_at(self, when_ms: int, callback: Callable[[], object]) -> Timer:
@@ -39,6 +43,9 @@ class WallClock:
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     def call_at(self, when_ms: int, callback: Callable[[], object]) -> Timer:
         delay = max(0.0, (when_ms - self.now_ms()) / 1000)

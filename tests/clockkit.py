@@ -48,6 +48,9 @@ class ManualClock:
     def now_ms(self) -> int:
         return self._now
 
+    def monotonic(self) -> float:
+        return self._now / 1000
+
     def call_at(self, when_ms: int, callback: Callable[[], object]) -> ManualTimer:
         timer = ManualTimer(when_ms, asyncio.get_running_loop(), callback)
         with self._lock:

@@ -39,7 +39,8 @@ async def test_a_wall_clock_timer_for_a_past_time_fires_at_once() -> None:
 
 
 async def test_a_manual_clock_moves_and_fires_only_when_advanced() -> None:
-    """Time stands still until advanced; each timer fires once when advanced to its time."""
+    """Time (of day and monotonic) stands still until advanced; each timer fires once when
+    advanced to its time."""
     clock = ManualClock(now_ms=1_000)
     fired: list[str] = []
     clock.call_at(2_000, lambda: fired.append("due"))
@@ -51,7 +52,7 @@ async def test_a_manual_clock_moves_and_fires_only_when_advanced() -> None:
     await asyncio.sleep(0.01)
     clock.advance(10)
     await asyncio.sleep(0.01)
-    assert (clock.now_ms(), fired) == (12_000, ["due"])
+    assert (clock.now_ms(), clock.monotonic(), fired) == (12_000, 12.0, ["due"])
 
 
 async def test_a_manual_clock_advanced_from_another_thread_fires_in_the_timers_loop() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from dataclasses import dataclass, field
 
 from securechat.accounts import validation
@@ -131,7 +130,7 @@ class Accounts:
         Every attempt counts, valid or not: call it before reading the request's body.
         """
         key = "register:" + address
-        now = time.monotonic()
+        now = self.clock.monotonic()
         _refuse_if_throttled(self.registration_throttle, key, now)
         self.registration_throttle.record_attempt(key, now)
 
@@ -200,7 +199,7 @@ class Accounts:
         count back)."""
         # Counted as a failure from the start (before the login's first await), so guesses
         # sent all at once are throttled like guesses sent one by one.
-        started = time.monotonic()
+        started = self.clock.monotonic()
         own = (self.login_user_throttle, username)
         if device is not None:
             _refuse_if_throttled(self.device_lockouts, device.nonce, started)
@@ -214,7 +213,7 @@ class Accounts:
 
     def _lock_out_if_spent(self, device: Device) -> None:
         """Move a device that has failed as often as its budget allows to the lockout list."""
-        now, throttle = time.monotonic(), self.login_device_throttle
+        now, throttle = self.clock.monotonic(), self.login_device_throttle
         if throttle.failures(device.nonce, now) >= self.config.device_failures_max:
             throttle.reset(device.nonce)
             self.device_lockouts.lock(device.nonce, now)

@@ -3,7 +3,6 @@ guessers have locked the name for everyone else, and that a cookie buys nothing 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeAlias
@@ -126,8 +125,11 @@ async def _status(client: SecureChatClient, username: str, password: str) -> int
     return 200
 
 
-async def _fail(client: SecureChatClient, username: str, times: int = FAILURES_MAX) -> None:
-    """``times`` wrong logins as ``username``, each after waiting out the delay a 429 asks for."""
+async def _fail(
+    client: SecureChatClient, username: str, clock: ManualClock, times: int = FAILURES_MAX
+) -> None:
+    """``times`` wrong logins as ``username``, each once the server's clock has been moved past
+    the delay a 429 asks for."""
     failed = 0
     while failed < times:
         try:
@@ -137,17 +139,17 @@ async def _fail(client: SecureChatClient, username: str, times: int = FAILURES_M
                 failed += 1
                 continue
             assert error.status == 429 and error.body["retry_after"] <= 4, error.body
-            await asyncio.sleep(error.body["retry_after"])
+            clock.advance(error.body["retry_after"])
         else:
             raise AssertionError("a wrong password logged in")
 
 
 async def test_guessers_lock_the_name_but_not_its_owners_browser(
-    owner: SecureChatClient, client_at: ClientAt
+    owner: SecureChatClient, client_at: ClientAt, clock: ManualClock
 ) -> None:
     """After a guesser has used up the name's budget, the right password from a browser without
     a device cookie answers 429, and from the owner's browser logs in (with a new cookie)."""
-    await _fail(client_at("198.51.100.1"), "alice")
+    await _fail(client_at("198.51.100.1"), "alice", clock)
     assert await _status(client_at("203.0.113.1"), "alice", PASSWORD) == 429
     old_cookie = owner.device_cookie
     await owner.login("alice", PASSWORD)
@@ -156,14 +158,17 @@ async def test_guessers_lock_the_name_but_not_its_owners_browser(
 
 
 async def test_a_device_cookie_for_another_name_buys_nothing(
-    owner: SecureChatClient, client_at: ClientAt, identities: list[e2e.Identity]
+    owner: SecureChatClient,
+    client_at: ClientAt,
+    identities: list[e2e.Identity],
+    clock: ManualClock,
 ) -> None:
     """bob's browser, trusted for bob, is an untrusted client for alice: refused once she is
     locked."""
     bobs = client_at("192.0.2.2")
     await bobs.register("bob", PASSWORD, iterations=FAST_ITERATIONS, identity=identities[1])
     await bobs.login("bob", PASSWORD)
-    await _fail(client_at("198.51.100.1"), "alice")
+    await _fail(client_at("198.51.100.1"), "alice", clock)
     assert await _status(bobs, "alice", PASSWORD) == 429
 
 
@@ -172,7 +177,7 @@ async def test_a_forged_or_altered_device_cookie_buys_nothing(
 ) -> None:
     """Once the name is locked, the owner's cookie changed in any part, or one made under
     another key, is no device cookie: 429."""
-    await _fail(client_at("198.51.100.1"), "alice")
+    await _fail(client_at("198.51.100.1"), "alice", clock)
     assert owner.device_cookie
     nonce, expires, mac = owner.device_cookie.split(".")
     forged = [
@@ -192,18 +197,18 @@ async def test_an_expired_device_cookie_buys_nothing(
 ) -> None:
     """The owner's cookie, once older than its max age, leaves the browser an untrusted
     client: 429 while the name is locked."""
-    await _fail(client_at("198.51.100.1"), "alice")
-    clock.advance(server.config.device_cookie_max_age)
+    clock.advance(server.config.device_cookie_max_age)  # first: the name's lock would not last
+    await _fail(client_at("198.51.100.1"), "alice", clock)
     assert await _status(owner, "alice", PASSWORD) == 429
 
 
 async def test_a_device_that_uses_up_its_own_budget_is_locked_out_alone(
-    owner: SecureChatClient, client_at: ClientAt, server: LiveServer
+    owner: SecureChatClient, client_at: ClientAt, server: LiveServer, clock: ManualClock
 ) -> None:
     """A trusted browser that fails its budget is refused for the window, even with the right
     password from elsewhere; its failures are not the name's, which others may still use."""
     owner.http.headers["X-Forwarded-For"] = "192.0.2.10"
-    await _fail(owner, "alice")
+    await _fail(owner, "alice", clock)
     owner.http.headers["X-Forwarded-For"] = "192.0.2.11"
     with pytest.raises(ClientError) as refused:
         await owner.login("alice", PASSWORD)
