@@ -151,13 +151,13 @@ async def test_non_ascii_digits_in_query_answer_400(base_url: str, value: str) -
 def test_a_trickled_body_is_cut_off_at_the_body_timeout(tmp_path: Path) -> None:
     """A body sent a byte at a time answers 408 and its connection is closed once
     request_body_timeout has passed, not after hypercorn.toml's read_timeout (60 s)."""
-    with LiveServer(fast_config(tmp_path / "data", request_body_timeout=1.0)).start() as server:
+    with LiveServer(fast_config(tmp_path / "data", request_body_timeout=0.3)).start() as server:
         head = (
             f"POST /api/v1/prelogin HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
             "Content-Type: application/json\r\nContent-Length: 64\r\n\r\n"
         ).encode()
         started = time.monotonic()
-        answer = trickle(server.port, head, b"x" * 64, interval=0.2, timeout=15)
+        answer = trickle(server.port, head, b"x" * 64, interval=0.05, timeout=15)  # 3.2 s
         took = time.monotonic() - started
     assert (answer.statuses, answer.closed) == ([408], True)
     assert json.loads(answer.last_body)["error"] == "request_timeout"
