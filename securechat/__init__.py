@@ -7,22 +7,21 @@ and the Python client run without it: ``create_app`` is imported on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from securechat.version import __version__
 
 if TYPE_CHECKING:
     from securechat.app import create_app
+else:
 
+    def create_app(*args, **kwargs):
+        """The app factory of securechat/app.py, imported when first called so that importing
+        the package loads no web framework. Hypercorn finds it here as
+        ``'securechat:create_app()'`` as well as ``'securechat.app:create_app()'``."""
+        from securechat.app import create_app as build
 
-def __getattr__(name: str) -> Any:
-    """``securechat.create_app`` without an eager import of Quart (PEP 562). Servers name the
-    factory ``securechat.app:create_app()``: Hypercorn looks it up in the module's namespace."""
-    if name == "create_app":
-        from securechat.app import create_app
-
-        return create_app
-    raise AttributeError(f"module 'securechat' has no attribute {name!r}")
+        return build(*args, **kwargs)
 
 
 __all__ = ["__version__", "create_app"]

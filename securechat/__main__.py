@@ -10,6 +10,7 @@ from securechat import datadir
 from securechat.config import Config
 from securechat.directory.service import key_fingerprint_for
 from securechat.store import create_store
+from securechat.web.gate import PROXY_WITHOUT_ORIGIN
 from securechat.web.origins import public_origins
 
 
@@ -51,6 +52,8 @@ def _origin_note(config: Config) -> str:
     origins = sorted(public_origins(config.public_origin).origins)
     if origins:
         return f"Public origin: {', '.join(origins)} (requests for any other host answer 421)."
+    if config.trusted_proxy_hops:
+        return "Public origin: " + PROXY_WITHOUT_ORIGIN
     return (
         "Public origin: not set, so only 127.0.0.1, localhost and [::1] are answered."
         " To serve other machines, set SECURECHAT_PUBLIC_ORIGIN=https://<the name users type>."

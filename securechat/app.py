@@ -46,7 +46,7 @@ def create_app(config: Config | None = None, *, clock: Clock = WALL_CLOCK) -> Qu
     QuartAuth(app)
     state = _build_state(config, secrets, clock)
     app.extensions["securechat"] = state
-    security.install(app)
+    security.install(app, config)
     app.register_blueprint(accounts_views.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(pages.blueprint)

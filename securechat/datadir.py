@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -24,10 +24,11 @@ SECRET_BYTES = 32
 class ServerSecrets:
     """Keys derived from the server secret, one per purpose."""
 
-    cookie_key: bytes
-    decoy_salt_key: bytes
+    # repr=False: a log line or traceback showing the app's state never shows a key.
+    cookie_key: bytes = field(repr=False)
+    decoy_salt_key: bytes = field(repr=False)
     # Signs device tokens (accounts/devices.py): which browsers have logged in before.
-    device_token_key: bytes
+    device_token_key: bytes = field(repr=False)
 
 
 def prepare(data_dir: Path) -> ServerSecrets:

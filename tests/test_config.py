@@ -62,3 +62,11 @@ def test_database_files_are_private(live_server: LiveServer) -> None:
     assert files
     for path in files:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+
+
+def test_server_secrets_never_show_in_a_repr(tmp_path: Path) -> None:
+    """A log line or traceback that prints the app's state shows no key."""
+    secrets = datadir.prepare(tmp_path / "data")
+    shown = repr(secrets)
+    for key in (secrets.cookie_key, secrets.decoy_salt_key, secrets.device_token_key):
+        assert key.hex() not in shown and repr(key) not in shown

@@ -4,6 +4,7 @@ not the checkout. The client extra's absence is reported with the command that i
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import site
@@ -272,3 +273,12 @@ def test_missing_client_extra_says_how_to_install_it(module: str, tmp_path: Path
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"ModuleNotFoundError: No module named {module!r}")
     assert "pip install 'securechat[client]'" in last
+
+
+@pytest.mark.parametrize("target", ["securechat:create_app()", "securechat.app:create_app()"])
+def test_hypercorn_finds_the_factory_under_both_names(target: str) -> None:
+    """Hypercorn evaluates the target in the module's namespace (no module __getattr__), so
+    ``securechat:create_app()``, the name operators used first, must be a real attribute."""
+    module_name, _, call = target.partition(":")
+    module = importlib.import_module(module_name)
+    assert callable(eval(call.removesuffix("()"), vars(module)))

@@ -49,8 +49,9 @@ class Presence:
         return [peer for peer in peers if self.hub.is_online(peer)]
 
     def start(self) -> None:
-        """Start the worker."""
-        self._task = asyncio.create_task(self._run(), name="chat-presence")
+        """Start the worker (once: a second call leaves the running one alone)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="chat-presence")
 
     async def stop(self) -> None:
         """Stop the worker; announcements still queued are dropped (everyone is leaving)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any, Final, cast
 
@@ -47,7 +48,14 @@ from securechat.errors import (
 from securechat.web.origins import public_origins
 from securechat.web.security import SECURITY_HEADERS
 
+log = logging.getLogger(__name__)
+
 _HTTP1: Final = frozenset({"1.0", "1.1"})
+PROXY_WITHOUT_ORIGIN: Final = (
+    "SECURECHAT_TRUSTED_PROXY_HOPS is set but SECURECHAT_PUBLIC_ORIGIN is not: a proxy that"
+    " passes its upstream's loopback address on as Host makes every name reach this server."
+    " Set SECURECHAT_PUBLIC_ORIGIN to the origin people use (https://chat.example.org)."
+)
 
 
 class RequestGate:
@@ -57,6 +65,10 @@ class RequestGate:
         self._app = app
         self._config = config
         self._public = public_origins(config.public_origin)  # ValueError if malformed
+        if config.trusted_proxy_hops and not self._public.origins:
+            # A proxy may pass its upstream's loopback address on as Host: the loopback default
+            # would then answer every name the browser used, and the gate would do nothing.
+            log.warning(PROXY_WITHOUT_ORIGIN)
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable

@@ -26,6 +26,8 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # brackets, and an optional port.
 _HOST = re.compile(r"(?P<name>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 _NAME = re.compile(r"[a-z0-9.-]+|[0-9a-f:.]+")
+# What a server binds to in order to listen on every address (make run BIND=0.0.0.0:8000).
+_WILDCARDS: Final = frozenset({"0.0.0.0", "::"})  # noqa: S104 (refused, not bound)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class PublicOrigins:
     def refusal(self) -> str:
         """What a request for another host is told."""
         if self.origins:
-            return "This server answers only for " + ", ".join(sorted(self.origins)) + "."
+            # Not naming the configured origins: a page on a rebound name reads this answer.
+            return "This server does not answer for that host."
         return (
             "This server answers only at a loopback address (127.0.0.1, localhost, [::1])"
             " until SECURECHAT_PUBLIC_ORIGIN names the origin it is reached at."
@@ -76,10 +79,10 @@ def public_origins(configured: tuple[str, ...]) -> PublicOrigins:
     return PublicOrigins(frozenset(origins), frozenset(hosts))
 
 
-def parse_origin(raw: str) -> tuple[str, frozenset[str]]:
+def parse_origin(raw: str, setting: str = "public_origin") -> tuple[str, frozenset[str]]:
     """``https://chat.example.org`` -> its normal form and the Host values that reach it."""
     mistake = ValueError(
-        f"public_origin {raw!r} is not an origin such as https://chat.example.org"
+        f"{setting} {raw!r} is not an origin such as https://chat.example.org"
         " (http or https, a host, an optional port, no path)"
     )
     parts = urlsplit(raw.strip())
@@ -99,6 +102,11 @@ def parse_origin(raw: str) -> tuple[str, frozenset[str]]:
         port = parts.port
     except ValueError:
         raise mistake from None
+    if name in _WILDCARDS:
+        raise ValueError(
+            f"{setting} {raw!r} names the wildcard address, which no browser is ever sent to:"
+            " name the address or host people reach the server at (https://chat.example.org)"
+        )
     if ":" in name:
         name = f"[{name}]"
     default = _DEFAULT_PORTS[scheme]

@@ -24,7 +24,7 @@ from securechat.errors import (
 )
 from securechat.state import state
 from securechat.web.api import receiving_body
-from securechat.web.origins import public_origins
+from securechat.web.origins import parse_origin, public_origins
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,9 @@ def _normal_origin(origin: str) -> str:
 
 @functools.cache
 def _listed(origins: tuple[str, ...]) -> frozenset[str]:
-    """The operator's list of origins, normalised once per configuration."""
-    return frozenset(_normal_origin(origin) for origin in origins)
+    """The operator's list of origins, normalised once per configuration as a browser writes
+    them (``https://x:443`` is ``https://x``); ValueError if one is malformed."""
+    return frozenset(parse_origin(origin, "allowed_origins")[0] for origin in origins)
 
 
 async def refuse_cross_site_writes() -> None:
@@ -184,8 +185,10 @@ async def handle_unexpected(error: Exception) -> tuple[Response | str, int]:
     return await render_template("error.html", status=500, title="Internal server error"), 500
 
 
-def install(app: Quart) -> None:
-    """Wire the checks, headers and error handlers into ``app``."""
+def install(app: Quart, config: Config) -> None:
+    """Wire the checks, headers and error handlers into ``app``; ValueError if an allowed
+    origin is malformed (found now, not at the first request)."""
+    _listed(config.allowed_origins)
     app.before_request(refuse_oversized_bodies)
     app.before_request(refuse_cross_site_writes)
     app.after_request(add_security_headers)

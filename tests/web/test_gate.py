@@ -212,7 +212,8 @@ async def test_with_a_public_origin_only_its_hosts_are_answered(tmp_path: Path) 
             loopback = await http.get("/", headers={"Host": f"localhost:{server.port}"})
     assert statuses == [200, 200, 421]
     assert loopback.status_code == 421
-    assert PUBLIC in loopback.json()["message"]
+    # A page on a rebound name reads this answer: it must not learn the server's real name.
+    assert "chat.example" not in loopback.text
 
 
 async def test_with_a_public_origin_the_origin_checks_use_it_not_host(tmp_path: Path) -> None:
@@ -241,9 +242,47 @@ async def test_with_a_public_origin_the_origin_checks_use_it_not_host(tmp_path: 
 
 @pytest.mark.parametrize(
     "value",
-    ["chat.example", "https://chat.example/app", "ftp://chat.example", "https://u@chat.example"],
+    [
+        "chat.example",
+        "https://chat.example/app",
+        "ftp://chat.example",
+        "https://u@chat.example",
+        "http://0.0.0.0:8000",
+        "http://[::]:8000",
+    ],
 )
 def test_a_malformed_public_origin_stops_the_app(tmp_path: Path, value: str) -> None:
     """A public origin that is not scheme://host[:port] is a configuration mistake: no app."""
     with pytest.raises(ValueError, match="public_origin"):
         create_app(fast_config(tmp_path / "data", public_origin=(value,)))
+
+
+def test_a_malformed_allowed_origin_stops_the_app(tmp_path: Path) -> None:
+    """SECURECHAT_ALLOWED_ORIGINS is checked when the app is built, not at the first request."""
+    with pytest.raises(ValueError, match="allowed_origins"):
+        create_app(fast_config(tmp_path / "data", allowed_origins=("chat.example",)))
+
+
+async def test_an_allowed_origin_written_with_its_default_port_matches_the_browsers(
+    tmp_path: Path,
+) -> None:
+    """``https://partner.example:443`` in the list is the ``https://partner.example`` a browser
+    sends as Origin."""
+    config = fast_config(tmp_path / "data", allowed_origins=("https://partner.example:443",))
+    with LiveServer(config).start() as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            response = await http.post(
+                "/api/v1/prelogin",
+                json={"username": "alice"},
+                headers={"Origin": "https://partner.example"},
+            )
+    assert response.status_code == 200
+
+
+def test_proxy_hops_without_a_public_origin_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind a proxy the loopback default may answer every name: the operator is told."""
+    with caplog.at_level("WARNING", logger="securechat.web.gate"):
+        create_app(fast_config(tmp_path / "data", trusted_proxy_hops=1))
+    assert "SECURECHAT_PUBLIC_ORIGIN" in caplog.text
