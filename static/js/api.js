@@ -98,9 +98,11 @@ export function normalizeUsername(name) {
 /**
  * Check a typed username against the server's rule; returns {username, error}, error a sentence
  * to show or null. The server checks again: this only saves a round trip and explains the rule.
+ * The spaces a keyboard or autofill leaves around a name are dropped first (a username has
+ * none, so nothing else can be meant); a space inside one is refused, as on the server.
  */
 export function checkUsername(raw) {
-  const username = normalizeUsername(raw);
+  const username = normalizeUsername(String(raw).trim());
   if (/\s/u.test(username)) return { username, error: "Remove the spaces: a username has none." };
   if (username.length < 3) return { username, error: "Use at least 3 characters." };
   if (username.length > 32) return { username, error: "Use at most 32 characters." };
