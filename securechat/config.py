@@ -48,6 +48,13 @@ class Config:
     directory_key_passphrase: str | None = None
 
     # SQLite: FULL makes every acknowledged commit survive power loss (see docs/security.md).
+    # A cluster's database: unset, the embedded SQLite file in data_dir (make run); a
+    # postgresql:// URL makes this process a node over that database (store/postgres/).
+    database_url: str | None = None
+    # Connections each node's PostgreSQL pool keeps open at least and at most.
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+
     db_synchronous: str = "FULL"
     db_busy_timeout_ms: int = 5000
     # Seconds between checkpoints of the write-ahead log, made off the commit path

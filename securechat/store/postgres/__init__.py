@@ -1,15 +1,13 @@
-"""The cluster backend, for many processes and machines on one PostgreSQL (issue 11): coming.
+"""The cluster backend, for many processes and machines on one PostgreSQL (issue 11).
 
-Today this package holds its schema only, ``schema.sql``: the PostgreSQL dialect of the
-SQLite ``schema.sql`` at the top of the checkout, the same tables, columns and constraints
-(tests/store/test_schemas.py compares the two catalogues). The store itself, on asyncpg with
-its own pool and migrations applied under ``pg_advisory_lock``, is the next step.
+``schema.sql`` is the PostgreSQL dialect of the SQLite ``schema.sql`` at the top of the
+checkout: the same tables, columns and constraints (tests/store/test_schemas.py compares the
+two catalogues). ``database`` holds the asyncpg pool, applies the schema under an advisory lock
+and runs writes in transactions that retry once. The domain stores over it are being built.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from securechat.store.postgres.database import SCHEMA_PATH, Database, Unavailable
 
-SCHEMA_PATH = Path(__file__).with_name("schema.sql")
-
-__all__ = ["SCHEMA_PATH"]
+__all__ = ["SCHEMA_PATH", "Database", "Unavailable"]
