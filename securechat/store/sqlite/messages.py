@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Final
 
+from securechat.store.batch import (
+    MarkState,
+    Positions,
+    apply_marks,
+    conversation_moves,
+    number_sends,
+    settle_duplicates,
+)
 from securechat.store.records import (
-    UNKNOWN_MESSAGE,
-    UNKNOWN_RECIPIENT,
     Change,
     ChangeKind,
     CommitResult,
@@ -25,31 +30,11 @@ from securechat.store.records import (
     MarkOutcome,
     NewMark,
     NewMessage,
-    Receipt,
     SendOutcome,
-    Stored,
 )
 from securechat.store.sqlite.database import Database
 
 _KINDS: Final[tuple[ChangeKind, ...]] = ("message", "delivered", "read")
-
-
-@dataclass(slots=True)
-class _MarkState:
-    sender_id: int
-    recipient_id: int
-    client_id: str
-    sender: str
-    size: int
-    delivered_seq: int | None
-    delivered_at: int | None
-    read_seq: int | None
-    read_at: int | None
-    dirty: bool = False
-
-    def delivers(self) -> tuple[int, int] | None:
-        """For a mark that delivers the message now: its sender and envelope length."""
-        return None if self.delivered_at is not None else (self.sender_id, self.size)
 
 
 class MessageStore:
@@ -73,14 +58,14 @@ class MessageStore:
         """
 
         def job(connection: sqlite3.Connection) -> CommitResult:
-            counter = _Counter(last_seq)
-            send_outcomes = _store_sends(connection, sends, counter, now_ms)
-            mark_outcomes = _apply_marks(connection, marks, counter, now_ms)
-            if counter.value != last_seq:
+            positions = Positions(last_seq)
+            send_outcomes = _store_sends(connection, sends, positions, now_ms)
+            mark_outcomes = _apply_marks(connection, marks, positions, now_ms)
+            if positions.value != last_seq:
                 connection.execute(
-                    "UPDATE chat_sequence SET last = ? WHERE id = 1", (counter.value,)
+                    "UPDATE chat_sequence SET last = ? WHERE id = 1", (positions.value,)
                 )
-            return CommitResult(counter.value, send_outcomes, mark_outcomes)
+            return CommitResult(positions.value, send_outcomes, mark_outcomes)
 
         return await self.db.write(job)
 
@@ -228,36 +213,16 @@ _DROP_UNREAD: Final = (
 )
 
 
-class _Counter:
-    """Hands out the batch's sequence numbers."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, last: int) -> None:
-        self.value = last
-
-    def next(self) -> int:
-        self.value += 1
-        return self.value
-
-
 def _store_sends(
     connection: sqlite3.Connection,
     sends: Sequence[NewMessage],
-    counter: _Counter,
+    positions: Positions,
     now_ms: int,
 ) -> list[SendOutcome]:
     if not sends:
         return []
     ids = _user_ids(connection, {send.recipient for send in sends})
-    outcomes: list[SendOutcome] = [UNKNOWN_RECIPIENT] * len(sends)
-    rows: list[tuple[int, int, int, str, int, str]] = []
-    for index, send in enumerate(sends):
-        recipient_id = ids.get(send.recipient)
-        if recipient_id is not None:
-            seq = counter.next()
-            outcomes[index] = Stored(seq, now_ms, True)
-            rows.append((seq, send.sender_id, recipient_id, send.client_id, now_ms, send.envelope))
+    outcomes, rows = number_sends(sends, ids, positions, now_ms)
     if not rows:
         return outcomes
     # The UNIQUE (sender_id, client_id) index decides whether a send is new, even for two
@@ -265,115 +230,33 @@ def _store_sends(
     inserted = connection.executemany(_INSERT_MESSAGE, rows).rowcount
     created = rows
     if inserted != len(rows):
-        created = _settle_duplicates(connection, sends, outcomes, rows)
-    _touch_conversations(connection, created)
+        keys = _json_rows([(row[1], row[3]) for row in rows])
+        originals = {
+            (sender_id, client_id): (seq, ts)
+            for sender_id, client_id, seq, ts in connection.execute(_ORIGINALS, (keys,))
+        }
+        created = settle_duplicates(sends, outcomes, rows, originals)
+    connection.executemany(_TOUCH_CONVERSATION, conversation_moves(created))
     return outcomes
 
 
-def _settle_duplicates(
-    connection: sqlite3.Connection,
-    sends: Sequence[NewMessage],
-    outcomes: list[SendOutcome],
-    rows: list[tuple[int, int, int, str, int, str]],
-) -> list[tuple[int, int, int, str, int, str]]:
-    """Point each resend at its original message; return the rows really inserted."""
-    keys = _json_rows([(row[1], row[3]) for row in rows])
-    originals: dict[tuple[int, str], tuple[int, int]] = {
-        (sender_id, client_id): (seq, ts)
-        for sender_id, client_id, seq, ts in connection.execute(_ORIGINALS, (keys,))
-    }
-    created = []
-    for index, outcome in enumerate(outcomes):
-        if isinstance(outcome, Stored):
-            seq, ts = originals[(sends[index].sender_id, sends[index].client_id)]
-            if seq != outcome.seq:
-                outcomes[index] = Stored(seq, ts, False)
-    for row in rows:
-        if originals[(row[1], row[3])][0] == row[0]:
-            created.append(row)
-    return created
-
-
-def _touch_conversations(
-    connection: sqlite3.Connection, rows: Iterable[tuple[int, int, int, str, int, str]]
-) -> None:
-    """Move both sides' conversation to the new seq; one more unread for the recipient."""
-    latest: dict[tuple[int, int], list[int]] = {}
-    for seq, sender_id, recipient_id, *_ in rows:
-        latest.setdefault((sender_id, recipient_id), [0, 0])[0] = seq
-        mine = latest.setdefault((recipient_id, sender_id), [0, 0])
-        mine[0] = seq
-        mine[1] += 1
-    connection.executemany(
-        _TOUCH_CONVERSATION,
-        [(user, peer, seq, unread) for (user, peer), (seq, unread) in latest.items()],
-    )
-
-
 def _apply_marks(
-    connection: sqlite3.Connection, marks: Sequence[NewMark], counter: _Counter, now_ms: int
+    connection: sqlite3.Connection, marks: Sequence[NewMark], positions: Positions, now_ms: int
 ) -> list[MarkOutcome]:
     if not marks:
         return []
     states = _mark_states(connection, {mark.seq for mark in marks})
-    outcomes: list[MarkOutcome] = []
-    unread_drops: dict[tuple[int, int], int] = {}
-    for mark in marks:
-        state = states.get(mark.seq)
-        if state is None or state.recipient_id != mark.reader_id:
-            # Not a message to this reader (or no message at all): indistinguishable on purpose.
-            outcomes.append(UNKNOWN_MESSAGE)
-        elif mark.status == "read":
-            outcomes.append(_mark_read(state, mark.seq, counter, now_ms, unread_drops))
-        else:
-            outcomes.append(_mark_delivered(state, mark.seq, counter, now_ms))
-    dirty = [
-        (s.delivered_seq, s.delivered_at, s.read_seq, s.read_at, seq)
-        for seq, s in states.items()
-        if s.dirty
-    ]
+    outcomes, dirty, drops = apply_marks(marks, states, positions, now_ms)
     if dirty:
         connection.execute(_UPDATE_MARKS, (_json_rows(dirty),))
-    if unread_drops:
-        drops = [(count, user, peer) for (user, peer), count in unread_drops.items()]
+    if drops:
         connection.execute(_DROP_UNREAD, (_json_rows(drops),))
     return outcomes
 
 
-def _mark_delivered(state: _MarkState, seq: int, counter: _Counter, now_ms: int) -> MarkOutcome:
-    # Marks only move forward: delivered after delivered or after read changes nothing.
-    if state.delivered_at is not None or state.read_at is not None:
-        return None
-    delivered = state.delivers()
-    state.delivered_seq, state.delivered_at, state.dirty = counter.next(), now_ms, True
-    return Receipt(
-        state.delivered_seq, seq, state.client_id, "delivered", state.sender, now_ms, delivered
-    )
-
-
-def _mark_read(
-    state: _MarkState,
-    seq: int,
-    counter: _Counter,
-    now_ms: int,
-    unread_drops: dict[tuple[int, int], int],
-) -> MarkOutcome:
-    if state.read_at is not None:
-        return None
-    # Read implies delivered: the delivered time is filled in, but no separate receipt is
-    # made; a read receipt tells the sender both.
-    delivered = state.delivers()
-    state.read_seq, state.read_at, state.dirty = counter.next(), now_ms, True
-    if state.delivered_at is None:
-        state.delivered_at = now_ms
-    key = (state.recipient_id, state.sender_id)
-    unread_drops[key] = unread_drops.get(key, 0) + 1
-    return Receipt(state.read_seq, seq, state.client_id, "read", state.sender, now_ms, delivered)
-
-
-def _mark_states(connection: sqlite3.Connection, seqs: set[int]) -> dict[int, _MarkState]:
+def _mark_states(connection: sqlite3.Connection, seqs: set[int]) -> dict[int, MarkState]:
     rows = connection.execute(_MARK_STATES, (_json_rows(sorted(seqs)),))
-    return {row[0]: _MarkState(*row[1:]) for row in rows}
+    return {row[0]: MarkState(*row[1:]) for row in rows}
 
 
 def _user_ids(connection: sqlite3.Connection, names: set[str]) -> dict[str, int]:

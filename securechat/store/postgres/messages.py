@@ -1,0 +1,300 @@
+"""The chat on PostgreSQL: every SQL statement about messages, receipts and conversations.
+
+The same results as the SQLite backend (securechat/store/sqlite/messages.py), whose batch logic
+it shares (securechat/store/batch.py); what differs is where positions come from. Several nodes
+commit at once here, so each commit draws its positions from the ``chat_sequence`` row, locked
+FIRST in its transaction and held to its commit: that lock orders every commit that hands out
+positions, so they become visible in the order they were drawn and a reader following
+``changes_after(user, after)`` never passes a position that commits later (issue 11, item 2).
+A SEQUENCE would hand numbers out in call order, not commit order, and let a reader skip a row.
+
+Each batch goes to the database as a few statements taking arrays (``unnest``), whatever its
+size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import asyncpg
+
+from securechat.store.batch import (
+    MarkState,
+    Positions,
+    apply_marks,
+    conversation_moves,
+    number_sends,
+    settle_duplicates,
+)
+from securechat.store.postgres.database import Database
+from securechat.store.records import (
+    Change,
+    ChangeKind,
+    CommitResult,
+    ConversationRow,
+    HistoryItem,
+    MarkOutcome,
+    NewMark,
+    NewMessage,
+    SendOutcome,
+)
+
+_KINDS: Final[tuple[ChangeKind, ...]] = ("message", "delivered", "read")
+
+
+class MessageStore:
+    """Named queries over ``messages``, ``conversations`` and ``chat_sequence``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def last_seq(self) -> int:
+        """The last position handed out (committed)."""
+        value = await self.db.fetch_value("SELECT last FROM chat_sequence WHERE id = 1")
+        return int(value) if value is not None else 0
+
+    async def commit(
+        self, sends: Sequence[NewMessage], marks: Sequence[NewMark], last_seq: int, now_ms: int
+    ) -> CommitResult:
+        """Store a batch of sends and marks in one transaction, its positions drawn from the
+        ``chat_sequence`` row under its lock; ``last_seq`` (the caller's view) is not used.
+
+        Retried once on a serialization failure or deadlock, then ``Unavailable``.
+        """
+
+        async def job(connection: asyncpg.Connection) -> CommitResult:
+            # FIRST: every later read sees all the commits that drew before this one.
+            last = int(await connection.fetchval(_LOCK_SEQUENCE))
+            positions = Positions(last)
+            send_outcomes = await _store_sends(connection, sends, positions, now_ms)
+            mark_outcomes = await _apply_marks(connection, marks, positions, now_ms)
+            if positions.value != last:
+                await connection.execute(_SET_SEQUENCE, positions.value)
+            return CommitResult(positions.value, send_outcomes, mark_outcomes)
+
+        return await self.db.write(job)
+
+    async def undelivered(self) -> list[tuple[int, str, int, int]]:
+        """Per (sender id, recipient's name): messages no device of the recipient has
+        received yet, and their envelope bytes (along the partial index
+        ``messages_undelivered``)."""
+        rows = await self.db.fetch_all(
+            "SELECT m.sender_id, u.username, count(*), sum(length(m.envelope))"
+            " FROM messages m JOIN users u ON u.id = m.recipient_id"
+            " WHERE m.delivered_at IS NULL GROUP BY m.sender_id, m.recipient_id, u.username"
+        )
+        return [(int(row[0]), str(row[1]), int(row[2]), int(row[3])) for row in rows]
+
+    async def stored_ids(self, keys: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
+        """Which of these (sender id, client id) are already stored."""
+        rows = await self.db.fetch_all(_ORIGINALS, *_key_arrays(keys))
+        return {(int(row[0]), str(row[1])) for row in rows}
+
+    async def changes_after(
+        self, user_id: int, after: int, limit: int, max_bytes: int
+    ) -> tuple[list[Change], bool]:
+        """Messages to or from the user and receipts for their messages, ``pos > after``, in
+        order: at most ``limit`` items and, past the first, about ``max_bytes`` of envelopes.
+
+        The flag says whether more may follow (the batch was cut by ``limit`` or bytes).
+        """
+        rows = await self.db.fetch_all(_CHANGES_SQL, user_id, after, limit, max_bytes)
+        changes = [
+            Change(row[0], _KINDS[row[1]], row[2], row[3], row[4], row[5], row[6], row[7])
+            for row in rows
+        ]
+        more = bool(rows) and (rows[0][8] >= limit or len(rows) < rows[0][8])
+        return changes, more
+
+    async def head(self, user_id: int) -> int:
+        """The highest position ``changes_after`` would show the user (0 if none): the end of
+        each of its four sources' indexes."""
+        value = await self.db.fetch_value(_HEAD_SQL, user_id)
+        return int(value)
+
+    async def history(
+        self, user_id: int, peer_id: int, before: int, limit: int
+    ) -> list[HistoryItem]:
+        """The conversation between two users, ``seq < before``, newest first."""
+        low, high = sorted((user_id, peer_id))
+        rows = await self.db.fetch_all(
+            "SELECT m.seq, m.client_id, s.username, r.username, m.ts, m.envelope,"
+            " m.delivered_at, m.read_at FROM messages m"
+            " JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.recipient_id"
+            " WHERE LEAST(m.sender_id, m.recipient_id) = $1"
+            " AND GREATEST(m.sender_id, m.recipient_id) = $2"
+            " AND m.seq < $3 ORDER BY m.seq DESC LIMIT $4",
+            low,
+            high,
+            before,
+            limit,
+        )
+        return [HistoryItem(*row) for row in rows]
+
+    async def conversations(self, user_id: int, before: int, limit: int) -> list[ConversationRow]:
+        """The user's conversations with ``last_seq < before``, most recent first."""
+        rows = await self.db.fetch_all(
+            "SELECT p.username, c.last_seq, c.unread FROM conversations c"
+            " JOIN users p ON p.id = c.peer_id WHERE c.user_id = $1 AND c.last_seq < $2"
+            " ORDER BY c.last_seq DESC LIMIT $3",
+            user_id,
+            before,
+            limit,
+        )
+        return [ConversationRow(*row) for row in rows]
+
+    async def peer_names(self, username: str, limit: int) -> list[str]:
+        """The people ``username`` has conversations with, most recent first."""
+        rows = await self.db.fetch_all(
+            "SELECT p.username FROM users u JOIN conversations c ON c.user_id = u.id"
+            " JOIN users p ON p.id = c.peer_id WHERE u.username = $1"
+            " ORDER BY c.last_seq DESC LIMIT $2",
+            username,
+            limit,
+        )
+        return [str(row[0]) for row in rows]
+
+
+# The four sources of a sync, each read in order along its own index and merged by position;
+# then a running total of envelope sizes cuts the batch at about ``max_bytes`` (the first row
+# always passes); ``in_batch`` counts the rows before that cut. Kinds: 0 message, 1 delivered
+# receipt, 2 read receipt. SQLite's _CHANGES_SQL, in PostgreSQL's dialect.
+_CHANGES_SQL: Final = """
+WITH batch AS (
+    SELECT seq AS pos, 0 AS kind, seq, client_id, sender_id, recipient_id, ts, envelope
+      FROM messages WHERE sender_id = $1 AND seq > $2
+    UNION ALL
+    SELECT seq, 0, seq, client_id, sender_id, recipient_id, ts, envelope
+      FROM messages WHERE recipient_id = $1 AND seq > $2
+    UNION ALL
+    SELECT delivered_seq, 1, seq, client_id, sender_id, recipient_id, delivered_at, NULL
+      FROM messages WHERE sender_id = $1 AND delivered_seq > $2
+    UNION ALL
+    SELECT read_seq, 2, seq, client_id, sender_id, recipient_id, read_at, NULL
+      FROM messages WHERE sender_id = $1 AND read_seq > $2
+    ORDER BY pos LIMIT $3
+), sized AS (
+    SELECT *, sum(coalesce(length(envelope), 0)) OVER (ORDER BY pos ROWS UNBOUNDED PRECEDING)
+              - coalesce(length(envelope), 0) AS before_me,
+              count(*) OVER () AS in_batch
+      FROM batch
+)
+SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelope, b.in_batch
+  FROM sized b JOIN users s ON s.id = b.sender_id JOIN users r ON r.id = b.recipient_id
+ WHERE b.before_me < $4
+ ORDER BY b.pos
+"""
+
+# The largest position of each of _CHANGES_SQL's sources, each read at the end of its index.
+_HEAD_SQL: Final = """
+SELECT GREATEST(
+    coalesce((SELECT max(seq) FROM messages WHERE sender_id = $1), 0),
+    coalesce((SELECT max(seq) FROM messages WHERE recipient_id = $1), 0),
+    coalesce((SELECT max(delivered_seq) FROM messages
+               WHERE sender_id = $1 AND delivered_seq IS NOT NULL), 0),
+    coalesce((SELECT max(read_seq) FROM messages
+               WHERE sender_id = $1 AND read_seq IS NOT NULL), 0)
+)
+"""
+
+# The row lock that orders every commit drawing positions, held to the end of the transaction.
+_LOCK_SEQUENCE: Final = "SELECT last FROM chat_sequence WHERE id = 1 FOR UPDATE"
+_SET_SEQUENCE: Final = "UPDATE chat_sequence SET last = $1 WHERE id = 1"
+_USER_IDS: Final = "SELECT username, id FROM users WHERE username = ANY($1::text[])"
+# In the batch's order, so of two copies of one id in it the first is the one stored. The
+# UNIQUE (sender_id, client_id) index decides, across nodes too: a copy committed by another
+# node first makes this one a no-op (READ COMMITTED waits for that node's transaction).
+_INSERT_MESSAGES: Final = """
+INSERT INTO messages (seq, sender_id, recipient_id, client_id, ts, envelope)
+SELECT seq, sender_id, recipient_id, client_id, ts, envelope
+  FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])
+       WITH ORDINALITY AS r(seq, sender_id, recipient_id, client_id, ts, envelope, n)
+ ORDER BY n
+    ON CONFLICT (sender_id, client_id) DO NOTHING
+RETURNING seq
+"""
+# Each key one lookup in the UNIQUE (sender_id, client_id) index.
+_ORIGINALS: Final = """
+SELECT m.sender_id, m.client_id, m.seq, m.ts
+  FROM unnest($1::bigint[], $2::text[]) AS k(sender_id, client_id)
+  JOIN messages m ON m.sender_id = k.sender_id AND m.client_id = k.client_id
+"""
+_TOUCH_CONVERSATIONS: Final = """
+INSERT INTO conversations (user_id, peer_id, last_seq, unread)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
+    ON CONFLICT (user_id, peer_id) DO UPDATE SET
+       last_seq = GREATEST(conversations.last_seq, excluded.last_seq),
+       unread = conversations.unread + excluded.unread
+"""
+_MARK_STATES: Final = """
+SELECT m.seq, m.sender_id, m.recipient_id, m.client_id, u.username, length(m.envelope),
+       m.delivered_seq, m.delivered_at, m.read_seq, m.read_at
+  FROM messages m JOIN users u ON u.id = m.sender_id
+ WHERE m.seq = ANY($1::bigint[])
+"""
+_UPDATE_MARKS: Final = """
+UPDATE messages m SET delivered_seq = j.delivered_seq, delivered_at = j.delivered_at,
+       read_seq = j.read_seq, read_at = j.read_at
+  FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+       AS j(delivered_seq, delivered_at, read_seq, read_at, seq)
+ WHERE m.seq = j.seq
+"""
+_DROP_UNREAD: Final = """
+UPDATE conversations c SET unread = GREATEST(c.unread - j.n, 0)
+  FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS j(n, user_id, peer_id)
+ WHERE c.user_id = j.user_id AND c.peer_id = j.peer_id
+"""
+
+
+async def _store_sends(
+    connection: asyncpg.Connection,
+    sends: Sequence[NewMessage],
+    positions: Positions,
+    now_ms: int,
+) -> list[SendOutcome]:
+    if not sends:
+        return []
+    names = sorted({send.recipient for send in sends})
+    ids = {str(row[0]): int(row[1]) for row in await connection.fetch(_USER_IDS, names)}
+    outcomes, rows = number_sends(sends, ids, positions, now_ms)
+    if not rows:
+        return outcomes
+    inserted = await connection.fetch(_INSERT_MESSAGES, *_columns(rows, 6))
+    created = rows
+    if len(inserted) != len(rows):
+        # A resend (of a message stored before, or twice in this batch): its drawn position
+        # stays unused, a gap no reader waits for.
+        found = await connection.fetch(_ORIGINALS, *_key_arrays([(r[1], r[3]) for r in rows]))
+        originals = {(int(f[0]), str(f[1])): (int(f[2]), int(f[3])) for f in found}
+        created = settle_duplicates(sends, outcomes, rows, originals)
+    moves = sorted(conversation_moves(created))
+    await connection.execute(_TOUCH_CONVERSATIONS, *_columns(moves, 4))
+    return outcomes
+
+
+async def _apply_marks(
+    connection: asyncpg.Connection, marks: Sequence[NewMark], positions: Positions, now_ms: int
+) -> list[MarkOutcome]:
+    if not marks:
+        return []
+    found = await connection.fetch(_MARK_STATES, sorted({mark.seq for mark in marks}))
+    states = {int(row[0]): MarkState(*row[1:]) for row in found}
+    outcomes, dirty, drops = apply_marks(marks, states, positions, now_ms)
+    if dirty:
+        await connection.execute(_UPDATE_MARKS, *_columns(dirty, 5))
+    if drops:
+        await connection.execute(_DROP_UNREAD, *_columns(drops, 3))
+    return outcomes
+
+
+def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:
+    """Rows as ``width`` column arrays, one ``unnest`` parameter each."""
+    return [[row[index] for row in rows] for index in range(width)]
+
+
+def _key_arrays(keys: Sequence[tuple[int, str]]) -> tuple[list[int], list[str]]:
+    return [key[0] for key in keys], [key[1] for key in keys]
+
+
+__all__ = ["MessageStore"]
