@@ -172,6 +172,8 @@ class Delivery:
         self.broker = broker
         self.stats = stats
         self.clock = clock  # stamps each commit's messages and receipts
+        # The last position this process saw handed out; the store draws positions itself
+        # (on PostgreSQL, other nodes draw from the same row too).
         self.last_seq = 0
         self._batch_max = config.commit_batch_max
         self._gather_interval = config.commit_gather_interval
