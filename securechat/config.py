@@ -46,6 +46,12 @@ class Config:
     public_origin: tuple[str, ...] = ()
     # Passphrase that encrypts the directory signing key at rest (optional).
     directory_key_passphrase: str | None = None
+    # Redis shared by the nodes of a cluster (redis://, rediss:// or unix:// URL). Unset (the
+    # default), every limit is this process's own and nothing needs Redis; set, the login and
+    # registration throttles, the send rate and the connections-per-user cap are counted
+    # there, falling back to this process's own while Redis does not answer
+    # (securechat/cluster/limits.py).
+    redis_url: str | None = None
 
     # SQLite: FULL makes every acknowledged commit survive power loss (see docs/security.md).
     # A cluster's database: unset, the embedded SQLite file in data_dir (make run); a
