@@ -7,13 +7,12 @@ triggers can, and then the signed tree heads clients already hold expose it.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from securechat.directory.transparency import user_hash
 from securechat.errors import NotFound
+from securechat.store.keylog import next_entry
 from securechat.store.records import LogEntry
 from securechat.store.sqlite.database import Database
 
@@ -36,15 +35,12 @@ def append_key_entry(
     last = connection.execute(
         "SELECT idx, timestamp_ms FROM key_log ORDER BY idx DESC LIMIT 1"
     ).fetchone()
-    index = 0 if last is None else int(last[0]) + 1
-    # Timestamps never go back, so each signed tree head is at least as late as the one before.
-    timestamp = now_ms if last is None else max(now_ms, int(last[1]))
-    entry = LogEntry(
-        index=index,
-        timestamp_ms=timestamp,
-        user_hash=user_hash(username),
-        enc_fingerprint=hashlib.sha256(enc_public_key).digest(),
-        sign_fingerprint=hashlib.sha256(sign_public_key).digest(),
+    entry = next_entry(
+        None if last is None else (int(last[0]), int(last[1])),
+        username,
+        enc_public_key,
+        sign_public_key,
+        now_ms,
     )
     connection.execute(
         f"INSERT INTO key_log ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?)",

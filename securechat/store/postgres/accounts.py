@@ -1,0 +1,245 @@
+"""Users and their sessions on PostgreSQL: every SQL statement about accounts lives here.
+
+The same queries as ``store/sqlite/accounts.py``, with the same results and errors; where the
+SQLite backend reads and then writes in one job, a single ``UPDATE ... RETURNING`` does both
+here, so a concurrent node's change cannot slip between them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import asyncpg
+
+from securechat.errors import UsernameTaken
+from securechat.store.postgres.database import Database
+from securechat.store.postgres.directory import append_key_entry, rows_changed
+from securechat.store.records import NewUser, Session, User
+
+_USER_COLUMNS = (
+    "id, username, salt, iterations, auth_hash, enc_public_key, sign_public_key,"
+    " key_backup, created_at, keys_updated_at"
+)
+_SESSION_COLUMNS = (
+    "s.id, s.public_id, s.user_id, u.username, s.created_at, s.last_seen_at, s.expires_at,"
+    " s.revoked_at, s.user_agent, s.address"
+)
+# PostgreSQL's name for the UNIQUE on users.username (schema.sql declares it unnamed).
+_USERNAME_UNIQUE: Final = "users_username_key"
+
+
+class AccountStore:
+    """Named queries over ``users``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add_user(self, user: NewUser, now_ms: int) -> int:
+        """Insert a user; raise UsernameTaken if the name exists (the UNIQUE index decides races)."""
+
+        async def job(connection: asyncpg.Connection) -> int:
+            try:
+                user_id: int = await connection.fetchval(
+                    "INSERT INTO users (username, salt, iterations, auth_hash, enc_public_key,"
+                    " sign_public_key, key_backup, created_at, keys_updated_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
+                    user.username,
+                    user.salt,
+                    user.iterations,
+                    user.auth_hash,
+                    user.enc_public_key,
+                    user.sign_public_key,
+                    user.key_backup,
+                    now_ms,
+                )
+            except asyncpg.UniqueViolationError as error:
+                # A registration racing for the name on any node waits for the other's commit
+                # here, then fails: the index settles it. Any other violation is a bug.
+                if error.constraint_name != _USERNAME_UNIQUE:
+                    raise
+                raise UsernameTaken() from error
+            # Same transaction: a user never exists without a key directory log entry.
+            await append_key_entry(
+                connection, user.username, user.enc_public_key, user.sign_public_key, now_ms
+            )
+            return user_id
+
+        return await self.db.write(job)
+
+    async def user_by_name(self, username: str) -> User | None:
+        """The user with this (already normalised) name."""
+        row = await self.db.fetch_one(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE username = $1", username
+        )
+        return User(*row) if row else None
+
+    async def update_auth_hash(self, user_id: int, auth_hash: str) -> None:
+        """Store a rehashed auth_key (argon2 parameters changed)."""
+        await _execute(self.db, "UPDATE users SET auth_hash = $1 WHERE id = $2", auth_hash, user_id)
+
+    async def count_users(self) -> int:
+        return int(await self.db.fetch_value("SELECT count(*) FROM users"))
+
+    async def search_users(self, prefix: str, limit: int, exclude: str) -> list[str]:
+        """Usernames starting with ``prefix``, in order, without ``exclude``."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # username is COLLATE "C": byte order, as SQLite's, whatever the cluster's locale.
+        rows = await self.db.fetch_all(
+            "SELECT username FROM users WHERE username LIKE $1 ESCAPE '\\' AND username != $2"
+            " ORDER BY username LIMIT $3",
+            escaped + "%",
+            exclude,
+            limit,
+        )
+        return [row[0] for row in rows]
+
+
+class SessionStore:
+    """Named queries over ``sessions``. Session ids are stored hashed; see sessions.py."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add_session(self, session: Session) -> None:
+        """Insert a new session row."""
+        await _execute(
+            self.db,
+            "INSERT INTO sessions (id, public_id, user_id, created_at, last_seen_at, expires_at,"
+            " user_agent, address) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            session.id,
+            session.public_id,
+            session.user_id,
+            session.created_at,
+            session.last_seen_at,
+            session.expires_at,
+            session.user_agent,
+            session.address,
+        )
+
+    async def session_by_id(self, session_id: str) -> Session | None:
+        """The session with this hashed id, revoked or not."""
+        row = await self.db.fetch_one(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.id = $1",
+            session_id,
+        )
+        return Session(*row) if row else None
+
+    async def touch(self, session_id: str, now_ms: int) -> None:
+        """Record activity (for the idle timeout)."""
+        await _execute(
+            self.db,
+            "UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            now_ms,
+            session_id,
+        )
+
+    async def revoke(self, session_id: str, now_ms: int) -> None:
+        """End one session."""
+        await _execute(
+            self.db,
+            "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            now_ms,
+            session_id,
+        )
+
+    async def revoke_others(self, user_id: int, keep_session_id: str, now_ms: int) -> list[str]:
+        """End every live session of a user but one; return the ids ended."""
+        return await _revoke_returning(
+            self.db,
+            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND id != $3"
+            " AND revoked_at IS NULL RETURNING id",
+            now_ms,
+            user_id,
+            keep_session_id,
+        )
+
+    async def revoke_by_public_id(self, user_id: int, public_id: str, now_ms: int) -> str | None:
+        """End the user's session with this public id; return its id, or None if none was live."""
+        ids = await _revoke_returning(
+            self.db,
+            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND public_id = $3"
+            " AND revoked_at IS NULL RETURNING id",
+            now_ms,
+            user_id,
+            public_id,
+        )
+        return ids[0] if ids else None
+
+    async def live_sessions(self, user_id: int, now_ms: int, idle_ms: int) -> list[Session]:
+        """The user's sessions that are neither revoked nor expired, newest first."""
+        rows = await self.db.fetch_all(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2"
+            " AND s.last_seen_at > $3 ORDER BY s.created_at DESC",
+            user_id,
+            now_ms,
+            now_ms - idle_ms,
+        )
+        return [Session(*row) for row in rows]
+
+    async def count_active(self, now_ms: int, idle_ms: int) -> int:
+        """Sessions not revoked and not expired, across all users."""
+        count = await self.db.fetch_value(
+            "SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > $1"
+            " AND last_seen_at > $2",
+            now_ms,
+            now_ms - idle_ms,
+        )
+        return int(count)
+
+    async def prune_oldest_beyond(self, user_id: int, keep: int, now_ms: int) -> list[str]:
+        """Revoke the user's oldest live sessions beyond ``keep``; return the ids revoked,
+        newest first."""
+        # FOR UPDATE: a node pruning the same user at once waits, then finds these revoked.
+        return await _revoke_returning(
+            self.db,
+            "WITH old AS (SELECT id, created_at FROM sessions WHERE user_id = $2"
+            " AND revoked_at IS NULL ORDER BY created_at DESC OFFSET $3 FOR UPDATE)"
+            " UPDATE sessions s SET revoked_at = $1 FROM old"
+            " WHERE s.id = old.id AND s.revoked_at IS NULL"
+            " RETURNING s.id, old.created_at",
+            now_ms,
+            user_id,
+            keep,
+            newest_first=True,
+        )
+
+    async def purge_dead(self, before_ms: int, idle_ms: int) -> int:
+        """Delete sessions that ended before ``before_ms``; return how many.
+
+        A session ended when it was revoked, reached its absolute expiry, or went idle longer
+        than ``idle_ms`` (it then expired at ``last_seen_at + idle_ms``). Live sessions and
+        those that ended more recently stay (the settings page lists recent ones).
+        """
+        return await _execute(
+            self.db,
+            "DELETE FROM sessions WHERE revoked_at < $1 OR expires_at < $1"
+            " OR last_seen_at < $1 - $2",
+            before_ms,
+            idle_ms,
+        )
+
+
+async def _execute(db: Database, sql: str, *args: object) -> int:
+    """One write statement in its own transaction; returns the number of rows changed."""
+
+    async def job(connection: asyncpg.Connection) -> int:
+        return rows_changed(await connection.execute(sql, *args))
+
+    return await db.write(job)
+
+
+async def _revoke_returning(
+    db: Database, sql: str, *args: object, newest_first: bool = False
+) -> list[str]:
+    """Run an ``UPDATE ... RETURNING id[, created_at]``; the ids (newest first if asked)."""
+
+    async def job(connection: asyncpg.Connection) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await connection.fetch(sql, *args)
+        return rows
+
+    rows = await db.write(job)
+    if newest_first:
+        rows = sorted(rows, key=lambda row: (-row[1], row[0]))
+    return [str(row[0]) for row in rows]
