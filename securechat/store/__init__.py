@@ -2,8 +2,8 @@
 
 Callers see its interface (``interface``: one Protocol per domain, grouped by ``Store``) and
 the records it takes and returns (``records``), all importable from here. A backend implements
-the interface: ``sqlite/`` (embedded, one process) today. ``create_store`` is the one place
-that picks the backend.
+the interface: ``sqlite/`` (embedded, one process) and ``postgres/`` (a cluster's nodes).
+``create_store`` is the one place that picks the backend.
 """
 
 from __future__ import annotations
@@ -43,11 +43,17 @@ from securechat.store.records import (
 
 
 def create_store(config: Config) -> Store:
-    """The server's store as ``config`` asks (open before use): the SQLite file, for now.
+    """The server's store as ``config`` asks (open before use): PostgreSQL when
+    ``database_url`` is set (a node of a cluster), else the SQLite file in the data directory.
 
-    Typed as the interface, so mypy checks the backend against every Protocol here.
+    Typed as the interface, so mypy checks each backend against every Protocol here.
     """
-    # Imported here: only the backend chosen is loaded, and with it its driver.
+    # Imported here: only the backend chosen is loaded, and with it its driver (asyncpg is
+    # in the `cluster` extra; `make run` needs none of it).
+    if config.database_url:
+        from securechat.store.postgres import PostgresStore
+
+        return PostgresStore.from_config(config)
     from securechat.store.sqlite import SQLiteStore
 
     return SQLiteStore.from_config(config)

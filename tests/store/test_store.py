@@ -1,4 +1,5 @@
-"""The store on a real SQLite file: grouped writes, savepoints, schema version, races."""
+"""The SQLite backend on a real file: grouped writes, savepoints, WAL and checkpoints, schema
+versions. What every backend does alike is in test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from securechat.config import PROJECT_ROOT
-from securechat.errors import UsernameTaken
-from securechat.store import NewUser, Session
+from securechat.store import NewUser
 from securechat.store.sqlite import Database, SQLiteStore
 
 
@@ -43,17 +43,6 @@ async def test_new_database_gets_schema_version_and_wal(store: SQLiteStore, tmp_
     with sqlite3.connect(tmp_path / "test.db") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-async def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
-    """Opening an existing database applies nothing twice and keeps its rows."""
-    for _ in range(2):
-        store = SQLiteStore.for_file(tmp_path / "again.db", PROJECT_ROOT / "schema.sql")
-        await store.open()
-        if await store.accounts.user_by_name("alice") is None:
-            await store.accounts.add_user(_user("alice"), 1)
-        assert await store.accounts.count_users() == 1
-        await store.close()
 
 
 async def test_concurrent_writes_share_one_transaction(store: SQLiteStore) -> None:
@@ -94,26 +83,6 @@ async def test_jobs_run_off_the_event_loop_in_one_transaction(store: SQLiteStore
     assert store.db.stats.transactions - before == 1
 
 
-async def test_commit_times_are_counted_in_buckets(store: SQLiteStore) -> None:
-    """The commit-time histogram counts every transaction once."""
-    for i in range(3):
-        await store.accounts.add_user(_user(f"user{i}"), i)
-    stats = store.db.stats
-    assert sum(stats.commit_seconds.counts) == stats.transactions >= 3
-    assert stats.commit_seconds.total > 0
-
-
-async def test_registration_race_has_one_winner(store: SQLiteStore) -> None:
-    """Two concurrent registrations of one name: one succeeds, one gets UsernameTaken."""
-    results = await asyncio.gather(
-        store.accounts.add_user(_user("alice"), 1),
-        store.accounts.add_user(_user("alice"), 2),
-        return_exceptions=True,
-    )
-    assert sum(isinstance(r, UsernameTaken) for r in results) == 1
-    assert await store.accounts.count_users() == 1
-
-
 async def test_write_result_is_committed_when_returned(store: SQLiteStore, tmp_path: Path) -> None:
     """Once write() returns, another connection sees the row (committed before the answer)."""
     await store.accounts.add_user(_user("alice"), 1)
@@ -121,48 +90,10 @@ async def test_write_result_is_committed_when_returned(store: SQLiteStore, tmp_p
         assert db.execute("SELECT username FROM users").fetchall() == [("alice",)]
 
 
-async def test_search_users_escapes_like_wildcards(store: SQLiteStore) -> None:
-    """A prefix with % or _ matches literally, not as a LIKE wildcard."""
-    for name in ("a_b", "axb", "alice"):
-        await store.accounts.add_user(_user(name), 1)
-    assert await store.accounts.search_users("a_", 10, exclude="") == ["a_b"]
-    assert await store.accounts.search_users("%", 10, exclude="") == []
-    assert await store.accounts.search_users("a", 10, exclude="alice") == ["a_b", "axb"]
-
-
 async def test_synchronous_mode_is_validated(tmp_path: Path) -> None:
     """An unknown synchronous mode is refused at construction."""
     with pytest.raises(ValueError, match="synchronous"):
         Database(tmp_path / "x.db", PROJECT_ROOT / "schema.sql", synchronous="SOMETIMES")
-
-
-async def test_purge_deletes_only_sessions_that_ended_before_the_cutoff(store: SQLiteStore) -> None:
-    """Revoked, absolutely expired or idle-expired before the cutoff: deleted; the rest stay."""
-    user_id = await store.accounts.add_user(_user("alice"), 1)
-    day = 86_400_000
-    now, idle = 100 * day, 7 * day
-    cutoff = now - 30 * day
-    # (id, last_seen_at, expires_at, revoked_at)
-    rows = [
-        ("live", now, now + day, None),
-        ("revoked-long-ago", now - 40 * day, now + day, now - 40 * day),
-        ("revoked-lately", now - 5 * day, now + day, now - 5 * day),
-        ("expired-long-ago", now - 40 * day, now - 35 * day, None),
-        ("expired-lately", now - 3 * day, now - 2 * day, None),
-        ("idle-long-ago", now - 40 * day, now + day, None),
-        ("idle-lately", now - 10 * day, now + day, None),
-    ]
-    for sid, seen, expires, _revoked in rows:
-        await store.sessions.add_session(
-            Session(sid, f"pub-{sid}", user_id, "alice", 0, seen, expires, None, "", "")
-        )
-    for sid, _seen, _expires, revoked in rows:
-        if revoked is not None:
-            await store.sessions.revoke(sid, revoked)
-    assert await store.sessions.purge_dead(cutoff, idle) == 3
-    left = {sid for sid, *_ in rows if await store.sessions.session_by_id(sid) is not None}
-    assert left == {"live", "revoked-lately", "expired-lately", "idle-lately"}
-    assert await store.sessions.purge_dead(cutoff, idle) == 0
 
 
 async def test_checkpoints_are_made_off_the_commit_path(tmp_path: Path) -> None:
