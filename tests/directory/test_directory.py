@@ -1,4 +1,5 @@
-"""The key directory on a real server: its key, its append-only log, and its API."""
+"""The key directory on a real server: its key, its append-only log, and its API; the service
+over each backend's store (tests/store/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from securechat import __main__ as cli
 from securechat import e2e
@@ -22,11 +24,14 @@ from securechat.directory.merkle import MerkleTree, leaf_hash, verify_consistenc
 from securechat.directory.transparency import (
     SignedTreeHead,
     entry_leaf_bytes,
+    entry_leaf_hash,
     user_hash,
     verify_tree_head,
 )
+from securechat.store import Store
 from tests.conftest import MakeClient, SignUp, fast_config, identity_of
 from tests.livesrv import LiveServer
+from tests.store.conftest import MakeStore, new_user
 
 TOKEN = "directory-admin-token-for-tests"
 
@@ -342,6 +347,49 @@ def test_log_endpoints_need_no_account(live_server: LiveServer) -> None:
     """Anyone can audit: head, consistency and entries answer without a session."""
     for path in ("/api/v1/directory", "/api/v1/directory/head", "/api/v1/directory/entries"):
         assert get(live_server, path).status_code == 200
+
+
+# --- the service over each backend's log -----------------------------------------------------
+
+
+async def test_the_head_covers_every_registration_and_proves_the_latest_keys(
+    any_store: Store,
+) -> None:
+    """KeyDirectory over the store: a signed head over all entries, an inclusion proof of a
+    user's newest keys against it."""
+    key = Ed25519PrivateKey.generate()
+    keys = directory.KeyDirectory(key, any_store.directory)
+    for name in ("alice", "bob", "carol"):
+        await any_store.accounts.add_user(new_user(name), 10)
+    await any_store.directory.replace_keys("bob", b"new enc", b"new sign", "backup", 20)
+    head = await keys.refresh()
+    entries = await any_store.directory.entries(0, 10)
+    assert (head.tree_size, head.timestamp_ms) == (4, 20)
+    assert MerkleTree(entry_leaf_hash(e) for e in entries).root() == head.root_hash
+    assert verify_tree_head(directory.public_spki(key), head)
+    proved = await keys.prove_latest("bob")
+    assert proved is not None and proved.entry == entries[3]
+    leaf = entry_leaf_hash(proved.entry)
+    assert verify_inclusion(leaf, 3, 4, proved.proof, head.root_hash)
+    assert await keys.prove_latest("dave") is None
+
+
+async def test_two_nodes_sign_the_same_head_for_a_size(make_any_store: MakeStore) -> None:
+    """Two stores over one database (two nodes), each with a KeyDirectory and the shared key,
+    serve byte-identical heads for each size: heads are deterministic."""
+    key = Ed25519PrivateKey.generate()
+    stores = [make_any_store(), make_any_store()]
+    for store in stores:
+        await store.open()
+    try:
+        nodes = [directory.KeyDirectory(key, store.directory) for store in stores]
+        for number in range(3):
+            await stores[number % 2].accounts.add_user(new_user(f"user{number}"), number)
+            heads = [await node.refresh() for node in nodes]
+            assert heads[0] == heads[1] and heads[0].tree_size == number + 1
+    finally:
+        for store in stores:
+            await store.close()
 
 
 # --- GET /api/v1/keys/<username> --------------------------------------------------------------
