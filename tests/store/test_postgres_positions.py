@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from securechat.store import Change, NewMark, NewMessage, Receipt, Stored
-from securechat.store.postgres import Database, Unavailable
+from securechat.store.postgres import Database, PostgresStore, Unavailable
 from securechat.store.postgres.messages import MessageStore
 from tests.engines import PostgresEngine
-from tests.store.test_store_messages import ENVELOPE, add_user
+from tests.store.conftest import new_user
+from tests.store.test_store_messages import ENVELOPE
 
 NOW = 1_700_000_000_000
 NAMES = ("alice", "bob", "carol", "dave")
@@ -59,17 +60,17 @@ class Cluster:
 async def _cluster(
     postgres_engine: PostgresEngine, postgres_database: str
 ) -> AsyncIterator[Cluster]:
-    dbs = [Database(postgres_engine.url(postgres_database), pool_min=1, pool_max=3)]
-    await dbs[0].open()
-    dbs += [Database(dbs[0].dsn, pool_min=1, pool_max=3) for _ in range(NODES)]
+    url = postgres_engine.url(postgres_database)
+    stores = [PostgresStore(Database(url, pool_min=1, pool_max=3)) for _ in range(NODES + 1)]
+    await stores[0].open()  # the schema first, then the other nodes at once
     try:
-        await asyncio.gather(*(db.open() for db in dbs[1:]))
-        users = {name: await add_user(dbs[0], name) for name in NAMES}
-        async with dbs[0].pool.acquire() as connection:
+        await asyncio.gather(*(store.open() for store in stores[1:]))
+        users = {name: await stores[0].accounts.add_user(new_user(name), 1) for name in NAMES}
+        async with stores[0].db.pool.acquire() as connection:
             await connection.execute(_SLOW_INSERTS)
-        yield Cluster([MessageStore(db) for db in dbs], users)
+        yield Cluster([store.messages for store in stores], users)
     finally:
-        await asyncio.gather(*(db.close() for db in dbs))
+        await asyncio.gather(*(store.close() for store in stores))
 
 
 async def committer(cluster: Cluster, node: MessageStore, seed: int) -> None:

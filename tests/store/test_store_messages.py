@@ -3,122 +3,47 @@ idempotency, marks, sync, pages."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from securechat.config import PROJECT_ROOT
 from securechat.store import (
     UNKNOWN_MESSAGE,
     UNKNOWN_RECIPIENT,
     CommitResult,
-    CommitStats,
     MarkOutcome,
     MarkStatus,
-    MessageStore,
     NewMark,
     NewMessage,
-    NewUser,
     Receipt,
+    Store,
     Stored,
 )
-from securechat.store.postgres import Database
-from securechat.store.postgres import messages as postgres_messages
+from securechat.store.postgres import PostgresStore
 from securechat.store.sqlite import SQLiteStore
-from tests.engines import PostgresEngine
+from tests.store.conftest import new_user
 
 ENVELOPE = '{"ct":"AAAA","iv":"BBBB","rk":"CC","sig":"DD","sk":"EE","v":1}'
 NOW = 1_700_000_000_000
-NAMES = ("alice", "bob", "carol")
 _ids = itertools.count(1)
 
 
-@dataclass
-class Messages:
-    """A MessageStore on one engine, its users by name, and a look at how it kept an envelope."""
-
-    messages: MessageStore
-    users: dict[str, int]
-    commit_stats: CommitStats
-    # The stored envelope and the engine's name for its column type.
-    stored_envelope: Callable[[], Awaitable[tuple[str, str]]]
+@pytest.fixture(name="store")
+async def _store(any_store: Store) -> Store:
+    """The store on each backend in turn, with alice, bob and carol."""
+    for name in ("alice", "bob", "carol"):
+        await any_store.accounts.add_user(new_user(name), 1)
+    return any_store
 
 
-@pytest.fixture(name="store", params=["sqlite", "postgres"])
-async def _store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Messages]:
-    if request.param == "sqlite":
-        async with sqlite_messages(tmp_path) as store:
-            yield store
-    else:
-        engine: PostgresEngine = request.getfixturevalue("postgres_engine")
-        async with engine.fresh_database() as name, postgres_store(engine, name) as store:
-            yield store
-
-
-@contextlib.asynccontextmanager
-async def sqlite_messages(tmp_path: Path) -> AsyncIterator[Messages]:
-    """The SQLite store on a new file, with alice, bob and carol."""
-    store = SQLiteStore.for_file(tmp_path / "chat.db", PROJECT_ROOT / "schema.sql")
-    await store.open()
-    users = {}
-    for name in NAMES:
-        users[name] = await store.accounts.add_user(
-            NewUser(name, b"s" * 16, 600_000, "hash", b"enc", b"sign", "backup"), 1
-        )
-
-    async def stored_envelope() -> tuple[str, str]:
-        with sqlite3.connect(tmp_path / "chat.db") as db:
-            row = db.execute("SELECT envelope, typeof(envelope) FROM messages").fetchone()
-        return str(row[0]), str(row[1])
-
-    try:
-        yield Messages(store.messages, users, store.commit_stats, stored_envelope)
-    finally:
-        await store.close()
-
-
-@contextlib.asynccontextmanager
-async def postgres_store(engine: PostgresEngine, database: str) -> AsyncIterator[Messages]:
-    """The PostgreSQL MessageStore on ``database``, its users inserted by SQL (as PostgreSQL's
-    AccountStore would)."""
-    db = Database(engine.url(database), pool_min=1, pool_max=4)
-    await db.open()
-    try:
-        users = {name: await add_user(db, name) for name in NAMES}
-
-        async def stored_envelope() -> tuple[str, str]:
-            row = await db.fetch_one("SELECT envelope, pg_typeof(envelope)::text FROM messages")
-            assert row is not None
-            return str(row[0]), str(row[1])
-
-        yield Messages(postgres_messages.MessageStore(db), users, db.stats, stored_envelope)
-    finally:
-        await db.close()
-
-
-async def add_user(db: Database, name: str) -> int:
-    """A users row for ``name``; its id."""
-    user_id = await db.fetch_value(
-        "INSERT INTO users (username, salt, iterations, auth_hash, enc_public_key,"
-        " sign_public_key, key_backup, created_at, keys_updated_at)"
-        " VALUES ($1, $2, 600000, 'hash', 'enc', 'sign', 'backup', 1, 1) RETURNING id",
-        name,
-        b"s" * 16,
-    )
-    return int(user_id)
-
-
-async def uid(store: Messages, name: str) -> int:
-    return store.users[name]
+async def uid(store: Store, name: str) -> int:
+    user = await store.accounts.user_by_name(name)
+    assert user is not None
+    return user.id
 
 
 async def send(
-    store: Messages, sender: str, *recipients: str, ids: list[str] | None = None
+    store: Store, sender: str, *recipients: str, ids: list[str] | None = None
 ) -> CommitResult:
     """Commit one send per recipient from ``sender``; return the result."""
     sender_id = await uid(store, sender)
@@ -127,13 +52,13 @@ async def send(
     return await store.messages.commit(sends, [], await store.messages.last_seq(), NOW)
 
 
-async def mark(store: Messages, reader: str, seq: int, status: MarkStatus) -> MarkOutcome:
+async def mark(store: Store, reader: str, seq: int, status: MarkStatus) -> MarkOutcome:
     marks = [NewMark(await uid(store, reader), seq, status)]
     result = await store.messages.commit([], marks, await store.messages.last_seq(), NOW + 5)
     return result.marks[0]
 
 
-async def test_sends_get_increasing_seqs_and_the_sequence_row_follows(store: Messages) -> None:
+async def test_sends_get_increasing_seqs_and_the_sequence_row_follows(store: Store) -> None:
     """A batch's messages get consecutive seqs and chat_sequence records the last."""
     result = await send(store, "alice", "bob", "bob", "carol")
     seqs = [o.seq for o in result.sends if isinstance(o, Stored)]
@@ -141,7 +66,7 @@ async def test_sends_get_increasing_seqs_and_the_sequence_row_follows(store: Mes
     assert result.last_seq == 3 == await store.messages.last_seq()
 
 
-async def test_resend_of_an_id_returns_the_original_and_stores_nothing(store: Messages) -> None:
+async def test_resend_of_an_id_returns_the_original_and_stores_nothing(store: Store) -> None:
     """The UNIQUE (sender, id) index turns a resend into the original seq and ts."""
     first = await send(store, "alice", "bob", ids=["m1"])
     sender_id = await uid(store, "alice")
@@ -153,27 +78,27 @@ async def test_resend_of_an_id_returns_the_original_and_stores_nothing(store: Me
     assert [c.seq for c in changes] == [1]
 
 
-async def test_two_copies_of_one_id_in_a_batch_store_one(store: Messages) -> None:
+async def test_two_copies_of_one_id_in_a_batch_store_one(store: Store) -> None:
     """The same id twice in one batch: both answer the first copy's seq."""
     result = await send(store, "alice", "bob", "bob", ids=["dup", "dup"])
     assert result.sends == [Stored(1, NOW, True), Stored(1, NOW, False)]
 
 
-async def test_same_id_from_two_senders_are_two_messages(store: Messages) -> None:
+async def test_same_id_from_two_senders_are_two_messages(store: Store) -> None:
     """Ids are per sender: another sender's message with the same id is stored."""
     await send(store, "alice", "carol", ids=["same"])
     result = await send(store, "bob", "carol", ids=["same"])
     assert isinstance(result.sends[0], Stored) and result.sends[0].created
 
 
-async def test_unknown_recipient_is_refused_without_using_a_seq(store: Messages) -> None:
+async def test_unknown_recipient_is_refused_without_using_a_seq(store: Store) -> None:
     """A send to a name without an account is refused; the rest of the batch is stored."""
     result = await send(store, "alice", "nobody", "bob")
     assert result.sends[0] == UNKNOWN_RECIPIENT
     assert result.sends[1] == Stored(1, NOW, True)
 
 
-async def test_only_the_recipient_may_mark_a_message(store: Messages) -> None:
+async def test_only_the_recipient_may_mark_a_message(store: Store) -> None:
     """Marks by the sender or a third party are refused like marks of nothing."""
     await send(store, "alice", "bob")
     assert await mark(store, "alice", 1, "delivered") == UNKNOWN_MESSAGE
@@ -181,7 +106,7 @@ async def test_only_the_recipient_may_mark_a_message(store: Messages) -> None:
     assert await mark(store, "bob", 999, "read") == UNKNOWN_MESSAGE
 
 
-async def test_marks_take_positions_from_the_message_sequence(store: Messages) -> None:
+async def test_marks_take_positions_from_the_message_sequence(store: Store) -> None:
     """A receipt gets the next seq after the messages, for its sender to sync."""
     await send(store, "alice", "bob", ids=["m1"])
     receipt = await mark(store, "bob", 1, "delivered")
@@ -189,7 +114,7 @@ async def test_marks_take_positions_from_the_message_sequence(store: Messages) -
     assert receipt == Receipt(2, 1, "m1", "delivered", "alice", NOW + 5, delivered)
 
 
-async def test_only_the_first_delivering_mark_reports_the_sender_and_size(store: Messages) -> None:
+async def test_only_the_first_delivering_mark_reports_the_sender_and_size(store: Store) -> None:
     """Read after delivered, or a second message read first, each deliver once (backlog)."""
     await send(store, "alice", "bob", "bob")
     alice = await uid(store, "alice")
@@ -203,7 +128,7 @@ async def test_only_the_first_delivering_mark_reports_the_sender_and_size(store:
     assert await store.messages.undelivered() == []
 
 
-async def test_marks_are_monotonic(store: Messages) -> None:
+async def test_marks_are_monotonic(store: Store) -> None:
     """Delivered twice, or after read, changes nothing; read twice changes nothing."""
     await send(store, "alice", "bob")
     assert isinstance(await mark(store, "bob", 1, "read"), Receipt)
@@ -211,7 +136,7 @@ async def test_marks_are_monotonic(store: Messages) -> None:
     assert await mark(store, "bob", 1, "read") is None
 
 
-async def test_read_implies_delivered(store: Messages) -> None:
+async def test_read_implies_delivered(store: Store) -> None:
     """Reading an undelivered message fills in its delivered time too."""
     await send(store, "alice", "bob")
     await mark(store, "bob", 1, "read")
@@ -221,7 +146,7 @@ async def test_read_implies_delivered(store: Messages) -> None:
     assert history[0].delivered_at == history[0].read_at == NOW + 5
 
 
-async def test_changes_replay_messages_both_ways_and_receipts_in_order(store: Messages) -> None:
+async def test_changes_replay_messages_both_ways_and_receipts_in_order(store: Store) -> None:
     """Sync sees messages to and from the user and receipts for what the user sent."""
     await send(store, "alice", "bob")  # 1
     await send(store, "bob", "alice")  # 2
@@ -232,7 +157,7 @@ async def test_changes_replay_messages_both_ways_and_receipts_in_order(store: Me
     assert not more
 
 
-async def test_receipt_replays_after_a_cursor_past_its_message(store: Messages) -> None:
+async def test_receipt_replays_after_a_cursor_past_its_message(store: Store) -> None:
     """A sender synced past the message still gets the later receipt."""
     await send(store, "alice", "bob")  # 1
     await send(store, "alice", "carol")  # 2
@@ -241,7 +166,7 @@ async def test_receipt_replays_after_a_cursor_past_its_message(store: Messages) 
     assert [(c.pos, c.kind, c.seq, c.recipient) for c in changes] == [(3, "delivered", 1, "bob")]
 
 
-async def test_changes_stop_at_the_limit_and_say_more(store: Messages) -> None:
+async def test_changes_stop_at_the_limit_and_say_more(store: Store) -> None:
     """A full batch says more may follow; the next batch continues after it."""
     await send(store, "alice", *["bob"] * 5)
     bob = await uid(store, "bob")
@@ -251,7 +176,7 @@ async def test_changes_stop_at_the_limit_and_say_more(store: Messages) -> None:
     assert [c.pos for c in rest] == [4, 5] and not more_after
 
 
-async def test_changes_stop_at_the_byte_budget_but_always_move(store: Messages) -> None:
+async def test_changes_stop_at_the_byte_budget_but_always_move(store: Store) -> None:
     """A batch ends near max_bytes of envelopes, and always holds at least one item."""
     await send(store, "alice", *["bob"] * 4)
     bob = await uid(store, "bob")
@@ -261,7 +186,7 @@ async def test_changes_stop_at_the_byte_budget_but_always_move(store: Messages) 
     assert [c.pos for c in two] == [1, 2]
 
 
-async def test_conversations_count_unread_and_order_by_recency(store: Messages) -> None:
+async def test_conversations_count_unread_and_order_by_recency(store: Store) -> None:
     """Each side has a conversation row; unread counts what the user has not read."""
     await send(store, "alice", "bob", "bob")  # 1, 2
     await send(store, "carol", "bob")  # 3
@@ -272,7 +197,7 @@ async def test_conversations_count_unread_and_order_by_recency(store: Messages) 
     assert [(r.peer, r.unread) for r in mine] == [("bob", 0)]
 
 
-async def test_history_is_one_conversation_newest_first_and_pages(store: Messages) -> None:
+async def test_history_is_one_conversation_newest_first_and_pages(store: Store) -> None:
     """History holds both directions of one pair only, newest first, before a seq."""
     await send(store, "alice", "bob")  # 1
     await send(store, "bob", "alice")  # 2
@@ -283,7 +208,7 @@ async def test_history_is_one_conversation_newest_first_and_pages(store: Message
     assert [h.seq for h in await store.messages.history(bob, alice, 4, 1)] == [2]
 
 
-async def test_peer_names_lists_conversation_partners(store: Messages) -> None:
+async def test_peer_names_lists_conversation_partners(store: Store) -> None:
     """The people a user has talked with, most recent first."""
     await send(store, "alice", "bob")
     await send(store, "carol", "alice")
@@ -291,14 +216,19 @@ async def test_peer_names_lists_conversation_partners(store: Messages) -> None:
     assert await store.messages.peer_names("bob", 10) == ["alice"]
 
 
-async def test_a_batch_is_one_transaction(store: Messages) -> None:
+async def test_a_batch_is_one_transaction(store: Store) -> None:
     """Many sends and marks commit in one write job, whatever the batch size."""
     before = store.commit_stats.transactions
     await send(store, "alice", *["bob"] * 200)
     assert store.commit_stats.transactions == before + 1
 
 
-async def test_envelope_is_stored_as_text(store: Messages) -> None:
+async def test_envelope_is_stored_as_text(store: Store) -> None:
     """The envelope is kept verbatim as TEXT (spliced into frames without re-parsing)."""
     await send(store, "alice", "bob")
-    assert await store.stored_envelope() == (ENVELOPE, "text")
+    if isinstance(store, SQLiteStore):
+        row = await store.db.fetch_one("SELECT envelope, typeof(envelope) FROM messages")
+    else:
+        assert isinstance(store, PostgresStore)
+        row = await store.db.fetch_one("SELECT envelope, pg_typeof(envelope)::text FROM messages")
+    assert row is not None and tuple(row) == (ENVELOPE, "text")
