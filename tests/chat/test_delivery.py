@@ -1,4 +1,5 @@
-"""securechat.chat.delivery and securechat.chat.session in-process: a real store file, a real hub.
+"""securechat.chat.delivery and securechat.chat.session in-process: a real store (a SQLite file,
+then a throwaway PostgreSQL: every test runs on both), a real hub.
 
 No sockets: each connection's "socket" is a list that its ChatSession transmits into, and the
 frames a test reads are the ones the server would have written.
@@ -14,8 +15,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
+import asyncpg
 import pytest
 
 from securechat.chat.delivery import ChatStats, Delivery, Principal
@@ -24,10 +26,15 @@ from securechat.chat.protocol import CloseCode, Send
 from securechat.chat.session import ChatSession, StallSweep
 from securechat.config import PROJECT_ROOT, Config
 from securechat.store import NewUser
+from securechat.store.postgres import Database, PostgresStore
 from securechat.store.sqlite import SQLiteStore
 from tests.chatkit import FAKE_ENVELOPE as ENVELOPE
+from tests.engines import PostgresEngine
 
 ENVELOPE_JSON = json.dumps(ENVELOPE, separators=(",", ":"), sort_keys=True)
+# Where a test's store lives: a SQLite file (None) or a database of this PostgreSQL.
+Engine: TypeAlias = PostgresEngine | None
+AnyStore: TypeAlias = SQLiteStore | PostgresStore
 
 
 class RecordedSession(ChatSession):
@@ -40,7 +47,7 @@ class RecordedSession(ChatSession):
 class Chat:
     """The in-process server: store, hub, broker, delivery."""
 
-    store: SQLiteStore
+    store: AnyStore
     hub: Hub
     broker: LocalBroker
     delivery: Delivery
@@ -76,20 +83,54 @@ class Chat:
         return session
 
 
+@pytest.fixture(name="engine", params=["sqlite", "postgres"])
+def _engine(request: pytest.FixtureRequest) -> Engine:
+    """Each test once on SQLite, once on PostgreSQL (started only when a postgres case runs)."""
+    if request.param == "sqlite":
+        return None
+    engine: PostgresEngine = request.getfixturevalue("postgres_engine")
+    return engine
+
+
 @pytest.fixture(name="chat")
-async def _chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with running_chat(tmp_path) as chat:
+async def _chat(tmp_path: Path, engine: Engine) -> AsyncIterator[Chat]:
+    async with running_chat(tmp_path, engine) as chat:
         yield chat
 
 
 @contextlib.asynccontextmanager
-async def running_chat(tmp_path: Path, **settings: Any) -> AsyncIterator[Chat]:
+async def fresh_store(tmp_path: Path, engine: Engine) -> AsyncIterator[AnyStore]:
+    """An open store on a new SQLite file in ``tmp_path``, or a new database of ``engine``."""
+    if engine is None:
+        store: AnyStore = SQLiteStore.for_file(tmp_path / "chat.db", PROJECT_ROOT / "schema.sql")
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    async with engine.fresh_database() as name:
+        store = PostgresStore(Database(engine.url(name), pool_min=1, pool_max=4))
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+@contextlib.asynccontextmanager
+async def running_chat(tmp_path: Path, engine: Engine, **settings: Any) -> AsyncIterator[Chat]:
     """The in-process server on a fresh store, with alice, bob and carol; ``settings`` change
     the default Config."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     config = Config(data_dir=tmp_path, **settings)
-    store = SQLiteStore.for_file(tmp_path / "chat.db", PROJECT_ROOT / "schema.sql")
-    await store.open()
+    async with fresh_store(tmp_path, engine) as store, serving(store, config) as chat:
+        yield chat
+
+
+@contextlib.asynccontextmanager
+async def serving(store: AnyStore, config: Config) -> AsyncIterator[Chat]:
+    """Hub, broker and a started Delivery over ``store``, with alice, bob and carol."""
     hub = Hub(config.ws_connections_per_user, config.ws_queue_frames)
     broker = LocalBroker(hub)
     delivery = Delivery(store.messages, broker, config, ChatStats())
@@ -104,7 +145,6 @@ async def running_chat(tmp_path: Path, **settings: Any) -> AsyncIterator[Chat]:
         yield chat
     finally:
         await delivery.stop()
-        await store.close()
 
 
 def send_frame(to: str, frame_id: str | None = None) -> str:
@@ -120,15 +160,26 @@ def drain(conn: Connection) -> list[dict[str, Any]]:
     return frames
 
 
-async def test_ack_is_queued_only_once_the_message_is_committed(chat: Chat, tmp_path: Path) -> None:
-    """When the ack can be read, another connection to the file already sees the row."""
+async def read_elsewhere(store: AnyStore, sql: str) -> list[tuple[Any, ...]]:
+    """``sql``'s rows read over a connection of its own, not the store's."""
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.db.path) as db:
+            return db.execute(sql).fetchall()
+    other = await asyncpg.connect(store.db.dsn)
+    try:
+        return [tuple(row) for row in await other.fetch(sql)]
+    finally:
+        await other.close()
+
+
+async def test_ack_is_queued_only_once_the_message_is_committed(chat: Chat) -> None:
+    """When the ack can be read, another connection to the database already sees the row."""
     alice = chat.session("alice")
     await alice.receive(send_frame("bob", "11111111-1111-4111-8111-111111111111"))
     ack = json.loads(await alice.conn.queue.get())
-    with sqlite3.connect(tmp_path / "chat.db") as db:
-        row = db.execute("SELECT seq, client_id FROM messages").fetchone()
+    rows = await read_elsewhere(chat.store, "SELECT seq, client_id FROM messages")
     assert ack["type"] == "ack"
-    assert row == (ack["seq"], ack["id"])
+    assert rows == [(ack["seq"], ack["id"])]
 
 
 async def test_concurrent_sends_are_committed_together(chat: Chat) -> None:
@@ -200,10 +251,7 @@ async def test_marking_someone_elses_message_is_an_error_and_changes_nothing(cha
 async def test_a_failed_commit_answers_unavailable_and_a_resend_then_succeeds(chat: Chat) -> None:
     """A write that fails acknowledges nothing; the same id sent again is stored once."""
     alice, bob = chat.session("alice"), chat.session("bob")
-    await chat.store.db.execute(
-        "CREATE TEMP TRIGGER refuse BEFORE INSERT ON messages"
-        " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
-    )
+    await refuse_inserts(chat.store, True)
     frame_id = str(uuid.uuid4())
     await alice.receive(send_frame("bob", frame_id))
     await chat.delivery.flush()
@@ -215,11 +263,31 @@ async def test_a_failed_commit_answers_unavailable_and_a_resend_then_succeeds(ch
             "message": "The message could not be stored; send it again with the same id.",
         }
     ]
-    await chat.store.db.execute("DROP TRIGGER temp.refuse")
+    await refuse_inserts(chat.store, False)
     await alice.receive(send_frame("bob", frame_id))
     await chat.delivery.flush()
     assert [f["type"] for f in drain(alice.conn)] == ["ack"]
     assert [f["id"] for f in drain(bob.conn)] == [frame_id]
+
+
+async def refuse_inserts(store: AnyStore, refuse: bool) -> None:
+    """Make every insert into ``messages`` fail (a trigger), or stop doing so."""
+    if isinstance(store, SQLiteStore):
+        await store.db.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON messages"
+            " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+            if refuse
+            else "DROP TRIGGER temp.refuse"
+        )
+        return
+    await store.db.pool.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'disk on fire'; END; $$;"
+        " CREATE TRIGGER refuse BEFORE INSERT ON messages"
+        " FOR EACH ROW EXECUTE FUNCTION refuse()"
+        if refuse
+        else "DROP TRIGGER refuse ON messages; DROP FUNCTION refuse()"
+    )
 
 
 async def test_sending_to_yourself_is_refused_before_the_committer(chat: Chat) -> None:
@@ -416,9 +484,9 @@ async def test_the_sweep_task_closes_stalled_writes_and_outlives_an_error(chat: 
     assert len(sweep) == 0
 
 
-async def test_an_idle_committer_commits_at_once(tmp_path: Path) -> None:
+async def test_an_idle_committer_commits_at_once(tmp_path: Path, engine: Engine) -> None:
     """The gathering wait applies only right after another commit: a lone send is not held."""
-    async with running_chat(tmp_path, commit_gather_interval=0.5) as chat:
+    async with running_chat(tmp_path, engine, commit_gather_interval=0.5) as chat:
         alice = chat.session("alice")
         await asyncio.sleep(0.6)  # the fixture's own writes are long done
         started = asyncio.get_running_loop().time()
@@ -428,11 +496,15 @@ async def test_an_idle_committer_commits_at_once(tmp_path: Path) -> None:
         assert asyncio.get_running_loop().time() - started < 0.4
 
 
-async def test_sends_right_after_a_commit_gather_into_the_next(tmp_path: Path) -> None:
+async def test_sends_right_after_a_commit_gather_into_the_next(
+    tmp_path: Path, engine: Engine
+) -> None:
     """Under load the next commit waits for the gathering interval, so sends arriving during
     it are stored in one transaction; with no interval each would be committed as it came."""
     for interval, most_commits in ((0.3, 2), (0.0, 6)):
-        async with running_chat(tmp_path / str(interval), commit_gather_interval=interval) as chat:
+        async with running_chat(
+            tmp_path / str(interval), engine, commit_gather_interval=interval
+        ) as chat:
             alice = chat.session("alice")
             before = chat.delivery.stats.commit_batches
             for _ in range(6):
@@ -447,10 +519,14 @@ async def test_sends_right_after_a_commit_gather_into_the_next(tmp_path: Path) -
                 assert commits >= 4, commits
 
 
-async def test_submissions_wait_when_commit_pending_max_are_in_flight(tmp_path: Path) -> None:
+async def test_submissions_wait_when_commit_pending_max_are_in_flight(
+    tmp_path: Path, engine: Engine
+) -> None:
     """Backpressure: past ``commit_pending_max`` sends not yet committed, a receive task waits
     (its socket is not read) until a commit makes room; nothing is refused or lost."""
-    async with running_chat(tmp_path, commit_pending_max=2, commit_gather_interval=0.0) as chat:
+    async with running_chat(
+        tmp_path, engine, commit_pending_max=2, commit_gather_interval=0.0
+    ) as chat:
         senders = [chat.session("alice") for _ in range(3)]
         tasks = [asyncio.create_task(s.receive(send_frame("bob"))) for s in senders]
         await asyncio.sleep(0)  # each task runs up to its first real wait
@@ -462,11 +538,11 @@ async def test_submissions_wait_when_commit_pending_max_are_in_flight(tmp_path: 
 
 
 async def test_one_id_to_a_name_without_account_and_to_bob_counts_against_bob(
-    tmp_path: Path,
+    tmp_path: Path, engine: Engine
 ) -> None:
     """Two sends of one id in one batch, the first to a name with no account: the copy stored
     (to bob) is counted in the backlog, so the next send to bob is over the bound of one."""
-    async with running_chat(tmp_path, undelivered_per_pair_max=1) as chat:
+    async with running_chat(tmp_path, engine, undelivered_per_pair_max=1) as chat:
         alice = chat.session("alice")
         frame_id = str(uuid.uuid4())
         await alice.receive(send_frame("ghost", frame_id))
@@ -483,12 +559,12 @@ async def test_one_id_to_a_name_without_account_and_to_bob_counts_against_bob(
 
 
 async def test_the_backlog_follows_a_commit_even_when_fanning_out_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In one batch, a send whose fan-out raises and bob's mark delivering alice's earlier
     message: the mark is still answered, and frees alice's place in bob's queue, so her next
     send fits."""
-    async with running_chat(tmp_path, undelivered_per_pair_max=1) as chat:
+    async with running_chat(tmp_path, engine, undelivered_per_pair_max=1) as chat:
         alice, bob = chat.session("alice"), chat.session("bob")
         await alice.receive(send_frame("bob"))
         await chat.delivery.flush()
