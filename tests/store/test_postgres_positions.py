@@ -172,3 +172,23 @@ async def test_two_nodes_racing_on_one_resend_store_it_once_and_agree_on_its_seq
             send.client_id,
         )
         assert rows == 1
+
+
+async def test_two_nodes_marking_one_message_make_one_receipt(cluster: Cluster) -> None:
+    """Bob's two devices on two nodes mark one message read at once: one receipt, one
+    position; the other node reports it already marked."""
+    alice, bob = cluster.users["alice"], cluster.users["bob"]
+    first, second = cluster.nodes[1], cluster.nodes[2]
+    for n in range(10):
+        sent = await first.commit([NewMessage(alice, f"mark-{n}", "bob", ENVELOPE)], [], 0, NOW)
+        stored = sent.sends[0]
+        assert isinstance(stored, Stored)
+        mark = NewMark(bob, stored.seq, "read")
+        results = await asyncio.gather(
+            first.commit([], [mark], 0, NOW + 1), second.commit([], [mark], 0, NOW + 2)
+        )
+        outcomes = [result.marks[0] for result in results]
+        receipts = [outcome for outcome in outcomes if isinstance(outcome, Receipt)]
+        assert len(receipts) == 1 and None in outcomes
+        changes, _ = await first.changes_after(alice, stored.seq, 100, 1 << 20)
+        assert [(c.pos, c.kind) for c in changes] == [(receipts[0].seq, "read")]
