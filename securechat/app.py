@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from quart import Quart
 from quart_auth import QuartAuth
@@ -26,6 +27,9 @@ from securechat.store import create_store
 from securechat.web import admin, pages, security
 from securechat.web.gate import RequestGate
 from securechat.web.proxy import TrustedProxies
+
+if TYPE_CHECKING:
+    from securechat.cluster.limits import SharedLimits
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +67,26 @@ def create_app(config: Config | None = None, *, clock: Clock = WALL_CLOCK) -> Qu
 
 def _build_state(config: Config, secrets: datadir.ServerSecrets, clock: Clock) -> AppState:
     store = create_store(config)
-    chat = ChatService.create(config, store, clock)
+    limits = _shared_limits(config, clock)
+    chat = ChatService.create(
+        config,
+        store,
+        clock,
+        shared_rate=None if limits is None else limits.send_rate,
+        shared_sockets=None if limits is None else limits.sockets,
+    )
     return AppState(
         config=config,
         clock=clock,
         secrets=secrets,
         store=store,
         accounts=Accounts.create(
-            config, store, secrets.decoy_salt_key, clock, device_token_key=secrets.device_token_key
+            config,
+            store,
+            secrets.decoy_salt_key,
+            clock,
+            device_token_key=secrets.device_token_key,
+            shared=None if limits is None else limits.throttles,
         ),
         chat=chat,
         directory=KeyDirectory(
@@ -79,7 +95,21 @@ def _build_state(config: Config, secrets: datadir.ServerSecrets, clock: Clock) -
         ),
         started=time.monotonic(),
         session_listeners=[chat.session_ended],
+        redis=None if limits is None else limits.link,
+        limits=limits,
     )
+
+
+def _shared_limits(config: Config, clock: Clock) -> SharedLimits | None:
+    """A cluster node's limits, counted in the Redis ``redis_url`` names; None without one.
+
+    Imported here: only a cluster's nodes need redis-py, and ``make run`` never loads it."""
+    if config.redis_url is None:
+        return None
+    from securechat.cluster.limits import SharedLimits
+    from securechat.cluster.redis import RedisLink
+
+    return SharedLimits(RedisLink(config.redis_url), config, clock)
 
 
 def _trust_proxies(app: Quart, hops: int) -> None:
@@ -117,6 +147,8 @@ def _install_lifecycle(app: Quart, state: AppState) -> None:
         purger.append(asyncio.create_task(_purge_periodically(state), name="session-purge"))
         if state.config.gc_freeze_growth > 0:
             gcpolicy.start(state.config.gc_freeze_growth)
+        if state.limits is not None:
+            state.limits.start()
 
     @app.after_serving
     async def close_resources() -> None:
@@ -125,6 +157,10 @@ def _install_lifecycle(app: Quart, state: AppState) -> None:
         purger.clear()
         if state.config.gc_freeze_growth > 0:
             gcpolicy.stop()
+        if state.limits is not None:
+            await state.limits.stop()
+        if state.redis is not None:
+            await state.redis.close()
         await state.store.close()
 
 

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
     from securechat.accounts.service import Accounts
     from securechat.chat.service import ChatService
+    from securechat.cluster.limits import SharedLimits
+    from securechat.cluster.redis import RedisLink
     from securechat.directory.service import KeyDirectory
 
 SessionListener = Callable[[str], Awaitable[None]]
@@ -45,6 +47,10 @@ class AppState:
     session_listeners: list[SessionListener] = field(default_factory=list)
     # /metrics' registry, built at the first scrape.
     metrics_registry: CollectorRegistry | None = None
+    # A cluster's node (SECURECHAT_REDIS_URL set): its one Redis link, and the limits counted
+    # there; None in a single process.
+    redis: RedisLink | None = None
+    limits: SharedLimits | None = None
 
 
 def state() -> AppState:

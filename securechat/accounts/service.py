@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from securechat.accounts import validation
 from securechat.accounts.devices import Device, DeviceTokens
 from securechat.accounts.hashing import AuthKeyHasher
-from securechat.accounts.throttle import Lockouts, Throttle
+from securechat.accounts.throttle import Lockouts, SharedAttempts, Throttle
 from securechat.config import Config
 from securechat.errors import InvalidCredentials, NotFound, Throttled
 from securechat.runtime import WALL_CLOCK, Clock
@@ -72,6 +72,9 @@ class Accounts:
     login_device_throttle: Throttle
     device_lockouts: Lockouts
     registration_throttle: Throttle
+    # In a cluster, the attempts are counted there (cluster/limits.py), and in the tables
+    # above only while it cannot be reached.
+    shared: SharedAttempts | None = None
 
     @classmethod
     def create(
@@ -82,8 +85,10 @@ class Accounts:
         clock: Clock = WALL_CLOCK,
         *,
         device_token_key: bytes,
+        shared: SharedAttempts | None = None,
     ) -> Accounts:
-        """The accounts of one process over ``store``, with its hasher and throttles."""
+        """The accounts of one process over ``store``, with its hasher and throttles (counted
+        in ``shared`` when given, in this process's tables while it cannot be reached)."""
         return cls(
             config=config,
             store=store,
@@ -109,6 +114,7 @@ class Accounts:
                 max_keys=config.throttle_table_max,
                 free_failures=config.registrations_per_address,
             ),
+            shared=shared,
         )
 
     async def prelogin(self, username: str) -> KdfParameters:
@@ -134,6 +140,14 @@ class Accounts:
         _refuse_if_throttled(self.registration_throttle, key, now)
         self.registration_throttle.record_attempt(key, now)
 
+    async def admit_registration(self, address: str) -> None:
+        """:meth:`count_registration` over the whole cluster when its limits are shared.
+
+        Without them nothing here waits, so the attempt is still counted before the caller's
+        first await; with them the count is one atomic script."""
+        if self.shared is None or not await self.shared.count_registration(address):
+            self.count_registration(address)
+
     async def register(self, registration: Registration) -> None:
         """Hash ``auth_key`` with argon2id and store the account (UsernameTaken if it exists)."""
         auth_hash = await self.hasher.hash(registration.auth_key)
@@ -155,20 +169,14 @@ class Accounts:
         name and a wrong key alike). A valid ``device_token`` for ``username`` puts the attempt
         on that device's budget instead of the name's."""
         device = self._device(username, device_token)
-        started = self._count_login(username, address, device)
+        attempt = await self._count_login(username, address, device)
         try:
             user = await self._verify(username, auth_key)
         except InvalidCredentials:
             if device is not None:
-                self._lock_out_if_spent(device)
+                await self._lock_out_if_spent(device, attempt)
             raise
-        # The name's shared count is left alone after a device's login: guessers keep their
-        # lockout while the owner is let in.
-        if device is None:
-            self.login_user_throttle.reset(username)
-        else:
-            self.login_device_throttle.reset(device.nonce)
-        self.login_address_throttle.refund(address, started)
+        await self._take_back(attempt)
         return user
 
     def issue_device_token(self, user: User) -> str:
@@ -193,7 +201,17 @@ class Accounts:
             await self.store.accounts.update_auth_hash(user.id, result.new_hash)
         return user
 
-    def _count_login(self, username: str, address: str, device: Device | None) -> float:
+    async def _count_login(self, username: str, address: str, device: Device | None) -> _Attempt:
+        """Count the attempt in the cluster's shared counts if there are any and they answer,
+        else in this process's tables (without waiting: before the login's first await)."""
+        if self.shared is not None:
+            nonce = None if device is None else device.nonce
+            shared_id = await self.shared.count_login(username, address, nonce)
+            if shared_id is not None:
+                return _Attempt(username, address, device, 0.0, shared_id)
+        return _Attempt(username, address, device, self._count_here(username, address, device))
+
+    def _count_here(self, username: str, address: str, device: Device | None) -> float:
         """Refuse a throttled address, or name (device, for a client that has one), else count
         this attempt as a failure of both; return when it was counted (a success takes that
         count back)."""
@@ -211,8 +229,26 @@ class Accounts:
             throttle.record_failure(key, started)
         return started
 
-    def _lock_out_if_spent(self, device: Device) -> None:
+    async def _take_back(self, attempt: _Attempt) -> None:
+        """Forget a successful attempt's count, where it was counted."""
+        device = attempt.device
+        if attempt.shared_id is not None and self.shared is not None:
+            nonce = None if device is None else device.nonce
+            await self.shared.take_back(attempt.username, attempt.address, nonce, attempt.shared_id)
+            return
+        # The name's shared count is left alone after a device's login: guessers keep their
+        # lockout while the owner is let in.
+        if device is None:
+            self.login_user_throttle.reset(attempt.username)
+        else:
+            self.login_device_throttle.reset(device.nonce)
+        self.login_address_throttle.refund(attempt.address, attempt.started)
+
+    async def _lock_out_if_spent(self, device: Device, attempt: _Attempt) -> None:
         """Move a device that has failed as often as its budget allows to the lockout list."""
+        shared = None if attempt.shared_id is None else self.shared
+        if shared is not None and await shared.lock_out_if_spent(device.nonce) is not None:
+            return
         now, throttle = self.clock.monotonic(), self.login_device_throttle
         if throttle.failures(device.nonce, now) >= self.config.device_failures_max:
             throttle.reset(device.nonce)
@@ -238,6 +274,18 @@ class Accounts:
         if ended is None:
             raise NotFound("No such session.")
         return ended
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """A login attempt counted: in this process's tables at ``started``, or in the cluster's
+    shared counts as ``shared_id``."""
+
+    username: str
+    address: str
+    device: Device | None
+    started: float
+    shared_id: str | None = None
 
 
 def _login_throttle(config: Config, max_failures: int) -> Throttle:

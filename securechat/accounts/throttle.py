@@ -10,12 +10,17 @@ restart: they slow guessing; they are not a ledger.
 
 ``Lockouts`` is the list of keys refused outright for a while (a device that has used up its
 own budget, accounts/service.py), bounded the same way.
+
+In a cluster the same rules are counted in Redis (``SharedAttempts``, cluster/limits.py), so
+an attempt counts once whichever node it reaches; these tables then count only while Redis
+does not answer.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
+from typing import Protocol
 
 
 class Throttle:
@@ -122,6 +127,31 @@ class Lockouts:
 
     def __len__(self) -> int:
         return len(self._until)
+
+
+class SharedAttempts(Protocol):
+    """Login and registration attempts counted where every node sees them, by the rules of
+    the tables above (cluster/limits.SharedThrottles). A method that answers None (False)
+    could not reach them: the caller counts in its own tables instead."""
+
+    async def count_login(self, username: str, address: str, device: str | None) -> str | None:
+        """Refuse (Throttled) or count a login attempt on its name (``device``, when the
+        client has one) and its address; the attempt's id."""
+        ...
+
+    async def take_back(
+        self, username: str, address: str, device: str | None, attempt: str
+    ) -> None:
+        """The attempt succeeded: forget the name's (device's) failures and its address count."""
+        ...
+
+    async def lock_out_if_spent(self, device: str) -> bool | None:
+        """Lock out a device that has failed as often as its budget allows; whether it was."""
+        ...
+
+    async def count_registration(self, address: str) -> bool:
+        """Refuse (Throttled) or count a registration attempt from ``address``."""
+        ...
 
 
 def _ceil(seconds: float) -> int:

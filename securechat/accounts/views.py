@@ -49,8 +49,9 @@ async def prelogin() -> Response:
 async def register() -> tuple[Response, int]:
     """Create an account from client-derived material; every field is checked before argon2."""
     accounts = _accounts()
-    # Counted before the first await, so requests sent all at once are each counted.
-    accounts.count_registration(client_address())
+    # Counted before the body is read (and, without shared limits, before the first await),
+    # so requests sent all at once are each counted.
+    await accounts.admit_registration(client_address())
     registration = _parse_registration(await json_body(), _config())
     await accounts.register(registration)
     return jsonify({"username": registration.username}), 201

@@ -26,7 +26,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from securechat.chat.backlog import Backlog, Pair
 from securechat.chat.hub import Broker, Connection
@@ -62,6 +62,15 @@ _STORE_REFUSALS: Final[dict[str, FrameCode]] = {
     UNKNOWN_RECIPIENT: FrameCode.UNKNOWN_RECIPIENT,
     UNKNOWN_MESSAGE: FrameCode.UNKNOWN_MESSAGE,
 }
+
+
+class SharedRate(Protocol):
+    """Sends per account counted where every node sees them (cluster/limits.SharedSendRate),
+    a token bucket like ``KeyedRateLimiter``'s."""
+
+    async def allow(self, user_id: int) -> bool | None:
+        """Take one token from the account's bucket; None when it cannot be reached."""
+        ...
 
 
 class Sequenced(str):
@@ -167,6 +176,7 @@ class Delivery:
         config: Config,
         stats: ChatStats,
         clock: Clock = WALL_CLOCK,
+        shared_rate: SharedRate | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -190,6 +200,9 @@ class Delivery:
         self._send_rate = KeyedRateLimiter(
             config.sends_per_user_per_s, config.sends_per_user_burst, config.send_limiter_table_max
         )
+        # In a cluster, counted over every node (this process's buckets serve while it cannot
+        # be reached).
+        self._shared_rate = shared_rate
         # And what it can leave stored for recipients who never come online.
         self.backlog = Backlog(
             config.undelivered_per_pair_max, config.undelivered_bytes_per_sender_max
@@ -226,10 +239,15 @@ class Delivery:
 
     # Submissions (from the connections' receive tasks) ------------------------------------
 
-    def admit(self, conn: Connection, author: Principal, frame: Send, now: float) -> bool:
+    async def admit(self, conn: Connection, author: Principal, frame: Send, now: float) -> bool:
         """Whether ``author`` may send now; if not, ``conn`` gets a ``rate_limited`` error
         naming the frame, and nothing is stored (the client sends it again later)."""
-        if self._send_rate.allow(author.user_id, now):
+        allowed = None
+        if self._shared_rate is not None:
+            allowed = await self._shared_rate.allow(author.user_id)
+        if allowed is None:
+            allowed = self._send_rate.allow(author.user_id, now)
+        if allowed:
             return True
         self._refuse(conn, FrameCode.RATE_LIMITED, frame.id)
         return False
@@ -469,4 +487,5 @@ __all__ = [
     "Delivery",
     "Principal",
     "Sequenced",
+    "SharedRate",
 ]

@@ -81,6 +81,11 @@ async def chat_socket() -> tuple[Response, int] | None:
     # the ws_connections_max check above.
     service.open_sockets += 1
     try:
+        # The cap again, counting the user's sockets on every node (in a cluster).
+        if not await service.claim_socket(conn):
+            service.stats.rejected["too_many_connections"] += 1
+            await _accept_and_close(service, Close.TOO_MANY_CONNECTIONS)
+            return None
         # A logout that finished between reading the session and connect() found no socket
         # to close; reading the session again after connect() closes that gap.
         session = await _still_live(session)
@@ -90,6 +95,7 @@ async def chat_socket() -> tuple[Response, int] | None:
         await _serve(service, conn, session, after)
     finally:
         service.open_sockets -= 1
+        service.release_socket(conn)
         service.hub.disconnect(conn)
     return None
 
@@ -192,6 +198,7 @@ async def _serve(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     # Leave the hub before the closing handshake: a peer that does not read may stall it.
+    service.release_socket(conn)
     service.hub.disconnect(conn)
     await _close(service, code, reason)
 

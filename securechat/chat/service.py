@@ -4,19 +4,32 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from quart import Quart
 
 from securechat.chat import wsguard
-from securechat.chat.delivery import ChatStats, Delivery
-from securechat.chat.hub import Broker, Hub, LocalBroker
+from securechat.chat.delivery import ChatStats, Delivery, SharedRate
+from securechat.chat.hub import Broker, Connection, Hub, LocalBroker
 from securechat.chat.presence import Presence
 from securechat.chat.session import StallSweep
 from securechat.config import Config
 from securechat.errors import Close
 from securechat.runtime import Clock
 from securechat.store import Store
+
+
+class SharedSocketCap(Protocol):
+    """``ws_connections_per_user`` counted over every node (cluster/limits.SharedSockets)."""
+
+    async def claim(self, user: str, conn_id: int) -> bool | None:
+        """Count this socket if ``user`` is under the cap on all nodes together: False at the
+        cap, None when the count cannot be reached."""
+        ...
+
+    def release(self, user: str, conn_id: int) -> None:
+        """Stop counting this socket (idempotent, never waits)."""
+        ...
 
 
 @dataclass
@@ -31,10 +44,21 @@ class ChatService:
     stats: ChatStats
     stalls: StallSweep  # closes the sockets whose write waited ws_send_timeout
     open_sockets: int = 0
+    # In a cluster, the per-user cap over every node; the hub's own cap holds either way.
+    shared_sockets: SharedSocketCap | None = None
 
     @classmethod
-    def create(cls, config: Config, store: Store, clock: Clock) -> ChatService:
-        """The chat of one process over ``store`` (not yet open: it opens while serving)."""
+    def create(
+        cls,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        *,
+        shared_rate: SharedRate | None = None,
+        shared_sockets: SharedSocketCap | None = None,
+    ) -> ChatService:
+        """The chat of one process over ``store`` (not yet open: it opens while serving),
+        with the send rate and socket cap counted over the cluster when they are given."""
         hub = Hub(config.ws_connections_per_user, config.ws_queue_frames)
         broker = LocalBroker(hub)
         stats = ChatStats()
@@ -42,10 +66,11 @@ class ChatService:
             config=config,
             hub=hub,
             broker=broker,
-            delivery=Delivery(store.messages, broker, config, stats, clock),
+            delivery=Delivery(store.messages, broker, config, stats, clock, shared_rate),
             presence=Presence(store.messages, broker, hub, config.presence_peers_max, stats),
             stats=stats,
             stalls=StallSweep(config.ws_send_timeout),
+            shared_sockets=shared_sockets,
         )
 
     def install(self, app: Quart) -> None:
@@ -64,6 +89,18 @@ class ChatService:
         await self.stalls.stop()
         await self.presence.stop()
         await self.delivery.stop()
+
+    async def claim_socket(self, conn: Connection) -> bool:
+        """Whether ``conn``'s user is under ``ws_connections_per_user`` on every node together
+        (always true without shared limits, or while they cannot be reached)."""
+        if self.shared_sockets is None:
+            return True
+        return await self.shared_sockets.claim(conn.user, conn.conn_id) is not False
+
+    def release_socket(self, conn: Connection) -> None:
+        """Stop counting ``conn`` against its user's cap on every node (idempotent)."""
+        if self.shared_sockets is not None:
+            self.shared_sockets.release(conn.user, conn.conn_id)
 
     async def session_ended(self, session_id: str) -> None:
         """The accounts' listener: close that session's sockets at once (logout, revocation)."""

@@ -123,7 +123,7 @@ class ChatSession:
         if frame.to == self.user.name:
             self._refuse(FrameCode.SELF_RECIPIENT, None, frame.id)
             return
-        if self.delivery.admit(self.conn, self.user, frame, self._clock()):
+        if await self.delivery.admit(self.conn, self.user, frame, self._clock()):
             await self.delivery.send(self.conn, self.user, frame)
 
     async def _typing_to(self, to: str) -> None:

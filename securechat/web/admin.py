@@ -64,8 +64,12 @@ async def health() -> Response:
     except Exception:
         database = {"status": "error"}
     database["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)  # type: ignore[assignment]
+    # A cluster's node whose Redis does not answer counts its limits alone: say so.
+    shared = state().limits
+    limits = {"limits": "local"} if shared is None else await shared.health()
+    degraded = database["status"] != "ok" or limits["limits"] == "local (fallback)"
     body = {
-        "status": "ok" if database["status"] == "ok" else "degraded",
+        "status": "degraded" if degraded else "ok",
         "version": __version__,
         "uptime_s": round(time.monotonic() - state().started, 3),
         "database": database,
@@ -74,6 +78,7 @@ async def health() -> Response:
             state().clock.now_ms(), config.session_idle_timeout * 1000
         ),
     }
+    body.update(limits)
     body.update(await state().chat.health())
     body.update(await state().directory.health())
     return jsonify(body)
