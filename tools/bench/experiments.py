@@ -156,6 +156,7 @@ def _child_commit(
     import time
 
     from securechat.store import CommitResult
+    from securechat.store.batch import Positions
     from securechat.store.sqlite import messages as m
 
     connection = _CHILD_CONNECTION
@@ -164,7 +165,7 @@ def _child_commit(
     started = time.perf_counter()
     connection.execute("BEGIN IMMEDIATE")
     try:
-        counter = m._Counter(last_seq)
+        counter = Positions(last_seq)
         send_outcomes = m._store_sends(connection, sends, counter, now_ms)
         mark_outcomes = m._apply_marks(connection, marks, counter, now_ms)
         if counter.value != last_seq:
