@@ -66,6 +66,19 @@ async def test_sends_get_increasing_seqs_and_the_sequence_row_follows(store: Sto
     assert result.last_seq == 3 == await store.messages.last_seq()
 
 
+async def test_a_callers_stale_position_never_reuses_one(store: Store) -> None:
+    """Positions continue from the stored last, not from what the caller believes: a second
+    committer over the same database (another process or node) passing an old ``last_seq``
+    still gets fresh positions."""
+    await send(store, "alice", "bob", "bob")
+    sender_id = await uid(store, "alice")
+    stale = await store.messages.commit(
+        [NewMessage(sender_id, "late", "bob", ENVELOPE)], [], 0, NOW
+    )
+    assert [o.seq for o in stale.sends if isinstance(o, Stored)] == [3]
+    assert stale.last_seq == 3 == await store.messages.last_seq()
+
+
 async def test_resend_of_an_id_returns_the_original_and_stores_nothing(store: Store) -> None:
     """The UNIQUE (sender, id) index turns a resend into the original seq and ts."""
     first = await send(store, "alice", "bob", ids=["m1"])

@@ -51,17 +51,22 @@ class MessageStore:
     async def commit(
         self, sends: Sequence[NewMessage], marks: Sequence[NewMark], last_seq: int, now_ms: int
     ) -> CommitResult:
-        """Store a batch of sends and marks in one job; numbers continue after ``last_seq``.
+        """Store a batch of sends and marks in one job, numbered after the stored last position.
 
-        The caller must be the only one committing (it owns ``last_seq``), and must only
-        believe the result once this returns: the write has then been committed.
+        The positions are drawn from ``chat_sequence`` inside the job's transaction (BEGIN
+        IMMEDIATE: the file's one writer), as on PostgreSQL, so a caller's stale ``last_seq``
+        (its view only) can never make two rows share a position. The caller must only believe
+        the result once this returns: the write has then been committed.
         """
 
         def job(connection: sqlite3.Connection) -> CommitResult:
-            positions = Positions(last_seq)
+            stored_last = int(
+                connection.execute("SELECT last FROM chat_sequence WHERE id = 1").fetchone()[0]
+            )
+            positions = Positions(stored_last)
             send_outcomes = _store_sends(connection, sends, positions, now_ms)
             mark_outcomes = _apply_marks(connection, marks, positions, now_ms)
-            if positions.value != last_seq:
+            if positions.value != stored_last:
                 connection.execute(
                     "UPDATE chat_sequence SET last = ? WHERE id = 1", (positions.value,)
                 )
