@@ -31,10 +31,12 @@ async def node_limits(
 
 
 @asynccontextmanager
-async def redis_client(url: str) -> AsyncIterator[Redis]:
-    """A plain client, to look at what the limits left in Redis; the database starts empty."""
+async def redis_client(url: str, *, fresh: bool = True) -> AsyncIterator[Redis]:
+    """A plain client, to look at what the limits left in Redis; the database emptied first
+    when ``fresh``."""
     client: Redis = Redis.from_url(url, decode_responses=True)
-    await client.flushdb()
+    if fresh:
+        await client.flushdb()
     try:
         yield client
     finally:
