@@ -40,6 +40,9 @@ START_TIMEOUT = 60.0
 # so the system's PostgreSQL on 5432 is neither used nor in the way.
 POSTGRES_PORT = 5432
 POSTGRES_USER = "postgres"
+# The throwaway cluster lives in memory where Linux offers a tmpfs: each test's CREATE DATABASE
+# copies and logs the template's files, 13 ms there against 80 to 300 ms on this machine's disk.
+MEMORY_DIR = Path("/dev/shm")
 
 
 class EngineUnavailable(RuntimeError):
@@ -104,7 +107,8 @@ class PostgresEngine:
     def start(cls, bin_dir: Path) -> PostgresEngine:
         """``initdb`` a new cluster in a new temporary directory and start it (``pg_ctl -w``)."""
         began = time.perf_counter()
-        engine = cls(bin_dir, Path(tempfile.mkdtemp(prefix="securechat-pg-")))
+        in_memory = str(MEMORY_DIR) if MEMORY_DIR.is_dir() else None
+        engine = cls(bin_dir, Path(tempfile.mkdtemp(prefix="securechat-pg-", dir=in_memory)))
         try:
             run_as = _run_as()
             if run_as:
