@@ -173,6 +173,19 @@ class Config:
     # one more second later (or up to twice this, if this is under a second).
     ws_send_timeout: float = 10.0
 
+    # A cluster's broker (with redis_url set; securechat/chat/redisbroker.py). Pub/sub loses
+    # frames by design, so every resync_interval seconds up to resync_users_max users with a
+    # socket here have their sockets compared with the database, and caught up if behind
+    # (securechat/chat/resync.py). A node's lease: its users count as online while it is
+    # refreshed (every third of it); a node gone for longer takes them offline
+    # (securechat/cluster/nodes.py). Frames waiting for Redis at most (past it, dropped: the
+    # resync makes up for them); seconds /admin/health waits for the broker's round trip.
+    broker_resync_interval: float = 5.0
+    broker_resync_users_max: int = 256
+    node_lease: float = 15.0
+    broker_outbox_max: int = 65536
+    broker_canary_timeout: float = 1.0
+
     # Key directory.
     directory_entries_page_max: int = 1000
 

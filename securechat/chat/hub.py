@@ -20,9 +20,9 @@ When ``conn.closed`` is set, the handler closes the socket with ``conn.close_cod
 queue of a slow reader is full, so no sentinel would fit.
 
 The broker seam: handlers publish through a :class:`Broker` rather than calling the hub, so a
-multi-process deployment can swap :class:`LocalBroker` for one that relays through Redis
-pub/sub (each process subscribes and hands what it receives to its own ``hub.send_to_user``)
-without any handler changing.
+multi-process deployment swaps :class:`LocalBroker` for ``chat/redisbroker.RedisBroker``, which
+relays through Redis pub/sub (each process subscribes and hands what it receives to its own
+``hub.send_to_user``) without any handler changing.
 """
 
 from __future__ import annotations
@@ -184,6 +184,10 @@ class Hub:
     def is_online(self, user: str) -> bool:
         """Whether the user has at least one registered connection."""
         return user in self._by_user
+
+    def connections_of(self, user: str) -> int:
+        """How many registered connections the user has (presence counts per node)."""
+        return len(self._by_user.get(user, ()))
 
     def online_users(self) -> frozenset[str]:
         """Everyone with at least one registered connection."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Final
 
 from securechat.chat.delivery import ChatStats, Delivery, Principal, Sequenced
 from securechat.chat.hub import Broker, Connection
@@ -54,6 +55,15 @@ _YIELD_EVERY = 32
 _SWEEP_PERIOD = 1.0
 
 
+class _Marker(str):
+    """A queue item that is no frame: an order for the send task."""
+
+
+# Queued by :meth:`ChatSession.request_catch_up`: the send task catches up when it reaches it,
+# so the replay runs in the socket's own task (cancelled with it) and after what was queued.
+CATCH_UP: Final = _Marker("catch-up")
+
+
 class ChatSession:
     """The protocol state of one connection: rate limits, the send lock, the last position."""
 
@@ -84,6 +94,10 @@ class ChatSession:
         self._write_started: float | None = None
         # The highest position sent on this connection by a sync or live.
         self.last_pos = 0
+        # Whether the client holds every position up to last_pos: true from its first sync
+        # (or ``/ws?after=N``) on; only then can a catch-up start from last_pos.
+        self.in_order = False
+        self._catch_up_queued = False
 
     # Incoming ---------------------------------------------------------------------------
 
@@ -145,18 +159,44 @@ class ChatSession:
     async def sync(self, after: int) -> None:
         """Replay every position above ``after`` in batches, then ``synced``; live frames wait."""
         async with self._send_lock:
-            position = after
-            more = True
-            while more:
-                frames, more = await self.delivery.changes(self.user, position)
-                for index, text in enumerate(frames, 1):
-                    await self._write(text)
-                    if index % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                if frames:
-                    position = frames[-1].seq
+            position, _ = await self._replay(after)
             self.last_pos = max(self.last_pos, position)
+            self.in_order = True
             await self._write(synced_frame(position))
+
+    async def catch_up(self) -> int:
+        """Send what the database holds above ``last_pos`` (frames a broker lost), as live
+        frames would have come: in order, no ``synced``; how many. Nothing before the
+        client's first sync, whose cursor it would not match (docs/protocol.md)."""
+        async with self._send_lock:
+            if not self.in_order or self.conn.closed.is_set():
+                return 0
+            self.last_pos, written = await self._replay(self.last_pos)
+            return written
+
+    def request_catch_up(self) -> bool:
+        """Have the send task catch up once it has sent what is queued; False if a request is
+        already waiting or could not be queued (a full queue closes the socket: 1013)."""
+        if self._catch_up_queued:
+            return False
+        self._catch_up_queued = self.conn.deliver(CATCH_UP)
+        return self._catch_up_queued
+
+    async def _replay(self, after: int) -> tuple[int, int]:
+        """Write every position above ``after``, in batches: the last position, how many."""
+        position = after
+        written = 0
+        more = True
+        while more:
+            frames, more = await self.delivery.changes(self.user, position)
+            for index, text in enumerate(frames, 1):
+                await self._write(text)
+                if index % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            if frames:
+                position = frames[-1].seq
+                written += len(frames)
+        return position, written
 
     # Outgoing ---------------------------------------------------------------------------
 
@@ -210,7 +250,11 @@ class ChatSession:
         while True:
             text = await queue.get()
             try:
-                await self.forward(text)
+                if text is CATCH_UP:
+                    self._catch_up_queued = False
+                    await self.catch_up()
+                else:
+                    await self.forward(text)
             finally:
                 queue.task_done()
             written += 1
@@ -277,4 +321,4 @@ class StallSweep:
                 log.exception("the stall sweep failed")
 
 
-__all__ = ["ChatSession", "StallSweep"]
+__all__ = ["CATCH_UP", "ChatSession", "StallSweep"]

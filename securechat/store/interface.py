@@ -151,6 +151,11 @@ class MessageStore(Protocol):
         """
         ...
 
+    async def head(self, user_id: int) -> int:
+        """The highest position ``changes_after`` would show the user (0 if none): a socket
+        whose last position is below it has missed something (chat/resync.py)."""
+        ...
+
     async def history(
         self, user_id: int, peer_id: int, before: int, limit: int
     ) -> list[HistoryItem]:

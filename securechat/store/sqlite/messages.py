@@ -110,6 +110,15 @@ class MessageStore:
         more = bool(rows) and (rows[0][8] >= limit or len(rows) < rows[0][8])
         return changes, more
 
+    async def head(self, user_id: int) -> int:
+        """The highest position ``changes_after`` would show the user (0 if none).
+
+        Four index probes (the max of each of the sync's sources), so it costs the same
+        whatever the history's length: the resync's periodic check asks it often.
+        """
+        row = await self.db.fetch_one(_HEAD_SQL, (user_id,))
+        return int(row[0]) if row else 0
+
     async def history(
         self, user_id: int, peer_id: int, before: int, limit: int
     ) -> list[HistoryItem]:
@@ -174,6 +183,20 @@ SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelo
   FROM sized b JOIN users s ON s.id = b.sender_id JOIN users r ON r.id = b.recipient_id
  WHERE b.before_me < ?4
  ORDER BY b.pos
+"""
+
+
+# The largest position of each of _CHANGES_SQL's sources, each read at the end of its index
+# (the IS NOT NULL lets the partial indexes serve).
+_HEAD_SQL: Final = """
+SELECT max(
+    coalesce((SELECT max(seq) FROM messages WHERE sender_id = ?1), 0),
+    coalesce((SELECT max(seq) FROM messages WHERE recipient_id = ?1), 0),
+    coalesce((SELECT max(delivered_seq) FROM messages
+               WHERE sender_id = ?1 AND delivered_seq IS NOT NULL), 0),
+    coalesce((SELECT max(read_seq) FROM messages
+               WHERE sender_id = ?1 AND read_seq IS NOT NULL), 0)
+)
 """
 
 
