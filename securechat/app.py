@@ -74,6 +74,7 @@ def _build_state(config: Config, secrets: datadir.ServerSecrets, clock: Clock) -
         clock,
         shared_rate=None if limits is None else limits.send_rate,
         shared_sockets=None if limits is None else limits.sockets,
+        redis=None if limits is None else limits.link,
     )
     return AppState(
         config=config,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quart import Quart
 
@@ -17,6 +20,15 @@ from securechat.config import Config
 from securechat.errors import Close
 from securechat.runtime import Clock
 from securechat.store import Store
+
+if TYPE_CHECKING:
+    from securechat.chat.cluster import ChatCluster
+    from securechat.cluster.redis import RedisLink
+
+
+def new_node_id() -> str:
+    """A name for this process, unique in a cluster: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class SharedSocketCap(Protocol):
@@ -38,7 +50,7 @@ class ChatService:
 
     config: Config
     hub: Hub
-    broker: Broker  # LocalBroker now; a Redis one later without touching the handlers
+    broker: Broker  # LocalBroker in one process, the cluster's RedisBroker with redis_url
     delivery: Delivery
     presence: Presence
     stats: ChatStats
@@ -46,6 +58,10 @@ class ChatService:
     open_sockets: int = 0
     # In a cluster, the per-user cap over every node; the hub's own cap holds either way.
     shared_sockets: SharedSocketCap | None = None
+    # This process's name in the cluster (health, the broker's envelopes, the lease).
+    node_id: str = field(default_factory=new_node_id)
+    # A cluster's node: the Redis broker, the lease, the resync; None in one process.
+    cluster: ChatCluster | None = None
 
     @classmethod
     def create(
@@ -56,21 +72,44 @@ class ChatService:
         *,
         shared_rate: SharedRate | None = None,
         shared_sockets: SharedSocketCap | None = None,
+        redis: RedisLink | None = None,
     ) -> ChatService:
         """The chat of one process over ``store`` (not yet open: it opens while serving),
-        with the send rate and socket cap counted over the cluster when they are given."""
+        with the send rate and socket cap counted over the cluster when they are given, and
+        frames relayed through Redis when ``redis`` is (else the LocalBroker)."""
         hub = Hub(config.ws_connections_per_user, config.ws_queue_frames)
-        broker = LocalBroker(hub)
         stats = ChatStats()
+        stalls = StallSweep(config.ws_send_timeout)
+        node_id = new_node_id()
+        cluster = None
+        broker: Broker = LocalBroker(hub)
+        if redis is not None:
+            # Imported here: only a cluster's nodes load redis-py (make run never does).
+            from securechat.chat.cluster import ChatCluster
+
+            cluster = ChatCluster.create(config, hub, redis, node_id, store.messages, stalls)
+            broker = cluster.broker
+        presence = Presence(
+            store.messages,
+            broker,
+            hub,
+            config.presence_peers_max,
+            stats,
+            directory=None if cluster is None else cluster.nodes,
+        )
+        if cluster is not None:
+            cluster.nodes.on_reaped = presence.gone  # a dead node's users: announced offline
         return cls(
             config=config,
             hub=hub,
             broker=broker,
             delivery=Delivery(store.messages, broker, config, stats, clock, shared_rate),
-            presence=Presence(store.messages, broker, hub, config.presence_peers_max, stats),
+            presence=presence,
             stats=stats,
-            stalls=StallSweep(config.ws_send_timeout),
+            stalls=stalls,
             shared_sockets=shared_sockets,
+            node_id=node_id,
+            cluster=cluster,
         )
 
     def install(self, app: Quart) -> None:
@@ -84,11 +123,15 @@ class ChatService:
         await self.delivery.start()
         self.presence.start()
         self.stalls.start()
+        if self.cluster is not None:
+            self.cluster.start()
         yield
         self.hub.close_all(Close.SERVER_SHUTDOWN.code, Close.SERVER_SHUTDOWN.reason)
         await self.stalls.stop()
         await self.presence.stop()
         await self.delivery.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()  # after the last commit's fan-out
 
     async def claim_socket(self, conn: Connection) -> bool:
         """Whether ``conn``'s user is under ``ws_connections_per_user`` on every node together
@@ -103,13 +146,29 @@ class ChatService:
             self.shared_sockets.release(conn.user, conn.conn_id)
 
     async def session_ended(self, session_id: str) -> None:
-        """The accounts' listener: close that session's sockets at once (logout, revocation)."""
-        self.hub.close_session(session_id, Close.SESSION_ENDED.code, Close.SESSION_ENDED.reason)
+        """The accounts' listener: close that session's sockets at once (logout, revocation),
+        on every node of a cluster."""
+        if self.cluster is not None:
+            await self.cluster.broker.end_session(session_id)
+        else:
+            self.hub.close_session(session_id, Close.SESSION_ENDED.code, Close.SESSION_ENDED.reason)
+
+    async def close_user(self, user: str, code: int, reason: str) -> None:
+        """Close every socket of ``user``, on every node of a cluster (account removal)."""
+        if self.cluster is not None:
+            await self.cluster.broker.close_user(user, code, reason)
+        else:
+            self.hub.close_user(user, code, reason)
 
     async def health(self) -> dict[str, Any]:
-        """The /admin/health section: connection counts and queue depths."""
+        """The /admin/health sections: connection counts and queue depths; the broker, this
+        node's id and, in a cluster, the nodes alive and the broker's round trip."""
         hub = self.hub.stats()
+        broker: dict[str, Any] = {"kind": "local", "status": "ok"}
+        if self.cluster is not None:
+            broker = await self.cluster.health()
         return {
+            "broker": {**broker, "node": self.node_id},
             "chat": {
                 "connections": hub.connections,
                 "sockets_open": self.open_sockets,
@@ -118,5 +177,5 @@ class ChatService:
                 "slow_reader_closes": hub.slow_reader_closes,
                 "commit_pending": self.delivery.pending(),
                 "last_seq": self.delivery.last_seq,
-            }
+            },
         }

@@ -79,7 +79,10 @@ async def health() -> Response:
         ),
     }
     body.update(limits)
-    body.update(await state().chat.health())
+    chat = await state().chat.health()
+    if chat["broker"]["status"] != "ok":
+        body["status"] = "degraded"  # delivery across nodes waits for the resync
+    body.update(chat)
     body.update(await state().directory.health())
     return jsonify(body)
 

@@ -11,10 +11,12 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -30,9 +32,12 @@ from securechat.config import PROJECT_ROOT, Config
 from securechat.store import NewMessage, NewUser
 from securechat.store.sqlite import SQLiteStore
 from tests.chatkit import FAKE_ENVELOPE
+from tests.conftest import fast_config
 from tests.engines import RedisEngine
+from tests.livesrv import LiveServer
 
 ENVELOPE_JSON = json.dumps(FAKE_ENVELOPE, separators=(",", ":"), sort_keys=True)
+TOKEN = "redis-broker-admin-token"
 
 
 @dataclass
@@ -317,3 +322,50 @@ async def test_head_is_the_newest_position_a_sync_shows(cluster: Cluster) -> Non
     for user in cluster.users.values():
         changes, _ = await messages.changes_after(user.user_id, 0, 100, 1 << 20)
         assert await messages.head(user.user_id) == changes[-1].pos == result.last_seq
+
+
+# --- wiring ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(name="redis_server")
+def _redis_server(tmp_path: Path, redis_url: str) -> Iterator[LiveServer]:
+    config = fast_config(tmp_path / "data", admin_token=TOKEN, redis_url=redis_url)
+    server = LiveServer(config).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_node_with_redis_reports_its_broker_healthy(redis_server: LiveServer) -> None:
+    """/admin/health of a node with redis_url: broker redis, its node id, the canary back."""
+    async with httpx.AsyncClient(base_url=redis_server.url) as http:
+        body: dict[str, Any] = {}
+        for _ in range(50):  # the lease is taken just after the server starts
+            response = await http.get("/admin/health", headers={"Authorization": f"Bearer {TOKEN}"})
+            body = response.json()
+            if body["broker"]["nodes_alive"]:
+                break
+            await asyncio.sleep(0.1)
+    broker = body["broker"]
+    assert (broker["kind"], broker["status"], broker["nodes_alive"]) == ("redis", "ok", 1)
+    assert broker["node"] == redis_server.app.extensions["securechat"].chat.node_id
+    assert broker["canary_ms"] is not None
+    assert body["status"] == "ok"
+
+
+async def test_a_node_without_redis_uses_the_local_broker(admin_server_local: LiveServer) -> None:
+    """Without redis_url: broker local, nothing of Redis loaded for it."""
+    async with httpx.AsyncClient(base_url=admin_server_local.url) as http:
+        response = await http.get("/admin/health", headers={"Authorization": f"Bearer {TOKEN}"})
+    broker = response.json()["broker"]
+    assert (broker["kind"], broker["status"]) == ("local", "ok")
+
+
+@pytest.fixture(name="admin_server_local")
+def _admin_server_local(tmp_path: Path) -> Iterator[LiveServer]:
+    server = LiveServer(fast_config(tmp_path / "data", admin_token=TOKEN)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
