@@ -109,4 +109,23 @@ CREATE TABLE IF NOT EXISTS conversations (
 -- sorted (one row per person they talk with), while such an index would be rewritten twice
 -- for every message stored (it was a fifth of the committer's time: docs/performance.md).
 
-PRAGMA user_version = 3;
+-- Who the nodes sharing this database are (securechat/directory/identity.py): the fingerprints
+-- of the directory signing key and of the server secret (an HMAC under it, never the secret),
+-- recorded by the first node to start. A node holding other files refuses to start. One row.
+CREATE TABLE IF NOT EXISTS cluster_identity (
+    id                    INTEGER PRIMARY KEY CHECK (id = 1),
+    directory_fingerprint TEXT    NOT NULL,
+    secret_fingerprint    TEXT    NOT NULL,
+    recorded_at           INTEGER NOT NULL     -- ms since epoch
+);
+
+-- The Merkle root of each key_log size a tree head was signed for, as the first node to sign
+-- it computed it (securechat/directory/service.py). Heads are deterministic, so a node that
+-- computes another root for a recorded size has found equivocation (or a rewritten log).
+CREATE TABLE IF NOT EXISTS tree_heads (
+    tree_size INTEGER PRIMARY KEY,
+    root      BLOB    NOT NULL CHECK (length(root) = 32),
+    signed_at INTEGER NOT NULL                 -- ms since epoch
+);
+
+PRAGMA user_version = 4;

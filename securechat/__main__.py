@@ -1,32 +1,71 @@
-"""Command line: ``python -m securechat init`` prepares the data directory and database."""
+"""Command line: ``python -m securechat init`` prepares the data directory and database;
+``init --cluster`` also says which secret files every other node of a cluster must hold."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+import time
 
 from securechat import datadir
 from securechat.config import Config
-from securechat.directory.service import key_fingerprint_for
-from securechat.store import create_store
+from securechat.directory.identity import IdentityMismatch, check_identity
+from securechat.directory.service import directory_key, key_fingerprint_for, public_spki
+from securechat.directory.transparency import key_fingerprint
+from securechat.store import ClusterIdentity, create_store
 from securechat.web.gate import PROXY_WITHOUT_ORIGIN
 from securechat.web.origins import public_origins
 
 
-async def _init(config: Config) -> None:
-    datadir.prepare(config.data_dir)
+async def _init(config: Config) -> ClusterIdentity:
+    """Create what is missing and record (or check) the secrets' fingerprints in the database."""
+    secrets = datadir.prepare(config.data_dir, config.server_secret_path)
+    mine = ClusterIdentity(key_fingerprint(public_spki(directory_key(config))), secrets.fingerprint)
     store = create_store(config)
     await store.open()
-    await store.close()
+    try:
+        await check_identity(store.identity, mine, config, int(time.time() * 1000))
+    finally:
+        await store.close()
+    return mine
 
 
-def init(config: Config) -> None:
-    """Create the data directory, the server secret and the database; say how to reach the admin API."""
-    asyncio.run(_init(config))
+def init(config: Config, *, cluster: bool = False) -> None:
+    """Create the data directory, the server secret and the database; say how to reach the
+    admin API and, for a cluster, which files to copy to the other nodes."""
+    identity = asyncio.run(_init(config))
     print(f"SecureChat data directory: {config.data_dir.resolve()}")
     for line in _startup_notes(config):
         print(line)
+    if cluster:
+        for line in _cluster_notes(config, identity):
+            print(line)
+
+
+def _cluster_notes(config: Config, identity: ClusterIdentity) -> list[str]:
+    """Which files every other node must hold, and where; never their content."""
+    secret, key = config.server_secret_path.resolve(), config.directory_key_path.resolve()
+    notes = [
+        "Cluster secrets: every node must hold these two files, byte for byte. Copy them over"
+        " a secure channel (e.g. scp -p), keep them mode 0600, never in version control:",
+        f"  {secret}  (server secret, fingerprint {identity.secret_fingerprint})",
+        f"  {key}  (directory key, fingerprint {identity.directory_fingerprint})",
+        "On each node put them at the same paths, or set SECURECHAT_SERVER_SECRET_FILE and"
+        " SECURECHAT_DIRECTORY_KEY_FILE to where they are. The database records these"
+        " fingerprints: a node holding other files refuses to start.",
+    ]
+    if config.directory_key_passphrase:
+        notes.append(
+            "The directory key is encrypted: set the same SECURECHAT_DIRECTORY_KEY_PASSPHRASE"
+            " on every node."
+        )
+    if not config.database_url:
+        notes.append(
+            "SECURECHAT_DATABASE_URL is not set: the nodes of a cluster share one PostgreSQL"
+            " database (this init used the SQLite file of this data directory)."
+        )
+    return notes
 
 
 def _startup_notes(config: Config) -> list[str]:
@@ -64,14 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``securechat`` command."""
     parser = argparse.ArgumentParser(prog="securechat")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("init", help="create the data directory and the database")
+    init_parser = commands.add_parser("init", help="create the data directory and the database")
+    init_parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also say which secret files to copy to the other nodes of a cluster",
+    )
     args = parser.parse_args(argv)
     if args.command == "init":
         try:
-            init(Config.from_env())
+            init(Config.from_env(), cluster=args.cluster)
         except ValueError as mistake:  # a malformed setting: said plainly, before serving
             print(f"securechat: {mistake}", file=sys.stderr)
             return 2
+        except IdentityMismatch as mismatch:
+            print(f"securechat: {mismatch}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -20,7 +20,7 @@ from securechat.chat import endpoint as chat_endpoint
 from securechat.chat.service import ChatService
 from securechat.config import RESOURCES, Config
 from securechat.directory import views as directory_views
-from securechat.directory.service import KeyDirectory, load_or_create_key
+from securechat.directory.service import KeyDirectory, directory_key
 from securechat.runtime import WALL_CLOCK, Clock, cancel_and_wait
 from securechat.state import AppState
 from securechat.store import create_store
@@ -44,7 +44,7 @@ def create_app(config: Config | None = None, *, clock: Clock = WALL_CLOCK) -> Qu
         static_folder=str(RESOURCES / "static"),
         static_url_path="/static",
     )
-    secrets = datadir.prepare(config.data_dir)
+    secrets = datadir.prepare(config.data_dir, config.server_secret_path)
     app.secret_key = secrets.cookie_key
     app.config.update(_quart_settings(config))
     QuartAuth(app)
@@ -90,10 +90,7 @@ def _build_state(config: Config, secrets: datadir.ServerSecrets, clock: Clock) -
             shared=None if limits is None else limits.throttles,
         ),
         chat=chat,
-        directory=KeyDirectory(
-            load_or_create_key(config.data_dir, config.directory_key_passphrase),
-            store.directory,
-        ),
+        directory=KeyDirectory(directory_key(config), store.directory),
         started=time.monotonic(),
         session_listeners=[chat.session_ended],
         redis=None if limits is None else limits.link,

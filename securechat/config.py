@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from securechat.datadir import DIRECTORY_KEY_FILE, SERVER_SECRET_FILE
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # schema.sql, templates/ and static/: at the top of a checkout, or inside an installed wheel's
 # package (setup.py copies them to securechat/resources/ when it builds one).
@@ -46,6 +48,12 @@ class Config:
     public_origin: tuple[str, ...] = ()
     # Passphrase that encrypts the directory signing key at rest (optional).
     directory_key_passphrase: str | None = None
+    # The server secret and the directory signing key, if not the data directory's own
+    # server.secret and directory.key: every node of a cluster must hold the same two files
+    # (`python -m securechat init --cluster` says which; the database records their
+    # fingerprints and a node holding others refuses to start: securechat/directory/identity.py).
+    server_secret_file: Path | None = None
+    directory_key_file: Path | None = None
     # Redis shared by the nodes of a cluster (redis://, rediss:// or unix:// URL). Unset (the
     # default), every limit is this process's own and nothing needs Redis; set, the login and
     # registration throttles, the send rate and the connections-per-user cap are counted
@@ -198,6 +206,16 @@ class Config:
     def database_path(self) -> Path:
         """The SQLite file inside the data directory."""
         return self.data_dir / "securechat.db"
+
+    @property
+    def server_secret_path(self) -> Path:
+        """The server secret's file: ``server_secret_file``, else the data directory's."""
+        return self.server_secret_file or self.data_dir / SERVER_SECRET_FILE
+
+    @property
+    def directory_key_path(self) -> Path:
+        """The directory signing key's file: ``directory_key_file``, else the data directory's."""
+        return self.directory_key_file or self.data_dir / DIRECTORY_KEY_FILE
 
     @property
     def schema_path(self) -> Path:

@@ -8,6 +8,8 @@ HKDF, one per purpose, so no key serves two jobs.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 SERVER_SECRET_FILE = "server.secret"  # noqa: S105 (a file name, not a secret)
+DIRECTORY_KEY_FILE = "directory.key"
 SECRET_BYTES = 32
 
 
@@ -29,18 +32,31 @@ class ServerSecrets:
     decoy_salt_key: bytes = field(repr=False)
     # Signs device tokens (accounts/devices.py): which browsers have logged in before.
     device_token_key: bytes = field(repr=False)
+    # Names the secret without revealing it (HMAC of a fixed label): recorded in the database
+    # so a node holding another secret refuses to start (securechat/directory/identity.py).
+    fingerprint: str
 
 
-def prepare(data_dir: Path) -> ServerSecrets:
-    """Create the data directory and the server secret if needed; return the derived keys."""
+def prepare(data_dir: Path, secret_path: Path | None = None) -> ServerSecrets:
+    """Create the data directory and the server secret if needed; return the derived keys.
+
+    The secret lives at ``secret_path`` if given (a cluster's shared file), else in the data
+    directory.
+    """
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
-    master = read_or_create_secret(data_dir / SERVER_SECRET_FILE, SECRET_BYTES)
+    master = read_or_create_secret(secret_path or data_dir / SERVER_SECRET_FILE, SECRET_BYTES)
     return ServerSecrets(
         cookie_key=_derive(master, b"securechat/v1/server/cookie"),
         decoy_salt_key=_derive(master, b"securechat/v1/server/decoy-salt"),
         device_token_key=_derive(master, b"securechat/v1/server/device-token"),
+        fingerprint=secret_fingerprint(master),
     )
+
+
+def secret_fingerprint(master: bytes) -> str:
+    """A public name for the server secret: HMAC-SHA256 of a fixed label under it, in hex."""
+    return hmac.new(master, b"securechat/v1/server/fingerprint", hashlib.sha256).hexdigest()
 
 
 def read_or_create_secret(path: Path, size: int) -> bytes:

@@ -41,3 +41,52 @@ def test_init_refuses_a_malformed_public_origin(
     monkeypatch.setenv("SECURECHAT_PUBLIC_ORIGIN", "https://chat.example.org/app")
     assert cli.main(["init"]) == 2
     assert "public_origin 'https://chat.example.org/app'" in capsys.readouterr().err
+
+
+def test_init_cluster_names_the_files_to_copy_never_their_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``init --cluster`` names the secret file and the directory key, with fingerprints and
+    the settings that point at them; neither file's content reaches stdout."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("SECURECHAT_DATA_DIR", str(data))
+    assert cli.main(["init", "--cluster"]) == 0
+    out = capsys.readouterr().out
+    secret, key = data / "server.secret", data / "directory.key"
+    assert f"{secret.resolve()}  (server secret" in out
+    assert f"{key.resolve()}  (directory key" in out
+    assert "SECURECHAT_SERVER_SECRET_FILE" in out and "SECURECHAT_DIRECTORY_KEY_FILE" in out
+    assert secret.read_bytes().hex() not in out
+    assert "PRIVATE KEY" not in out
+
+
+def test_init_uses_the_configured_secret_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the *_FILE settings, init creates the secrets there, mode 0600, not in the data
+    directory."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o700)
+    monkeypatch.setenv("SECURECHAT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SECURECHAT_SERVER_SECRET_FILE", str(shared / "secret"))
+    monkeypatch.setenv("SECURECHAT_DIRECTORY_KEY_FILE", str(shared / "key.pem"))
+    assert cli.main(["init", "--cluster"]) == 0
+    assert str((shared / "secret").resolve()) in capsys.readouterr().out
+    for path in (shared / "secret", shared / "key.pem"):
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "data" / "server.secret").exists()
+    assert not (tmp_path / "data" / "directory.key").exists()
+
+
+def test_init_refuses_secrets_other_than_the_database_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replaced directory key next to an existing database: init says which file differs
+    on stderr and exits 1."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("SECURECHAT_DATA_DIR", str(data))
+    assert cli.main(["init"]) == 0
+    (data / "directory.key").unlink()
+    capsys.readouterr()
+    assert cli.main(["init"]) == 1
+    assert "directory signing key" in capsys.readouterr().err

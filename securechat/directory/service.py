@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from securechat.config import Config
-from securechat.datadir import write_private_file
+from securechat.datadir import DIRECTORY_KEY_FILE, write_private_file
 from securechat.directory.merkle import MerkleTree
 from securechat.directory.transparency import (
     SignedTreeHead,
@@ -46,7 +46,7 @@ from securechat.store import DirectoryStore, LogEntry
 
 log = logging.getLogger(__name__)
 
-KEY_FILE = "directory.key"
+KEY_FILE = DIRECTORY_KEY_FILE
 # The PEM's PBKDF2 runs only 2048 rounds (cryptography's BestAvailableEncryption for PKCS#8), so
 # the passphrase itself must resist guessing: a long random one, as a generated secret would be.
 PASSPHRASE_MIN = 16
@@ -63,11 +63,20 @@ class DirectoryKeyError(RuntimeError):
 
 def load_or_create_key(data_dir: Path, passphrase: str | None = None) -> Ed25519PrivateKey:
     """The directory's Ed25519 key from ``data_dir``, generated there on first use (mode 0600)."""
+    return load_or_create_key_file(data_dir / KEY_FILE, passphrase)
+
+
+def directory_key(config: Config) -> Ed25519PrivateKey:
+    """The directory key of ``config``: ``directory_key_file``, else the data directory's."""
+    return load_or_create_key_file(config.directory_key_path, config.directory_key_passphrase)
+
+
+def load_or_create_key_file(path: Path, passphrase: str | None = None) -> Ed25519PrivateKey:
+    """The directory's Ed25519 key from ``path``, generated there on first use (mode 0600)."""
     if passphrase and len(passphrase) < PASSPHRASE_MIN:
         raise DirectoryKeyError(
             f"SECURECHAT_DIRECTORY_KEY_PASSPHRASE must have at least {PASSPHRASE_MIN} characters"
         )
-    path = data_dir / KEY_FILE
     if not path.exists():
         _create_key(path, passphrase)
     return _load_key(path, passphrase)
@@ -118,8 +127,7 @@ def public_spki(key: Ed25519PrivateKey) -> bytes:
 
 def key_fingerprint_for(config: Config) -> str:
     """The fingerprint of the directory key of ``config`` (creating the key if needed)."""
-    key = load_or_create_key(config.data_dir, config.directory_key_passphrase)
-    return key_fingerprint(public_spki(key))
+    return key_fingerprint(public_spki(directory_key(config)))
 
 
 # --- the log -----------------------------------------------------------------------------------

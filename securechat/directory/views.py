@@ -12,11 +12,13 @@ from quart import Blueprint, Quart, Response, jsonify, request
 
 from securechat.accounts.sessions import require_session
 from securechat.chat.protocol import normalize_username
+from securechat.directory.identity import IdentityMismatch, check_identity
 from securechat.directory.service import KeyDirectory, entry_json
 from securechat.directory.transparency import key_fingerprint
 from securechat.e2e import b64encode
 from securechat.errors import InvalidField, NotFound
 from securechat.state import state
+from securechat.store import ClusterIdentity
 from securechat.web.api import int_arg
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,8 @@ blueprint = Blueprint("directory", __name__, url_prefix="/api/v1")
 
 
 def install(app: Quart, directory: KeyDirectory) -> None:
-    """Register the API and rebuild the tree at start-up.
+    """Register the API; at start-up, check this node holds the cluster's secret files, then
+    rebuild the tree.
 
     Call after the store's own ``before_serving`` is registered: this one needs it open.
     """
@@ -35,6 +38,15 @@ def install(app: Quart, directory: KeyDirectory) -> None:
 
     @app.before_serving
     async def rebuild_log() -> None:
+        app_state = state()
+        mine = ClusterIdentity(directory.fingerprint, app_state.secrets.fingerprint)
+        try:
+            await check_identity(
+                app_state.store.identity, mine, app_state.config, app_state.clock.now_ms()
+            )
+        except IdentityMismatch as mismatch:
+            log.critical("%s", mismatch)  # the one line an operator reads before the traceback
+            raise
         head = await directory.refresh()
         log.info("key directory %s, tree size %d", directory.fingerprint, head.tree_size)
 

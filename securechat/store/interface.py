@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 from securechat.store.records import (
     Change,
     CheckpointStats,
+    ClusterIdentity,
     CommitResult,
     CommitStats,
     ConversationRow,
@@ -195,6 +196,26 @@ class DirectoryStore(Protocol):
         transaction; raise NotFound if there is no such user."""
         ...
 
+    async def record_root(self, tree_size: int, root: bytes, now_ms: int) -> bytes:
+        """Record the Merkle root of a tree size a head is signed for, unless one is recorded;
+        return the one recorded. The first node to sign a size wins (the primary key settles
+        a race); any node that computes another root for it has found equivocation."""
+        ...
+
+    async def latest_root(self, at_most: int) -> tuple[int, bytes] | None:
+        """The largest recorded tree size ``<= at_most`` and its root, or None."""
+        ...
+
+
+@runtime_checkable
+class IdentityStore(Protocol):
+    """The identity of the nodes sharing this database (securechat/directory/identity.py)."""
+
+    async def claim_identity(self, identity: ClusterIdentity, now_ms: int) -> ClusterIdentity:
+        """Record ``identity`` if the database holds none yet; return the one it holds. The
+        first node to start wins (a one-row table's primary key settles a race)."""
+        ...
+
 
 @runtime_checkable
 class Store(Protocol):
@@ -211,6 +232,9 @@ class Store(Protocol):
 
     @property
     def directory(self) -> DirectoryStore: ...
+
+    @property
+    def identity(self) -> IdentityStore: ...
 
     @property
     def commit_stats(self) -> CommitStats:

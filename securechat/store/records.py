@@ -73,6 +73,15 @@ class LogEntry:
     sign_fingerprint: bytes
 
 
+@dataclass(frozen=True)
+class ClusterIdentity:
+    """What every node of one database must hold, by fingerprint (never the secrets): the
+    directory signing key's (SHA-256 of its SPKI, hex) and the server secret's (HMAC, hex)."""
+
+    directory_fingerprint: str
+    secret_fingerprint: str
+
+
 # --- Messages, receipts and conversations -------------------------------------------------------
 
 MarkStatus = Literal["delivered", "read"]
@@ -226,6 +235,7 @@ __all__ = [
     "Change",
     "ChangeKind",
     "CheckpointStats",
+    "ClusterIdentity",
     "CommitResult",
     "CommitStats",
     "ConversationRow",

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from securechat.config import PROJECT_ROOT
-from securechat.store import NewUser
+from securechat.store import ClusterIdentity, NewUser
 from securechat.store.sqlite import Database, SQLiteStore
+from securechat.store.sqlite.migrations import UPGRADES
 
 
 @pytest.fixture(name="store")
@@ -150,7 +151,7 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == max(UPGRADES)
         indexes = {
             row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }
@@ -180,12 +181,30 @@ async def test_a_version_2_database_gets_the_undelivered_index(tmp_path: Path) -
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == max(UPGRADES)
         index = db.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'messages_undelivered'"
         ).fetchone()
         assert index is not None and "WHERE delivered_at IS NULL" in index[0]
         assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
+
+
+async def test_a_version_3_database_gets_the_identity_tables(tmp_path: Path) -> None:
+    """Step 4 adds cluster_identity and tree_heads, which then record as on a new file."""
+    path = older_database(
+        tmp_path / "v3.db",
+        "DROP TABLE cluster_identity; DROP TABLE tree_heads; PRAGMA user_version = 3;",
+    )
+    store = SQLiteStore.for_file(path, PROJECT_ROOT / "schema.sql")
+    await store.open()
+    try:
+        identity = ClusterIdentity("a" * 64, "b" * 64)
+        assert await store.identity.claim_identity(identity, 1) == identity
+        assert await store.directory.record_root(1, bytes(32), 1) == bytes(32)
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == max(UPGRADES)
 
 
 async def test_a_lone_failing_job_leaves_nothing_and_the_writer_goes_on(store: SQLiteStore) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from securechat.config import Config
 from securechat.store.postgres.accounts import AccountStore, SessionStore
 from securechat.store.postgres.database import SCHEMA_PATH, Database, Unavailable
-from securechat.store.postgres.directory import DirectoryStore
+from securechat.store.postgres.directory import DirectoryStore, IdentityStore
 from securechat.store.postgres.messages import MessageStore
 from securechat.store.records import CommitStats
 
@@ -26,6 +26,7 @@ class PostgresStore:
         self.accounts = AccountStore(db)
         self.sessions = SessionStore(db)
         self.directory = DirectoryStore(db)
+        self.identity = IdentityStore(db)
         self.messages = MessageStore(db)
 
     @classmethod

@@ -12,7 +12,7 @@ import asyncpg
 from securechat.errors import NotFound
 from securechat.store.keylog import next_entry
 from securechat.store.postgres.database import KEY_LOG_LOCK, Database
-from securechat.store.records import LogEntry
+from securechat.store.records import ClusterIdentity, LogEntry
 
 _ENTRY_COLUMNS = "idx, timestamp_ms, user_hash, enc_fingerprint, sign_fingerprint"
 
@@ -104,6 +104,62 @@ class DirectoryStore:
             return await append_key_entry(
                 connection, username, enc_public_key, sign_public_key, now_ms
             )
+
+        return await self.db.write(job)
+
+    async def record_root(self, tree_size: int, root: bytes, now_ms: int) -> bytes:
+        """Record the root of a signed tree size unless one is; return the one recorded."""
+
+        async def job(connection: asyncpg.Connection) -> bytes:
+            # The primary key settles two nodes signing one size: the first row stays, and
+            # the read after it (a new snapshot under READ COMMITTED) sees whichever won.
+            await connection.execute(
+                "INSERT INTO tree_heads (tree_size, root, signed_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (tree_size) DO NOTHING",
+                tree_size,
+                root,
+                now_ms,
+            )
+            recorded = await connection.fetchval(
+                "SELECT root FROM tree_heads WHERE tree_size = $1", tree_size
+            )
+            return bytes(recorded)
+
+        return await self.db.write(job)
+
+    async def latest_root(self, at_most: int) -> tuple[int, bytes] | None:
+        """The largest recorded tree size ``<= at_most`` and its root, or None."""
+        row = await self.db.fetch_one(
+            "SELECT tree_size, root FROM tree_heads WHERE tree_size <= $1"
+            " ORDER BY tree_size DESC LIMIT 1",
+            at_most,
+        )
+        return (int(row[0]), bytes(row[1])) if row else None
+
+
+class IdentityStore:
+    """Named queries over ``cluster_identity``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def claim_identity(self, identity: ClusterIdentity, now_ms: int) -> ClusterIdentity:
+        """Record ``identity`` unless one is recorded; return the one recorded."""
+
+        async def job(connection: asyncpg.Connection) -> ClusterIdentity:
+            # The one row's primary key settles nodes starting at once: the first stays.
+            await connection.execute(
+                "INSERT INTO cluster_identity"
+                " (id, directory_fingerprint, secret_fingerprint, recorded_at)"
+                " VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
+                identity.directory_fingerprint,
+                identity.secret_fingerprint,
+                now_ms,
+            )
+            row = await connection.fetchrow(
+                "SELECT directory_fingerprint, secret_fingerprint FROM cluster_identity"
+            )
+            return ClusterIdentity(str(row[0]), str(row[1]))
 
         return await self.db.write(job)
 

@@ -1,7 +1,7 @@
 -- SecureChat schema, PostgreSQL dialect (the cluster backend, issue 11). The same tables,
 -- columns and constraints as schema.sql at the top of the checkout, which is the SQLite
 -- dialect and the reference: change both together (tests/store/test_schemas.py compares
--- their catalogues). It matches SQLite's user_version 3. Every statement may run again.
+-- their catalogues). It matches SQLite's user_version 4. Every statement may run again.
 --
 -- How the dialects map: SQLite's INTEGER (64-bit) is BIGINT, BLOB is BYTEA. Only users.id
 -- is handed out by the database (an identity, never reused, where SQLite takes max + 1);
@@ -129,4 +129,23 @@ CREATE TABLE IF NOT EXISTS conversations (
     last_seq BIGINT NOT NULL,
     unread   BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, peer_id)
+);
+
+-- Who the nodes sharing this database are (securechat/directory/identity.py): the fingerprints
+-- of the directory signing key and of the server secret (an HMAC under it, never the secret),
+-- recorded by the first node to start. A node holding other files refuses to start. One row.
+CREATE TABLE IF NOT EXISTS cluster_identity (
+    id                    BIGINT  PRIMARY KEY CHECK (id = 1),
+    directory_fingerprint TEXT    NOT NULL,
+    secret_fingerprint    TEXT    NOT NULL,
+    recorded_at           BIGINT  NOT NULL     -- ms since epoch
+);
+
+-- The Merkle root of each key_log size a tree head was signed for, as the first node to sign
+-- it computed it (securechat/directory/service.py). Heads are deterministic, so a node that
+-- computes another root for a recorded size has found equivocation (or a rewritten log).
+CREATE TABLE IF NOT EXISTS tree_heads (
+    tree_size BIGINT  PRIMARY KEY,
+    root      BYTEA   NOT NULL CHECK (length(root) = 32),
+    signed_at BIGINT  NOT NULL                 -- ms since epoch
 );

@@ -12,7 +12,7 @@ from securechat.config import Config
 from securechat.store.records import CheckpointStats, CommitStats
 from securechat.store.sqlite.accounts import AccountStore, SessionStore
 from securechat.store.sqlite.database import Database
-from securechat.store.sqlite.directory import DirectoryStore
+from securechat.store.sqlite.directory import DirectoryStore, IdentityStore
 from securechat.store.sqlite.messages import MessageStore
 
 
@@ -24,6 +24,7 @@ class SQLiteStore:
         self.accounts = AccountStore(db)
         self.sessions = SessionStore(db)
         self.directory = DirectoryStore(db)
+        self.identity = IdentityStore(db)
         self.messages = MessageStore(db)
 
     @classmethod

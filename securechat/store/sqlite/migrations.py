@@ -18,6 +18,12 @@ UPGRADES: dict[int, str] = {
     # Each sender's undelivered backlog, loaded at start-up (securechat/chat/backlog.py).
     3: "CREATE INDEX IF NOT EXISTS messages_undelivered"
     " ON messages (sender_id, recipient_id) WHERE delivered_at IS NULL;",
+    # The cluster's identity and the roots of signed tree heads (securechat/directory).
+    4: "CREATE TABLE IF NOT EXISTS cluster_identity (id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " directory_fingerprint TEXT NOT NULL, secret_fingerprint TEXT NOT NULL,"
+    " recorded_at INTEGER NOT NULL);"
+    " CREATE TABLE IF NOT EXISTS tree_heads (tree_size INTEGER PRIMARY KEY,"
+    " root BLOB NOT NULL CHECK (length(root) = 32), signed_at INTEGER NOT NULL);",
 }
 
 
