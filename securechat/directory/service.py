@@ -8,6 +8,12 @@ head per tree size: the head of size n carries the timestamp of entry n - 1 (0 f
 log) and Ed25519 signatures are deterministic (RFC 8032 section 5.1.6), so two different signed
 heads for one size can only mean equivocation. Formats: securechat/directory/transparency.py and
 docs/protocol.md, "Key directory".
+
+Nodes check one another through the store: the first node to sign a head for a size records
+its Merkle root (``tree_heads``); every node that catches up to that size compares the root it
+computes. A difference (a rewritten log, or a node that builds leaves differently) raises the
+equivocation alarm: logged at ERROR, counted in /metrics, shown in /admin/health, and this node
+signs no further head (its log answers 503) until an operator has looked.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from securechat.directory.transparency import (
     user_hash,
 )
 from securechat.e2e import b64encode
+from securechat.errors import ServerBusy
+from securechat.runtime import WALL_CLOCK
 from securechat.store import DirectoryStore, LogEntry
 
 log = logging.getLogger(__name__)
@@ -56,6 +64,13 @@ _CATCH_UP_BATCH = 10_000
 
 class DirectoryKeyError(RuntimeError):
     """The directory key file cannot be used (wrong passphrase, damaged, too open)."""
+
+
+class DirectoryHalted(ServerBusy):
+    """This node found a root that differs from the one recorded for a size: it signs no more."""
+
+    def __init__(self) -> None:
+        super().__init__("The key directory is unavailable.")
 
 
 # --- the signing key ---------------------------------------------------------------------------
@@ -154,10 +169,15 @@ class KeyDirectory:
         self._last_timestamp = 0
         self._head = sign_tree_head(key, 0, 0, self._tree.root())
         self._lock = asyncio.Lock()
+        # Equivocations found (for /metrics); once one is, no further head is signed.
+        self.equivocations = 0
+        self._history_checked = False
 
     async def refresh(self) -> SignedTreeHead:
         """Append the entries committed since the last call; return the latest signed head."""
         async with self._lock:
+            if self.equivocations:
+                raise DirectoryHalted()
             while True:
                 size = len(self._tree)
                 batch = await self._store.entries(size, size + _CATCH_UP_BATCH)
@@ -166,10 +186,38 @@ class KeyDirectory:
                 if len(batch) < _CATCH_UP_BATCH:
                     break
             if self._head.tree_size != len(self._tree):
+                await self._check_roots(len(self._tree))
                 self._head = sign_tree_head(
                     self._key, len(self._tree), self._last_timestamp, self._tree.root()
                 )
             return self._head
+
+    async def _check_roots(self, size: int) -> None:
+        """Compare the root of ``size`` (and, on the first catch-up, of the largest size
+        recorded below it) with the store's record, recording it if none; DirectoryHalted
+        on a difference."""
+        if not self._history_checked:
+            self._history_checked = True
+            earlier = await self._store.latest_root(size - 1)
+            if earlier is not None and self._tree.root(earlier[0]) != earlier[1]:
+                self._equivocation(earlier[0], earlier[1])
+        root = self._tree.root()
+        recorded = await self._store.record_root(size, root, WALL_CLOCK.now_ms())
+        if recorded != root:
+            self._equivocation(size, recorded)
+
+    def _equivocation(self, size: int, recorded: bytes) -> None:
+        self.equivocations += 1
+        log.error(
+            "KEY DIRECTORY EQUIVOCATION: for tree size %d this node computes root %s but the"
+            " database records %s (signed first by another node or an earlier start). This"
+            " node signs no further tree head. Compare key_log with a backup and with the"
+            " heads auditors hold, and every node's version (docs/security.md).",
+            size,
+            self._tree.root(size).hex(),
+            recorded.hex(),
+        )
+        raise DirectoryHalted()
 
     def _append(self, entry: LogEntry) -> None:
         if entry.index != len(self._tree):  # the schema's triggers make this impossible
@@ -191,9 +239,21 @@ class KeyDirectory:
         return self._tree.consistency_proof(old_size, new_size)
 
     async def health(self) -> dict[str, Any]:
-        """The /admin/health section: what an operator publishes, and the log's size."""
-        head = await self.refresh()
-        return {"directory": {"fingerprint": self.fingerprint, "tree_size": head.tree_size}}
+        """The /admin/health section: what an operator publishes, the log's size, and
+        ``equivocation`` once this node has found a root that differs from the recorded one."""
+        try:
+            head = await self.refresh()
+        except DirectoryHalted:
+            head, status = self._head, "equivocation"
+        else:
+            status = "ok"
+        return {
+            "directory": {
+                "status": status,
+                "fingerprint": self.fingerprint,
+                "tree_size": head.tree_size,
+            }
+        }
 
 
 def entry_json(entry: LogEntry) -> dict[str, Any]:

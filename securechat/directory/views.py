@@ -13,7 +13,7 @@ from quart import Blueprint, Quart, Response, jsonify, request
 from securechat.accounts.sessions import require_session
 from securechat.chat.protocol import normalize_username
 from securechat.directory.identity import IdentityMismatch, check_identity
-from securechat.directory.service import KeyDirectory, entry_json
+from securechat.directory.service import DirectoryHalted, KeyDirectory, entry_json
 from securechat.directory.transparency import key_fingerprint
 from securechat.e2e import b64encode
 from securechat.errors import InvalidField, NotFound
@@ -47,7 +47,10 @@ def install(app: Quart, directory: KeyDirectory) -> None:
         except IdentityMismatch as mismatch:
             log.critical("%s", mismatch)  # the one line an operator reads before the traceback
             raise
-        head = await directory.refresh()
+        try:
+            head = await directory.refresh()
+        except DirectoryHalted:  # logged; the node serves on so /admin/health can say why
+            return
         log.info("key directory %s, tree size %d", directory.fingerprint, head.tree_size)
 
 

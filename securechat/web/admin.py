@@ -83,7 +83,10 @@ async def health() -> Response:
     if chat["broker"]["status"] != "ok":
         body["status"] = "degraded"  # delivery across nodes waits for the resync
     body.update(chat)
-    body.update(await state().directory.health())
+    directory = await state().directory.health()
+    if directory["directory"]["status"] != "ok":
+        body["status"] = "degraded"  # equivocation: this node signs no further tree head
+    body.update(directory)
     return jsonify(body)
 
 
@@ -127,6 +130,11 @@ class AppCollector:
             "securechat_argon2_operations",
             "argon2id hashes and verifications computed",
             value=self.state.accounts.hasher.operations,
+        )
+        yield CounterMetricFamily(
+            "securechat_directory_equivocations",
+            "Tree sizes whose Merkle root differs from the root recorded in the database",
+            value=self.state.directory.equivocations,
         )
         policy = gcpolicy.current()
         if policy is not None:

@@ -188,7 +188,7 @@ def test_health_reports_fingerprint_and_tree_size(tmp_path: Path) -> None:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         body = httpx.get(server.url + "/admin/health", headers=headers, timeout=10).json()
         fingerprint = e2e.fingerprint(directory_spki(server))
-        assert body["directory"] == {"fingerprint": fingerprint, "tree_size": 0}
+        assert body["directory"] == {"status": "ok", "fingerprint": fingerprint, "tree_size": 0}
 
 
 # --- the log -----------------------------------------------------------------------------------
