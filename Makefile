@@ -40,9 +40,10 @@ format: $(VENV)/.installed node_modules/.installed
 	$(BIN)/ruff check --fix securechat tests tools
 	npx --no-install biome check --write static/js
 
-# The developer loop: lint, then every test that is neither `browser` nor `slow` (under a minute).
+# The developer loop: lint, then every test that is neither `browser` nor `slow` (under a minute),
+# in two processes, each taking whole files (module-scoped servers are started once).
 check: $(VENV)/.installed lint
-	$(BIN)/python -m pytest -m "not browser and not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not browser and not slow"
 
 # Every test, under branch coverage of securechat/ (pyproject.toml [tool.coverage]).
 test: $(VENV)/.installed browser lint
