@@ -24,7 +24,15 @@ async def check_identity(
     store: IdentityStore, mine: ClusterIdentity, config: Config, now_ms: int
 ) -> None:
     """Record ``mine`` as the cluster's identity if none is; raise IdentityMismatch, naming
-    each file that differs, if the recorded one is not ``mine``."""
+    each file that differs, if the recorded one is not ``mine``.
+
+    Only a cluster's nodes are checked: one process over its own SQLite file (``make run``)
+    has no other node to disagree with, and an operator who replaces its secret files on
+    purpose (logging everyone out, or changing the key clients pin, which they flag) must not
+    find the server refusing to start.
+    """
+    if not config.database_url:
+        return
     recorded = await store.claim_identity(mine, now_ms)
     problems = []
     if recorded.directory_fingerprint != mine.directory_fingerprint:

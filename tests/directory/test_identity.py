@@ -119,8 +119,9 @@ async def test_the_test_client_sees_the_refusal(node_config: MakeConfig) -> None
 
 
 async def test_check_identity_names_both_files(any_store: Store, tmp_path: Path) -> None:
-    """Both fingerprints differing: the message names both files, on either backend."""
-    config = fast_config(tmp_path / "data")
+    """Both fingerprints differing: the message names both files, on either backend (as a
+    cluster's node: ``database_url`` set is what makes the check run)."""
+    config = fast_config(tmp_path / "data", database_url="postgresql://cluster.example/chat")
     await check_identity(any_store.identity, ClusterIdentity("a" * 64, "b" * 64), config, 1)
     with pytest.raises(IdentityMismatch) as refused:
         await check_identity(any_store.identity, ClusterIdentity("c" * 64, "d" * 64), config, 2)
