@@ -91,8 +91,8 @@ CREATE INDEX IF NOT EXISTS messages_delivered
     ON messages (sender_id, delivered_seq) WHERE delivered_seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_read
     ON messages (sender_id, read_seq) WHERE read_seq IS NOT NULL;
--- Messages no device of their recipient has received yet, loaded at start-up to bound each
--- sender's backlog (securechat/backlog.py). delivered_at, not delivered_seq: a read mark that
+-- Messages no device of their recipient has received yet (MessageStore.undelivered, and the
+-- upgrade that fills undelivered_pairs below). delivered_at, not delivered_seq: a read mark that
 -- comes first fills in the time but makes no delivered receipt.
 CREATE INDEX IF NOT EXISTS messages_undelivered
     ON messages (sender_id, recipient_id) WHERE delivered_at IS NULL;
@@ -108,6 +108,22 @@ CREATE TABLE IF NOT EXISTS conversations (
 -- No index on (user_id, last_seq): a user's conversations are read along the primary key and
 -- sorted (one row per person they talk with), while such an index would be rewritten twice
 -- for every message stored (it was a fifth of the committer's time: docs/performance.md).
+
+-- What each sender has stored that no device of its recipient has received yet: messages per
+-- (sender, recipient) and envelope bytes per sender, kept by every commit under its lock on
+-- chat_sequence (securechat/store/batch.py). A send over undelivered_per_pair_max or
+-- undelivered_bytes_per_sender_max is refused there; a message counts from the commit that
+-- stores it to its first delivering mark. Rows at zero stay: one per pair that ever talked.
+CREATE TABLE IF NOT EXISTS undelivered_pairs (
+    sender_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    recipient_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    messages     INTEGER NOT NULL,
+    PRIMARY KEY (sender_id, recipient_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS undelivered_senders (
+    sender_id INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    bytes     INTEGER NOT NULL
+);
 
 -- Who the nodes sharing this database are (securechat/directory/identity.py): the fingerprints
 -- of the directory signing key and of the server secret (an HMAC under it, never the secret),
@@ -128,4 +144,4 @@ CREATE TABLE IF NOT EXISTS tree_heads (
     signed_at INTEGER NOT NULL                 -- ms since epoch
 );
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;

@@ -147,7 +147,8 @@ class Config:
     # have not received it yet (no device of theirs marked it delivered or read): messages to
     # one recipient (the queue length of a conversation) and envelope bytes to all recipients
     # together (its share of the disk). Past either, a send is refused with ``queue_full`` and
-    # nothing is stored; the client sends it again later (securechat/chat/backlog.py).
+    # nothing is stored; the client sends it again later (counted in each commit:
+    # securechat/store/batch.py).
     undelivered_per_pair_max: int = 2000
     undelivered_bytes_per_sender_max: int = 256 * 1024 * 1024
     ws_connections_max: int = 20_000

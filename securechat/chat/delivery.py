@@ -8,11 +8,10 @@ the committer acknowledge each send, push the message to the recipient's and the
 connections through the broker, and push receipts to senders, in sequence order. Nothing here
 awaits a client: fan-out is ``put_nowait`` into bounded queues (securechat/chat/hub.py).
 
-Backlog: before a send joins a batch, the committer counts it against its sender's undelivered
-messages (securechat/chat/backlog.py), the sends ahead of it in the batch included; one over a bound
-is refused with ``queue_full`` and takes no seq. The counts are loaded once at start-up and
-then follow each commit: a message stored new adds to them, its first delivering mark takes it
-away again.
+Backlog: what a sender may leave stored for recipients who have not received it is bounded
+(``undelivered_per_pair_max``, ``undelivered_bytes_per_sender_max``). The store counts it inside
+each commit, under the lock that orders every commit (securechat/store/batch.py), so the bounds
+hold across processes and nodes; a send past one comes back ``queue_full`` and takes no seq.
 
 Positions: messages and receipts draw from one sequence, so ``sync(after=N)`` replays both with
 one cursor, and a sender who was offline learns of receipts made long after the message's seq.
@@ -28,7 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from securechat.chat.backlog import Backlog, Pair
 from securechat.chat.hub import Broker, Connection
 from securechat.chat.protocol import (
     KeyedRateLimiter,
@@ -42,8 +40,10 @@ from securechat.config import Config
 from securechat.errors import FrameCode
 from securechat.runtime import WALL_CLOCK, Clock, cancel_and_wait
 from securechat.store import (
+    QUEUE_FULL,
     UNKNOWN_MESSAGE,
     UNKNOWN_RECIPIENT,
+    BacklogBounds,
     Change,
     MarkOutcome,
     MarkStatus,
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 # The error frame answering each refusal the store reports.
 _STORE_REFUSALS: Final[dict[str, FrameCode]] = {
     UNKNOWN_RECIPIENT: FrameCode.UNKNOWN_RECIPIENT,
+    QUEUE_FULL: FrameCode.QUEUE_FULL,
     UNKNOWN_MESSAGE: FrameCode.UNKNOWN_MESSAGE,
 }
 
@@ -134,28 +135,6 @@ class _PendingSend:
     conn: Connection
     author: Principal
     frame: Send
-    # Counted in the backlog by the committer (False: over a bound, a second copy of an id in
-    # the batch, or given back as not stored); refused: over a bound and not stored before.
-    counted: bool = False
-    refused: bool = False
-
-    @property
-    def key(self) -> tuple[int, str]:
-        return (self.author.user_id, self.frame.id)
-
-    @property
-    def copy_of(self) -> tuple[int, str, str]:
-        """Sends alike in this are copies of one send (a client sending again)."""
-        return (self.author.user_id, self.frame.id, self.frame.to)
-
-    @property
-    def pair(self) -> Pair:
-        return (self.author.user_id, self.frame.to)
-
-    @property
-    def size(self) -> int:
-        # Canonical JSON is ASCII: characters are bytes.
-        return len(self.frame.envelope_json)
 
 
 @dataclass(slots=True)
@@ -203,8 +182,9 @@ class Delivery:
         # In a cluster, counted over every node (this process's buckets serve while it cannot
         # be reached).
         self._shared_rate = shared_rate
-        # And what it can leave stored for recipients who never come online.
-        self.backlog = Backlog(
+        # And what it can leave stored for recipients who never come online (checked by the
+        # store in each commit).
+        self.bounds = BacklogBounds(
             config.undelivered_per_pair_max, config.undelivered_bytes_per_sender_max
         )
         # Sends and marks in the order they came: a batch is always a prefix of this list, so
@@ -216,9 +196,8 @@ class Delivery:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Read where the sequence stands and the senders' backlogs; start the committer."""
+        """Read where the sequence stands; start the committer."""
         self.last_seq = await self.store.last_seq()
-        self.backlog.load(await self.store.undelivered())
         self._task = asyncio.create_task(self._run(), name="chat-committer")
 
     async def stop(self) -> None:
@@ -322,96 +301,35 @@ class Delivery:
 
     async def _commit(self, sends: list[_PendingSend], marks: list[_PendingMark]) -> None:
         try:
-            await self._count_backlog(sends)
-            admitted = [item for item in sends if not item.refused]
             result = await self.store.commit(
                 [
                     NewMessage(s.author.user_id, s.frame.id, s.frame.to, s.frame.envelope_json)
-                    for s in admitted
+                    for s in sends
                 ],
                 [NewMark(m.author.user_id, m.seq, m.status) for m in marks],
                 self.last_seq,
                 self.clock.now_ms(),
+                self.bounds,
             )
         except Exception:
             # Nothing of the batch was committed: say so, and the clients send again.
             log.exception("chat commit of %d sends and %d marks failed", len(sends), len(marks))
             self.stats.commit_failures += 1
             for item in sends:
-                self._uncount(item)
-                refusal = FrameCode.QUEUE_FULL if item.refused else FrameCode.UNAVAILABLE
-                self._refuse(item.conn, refusal, item.frame.id)
+                self._refuse(item.conn, FrameCode.UNAVAILABLE, item.frame.id)
             for mark in marks:
                 self._refuse(mark.conn, FrameCode.UNAVAILABLE, None)
             return
         self.last_seq = result.last_seq
         self.stats.record_batch(len(sends) + len(marks))
-        stored = iter(result.sends)
-        outcomes = [None if item.refused else next(stored) for item in sends]
-        self._settle_backlog(sends, outcomes, marks, result.marks)
         # In the batch's order, so a connection's answers keep the order of its frames. One
         # answer that fails (a fan-out error) costs that one only: the client asks again.
-        for item, outcome in zip(sends, outcomes, strict=True):
+        for item, outcome in zip(sends, result.sends, strict=True):
             with _logged("answering a send after its commit"):
-                if outcome is None:
-                    self._refuse(item.conn, FrameCode.QUEUE_FULL, item.frame.id)
-                else:
-                    await self._settle_send(item, outcome)
+                await self._settle_send(item, outcome)
         for mark, mark_outcome in zip(marks, result.marks, strict=True):
             with _logged("answering a mark after its commit"):
                 await self._settle_mark(mark, mark_outcome)
-
-    async def _count_backlog(self, sends: list[_PendingSend]) -> None:
-        """Count each send against its sender's backlog, in order; those over a bound are
-        refused, unless their id is already stored (a resend is acknowledged, not counted).
-
-        A second copy of a send (same id, same recipient) in the batch is stored at most once:
-        it shares the first copy's verdict and is not counted again. Copies of one id to two
-        recipients are counted each; the one not stored is given back after the commit.
-        """
-        first: dict[tuple[int, str, str], _PendingSend] = {}
-        over: list[_PendingSend] = []
-        for item in sends:
-            if first.setdefault(item.copy_of, item) is item:
-                item.counted = self.backlog.take(item.pair, item.size)
-                if not item.counted:
-                    over.append(item)
-        if not over:
-            return
-        # Only at a bound, so this lookup is not on the common path.
-        stored = await self.store.stored_ids([item.key for item in over])
-        for item in over:
-            item.refused = item.key not in stored
-        for item in sends:
-            item.refused = first[item.copy_of].refused
-
-    def _settle_backlog(
-        self,
-        sends: list[_PendingSend],
-        outcomes: list[SendOutcome | None],
-        marks: list[_PendingMark],
-        mark_outcomes: list[MarkOutcome],
-    ) -> None:
-        """Bring the backlog to what the commit did, before any answer goes out (so an error
-        while fanning out cannot leave it wrong): every message stored new is counted, even one
-        that was not counted before it joined the batch; whatever was counted but not stored
-        new is given back; a message's first delivering mark takes it off again."""
-        for item, outcome in zip(sends, outcomes, strict=True):
-            created = isinstance(outcome, Stored) and outcome.created
-            if created and not item.counted:
-                self.backlog.add(item.pair, item.size)
-                item.counted = True
-            elif not created:
-                self._uncount(item)
-        for mark, mark_outcome in zip(marks, mark_outcomes, strict=True):
-            if isinstance(mark_outcome, Receipt) and mark_outcome.delivered is not None:
-                sender_id, size = mark_outcome.delivered
-                self.backlog.give_back((sender_id, mark.author.name), size)
-
-    def _uncount(self, item: _PendingSend) -> None:
-        if item.counted:
-            self.backlog.give_back(item.pair, item.size)
-            item.counted = False
 
     async def _settle_send(self, item: _PendingSend, outcome: SendOutcome) -> None:
         frame = item.frame

@@ -18,8 +18,10 @@ from securechat.store.interface import (
     Store,
 )
 from securechat.store.records import (
+    QUEUE_FULL,
     UNKNOWN_MESSAGE,
     UNKNOWN_RECIPIENT,
+    BacklogBounds,
     Change,
     ChangeKind,
     CheckpointStats,
@@ -62,9 +64,11 @@ def create_store(config: Config) -> Store:
 
 
 __all__ = [
+    "QUEUE_FULL",
     "UNKNOWN_MESSAGE",
     "UNKNOWN_RECIPIENT",
     "AccountStore",
+    "BacklogBounds",
     "Change",
     "ChangeKind",
     "CheckpointStats",

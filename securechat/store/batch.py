@@ -1,4 +1,5 @@
-"""The engine-independent half of a chat commit: positions, resends, marks, conversations.
+"""The engine-independent half of a chat commit: positions, resends, marks, conversations and
+the senders' undelivered backlogs.
 
 Both backends' ``MessageStore.commit`` read rows, hand them to these functions, and write back
 what they return, so a batch has the same outcomes on SQLite and on PostgreSQL. Nothing here
@@ -7,13 +8,15 @@ touches a database.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from securechat.store.records import (
+    QUEUE_FULL,
     UNKNOWN_MESSAGE,
     UNKNOWN_RECIPIENT,
+    BacklogBounds,
     MarkOutcome,
     NewMark,
     NewMessage,
@@ -46,6 +49,83 @@ class Positions:
 
 
 @dataclass(slots=True)
+class Backlog:
+    """Undelivered messages per (sender id, recipient id) and their envelope bytes per sender:
+    the counts a batch touches as read under the commit's lock, or a commit's changes to them.
+
+    A message counts from the commit that stores it to the first mark that delivers it (a read
+    mark implies delivered). Canonical JSON is ASCII, so an envelope's length is its bytes.
+    """
+
+    pairs: dict[tuple[int, int], int] = field(default_factory=dict)
+    senders: dict[int, int] = field(default_factory=dict)
+
+    def add(self, sender_id: int, recipient_id: int, count: int, size: int) -> None:
+        pair = (sender_id, recipient_id)
+        self.pairs[pair] = self.pairs.get(pair, 0) + count
+        self.senders[sender_id] = self.senders.get(sender_id, 0) + size
+
+    def fits(self, sender_id: int, recipient_id: int, size: int, bounds: BacklogBounds) -> bool:
+        """Whether one more message of ``size`` bytes stays within both bounds."""
+        return (
+            self.pairs.get((sender_id, recipient_id), 0) < bounds.per_pair_max
+            and self.senders.get(sender_id, 0) + size <= bounds.bytes_per_sender_max
+        )
+
+    def pair_rows(self) -> list[tuple[int, int, int]]:
+        """(sender id, recipient id, messages), in key order, the zeros left out."""
+        return [(*pair, n) for pair, n in sorted(self.pairs.items()) if n]
+
+    def sender_rows(self) -> list[tuple[int, int]]:
+        """(sender id, bytes), in key order, the zeros left out."""
+        return [(sender, size) for sender, size in sorted(self.senders.items()) if size]
+
+
+def over_bounds(
+    sends: Sequence[NewMessage],
+    ids: Mapping[str, int],
+    stored: Set[tuple[int, str]],
+    counts: Backlog,
+    bounds: BacklogBounds,
+) -> set[int]:
+    """The indexes of the sends a batch must refuse as ``queue_full``, counted in order against
+    ``counts`` (read under the commit's lock, and updated here).
+
+    A resend, of an id in ``stored`` or admitted earlier in the batch, is settled before any
+    counting: it is reported with its first position, and takes no room.
+    """
+    full: set[int] = set()
+    admitted = set(stored)
+    for index, send in enumerate(sends):
+        recipient_id = ids.get(send.recipient)
+        key = (send.sender_id, send.client_id)
+        if recipient_id is None or key in admitted:
+            continue
+        size = len(send.envelope)
+        if counts.fits(send.sender_id, recipient_id, size, bounds):
+            counts.add(send.sender_id, recipient_id, 1, size)
+            admitted.add(key)
+        else:
+            full.add(index)
+    return full
+
+
+def backlog_changes(
+    created: Iterable[MessageRow], marks: Sequence[NewMark], outcomes: Sequence[MarkOutcome]
+) -> Backlog:
+    """What a commit does to the counts: each message stored new adds, each mark that delivers
+    a message for the first time takes it away again."""
+    changes = Backlog()
+    for _seq, sender_id, recipient_id, _client_id, _ts, envelope in created:
+        changes.add(sender_id, recipient_id, 1, len(envelope))
+    for mark, outcome in zip(marks, outcomes, strict=True):
+        if isinstance(outcome, Receipt) and outcome.delivered is not None:
+            sender_id, size = outcome.delivered
+            changes.add(sender_id, mark.reader_id, -1, -size)
+    return changes
+
+
+@dataclass(slots=True)
 class MarkState:
     """A marked message's receipt columns, as read before the batch and changed by it."""
 
@@ -66,14 +146,21 @@ class MarkState:
 
 
 def number_sends(
-    sends: Sequence[NewMessage], ids: Mapping[str, int], positions: Positions, now_ms: int
+    sends: Sequence[NewMessage],
+    ids: Mapping[str, int],
+    positions: Positions,
+    now_ms: int,
+    full: Set[int] = frozenset(),
 ) -> tuple[list[SendOutcome], list[MessageRow]]:
-    """Each send to a known recipient takes the next position; the rest are refused."""
+    """Each send to a known recipient takes the next position, unless its index is in ``full``
+    (over a backlog bound); the rest are refused, and take none."""
     outcomes: list[SendOutcome] = [UNKNOWN_RECIPIENT] * len(sends)
     rows: list[MessageRow] = []
     for index, send in enumerate(sends):
         recipient_id = ids.get(send.recipient)
-        if recipient_id is not None:
+        if index in full:
+            outcomes[index] = QUEUE_FULL
+        elif recipient_id is not None:
             seq = positions.next()
             outcomes[index] = Stored(seq, now_ms, True)
             rows.append((seq, send.sender_id, recipient_id, send.client_id, now_ms, send.envelope))
@@ -166,6 +253,7 @@ def _mark_read(
 
 
 __all__ = [
+    "Backlog",
     "ConversationMove",
     "MarkRow",
     "MarkState",
@@ -173,7 +261,9 @@ __all__ = [
     "Positions",
     "UnreadDrop",
     "apply_marks",
+    "backlog_changes",
     "conversation_moves",
     "number_sends",
+    "over_bounds",
     "settle_duplicates",
 ]

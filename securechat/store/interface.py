@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from securechat.store.records import (
+    BacklogBounds,
     Change,
     CheckpointStats,
     ClusterIdentity,
@@ -115,7 +116,12 @@ class MessageStore(Protocol):
         ...
 
     async def commit(
-        self, sends: Sequence[NewMessage], marks: Sequence[NewMark], last_seq: int, now_ms: int
+        self,
+        sends: Sequence[NewMessage],
+        marks: Sequence[NewMark],
+        last_seq: int,
+        now_ms: int,
+        bounds: BacklogBounds | None = None,
     ) -> CommitResult:
         """Store a batch of sends and marks in one transaction; the result's ``last_seq`` is
         the last position handed out once it committed.
@@ -130,16 +136,18 @@ class MessageStore(Protocol):
         The caller must only believe the result once this returns: the write has then been
         committed. A resend of a (sender, client id) already stored, by any node, is reported
         with its first position and not stored again (a position it drew stays unused).
+
+        Under the same lock the store keeps what each sender has left undelivered (messages
+        per recipient, envelope bytes over all), so ``bounds`` hold across nodes: a send past
+        either is refused ``queue_full`` and takes no position; a resend of a stored id is
+        settled before counting; a message's first delivering mark frees its room. Without
+        ``bounds`` (tools seeding a history) the counts are kept but not checked.
         """
         ...
 
     async def undelivered(self) -> list[tuple[int, str, int, int]]:
         """Per (sender id, recipient's name): messages no device of the recipient has received
-        yet, and their envelope bytes."""
-        ...
-
-    async def stored_ids(self, keys: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
-        """Which of these (sender id, client id) are already stored."""
+        yet, and their envelope bytes, computed from the messages themselves."""
         ...
 
     async def changes_after(

@@ -89,10 +89,20 @@ ChangeKind = Literal["message", "delivered", "read"]
 
 # Why a send or a mark was not applied: client-facing error codes (docs/protocol.md), which
 # the error frame carries as they are.
-SendRefusal = Literal["unknown_recipient"]
+SendRefusal = Literal["unknown_recipient", "queue_full"]
 MarkRefusal = Literal["unknown_message"]
 UNKNOWN_RECIPIENT: Final[SendRefusal] = "unknown_recipient"
+QUEUE_FULL: Final[SendRefusal] = "queue_full"
 UNKNOWN_MESSAGE: Final[MarkRefusal] = "unknown_message"
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogBounds:
+    """What a sender may leave stored that no device of its recipients has received yet:
+    messages per recipient, and envelope bytes to all recipients together."""
+
+    per_pair_max: int
+    bytes_per_sender_max: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +148,8 @@ class Receipt:
     delivered: tuple[int, int] | None = None
 
 
-# A send is Stored or refused (UNKNOWN_RECIPIENT); a mark makes a Receipt, changes nothing
-# (None: already marked) or is refused (UNKNOWN_MESSAGE).
+# A send is Stored or refused (UNKNOWN_RECIPIENT, QUEUE_FULL); a mark makes a Receipt,
+# changes nothing (None: already marked) or is refused (UNKNOWN_MESSAGE).
 SendOutcome = Stored | SendRefusal
 MarkOutcome = Receipt | MarkRefusal | None
 
@@ -230,8 +240,10 @@ class CheckpointStats:
 
 
 __all__ = [
+    "QUEUE_FULL",
     "UNKNOWN_MESSAGE",
     "UNKNOWN_RECIPIENT",
+    "BacklogBounds",
     "Change",
     "ChangeKind",
     "CheckpointStats",

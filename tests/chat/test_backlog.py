@@ -1,9 +1,10 @@
-"""securechat.chat.backlog: what a sender may leave waiting for recipients, on a real server.
+"""What a sender may leave waiting for recipients, on a real server (SQLite).
 
 Past ``undelivered_per_pair_max`` messages to one recipient, or
 ``undelivered_bytes_per_sender_max`` envelope bytes to all, a send is refused with
 ``queue_full``; it goes through once the recipient has received earlier messages, and the
-counts survive a restart.
+counts survive a restart. The store counts inside each commit (securechat/store/batch.py);
+tests/store/test_store_backlog.py checks the same on both engines, and across two nodes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from securechat import e2e
-from securechat.chat.backlog import Backlog
 from securechat.client import ChatConnection, ChatError, SecureChatClient
 from tests.chatkit import FAKE_ENVELOPE, Accounts, ServerWith, send_text
 
@@ -67,22 +67,6 @@ def last_seq(database: Path) -> int:
 async def committed(conn: ChatConnection, to: str) -> None:
     """Return once everything ``conn`` sent before is committed (its frames commit in order)."""
     await send(conn, to)
-
-
-def test_the_backlog_counts_and_forgets_emptied_entries() -> None:
-    """take refuses past either bound; give_back restores room and drops zero entries."""
-    backlog = Backlog(per_pair_max=2, bytes_per_sender_max=250)
-    assert backlog.take((1, "bob"), 100) and backlog.take((1, "bob"), 100)
-    assert not backlog.take((1, "bob"), 1)  # third message to bob
-    assert not backlog.take((1, "carol"), 51)  # 251 bytes in all
-    assert backlog.take((1, "carol"), 50) and backlog.take((2, "bob"), 250)
-    backlog.give_back((1, "bob"), 100)
-    assert (backlog.count((1, "bob")), backlog.bytes_of(1)) == (1, 150)
-    backlog.give_back((1, "bob"), 100)
-    backlog.give_back((1, "carol"), 50)
-    assert (backlog.count((1, "bob")), backlog.bytes_of(1)) == (0, 0)
-    # Nothing is left of sender 1.
-    assert backlog._pairs == {(2, "bob"): 1}
 
 
 async def test_past_the_pair_bound_a_send_is_refused_until_the_recipient_catches_up(

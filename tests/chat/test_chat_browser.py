@@ -8,6 +8,7 @@ to do what no honest page would (send a tampered envelope) or needs no page of h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -601,7 +602,8 @@ async def test_a_message_past_the_recipients_queue_waits_and_goes_when_they_catc
     "Sending…", and the page says why; when bob, back online, marks the first delivered, the
     receipt makes room and the page sends the second at once, long before its 30 s fallback."""
     chat_service = live_server.app.extensions["securechat"].chat
-    chat_service.delivery.backlog.per_pair_max = 1  # the live server's own bound, lowered
+    bounds = chat_service.delivery.bounds
+    chat_service.delivery.bounds = dataclasses.replace(bounds, per_pair_max=1)  # lowered live
     chat = await ChatPage.open(await new_context(), live_server.url, "alice")
     await chat.start_conversation("bob")
     await chat.send("first")

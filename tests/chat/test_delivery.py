@@ -555,7 +555,9 @@ async def test_one_id_to_a_name_without_account_and_to_bob_counts_against_bob(
         await alice.receive(send_frame("bob"))
         await chat.delivery.flush()
         assert [f.get("code") for f in drain(alice.conn)] == ["queue_full"]
-        assert chat.delivery.backlog.count((chat.users["alice"].user_id, "bob")) == 1
+        pairs = "SELECT sender_id, recipient_id, messages FROM undelivered_pairs"
+        bob = chat.users["bob"].user_id
+        assert await read_elsewhere(chat.store, pairs) == [(chat.users["alice"].user_id, bob, 1)]
 
 
 async def test_the_backlog_follows_a_commit_even_when_fanning_out_fails(

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from securechat.store import CommitResult, NewMark, NewMessage
+    from securechat.store import BacklogBounds, CommitResult, NewMark, NewMessage
     from securechat.store.sqlite.messages import MessageStore
 
 PATCHES: dict[str, Callable[[], None]] = {}
@@ -151,12 +151,16 @@ def _child_open(path: str, synchronous: str) -> None:
 
 
 def _child_commit(
-    sends: Sequence[NewMessage], marks: Sequence[NewMark], last_seq: int, now_ms: int
+    sends: Sequence[NewMessage],
+    marks: Sequence[NewMark],
+    last_seq: int,
+    now_ms: int,
+    bounds: BacklogBounds | None,
 ) -> tuple[CommitResult, float]:
     import time
 
     from securechat.store import CommitResult
-    from securechat.store.batch import Positions
+    from securechat.store.batch import Positions, backlog_changes
     from securechat.store.sqlite import messages as m
 
     connection = _CHILD_CONNECTION
@@ -166,8 +170,9 @@ def _child_commit(
     connection.execute("BEGIN IMMEDIATE")
     try:
         counter = Positions(last_seq)
-        send_outcomes = m._store_sends(connection, sends, counter, now_ms)
+        send_outcomes, created = m._store_sends(connection, sends, counter, now_ms, bounds)
         mark_outcomes = m._apply_marks(connection, marks, counter, now_ms)
+        m._write_backlog(connection, backlog_changes(created, marks, mark_outcomes))
         if counter.value != last_seq:
             connection.execute("UPDATE chat_sequence SET last = ? WHERE id = 1", (counter.value,))
         connection.execute("COMMIT")
@@ -194,6 +199,7 @@ def _process_writer() -> None:
         marks: Sequence[NewMark],
         last_seq: int,
         now_ms: int,
+        bounds: BacklogBounds | None = None,
     ) -> CommitResult:
         pool = pools.get("pool")
         if pool is None:
@@ -208,7 +214,7 @@ def _process_writer() -> None:
             )
         loop = asyncio.get_running_loop()
         result, seconds = await loop.run_in_executor(
-            pool, _child_commit, list(sends), list(marks), last_seq, now_ms
+            pool, _child_commit, list(sends), list(marks), last_seq, now_ms, bounds
         )
         self.db.stats.record(1, seconds)
         return result

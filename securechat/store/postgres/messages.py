@@ -7,6 +7,8 @@ FIRST in its transaction and held to its commit: that lock orders every commit t
 positions, so they become visible in the order they were drawn and a reader following
 ``changes_after(user, after)`` never passes a position that commits later (issue 11, item 2).
 A SEQUENCE would hand numbers out in call order, not commit order, and let a reader skip a row.
+The same lock makes the undelivered counts exact across nodes: each commit reads, checks and
+changes them after taking it.
 
 Each batch goes to the database as a few statements taking arrays (``unnest``), whatever its
 size.
@@ -20,15 +22,20 @@ from typing import Final
 import asyncpg
 
 from securechat.store.batch import (
+    Backlog,
     MarkState,
+    MessageRow,
     Positions,
     apply_marks,
+    backlog_changes,
     conversation_moves,
     number_sends,
+    over_bounds,
     settle_duplicates,
 )
 from securechat.store.postgres.database import Database
 from securechat.store.records import (
+    BacklogBounds,
     Change,
     ChangeKind,
     CommitResult,
@@ -44,7 +51,8 @@ _KINDS: Final[tuple[ChangeKind, ...]] = ("message", "delivered", "read")
 
 
 class MessageStore:
-    """Named queries over ``messages``, ``conversations`` and ``chat_sequence``."""
+    """Named queries over ``messages``, ``conversations``, ``chat_sequence`` and the
+    undelivered counts."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -55,10 +63,16 @@ class MessageStore:
         return int(value) if value is not None else 0
 
     async def commit(
-        self, sends: Sequence[NewMessage], marks: Sequence[NewMark], last_seq: int, now_ms: int
+        self,
+        sends: Sequence[NewMessage],
+        marks: Sequence[NewMark],
+        last_seq: int,
+        now_ms: int,
+        bounds: BacklogBounds | None = None,
     ) -> CommitResult:
         """Store a batch of sends and marks in one transaction, its positions drawn from the
         ``chat_sequence`` row under its lock; ``last_seq`` (the caller's view) is not used.
+        Under the same lock the undelivered counts are checked against ``bounds`` and kept.
 
         Retried once on a serialization failure or deadlock, then ``Unavailable``.
         """
@@ -67,8 +81,11 @@ class MessageStore:
             # FIRST: every later read sees all the commits that drew before this one.
             last = int(await connection.fetchval(_LOCK_SEQUENCE))
             positions = Positions(last)
-            send_outcomes = await _store_sends(connection, sends, positions, now_ms)
+            send_outcomes, created = await _store_sends(
+                connection, sends, positions, now_ms, bounds
+            )
             mark_outcomes = await _apply_marks(connection, marks, positions, now_ms)
+            await _write_backlog(connection, backlog_changes(created, marks, mark_outcomes))
             if positions.value != last:
                 await connection.execute(_SET_SEQUENCE, positions.value)
             return CommitResult(positions.value, send_outcomes, mark_outcomes)
@@ -85,11 +102,6 @@ class MessageStore:
             " WHERE m.delivered_at IS NULL GROUP BY m.sender_id, m.recipient_id, u.username"
         )
         return [(int(row[0]), str(row[1]), int(row[2]), int(row[3])) for row in rows]
-
-    async def stored_ids(self, keys: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
-        """Which of these (sender id, client id) are already stored."""
-        rows = await self.db.fetch_all(_ORIGINALS, *_key_arrays(keys))
-        return {(int(row[0]), str(row[1])) for row in rows}
 
     async def changes_after(
         self, user_id: int, after: int, limit: int, max_bytes: int
@@ -245,6 +257,26 @@ UPDATE conversations c SET unread = GREATEST(c.unread - j.n, 0)
   FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS j(n, user_id, peer_id)
  WHERE c.user_id = j.user_id AND c.peer_id = j.peer_id
 """
+# The undelivered counts of a batch's pairs and senders, and the commit's changes to them.
+_PAIR_COUNTS: Final = """
+SELECT p.sender_id, p.recipient_id, p.messages
+  FROM unnest($1::bigint[], $2::bigint[]) AS k(sender_id, recipient_id)
+  JOIN undelivered_pairs p ON p.sender_id = k.sender_id AND p.recipient_id = k.recipient_id
+"""
+_SENDER_BYTES: Final = (
+    "SELECT sender_id, bytes FROM undelivered_senders WHERE sender_id = ANY($1::bigint[])"
+)
+_ADD_PAIRS: Final = """
+INSERT INTO undelivered_pairs (sender_id, recipient_id, messages)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
+    ON CONFLICT (sender_id, recipient_id) DO UPDATE SET
+       messages = undelivered_pairs.messages + excluded.messages
+"""
+_ADD_SENDERS: Final = """
+INSERT INTO undelivered_senders (sender_id, bytes)
+SELECT * FROM unnest($1::bigint[], $2::bigint[])
+    ON CONFLICT (sender_id) DO UPDATE SET bytes = undelivered_senders.bytes + excluded.bytes
+"""
 
 
 async def _store_sends(
@@ -252,14 +284,17 @@ async def _store_sends(
     sends: Sequence[NewMessage],
     positions: Positions,
     now_ms: int,
-) -> list[SendOutcome]:
+    bounds: BacklogBounds | None,
+) -> tuple[list[SendOutcome], list[MessageRow]]:
+    """The sends' outcomes and the rows stored new."""
     if not sends:
-        return []
+        return [], []
     names = sorted({send.recipient for send in sends})
     ids = {str(row[0]): int(row[1]) for row in await connection.fetch(_USER_IDS, names)}
-    outcomes, rows = number_sends(sends, ids, positions, now_ms)
+    full = await _over_bounds(connection, sends, ids, bounds) if bounds is not None else set()
+    outcomes, rows = number_sends(sends, ids, positions, now_ms, full)
     if not rows:
-        return outcomes
+        return outcomes, []
     inserted = await connection.fetch(_INSERT_MESSAGES, *_columns(rows, 6))
     created = rows
     if len(inserted) != len(rows):
@@ -270,7 +305,36 @@ async def _store_sends(
         created = settle_duplicates(sends, outcomes, rows, originals)
     moves = sorted(conversation_moves(created))
     await connection.execute(_TOUCH_CONVERSATIONS, *_columns(moves, 4))
-    return outcomes
+    return outcomes, created
+
+
+async def _over_bounds(
+    connection: asyncpg.Connection,
+    sends: Sequence[NewMessage],
+    ids: dict[str, int],
+    bounds: BacklogBounds,
+) -> set[int]:
+    """The sends over a bound, by index. The counts are read after the ``chat_sequence`` lock
+    (READ COMMITTED: each statement sees every commit that held it before), and ids already
+    stored, by any node, are settled first (a resend is acknowledged, not counted)."""
+    known = [send for send in sends if send.recipient in ids]
+    keys = sorted({(send.sender_id, send.client_id) for send in known})
+    found = await connection.fetch(_ORIGINALS, *_key_arrays(keys))
+    stored = {(int(row[0]), str(row[1])) for row in found}
+    pairs = sorted({(send.sender_id, ids[send.recipient]) for send in known})
+    senders = sorted({send.sender_id for send in known})
+    counts = Backlog(
+        {(r[0], r[1]): r[2] for r in await connection.fetch(_PAIR_COUNTS, *_columns(pairs, 2))},
+        {r[0]: r[1] for r in await connection.fetch(_SENDER_BYTES, senders)},
+    )
+    return over_bounds(sends, ids, stored, counts, bounds)
+
+
+async def _write_backlog(connection: asyncpg.Connection, changes: Backlog) -> None:
+    if pairs := changes.pair_rows():
+        await connection.execute(_ADD_PAIRS, *_columns(pairs, 3))
+    if senders := changes.sender_rows():
+        await connection.execute(_ADD_SENDERS, *_columns(senders, 2))
 
 
 async def _apply_marks(

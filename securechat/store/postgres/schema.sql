@@ -1,7 +1,7 @@
 -- SecureChat schema, PostgreSQL dialect (the cluster backend, issue 11). The same tables,
 -- columns and constraints as schema.sql at the top of the checkout, which is the SQLite
 -- dialect and the reference: change both together (tests/store/test_schemas.py compares
--- their catalogues). It matches SQLite's user_version 4. Every statement may run again.
+-- their catalogues). It matches SQLite's user_version 5. Every statement may run again.
 --
 -- How the dialects map: SQLite's INTEGER (64-bit) is BIGINT, BLOB is BYTEA. Only users.id
 -- is handed out by the database (an identity, never reused, where SQLite takes max + 1);
@@ -130,6 +130,30 @@ CREATE TABLE IF NOT EXISTS conversations (
     unread   BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, peer_id)
 );
+
+-- What each sender has stored that no device of its recipient has received yet: messages per
+-- (sender, recipient) and envelope bytes per sender, kept by every commit under its lock on
+-- chat_sequence (securechat/store/batch.py), so the bounds hold across nodes. Rows at zero
+-- stay, so a pair or sender without a row has never been counted: the INSERTs below fill in
+-- only those (a database from before these tables), and change nothing when run again.
+CREATE TABLE IF NOT EXISTS undelivered_pairs (
+    sender_id    BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    recipient_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    messages     BIGINT NOT NULL,
+    PRIMARY KEY (sender_id, recipient_id)
+);
+CREATE TABLE IF NOT EXISTS undelivered_senders (
+    sender_id BIGINT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    bytes     BIGINT NOT NULL
+);
+INSERT INTO undelivered_pairs (sender_id, recipient_id, messages)
+SELECT sender_id, recipient_id, count(*) FROM messages WHERE delivered_at IS NULL
+ GROUP BY sender_id, recipient_id
+    ON CONFLICT (sender_id, recipient_id) DO NOTHING;
+INSERT INTO undelivered_senders (sender_id, bytes)
+SELECT sender_id, sum(length(envelope)) FROM messages WHERE delivered_at IS NULL
+ GROUP BY sender_id
+    ON CONFLICT (sender_id) DO NOTHING;
 
 -- Who the nodes sharing this database are (securechat/directory/identity.py): the fingerprints
 -- of the directory signing key and of the server secret (an HMAC under it, never the secret),

@@ -14,14 +14,19 @@ from collections.abc import Sequence
 from typing import Final
 
 from securechat.store.batch import (
+    Backlog,
     MarkState,
+    MessageRow,
     Positions,
     apply_marks,
+    backlog_changes,
     conversation_moves,
     number_sends,
+    over_bounds,
     settle_duplicates,
 )
 from securechat.store.records import (
+    BacklogBounds,
     Change,
     ChangeKind,
     CommitResult,
@@ -38,7 +43,8 @@ _KINDS: Final[tuple[ChangeKind, ...]] = ("message", "delivered", "read")
 
 
 class MessageStore:
-    """Named queries over ``messages``, ``conversations`` and ``chat_sequence``."""
+    """Named queries over ``messages``, ``conversations``, ``chat_sequence`` and the
+    undelivered counts."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -49,14 +55,20 @@ class MessageStore:
         return int(row[0]) if row else 0
 
     async def commit(
-        self, sends: Sequence[NewMessage], marks: Sequence[NewMark], last_seq: int, now_ms: int
+        self,
+        sends: Sequence[NewMessage],
+        marks: Sequence[NewMark],
+        last_seq: int,
+        now_ms: int,
+        bounds: BacklogBounds | None = None,
     ) -> CommitResult:
         """Store a batch of sends and marks in one job, numbered after the stored last position.
 
         The positions are drawn from ``chat_sequence`` inside the job's transaction (BEGIN
         IMMEDIATE: the file's one writer), as on PostgreSQL, so a caller's stale ``last_seq``
         (its view only) can never make two rows share a position. The caller must only believe
-        the result once this returns: the write has then been committed.
+        the result once this returns: the write has then been committed. The undelivered
+        counts are checked against ``bounds`` and kept in the same transaction.
         """
 
         def job(connection: sqlite3.Connection) -> CommitResult:
@@ -64,8 +76,9 @@ class MessageStore:
                 connection.execute("SELECT last FROM chat_sequence WHERE id = 1").fetchone()[0]
             )
             positions = Positions(stored_last)
-            send_outcomes = _store_sends(connection, sends, positions, now_ms)
+            send_outcomes, created = _store_sends(connection, sends, positions, now_ms, bounds)
             mark_outcomes = _apply_marks(connection, marks, positions, now_ms)
+            _write_backlog(connection, backlog_changes(created, marks, mark_outcomes))
             if positions.value != stored_last:
                 connection.execute(
                     "UPDATE chat_sequence SET last = ? WHERE id = 1", (positions.value,)
@@ -88,11 +101,6 @@ class MessageStore:
             " WHERE m.delivered_at IS NULL GROUP BY m.sender_id, m.recipient_id"
         )
         return [(int(row[0]), str(row[1]), int(row[2]), int(row[3])) for row in rows]
-
-    async def stored_ids(self, keys: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
-        """Which of these (sender id, client id) are already stored."""
-        rows = await self.db.fetch_all(_ORIGINALS, (_json_rows(keys),))
-        return {(int(row[0]), str(row[1])) for row in rows}
 
     async def changes_after(
         self, user_id: int, after: int, limit: int, max_bytes: int
@@ -239,6 +247,26 @@ _DROP_UNREAD: Final = (
     "UPDATE conversations SET unread = max(unread - (j.value ->> 0), 0)"
     " FROM json_each(?) AS j WHERE user_id = j.value ->> 1 AND peer_id = j.value ->> 2"
 )
+# The undelivered counts of a batch's pairs and senders, each one primary key lookup; and the
+# commit's changes to them added (the WHERE true: SQLite's upsert after a SELECT needs one).
+_PAIR_COUNTS: Final = (
+    "SELECT p.sender_id, p.recipient_id, p.messages FROM json_each(?) AS k"
+    " JOIN undelivered_pairs p ON p.sender_id = k.value ->> 0 AND p.recipient_id = k.value ->> 1"
+)
+_SENDER_BYTES: Final = (
+    "SELECT s.sender_id, s.bytes FROM json_each(?) AS k"
+    " JOIN undelivered_senders s ON s.sender_id = k.value"
+)
+_ADD_PAIRS: Final = (
+    "INSERT INTO undelivered_pairs (sender_id, recipient_id, messages)"
+    " SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each(?) AS j WHERE true"
+    " ON CONFLICT (sender_id, recipient_id) DO UPDATE SET messages = messages + excluded.messages"
+)
+_ADD_SENDERS: Final = (
+    "INSERT INTO undelivered_senders (sender_id, bytes)"
+    " SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) AS j WHERE true"
+    " ON CONFLICT (sender_id) DO UPDATE SET bytes = bytes + excluded.bytes"
+)
 
 
 def _store_sends(
@@ -246,13 +274,16 @@ def _store_sends(
     sends: Sequence[NewMessage],
     positions: Positions,
     now_ms: int,
-) -> list[SendOutcome]:
+    bounds: BacklogBounds | None,
+) -> tuple[list[SendOutcome], list[MessageRow]]:
+    """The sends' outcomes and the rows stored new."""
     if not sends:
-        return []
+        return [], []
     ids = _user_ids(connection, {send.recipient for send in sends})
-    outcomes, rows = number_sends(sends, ids, positions, now_ms)
+    full = _over_bounds(connection, sends, ids, bounds) if bounds is not None else set()
+    outcomes, rows = number_sends(sends, ids, positions, now_ms, full)
     if not rows:
-        return outcomes
+        return outcomes, []
     # The UNIQUE (sender_id, client_id) index decides whether a send is new, even for two
     # copies of one id in the same batch; a resend keeps its first seq and ts.
     inserted = connection.executemany(_INSERT_MESSAGE, rows).rowcount
@@ -265,7 +296,34 @@ def _store_sends(
         }
         created = settle_duplicates(sends, outcomes, rows, originals)
     connection.executemany(_TOUCH_CONVERSATION, conversation_moves(created))
-    return outcomes
+    return outcomes, created
+
+
+def _over_bounds(
+    connection: sqlite3.Connection,
+    sends: Sequence[NewMessage],
+    ids: dict[str, int],
+    bounds: BacklogBounds,
+) -> set[int]:
+    """The sends over a bound, by index: the counts are read under the writer's lock, and
+    ids already stored are settled first (a resend is acknowledged, not counted)."""
+    known = [send for send in sends if send.recipient in ids]
+    keys = _json_rows(sorted({(send.sender_id, send.client_id) for send in known}))
+    stored = {(int(row[0]), str(row[1])) for row in connection.execute(_ORIGINALS, (keys,))}
+    pairs = _json_rows(sorted({(send.sender_id, ids[send.recipient]) for send in known}))
+    senders = _json_rows(sorted({send.sender_id for send in known}))
+    counts = Backlog(
+        {(row[0], row[1]): row[2] for row in connection.execute(_PAIR_COUNTS, (pairs,))},
+        dict(connection.execute(_SENDER_BYTES, (senders,)).fetchall()),
+    )
+    return over_bounds(sends, ids, stored, counts, bounds)
+
+
+def _write_backlog(connection: sqlite3.Connection, changes: Backlog) -> None:
+    if pairs := changes.pair_rows():
+        connection.execute(_ADD_PAIRS, (_json_rows(pairs),))
+    if senders := changes.sender_rows():
+        connection.execute(_ADD_SENDERS, (_json_rows(senders),))
 
 
 def _apply_marks(

@@ -15,7 +15,7 @@ from pathlib import Path
 UPGRADES: dict[int, str] = {
     # The committer rewrote this index twice per message; conversations are read by key.
     2: "DROP INDEX IF EXISTS conversations_recent;",
-    # Each sender's undelivered backlog, loaded at start-up (securechat/chat/backlog.py).
+    # Each sender's undelivered backlog, read along it (MessageStore.undelivered).
     3: "CREATE INDEX IF NOT EXISTS messages_undelivered"
     " ON messages (sender_id, recipient_id) WHERE delivered_at IS NULL;",
     # The cluster's identity and the roots of signed tree heads (securechat/directory).
@@ -24,6 +24,20 @@ UPGRADES: dict[int, str] = {
     " recorded_at INTEGER NOT NULL);"
     " CREATE TABLE IF NOT EXISTS tree_heads (tree_size INTEGER PRIMARY KEY,"
     " root BLOB NOT NULL CHECK (length(root) = 32), signed_at INTEGER NOT NULL);",
+    # The undelivered counts move into the database, kept by each commit (store/batch.py),
+    # starting from the messages not yet delivered.
+    5: "CREATE TABLE IF NOT EXISTS undelivered_pairs (sender_id INTEGER NOT NULL"
+    " REFERENCES users (id) ON DELETE CASCADE, recipient_id INTEGER NOT NULL REFERENCES users"
+    " (id) ON DELETE CASCADE, messages INTEGER NOT NULL, PRIMARY KEY (sender_id, recipient_id))"
+    " WITHOUT ROWID;"
+    " CREATE TABLE IF NOT EXISTS undelivered_senders (sender_id INTEGER PRIMARY KEY"
+    " REFERENCES users (id) ON DELETE CASCADE, bytes INTEGER NOT NULL);"
+    " INSERT INTO undelivered_pairs (sender_id, recipient_id, messages)"
+    " SELECT sender_id, recipient_id, count(*) FROM messages WHERE delivered_at IS NULL"
+    " GROUP BY sender_id, recipient_id;"
+    " INSERT INTO undelivered_senders (sender_id, bytes)"
+    " SELECT sender_id, sum(length(envelope)) FROM messages WHERE delivered_at IS NULL"
+    " GROUP BY sender_id;",
 }
 
 
