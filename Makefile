@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BIND ?= 127.0.0.1:8000
 export SECURECHAT_DATA_DIR ?= var
 
-.PHONY: run check test lint format bench browser clean
+.PHONY: run cluster check test lint format bench browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: export SECURECHAT_PUBLIC_ORIGIN ?= http://$(BIND)
 run: $(VENV)/.installed
 	$(BIN)/python -m securechat init
 	$(BIN)/hypercorn --config hypercorn.toml --bind $(BIND) 'securechat.app:create_app()'
+
+# A throwaway two-node cluster (tools/cluster.py): its own PostgreSQL and Redis (installed by
+# tools/ensure-engines when missing and root), nodes on 127.0.0.1:8001 and :8002. Ctrl-C stops all.
+cluster: $(VENV)/.installed
+	$(BIN)/python -m tools.cluster
 
 browser:
 	tools/ensure-browser

@@ -238,7 +238,11 @@ class RedisEngine:
             str(root / "redis.log"),
         ]
         process = subprocess.Popen(  # noqa: S603 (our own fixed command line)
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            # Not in our process group: a terminal's Ctrl-C reaches the caller, which stops it.
+            start_new_session=True,
         )
         engine = cls(root, process)
         try:
