@@ -125,6 +125,17 @@ CREATE TABLE IF NOT EXISTS undelivered_senders (
     bytes     INTEGER NOT NULL
 );
 
+-- Each user's stream head: the highest position among the messages to or from them and the
+-- receipts for their messages (what MessageStore.changes_after and head show them), moved by
+-- every commit under its lock on chat_sequence (securechat/store/batch.py link_streams). A
+-- new position's frame carries the head it replaced as its "prev", so a socket that gets a
+-- frame whose prev it has not reached knows one is missing and catches up from here (issue
+-- 11, item 3). No row: no position yet.
+CREATE TABLE IF NOT EXISTS stream_heads (
+    user_id INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    head    INTEGER NOT NULL
+);
+
 -- Who the nodes sharing this database are (securechat/directory/identity.py): the fingerprints
 -- of the directory signing key and of the server secret (an HMAC under it, never the secret),
 -- recorded by the first node to start. A node holding other files refuses to start. One row.
@@ -144,4 +155,4 @@ CREATE TABLE IF NOT EXISTS tree_heads (
     signed_at INTEGER NOT NULL                 -- ms since epoch
 );
 
-PRAGMA user_version = 5;
+PRAGMA user_version = 6;

@@ -9,7 +9,7 @@ touches a database.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
 from securechat.store.records import (
@@ -33,6 +33,8 @@ MarkRow: TypeAlias = tuple[int | None, int | None, int | None, int | None, int]
 UnreadDrop: TypeAlias = tuple[int, int, int]
 # A conversation to move: user_id, peer_id, its new last seq, unread messages to add.
 ConversationMove: TypeAlias = tuple[int, int, int, int]
+# A position and the users whose streams it enters (what ``changes_after`` shows each).
+StreamEntry: TypeAlias = tuple[int, frozenset[int]]
 
 
 class Positions:
@@ -252,6 +254,61 @@ def _mark_read(
     return Receipt(state.read_seq, seq, state.client_id, "read", state.sender, now_ms, delivered)
 
 
+def stream_entries(
+    created: Iterable[MessageRow],
+    mark_outcomes: Sequence[MarkOutcome],
+    states: Mapping[int, MarkState],
+) -> list[StreamEntry]:
+    """The batch's new positions in order, each with the users whose stream it enters: a
+    message its sender's and its recipient's, a receipt its message's sender's."""
+    entries = [(row[0], frozenset(row[1:3])) for row in created]
+    entries += [
+        (outcome.seq, frozenset((states[outcome.message_seq].sender_id,)))
+        for outcome in mark_outcomes
+        if isinstance(outcome, Receipt)
+    ]
+    return sorted(entries)
+
+
+def link_streams(
+    entries: Sequence[StreamEntry],
+    heads: dict[int, int],
+    send_outcomes: Sequence[SendOutcome],
+    created: Iterable[MessageRow],
+    mark_outcomes: Sequence[MarkOutcome],
+    states: Mapping[int, MarkState],
+) -> tuple[list[SendOutcome], list[MarkOutcome]]:
+    """The outcomes with each new position's ``prev``: the position before it in the stream
+    of each user it enters, from ``heads`` (each user's highest position, read under the
+    commit's lock, 0 for none), which are moved to the batch's last positions in place.
+
+    Positions become visible in commit order, so a socket handed a frame whose ``prev`` it
+    has not reached knows the database holds what lies between (chat/session.forward).
+    """
+    prevs: dict[tuple[int, int], int] = {}
+    for seq, users in entries:
+        for user in users:
+            prevs[(user, seq)] = heads.get(user, 0)
+            heads[user] = seq
+    parties = {row[0]: (row[1], row[2]) for row in created}
+    sends: list[SendOutcome] = []
+    for outcome in send_outcomes:
+        if isinstance(outcome, Stored) and outcome.created:
+            sender_id, recipient_id = parties[outcome.seq]
+            outcome = replace(
+                outcome,
+                prev_recipient=prevs[(recipient_id, outcome.seq)],
+                prev_sender=prevs[(sender_id, outcome.seq)],
+            )
+        sends.append(outcome)
+    marks: list[MarkOutcome] = []
+    for mark in mark_outcomes:
+        if isinstance(mark, Receipt):
+            mark = replace(mark, prev=prevs[(states[mark.message_seq].sender_id, mark.seq)])
+        marks.append(mark)
+    return sends, marks
+
+
 __all__ = [
     "Backlog",
     "ConversationMove",
@@ -259,11 +316,14 @@ __all__ = [
     "MarkState",
     "MessageRow",
     "Positions",
+    "StreamEntry",
     "UnreadDrop",
     "apply_marks",
     "backlog_changes",
     "conversation_moves",
+    "link_streams",
     "number_sends",
     "over_bounds",
     "settle_duplicates",
+    "stream_entries",
 ]

@@ -117,11 +117,17 @@ class NewMessage:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """Where a send ended up; ``created`` is False for a resend of an id already stored."""
+    """Where a send ended up; ``created`` is False for a resend of an id already stored.
+
+    A new message enters two users' streams (what ``changes_after`` shows each): the
+    positions before it there are ``prev_recipient`` and ``prev_sender`` (0: none; a resend
+    takes no position and has neither)."""
 
     seq: int
     ts: int
     created: bool
+    prev_recipient: int = 0
+    prev_sender: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +152,8 @@ class Receipt:
     # When this mark is the first to deliver the message (a read implies delivered): the
     # sender's id and the envelope's length in bytes, which leave the sender's backlog.
     delivered: tuple[int, int] | None = None
+    # The position before this one in ``sender``'s stream (0: none).
+    prev: int = 0
 
 
 # A send is Stored or refused (UNKNOWN_RECIPIENT, QUEUE_FULL); a mark makes a Receipt,

@@ -154,9 +154,9 @@ async def test_an_older_sqlite_database_gets_counts_of_what_waits(tmp_path: Path
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
         db.executescript((PROJECT_ROOT / "schema.sql").read_text(encoding="utf-8"))
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
         db.executescript(
             "DROP TABLE undelivered_pairs; DROP TABLE undelivered_senders;"
+            "DROP TABLE stream_heads;"
             "INSERT INTO users (id, username, salt, iterations, auth_hash, enc_public_key,"
             " sign_public_key, key_backup, created_at, keys_updated_at) VALUES"
             " (1, 'alice', x'00', 1, 'h', x'00', x'00', 'b', 0, 0),"
@@ -166,7 +166,7 @@ async def test_an_older_sqlite_database_gets_counts_of_what_waits(tmp_path: Path
             " (1, 1, 2, 'a', 0, '{\"x\":1}', NULL, NULL), (2, 1, 2, 'b', 0, '{}', 3, 5),"
             " (4, 1, 2, 'c', 0, '{}', NULL, NULL);"
             "UPDATE chat_sequence SET last = 4;"
-            f"PRAGMA user_version = {version - 1};"
+            "PRAGMA user_version = 4;"
         )
     store = SQLiteStore.for_file(path, PROJECT_ROOT / "schema.sql")
     await store.open()

@@ -124,7 +124,8 @@ async def test_marks_take_positions_from_the_message_sequence(store: Store) -> N
     await send(store, "alice", "bob", ids=["m1"])
     receipt = await mark(store, "bob", 1, "delivered")
     delivered = (await uid(store, "alice"), len(ENVELOPE))
-    assert receipt == Receipt(2, 1, "m1", "delivered", "alice", NOW + 5, delivered)
+    # prev=1: message 1 came before it in alice's stream.
+    assert receipt == Receipt(2, 1, "m1", "delivered", "alice", NOW + 5, delivered, prev=1)
 
 
 async def test_only_the_first_delivering_mark_reports_the_sender_and_size(store: Store) -> None:

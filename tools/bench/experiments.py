@@ -171,7 +171,7 @@ def _child_commit(
     try:
         counter = Positions(last_seq)
         send_outcomes, created = m._store_sends(connection, sends, counter, now_ms, bounds)
-        mark_outcomes = m._apply_marks(connection, marks, counter, now_ms)
+        mark_outcomes, _ = m._apply_marks(connection, marks, counter, now_ms)
         m._write_backlog(connection, backlog_changes(created, marks, mark_outcomes))
         if counter.value != last_seq:
             connection.execute("UPDATE chat_sequence SET last = ? WHERE id = 1", (counter.value,))

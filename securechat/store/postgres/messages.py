@@ -26,12 +26,15 @@ from securechat.store.batch import (
     MarkState,
     MessageRow,
     Positions,
+    StreamEntry,
     apply_marks,
     backlog_changes,
     conversation_moves,
+    link_streams,
     number_sends,
     over_bounds,
     settle_duplicates,
+    stream_entries,
 )
 from securechat.store.postgres.database import Database
 from securechat.store.records import (
@@ -72,7 +75,8 @@ class MessageStore:
     ) -> CommitResult:
         """Store a batch of sends and marks in one transaction, its positions drawn from the
         ``chat_sequence`` row under its lock; ``last_seq`` (the caller's view) is not used.
-        Under the same lock the undelivered counts are checked against ``bounds`` and kept.
+        Under the same lock the undelivered counts are checked against ``bounds`` and kept,
+        and the users' stream heads, which give each new position its ``prev``, are moved.
 
         Retried once on a serialization failure or deadlock, then ``Unavailable``.
         """
@@ -84,8 +88,15 @@ class MessageStore:
             send_outcomes, created = await _store_sends(
                 connection, sends, positions, now_ms, bounds
             )
-            mark_outcomes = await _apply_marks(connection, marks, positions, now_ms)
+            mark_outcomes, states = await _apply_marks(connection, marks, positions, now_ms)
             await _write_backlog(connection, backlog_changes(created, marks, mark_outcomes))
+            entries = stream_entries(created, mark_outcomes, states)
+            if entries:
+                heads = await _stream_heads(connection, entries)
+                send_outcomes, mark_outcomes = link_streams(
+                    entries, heads, send_outcomes, created, mark_outcomes, states
+                )
+                await connection.execute(_SET_HEADS, *_columns(sorted(heads.items()), 2))
             if positions.value != last:
                 await connection.execute(_SET_SEQUENCE, positions.value)
             return CommitResult(positions.value, send_outcomes, mark_outcomes)
@@ -272,6 +283,13 @@ SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
     ON CONFLICT (sender_id, recipient_id) DO UPDATE SET
        messages = undelivered_pairs.messages + excluded.messages
 """
+# Each user's highest position (store/batch.link_streams): read, and set to the batch's last.
+_STREAM_HEADS: Final = "SELECT user_id, head FROM stream_heads WHERE user_id = ANY($1::bigint[])"
+_SET_HEADS: Final = """
+INSERT INTO stream_heads (user_id, head)
+SELECT * FROM unnest($1::bigint[], $2::bigint[])
+    ON CONFLICT (user_id) DO UPDATE SET head = excluded.head
+"""
 _ADD_SENDERS: Final = """
 INSERT INTO undelivered_senders (sender_id, bytes)
 SELECT * FROM unnest($1::bigint[], $2::bigint[])
@@ -339,9 +357,10 @@ async def _write_backlog(connection: asyncpg.Connection, changes: Backlog) -> No
 
 async def _apply_marks(
     connection: asyncpg.Connection, marks: Sequence[NewMark], positions: Positions, now_ms: int
-) -> list[MarkOutcome]:
+) -> tuple[list[MarkOutcome], dict[int, MarkState]]:
+    """The marks' outcomes, and the marked messages' states by seq."""
     if not marks:
-        return []
+        return [], {}
     found = await connection.fetch(_MARK_STATES, sorted({mark.seq for mark in marks}))
     states = {int(row[0]): MarkState(*row[1:]) for row in found}
     outcomes, dirty, drops = apply_marks(marks, states, positions, now_ms)
@@ -349,7 +368,16 @@ async def _apply_marks(
         await connection.execute(_UPDATE_MARKS, *_columns(dirty, 5))
     if drops:
         await connection.execute(_DROP_UNREAD, *_columns(drops, 3))
-    return outcomes
+    return outcomes, states
+
+
+async def _stream_heads(
+    connection: asyncpg.Connection, entries: Sequence[StreamEntry]
+) -> dict[int, int]:
+    """The stored heads of the users the batch's positions enter (no row: 0). Read after the
+    ``chat_sequence`` lock, so every commit that moved them before is seen."""
+    users = sorted({user for _, users in entries for user in users})
+    return {int(r[0]): int(r[1]) for r in await connection.fetch(_STREAM_HEADS, users)}
 
 
 def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:

@@ -1,7 +1,7 @@
 -- SecureChat schema, PostgreSQL dialect (the cluster backend, issue 11). The same tables,
 -- columns and constraints as schema.sql at the top of the checkout, which is the SQLite
 -- dialect and the reference: change both together (tests/store/test_schemas.py compares
--- their catalogues). It matches SQLite's user_version 5. Every statement may run again.
+-- their catalogues). It matches SQLite's user_version 6. Every statement may run again.
 --
 -- How the dialects map: SQLite's INTEGER (64-bit) is BIGINT, BLOB is BYTEA. Only users.id
 -- is handed out by the database (an identity, never reused, where SQLite takes max + 1);
@@ -154,6 +154,25 @@ INSERT INTO undelivered_senders (sender_id, bytes)
 SELECT sender_id, sum(length(envelope)) FROM messages WHERE delivered_at IS NULL
  GROUP BY sender_id
     ON CONFLICT (sender_id) DO NOTHING;
+
+-- Each user's stream head: the highest position among the messages to or from them and the
+-- receipts for their messages (what MessageStore.changes_after and head show them), moved by
+-- every commit under its lock on chat_sequence (securechat/store/batch.py link_streams). A
+-- new position's frame carries the head it replaced as its "prev", so a socket that gets a
+-- frame whose prev it has not reached knows one is missing and catches up from here (issue
+-- 11, item 3). No row: no position yet.
+CREATE TABLE IF NOT EXISTS stream_heads (
+    user_id BIGINT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    head    BIGINT NOT NULL
+);
+INSERT INTO stream_heads (user_id, head)
+SELECT user_id, max(pos) FROM (
+    SELECT sender_id AS user_id, seq AS pos FROM messages
+    UNION ALL SELECT recipient_id, seq FROM messages
+    UNION ALL SELECT sender_id, delivered_seq FROM messages WHERE delivered_seq IS NOT NULL
+    UNION ALL SELECT sender_id, read_seq FROM messages WHERE read_seq IS NOT NULL
+) AS positions GROUP BY user_id
+    ON CONFLICT (user_id) DO NOTHING;
 
 -- Who the nodes sharing this database are (securechat/directory/identity.py): the fingerprints
 -- of the directory signing key and of the server secret (an HMAC under it, never the secret),

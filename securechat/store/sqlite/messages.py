@@ -18,12 +18,15 @@ from securechat.store.batch import (
     MarkState,
     MessageRow,
     Positions,
+    StreamEntry,
     apply_marks,
     backlog_changes,
     conversation_moves,
+    link_streams,
     number_sends,
     over_bounds,
     settle_duplicates,
+    stream_entries,
 )
 from securechat.store.records import (
     BacklogBounds,
@@ -68,7 +71,8 @@ class MessageStore:
         IMMEDIATE: the file's one writer), as on PostgreSQL, so a caller's stale ``last_seq``
         (its view only) can never make two rows share a position. The caller must only believe
         the result once this returns: the write has then been committed. The undelivered
-        counts are checked against ``bounds`` and kept in the same transaction.
+        counts are checked against ``bounds`` and kept in the same transaction, and so are
+        the users' stream heads, which give each new position its ``prev``.
         """
 
         def job(connection: sqlite3.Connection) -> CommitResult:
@@ -77,8 +81,15 @@ class MessageStore:
             )
             positions = Positions(stored_last)
             send_outcomes, created = _store_sends(connection, sends, positions, now_ms, bounds)
-            mark_outcomes = _apply_marks(connection, marks, positions, now_ms)
+            mark_outcomes, states = _apply_marks(connection, marks, positions, now_ms)
             _write_backlog(connection, backlog_changes(created, marks, mark_outcomes))
+            entries = stream_entries(created, mark_outcomes, states)
+            if entries:
+                heads = _stream_heads(connection, entries)
+                send_outcomes, mark_outcomes = link_streams(
+                    entries, heads, send_outcomes, created, mark_outcomes, states
+                )
+                connection.execute(_SET_HEADS, (_json_rows(sorted(heads.items())),))
             if positions.value != stored_last:
                 connection.execute(
                     "UPDATE chat_sequence SET last = ? WHERE id = 1", (positions.value,)
@@ -262,6 +273,15 @@ _ADD_PAIRS: Final = (
     " SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each(?) AS j WHERE true"
     " ON CONFLICT (sender_id, recipient_id) DO UPDATE SET messages = messages + excluded.messages"
 )
+# Each user's highest position (store/batch.link_streams): read, and set to the batch's last.
+_STREAM_HEADS: Final = (
+    "SELECT h.user_id, h.head FROM json_each(?) AS k JOIN stream_heads h ON h.user_id = k.value"
+)
+_SET_HEADS: Final = (
+    "INSERT INTO stream_heads (user_id, head)"
+    " SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) AS j WHERE true"
+    " ON CONFLICT (user_id) DO UPDATE SET head = excluded.head"
+)
 _ADD_SENDERS: Final = (
     "INSERT INTO undelivered_senders (sender_id, bytes)"
     " SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) AS j WHERE true"
@@ -328,16 +348,24 @@ def _write_backlog(connection: sqlite3.Connection, changes: Backlog) -> None:
 
 def _apply_marks(
     connection: sqlite3.Connection, marks: Sequence[NewMark], positions: Positions, now_ms: int
-) -> list[MarkOutcome]:
+) -> tuple[list[MarkOutcome], dict[int, MarkState]]:
+    """The marks' outcomes, and the marked messages' states by seq."""
     if not marks:
-        return []
+        return [], {}
     states = _mark_states(connection, {mark.seq for mark in marks})
     outcomes, dirty, drops = apply_marks(marks, states, positions, now_ms)
     if dirty:
         connection.execute(_UPDATE_MARKS, (_json_rows(dirty),))
     if drops:
         connection.execute(_DROP_UNREAD, (_json_rows(drops),))
-    return outcomes
+    return outcomes, states
+
+
+def _stream_heads(connection: sqlite3.Connection, entries: Sequence[StreamEntry]) -> dict[int, int]:
+    """The stored heads of the users the batch's positions enter (a user without a row has
+    none yet: 0)."""
+    users = sorted({user for _, users in entries for user in users})
+    return dict(connection.execute(_STREAM_HEADS, (_json_rows(users),)).fetchall())
 
 
 def _mark_states(connection: sqlite3.Connection, seqs: set[int]) -> dict[int, MarkState]:

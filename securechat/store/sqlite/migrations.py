@@ -38,6 +38,16 @@ UPGRADES: dict[int, str] = {
     " INSERT INTO undelivered_senders (sender_id, bytes)"
     " SELECT sender_id, sum(length(envelope)) FROM messages WHERE delivered_at IS NULL"
     " GROUP BY sender_id;",
+    # Each user's stream head, moved by each commit (store/batch.py link_streams), starting
+    # from the positions stored.
+    6: "CREATE TABLE IF NOT EXISTS stream_heads (user_id INTEGER PRIMARY KEY"
+    " REFERENCES users (id) ON DELETE CASCADE, head INTEGER NOT NULL);"
+    " INSERT INTO stream_heads (user_id, head) SELECT user_id, max(pos) FROM ("
+    " SELECT sender_id AS user_id, seq AS pos FROM messages"
+    " UNION ALL SELECT recipient_id, seq FROM messages"
+    " UNION ALL SELECT sender_id, delivered_seq FROM messages WHERE delivered_seq IS NOT NULL"
+    " UNION ALL SELECT sender_id, read_seq FROM messages WHERE read_seq IS NOT NULL"
+    ") AS positions GROUP BY user_id;",
 }
 
 
