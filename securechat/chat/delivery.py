@@ -79,15 +79,26 @@ class Sequenced(str):
 
     The connection's sender uses ``seq`` to keep what it sends in order and free of repeats
     around a sync, without parsing the text: one at or below the position the connection has
-    reached was already sent by a sync, and is dropped.
+    reached was already sent by a sync, and is dropped. ``prev`` is the position before it in
+    the stream of the user it is published to (store ``Stored.prev_*``, ``Receipt.prev``;
+    None: not known): a connection that has not reached it lacks a frame that another node
+    published and that has not come yet, or never will (chat/session.forward).
     """
 
     seq: int
+    prev: int | None
 
-    def __new__(cls, text: str, seq: int) -> Sequenced:
+    def __new__(cls, text: str, seq: int, prev: int | None = None) -> Sequenced:
         self = super().__new__(cls, text)
         self.seq = seq
+        self.prev = prev
         return self
+
+
+class Acked(Sequenced):
+    """The ack of a message its connection sent, at the message's position in the sender's
+    stream: never dropped (the client waits for each ack), and it moves the connection's
+    position when nothing lies between, as the message itself would have."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +129,9 @@ class ChatStats:
     commit_items: int = 0
     commit_largest_batch: int = 0
     commit_failures: int = 0
+    # Frames that came before one published ahead of them (another node's, on its way or
+    # lost): the connection caught up from the database instead (chat/session.forward).
+    gap_catch_ups: int = 0
     # Refused frames and handshakes by reason (an error code, "flood", "foreign_origin", ...).
     rejected: Counter[str] = field(default_factory=Counter)
     # Sockets closed by the server, by close code.
@@ -338,20 +352,24 @@ class Delivery:
             return
         # Acks are never dropped as repeats: the client waits for each. The sending connection
         # gets no copy of its own message; the ack (in position order on the queue) stands in.
-        item.conn.deliver(ack_frame(frame.id, outcome.seq, outcome.ts))
+        ack = ack_frame(frame.id, outcome.seq, outcome.ts)
         self.stats.acks += 1
         if not outcome.created:
+            item.conn.deliver(ack)
             self.stats.messages_duplicate += 1  # fanned out when first stored, not again
             return
+        item.conn.deliver(Acked(ack, outcome.seq, outcome.prev_sender))
         self.stats.messages_stored += 1
-        text = Sequenced(
-            message_frame(
-                outcome.seq, frame.id, item.author.name, frame.to, outcome.ts, frame.envelope_json
-            ),
-            outcome.seq,
+        text = message_frame(
+            outcome.seq, frame.id, item.author.name, frame.to, outcome.ts, frame.envelope_json
         )
-        await self.broker.publish(frame.to, text)
-        await self.broker.publish(item.author.name, text, except_conn=item.conn)
+        # One text, two streams: each copy carries the position before it in its own.
+        await self.broker.publish(frame.to, Sequenced(text, outcome.seq, outcome.prev_recipient))
+        await self.broker.publish(
+            item.author.name,
+            Sequenced(text, outcome.seq, outcome.prev_sender),
+            except_conn=item.conn,
+        )
         self.stats.messages_out += 1
 
     async def _settle_mark(self, mark: _PendingMark, outcome: MarkOutcome) -> None:
@@ -361,6 +379,7 @@ class Delivery:
                     outcome.seq, outcome.client_id, outcome.status, mark.author.name, outcome.ts
                 ),
                 outcome.seq,
+                outcome.prev,
             )
             await self.broker.publish(outcome.sender, text)
             self.stats.receipts += 1
@@ -401,6 +420,7 @@ def _change_frame(change: Change) -> Sequenced:
 
 
 __all__ = [
+    "Acked",
     "ChatStats",
     "Delivery",
     "Principal",

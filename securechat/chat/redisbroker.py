@@ -9,13 +9,16 @@ Channels (one pub/sub connection per node, owned by a supervisor task):
   1008 ``session ended``) and "close this user's sockets".
 - ``securechat:canary:<node id>`` - this node only: the health check's round trip.
 
-Envelope of a user frame: ``<origin node id>\\n<seq or empty>\\n<frame text>`` (cheaper than a
-JSON wrapper around a JSON frame). Control messages are JSON ``{"o": node, "op": ..., "id": ...}``.
+Envelope of a user frame: ``<origin node id>\\n<seq or empty>\\n<prev or empty>\\n<frame
+text>`` (cheaper than a JSON wrapper around a JSON frame). Control messages are JSON
+``{"o": node, "op": ..., "id": ...}``.
 
 No double delivery: ``publish`` puts the frame on this node's sockets at once (skipping
 ``except_conn``, which is always local) and queues it for Redis; every node drops what its own
-id sent. A positioned frame (``delivery.Sequenced``) keeps its seq across, so the receiving
-socket de-duplicates it against a sync exactly as a local one.
+id sent. A positioned frame (``delivery.Sequenced``) keeps its seq and prev across, so the
+receiving socket de-duplicates it against a sync exactly as a local one, and sees when it
+overtook a frame another node published before it (it then catches up from the database:
+``ChatSession.forward``).
 
 Redis is never awaited on the send path: one publisher task drains a bounded outbox in
 pipelines, in order. When Redis is down the outbox is dropped and counted (pub/sub loses
@@ -61,14 +64,18 @@ _RECONNECT_DELAY: Final = 0.5
 
 def encode_frame(node_id: str, text: str) -> str:
     """The envelope of a user frame (module docstring)."""
-    seq = text.seq if isinstance(text, Sequenced) else ""
-    return f"{node_id}\n{seq}\n{text}"
+    seq, prev = "", ""
+    if isinstance(text, Sequenced):
+        seq, prev = str(text.seq), "" if text.prev is None else str(text.prev)
+    return f"{node_id}\n{seq}\n{prev}\n{text}"
 
 
 def decode_frame(data: str) -> tuple[str, str]:
     """(origin node id, the frame as the hub takes it: Sequenced when it had a position)."""
-    origin, seq, text = data.split("\n", 2)
-    return origin, Sequenced(text, int(seq)) if seq else text
+    origin, seq, prev, text = data.split("\n", 3)
+    if not seq:
+        return origin, text
+    return origin, Sequenced(text, int(seq), int(prev) if prev else None)
 
 
 class RedisBroker:

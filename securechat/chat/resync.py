@@ -16,9 +16,10 @@ The cost is bounded: one query at a time, at most ``users_max`` users per round 
 at least ``interval / 20`` apart, so a reconnect of a node with 20,000 users spreads its
 checks over about 20 seconds (defaults) instead of one burst. A socket behind its head gets a
 catch-up order on its own queue (``request_catch_up``), run by its send task: a slow socket
-never holds up this worker. Its own sends count as behind (their positions come in acks, not
-in ``last_pos``), so a socket that sent since the last check is replayed its own messages
-once; the client de-duplicates them by id (docs/protocol.md, "Order and the cursor").
+never holds up this worker. Its own sends move ``last_pos`` with their acks when nothing lies
+between (``ChatSession.forward``); when something did, the socket is replayed its own messages
+once with it, and the client de-duplicates them by id (docs/protocol.md, "Order and the
+cursor").
 """
 
 from __future__ import annotations

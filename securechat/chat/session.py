@@ -13,6 +13,14 @@ below the last position this connection sent is dropped (the replay carried it).
 and ``receipt`` frames a client reads are strictly increasing and leave out none of its own
 (its own sends from this socket come back as acks), unless it asks for a replay of what it
 already has by syncing from an older cursor.
+
+Frames from several nodes can arrive out of position order (node A commits 10, node B 11,
+and B's publish overtakes A's). Each positioned frame carries ``prev``, the position before it
+in this user's stream; commits are in position order, so one whose ``prev`` is above
+``last_pos`` means a frame in between is still on its way or lost, while the database already
+holds it: the connection then catches up from there instead of forwarding the frame, and the
+late one is dropped as already sent (issue 11, item 3). One process never reorders its own
+publishes, so there the rule never fires.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Final
 
-from securechat.chat.delivery import ChatStats, Delivery, Principal, Sequenced
+from securechat.chat.delivery import Acked, ChatStats, Delivery, Principal, Sequenced
 from securechat.chat.hub import Broker, Connection
 from securechat.chat.protocol import (
     Delivered,
@@ -211,12 +219,23 @@ class ChatSession:
         return self._write_started
 
     async def forward(self, text: str) -> None:
-        """Send one queued frame, unless it is a position this connection already sent."""
+        """Send one queued frame, unless it is a position this connection already sent; one
+        that overtook a frame before it is sent with that one, from the database."""
         async with self._send_lock:
             if type(text) is Sequenced:
                 if text.seq <= self.last_pos:
-                    return  # a sync already sent it
+                    return  # a sync (or a catch-up) already sent it
+                if self.in_order and text.prev is not None and text.prev > self.last_pos:
+                    # Everything up to text.seq is committed (it was published after its
+                    # commit, and commits are in position order): replay from last_pos.
+                    self.stats.gap_catch_ups += 1
+                    self.last_pos, _ = await self._replay(self.last_pos)
+                    return
                 self.last_pos = text.seq
+            elif type(text) is Acked and text.prev is not None and text.prev <= self.last_pos:
+                # This connection's own message: the client has it, so it counts as sent when
+                # nothing lies between (else the gap stays for the next frame to find).
+                self.last_pos = max(self.last_pos, text.seq)
             await self._write(text)
 
     async def _write(self, text: str) -> None:

@@ -20,12 +20,12 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
-from securechat.chat.delivery import ChatStats, Delivery, Principal
+from securechat.chat.delivery import ChatStats, Delivery, Principal, Sequenced
 from securechat.chat.hub import Connection, Hub, LocalBroker
 from securechat.chat.protocol import CloseCode, Send
 from securechat.chat.session import ChatSession, StallSweep
 from securechat.config import PROJECT_ROOT, Config
-from securechat.store import NewUser
+from securechat.store import NewMessage, NewUser, Stored
 from securechat.store.postgres import Database, PostgresStore
 from securechat.store.sqlite import SQLiteStore
 from tests.chatkit import FAKE_ENVELOPE as ENVELOPE
@@ -233,6 +233,52 @@ async def test_receipt_reaches_every_connection_of_the_sender(chat: Chat) -> Non
         (receipt,) = drain(conn)
         assert (receipt["type"], receipt["status"], receipt["by"]) == ("receipt", "read", "bob")
         assert receipt["seq"] > seq
+
+
+async def pump(*sessions: ChatSession) -> None:
+    """Forward what each session's queue holds, as its send task would."""
+    for session in sessions:
+        while not session.conn.queue.empty():
+            await session.forward(session.conn.queue.get_nowait())
+
+
+async def test_one_process_never_finds_a_gap_in_a_conversation(chat: Chat) -> None:
+    """Sends both ways, marks and a second device on one process: each frame follows the one
+    before it in its stream (an ack counts for its own message), so no socket catches up."""
+    alice, phone, bob = chat.session("alice"), chat.session("alice"), chat.session("bob")
+    for session in (alice, phone, bob):
+        await session.sync(0)
+    for _ in range(3):
+        await alice.receive(send_frame("bob"))
+        await chat.delivery.flush()
+        await pump(alice, phone, bob)
+        await bob.receive(json.dumps({"type": "read", "seq": bob.last_pos}))
+        await bob.receive(send_frame("alice"))
+        await chat.delivery.flush()
+        await pump(alice, phone, bob)
+    assert chat.delivery.stats.gap_catch_ups == 0
+    for session in (alice, phone, bob):
+        assert session.last_pos == await chat.store.messages.head(session.user.user_id)
+
+
+async def test_a_frame_that_overtakes_another_brings_it_from_the_database(chat: Chat) -> None:
+    """Bob's second message forwarded before his first (as from two nodes): the socket
+    replays both from the database, once each and in order, and drops the late first."""
+    alice = chat.session("alice")
+    await alice.sync(0)
+    bob_id = chat.users["bob"].user_id
+    result = await chat.store.messages.commit(
+        [NewMessage(bob_id, str(uuid.uuid4()), "alice", ENVELOPE_JSON) for _ in range(2)],
+        [],
+        0,
+        1,
+    )
+    first, second = (o for o in result.sends if isinstance(o, Stored))
+    frames, _ = await chat.delivery.changes(alice.user, 0)
+    await alice.forward(Sequenced(frames[1], second.seq, second.prev_recipient))
+    await alice.forward(Sequenced(frames[0], first.seq, first.prev_recipient))
+    assert [json.loads(text)["seq"] for text in alice.sent[1:]] == [first.seq, second.seq]
+    assert (alice.last_pos, chat.delivery.stats.gap_catch_ups) == (second.seq, 1)
 
 
 async def test_marking_someone_elses_message_is_an_error_and_changes_nothing(chat: Chat) -> None:

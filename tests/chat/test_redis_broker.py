@@ -22,14 +22,14 @@ from redis.asyncio import Redis
 
 from securechat.chat.delivery import ChatStats, Delivery, Principal, Sequenced
 from securechat.chat.hub import Hub
-from securechat.chat.protocol import CloseCode, Send, parse_client_frame
+from securechat.chat.protocol import CloseCode, Send, message_frame, parse_client_frame
 from securechat.chat.redisbroker import USER_PREFIX, RedisBroker
 from securechat.chat.resync import Resync
 from securechat.chat.session import ChatSession
 from securechat.cluster.nodes import NodeLeases
 from securechat.cluster.redis import RedisLink
 from securechat.config import PROJECT_ROOT, Config
-from securechat.store import NewMessage, NewUser
+from securechat.store import NewMessage, NewUser, Stored
 from securechat.store.sqlite import SQLiteStore
 from tests.chatkit import FAKE_ENVELOPE
 from tests.conftest import fast_config
@@ -168,13 +168,14 @@ def send(to: str) -> Send:
 
 
 async def test_a_frame_published_on_one_node_reaches_the_other(cluster: Cluster) -> None:
-    """A positioned frame for alice, published on A, is queued on her socket on B, seq kept."""
+    """A positioned frame for alice, published on A, is queued on her socket on B, seq and
+    prev kept."""
     conn = cluster.b.hub.connect("alice", "s1")
     await until(lambda: "alice" in cluster.b.broker.subscribed_users())
-    await cluster.a.broker.publish("alice", Sequenced('{"type":"message"}', 7))
+    await cluster.a.broker.publish("alice", Sequenced('{"type":"message"}', 7, 5))
     text = await asyncio.wait_for(conn.queue.get(), 5)
     assert text == '{"type":"message"}'
-    assert isinstance(text, Sequenced) and text.seq == 7
+    assert isinstance(text, Sequenced) and (text.seq, text.prev) == (7, 5)
 
 
 async def test_except_conn_is_skipped_and_nothing_arrives_twice(cluster: Cluster) -> None:
@@ -310,6 +311,36 @@ async def test_the_periodic_check_catches_up_a_socket_that_missed_a_publish(
     )
     await until(lambda: alice.last_pos == stored.last_seq)
     assert positions(alice_sent) == [stored.last_seq]
+
+
+@pytest.mark.parametrize("later_on", ["a", "b"], ids=["both-remote", "later-local"])
+async def test_a_frame_that_overtakes_another_brings_it_from_the_database(
+    cluster: Cluster, later_on: str
+) -> None:
+    """Bob's message 2 reaches alice's socket on B before his message 1 (published after it
+    on purpose: through Redis, or on B itself): the socket catches up from the database, so
+    she gets 1 and 2 once each, in order, and the late 1 is dropped."""
+    await cluster.b.resync.stop()  # only the frames' own prev may reveal the gap here
+    alice, alice_sent = cluster.b.socket(cluster.users["alice"])
+    await alice.sync(0)
+    await until(lambda: "alice" in cluster.b.broker.subscribed_users())
+    bob_id = cluster.users["bob"].user_id
+    result = await cluster.store.messages.commit(
+        [NewMessage(bob_id, f"m{n}", "alice", ENVELOPE_JSON) for n in (1, 2)], [], 0, 1
+    )
+    first, second = (o for o in result.sends if isinstance(o, Stored))
+    assert (first.prev_recipient, second.prev_recipient) == (0, first.seq)
+    frames = [
+        Sequenced(message_frame(o.seq, f"m{n}", "bob", "alice", o.ts, ENVELOPE_JSON), o.seq, p)
+        for n, o, p in ((1, first, first.prev_recipient), (2, second, second.prev_recipient))
+    ]
+    later = cluster.a if later_on == "a" else cluster.b
+    await later.broker.publish("alice", frames[1])
+    await cluster.a.broker.publish("alice", frames[0])
+    await until(lambda: cluster.b.broker.received == (2 if later_on == "a" else 1))
+    await alice.conn.queue.join()  # what came is forwarded (or dropped)
+    assert positions(alice_sent) == [first.seq, second.seq]
+    assert (alice.last_pos, cluster.b.delivery.stats.gap_catch_ups) == (second.seq, 1)
 
 
 async def test_head_is_the_newest_position_a_sync_shows(cluster: Cluster) -> None:
