@@ -23,9 +23,11 @@ CLOSE_TABLE = "| code | reason text | meaning | what the client does |"
 
 # The store reports its refusals with values of its own, which chat/delivery.py maps to
 # FrameCode entries (_STORE_REFUSALS): those are the only spellings allowed outside errors.py.
+# The store's own refusal outcomes (records.py), which delivery maps to catalogue entries.
 ALLOWED = {
     ("store/records.py", "unknown_recipient"),
     ("store/records.py", "unknown_message"),
+    ("store/records.py", "queue_full"),
 }
 
 
