@@ -16,13 +16,18 @@ from securechat.config import Config
 from securechat.runtime import WALL_CLOCK, Clock
 from tests.engines import RedisEngine
 
+# Longer than the server's own: under `make test` (coverage, browsers, two cores) an answer can
+# take longer than 0.25 s, and a slow answer taken for an outage would count an attempt locally,
+# which is the fallback these tests are not about.
+LINK_TIMEOUT = 2.0
+
 
 @asynccontextmanager
 async def node_limits(
     url: str, config: Config, clock: Clock = WALL_CLOCK, **options: float
 ) -> AsyncIterator[SharedLimits]:
     """One node's shared limits (its own link, as a separate process would have)."""
-    limits = SharedLimits(RedisLink(url), config, clock, **options)
+    limits = SharedLimits(RedisLink(url, timeout=LINK_TIMEOUT), config, clock, **options)
     try:
         yield limits
     finally:

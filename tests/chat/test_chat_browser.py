@@ -347,13 +347,14 @@ async def test_tampered_message_is_not_shown(
 async def test_database_holds_no_plaintext(
     new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
 ) -> None:
-    """After a chat both ways, neither the SQLite file nor its WAL holds a word of it."""
+    """After a chat both ways, neither the SQLite file nor its WAL holds a word of it (words
+    that appear in no column or table name: the schema itself is in the file)."""
     first = await ChatPage.open(await new_context(), live_server.url, "alice")
     second = await ChatPage.open(await new_context(), live_server.url, "bob")
     await first.start_conversation("bob")
     await second.start_conversation("alice")
     words = {
-        "alice": "quartz-zebra-7731 secret plans 🔐",
+        "alice": "quartz-zebra-7731 clandestine plans 🔐",
         "bob": "marmalade-orbit-2294 reply ünïcode",
     }
     await first.send(words["alice"])
