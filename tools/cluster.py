@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -186,9 +187,28 @@ class Cluster:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on now (a node binds it by number)."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class LocalCluster:
+    """A cluster and the throwaway engines it runs on (the benchmark measures all three)."""
+
+    cluster: Cluster
+    postgres: PostgresEngine
+    redis: RedisEngine
+
+
 @contextlib.contextmanager
-def local_cluster(ports: tuple[int, ...], admin_token: str) -> Iterator[Cluster]:
-    """Throwaway PostgreSQL and Redis, and a node on each port; all stopped on exit."""
+def local_cluster(
+    ports: tuple[int, ...], settings: Mapping[str, str] = {}
+) -> Iterator[LocalCluster]:
+    """Throwaway PostgreSQL and Redis, and a node on each port; all stopped on exit.
+    ``settings`` are more SECURECHAT_* variables for every node."""
     bin_dir, redis_server = find_engines()
     with contextlib.ExitStack() as stack:
         postgres = PostgresEngine.start(bin_dir)
@@ -196,13 +216,11 @@ def local_cluster(ports: tuple[int, ...], admin_token: str) -> Iterator[Cluster]
         redis = RedisEngine.start(redis_server)
         stack.callback(redis.stop)
         origins = [f"http://{HOST}:{port}" for port in ports]
-        cluster = Cluster.prepare(
-            postgres.url(), redis.url, origins, {"SECURECHAT_ADMIN_TOKEN": admin_token}
-        )
+        cluster = Cluster.prepare(postgres.url(), redis.url, origins, settings)
         stack.callback(cluster.stop)
         for port in ports:
             cluster.start_node(port)
-        yield cluster
+        yield LocalCluster(cluster, postgres, redis)
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -234,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     admin_token = secrets.token_urlsafe(24)
     deadline = None if args.duration is None else time.monotonic() + args.duration
     try:
-        with local_cluster(tuple(args.ports), admin_token) as cluster:
+        settings = {"SECURECHAT_ADMIN_TOKEN": admin_token}
+        with local_cluster(tuple(args.ports), settings) as local:
+            cluster = local.cluster
             _announce(cluster, admin_token)
             while deadline is None or time.monotonic() < deadline:
                 exited = [node for node in cluster.nodes if node.process.poll() is not None]

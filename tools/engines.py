@@ -150,6 +150,11 @@ class PostgresEngine:
     def log(self) -> Path:
         return self.root / "postgres.log"
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's process id (its backends are its children)."""
+        return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+
     def connect_args(self, database: str = "postgres") -> dict[str, Any]:
         """Keyword arguments for ``asyncpg.connect`` / ``create_pool`` to ``database``."""
         return {

@@ -3,6 +3,7 @@
     python -m tools.bench                      # the full run (what `make bench` does)
     python -m tools.bench --quick --no-doc     # a tiny load: checks the harness (tests use it)
     python -m tools.bench --scenarios live,login
+    python -m tools.bench --scenarios cluster --no-doc   # 1 and 2 nodes on PostgreSQL + Redis
 
 Each scenario prints one JSON line on stdout; progress goes to stderr. The full run also
 rewrites the generated part of docs/performance.md and docs/performance-latency.png.
@@ -25,8 +26,9 @@ from typing import Any
 
 from tools.bench import accounts
 from tools.bench.capacity import run_capacity
+from tools.bench.cluster import REFERENCES, cluster_line, running_cluster
 from tools.bench.drain import run_drain
-from tools.bench.live import Ramp, run_interleaved
+from tools.bench.live import Measured, Ramp, run_interleaved
 from tools.bench.login import run_login
 from tools.bench.plan import FULL, LIVE_SERVERS, QUICK, Plan
 from tools.bench.pool import Pool
@@ -42,7 +44,7 @@ from tools.bench.procs import (
 )
 from tools.bench.wsclient import Endpoint
 
-SCENARIOS = ("capacity", "live", "drain", "login")
+SCENARIOS = ("capacity", "live", "drain", "login", "cluster")
 
 
 def log(message: str) -> None:
@@ -135,22 +137,66 @@ class Bench:
             ramps: dict[str, Ramp] = {}
             for kind in plan.live_servers:
                 server = stack.enter_context(self.live_server(kind))
-                pool = stack.enter_context(Pool(plan.workers, self.envelope))
-                auth = "cookie" if kind.startswith("ours") else "query"
-                ramps[kind] = Ramp(
-                    pool,
-                    server,
-                    Endpoint(server.url, auth, self.compression),
-                    users,
-                    ramp=plan.live_ramp,
-                    step_seconds=plan.live_step_seconds,
-                    refine=plan.live_refine,
-                    quiet=self.quiet,
-                )
+                ramps[kind] = self.ramp(stack, server, self.endpoint(kind, server.url), users)
             runs = run_interleaved(ramps)
         for kind, run in runs.items():
             log(f"live {kind}: { ({k: v for k, v in run.items() if k != 'steps'}) }")
         return live_line(runs, self.compression)
+
+    def cluster(self) -> dict[str, Any]:
+        """The live ramp against 1 and 2 nodes on PostgreSQL + Redis (a pair's users on
+        different nodes), interleaved with one SQLite process's and the bare Quart relay's."""
+        plan = self.plan
+        users = self.users[: plan.cluster_users]
+        for kind in REFERENCES:
+            self.copy_accounts(kind)
+        with contextlib.ExitStack() as stack:
+            ramps: dict[str, Ramp] = {}
+            for kind in REFERENCES:
+                server = stack.enter_context(self.live_server(kind))
+                ramps[kind] = self.ramp(stack, server, self.endpoint(kind, server.url), users)
+            for nodes in (1, 2):
+                cluster = stack.enter_context(running_cluster(nodes))
+                started = time.monotonic()
+                people = cluster.create_users([name for name, _ in users], self.materials)
+                log(
+                    f"{cluster.spec.name}: {len(people)} accounts in {time.monotonic() - started:.1f} s"
+                )
+                endpoint = cluster.endpoint(self.compression)
+                ramps[cluster.spec.name] = self.ramp(
+                    stack, cluster, endpoint, people, plan.cluster_ramp
+                )
+            runs = run_interleaved(ramps)
+        for name, run in runs.items():
+            log(f"cluster {name}: { ({k: v for k, v in run.items() if k != 'steps'}) }")
+        return cluster_line(runs, self.compression)
+
+    def endpoint(self, kind: str, url: str) -> Endpoint:
+        """Our server takes the session cookie; the bare relays a name in the URL."""
+        return Endpoint(url, "cookie" if kind.startswith("ours") else "query", self.compression)
+
+    def ramp(
+        self,
+        stack: contextlib.ExitStack,
+        server: Measured,
+        endpoint: Endpoint,
+        users: list[tuple[str, str]],
+        rates: list[float] | None = None,
+    ) -> Ramp:
+        """A live ramp against ``server`` with generator processes of its own (closed with
+        ``stack``); ``rates`` default to the live scenario's."""
+        plan = self.plan
+        pool = stack.enter_context(Pool(plan.workers, self.envelope))
+        return Ramp(
+            pool,
+            server,
+            endpoint,
+            users,
+            ramp=plan.live_ramp if rates is None else rates,
+            step_seconds=plan.live_step_seconds,
+            refine=plan.live_refine,
+            quiet=self.quiet,
+        )
 
     def live_server(self, kind: str) -> Server:
         """A server for the live ramps. Two of ours must not share a database (each numbers

@@ -12,13 +12,25 @@ from __future__ import annotations
 import array
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from tools.bench.pool import Pool, split
-from tools.bench.procs import QuietWindow, Server, machine_busy_seconds
+from tools.bench.procs import QuietWindow, ServerSpec, machine_busy_seconds
 from tools.bench.wsclient import Endpoint
 
 P99_LIMIT_MS = 50.0
+
+
+class Measured(Protocol):
+    """What a ramp measures: one server process (procs.Server) or a whole cluster with its
+    engines (tools/bench/cluster.py)."""
+
+    @property
+    def spec(self) -> ServerSpec: ...
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by everything that serves."""
+        ...
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -50,7 +62,7 @@ class Ramp:
     def __init__(
         self,
         pool: Pool,
-        server: Server,
+        server: Measured,
         endpoint: Endpoint,
         users: list[tuple[str, str]],
         *,
@@ -121,7 +133,7 @@ class Ramp:
 
 def run_live(
     pool: Pool,
-    server: Server,
+    server: Measured,
     endpoint: Endpoint,
     users: list[tuple[str, str]],
     *,
@@ -161,7 +173,7 @@ def run_interleaved(ramps: dict[str, Ramp]) -> dict[str, dict[str, Any]]:
 
 def step(
     pool: Pool,
-    server: Server,
+    server: Measured,
     index: int,
     rate: float,
     seconds: float,
@@ -216,6 +228,8 @@ def step(
         "closes": closes,
         # CPU used during the step and its drain wait, in cores (1.0 = one core busy).
         "server_cpu": round(server_cpu / wall, 2),
+        # The same CPU per message delivered in the step, in microseconds: what a message costs.
+        "server_cpu_us_per_msg": round(server_cpu / arrived * 1e6, 1) if arrived else None,
         "loadgen_cpu": round(loadgen_cpu / wall, 2),
         "loadgen_max_lag_ms": round(max(r["max_lag_s"] for r in results) * 1000, 1),
         # Everything else on the machine (other people's tests...): the noise in this step.
@@ -237,7 +251,7 @@ def _sum(parts: list[dict[str, int]]) -> dict[str, int]:
 
 
 def _summary(
-    server: Server, steps: list[dict[str, Any]], accounting: dict[str, int], users: int
+    server: Measured, steps: list[dict[str, Any]], accounting: dict[str, int], users: int
 ) -> dict[str, Any]:
     held = [s for s in steps if s["held"]]
     best = max(held, key=lambda s: s["delivered_per_s"]) if held else None
@@ -247,6 +261,7 @@ def _summary(
         "delivered_per_s": best["delivered_per_s"] if best else 0,
         "p50_ms": best["p50_ms"] if best else None,
         "p99_ms": best["p99_ms"] if best else None,
+        "server_cpu_us_per_msg": best["server_cpu_us_per_msg"] if best else None,
         "held_offered_per_s": best["offered_per_s"] if best else 0,
         "lost": accounting.get("lost", 0),
         "duplicated": accounting.get("duplicated", 0),

@@ -63,8 +63,9 @@ class Worker:
     def __init__(self, endpoint: Endpoint, envelope_json: str) -> None:
         self.endpoint = endpoint
         self.envelope_json = envelope_json
-        # One client (one HTTP pool) for all of this worker's sockets; see wsclient.open_chat.
-        self.client = SecureChatClient(endpoint.base_url, min_iterations=1)
+        # One client (one HTTP pool) per node for all of this worker's sockets there; see
+        # wsclient.open_chat.
+        self.clients = [SecureChatClient(url, min_iterations=1) for url in endpoint.nodes]
         self.ids = IdSource()
         self.sockets: dict[str, list[ChatConnection]] = {}
         self.readers: list[asyncio.Task[None]] = []
@@ -91,10 +92,10 @@ class Worker:
         failures: Counter[str] = Counter()
         started = time.monotonic()
 
-        async def one(name: str, cookie: str) -> None:
+        async def one(client: SecureChatClient, name: str, cookie: str) -> None:
             async with limit:
                 try:
-                    chat = await open_chat(self.client, self.endpoint, name, cookie)
+                    chat = await open_chat(client, self.endpoint, name, cookie)
                 except InvalidStatus as error:
                     failures[f"http_{error.response.status_code}"] += 1
                     return
@@ -106,7 +107,15 @@ class Worker:
             if read:
                 self.readers.append(asyncio.create_task(self._read(name, chat)))
 
-        await asyncio.gather(*(one(n, c) for n, c in users for _ in range(per_user)))
+        # The i-th user on the i-th node, in turn: a pair [a, b] is split over two nodes.
+        clients = [self.clients[i % len(self.clients)] for i in range(len(users))]
+        await asyncio.gather(
+            *(
+                one(k, n, c)
+                for k, (n, c) in zip(clients, users, strict=True)
+                for _ in range(per_user)
+            )
+        )
         opened = sum(len(v) for v in self.sockets.values())
         return {"opened": opened, "failed": dict(failures), "seconds": time.monotonic() - started}
 
@@ -372,7 +381,8 @@ async def _serve(pipe: Pipe, envelope_json: str) -> None:
         method, kwargs = await asyncio.to_thread(pipe.recv)
         if method in ("exit", "target") and worker is not None:
             await worker.close_all()
-            await worker.client.close()
+            for client in worker.clients:
+                await client.close()
             worker = None
         if method == "exit":
             pipe.send(None)

@@ -21,6 +21,10 @@ class Plan:
     live_step_seconds: float = 3.0
     live_refine: int = 2
     live_servers: tuple[str, ...] = LIVE_SERVERS
+    # The cluster scenario: its users (made again on each cluster), and its ramp for the
+    # clusters, which starts lower than the live one; the references run the live ramp.
+    cluster_users: int = 400
+    cluster_ramp: list[float] = field(default_factory=lambda: rates(100, 1.4, 40_000))
     drain_recipients: int = 200
     drain_senders_per_recipient: int = 4
     drain_per_sender: int = 50  # 200 messages owed to each recipient: 40,000 queued
@@ -51,6 +55,8 @@ QUICK = Plan(
     live_ramp=[40.0],  # 10 msgs/s per user: well under the per-connection flood limit
     live_step_seconds=0.5,
     live_refine=0,
+    cluster_users=4,
+    cluster_ramp=[40.0],
     drain_recipients=2,
     drain_senders_per_recipient=2,
     drain_per_sender=5,

@@ -278,6 +278,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants, those that ended included: each live
+    process's user + system time plus what its ended children used (cutime + cstime), so a
+    PostgreSQL backend that exits between two readings is still counted, in its parent."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0  # ended between listing and reading: its parent's cutime has it now
+    fields = text[text.rindex(")") + 2 :].split()
+    own = sum(int(value) for value in fields[11:15]) / CLK_TCK
+    return own + sum(tree_cpu_seconds(child) for child in _children(pid))
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has spent busy (all processes, all cores) since boot."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]

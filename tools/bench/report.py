@@ -21,6 +21,8 @@ LABELS = {
     "ours-uvicorn": "SecureChat on Uvicorn + uvloop",
     "quart-relay": "bare relay, Quart on Hypercorn",
     "websockets-relay": "bare relay, websockets",
+    "cluster-1": "SecureChat, 1 node on PostgreSQL + Redis",
+    "cluster-2": "SecureChat, 2 nodes on PostgreSQL + Redis",
 }
 
 
@@ -121,6 +123,9 @@ def _rows(by_name: dict[str, dict[str, Any]]) -> list[str]:
                 f"{capacity['deflate_cost_per_conn_kib']} KiB per socket "
                 f"({negotiated['deflate_negotiated']:,} sockets compressed) | reported | |"
             )
+    cluster = by_name.get("cluster")
+    if cluster:
+        rows += _cluster_rows(cluster)
     login = by_name.get("login")
     if login:
         a = login.get("argon2", {})
@@ -134,6 +139,18 @@ def _rows(by_name: dict[str, dict[str, Any]]) -> list[str]:
             f"p={a.get('parallelism')}, {login['argon2_max_concurrent']} at once; "
             f"{login['argon2_hash_cpu_ms']} ms | defaults | |"
         )
+    return rows
+
+
+def _cluster_rows(cluster: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, run in cluster["runs"].items():
+        rows.append(
+            f"| cluster | {LABELS.get(name, name)}: delivered msgs/s at p99 < 50 ms (p50 / p99 "
+            f"ms); server CPU per message | {run['delivered_per_s']:,} ({run['p50_ms']} / "
+            f"{run['p99_ms']}); {run['server_cpu_us_per_msg']} µs | reported | |"
+        )
+    rows.append(_loss_row("cluster", cluster))
     return rows
 
 

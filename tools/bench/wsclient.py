@@ -30,12 +30,21 @@ class Endpoint:
     base_url: str  # http://127.0.0.1:port
     auth: str  # "cookie" (our server) or "query" (the relays)
     compression: bool = True  # offer permessage-deflate, as browsers always do
+    # More nodes of the same cluster (http://127.0.0.1:port each). Users are dealt over
+    # base_url and these in turn, so the two users of a pair land on different nodes.
+    other_nodes: tuple[str, ...] = ()
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every node's base URL, base_url first."""
+        return (self.base_url, *self.other_nodes)
 
 
 async def open_chat(
     client: SecureChatClient, endpoint: Endpoint, user: str, cookie: str
 ) -> ChatConnection:
-    """An open chat socket as ``user`` (no sync yet); raises what ``websockets`` raises."""
+    """An open chat socket as ``user`` (no sync yet) on ``client``'s node; raises what
+    ``websockets`` raises."""
     if endpoint.auth == "cookie" and endpoint.compression:
         # No await between setting the cookie and connect() reading it: safe to share one
         # client (and its HTTP pool) among thousands of sockets.
@@ -43,7 +52,7 @@ async def open_chat(
         chat = await client.connect(after=None, wait=OPEN_TIMEOUT)
         client.chats.clear()  # the worker keeps its sockets itself
     else:
-        url = "ws" + endpoint.base_url.removeprefix("http") + "/ws"
+        url = "ws" + client.base_url.removeprefix("http") + "/ws"
         headers = {}
         if endpoint.auth == "cookie":
             headers["Cookie"] = f"{COOKIE_NAME}={cookie}"
@@ -51,7 +60,7 @@ async def open_chat(
             url += "?user=" + quote(user)
         socket = await connect(
             url,
-            origin=Origin(endpoint.base_url),
+            origin=Origin(client.base_url),
             additional_headers=headers,
             compression="deflate" if endpoint.compression else None,
             max_size=CHAT_MAX_FRAME,
