@@ -193,6 +193,10 @@ class Hub:
         """Everyone with at least one registered connection."""
         return frozenset(self._by_user)
 
+    def session_ids(self) -> frozenset[str]:
+        """The sessions with at least one registered connection."""
+        return frozenset(self._by_session)
+
     def close_session(self, session_id: str, code: int, reason: str) -> int:
         """Close the sockets of one session (logout, revocation); return how many."""
         return _close_all(self._by_session.get(session_id, ()), code, reason)

@@ -87,7 +87,9 @@ class ChatService:
             # Imported here: only a cluster's nodes load redis-py (make run never does).
             from securechat.chat.cluster import ChatCluster
 
-            cluster = ChatCluster.create(config, hub, redis, node_id, store.messages, stalls)
+            cluster = ChatCluster.create(
+                config, hub, redis, node_id, store.messages, stalls, store.sessions
+            )
             broker = cluster.broker
         presence = Presence(
             store.messages,
