@@ -120,27 +120,37 @@ class PostgresEngine:
                 "--locale=C",
                 "--no-sync",
             )
-            options = (
-                f"-c listen_addresses='' -k {shlex.quote(str(engine.root))} -p {POSTGRES_PORT}"
-            )
-            engine._tool(
-                "pg_ctl",
-                "start",
-                "-D",
-                engine.data,
-                "-l",
-                engine.log,
-                "-w",
-                "-t",
-                str(int(START_TIMEOUT)),
-                "-o",
-                options,
-            )
+            engine._pg_ctl_start()
         except BaseException:
             engine._remove()
             raise
         engine.started_in = time.perf_counter() - began
         return engine
+
+    def _pg_ctl_start(self) -> None:
+        options = f"-c listen_addresses='' -k {shlex.quote(str(self.root))} -p {POSTGRES_PORT}"
+        self._tool(
+            "pg_ctl",
+            "start",
+            "-D",
+            self.data,
+            "-l",
+            self.log,
+            "-w",
+            "-t",
+            str(int(START_TIMEOUT)),
+            "-o",
+            options,
+        )
+
+    def crash(self) -> None:
+        """Stop at once (``pg_ctl -m immediate``: no checkpoint, crash recovery at the next
+        start), keeping the data directory: a fault for tests."""
+        self._tool("pg_ctl", "stop", "-D", self.data, "-m", "immediate", "-w")
+
+    def restart(self) -> None:
+        """Start again on the same data directory and socket (after ``crash``)."""
+        self._pg_ctl_start()
 
     @property
     def data(self) -> Path:
@@ -218,6 +228,7 @@ class RedisEngine:
 
     root: Path
     process: subprocess.Popen[bytes]
+    redis_server: Path
     started_in: float = 0.0
 
     @classmethod
@@ -225,31 +236,7 @@ class RedisEngine:
         """Start it with no TCP port and no persistence; return once it answers PING."""
         began = time.perf_counter()
         root = Path(tempfile.mkdtemp(prefix="securechat-redis-"))
-        command = [
-            str(redis_server),
-            "--port",
-            "0",
-            "--unixsocket",
-            str(root / "redis.sock"),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(root),
-            "--logfile",
-            str(root / "redis.log"),
-        ]
-        process = subprocess.Popen(  # noqa: S603 (our own fixed command line)
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            # Not in our process group: a terminal's Ctrl-C reaches the caller, which stops it.
-            start_new_session=True,
-        )
-        engine = cls(root, process)
+        engine = cls(root, _spawn_redis(redis_server, root), redis_server)
         try:
             engine._wait_ready()
         except BaseException:
@@ -257,6 +244,16 @@ class RedisEngine:
             raise
         engine.started_in = time.perf_counter() - began
         return engine
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: its socket file stays, nothing answers on it)."""
+        self.process.kill()
+        self.process.wait()
+
+    def restart(self) -> None:
+        """Start a new, empty server on the same socket path (after ``kill``)."""
+        self.process = _spawn_redis(self.redis_server, self.root)
+        self._wait_ready()
 
     @property
     def socket_path(self) -> Path:
@@ -296,3 +293,31 @@ class RedisEngine:
                 text = log.read_text(errors="replace")[-4000:] if log.exists() else ""
                 raise EngineUnavailable(f"redis-server did not start:\n{text}")
             time.sleep(0.02)
+
+
+def _spawn_redis(redis_server: Path, root: Path) -> subprocess.Popen[bytes]:
+    """``redis-server`` on the unix socket ``root/redis.sock``: no TCP port, nothing saved."""
+    command = [
+        str(redis_server),
+        "--port",
+        "0",
+        "--unixsocket",
+        str(root / "redis.sock"),
+        "--unixsocketperm",
+        "700",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(root),
+        "--logfile",
+        str(root / "redis.log"),
+    ]
+    return subprocess.Popen(  # noqa: S603 (our own fixed command line)
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        # Not in our process group: a terminal's Ctrl-C reaches the caller, which stops it.
+        start_new_session=True,
+    )
