@@ -240,11 +240,14 @@ class KeyDirectory:
 
     async def health(self) -> dict[str, Any]:
         """The /admin/health section: what an operator publishes, the log's size, and
-        ``equivocation`` once this node has found a root that differs from the recorded one."""
+        ``equivocation`` once this node has found a root that differs from the recorded one
+        (``error`` while the log cannot be read)."""
         try:
             head = await self.refresh()
         except DirectoryHalted:
             head, status = self._head, "equivocation"
+        except Exception:  # the database does not answer: the last head this node signed
+            head, status = self._head, "error"
         else:
             status = "ok"
         return {

@@ -73,10 +73,7 @@ async def health() -> Response:
         "version": __version__,
         "uptime_s": round(time.monotonic() - state().started, 3),
         "database": database,
-        "users": await store().accounts.count_users(),
-        "sessions_active": await store().sessions.count_active(
-            state().clock.now_ms(), config.session_idle_timeout * 1000
-        ),
+        **await _counts(config.session_idle_timeout * 1000),
     }
     body.update(limits)
     chat = await state().chat.health()
@@ -85,9 +82,20 @@ async def health() -> Response:
     body.update(chat)
     directory = await state().directory.health()
     if directory["directory"]["status"] != "ok":
-        body["status"] = "degraded"  # equivocation: this node signs no further tree head
+        body["status"] = "degraded"  # equivocation (no further head signed), or no database
     body.update(directory)
     return jsonify(body)
+
+
+async def _counts(idle_ms: int) -> dict[str, int | None]:
+    """Users and live sessions; None each while the database does not answer (the report
+    still comes, saying ``degraded``, rather than a 500)."""
+    try:
+        users = await store().accounts.count_users()
+        sessions = await store().sessions.count_active(state().clock.now_ms(), idle_ms)
+    except Exception:
+        return {"users": None, "sessions_active": None}
+    return {"users": users, "sessions_active": sessions}
 
 
 # --- Prometheus ---------------------------------------------------------------------------------
