@@ -116,7 +116,9 @@ async def _health(node: Node) -> dict[str, Any]:
         answer = await http.get(
             node.url + "/admin/health", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         )
-    answer.raise_for_status()
+    if answer.status_code != 200:
+        tail = node.log.read_text(errors="replace")[-4000:]
+        raise AssertionError(f"/admin/health answered {answer.status_code}; the log:\n{tail}")
     body: dict[str, Any] = answer.json()
     return body
 
@@ -284,3 +286,43 @@ async def test_a_logout_while_redis_is_down_closes_the_other_nodes_socket_when_i
     assert await _closed_with(alice_on_b) == (1008, "session ended")
     assert time.monotonic() - began < 5.0
     assert await bystander.ping() == {"type": "pong"}
+
+
+@pytest.fixture(name="own_postgres")
+async def _own_postgres() -> AsyncIterator[PostgresEngine]:
+    """A PostgreSQL of the test's own (the test stops it: no other test may share it)."""
+    postgres = await asyncio.to_thread(PostgresEngine.start, find_engines()[0])
+    try:
+        yield postgres
+    finally:
+        await asyncio.to_thread(postgres.stop)
+
+
+async def test_postgres_stopped_immediately_and_restarted_keeps_every_acknowledged_message(
+    own_postgres: PostgresEngine, identities: list[e2e.Identity]
+) -> None:
+    """Alice on A has 200 messages to bob acknowledged; PostgreSQL is stopped with ``pg_ctl
+    -m immediate`` and started again: both nodes serve at once (their pools reconnect), and
+    bob, syncing from 0 on A, has every acknowledged message once, in order, at its position."""
+    async with _faulted(own_postgres.url(), identities) as faulted:
+        alice, _ = await faulted.sign_up(faulted.a, "alice")
+        bob, bob_name = await faulted.sign_up(faulted.b, "bob")
+        ids = [str(uuid.uuid4()) for _ in range(200)]
+        acks: dict[str, int] = {}
+        await _send_windowed(await alice.connect(after=None), bob_name, ids, acks)
+        await asyncio.to_thread(own_postgres.crash)
+        for node in (faulted.a, faulted.b):
+            down = await _health(node)
+            assert (down["status"], down["database"]["status"]) == ("degraded", "error")
+        await asyncio.to_thread(own_postgres.restart)
+        for node in (faulted.a, faulted.b):
+            up = await _health(node)
+            assert (up["status"], up["database"]["status"]) == ("ok", "ok")
+        replay = await faulted.moved(bob, faulted.a).connect(after=0)
+        messages = [frame for frame in replay.replayed if frame["type"] == "message"]
+        _in_order_once(messages, ids)
+        assert {frame["id"]: frame["seq"] for frame in messages} == acks
+        more = await faulted.moved(alice, faulted.b).connect(after=None)
+        later: dict[str, int] = {}
+        await _send_windowed(more, bob_name, [str(uuid.uuid4())], later)
+        assert min(later.values()) > max(acks.values())
