@@ -35,6 +35,7 @@ REQUIRED = {
         "rss_per_conn_kib_compressed",
     },
     "login": {"logins_per_s", "argon2", "p50_ms", "p99_ms"},
+    "cluster": {"delivered_per_s", "server_cpu_us_per_msg", "runs"},
 }
 
 
@@ -48,7 +49,7 @@ def _bench_lines() -> list[dict[str, Any]]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -57,7 +58,13 @@ def _bench_lines() -> list[dict[str, Any]]:
 
 def test_every_scenario_prints_one_json_line(bench_lines: list[dict[str, Any]]) -> None:
     """One line per scenario, each a JSON object naming its scenario, in a fixed order."""
-    assert [line["scenario"] for line in bench_lines] == ["capacity", "live", "drain", "login"]
+    assert [line["scenario"] for line in bench_lines] == [
+        "capacity",
+        "live",
+        "drain",
+        "login",
+        "cluster",
+    ]
 
 
 @pytest.mark.parametrize("scenario", sorted(REQUIRED))
@@ -100,6 +107,20 @@ def test_the_tiny_load_was_really_carried(bench_lines: list[dict[str, Any]]) -> 
         "time_cost": defaults.argon2_time_cost,
         "parallelism": defaults.argon2_parallelism,
     }
+
+
+def test_the_cluster_ramps_ran_beside_sqlite_and_the_relay(
+    bench_lines: list[dict[str, Any]],
+) -> None:
+    """The cluster scenario ran 1 and 2 nodes on PostgreSQL + Redis, one SQLite process and the
+    bare Quart relay, each carrying every message it was sent and costing some server CPU."""
+    cluster = next(line for line in bench_lines if line["scenario"] == "cluster")
+    assert set(cluster["runs"]) == {"cluster-1", "cluster-2", "ours-hypercorn", "quart-relay"}
+    for run in cluster["runs"].values():
+        assert run["sent"] > 0 and run["unacked"] == 0
+        for step in run["steps"]:
+            assert step["sent"] == step["acked"] == step["arrived"] > 0
+            assert step["server_cpu_us_per_msg"] > 0
 
 
 def test_fixed_rate_steps_apply_each_variants_settings() -> None:
