@@ -23,7 +23,9 @@ overtook a frame another node published before it (it then catches up from the d
 Redis is never awaited on the send path: one publisher task drains a bounded outbox in
 pipelines, in order. When Redis is down the outbox is dropped and counted (pub/sub loses
 messages by design); nothing is lost, because every socket is caught up from the database
-(chat/resync.py) when the pub/sub connection comes back, and every few seconds anyway.
+(chat/resync.py) when the pub/sub connection comes back, and every few seconds anyway. Control
+orders are not re-sent either: when the connection comes back, the sockets of sessions revoked
+meanwhile are found in the database and closed (chat/cluster.SessionCheck).
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ class RedisBroker:
             )
         except RedisDown:
             # The other nodes' sockets of it stay open until they check their sessions again
-            # (the endpoint's expiry, or a reconnect); say so.
+            # (SessionCheck when their pub/sub comes back, or the socket's expiry); say so.
             log.warning("control %s could not reach the other nodes: Redis is down", op)
 
     # Health -------------------------------------------------------------------------------
