@@ -138,10 +138,21 @@ class NodeLeases:
         """Extend the lease; if it was gone (Redis restarted, or this node was taken for
         dead) or a write was missed, take it again and write every local user anew."""
         key = lease_key(self.node_id)
-        extended = await self.link.call(
-            lambda: self.link.client.pexpire(key, self.lease_ms), "lease"
-        )
-        if extended and not self._stale:
+
+        async def extend() -> list[Any]:
+            # The users hash and the node's place in the set live as long as the lease: a
+            # quiet node (no socket opened or closed) keeps its users online, and a node a
+            # reaper took for dead while it stalled puts itself back.
+            async with self.link.client.pipeline(transaction=True) as pipe:
+                pipe.pexpire(key, self.lease_ms)
+                pipe.pexpire(users_key(self.node_id), 2 * self.lease_ms)
+                pipe.sadd(NODES_KEY, self.node_id)
+                result: list[Any] = await pipe.execute()
+                return result
+
+        lease_kept, users_kept, _ = await self.link.call(extend, "lease")
+        users_lost = not users_kept and bool(self._local_counts())
+        if lease_kept and not users_lost and not self._stale:
             return
         self._stale = False
         records = self._records

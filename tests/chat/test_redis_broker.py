@@ -26,7 +26,7 @@ from securechat.chat.protocol import CloseCode, Send, message_frame, parse_clien
 from securechat.chat.redisbroker import USER_PREFIX, RedisBroker
 from securechat.chat.resync import Resync
 from securechat.chat.session import ChatSession
-from securechat.cluster.nodes import NodeLeases
+from securechat.cluster.nodes import NODES_KEY, NodeLeases, users_key
 from securechat.cluster.redis import RedisLink
 from securechat.config import PROJECT_ROOT, Config
 from securechat.store import NewMessage, NewUser, Stored
@@ -266,6 +266,39 @@ async def test_presence_counts_a_user_online_while_any_node_holds_them(redis_url
         await leases.record("carol", 0)
         assert await leases.online(["carol"]) == set()
     finally:
+        await link.close()
+
+
+async def test_a_quiet_node_keeps_its_users_online_while_it_refreshes(redis_url: str) -> None:
+    """No socket opened or closed for several leases: alice stays online, because each
+    refresh extends the users hash with the lease (it used to expire after two leases)."""
+    link = RedisLink(redis_url)
+    leases = NodeLeases(link, "quiet", 0.6, lambda: {"alice": 1})
+    try:
+        await leases.refresh()
+        for _ in range(8):  # 1.6 s: past two leases' worth of the hash's own expiry
+            await asyncio.sleep(0.2)
+            await leases.refresh()
+        assert await leases.online(["alice"]) == {"alice"}
+    finally:
+        await leases.leave()
+        await link.close()
+
+
+async def test_a_node_reaped_while_it_stalled_puts_itself_back(redis_url: str) -> None:
+    """A reaper that removed a live node (its set entry and users) does not keep it out:
+    the node's next refresh writes both again."""
+    link = RedisLink(redis_url)
+    leases = NodeLeases(link, "stalled", 5.0, lambda: {"bob": 1})
+    try:
+        await leases.refresh()
+        await link.client.srem(NODES_KEY, "stalled")
+        await link.client.delete(users_key("stalled"))
+        assert await leases.online(["bob"]) == set()
+        await leases.refresh()
+        assert await leases.online(["bob"]) == {"bob"}
+    finally:
+        await leases.leave()
         await link.close()
 
 
