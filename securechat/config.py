@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ class Config:
     # Where the database and the server's secrets live (created with mode 0700/0600).
     data_dir: Path = Path("var")
     # Token for /admin/health and /metrics; with none, those endpoints answer 404.
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)  # may hold a password
     # Origins allowed besides the server's own (comma-separated in the environment).
     allowed_origins: tuple[str, ...] = ()
     # Reverse proxies in front of the server, each appending the address it got the request
@@ -47,7 +47,7 @@ class Config:
     # from elsewhere must name its origin.
     public_origin: tuple[str, ...] = ()
     # Passphrase that encrypts the directory signing key at rest (optional).
-    directory_key_passphrase: str | None = None
+    directory_key_passphrase: str | None = field(default=None, repr=False)  # may hold a password
     # The server secret and the directory signing key, if not the data directory's own
     # server.secret and directory.key: every node of a cluster must hold the same two files
     # (`python -m securechat init --cluster` says which; the database records their
@@ -59,12 +59,12 @@ class Config:
     # registration throttles, the send rate and the connections-per-user cap are counted
     # there, falling back to this process's own while Redis does not answer
     # (securechat/cluster/limits.py).
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
 
     # SQLite: FULL makes every acknowledged commit survive power loss (see docs/security.md).
     # A cluster's database: unset, the embedded SQLite file in data_dir (make run); a
     # postgresql:// URL makes this process a node over that database (store/postgres/).
-    database_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)  # may hold a password
     # Connections each node's PostgreSQL pool keeps open at least and at most.
     db_pool_min: int = 2
     db_pool_max: int = 10

@@ -70,3 +70,15 @@ def test_server_secrets_never_show_in_a_repr(tmp_path: Path) -> None:
     shown = repr(secrets)
     for key in (secrets.cookie_key, secrets.decoy_salt_key, secrets.device_token_key):
         assert key.hex() not in shown and repr(key) not in shown
+
+
+def test_settings_that_may_hold_passwords_never_show_in_a_repr(tmp_path: Path) -> None:
+    """The admin token, the key passphrase and URLs with credentials stay out of logs."""
+    config = Config(
+        data_dir=tmp_path,
+        admin_token="token-7f3a",
+        directory_key_passphrase="passphrase-7f3a",
+        redis_url="redis://:pw-7f3a@127.0.0.1/0",
+        database_url="postgresql://chat:pw-7f3b@db/chat",
+    )
+    assert "7f3a" not in repr(config) and "7f3b" not in repr(config)
