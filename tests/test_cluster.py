@@ -50,17 +50,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@dataclass
-class Nodes:
-    """The module's cluster: nodes A, B and C, its Redis, and the clients tests made."""
+class ClientsOfNodes:
+    """The clients a test makes on a cluster's nodes, closed with the cluster."""
 
-    cluster: Cluster
-    a: Node
-    b: Node
-    c: Node
-    redis: RedisEngine
-    identities: list[e2e.Identity]
-    clients: list[SecureChatClient] = field(default_factory=list)
+    clients: list[SecureChatClient]
 
     def client(self, node: Node) -> SecureChatClient:
         client = SecureChatClient(node.url, min_iterations=FAST_ITERATIONS)
@@ -73,6 +66,19 @@ class Nodes:
         other.session_cookie, other.device_cookie = client.session_cookie, client.device_cookie
         other.account = client.account
         return other
+
+
+@dataclass
+class Nodes(ClientsOfNodes):
+    """The module's cluster: nodes A, B and C, its Redis, and the clients tests made."""
+
+    cluster: Cluster
+    a: Node
+    b: Node
+    c: Node
+    redis: RedisEngine
+    identities: list[e2e.Identity]
+    clients: list[SecureChatClient] = field(default_factory=list)
 
 
 @pytest.fixture(name="nodes", scope="module")

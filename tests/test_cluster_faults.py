@@ -30,7 +30,7 @@ from securechat.client.chat import ChatConnection
 from tests.chatkit import PASSWORD, send_text, unique
 from tests.conftest import FAST_ITERATIONS
 from tests.engines import PostgresEngine, RedisEngine, find_engines
-from tests.test_cluster import SETTINGS, _closed_with, _in_order_once
+from tests.test_cluster import SETTINGS, ClientsOfNodes, _closed_with, _in_order_once
 from tools.cluster import Cluster, Node, free_port
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ WINDOW = 20
 
 
 @dataclass
-class Faulted:
+class Faulted(ClientsOfNodes):
     """A test's own cluster: nodes A and B, its Redis, and the clients the test made."""
 
     cluster: Cluster
@@ -51,18 +51,6 @@ class Faulted:
     redis: RedisEngine
     identities: list[e2e.Identity]
     clients: list[SecureChatClient] = field(default_factory=list)
-
-    def client(self, node: Node) -> SecureChatClient:
-        client = SecureChatClient(node.url, min_iterations=FAST_ITERATIONS)
-        self.clients.append(client)
-        return client
-
-    def moved(self, client: SecureChatClient, node: Node) -> SecureChatClient:
-        """The same session (cookies, keys) reaching ``node`` instead."""
-        other = self.client(node)
-        other.session_cookie, other.device_cookie = client.session_cookie, client.device_cookie
-        other.account = client.account
-        return other
 
     async def sign_up(self, node: Node, prefix: str) -> tuple[SecureChatClient, str]:
         """Someone registered and logged in on ``node``: their client and name."""

@@ -46,7 +46,7 @@ from redis.exceptions import RedisError
 from securechat.chat.delivery import Sequenced
 from securechat.chat.hub import Connection, Hub
 from securechat.chat.protocol import PresenceStatus
-from securechat.cluster.redis import RedisDown, RedisLink
+from securechat.cluster.redis import RedisDown, RedisLink, as_text
 from securechat.errors import Close
 from securechat.runtime import cancel_and_wait
 
@@ -298,7 +298,7 @@ class RedisBroker:
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        channel = _text(message.get("channel") or b"")
+        channel = as_text(message.get("channel") or b"")
         if kind == "subscribe" and channel.startswith(USER_PREFIX):
             # From here on the channel hears every publish; earlier ones the database has.
             self._listening.add(channel.removeprefix(USER_PREFIX))
@@ -307,7 +307,7 @@ class RedisBroker:
             self._listening.discard(channel.removeprefix(USER_PREFIX))
         if kind != "message":
             return
-        data = _text(message["data"])
+        data = as_text(message["data"])
         if channel.startswith(USER_PREFIX):
             origin, text = decode_frame(data)
             if origin != self.node_id:
@@ -333,10 +333,6 @@ class RedisBroker:
     def subscribed_users(self) -> frozenset[str]:
         """The users whose channel this node listens on (Redis confirmed the subscription)."""
         return frozenset(self._listening)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 __all__ = ["CONTROL_CHANNEL", "RedisBroker", "decode_frame", "encode_frame"]

@@ -39,7 +39,6 @@ node. :attr:`SharedLimits.fallbacks` counts those calls and ``/admin/health`` re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -49,7 +48,7 @@ from typing import Any, Final, TypeVar
 from securechat.cluster.redis import RedisDown, RedisLink
 from securechat.config import Config
 from securechat.errors import Throttled
-from securechat.runtime import Clock
+from securechat.runtime import Clock, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -340,11 +339,8 @@ class SharedSockets:
 
     async def stop(self) -> None:
         """Stop renewing and forget this node's sockets in Redis."""
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-            self._renewer = None
+        await cancel_and_wait(self._renewer)
+        self._renewer = None
         if self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)
         for member, key in list(self._held.items()):

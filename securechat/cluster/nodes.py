@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, Final, cast
 
-from securechat.cluster.redis import RedisDown, RedisLink
+from securechat.cluster.redis import RedisDown, RedisLink, as_text
 from securechat.runtime import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class NodeLeases:
         """The ids of the nodes whose lease is alive, this one included once it has one."""
 
         async def read() -> list[str]:
-            nodes = sorted(_text(node) for node in await self.link.client.smembers(NODES_KEY))
+            nodes = sorted(as_text(node) for node in await self.link.client.smembers(NODES_KEY))
             if not nodes:
                 return []
             alive = await self.link.client.exists(*(lease_key(node) for node in nodes))
@@ -181,7 +181,7 @@ class NodeLeases:
         client = self.link.client
         members = await self.link.call(lambda: client.smembers(NODES_KEY), "reap")
         users: list[str] = []
-        for node in sorted(_text(member) for member in members):
+        for node in sorted(as_text(member) for member in members):
             if node == self.node_id:
                 continue
             if await self.link.call(partial(client.exists, lease_key(node)), "reap"):
@@ -191,7 +191,7 @@ class NodeLeases:
                 continue
             held = await self.link.call(partial(client.hkeys, users_key(node)), "reap")
             await self.link.call(partial(client.delete, users_key(node)), "reap")
-            users.extend(_text(user) for user in held)
+            users.extend(as_text(user) for user in held)
             self.reaped += 1
             log.warning("node %s lost its lease; %d users were on it", node, len(held))
         return users
@@ -231,10 +231,6 @@ class NodeLeases:
             except Exception:
                 log.exception("refreshing the node lease failed")
             await asyncio.sleep(self.refresh_every)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 __all__ = ["NODES_KEY", "NodeLeases", "lease_key", "users_key"]

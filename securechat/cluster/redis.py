@@ -110,4 +110,9 @@ class RedisLink:
             log.warning("Redis answers again")
 
 
-__all__ = ["CALL_TIMEOUT", "RETRY_INTERVAL", "URL_SCHEMES", "RedisDown", "RedisLink"]
+def as_text(value: bytes | str) -> str:
+    """A value Redis answered with, as text (the client returns bytes unless told otherwise)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+__all__ = ["CALL_TIMEOUT", "RETRY_INTERVAL", "URL_SCHEMES", "RedisDown", "RedisLink", "as_text"]
