@@ -321,7 +321,6 @@ class Delivery:
                     for s in sends
                 ],
                 [NewMark(m.author.user_id, m.seq, m.status) for m in marks],
-                self.last_seq,
                 self.clock.now_ms(),
                 self.bounds,
             )

@@ -119,19 +119,16 @@ class MessageStore(Protocol):
         self,
         sends: Sequence[NewMessage],
         marks: Sequence[NewMark],
-        last_seq: int,
         now_ms: int,
         bounds: BacklogBounds | None = None,
     ) -> CommitResult:
         """Store a batch of sends and marks in one transaction; the result's ``last_seq`` is
         the last position handed out once it committed.
 
-        Positions are drawn inside the transaction under a lock that orders every commit
-        drawing them, so they become visible in the order drawn: a reader following
-        ``changes_after`` never passes a position that commits later. ``last_seq`` is only
-        the caller's view: SQLite's store, whose one process is the only committer, continues
-        after it; PostgreSQL's, shared by several nodes, draws from its ``chat_sequence`` row
-        and may start above it.
+        Positions are drawn from the stored ``chat_sequence`` row inside the transaction,
+        under a lock that orders every commit drawing them (SQLite's one writer, PostgreSQL's
+        row lock), so they become visible in the order drawn: a reader following
+        ``changes_after`` never passes a position that commits later.
 
         The caller must only believe the result once this returns: the write has then been
         committed. A resend of a (sender, client id) already stored, by any node, is reported

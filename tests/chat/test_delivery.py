@@ -270,7 +270,6 @@ async def test_a_frame_that_overtakes_another_brings_it_from_the_database(chat: 
     result = await chat.store.messages.commit(
         [NewMessage(bob_id, str(uuid.uuid4()), "alice", ENVELOPE_JSON) for _ in range(2)],
         [],
-        0,
         1,
     )
     first, second = (o for o in result.sends if isinstance(o, Stored))

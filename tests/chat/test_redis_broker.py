@@ -339,7 +339,6 @@ async def test_the_periodic_check_catches_up_a_socket_that_missed_a_publish(
     stored = await cluster.store.messages.commit(
         [NewMessage(cluster.users["bob"].user_id, str(uuid.uuid4()), "alice", ENVELOPE_JSON)],
         [],
-        await cluster.store.messages.last_seq(),
         1,
     )
     await until(lambda: alice.last_pos == stored.last_seq)
@@ -359,7 +358,7 @@ async def test_a_frame_that_overtakes_another_brings_it_from_the_database(
     await until(lambda: "alice" in cluster.b.broker.subscribed_users())
     bob_id = cluster.users["bob"].user_id
     result = await cluster.store.messages.commit(
-        [NewMessage(bob_id, f"m{n}", "alice", ENVELOPE_JSON) for n in (1, 2)], [], 0, 1
+        [NewMessage(bob_id, f"m{n}", "alice", ENVELOPE_JSON) for n in (1, 2)], [], 1
     )
     first, second = (o for o in result.sends if isinstance(o, Stored))
     assert (first.prev_recipient, second.prev_recipient) == (0, first.seq)
@@ -381,7 +380,7 @@ async def test_head_is_the_newest_position_a_sync_shows(cluster: Cluster) -> Non
     messages, bob_id = cluster.store.messages, cluster.users["bob"].user_id
     assert await messages.head(bob_id) == 0
     result = await messages.commit(
-        [NewMessage(bob_id, str(uuid.uuid4()), "alice", ENVELOPE_JSON)], [], 0, 1
+        [NewMessage(bob_id, str(uuid.uuid4()), "alice", ENVELOPE_JSON)], [], 1
     )
     for user in cluster.users.values():
         changes, _ = await messages.changes_after(user.user_id, 0, 100, 1 << 20)

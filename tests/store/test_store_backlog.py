@@ -44,7 +44,7 @@ async def send(
     """One commit of a send from alice to each recipient, under ``bounds``."""
     ids = ids or [f"m-{next(_ids)}" for _ in recipients]
     sends = [NewMessage(1, i, r, ENVELOPE) for i, r in zip(ids, recipients, strict=True)]
-    return await store.messages.commit(sends, [], 0, NOW, bounds)
+    return await store.messages.commit(sends, [], NOW, bounds)
 
 
 async def counts(store: Store) -> list[tuple[int, int, int]]:
@@ -70,7 +70,7 @@ async def test_past_the_pair_bound_a_send_is_refused_and_takes_no_position(
     assert result.last_seq == 4
     seqs = [o.seq for o in first.sends if isinstance(o, Stored)]
     marks = [NewMark(2, seqs[0], "read"), NewMark(2, seqs[1], "delivered")]
-    await store.messages.commit([], marks, 0, NOW)
+    await store.messages.commit([], marks, NOW)
     assert codes(await send(store, bounds, "bob", ids=["waiting"])) == ["stored"]
     assert codes(await send(store, bounds, "bob", "bob")) == ["stored", QUEUE_FULL]
     assert await counts(store) == [(1, 2, 3), (1, 3, 1)]
@@ -87,7 +87,7 @@ async def test_the_byte_bound_counts_every_recipient_together(store: Store) -> N
     assert codes(result) == ["stored", "stored", "stored", QUEUE_FULL, QUEUE_FULL]
     # Bob's own backlog is his own.
     bobs = NewMessage(2, "from-bob", "alice", ENVELOPE)
-    assert codes(await store.messages.commit([bobs], [], 0, NOW, bounds)) == ["stored"]
+    assert codes(await store.messages.commit([bobs], [], NOW, bounds)) == ["stored"]
 
 
 async def test_a_resend_of_a_stored_id_is_acknowledged_and_counted_once(store: Store) -> None:

@@ -21,7 +21,7 @@ from securechat.store import (
 )
 from securechat.store.postgres import PostgresStore
 from securechat.store.sqlite import SQLiteStore
-from tests.store.conftest import new_user
+from tests.store.conftest import MakeStore, new_user
 
 ENVELOPE = '{"ct":"AAAA","iv":"BBBB","rk":"CC","sig":"DD","sk":"EE","v":1}'
 NOW = 1_700_000_000_000
@@ -49,12 +49,12 @@ async def send(
     sender_id = await uid(store, sender)
     ids = ids or [f"{sender}-{next(_ids)}" for _ in recipients]
     sends = [NewMessage(sender_id, i, r, ENVELOPE) for i, r in zip(ids, recipients, strict=True)]
-    return await store.messages.commit(sends, [], await store.messages.last_seq(), NOW)
+    return await store.messages.commit(sends, [], NOW)
 
 
 async def mark(store: Store, reader: str, seq: int, status: MarkStatus) -> MarkOutcome:
     marks = [NewMark(await uid(store, reader), seq, status)]
-    result = await store.messages.commit([], marks, await store.messages.last_seq(), NOW + 5)
+    result = await store.messages.commit([], marks, NOW + 5)
     return result.marks[0]
 
 
@@ -66,25 +66,30 @@ async def test_sends_get_increasing_seqs_and_the_sequence_row_follows(store: Sto
     assert result.last_seq == 3 == await store.messages.last_seq()
 
 
-async def test_a_callers_stale_position_never_reuses_one(store: Store) -> None:
-    """Positions continue from the stored last, not from what the caller believes: a second
-    committer over the same database (another process or node) passing an old ``last_seq``
-    still gets fresh positions."""
-    await send(store, "alice", "bob", "bob")
-    sender_id = await uid(store, "alice")
-    stale = await store.messages.commit(
-        [NewMessage(sender_id, "late", "bob", ENVELOPE)], [], 0, NOW
-    )
-    assert [o.seq for o in stale.sends if isinstance(o, Stored)] == [3]
-    assert stale.last_seq == 3 == await store.messages.last_seq()
+async def test_a_second_committer_never_reuses_a_position(
+    store: Store, make_any_store: MakeStore
+) -> None:
+    """Positions continue from the stored last, whoever moved it: a second store over the
+    same database (another process or node) and this one take turns, and none is reused."""
+    other = make_any_store()
+    await other.open()
+    try:
+        await send(store, "alice", "bob", "bob")
+        late = await send(other, "alice", "bob")
+        after = await send(store, "alice", "bob")
+    finally:
+        await other.close()
+    assert [o.seq for o in late.sends if isinstance(o, Stored)] == [3]
+    assert [o.seq for o in after.sends if isinstance(o, Stored)] == [4]
+    assert after.last_seq == 4 == await store.messages.last_seq()
 
 
 async def test_resend_of_an_id_returns_the_original_and_stores_nothing(store: Store) -> None:
     """The UNIQUE (sender, id) index turns a resend into the original seq and ts."""
-    first = await send(store, "alice", "bob", ids=["m1"])
+    await send(store, "alice", "bob", ids=["m1"])
     sender_id = await uid(store, "alice")
     again = await store.messages.commit(
-        [NewMessage(sender_id, "m1", "bob", ENVELOPE)], [], first.last_seq, NOW + 1000
+        [NewMessage(sender_id, "m1", "bob", ENVELOPE)], [], NOW + 1000
     )
     assert again.sends == [Stored(1, NOW, False)]
     changes, _ = await store.messages.changes_after(await uid(store, "bob"), 0, 100, 1 << 20)

@@ -44,7 +44,6 @@ async def commit(
     result = await store.messages.commit(
         [NewMessage(users[s], c, r, ENVELOPE) for s, c, r in sends],
         [NewMark(users[reader], seq, status) for reader, seq, status in marks],
-        0,
         NOW,
     )
     stored = [o for o in result.sends if isinstance(o, Stored)]

@@ -153,7 +153,6 @@ def _child_open(path: str, synchronous: str) -> None:
 def _child_commit(
     sends: Sequence[NewMessage],
     marks: Sequence[NewMark],
-    last_seq: int,
     now_ms: int,
     bounds: BacklogBounds | None,
 ) -> tuple[CommitResult, float]:
@@ -169,6 +168,7 @@ def _child_commit(
     started = time.perf_counter()
     connection.execute("BEGIN IMMEDIATE")
     try:
+        last_seq = int(connection.execute("SELECT last FROM chat_sequence").fetchone()[0])
         counter = Positions(last_seq)
         send_outcomes, created = m._store_sends(connection, sends, counter, now_ms, bounds)
         mark_outcomes, _ = m._apply_marks(connection, marks, counter, now_ms)
@@ -197,7 +197,6 @@ def _process_writer() -> None:
         self: MessageStore,
         sends: Sequence[NewMessage],
         marks: Sequence[NewMark],
-        last_seq: int,
         now_ms: int,
         bounds: BacklogBounds | None = None,
     ) -> CommitResult:
@@ -214,7 +213,7 @@ def _process_writer() -> None:
             )
         loop = asyncio.get_running_loop()
         result, seconds = await loop.run_in_executor(
-            pool, _child_commit, list(sends), list(marks), last_seq, now_ms, bounds
+            pool, _child_commit, list(sends), list(marks), now_ms, bounds
         )
         self.db.stats.record(1, seconds)
         return result

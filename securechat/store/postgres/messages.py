@@ -69,12 +69,11 @@ class MessageStore:
         self,
         sends: Sequence[NewMessage],
         marks: Sequence[NewMark],
-        last_seq: int,
         now_ms: int,
         bounds: BacklogBounds | None = None,
     ) -> CommitResult:
         """Store a batch of sends and marks in one transaction, its positions drawn from the
-        ``chat_sequence`` row under its lock; ``last_seq`` (the caller's view) is not used.
+        ``chat_sequence`` row under its lock.
         Under the same lock the undelivered counts are checked against ``bounds`` and kept,
         and the users' stream heads, which give each new position its ``prev``, are moved.
 

@@ -61,16 +61,15 @@ class MessageStore:
         self,
         sends: Sequence[NewMessage],
         marks: Sequence[NewMark],
-        last_seq: int,
         now_ms: int,
         bounds: BacklogBounds | None = None,
     ) -> CommitResult:
         """Store a batch of sends and marks in one job, numbered after the stored last position.
 
         The positions are drawn from ``chat_sequence`` inside the job's transaction (BEGIN
-        IMMEDIATE: the file's one writer), as on PostgreSQL, so a caller's stale ``last_seq``
-        (its view only) can never make two rows share a position. The caller must only believe
-        the result once this returns: the write has then been committed. The undelivered
+        IMMEDIATE: the file's one writer), as on PostgreSQL, so two rows never share a
+        position, whoever commits. The caller must only believe the result once this returns:
+        the write has then been committed. The undelivered
         counts are checked against ``bounds`` and kept in the same transaction, and so are
         the users' stream heads, which give each new position its ``prev``.
         """
