@@ -68,6 +68,10 @@ class Config:
     # Connections each node's PostgreSQL pool keeps open at least and at most.
     db_pool_min: int = 2
     db_pool_max: int = 10
+    # Seconds a starting node waits for the lock under which another node is bringing the
+    # PostgreSQL schema up to date; past it the node does not start, saying so
+    # (store/postgres/database.py). A node that finds the schema current takes no lock.
+    db_schema_lock_timeout: float = 60.0
 
     db_synchronous: str = "FULL"
     db_busy_timeout_ms: int = 5000

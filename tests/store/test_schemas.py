@@ -17,7 +17,9 @@ import pytest
 
 from securechat.config import PROJECT_ROOT
 from securechat.store.postgres import SCHEMA_PATH as POSTGRES_SCHEMA
+from securechat.store.postgres import SCHEMA_VERSION
 from securechat.store.sqlite import SQLiteStore
+from securechat.store.sqlite.migrations import UPGRADES
 from tests.engines import PostgresEngine
 
 # SQLite's declared types and the PostgreSQL types that stand for them.
@@ -72,7 +74,9 @@ def normal(expression: str) -> str:
     text = re.sub(r"::[a-z ]+", "", expression.lower())
     for postgres, sqlite in FUNCTIONS.items():
         text = re.sub(rf"\b{postgres}\b", sqlite, text)
-    return re.sub(r"[\s()]", "", text)
+    text = re.sub(r"[\s()]", "", text)
+    # PostgreSQL writes "x IN (a, b)" back as "x = ANY (ARRAY[a, b])".
+    return re.sub(r"=anyarray\[([^\]]*)\]", r"in\1", text)
 
 
 def _without_comments(sql: str) -> str:
@@ -396,3 +400,14 @@ async def test_key_log_starts_at_zero(key_log_database: Any) -> None:
     with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="append-only"):
         async with key_log_database.transaction():
             await _append(key_log_database, 1, 5)
+
+
+async def test_both_dialects_count_versions_alike(tmp_path: Path) -> None:
+    """A new SQLite file is at the last upgrade step's user_version, and that number is the
+    one a PostgreSQL node records in schema_version (one numbering for both dialects)."""
+    path = tmp_path / "version.db"
+    store = SQLiteStore.for_file(path, PROJECT_ROOT / "schema.sql")
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == max(UPGRADES) == SCHEMA_VERSION

@@ -3,16 +3,22 @@
 ``schema.sql`` is the PostgreSQL dialect of the SQLite ``schema.sql`` at the top of the
 checkout: the same tables, columns and constraints (tests/store/test_schemas.py compares the
 two catalogues). ``database`` holds the asyncpg pool, applies the schema under an advisory lock
-and runs writes in transactions that retry once. ``PostgresStore`` groups one object per domain
-over it, each holding named queries, as ``SQLiteStore`` does over its file; every node of a
-cluster opens its own.
+(skipping it when its ``schema_version`` row is current) and runs writes in transactions that
+retry once. ``PostgresStore`` groups one object per domain over it, each holding named queries,
+as ``SQLiteStore`` does over its file; every node of a cluster opens its own.
 """
 
 from __future__ import annotations
 
 from securechat.config import Config
 from securechat.store.postgres.accounts import AccountStore, SessionStore
-from securechat.store.postgres.database import SCHEMA_PATH, Database, Unavailable
+from securechat.store.postgres.database import (
+    SCHEMA_PATH,
+    SCHEMA_VERSION,
+    Database,
+    SchemaLockTimeout,
+    Unavailable,
+)
 from securechat.store.postgres.directory import DirectoryStore, IdentityStore
 from securechat.store.postgres.messages import MessageStore
 from securechat.store.records import CommitStats
@@ -35,7 +41,12 @@ class PostgresStore:
         if not config.database_url:
             raise ValueError("the PostgreSQL store needs database_url")
         return cls(
-            Database(config.database_url, pool_min=config.db_pool_min, pool_max=config.db_pool_max)
+            Database(
+                config.database_url,
+                pool_min=config.db_pool_min,
+                pool_max=config.db_pool_max,
+                schema_lock_timeout=config.db_schema_lock_timeout,
+            )
         )
 
     @property
@@ -57,4 +68,11 @@ class PostgresStore:
         await self.db.ping()
 
 
-__all__ = ["SCHEMA_PATH", "Database", "PostgresStore", "Unavailable"]
+__all__ = [
+    "SCHEMA_PATH",
+    "SCHEMA_VERSION",
+    "Database",
+    "PostgresStore",
+    "SchemaLockTimeout",
+    "Unavailable",
+]
