@@ -155,4 +155,27 @@ CREATE TABLE IF NOT EXISTS tree_heads (
     signed_at INTEGER NOT NULL                 -- ms since epoch
 );
 
-PRAGMA user_version = 6;
+-- An account's end and the operator's hold on it (securechat/accounts/lifecycle.py). A deleted
+-- account's name, kept from registration until until_ms (SECURECHAT_USERNAME_QUARANTINE), so
+-- nobody can take it over at once; registration checks it in its own transaction.
+CREATE TABLE IF NOT EXISTS username_quarantine (
+    username   TEXT    PRIMARY KEY,
+    deleted_at INTEGER NOT NULL,               -- ms since epoch
+    until_ms   INTEGER NOT NULL                -- ms since epoch
+);
+-- Accounts an operator disabled (python -m securechat users disable): they cannot log in.
+CREATE TABLE IF NOT EXISTS disabled_users (
+    user_id     INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    disabled_at INTEGER NOT NULL               -- ms since epoch
+);
+-- The operator's audit trail, one row per action of the command line; running servers read
+-- the new rows to close the sockets of the accounts an action ended (lifecycle.OperatorWatch).
+CREATE TABLE IF NOT EXISTS operator_actions (
+    id       INTEGER PRIMARY KEY,
+    at_ms    INTEGER NOT NULL,                 -- ms since epoch
+    action   TEXT    NOT NULL,                 -- disable, enable, delete, reset-keys, sessions-end
+    username TEXT    NOT NULL,
+    detail   TEXT    NOT NULL DEFAULT ''
+);
+
+PRAGMA user_version = 7;

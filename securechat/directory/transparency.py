@@ -30,11 +30,13 @@ from securechat.e2e import fingerprint as key_fingerprint
 
 __all__ = [
     "ENTRY_LABEL",
+    "TOMBSTONE_FINGERPRINT",
     "TREE_HEAD_LABEL",
     "USERNAME_LABEL",
     "SignedTreeHead",
     "entry_leaf_bytes",
     "entry_leaf_hash",
+    "is_tombstone",
     "json_b64",
     "json_uint",
     "key_fingerprint",
@@ -93,6 +95,18 @@ class LogEntryFields(Protocol):
     def enc_fingerprint(self) -> bytes: ...
     @property
     def sign_fingerprint(self) -> bytes: ...
+
+
+# A tombstone: the entry logged when an account is deleted (securechat/accounts/lifecycle.py).
+# Both its fingerprints are 32 zero bytes, which no key's SHA-256 is (finding one would be a
+# SHA-256 preimage), so the leaf format stays as it is and an old leaf can never read as one.
+# A client that finds a tombstone as a user's latest entry stops encrypting to them.
+TOMBSTONE_FINGERPRINT = bytes(_HASH_SIZE)
+
+
+def is_tombstone(entry: LogEntryFields) -> bool:
+    """Whether ``entry`` records the deletion of its user's account."""
+    return entry.enc_fingerprint == TOMBSTONE_FINGERPRINT == entry.sign_fingerprint
 
 
 def entry_leaf_hash(entry: LogEntryFields) -> bytes:

@@ -13,6 +13,7 @@ from securechat.store.interface import (
     AccountStore,
     DirectoryStore,
     IdentityStore,
+    LifecycleStore,
     MessageStore,
     SessionStore,
     Store,
@@ -37,12 +38,14 @@ from securechat.store.records import (
     NewMark,
     NewMessage,
     NewUser,
+    OperatorAction,
     Receipt,
     SendOutcome,
     SendRefusal,
     Session,
     Stored,
     User,
+    UserSummary,
 )
 
 
@@ -79,6 +82,7 @@ __all__ = [
     "DirectoryStore",
     "HistoryItem",
     "IdentityStore",
+    "LifecycleStore",
     "LogEntry",
     "MarkOutcome",
     "MarkRefusal",
@@ -87,6 +91,7 @@ __all__ = [
     "NewMark",
     "NewMessage",
     "NewUser",
+    "OperatorAction",
     "Receipt",
     "SendOutcome",
     "SendRefusal",
@@ -95,5 +100,6 @@ __all__ = [
     "Store",
     "Stored",
     "User",
+    "UserSummary",
     "create_store",
 ]

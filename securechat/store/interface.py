@@ -27,8 +27,10 @@ from securechat.store.records import (
     NewMark,
     NewMessage,
     NewUser,
+    OperatorAction,
     Session,
     User,
+    UserSummary,
 )
 
 
@@ -223,6 +225,58 @@ class IdentityStore(Protocol):
 
 
 @runtime_checkable
+class LifecycleStore(Protocol):
+    """An account's end and the operator's hold on it (securechat/accounts/lifecycle.py): deletion
+    with its tombstone and the name's quarantine, disabling, and the operator's audit trail."""
+
+    async def delete_user(self, username: str, quarantine_until_ms: int, now_ms: int) -> list[str]:
+        """In one transaction: log the user's tombstone in the key log, keep the name from
+        registration until ``quarantine_until_ms``, and remove the user with everything that
+        refers to it (sessions, messages to and from it, conversations, backlog counts; the
+        senders' undelivered bytes to it are given back). Return the ids of the sessions that
+        were not revoked; NotFound if there is no such user."""
+        ...
+
+    async def quarantine_until(self, username: str, now_ms: int) -> int | None:
+        """When the name becomes free again, if a deleted account holds it now; else None."""
+        ...
+
+    async def set_disabled(self, username: str, disabled: bool, now_ms: int) -> list[str]:
+        """Disable (and revoke every session of) or enable the user; return the ids of the
+        sessions revoked. NotFound if there is no such user."""
+        ...
+
+    async def is_disabled(self, user_id: int) -> bool:
+        """Whether an operator has disabled the account."""
+        ...
+
+    async def revoke_all(self, username: str, now_ms: int) -> list[str]:
+        """End every live session of the user; return their ids. NotFound if no such user."""
+        ...
+
+    async def users(self, after: str, limit: int, now_ms: int) -> list[UserSummary]:
+        """Accounts whose name sorts after ``after``, in order, at most ``limit``."""
+        ...
+
+    async def user_summary(self, username: str, now_ms: int) -> UserSummary | None:
+        """One account's summary, or None."""
+        ...
+
+    async def record_action(self, action: str, username: str, detail: str, now_ms: int) -> int:
+        """Append a row to the operator's audit trail; return its id. Ids become visible in
+        the order they are drawn (a reader following ``actions_after`` misses none)."""
+        ...
+
+    async def actions_after(self, after_id: int, limit: int) -> list[OperatorAction]:
+        """The audit trail's rows with ``id > after_id``, in order, at most ``limit``."""
+        ...
+
+    async def last_action_id(self) -> int:
+        """The id of the newest row of the audit trail (0 if none)."""
+        ...
+
+
+@runtime_checkable
 class Store(Protocol):
     """One database, by domain, and its lifetime: open before use, close once."""
 
@@ -240,6 +294,9 @@ class Store(Protocol):
 
     @property
     def identity(self) -> IdentityStore: ...
+
+    @property
+    def lifecycle(self) -> LifecycleStore: ...
 
     @property
     def commit_stats(self) -> CommitStats:

@@ -59,6 +59,30 @@ class Session:
     address: str
 
 
+@dataclass(frozen=True)
+class UserSummary:
+    """What the operator's ``users list`` and ``users show`` print about an account: no keys,
+    no hashes. ``disabled_at`` is None for an account that may log in."""
+
+    id: int
+    username: str
+    created_at: int
+    keys_updated_at: int
+    disabled_at: int | None
+    live_sessions: int
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    """One row of the operator's audit trail (``python -m securechat users ...``)."""
+
+    id: int
+    at_ms: int
+    action: str
+    username: str
+    detail: str
+
+
 # --- The key directory's log --------------------------------------------------------------------
 
 
@@ -267,10 +291,12 @@ __all__ = [
     "NewMark",
     "NewMessage",
     "NewUser",
+    "OperatorAction",
     "Receipt",
     "SendOutcome",
     "SendRefusal",
     "Session",
     "Stored",
     "User",
+    "UserSummary",
 ]

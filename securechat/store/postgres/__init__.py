@@ -20,6 +20,7 @@ from securechat.store.postgres.database import (
     Unavailable,
 )
 from securechat.store.postgres.directory import DirectoryStore, IdentityStore
+from securechat.store.postgres.lifecycle import LifecycleStore
 from securechat.store.postgres.messages import MessageStore
 from securechat.store.records import CommitStats
 
@@ -33,6 +34,7 @@ class PostgresStore:
         self.sessions = SessionStore(db)
         self.directory = DirectoryStore(db)
         self.identity = IdentityStore(db)
+        self.lifecycle = LifecycleStore(db)
         self.messages = MessageStore(db)
 
     @classmethod

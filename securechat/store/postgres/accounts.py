@@ -62,6 +62,14 @@ class AccountStore:
             await append_key_entry(
                 connection, user.username, user.enc_public_key, user.sign_public_key, now_ms
             )
+            # A deleted account's name stays taken while in quarantine (accounts/lifecycle.py).
+            # Read under the key log's lock, which a deletion holds until it commits.
+            if await connection.fetchval(
+                "SELECT 1 FROM username_quarantine WHERE username = $1 AND until_ms > $2",
+                user.username,
+                now_ms,
+            ):
+                raise UsernameTaken()
             return user_id
 
         return await self.db.write(job)

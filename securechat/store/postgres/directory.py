@@ -7,6 +7,8 @@ that is not the next index or that goes back in time. Nodes append through one a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncpg
 
 from securechat.errors import NotFound
@@ -27,6 +29,18 @@ async def append_key_entry(
     """Append the log entry for a key publication, inside the caller's write transaction.
 
     Run it in the same transaction as the change to ``users`` so both commit or neither does.
+    """
+    return await append_entry(
+        connection, lambda last: next_entry(last, username, enc_public_key, sign_public_key, now_ms)
+    )
+
+
+async def append_entry(
+    connection: asyncpg.Connection, build: Callable[[tuple[int, int] | None], LogEntry]
+) -> LogEntry:
+    """Append the entry ``build`` makes from the log's last (index, timestamp), inside the
+    caller's write transaction.
+
     The transaction-level advisory lock is held until that commit, and every node takes it
     before reading the tail, so the appends of all nodes are serialised: each reads the row
     its predecessor committed (READ COMMITTED takes a new snapshot per statement, after the
@@ -36,13 +50,7 @@ async def append_key_entry(
     last = await connection.fetchrow(
         "SELECT idx, timestamp_ms FROM key_log ORDER BY idx DESC LIMIT 1"
     )
-    entry = next_entry(
-        None if last is None else (int(last[0]), int(last[1])),
-        username,
-        enc_public_key,
-        sign_public_key,
-        now_ms,
-    )
+    entry = build(None if last is None else (int(last[0]), int(last[1])))
     await connection.execute(
         f"INSERT INTO key_log ({_ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
         entry.index,

@@ -13,6 +13,7 @@ from securechat.store.records import CheckpointStats, CommitStats
 from securechat.store.sqlite.accounts import AccountStore, SessionStore
 from securechat.store.sqlite.database import Database
 from securechat.store.sqlite.directory import DirectoryStore, IdentityStore
+from securechat.store.sqlite.lifecycle import LifecycleStore
 from securechat.store.sqlite.messages import MessageStore
 
 
@@ -25,6 +26,7 @@ class SQLiteStore:
         self.sessions = SessionStore(db)
         self.directory = DirectoryStore(db)
         self.identity = IdentityStore(db)
+        self.lifecycle = LifecycleStore(db)
         self.messages = MessageStore(db)
 
     @classmethod

@@ -29,6 +29,12 @@ class AccountStore:
         """Insert a user; raise UsernameTaken if the name exists (the UNIQUE index decides races)."""
 
         def job(connection: sqlite3.Connection) -> int:
+            # A deleted account's name stays taken while in quarantine (accounts/lifecycle.py).
+            if connection.execute(
+                "SELECT 1 FROM username_quarantine WHERE username = ? AND until_ms > ?",
+                (user.username, now_ms),
+            ).fetchone():
+                raise UsernameTaken()
             try:
                 cursor = connection.execute(
                     "INSERT INTO users (username, salt, iterations, auth_hash, enc_public_key,"

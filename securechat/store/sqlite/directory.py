@@ -8,7 +8,7 @@ triggers can, and then the signed tree heads clients already hold expose it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from securechat.errors import NotFound
@@ -29,19 +29,23 @@ def append_key_entry(
     """Append the log entry for a key publication, inside the caller's write job.
 
     Run it in the same job as the change to ``users`` so both commit or neither does: a user
-    never exists, nor changes keys, without a log entry. The single writer task serialises jobs,
-    so reading the last row and inserting the next cannot race.
+    never exists, nor changes keys, without a log entry.
     """
+    return append_entry(
+        connection, lambda last: next_entry(last, username, enc_public_key, sign_public_key, now_ms)
+    )
+
+
+def append_entry(
+    connection: sqlite3.Connection, build: Callable[[tuple[int, int] | None], LogEntry]
+) -> LogEntry:
+    """Append the entry ``build`` makes from the log's last (index, timestamp), inside the
+    caller's write job. The single writer task serialises jobs, so reading the last row and
+    inserting the next cannot race."""
     last = connection.execute(
         "SELECT idx, timestamp_ms FROM key_log ORDER BY idx DESC LIMIT 1"
     ).fetchone()
-    entry = next_entry(
-        None if last is None else (int(last[0]), int(last[1])),
-        username,
-        enc_public_key,
-        sign_public_key,
-        now_ms,
-    )
+    entry = build(None if last is None else (int(last[0]), int(last[1])))
     connection.execute(
         f"INSERT INTO key_log ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
         (

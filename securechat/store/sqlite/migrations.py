@@ -48,6 +48,14 @@ UPGRADES: dict[int, str] = {
     " UNION ALL SELECT sender_id, delivered_seq FROM messages WHERE delivered_seq IS NOT NULL"
     " UNION ALL SELECT sender_id, read_seq FROM messages WHERE read_seq IS NOT NULL"
     ") AS positions GROUP BY user_id;",
+    # An account's end and the operator's hold on it (securechat/accounts/lifecycle.py).
+    7: "CREATE TABLE IF NOT EXISTS username_quarantine (username TEXT PRIMARY KEY,"
+    " deleted_at INTEGER NOT NULL, until_ms INTEGER NOT NULL);"
+    " CREATE TABLE IF NOT EXISTS disabled_users (user_id INTEGER PRIMARY KEY"
+    " REFERENCES users (id) ON DELETE CASCADE, disabled_at INTEGER NOT NULL);"
+    " CREATE TABLE IF NOT EXISTS operator_actions (id INTEGER PRIMARY KEY,"
+    " at_ms INTEGER NOT NULL, action TEXT NOT NULL, username TEXT NOT NULL,"
+    " detail TEXT NOT NULL DEFAULT '');",
 }
 
 
