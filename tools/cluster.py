@@ -7,7 +7,9 @@ database and that Redis, each with a data directory of its own and the same two 
 as two machines would be. Both nodes answer for both origins. Ctrl-C (or SIGTERM, or the end of
 ``--duration``) stops the nodes, Redis and PostgreSQL and removes every directory it made.
 
-The tests (tests/test_cluster.py) start their nodes through the same ``Cluster`` and ``Node``.
+The tests (tests/test_cluster.py) start their nodes through the same ``Cluster`` and ``Node``, and
+so do the single-process tests that need a real server process (tests/chat/test_crash.py,
+tests/test_workers.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -50,8 +52,11 @@ class Node:
     log: Path
 
     @classmethod
-    def start(cls, port: int, environment: Mapping[str, str], log: Path) -> Node:
-        """Start a node on ``127.0.0.1:port``; return once its /healthz answers."""
+    def start(
+        cls, port: int, environment: Mapping[str, str], log: Path, options: Sequence[str] = ()
+    ) -> Node:
+        """Start a node on ``127.0.0.1:port`` (``options``: more Hypercorn arguments, such as
+        ``--workers 2``); return once its /healthz answers."""
         with log.open("ab") as output:
             process = subprocess.Popen(  # noqa: S603 (our own fixed command line)
                 [
@@ -62,6 +67,7 @@ class Node:
                     str(PROJECT_ROOT / "hypercorn.toml"),
                     "--bind",
                     f"{HOST}:{port}",
+                    *options,
                     "securechat.app:create_app()",
                 ],
                 cwd=PROJECT_ROOT,

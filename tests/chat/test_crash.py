@@ -11,12 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,86 +19,39 @@ import pytest
 
 from securechat import e2e
 from securechat.client import SecureChatClient
-from securechat.config import PROJECT_ROOT
 from tests.chatkit import PASSWORD, send_text
 from tests.conftest import FAST_ITERATIONS
+from tools.cluster import Node, free_port
 
 SENT = 160
 KILL_AFTER_ACKS = 100
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class ServerProcess:
-    """`python -m hypercorn` with the project's config, in a process group of its own."""
-
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environment = os.environ | {
-            "SECURECHAT_DATA_DIR": str(data_dir),
-            "SECURECHAT_ARGON2_TIME_COST": "1",
-            "SECURECHAT_ARGON2_MEMORY_KIB": "8192",
-            "SECURECHAT_ARGON2_PARALLELISM": "1",
-            "SECURECHAT_KDF_MIN_ITERATIONS": str(FAST_ITERATIONS),
-            "SECURECHAT_REGISTRATIONS_PER_ADDRESS": "1000",
-            # The batch is sent as fast as the socket takes it, past the flood limit.
-            "SECURECHAT_WS_FRAMES_PER_S": "100000",
-            "SECURECHAT_WS_FRAMES_BURST": "100000",
-            "SECURECHAT_SENDS_PER_USER_PER_S": "100000",
-            "SECURECHAT_SENDS_PER_USER_BURST": "100000",
-        }
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hypercorn",
-                "--config",
-                str(PROJECT_ROOT / "hypercorn.toml"),
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "securechat.app:create_app()",
-            ],
-            cwd=PROJECT_ROOT,
-            env=environment,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._wait_until_serving()
-
-    def _wait_until_serving(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)  # polling a process that is starting: nothing to await
-        raise RuntimeError("server did not start")
-
-    def kill(self) -> None:
-        """SIGKILL the whole group (the master and any worker): a crash, not a shutdown."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-        self._log.close()
+def start_server(data_dir: Path, log: Path) -> Node:
+    """`python -m hypercorn` with the project's config, as `make run` starts it, on a free
+    port, in a process group of its own (tools/cluster.py, as a cluster's nodes)."""
+    environment = os.environ | {
+        "SECURECHAT_DATA_DIR": str(data_dir),
+        "SECURECHAT_ARGON2_TIME_COST": "1",
+        "SECURECHAT_ARGON2_MEMORY_KIB": "8192",
+        "SECURECHAT_ARGON2_PARALLELISM": "1",
+        "SECURECHAT_KDF_MIN_ITERATIONS": str(FAST_ITERATIONS),
+        "SECURECHAT_REGISTRATIONS_PER_ADDRESS": "1000",
+        # The batch is sent as fast as the socket takes it, past the flood limit.
+        "SECURECHAT_WS_FRAMES_PER_S": "100000",
+        "SECURECHAT_WS_FRAMES_BURST": "100000",
+        "SECURECHAT_SENDS_PER_USER_PER_S": "100000",
+        "SECURECHAT_SENDS_PER_USER_BURST": "100000",
+    }
+    return Node.start(free_port(), environment, log)
 
 
 @pytest.fixture(name="processes")
-def _processes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
+def _processes() -> Iterator[list[Node]]:
+    started: list[Node] = []
     yield started
     for server in started:
-        server.kill()
+        server.kill()  # SIGKILL the whole group (master and workers): a crash, not a shutdown
 
 
 async def user(url: str, name: str, identity: e2e.Identity, *, register: bool) -> SecureChatClient:
@@ -117,13 +64,13 @@ async def user(url: str, name: str, identity: e2e.Identity, *, register: bool) -
 
 @pytest.mark.slow
 async def test_acknowledged_messages_survive_sigkill(
-    tmp_path: Path, processes: list[ServerProcess], identities: list[e2e.Identity]
+    tmp_path: Path, processes: list[Node], identities: list[e2e.Identity]
 ) -> None:
     """Every message acked before a SIGKILL is there after restart, delivered exactly once."""
     clients: list[SecureChatClient] = []
     try:
         data_dir, log = tmp_path / "data", tmp_path / "server.log"
-        processes.append(first := ServerProcess(data_dir, log))
+        processes.append(first := start_server(data_dir, log))
         alice = await user(first.url, "alice", identities[0], register=True)
         clients.append(alice)
         bob = await user(first.url, "bob", identities[1], register=True)
@@ -146,7 +93,7 @@ async def test_acknowledged_messages_survive_sigkill(
         await alice.close()
         await bob.close()
 
-        processes.append(second := ServerProcess(data_dir, log))
+        processes.append(second := start_server(data_dir, log))
         bob = await user(second.url, "bob", identities[1], register=False)
         clients.append(bob)
         replayed = (await bob.connect()).replayed
