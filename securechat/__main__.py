@@ -1,5 +1,6 @@
 """Command line: ``python -m securechat init`` prepares the data directory and database;
-``init --cluster`` also says which secret files every other node of a cluster must hold."""
+``init --cluster`` also says which secret files every other node of a cluster must hold;
+``users ...`` and ``sessions end`` are the operator's (securechat/operator.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import asyncio
 import sys
 import time
 
-from securechat import datadir
+from securechat import datadir, operator
 from securechat.config import Config
 from securechat.directory.identity import IdentityMismatch, check_identity
 from securechat.directory.service import directory_key, key_fingerprint_for, public_spki
 from securechat.directory.transparency import key_fingerprint
+from securechat.errors import NotFound
 from securechat.store import ClusterIdentity, create_store
 from securechat.web.gate import PROXY_WITHOUT_ORIGIN
 from securechat.web.origins import public_origins
@@ -109,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also say which secret files to copy to the other nodes of a cluster",
     )
+    operator.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ("users", "sessions"):
+        return _operate(args)
     if args.command == "init":
         try:
             init(Config.from_env(), cluster=args.cluster)
@@ -119,6 +124,22 @@ def main(argv: list[str] | None = None) -> int:
         except IdentityMismatch as mismatch:
             print(f"securechat: {mismatch}", file=sys.stderr)
             return 1
+    return 0
+
+
+def _operate(args: argparse.Namespace) -> int:
+    """The operator's commands (securechat/operator.py): 0 done, 1 no such account, 2 a mistake."""
+    operator.configure_logging()
+    try:
+        lines = operator.run(args, Config.from_env())
+    except (ValueError, operator.UsageError) as mistake:
+        print(f"securechat: {mistake}", file=sys.stderr)
+        return 2
+    except NotFound:
+        print(f"securechat: no account named {args.username!r}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
     return 0
 
 

@@ -12,6 +12,7 @@ from quart import Quart
 from quart_auth import QuartAuth
 
 from securechat import datadir, gcpolicy
+from securechat.accounts import lifecycle
 from securechat.accounts import views as accounts_views
 from securechat.accounts.service import Accounts
 from securechat.accounts.sessions import purge_dead_sessions
@@ -57,6 +58,7 @@ def create_app(config: Config | None = None, *, clock: Clock = WALL_CLOCK) -> Qu
     _install_lifecycle(app, state)
     directory_views.install(app, state.directory)  # after the lifecycle: needs the open store
     state.chat.install(app)  # its committer and presence start while serving
+    lifecycle.install(app, state)  # follows the operator's actions while serving
     app.register_blueprint(chat_endpoint.blueprint)
     app.register_blueprint(conversations.blueprint)
     _trust_proxies(app, config.trusted_proxy_hops)

@@ -202,6 +202,15 @@ class Config:
     # Key directory.
     directory_entries_page_max: int = 1000
 
+    # Account lifecycle (securechat/accounts/lifecycle.py). A deleted account's name cannot be
+    # registered again for this many seconds, so nobody can pose as its owner at once (the
+    # registration answers 409, as for a taken name). Every this many seconds each server
+    # process reads the operator's new actions (python -m securechat users ...) and closes the
+    # sockets of the accounts they ended: the bound on how long a disabled account's socket
+    # stays open on a running server.
+    username_quarantine: int = 30 * 24 * 3600
+    operator_poll_interval: float = 2.0
+
     # Garbage collection (securechat/gcpolicy.py): what survives a full collection is frozen,
     # so later ones skip it, until the frozen objects have grown by this factor; then the next
     # full collection examines everything again. 0 leaves CPython's collector as it is.

@@ -28,6 +28,11 @@ class HttpCode(enum.Enum):
     INVALID_CREDENTIALS = ("invalid_credentials", 401, "Wrong username or password.")
     UNAUTHENTICATED = ("unauthenticated", 401, "Log in first.")
     CROSS_SITE = ("cross_site", 403, "Cross-site requests are not allowed.")
+    ACCOUNT_DISABLED = (
+        "account_disabled",
+        403,
+        "This account has been disabled by the server's operator.",
+    )
     NOT_FOUND = ("not_found", 404, "Not found.")
     REQUEST_TIMEOUT = ("request_timeout", 408, "The request body did not arrive in time.")
     USERNAME_TAKEN = ("username_taken", 409, "Username already exists.")
@@ -194,6 +199,12 @@ class InvalidCredentials(SecureChatError):
     """Unknown user or wrong key: deliberately indistinguishable."""
 
     error = HttpCode.INVALID_CREDENTIALS
+
+
+class AccountDisabled(SecureChatError):
+    """A login to an account the operator disabled (``python -m securechat users disable``)."""
+
+    error = HttpCode.ACCOUNT_DISABLED
 
 
 class NotAuthenticated(SecureChatError):

@@ -24,7 +24,7 @@ from securechat.accounts.devices import Device, DeviceTokens
 from securechat.accounts.hashing import AuthKeyHasher
 from securechat.accounts.throttle import Lockouts, SharedAttempts, Throttle
 from securechat.config import Config
-from securechat.errors import InvalidCredentials, NotFound, Throttled
+from securechat.errors import AccountDisabled, InvalidCredentials, NotFound, Throttled
 from securechat.runtime import WALL_CLOCK, Clock
 from securechat.store import NewUser, Session, Store, User
 
@@ -177,6 +177,9 @@ class Accounts:
                 await self._lock_out_if_spent(device, attempt)
             raise
         await self._take_back(attempt)
+        # Told only to whoever proved the password: nobody else learns an account is disabled.
+        if await self.store.lifecycle.is_disabled(user.id):
+            raise AccountDisabled()
         return user
 
     def issue_device_token(self, user: User) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
 
-from securechat.accounts import validation
+from securechat.accounts import lifecycle, validation
 from securechat.accounts.service import Accounts, Registration
 from securechat.accounts.sessions import (
     end_session,
@@ -22,6 +22,7 @@ from securechat.accounts.sessions import (
     start_session,
 )
 from securechat.config import Config
+from securechat.errors import InvalidField
 from securechat.state import state
 from securechat.store import Session
 from securechat.web.api import client_address, json_body
@@ -165,3 +166,20 @@ def _session_json(session: Session, *, current: bool) -> dict[str, Any]:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+@blueprint.post("/account/delete")
+async def delete_account() -> Response:
+    """Delete my account, once ``auth_key`` is checked as a login checks it (accounts/lifecycle)."""
+    session = await require_session()
+    body = await json_body()
+    username = validation.username_field(body)
+    auth_key = validation.exact_bytes_field(body, "auth_key", validation.AUTH_KEY_BYTES)
+    if username != session.username:
+        raise InvalidField("username", "You can only delete your own account.")
+    device_token = request.cookies.get(_config().device_cookie_name)
+    await _accounts().login(username, auth_key, client_address(), device_token)
+    deletion = await lifecycle.for_app(state()).delete(username, by="its owner")
+    await _notify_ended(deletion.sessions)
+    await end_session()
+    return jsonify({"username": username, "name_reusable_at": deletion.reusable_at_ms})

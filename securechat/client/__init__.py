@@ -45,12 +45,15 @@ from securechat.client.keys import (
     DirectoryEntry,
     KeyDirectoryError,
     KeyDirectoryView,
+    NoKeys,
     PinState,
     ProvedKeys,
+    ProvedTombstone,
     SelfScan,
     VerifiedKeys,
     foreign_entries,
     verify_key_response,
+    verify_tombstone,
 )
 
 __all__ = [
@@ -67,12 +70,15 @@ __all__ = [
     "DirectoryEntry",
     "KeyDirectoryError",
     "KeyDirectoryView",
+    "NoKeys",
     "PinState",
     "ProvedKeys",
+    "ProvedTombstone",
     "SecureChatClient",
     "SelfScan",
     "VerifiedKeys",
     "foreign_entries",
     "registration_body",
     "verify_key_response",
+    "verify_tombstone",
 ]

@@ -30,6 +30,7 @@ from securechat.client.keys import (
     DirectoryEntry,
     KeyDirectoryError,
     KeyDirectoryView,
+    NoKeys,
     VerifiedKeys,
     verify_key_response,
 )
@@ -218,6 +219,20 @@ class SecureChatClient:
         self.session_cookie = None
         self.account = None
 
+    async def delete_account(self, password: str) -> dict[str, Any]:
+        """Delete my account for good (the password is checked as a login checks it)."""
+        assert self.account is not None, "log in first"
+        salt, iterations = await self.prelogin(self.account.username)
+        keys = e2e.derive_keys(password, salt, iterations, min_iterations=self.min_iterations)
+        body: dict[str, Any] = await self.call(
+            "POST",
+            "/api/v1/account/delete",
+            {"username": self.account.username, "auth_key": e2e.b64encode(keys.auth_key)},
+        )
+        self.session_cookie = None
+        self.account = None
+        return body
+
     async def me(self) -> str:
         """The signed-in username."""
         body = await self.call("GET", "/api/v1/me")
@@ -245,6 +260,9 @@ class SecureChatClient:
         body = await self.call("GET", f"/api/v1/keys/{quote(name, safe='')}")
         try:
             proved = verify_key_response(body, name, pinned)
+        except NoKeys as gone:  # proved: the head it came with must still fit the ones seen
+            await self.check_head(gone.tombstone.tree_head)
+            raise
         except KeyDirectoryError as error:
             if error.code == "bad_signature":
                 await self.directory_key()  # a rotated key says directory_key_changed

@@ -36,6 +36,7 @@ class KeyDirectoryError(Exception):
     seen before (the log was rewritten, or different people are shown different logs);
     ``bad_entries``: log entries served that do not hash to the signed head;
     ``foreign_key_for_me``: the log lists keys under my name that I do not hold.
+    ``account_deleted``, ``keys_withdrawn``: a proved tombstone (:class:`NoKeys`).
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -105,12 +106,66 @@ class ProvedKeys:
         return e2e.fingerprint(self.sign_public_key)
 
 
+@dataclass(frozen=True)
+class ProvedTombstone:
+    """A user's latest log entry is a tombstone, proved included in a signed tree head: there
+    are no keys to encrypt to. ``status``: ``deleted`` (the account is gone) or ``withdrawn``
+    (the operator withdrew its keys until its owner publishes new ones)."""
+
+    username: str
+    status: str
+    entry: DirectoryEntry
+    tree_head: transparency.SignedTreeHead
+
+
+class NoKeys(KeyDirectoryError):
+    """The user has no keys, and the log proves it: never encrypt to them (``tombstone``)."""
+
+    def __init__(self, tombstone: ProvedTombstone) -> None:
+        deleted = tombstone.status == "deleted"
+        super().__init__(
+            "account_deleted" if deleted else "keys_withdrawn",
+            f"{tombstone.username}'s account was deleted"
+            if deleted
+            else f"{tombstone.username} has no keys until they publish new ones",
+        )
+        self.tombstone = tombstone
+
+
+def verify_tombstone(body: dict[str, Any], username: str, directory_key: bytes) -> ProvedTombstone:
+    """Check a keys answer without keys: its entry must be a tombstone (rebuilt with zero
+    fingerprints, never the ones stated) included in a correctly signed head."""
+    status = body.get("status")
+    if status not in ("deleted", "withdrawn"):
+        raise KeyDirectoryError("bad_response", "unknown key status")
+    try:
+        head = transparency.SignedTreeHead.from_json(body["tree_head"])
+        proof = [_exact(e2e.b64decode(p), 32) for p in body["inclusion_proof"]]
+    except (KeyError, ValueError, TypeError) as error:
+        raise KeyDirectoryError("bad_response", str(error)) from None
+    entry = DirectoryEntry.from_json(body.get("entry"))
+    if not transparency.verify_tree_head(directory_key, head):
+        raise KeyDirectoryError("bad_signature", "the tree head is not signed by the directory")
+    if body.get("username") != username or entry.user_hash != transparency.user_hash(username):
+        raise KeyDirectoryError("wrong_user", f"the log entry is not {username}'s")
+    zero = transparency.TOMBSTONE_FINGERPRINT
+    tombstone = DirectoryEntry(entry.index, entry.timestamp_ms, entry.user_hash, zero, zero)
+    if not merkle.verify_inclusion(
+        tombstone.leaf_hash(), entry.index, head.tree_size, proof, head.root_hash
+    ):
+        raise KeyDirectoryError("not_in_log", f"no tombstone for {username} is in the log")
+    return ProvedTombstone(username, status, tombstone, head)
+
+
 def verify_key_response(body: object, username: str, directory_key: bytes) -> ProvedKeys:
     """Check a ``GET /api/v1/keys/<username>`` answer against the pinned directory key.
 
     The leaf is rebuilt from the keys served (never from the fingerprints the server states),
-    so a key swapped anywhere but in the log fails the inclusion proof.
+    so a key swapped anywhere but in the log fails the inclusion proof. An answer without keys
+    (``status``) raises :class:`NoKeys` once its tombstone is proved.
     """
+    if isinstance(body, dict) and "status" in body:
+        raise NoKeys(verify_tombstone(body, username, directory_key))
     if not isinstance(body, dict) or not set(body) >= _KEY_RESPONSE_FIELDS:
         raise KeyDirectoryError("bad_response", "the key response lacks fields")
     try:

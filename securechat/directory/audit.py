@@ -34,7 +34,12 @@ import httpx
 from securechat import datadir, e2e
 from securechat.chat.protocol import normalize_username
 from securechat.directory import merkle
-from securechat.directory.transparency import SignedTreeHead, user_hash, verify_tree_head
+from securechat.directory.transparency import (
+    TOMBSTONE_FINGERPRINT,
+    SignedTreeHead,
+    user_hash,
+    verify_tree_head,
+)
 
 DEFAULT_STATE = Path("securechat-audit.json")
 OK, MISBEHAVED, INCOMPLETE = 0, 1, 2
@@ -274,8 +279,15 @@ def _watched_json(entry: DirectoryEntry) -> dict[str, Any]:
     }
 
 
+def _keys(entry: dict[str, Any]) -> str:
+    """What a watched entry published: its keys, or none (a tombstone)."""
+    if entry["enc_fingerprint"] == entry["sign_fingerprint"] == TOMBSTONE_FINGERPRINT.hex():
+        return "tombstone: no keys (the account was deleted, or its keys withdrawn)"
+    return f"enc {entry['enc_fingerprint']} sign {entry['sign_fingerprint']}"
+
+
 def watch_report(state: AuditState, names: Sequence[str]) -> list[str]:
-    """Every key each watched username has had, oldest first."""
+    """Every key each watched username has had, oldest first, tombstones included."""
     lines = []
     for name in names:
         entries = sorted(state.watched.get(name, []), key=lambda e: e["index"])
@@ -284,8 +296,7 @@ def watch_report(state: AuditState, names: Sequence[str]) -> list[str]:
             when = datetime.datetime.fromtimestamp(e["timestamp"] / 1000, datetime.UTC)
             current = " (current)" if number == len(entries) - 1 else ""
             lines.append(
-                f"  entry {e['index']} at {when:%Y-%m-%d %H:%M:%S} UTC{current}:"
-                f" enc {e['enc_fingerprint']} sign {e['sign_fingerprint']}"
+                f"  entry {e['index']} at {when:%Y-%m-%d %H:%M:%S} UTC{current}: {_keys(e)}"
             )
     return lines
 

@@ -7,18 +7,19 @@ Formats: docs/protocol.md, "Key directory". The decisions live in
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from quart import Blueprint, Quart, Response, jsonify, request
 
 from securechat.accounts.sessions import require_session
 from securechat.chat.protocol import normalize_username
 from securechat.directory.identity import IdentityMismatch, check_identity
-from securechat.directory.service import DirectoryHalted, KeyDirectory, entry_json
-from securechat.directory.transparency import key_fingerprint
+from securechat.directory.service import DirectoryHalted, KeyDirectory, Proved, entry_json
+from securechat.directory.transparency import is_tombstone, key_fingerprint
 from securechat.e2e import b64encode
 from securechat.errors import InvalidField, NotFound
 from securechat.state import state
-from securechat.store import ClusterIdentity
+from securechat.store import ClusterIdentity, User
 from securechat.web.api import int_arg
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,11 @@ async def user_keys(username: str) -> Response:
     except ValueError:
         raise NotFound("No such user.") from None
     user = await state().store.accounts.user_by_name(name)
-    proved = await directory().prove_latest(name) if user is not None else None
+    proved = await directory().prove_latest(name)
+    if proved is not None and is_tombstone(proved.entry):
+        # No keys to encrypt to: the account was deleted, or the operator withdrew its keys
+        # until its owner publishes new ones. Proved like keys, so the client can believe it.
+        return jsonify(_proved_json(name, proved) | {"status": _no_keys(user)})
     if user is None or proved is None:
         raise NotFound("No such user.")
     enc_fp, sign_fp = key_fingerprint(user.enc_public_key), key_fingerprint(user.sign_public_key)
@@ -130,16 +135,28 @@ async def user_keys(username: str) -> Response:
         log.error("keys of %r do not match their latest key directory entry", name)
     return jsonify(
         {
-            "username": user.username,
             "enc_public_key": b64encode(user.enc_public_key),
             "sign_public_key": b64encode(user.sign_public_key),
             "enc_fingerprint": enc_fp,
             "sign_fingerprint": sign_fp,
-            "entry": entry_json(proved.entry),
-            "inclusion_proof": [b64encode(p) for p in proved.proof],
-            "tree_head": proved.head.to_json(),
         }
+        | _proved_json(user.username, proved)
     )
+
+
+def _no_keys(user: User | None) -> str:
+    """What a tombstone as the latest entry means: ``deleted`` (no account) or ``withdrawn``."""
+    return "deleted" if user is None else "withdrawn"
+
+
+def _proved_json(username: str, proved: Proved) -> dict[str, Any]:
+    """The user's latest entry with its inclusion proof and the head it is proved against."""
+    return {
+        "username": username,
+        "entry": entry_json(proved.entry),
+        "inclusion_proof": [b64encode(p) for p in proved.proof],
+        "tree_head": proved.head.to_json(),
+    }
 
 
 def _required_size(name: str) -> int:

@@ -250,6 +250,12 @@ class LifecycleStore(Protocol):
         """Whether an operator has disabled the account."""
         ...
 
+    async def withdraw_keys(self, username: str, now_ms: int) -> list[str]:
+        """Log a withdrawal for the user's keys (an entry with both fingerprints zero, as a
+        tombstone) and end every live session; return their ids. The account stays: its owner
+        publishes new keys at the next login. NotFound if there is no such user."""
+        ...
+
     async def revoke_all(self, username: str, now_ms: int) -> list[str]:
         """End every live session of the user; return their ids. NotFound if no such user."""
         ...

@@ -92,6 +92,14 @@ class LifecycleStore:
         )
         return value is not None
 
+    async def withdraw_keys(self, username: str, now_ms: int) -> list[str]:
+        async def job(connection: asyncpg.Connection) -> list[str]:
+            user_id = await _user_id(connection, username)
+            await append_entry(connection, lambda last: next_tombstone(last, username, now_ms))
+            return await _revoke_all(connection, user_id, now_ms)
+
+        return await self.db.write(job)
+
     async def revoke_all(self, username: str, now_ms: int) -> list[str]:
         async def job(connection: asyncpg.Connection) -> list[str]:
             user_id = await _user_id(connection, username)

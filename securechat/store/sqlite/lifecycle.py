@@ -85,6 +85,16 @@ class LifecycleStore:
         row = await self.db.fetch_one("SELECT 1 FROM disabled_users WHERE user_id = ?", (user_id,))
         return row is not None
 
+    async def withdraw_keys(self, username: str, now_ms: int) -> list[str]:
+        """Log the withdrawal of the user's keys and end its sessions; their ids."""
+
+        def job(connection: sqlite3.Connection) -> list[str]:
+            user_id = _user_id(connection, username)
+            append_entry(connection, lambda last: next_tombstone(last, username, now_ms))
+            return _revoke_all(connection, user_id, now_ms)
+
+        return await self.db.write(job)
+
     async def revoke_all(self, username: str, now_ms: int) -> list[str]:
         """End every live session of the user; their ids."""
 
