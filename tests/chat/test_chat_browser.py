@@ -23,6 +23,7 @@ from securechat.client import SecureChatClient
 from tests.browser_helpers import PASSWORD, RECORD_CSP_VIOLATIONS, WAIT_MS, ChatPage, register
 from tests.conftest import MakeClient
 from tests.livesrv import LiveServer
+from tests.web.test_pages_browser import log_out
 
 pytestmark = pytest.mark.browser
 
@@ -69,19 +70,6 @@ async def test_search_finds_bob(
     await option.click()
     await expect(chat.page.locator("#thread-title")).to_have_text("bob")
     await expect(chat.composer).to_be_focused()
-
-
-async def test_message_sent_toast(
-    new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
-) -> None:
-    """Sending a message pops up "Message sent" once the server has stored it."""
-    chat = await ChatPage.open(await new_context(), live_server.url, "alice")
-    await chat.start_conversation("bob")
-    await chat.send("hello bob")
-    await expect(chat.page.get_by_role("status").filter(has_text="Message sent")).to_be_visible(
-        timeout=WAIT_MS
-    )
-    await expect(chat.messages.last).to_have_attribute("data-status", "sent")
 
 
 async def test_long_hostile_message_arrives_live_as_text(
@@ -549,19 +537,6 @@ async def test_normal_chat_logs_no_errors(
     assert problems == []
 
 
-async def test_ended_session_says_logged_out(
-    new_context: NewContext, live_server: LiveServer, alice: SecureChatClient
-) -> None:
-    """When alice's session is ended from elsewhere, the page says she is logged out and stops."""
-    chat = await ChatPage.open(await new_context(), live_server.url, "alice")
-    await alice.call("POST", "/api/v1/sessions/revoke-others", {})
-    await expect(chat.page.get_by_role("alert")).to_contain_text(
-        "You're logged out", timeout=WAIT_MS
-    )
-    await expect(chat.page.locator("#connection")).to_have_attribute("data-state", "stopped")
-    await expect(chat.page.get_by_role("link", name="Log in again")).to_be_visible()
-
-
 async def test_my_own_key_change_blames_no_one(
     new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
 ) -> None:
@@ -585,7 +560,7 @@ async def test_my_own_key_change_blames_no_one(
         )
     )
 
-    await chat.page.get_by_role("button", name="Log out", exact=True).click()
+    await log_out(chat.page)
     again = await ChatPage.open(context, live_server.url, "alice")
     banner = again.page.locator("#chat-mykeys")
     await expect(banner).to_contain_text("Your own keys changed")

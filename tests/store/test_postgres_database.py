@@ -55,9 +55,9 @@ async def test_nodes_starting_together_apply_the_schema_once_each_in_turn(
         await asyncio.gather(*(node.close() for node in nodes))
 
 
-async def reopen(engine: PostgresEngine, name: str, **settings: float) -> Database:
+async def reopen(engine: PostgresEngine, name: str, schema_lock_timeout: float = 60.0) -> Database:
     """A node opened over the database (and closed again): what its open() did."""
-    db = Database(engine.url(name), pool_min=1, pool_max=1, **settings)
+    db = Database(engine.url(name), pool_min=1, pool_max=1, schema_lock_timeout=schema_lock_timeout)
     await db.open()
     await db.close()
     return db

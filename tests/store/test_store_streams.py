@@ -120,6 +120,18 @@ async def test_every_prev_is_the_position_before_it_in_the_sync(store: Store) ->
         assert before[receipt.sender][receipt.seq] == receipt.prev, receipt
 
 
+async def test_head_reads_the_stream_heads_row_and_zero_without_one(store: Store) -> None:
+    """head() is the user's stream_heads row as the commits left it (a receipt moves only its
+    message's sender's), and 0 for a user with no position yet."""
+    users = await ids(store)
+    assert await store.messages.head(users["carol"]) == 0
+    await commit(store, [("alice", "a1", "bob")], [])
+    await commit(store, [], [("bob", 1, "read")])
+    assert [await store.messages.head(users[n]) for n in ("alice", "bob", "carol")] == [2, 1, 0]
+    rows = await store.db.fetch_all("SELECT user_id, head FROM stream_heads")  # type: ignore[attr-defined]
+    assert {(int(row[0]), int(row[1])) for row in rows} == {(users["alice"], 2), (users["bob"], 1)}
+
+
 async def test_an_older_sqlite_database_gets_the_heads_of_what_it_holds(tmp_path: Path) -> None:
     """The upgrade step that adds the heads fills them in from the stored positions, so the
     next commit's prevs are right."""

@@ -114,9 +114,16 @@ async def fill_sign_up(page: Page, base_url: str, username: str, password: str) 
 
 
 async def sign_up(page: Page, base_url: str, username: str = "alice") -> None:
-    """Sign up in the page and wait for the signed-in home."""
+    """Sign up in the page, skip the recovery key it offers, and wait for the signed-in home."""
     await fill_sign_up(page, base_url, username, PASSWORD)
+    await skip_recovery_key(page)
     await page.wait_for_url("**/chat", timeout=SLOW_MS)
+
+
+async def skip_recovery_key(page: Page) -> None:
+    """Answer the recovery key dialog that ends a sign-up with "Skip"."""
+    dialog = page.get_by_role("dialog", name="Your recovery key")
+    await dialog.get_by_role("button", name="Skip: no recovery key").click(timeout=SLOW_MS)
 
 
 async def log_in(page: Page, base_url: str, username: str = "alice") -> None:
@@ -126,6 +133,15 @@ async def log_in(page: Page, base_url: str, username: str = "alice") -> None:
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Log in").click()
     await page.wait_for_url("**/chat", timeout=SLOW_MS)
+
+
+async def log_out(page: Page, *, forget: bool = False) -> None:
+    """Log out from the header, answering its dialog, and wait for the log-in page."""
+    await page.get_by_role("button", name="Log out", exact=True).click()
+    dialog = page.get_by_role("dialog", name="Log out")
+    await dialog.get_by_role("checkbox").set_checked(forget)
+    await dialog.get_by_role("button", name="Log out").click()
+    await page.wait_for_url("**/login")
 
 
 # --- sign-up --------------------------------------------------------------------------------
@@ -196,8 +212,7 @@ async def test_fresh_browser_login_restores_keys(
     """Logged in from a fresh browser, alice's restored key decrypts what Python sealed for her."""
     first = await new_page()
     await sign_up(first, live_server.url)
-    await first.get_by_role("button", name="Log out", exact=True).click()
-    await first.wait_for_url("**/login")
+    await log_out(first)
 
     fresh = await new_page()
     await fresh.goto(live_server.url + "/")
@@ -243,8 +258,7 @@ async def test_log_out_ends_session(
     """Log out goes to /login, the session is dead on the server, and the keys stay here."""
     page = await new_page()
     await log_in(page, live_server.url)
-    await page.get_by_role("button", name="Log out", exact=True).click()
-    await page.wait_for_url("**/login")
+    await log_out(page)
     assert await page.evaluate(ME_STATUS) == 401
     assert await page.evaluate(HAS_STORED_KEYS, "alice") is True
 
@@ -258,6 +272,8 @@ async def test_forget_device_removes_keys(
     assert await page.evaluate(HAS_STORED_KEYS, "alice") is True
     await page.goto(live_server.url + "/settings")
     await page.get_by_role("button", name="Log out and forget keys on this device").click()
+    dialog = page.get_by_role("dialog", name="Forget keys on this device?")
+    await dialog.get_by_role("button", name="Log out and forget").click()
     await page.wait_for_url("**/login")
     assert await page.evaluate(ME_STATUS) == 401
     assert await page.evaluate(HAS_STORED_KEYS, "alice") is False
@@ -274,8 +290,7 @@ async def test_own_browser_logs_in_while_guessers_lock_the_name(
             await alice.register("alice", PASSWORD, identity=identities[0])
         page = await new_page()
         await log_in(page, server.url)
-        await page.get_by_role("button", name="Log out", exact=True).click()
-        await page.wait_for_url("**/login")
+        await log_out(page)
         kept = {cookie["name"] for cookie in await page.context.cookies()}
         assert DEVICE_COOKIE_NAME in kept and COOKIE_NAME not in kept
         wrong = {"username": "alice", "auth_key": base64.b64encode(b"\x00" * 32).decode()}

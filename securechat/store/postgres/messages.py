@@ -130,10 +130,11 @@ class MessageStore:
         return changes, more
 
     async def head(self, user_id: int) -> int:
-        """The highest position ``changes_after`` would show the user (0 if none): the end of
-        each of its four sources' indexes."""
+        """The highest position ``changes_after`` would show the user (0 if none): the user's
+        ``stream_heads`` row, which every commit moves under its lock (one primary-key probe
+        instead of the end of each of the sync's four sources)."""
         value = await self.db.fetch_value(_HEAD_SQL, user_id)
-        return int(value)
+        return int(value) if value is not None else 0
 
     async def history(
         self, user_id: int, peer_id: int, before: int, limit: int
@@ -208,17 +209,8 @@ SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelo
  ORDER BY b.pos
 """
 
-# The largest position of each of _CHANGES_SQL's sources, each read at the end of its index.
-_HEAD_SQL: Final = """
-SELECT GREATEST(
-    coalesce((SELECT max(seq) FROM messages WHERE sender_id = $1), 0),
-    coalesce((SELECT max(seq) FROM messages WHERE recipient_id = $1), 0),
-    coalesce((SELECT max(delivered_seq) FROM messages
-               WHERE sender_id = $1 AND delivered_seq IS NOT NULL), 0),
-    coalesce((SELECT max(read_seq) FROM messages
-               WHERE sender_id = $1 AND read_seq IS NOT NULL), 0)
-)
-"""
+# The largest position _CHANGES_SQL would show the user, as every commit keeps it.
+_HEAD_SQL: Final = "SELECT head FROM stream_heads WHERE user_id = $1"
 
 # The row lock that orders every commit drawing positions, held to the end of the transaction.
 _LOCK_SEQUENCE: Final = "SELECT last FROM chat_sequence WHERE id = 1 FOR UPDATE"

@@ -131,8 +131,9 @@ class MessageStore:
     async def head(self, user_id: int) -> int:
         """The highest position ``changes_after`` would show the user (0 if none).
 
-        Four index probes (the max of each of the sync's sources), so it costs the same
-        whatever the history's length: the resync's periodic check asks it often.
+        The user's ``stream_heads`` row, which every commit moves under its lock: one probe of
+        a primary key, where the resync's periodic check used to ask for the end of each of
+        the sync's four sources (docs/performance.md, "Stream heads").
         """
         row = await self.db.fetch_one(_HEAD_SQL, (user_id,))
         return int(row[0]) if row else 0
@@ -204,18 +205,8 @@ SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelo
 """
 
 
-# The largest position of each of _CHANGES_SQL's sources, each read at the end of its index
-# (the IS NOT NULL lets the partial indexes serve).
-_HEAD_SQL: Final = """
-SELECT max(
-    coalesce((SELECT max(seq) FROM messages WHERE sender_id = ?1), 0),
-    coalesce((SELECT max(seq) FROM messages WHERE recipient_id = ?1), 0),
-    coalesce((SELECT max(delivered_seq) FROM messages
-               WHERE sender_id = ?1 AND delivered_seq IS NOT NULL), 0),
-    coalesce((SELECT max(read_seq) FROM messages
-               WHERE sender_id = ?1 AND read_seq IS NOT NULL), 0)
-)
-"""
+# The largest position _CHANGES_SQL would show the user, as every commit keeps it.
+_HEAD_SQL: Final = "SELECT head FROM stream_heads WHERE user_id = ?"
 
 
 # The sends and the conversations they move are written with executemany: taken from one JSON

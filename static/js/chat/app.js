@@ -30,7 +30,8 @@ export class ChatApp {
   #current = null;
   #typingTimer = null;
   #typingSentAt = 0;
-  #sentToast = null;
+  #offlineToast = null;
+  #closedToast = null;
   #offlineSaid = false;
   #storageSaid = false;
   #maxSeq = 0;
@@ -67,6 +68,7 @@ export class ChatApp {
     this.#maxSeq = await this.store.cursor();
     this.#startSocket();
     document.addEventListener("visibilitychange", () => this.#markThreadRead());
+    window.addEventListener("securechat:logout", () => this.socket.stop());
     this.root.dataset.ready = "true";
   }
 
@@ -289,34 +291,51 @@ export class ChatApp {
 
   #socketState(detail) {
     this.connection.show(detail);
-    if (detail.state === "online") this.#offlineSaid = false;
+    if (detail.state === "online") {
+      // Back online: what was said about being offline is no longer true.
+      this.#offlineSaid = false;
+      this.#offlineToast?.remove();
+      this.#closedToast?.remove();
+      this.#offlineToast = this.#closedToast = null;
+    }
     if (detail.state === "offline" || detail.state === "closed") this.#checkSession(detail);
   }
 
   /**
    * After a refused or ended connection: if the session is over (logged out here or elsewhere,
-   * revoked, expired), say so and stop; the page stays, with what was on it, until the person
-   * chooses to log in again.
+   * revoked, expired), stop, take every decrypted word off the page and leave for the log-in
+   * page, which says why. Whoever finds the screen after a remote log-out finds nothing to read.
    */
   async #checkSession(detail) {
     try {
       await request("/api/v1/me");
     } catch (error) {
       if (error.status === 401) {
-        this.socket.stop();
-        this.root.dataset.ended = "true";
-        byId("chat-ended").hidden = false;
-        this.composer.disable();
-        byId("recipient-search").disabled = true;
+        this.#ended();
         return;
       }
     }
     if (detail.state === "closed") {
-      showError(
+      this.#closedToast?.remove();
+      this.#closedToast = showError(
         `The chat connection was closed by the server${detail.reason ? ` (${detail.reason})` : ""}. `
           + "Choose Reconnect to try again.",
       );
     }
+  }
+
+  #ended() {
+    this.socket.stop();
+    this.#current = null;
+    this.root.dataset.ended = "true";
+    this.composer.disable();
+    this.thread.reset(null);
+    byId("thread").hidden = true;
+    byId("conversation-list").replaceChildren();
+    byId("recipient-search").disabled = true;
+    byId("chat-ended").hidden = false;
+    // replace, not assign: Back must not return to this page.
+    window.location.replace("/login?ended=1");
   }
 
   async #synced() {
@@ -379,10 +398,11 @@ export class ChatApp {
     this.outbox.acknowledged(frame.id);
     if (!record) return;
     if (record.peer === this.#current) this.thread.update(record);
+    // The first message to someone makes them a conversation on the server: ask for their
+    // presence now (it is pushed only when it changes).
+    if (this.conversations.get(record.peer)?.online === null) this.conversations.refresh();
     this.conversations.set(record.peer, { order: frame.seq });
     this.conversations.render();
-    this.#sentToast?.remove();
-    this.#sentToast = showInfo("Message sent");
   }
 
   async #failed({ id, reason }) {
@@ -432,7 +452,7 @@ export class ChatApp {
     const offline = this.socket.state === "offline" || this.socket.state === "closed";
     if (offline && !this.#offlineSaid) {
       this.#offlineSaid = true;
-      showError(
+      this.#offlineToast = showError(
         "You're offline. Your message is saved on this device and will be sent when the connection is back.",
       );
     }

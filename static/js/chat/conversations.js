@@ -8,9 +8,13 @@
 
 import { describeError, request } from "../api.js";
 import { showError } from "../ui.js";
+import { wellFormed } from "./messages.js";
 
 const PREVIEW_CHARS = 80;
 const REFRESH_MS = 300;
+// A browser new to the account has no messages kept: the last one of each of this many
+// conversations is fetched (one small request each, one at a time) for its preview and time.
+const PREVIEWS_FETCHED = 20;
 
 export class Conversations {
   #entries = new Map(); // peer -> {peer, unread, online, preview, lastAt, order}
@@ -39,7 +43,26 @@ export class Conversations {
     await Promise.all([...this.#entries.keys()].map((peer) => this.preview(peer)));
     this.#live = true;
     this.render();
+    this.#fetchMissingPreviews();
     return rows;
+  }
+
+  /** The last message of each conversation this browser keeps nothing of, from the server. */
+  async #fetchMissingPreviews() {
+    const missing = [...this.#entries.values()].filter((entry) => entry.lastAt === null);
+    for (const { peer } of missing.slice(0, PREVIEWS_FETCHED)) {
+      let page;
+      try {
+        page = await request(`/api/v1/messages?with=${encodeURIComponent(peer)}&limit=1`);
+      } catch {
+        return; // offline or refused: opening the conversation fetches its history anyway
+      }
+      const item = page.messages.find(wellFormed);
+      if (!item || this.get(peer)?.lastAt !== null) continue;
+      const { record } = await this.messages.receive(item, { history: item });
+      await this.preview(peer, record);
+      this.render();
+    }
   }
 
   get(peer) {
@@ -73,8 +96,21 @@ export class Conversations {
     this.set(peer, {
       preview: preview.slice(0, PREVIEW_CHARS),
       lastAt: last.ts ?? last.writtenMs,
-      order: last.seq ?? last.order,
+      order: last.seq ?? this.#pendingOrder(peer),
     });
+  }
+
+  /**
+   * Where a conversation whose newest message is not yet stored by the server sorts: above
+   * every position known now, yet below the next one the server gives out (positions are
+   * whole numbers), so a message that arrives later still lands above it.
+   */
+  #pendingOrder(peer) {
+    const own = this.get(peer)?.order ?? 0;
+    const top = Math.max(0, ...[...this.#entries.values()].map((entry) => entry.order));
+    if (own === top && top % 1 !== 0) return own; // already on top, waiting
+    const whole = Math.floor(top);
+    return top === whole ? whole + 0.5 : whole + (top - whole + 1) / 2;
   }
 
   /**

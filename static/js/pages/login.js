@@ -6,7 +6,7 @@
 import { accounts, checkUsername, describeError } from "../api.js";
 import { b64decode, deriveKeys } from "../crypto.js";
 import { clearFieldError, dismissToasts, formProgress, setFieldError, showError } from "../ui.js";
-import { logInWithKeys } from "./session.js";
+import { isSharedDevice, logInWithKeys, markSharedDevice } from "./session.js";
 
 const form = document.getElementById("login-form");
 const fields = {
@@ -14,6 +14,11 @@ const fields = {
   password: document.getElementById("password"),
 };
 const progress = formProgress(form, document.getElementById("login-progress"));
+const shared = document.getElementById("shared-device");
+shared.checked = isSharedDevice();
+// Sent here by a chat page whose session ended elsewhere (chat/app.js): say why.
+if (new URLSearchParams(window.location.search).get("ended") === "1")
+  document.getElementById("login-ended").hidden = false;
 
 /** {username, password}, or null with the errors shown. */
 function validate() {
@@ -61,6 +66,7 @@ form.addEventListener("submit", async (event) => {
   if (!input) return;
   try {
     await logIn(input.username, input.password);
+    markSharedDevice(shared.checked);
   } catch (error) {
     progress.done();
     showError(failureMessage(error));
