@@ -178,4 +178,20 @@ CREATE TABLE IF NOT EXISTS operator_actions (
     detail   TEXT    NOT NULL DEFAULT ''
 );
 
-PRAGMA user_version = 7;
+-- Who may message whom (issue 12, item 5; securechat/chat/contacts.py): each owner's decision
+-- about a peer. "accepted": the owner wrote to the peer (kept by every commit that stores a
+-- message, store/batch.accepted_by_sending) or accepted their request; "blocked": the peer's
+-- messages to the owner are withheld by the commit (acknowledged, stored for no one). No row:
+-- a stranger, whose conversation is a request. Presence and typing pass only between two
+-- users who each accepted the other. Upgraded databases start from every pair that wrote.
+CREATE TABLE IF NOT EXISTS contacts (
+    owner_id   INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    peer_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    state      TEXT    NOT NULL CHECK (state IN ('accepted', 'blocked')),
+    changed_at INTEGER NOT NULL,               -- ms since epoch
+    PRIMARY KEY (owner_id, peer_id)
+) WITHOUT ROWID;
+-- Who decided about me: for the cascade when a user is deleted.
+CREATE INDEX IF NOT EXISTS contacts_by_peer ON contacts (peer_id, owner_id);
+
+PRAGMA user_version = 8;

@@ -16,7 +16,7 @@ from securechat.accounts import lifecycle
 from securechat.accounts import views as accounts_views
 from securechat.accounts.service import Accounts
 from securechat.accounts.sessions import purge_dead_sessions
-from securechat.chat import conversations
+from securechat.chat import contacts, conversations
 from securechat.chat import endpoint as chat_endpoint
 from securechat.chat.service import ChatService
 from securechat.config import RESOURCES, Config
@@ -61,6 +61,7 @@ def create_app(config: Config | None = None, *, clock: Clock = WALL_CLOCK) -> Qu
     lifecycle.install(app, state)  # follows the operator's actions while serving
     app.register_blueprint(chat_endpoint.blueprint)
     app.register_blueprint(conversations.blueprint)
+    app.register_blueprint(contacts.blueprint)
     _trust_proxies(app, config.trusted_proxy_hops)
     # Outermost: a foreign Host or ambiguous framing is refused before anything else runs.
     app.asgi_app = RequestGate(app.asgi_app, config)  # type: ignore[method-assign]

@@ -159,6 +159,13 @@ class Config:
     sync_batch: int = 500
     history_page_max: int = 100
     user_search_max: int = 20
+    # The recipient picker's searches one account may make, all its sessions together (a token
+    # bucket, counted over the cluster with redis_url: cluster/limits.SharedSearchRate); past
+    # it 429 ``search_limited``. Typing a name makes a few a second; a scraper gets no faster.
+    user_search_per_s: float = 3.0
+    user_search_burst: int = 30
+    # Contacts, blocked users and message requests listed at most per page (chat/contacts.py).
+    contacts_page_max: int = 200
     commit_batch_max: int = 512
     # Seconds between the end of one chat commit and the start of the next, when sends keep
     # coming: they gather into larger, cheaper transactions (securechat/chat/delivery.py). The

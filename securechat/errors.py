@@ -47,6 +47,7 @@ class HttpCode(enum.Enum):
         "This server does not answer for that host name.",
     )
     THROTTLED = ("throttled", 429, "Too many attempts. Try again later.")
+    SEARCH_LIMITED = ("search_limited", 429, "Too many searches. Try again in a moment.")
     INTERNAL = ("internal", 500, "Internal server error.")
     BUSY = ("busy", 503, "The server is busy. Try again in a moment.")
 
@@ -236,6 +237,12 @@ class Throttled(SecureChatError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class SearchLimited(Throttled):
+    """Searches for users faster than a person types (securechat/chat/conversations.py)."""
+
+    error = HttpCode.SEARCH_LIMITED
 
 
 class ServerBusy(SecureChatError):

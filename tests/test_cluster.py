@@ -180,6 +180,7 @@ async def test_receipts_typing_and_presence_cross_nodes(nodes: Nodes) -> None:
     ack = await on_a.send_message(bob_name, "hello from A")
     message = await on_b.wait_for("message", id=ack["id"])
     assert (await on_b.open(message)).text == "hello from A"
+    await bob.contact(alice_name, "accept")  # typing and presence pass between contacts only
     await on_b.mark(message["seq"], "delivered")
     await on_b.mark(message["seq"], "read")
     for status in ("delivered", "read"):

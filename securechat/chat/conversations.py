@@ -22,32 +22,39 @@ from securechat.web.api import int_arg
 
 blueprint = Blueprint("conversations", __name__, url_prefix="/api/v1")
 
-# A search prefix: what a username may start with, after the same NFKC and lower-casing.
-_PREFIX_RE: Final = re.compile(r"\A[a-z0-9._-]{0,32}\Z")
-_PREFIX_INPUT_MAX: Final = 128
+# A search: part of a username, after the same NFKC and lower-casing.
+_QUERY_RE: Final = re.compile(r"\A[a-z0-9._-]{1,32}\Z")
+_QUERY_INPUT_MAX: Final = 128
 _LAST_SEQ: Final = SEQ_LIMIT - 1
 
 
 @blueprint.get("/users")
 async def users() -> Response:
-    """Usernames starting with ``q``, in order, without mine: the recipient picker."""
+    """Usernames containing ``q``, without mine, ranked (the exact name, then those starting
+    with it, then the rest): the recipient picker. Bounded in results and, per account, in
+    searches a second (429 ``search_limited``), so the list cannot be scraped faster than a
+    person types."""
     session = await require_session()
     config = state().config
-    prefix = _search_prefix(request.args.get("q", ""))
+    query = _search_query(request.args.get("q", ""))
     limit = int_arg(
         "limit", default=config.user_search_max, minimum=1, maximum=config.user_search_max
     )
-    names = await state().store.accounts.search_users(prefix, limit, session.username)
+    limits = state().limits
+    await state().chat.contacts.searches.check(
+        session.user_id, None if limits is None else limits.search_rate
+    )
+    names = await state().store.accounts.search_users(query, limit, session.username)
     return jsonify({"users": names})
 
 
-def _search_prefix(raw: str) -> str:
-    if len(raw) > _PREFIX_INPUT_MAX:
+def _search_query(raw: str) -> str:
+    if len(raw) > _QUERY_INPUT_MAX:
         raise InvalidField("q", "q is at most 32 characters")
-    prefix = unicodedata.normalize("NFKC", raw).lower()
-    if not _PREFIX_RE.match(prefix):
-        raise InvalidField("q", "q is up to 32 characters of a-z 0-9 . _ -")
-    return prefix
+    query = unicodedata.normalize("NFKC", raw).lower()
+    if not _QUERY_RE.match(query):
+        raise InvalidField("q", "q is 1 to 32 characters of a-z 0-9 . _ -")
+    return query
 
 
 @blueprint.get("/conversations")
@@ -62,6 +69,10 @@ async def conversations() -> Response:
     before = int_arg("before", default=_LAST_SEQ, minimum=0, maximum=_LAST_SEQ)
     rows = await state().store.messages.conversations(session.user_id, before, limit + 1)
     hub = state().chat.hub
+    # "request": I have decided nothing about them; presence only if each accepted the other.
+    relations = await state().store.contacts.relations(
+        session.user_id, [row.peer for row in rows[:limit]]
+    )
     return jsonify(
         {
             "conversations": [
@@ -69,7 +80,9 @@ async def conversations() -> Response:
                     "peer": row.peer,
                     "last_seq": row.last_seq,
                     "unread": row.unread,
-                    "online": hub.is_online(row.peer),
+                    "online": relations.get(row.peer) == ("accepted", "accepted")
+                    and hub.is_online(row.peer),
+                    "contact": relations.get(row.peer, (None, None))[0] or "request",
                 }
                 for row in rows[:limit]
             ],

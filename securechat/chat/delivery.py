@@ -45,6 +45,7 @@ from securechat.store import (
     UNKNOWN_RECIPIENT,
     BacklogBounds,
     Change,
+    ContactStore,
     MarkOutcome,
     MarkStatus,
     MessageStore,
@@ -119,6 +120,7 @@ class ChatStats:
     messages_in: int = 0
     messages_stored: int = 0
     messages_duplicate: int = 0
+    messages_withheld: int = 0  # acknowledged to a blocked sender, stored for no one
     messages_out: int = 0
     acks: int = 0
     receipts: int = 0
@@ -170,8 +172,11 @@ class Delivery:
         stats: ChatStats,
         clock: Clock = WALL_CLOCK,
         shared_rate: SharedRate | None = None,
+        contacts: ContactStore | None = None,
     ) -> None:
         self.store = store
+        # Who shares typing with whom (chat/contacts.py); None: everyone (tests of the core).
+        self.contacts = contacts
         self.broker = broker
         self.stats = stats
         self.clock = clock  # stamps each commit's messages and receipts
@@ -267,6 +272,10 @@ class Delivery:
         self._idle.clear()
         self._wakeup.set()
 
+    async def shares_with(self, user: str, peer: str) -> bool:
+        """Whether ``user`` may tell ``peer`` they are typing: each accepted the other."""
+        return self.contacts is None or await self.contacts.sharing(user, peer)
+
     # Sync -------------------------------------------------------------------------------
 
     async def changes(self, user: Principal, after: int) -> tuple[list[Sequenced], bool]:
@@ -353,6 +362,12 @@ class Delivery:
         # gets no copy of its own message; the ack (in position order on the queue) stands in.
         ack = ack_frame(frame.id, outcome.seq, outcome.ts)
         self.stats.acks += 1
+        if outcome.withheld:
+            # The recipient blocked the sender: the same ack as a stored message, after the
+            # commit that decided it, and nothing for anyone else (docs/security.md).
+            item.conn.deliver(ack)
+            self.stats.messages_withheld += 1
+            return
         if not outcome.created:
             item.conn.deliver(ack)
             self.stats.messages_duplicate += 1  # fanned out when first stored, not again

@@ -1,5 +1,9 @@
 """Presence: tell the people I have conversations with when I come online or go offline.
 
+Only those who share presence with me: each of us accepted the other (wrote to them or
+accepted their request; ``MessageStore.peer_names`` reads that from the database, so a block
+or an acceptance holds on every node at once: chat/contacts.py).
+
 The hub reports a user's first connection and last disconnection synchronously; finding that
 user's conversation partners needs the database, so the change is queued for one worker task.
 The queue keeps only each user's latest state (a user who flaps online/offline/online costs one
@@ -86,6 +90,19 @@ class Presence:
             found = {user for user in users if self.hub.is_online(user)}
         return found
 
+    async def introduce(self, user: str, peer: str) -> None:
+        """The two now share presence (each accepted the other: chat/contacts.py): tell each
+        whether the other is online, on whichever node their sockets are."""
+        online = await self._online([user, peer])
+        for me, other in ((user, peer), (peer, user)):
+            await self.broker.publish(me, presence_frame(other, _status(other in online)))
+
+    async def part(self, user: str, peer: str) -> None:
+        """The two no longer share presence (a block): each sees the other offline from now
+        on, as after a real departure, so the block itself is not announced."""
+        await self.broker.publish(user, presence_frame(peer, "offline"))
+        await self.broker.publish(peer, presence_frame(user, "offline"))
+
     def start(self) -> None:
         """Start the worker (once: a second call leaves the running one alone)."""
         if self._task is None:
@@ -116,6 +133,10 @@ class Presence:
         for peer in await self.store.peer_names(user, self.peers_max):
             await self.broker.publish(peer, text)
         self.stats.presence_events += 1
+
+
+def _status(online: bool) -> PresenceStatus:
+    return "online" if online else "offline"
 
 
 __all__ = ["Presence", "PresenceDirectory"]

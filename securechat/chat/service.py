@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from quart import Quart
 
 from securechat.chat import wsguard
+from securechat.chat.contacts import Contacts
 from securechat.chat.delivery import ChatStats, Delivery, SharedRate
 from securechat.chat.hub import Broker, Connection, Hub, LocalBroker
 from securechat.chat.presence import Presence
@@ -62,6 +63,8 @@ class ChatService:
     node_id: str = field(default_factory=new_node_id)
     # A cluster's node: the Redis broker, the lease, the resync; None in one process.
     cluster: ChatCluster | None = None
+    # Who may message whom, the requests and blocks, the search limit (chat/contacts.py).
+    contacts: Contacts = field(init=False)
 
     @classmethod
     def create(
@@ -101,11 +104,13 @@ class ChatService:
         )
         if cluster is not None:
             cluster.nodes.on_reaped = presence.gone  # a dead node's users: announced offline
-        return cls(
+        service = cls(
             config=config,
             hub=hub,
             broker=broker,
-            delivery=Delivery(store.messages, broker, config, stats, clock, shared_rate),
+            delivery=Delivery(
+                store.messages, broker, config, stats, clock, shared_rate, store.contacts
+            ),
             presence=presence,
             stats=stats,
             stalls=stalls,
@@ -113,6 +118,8 @@ class ChatService:
             node_id=node_id,
             cluster=cluster,
         )
+        service.contacts = Contacts(store.contacts, presence, config, clock)
+        return service
 
     def install(self, app: Quart) -> None:
         """Guard Hypercorn's WebSocket stream and tie the chat's start and stop to the app's."""

@@ -153,6 +153,10 @@ class ChatSession:
         if to == self.user.name:
             self._refuse(FrameCode.SELF_RECIPIENT, "You cannot type to yourself.", None)
         elif self._typing.allow(self._clock()):
+            if not await self.delivery.shares_with(self.user.name, to):
+                # Not contacts both ways (or blocked): dropped as silently as any typing.
+                self.stats.typing_dropped += 1
+                return
             await self.broker.publish(to, typing_frame(self.user.name))
             self.stats.typing_relayed += 1
         else:

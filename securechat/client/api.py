@@ -238,6 +238,30 @@ class SecureChatClient:
         body = await self.call("GET", "/api/v1/me")
         return str(body["username"])
 
+    # Contacts and message requests (docs/protocol.md "Contacts") --------------------------
+
+    async def search_users(self, query: str) -> list[str]:
+        """Usernames containing ``query``: the exact one, then prefixes, then the rest."""
+        body = await self.call("GET", f"/api/v1/users?q={quote(query)}")
+        return list(body["users"])
+
+    async def contact(self, user: str, action: str) -> str | None:
+        """``accept``, ``block`` or ``unblock`` ``user``, or ``delete`` their request; my state
+        for them afterwards (None: a stranger)."""
+        body = await self.call("POST", "/api/v1/contacts", {"user": user, "action": action})
+        state: str | None = body["state"]
+        return state
+
+    async def contacts(self, state: str = "accepted") -> list[str]:
+        """The users I accepted (or ``blocked``), the latest decision first."""
+        body = await self.call("GET", f"/api/v1/contacts?state={quote(state)}")
+        return list(body["contacts"])
+
+    async def requests(self) -> list[dict[str, Any]]:
+        """My message requests: ``{"peer", "last_seq", "unread"}``, most recent first."""
+        body = await self.call("GET", "/api/v1/requests")
+        return list(body["requests"])
+
     # Key directory ------------------------------------------------------------------------
 
     async def directory_key(self) -> bytes:

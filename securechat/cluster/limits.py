@@ -18,6 +18,8 @@ Keys, all under ``securechat:`` and all with a TTL, so Redis holds only what is 
 ``securechat:send:<user id>``
     the account's token bucket (``tokens``, ``last``, on Redis' own clock), expiring when it
     would have refilled: a full bucket is a new one.
+``securechat:search:<user id>``
+    the same bucket for the account's user searches (the recipient picker).
 ``securechat:ws:<user>``
     the user's sockets on every node (member: ``<node>:<connection>``, score: when its lease
     ends, on Redis' clock). Each node renews its own sockets' leases every ``lease / 4``
@@ -181,6 +183,7 @@ class SharedLimits:
         }
         self.throttles = SharedThrottles(self, config, clock)
         self.send_rate = SharedSendRate(self, config)
+        self.search_rate = SharedSearchRate(self, config)
         self.sockets = SharedSockets(self, config.ws_connections_per_user, socket_lease)
 
     async def run(self, what: str, keys: list[str], args: list[Any]) -> int | None:
@@ -285,14 +288,27 @@ class SharedThrottles:
 class SharedSendRate:
     """Sends per account, all its sockets on every node together (chat/delivery.SharedRate)."""
 
+    kind = "send:"
+
     def __init__(self, limits: SharedLimits, config: Config) -> None:
         self._limits = limits
         self._args = [repr(float(config.sends_per_user_per_s)), config.sends_per_user_burst]
 
     async def allow(self, user_id: int) -> bool | None:
         """Take one token from the account's bucket; None if Redis is down."""
-        taken = await self._limits.run("token", [_key("send:", str(user_id))], self._args)
+        taken = await self._limits.run("token", [_key(self.kind, str(user_id))], self._args)
         return None if taken is None else bool(taken)
+
+
+class SharedSearchRate(SharedSendRate):
+    """User searches per account on every node (chat/conversations.py): the same bucket, under
+    ``securechat:search:<user id>``."""
+
+    kind = "search:"
+
+    def __init__(self, limits: SharedLimits, config: Config) -> None:
+        self._limits = limits
+        self._args = [repr(float(config.user_search_per_s)), config.user_search_burst]
 
 
 class SharedSockets:
@@ -372,6 +388,7 @@ __all__ = [
     "PREFIX",
     "SOCKET_LEASE",
     "SharedLimits",
+    "SharedSearchRate",
     "SharedSendRate",
     "SharedSockets",
     "SharedThrottles",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from securechat.config import Config
 from securechat.store.interface import (
     AccountStore,
+    ContactStore,
     DirectoryStore,
     IdentityStore,
     LifecycleStore,
@@ -29,6 +30,7 @@ from securechat.store.records import (
     ClusterIdentity,
     CommitResult,
     CommitStats,
+    ContactState,
     ConversationRow,
     HistoryItem,
     LogEntry,
@@ -78,6 +80,8 @@ __all__ = [
     "ClusterIdentity",
     "CommitResult",
     "CommitStats",
+    "ContactState",
+    "ContactStore",
     "ConversationRow",
     "DirectoryStore",
     "HistoryItem",

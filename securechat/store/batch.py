@@ -89,19 +89,21 @@ def over_bounds(
     stored: Set[tuple[int, str]],
     counts: Backlog,
     bounds: BacklogBounds,
+    blocked: Set[int] = frozenset(),
 ) -> set[int]:
     """The indexes of the sends a batch must refuse as ``queue_full``, counted in order against
     ``counts`` (read under the commit's lock, and updated here).
 
     A resend, of an id in ``stored`` or admitted earlier in the batch, is settled before any
-    counting: it is reported with its first position, and takes no room.
+    counting: it is reported with its first position, and takes no room; nor does a send in
+    ``blocked`` (withheld: stored for no one).
     """
     full: set[int] = set()
     admitted = set(stored)
     for index, send in enumerate(sends):
         recipient_id = ids.get(send.recipient)
         key = (send.sender_id, send.client_id)
-        if recipient_id is None or key in admitted:
+        if recipient_id is None or key in admitted or index in blocked:
             continue
         size = len(send.envelope)
         if counts.fits(send.sender_id, recipient_id, size, bounds):
@@ -153,15 +155,20 @@ def number_sends(
     positions: Positions,
     now_ms: int,
     full: Set[int] = frozenset(),
+    blocked: Set[int] = frozenset(),
 ) -> tuple[list[SendOutcome], list[MessageRow]]:
     """Each send to a known recipient takes the next position, unless its index is in ``full``
-    (over a backlog bound); the rest are refused, and take none."""
+    (over a backlog bound); the rest are refused, and take none. One in ``blocked`` (its
+    recipient blocked its sender) takes a position too, and is withheld: no row, and the
+    position stays unused, as a resend's does."""
     outcomes: list[SendOutcome] = [UNKNOWN_RECIPIENT] * len(sends)
     rows: list[MessageRow] = []
     for index, send in enumerate(sends):
         recipient_id = ids.get(send.recipient)
         if index in full:
             outcomes[index] = QUEUE_FULL
+        elif index in blocked:
+            outcomes[index] = Stored(positions.next(), now_ms, False, withheld=True)
         elif recipient_id is not None:
             seq = positions.next()
             outcomes[index] = Stored(seq, now_ms, True)
@@ -183,6 +190,30 @@ def settle_duplicates(
             if seq != outcome.seq:
                 outcomes[index] = Stored(seq, ts, False)
     return [row for row in rows if originals[(row[1], row[3])][0] == row[0]]
+
+
+def contact_keys(sends: Sequence[NewMessage], ids: Mapping[str, int]) -> list[tuple[int, int]]:
+    """(recipient id, sender id) of each send to a known recipient: the contacts rows that
+    say whether the recipient blocked the sender."""
+    return sorted({(ids[s.recipient], s.sender_id) for s in sends if s.recipient in ids})
+
+
+def blocked_sends(
+    sends: Sequence[NewMessage], ids: Mapping[str, int], blocks: Set[tuple[int, int]]
+) -> set[int]:
+    """The indexes of the sends whose recipient blocked their sender (``blocks``: (owner id,
+    peer id) of each block found among ``contact_keys``)."""
+    return {
+        index
+        for index, send in enumerate(sends)
+        if send.recipient in ids and (ids[send.recipient], send.sender_id) in blocks
+    }
+
+
+def accepted_by_sending(created: Iterable[MessageRow]) -> list[tuple[int, int]]:
+    """(sender id, recipient id) of each message stored new: writing to someone accepts them
+    (a contacts row "accepted" unless the sender decided otherwise before)."""
+    return sorted({(row[1], row[2]) for row in created})
 
 
 def conversation_moves(rows: Iterable[MessageRow]) -> list[ConversationMove]:
@@ -318,8 +349,11 @@ __all__ = [
     "Positions",
     "StreamEntry",
     "UnreadDrop",
+    "accepted_by_sending",
     "apply_marks",
     "backlog_changes",
+    "blocked_sends",
+    "contact_keys",
     "conversation_moves",
     "link_streams",
     "number_sends",

@@ -21,6 +21,7 @@ from securechat.store.records import (
     ClusterIdentity,
     CommitResult,
     CommitStats,
+    ContactState,
     ConversationRow,
     HistoryItem,
     LogEntry,
@@ -58,8 +59,9 @@ class AccountStore(Protocol):
         """How many accounts exist."""
         ...
 
-    async def search_users(self, prefix: str, limit: int, exclude: str) -> list[str]:
-        """Usernames starting with ``prefix`` (taken literally), in order, without ``exclude``."""
+    async def search_users(self, query: str, limit: int, exclude: str) -> list[str]:
+        """Usernames containing ``query`` (taken literally), without ``exclude``, ranked: the
+        exact name, then those starting with it, then the rest, each rank in order."""
         ...
 
 
@@ -175,7 +177,8 @@ class MessageStore(Protocol):
         ...
 
     async def peer_names(self, username: str, limit: int) -> list[str]:
-        """The people ``username`` has conversations with, most recent first."""
+        """The people ``username`` has conversations with and shares presence with (both have
+        accepted the other: ``ContactStore.sharing``), most recent first."""
         ...
 
 
@@ -283,6 +286,49 @@ class LifecycleStore(Protocol):
 
 
 @runtime_checkable
+class ContactStore(Protocol):
+    """Who may message whom (issue 12, item 5; securechat/chat/contacts.py): each owner's
+    decision about a peer, "accepted" or "blocked"; no row makes the peer a stranger whose
+    messages are requests. ``MessageStore.commit`` reads the blocks and records "accepted"
+    for every sender it stores a message from, under its own lock."""
+
+    async def set_state(
+        self, owner_id: int, peer_id: int, state: ContactState, now_ms: int
+    ) -> None:
+        """Record the owner's decision about the peer (replacing any earlier one)."""
+        ...
+
+    async def unblock(self, owner_id: int, peer_id: int) -> bool:
+        """Forget the owner's block of the peer (a stranger again); whether there was one."""
+        ...
+
+    async def dismiss(self, owner_id: int, peer_id: int) -> bool:
+        """Delete the request: the owner's conversation with a peer they have decided nothing
+        about leaves their list (the messages stay, the sender's history holds them);
+        whether there was one."""
+        ...
+
+    async def relations(
+        self, owner_id: int, peers: Sequence[str]
+    ) -> dict[str, tuple[ContactState | None, ContactState | None]]:
+        """For each of ``peers`` that exists: (the owner's state for them, theirs for the owner)."""
+        ...
+
+    async def sharing(self, user: str, peer: str) -> bool:
+        """Whether both have accepted the other: only then are presence and typing shared."""
+        ...
+
+    async def listed(self, owner_id: int, state: ContactState, limit: int) -> list[str]:
+        """The peers the owner has given ``state``, most recently decided first."""
+        ...
+
+    async def requests(self, owner_id: int, before: int, limit: int) -> list[ConversationRow]:
+        """The owner's conversations with peers they have decided nothing about (requests),
+        ``last_seq < before``, most recent first."""
+        ...
+
+
+@runtime_checkable
 class Store(Protocol):
     """One database, by domain, and its lifetime: open before use, close once."""
 
@@ -297,6 +343,9 @@ class Store(Protocol):
 
     @property
     def directory(self) -> DirectoryStore: ...
+
+    @property
+    def contacts(self) -> ContactStore: ...
 
     @property
     def identity(self) -> IdentityStore: ...

@@ -152,6 +152,9 @@ class Stored:
     created: bool
     prev_recipient: int = 0
     prev_sender: int = 0
+    # The recipient blocked the sender: acknowledged like a stored message, stored for no one
+    # (its position stays unused; docs/security.md "Blocking").
+    withheld: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +235,11 @@ class ConversationRow:
     unread: int
 
 
+# Where I stand with someone (issue 12, item 5): "accepted" (I wrote to them or accepted their
+# request), "blocked" (their messages to me are withheld); no row: a stranger.
+ContactState = Literal["accepted", "blocked"]
+
+
 # --- What /metrics reads ------------------------------------------------------------------------
 
 
@@ -282,6 +290,7 @@ __all__ = [
     "ClusterIdentity",
     "CommitResult",
     "CommitStats",
+    "ContactState",
     "ConversationRow",
     "HistoryItem",
     "LogEntry",

@@ -88,15 +88,23 @@ async def test_user_search_treats_like_wildcards_as_text(accounts: Accounts) -> 
 async def test_conversations_list_peers_with_last_seq_unread_and_presence(
     accounts: Accounts,
 ) -> None:
-    """Bob sees alice's conversation with its latest seq and two unread; alice is online."""
+    """Bob sees alice's conversation with its latest seq and two unread; alice, whose request
+    he accepted, is online."""
     alice, bob = await accounts.sign_up("alice"), await accounts.sign_up("bob")
     a = await alice.connect()
     await a.send_message(name_of(bob), "one")
     last = await a.send_message(name_of(bob), "two")
+    await bob.contact(name_of(alice), "accept")
     body = await bob.call("GET", "/api/v1/conversations")
     assert body == {
         "conversations": [
-            {"peer": name_of(alice), "last_seq": last["seq"], "unread": 2, "online": True}
+            {
+                "peer": name_of(alice),
+                "last_seq": last["seq"],
+                "unread": 2,
+                "online": True,
+                "contact": "accepted",
+            }
         ],
         "more": False,
     }

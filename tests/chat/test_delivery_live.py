@@ -150,6 +150,7 @@ async def test_presence_tells_conversation_partners_online_and_offline(accounts:
     alice, bob = await pair(accounts)
     a = await alice.connect()
     await a.send_message(name_of(bob), "are you there?")
+    await bob.contact(name_of(alice), "accept")  # presence is shared between contacts only
     b = await bob.connect()
     await a.wait_for("presence", user=name_of(bob), status="online")
     await b.close()
@@ -161,6 +162,7 @@ async def test_connecting_tells_me_which_partners_are_online(accounts: Accounts)
     alice, bob = await pair(accounts)
     a = await alice.connect()
     await a.send_message(name_of(bob), "hi")
+    await bob.contact(name_of(alice), "accept")  # presence is shared between contacts only
     b = await bob.connect()
     assert await b.wait_for("presence", user=name_of(alice)) == {
         "type": "presence",
@@ -179,6 +181,7 @@ async def test_presence_is_not_told_to_strangers(accounts: Accounts) -> None:
     c = await carol.connect()
     a = await alice.connect()
     await a.send_message(name_of(bob), "hi")
+    await bob.contact(name_of(alice), "accept")
     b = await bob.connect()
     await a.wait_for("presence", user=name_of(bob))
     await b.close()
@@ -204,6 +207,8 @@ async def test_senders_other_device_gets_the_message_and_the_sending_one_only_th
 async def test_typing_reaches_the_recipient(accounts: Accounts) -> None:
     """A typing frame is relayed to the recipient's live session with the sender's name."""
     alice, bob = await pair(accounts)
+    await alice.contact(name_of(bob), "accept")  # typing is shared between contacts only
+    await bob.contact(name_of(alice), "accept")
     a, b = await alice.connect(), await bob.connect()
     await a.typing(name_of(bob))
     assert await b.wait_for("typing") == {"type": "typing", "from": name_of(alice)}

@@ -228,9 +228,12 @@ async def test_history_is_one_conversation_newest_first_and_pages(store: Store) 
 
 
 async def test_peer_names_lists_conversation_partners(store: Store) -> None:
-    """The people a user has talked with, most recent first."""
+    """The people a user has talked with both ways (each accepted the other), most recent
+    first."""
     await send(store, "alice", "bob")
+    await send(store, "bob", "alice")
     await send(store, "carol", "alice")
+    await send(store, "alice", "carol")
     assert await store.messages.peer_names("alice", 10) == ["carol", "bob"]
     assert await store.messages.peer_names("bob", 10) == ["alice"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from securechat.config import Config
 from securechat.store.postgres.accounts import AccountStore, SessionStore
+from securechat.store.postgres.contacts import ContactStore
 from securechat.store.postgres.database import (
     SCHEMA_PATH,
     SCHEMA_VERSION,
@@ -34,6 +35,7 @@ class PostgresStore:
         self.sessions = SessionStore(db)
         self.directory = DirectoryStore(db)
         self.identity = IdentityStore(db)
+        self.contacts = ContactStore(db)
         self.lifecycle = LifecycleStore(db)
         self.messages = MessageStore(db)
 

@@ -88,14 +88,15 @@ class AccountStore:
     async def count_users(self) -> int:
         return int(await self.db.fetch_value("SELECT count(*) FROM users"))
 
-    async def search_users(self, prefix: str, limit: int, exclude: str) -> list[str]:
-        """Usernames starting with ``prefix``, in order, without ``exclude``."""
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    async def search_users(self, query: str, limit: int, exclude: str) -> list[str]:
+        """Usernames containing ``query`` (literally), without ``exclude``: the exact name,
+        then those starting with it, then the rest, each rank in order (a scan of the names,
+        as on SQLite, kept to typing speed by the search limiter)."""
         # username is COLLATE "C": byte order, as SQLite's, whatever the cluster's locale.
         rows = await self.db.fetch_all(
-            "SELECT username FROM users WHERE username LIKE $1 ESCAPE '\\' AND username != $2"
-            " ORDER BY username LIMIT $3",
-            escaped + "%",
+            "SELECT username FROM users WHERE strpos(username, $1) > 0 AND username != $2"
+            " ORDER BY username <> $1, left(username, length($1)) <> $1, username LIMIT $3",
+            query,
             exclude,
             limit,
         )

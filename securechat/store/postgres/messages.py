@@ -27,8 +27,11 @@ from securechat.store.batch import (
     MessageRow,
     Positions,
     StreamEntry,
+    accepted_by_sending,
     apply_marks,
     backlog_changes,
+    blocked_sends,
+    contact_keys,
     conversation_moves,
     link_streams,
     number_sends,
@@ -168,10 +171,14 @@ class MessageStore:
         return [ConversationRow(*row) for row in rows]
 
     async def peer_names(self, username: str, limit: int) -> list[str]:
-        """The people ``username`` has conversations with, most recent first."""
+        """The people ``username`` has conversations with and shares presence with (both
+        accepted the other), most recent first."""
         rows = await self.db.fetch_all(
             "SELECT p.username FROM users u JOIN conversations c ON c.user_id = u.id"
-            " JOIN users p ON p.id = c.peer_id WHERE u.username = $1"
+            " JOIN users p ON p.id = c.peer_id"
+            " JOIN contacts mine ON mine.owner_id = u.id AND mine.peer_id = p.id"
+            " JOIN contacts theirs ON theirs.owner_id = p.id AND theirs.peer_id = u.id"
+            " WHERE u.username = $1 AND mine.state = 'accepted' AND theirs.state = 'accepted'"
             " ORDER BY c.last_seq DESC LIMIT $2",
             username,
             limit,
@@ -274,6 +281,20 @@ SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
     ON CONFLICT (sender_id, recipient_id) DO UPDATE SET
        messages = undelivered_pairs.messages + excluded.messages
 """
+# Who may message whom (store/batch.blocked_sends, accepted_by_sending): the blocks among the
+# batch's (recipient, sender) pairs; and "accepted" for each pair that stored a message,
+# unless the sender decided otherwise before (a block stays).
+_BLOCKS: Final = """
+SELECT c.owner_id, c.peer_id FROM unnest($1::bigint[], $2::bigint[]) AS k(owner_id, peer_id)
+  JOIN contacts c ON c.owner_id = k.owner_id AND c.peer_id = k.peer_id
+ WHERE c.state = 'blocked'
+"""
+_ACCEPT_BY_SENDING: Final = """
+INSERT INTO contacts (owner_id, peer_id, state, changed_at)
+SELECT owner_id, peer_id, 'accepted', $3 FROM unnest($1::bigint[], $2::bigint[])
+       AS k(owner_id, peer_id)
+    ON CONFLICT (owner_id, peer_id) DO NOTHING
+"""
 # Each user's highest position (store/batch.link_streams): read, and set to the batch's last.
 _STREAM_HEADS: Final = "SELECT user_id, head FROM stream_heads WHERE user_id = ANY($1::bigint[])"
 _SET_HEADS: Final = """
@@ -300,8 +321,12 @@ async def _store_sends(
         return [], []
     names = sorted({send.recipient for send in sends})
     ids = {str(row[0]): int(row[1]) for row in await connection.fetch(_USER_IDS, names)}
-    full = await _over_bounds(connection, sends, ids, bounds) if bounds is not None else set()
-    outcomes, rows = number_sends(sends, ids, positions, now_ms, full)
+    blocks = await connection.fetch(_BLOCKS, *_columns(contact_keys(sends, ids), 2))
+    blocked = blocked_sends(sends, ids, {(int(row[0]), int(row[1])) for row in blocks})
+    full = (
+        await _over_bounds(connection, sends, ids, bounds, blocked) if bounds is not None else set()
+    )
+    outcomes, rows = number_sends(sends, ids, positions, now_ms, full, blocked)
     if not rows:
         return outcomes, []
     inserted = await connection.fetch(_INSERT_MESSAGES, *_columns(rows, 6))
@@ -314,6 +339,8 @@ async def _store_sends(
         created = settle_duplicates(sends, outcomes, rows, originals)
     moves = sorted(conversation_moves(created))
     await connection.execute(_TOUCH_CONVERSATIONS, *_columns(moves, 4))
+    accepted = accepted_by_sending(created)
+    await connection.execute(_ACCEPT_BY_SENDING, *_columns(accepted, 2), now_ms)
     return outcomes, created
 
 
@@ -322,6 +349,7 @@ async def _over_bounds(
     sends: Sequence[NewMessage],
     ids: dict[str, int],
     bounds: BacklogBounds,
+    blocked: set[int],
 ) -> set[int]:
     """The sends over a bound, by index. The counts are read after the ``chat_sequence`` lock
     (READ COMMITTED: each statement sees every commit that held it before), and ids already
@@ -336,7 +364,7 @@ async def _over_bounds(
         {(r[0], r[1]): r[2] for r in await connection.fetch(_PAIR_COUNTS, *_columns(pairs, 2))},
         {r[0]: r[1] for r in await connection.fetch(_SENDER_BYTES, senders)},
     )
-    return over_bounds(sends, ids, stored, counts, bounds)
+    return over_bounds(sends, ids, stored, counts, bounds, blocked)
 
 
 async def _write_backlog(connection: asyncpg.Connection, changes: Backlog) -> None:

@@ -1,7 +1,7 @@
 -- SecureChat schema, PostgreSQL dialect (the cluster backend, issue 11). The same tables,
 -- columns and constraints as schema.sql at the top of the checkout, which is the SQLite
 -- dialect and the reference: change both together (tests/store/test_schemas.py compares
--- their catalogues). It matches SQLite's user_version 7. Every statement may run again.
+-- their catalogues). It matches SQLite's user_version 8. Every statement may run again.
 --
 -- How the dialects map: SQLite's INTEGER (64-bit) is BIGINT, BLOB is BYTEA. Only users.id
 -- is handed out by the database (an identity, never reused, where SQLite takes max + 1);
@@ -215,3 +215,19 @@ CREATE TABLE IF NOT EXISTS operator_actions (
     username TEXT    NOT NULL,
     detail   TEXT    NOT NULL DEFAULT ''
 );
+
+-- Who may message whom (issue 12, item 5): schema.sql's contacts. The backfill runs only
+-- while the table is empty (a database from before it: every pair that wrote has accepted).
+CREATE TABLE IF NOT EXISTS contacts (
+    owner_id   BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    peer_id    BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    state      TEXT   NOT NULL CHECK (state IN ('accepted', 'blocked')),
+    changed_at BIGINT NOT NULL,                -- ms since epoch
+    PRIMARY KEY (owner_id, peer_id)
+);
+CREATE INDEX IF NOT EXISTS contacts_by_peer ON contacts (peer_id, owner_id);
+INSERT INTO contacts (owner_id, peer_id, state, changed_at)
+SELECT sender_id, recipient_id, 'accepted', max(ts) FROM messages
+ WHERE NOT EXISTS (SELECT 1 FROM contacts)
+ GROUP BY sender_id, recipient_id
+    ON CONFLICT (owner_id, peer_id) DO NOTHING;

@@ -11,6 +11,7 @@ from pathlib import Path
 from securechat.config import Config
 from securechat.store.records import CheckpointStats, CommitStats
 from securechat.store.sqlite.accounts import AccountStore, SessionStore
+from securechat.store.sqlite.contacts import ContactStore
 from securechat.store.sqlite.database import Database
 from securechat.store.sqlite.directory import DirectoryStore, IdentityStore
 from securechat.store.sqlite.lifecycle import LifecycleStore
@@ -26,6 +27,7 @@ class SQLiteStore:
         self.sessions = SessionStore(db)
         self.directory = DirectoryStore(db)
         self.identity = IdentityStore(db)
+        self.contacts = ContactStore(db)
         self.lifecycle = LifecycleStore(db)
         self.messages = MessageStore(db)
 

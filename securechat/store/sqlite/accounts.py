@@ -78,13 +78,18 @@ class AccountStore:
         row = await self.db.fetch_one("SELECT count(*) FROM users")
         return int(row[0]) if row else 0
 
-    async def search_users(self, prefix: str, limit: int, exclude: str) -> list[str]:
-        """Usernames starting with ``prefix``, in order, without ``exclude``."""
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    async def search_users(self, query: str, limit: int, exclude: str) -> list[str]:
+        """Usernames containing ``query`` (literally), without ``exclude``: the exact name,
+        then those starting with it, then the rest, each rank in order.
+
+        A substring cannot use the index: this reads every name (docs/performance.md), which
+        the search limiter (securechat/chat/contacts.py) keeps to a person's typing speed.
+        """
         rows = await self.db.fetch_all(
-            "SELECT username FROM users WHERE username LIKE ? ESCAPE '\\' AND username != ?"
-            " ORDER BY username LIMIT ?",
-            (escaped + "%", exclude, limit),
+            "SELECT username FROM users WHERE instr(username, ?1) > 0 AND username != ?2"
+            " ORDER BY username != ?1, substr(username, 1, length(?1)) != ?1, username"
+            " LIMIT ?3",
+            (query, exclude, limit),
         )
         return [row[0] for row in rows]
 

@@ -19,8 +19,11 @@ from securechat.store.batch import (
     MessageRow,
     Positions,
     StreamEntry,
+    accepted_by_sending,
     apply_marks,
     backlog_changes,
+    blocked_sends,
+    contact_keys,
     conversation_moves,
     link_streams,
     number_sends,
@@ -164,10 +167,14 @@ class MessageStore:
         return [ConversationRow(*row) for row in rows]
 
     async def peer_names(self, username: str, limit: int) -> list[str]:
-        """The people ``username`` has conversations with, most recent first."""
+        """The people ``username`` has conversations with and shares presence with (both
+        accepted the other), most recent first."""
         rows = await self.db.fetch_all(
             "SELECT p.username FROM users u JOIN conversations c ON c.user_id = u.id"
-            " JOIN users p ON p.id = c.peer_id WHERE u.username = ?"
+            " JOIN users p ON p.id = c.peer_id"
+            " JOIN contacts mine ON mine.owner_id = u.id AND mine.peer_id = p.id"
+            " JOIN contacts theirs ON theirs.owner_id = p.id AND theirs.peer_id = u.id"
+            " WHERE u.username = ? AND mine.state = 'accepted' AND theirs.state = 'accepted'"
             " ORDER BY c.last_seq DESC LIMIT ?",
             (username, limit),
         )
@@ -263,6 +270,18 @@ _ADD_PAIRS: Final = (
     " SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each(?) AS j WHERE true"
     " ON CONFLICT (sender_id, recipient_id) DO UPDATE SET messages = messages + excluded.messages"
 )
+# Who may message whom (store/batch.blocked_sends, accepted_by_sending): the blocks among the
+# batch's (recipient, sender) pairs, each a primary key lookup; and "accepted" for each pair
+# that stored a message, unless the sender decided otherwise before (a block stays).
+_BLOCKS: Final = (
+    "SELECT c.owner_id, c.peer_id FROM json_each(?) AS k JOIN contacts c"
+    " ON c.owner_id = k.value ->> 0 AND c.peer_id = k.value ->> 1 WHERE c.state = 'blocked'"
+)
+_ACCEPT_BY_SENDING: Final = (
+    "INSERT INTO contacts (owner_id, peer_id, state, changed_at)"
+    " SELECT j.value ->> 0, j.value ->> 1, 'accepted', j.value ->> 2 FROM json_each(?) AS j"
+    " WHERE true ON CONFLICT (owner_id, peer_id) DO NOTHING"
+)
 # Each user's highest position (store/batch.link_streams): read, and set to the batch's last.
 _STREAM_HEADS: Final = (
     "SELECT h.user_id, h.head FROM json_each(?) AS k JOIN stream_heads h ON h.user_id = k.value"
@@ -290,8 +309,10 @@ def _store_sends(
     if not sends:
         return [], []
     ids = _user_ids(connection, {send.recipient for send in sends})
-    full = _over_bounds(connection, sends, ids, bounds) if bounds is not None else set()
-    outcomes, rows = number_sends(sends, ids, positions, now_ms, full)
+    blocks = connection.execute(_BLOCKS, (_json_rows(contact_keys(sends, ids)),)).fetchall()
+    blocked = blocked_sends(sends, ids, {(row[0], row[1]) for row in blocks})
+    full = _over_bounds(connection, sends, ids, bounds, blocked) if bounds is not None else set()
+    outcomes, rows = number_sends(sends, ids, positions, now_ms, full, blocked)
     if not rows:
         return outcomes, []
     # The UNIQUE (sender_id, client_id) index decides whether a send is new, even for two
@@ -306,6 +327,8 @@ def _store_sends(
         }
         created = settle_duplicates(sends, outcomes, rows, originals)
     connection.executemany(_TOUCH_CONVERSATION, conversation_moves(created))
+    accepted = [(*pair, now_ms) for pair in accepted_by_sending(created)]
+    connection.execute(_ACCEPT_BY_SENDING, (_json_rows(accepted),))
     return outcomes, created
 
 
@@ -314,6 +337,7 @@ def _over_bounds(
     sends: Sequence[NewMessage],
     ids: dict[str, int],
     bounds: BacklogBounds,
+    blocked: set[int],
 ) -> set[int]:
     """The sends over a bound, by index: the counts are read under the writer's lock, and
     ids already stored are settled first (a resend is acknowledged, not counted)."""
@@ -326,7 +350,7 @@ def _over_bounds(
         {(row[0], row[1]): row[2] for row in connection.execute(_PAIR_COUNTS, (pairs,))},
         dict(connection.execute(_SENDER_BYTES, (senders,)).fetchall()),
     )
-    return over_bounds(sends, ids, stored, counts, bounds)
+    return over_bounds(sends, ids, stored, counts, bounds, blocked)
 
 
 def _write_backlog(connection: sqlite3.Connection, changes: Backlog) -> None:

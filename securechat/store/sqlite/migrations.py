@@ -56,6 +56,15 @@ UPGRADES: dict[int, str] = {
     " CREATE TABLE IF NOT EXISTS operator_actions (id INTEGER PRIMARY KEY,"
     " at_ms INTEGER NOT NULL, action TEXT NOT NULL, username TEXT NOT NULL,"
     " detail TEXT NOT NULL DEFAULT '');",
+    # Who may message whom (issue 12, item 5): every pair that wrote has accepted.
+    8: "CREATE TABLE IF NOT EXISTS contacts (owner_id INTEGER NOT NULL REFERENCES users (id)"
+    " ON DELETE CASCADE, peer_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    " state TEXT NOT NULL CHECK (state IN ('accepted', 'blocked')),"
+    " changed_at INTEGER NOT NULL, PRIMARY KEY (owner_id, peer_id)) WITHOUT ROWID;"
+    " CREATE INDEX IF NOT EXISTS contacts_by_peer ON contacts (peer_id, owner_id);"
+    " INSERT OR IGNORE INTO contacts (owner_id, peer_id, state, changed_at)"
+    " SELECT sender_id, recipient_id, 'accepted', max(ts) FROM messages"
+    " GROUP BY sender_id, recipient_id;",
 }
 
 
