@@ -122,6 +122,8 @@ async def test_reset_keys_withdraws_them_and_keeps_the_account(
         await bob.fetch_verified_keys("alice")
     assert withdrawn.value.code == "keys_withdrawn"
     assert await login_status(alice, "alice") == (200, "")
+    mine = await alice.check_my_entries()  # the tombstone under her name is no alarm
+    assert [e.enc_fingerprint == bytes(32) for e in mine] == [False, True]
 
 
 async def test_list_and_mistakes(config: Config, signed_up: SignUp) -> None:

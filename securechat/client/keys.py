@@ -266,7 +266,9 @@ def _frontier_root(frontier: list[bytes]) -> bytes:
 def foreign_entries(
     mine: list[DirectoryEntry], current: str, known: set[str], first: bool
 ) -> list[DirectoryEntry]:
-    """My entries (index order) that carry keys I do not hold; see check_my_entries."""
+    """My entries (index order) that carry keys I do not hold; see check_my_entries. A
+    tombstone publishes no key, so nobody can pose as me with it: it is never foreign."""
+    mine = [e for e in mine if not transparency.is_tombstone(e)]
 
     def pair(e: DirectoryEntry) -> str:
         return f"{e.enc_fingerprint.hex()}:{e.sign_fingerprint.hex()}"

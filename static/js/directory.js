@@ -69,6 +69,14 @@
  * "bad_entries" (log entries served that do not hash to the signed head), "foreign_key_for_me"
  * (the log lists keys for me that are not mine). The last four set the alarm.
  *
+ * Tombstones (docs/protocol.md, "Tombstones"): a log entry whose two fingerprints are all zeros
+ * says the user has no keys: the account was deleted, or the operator withdrew its keys. The
+ * server then answers the keys request with {username, status: "deleted" | "withdrawn", entry,
+ * inclusion_proof, tree_head} and no keys; once the tombstone is proved (its leaf rebuilt with
+ * zero fingerprints) fetchVerifiedKeys throws NoKeysError, a DirectoryError whose code is
+ * "account_deleted" or "keys_withdrawn" and whose message can be shown as it is ("This account
+ * was deleted."): encrypt nothing to them. No alarm: an honest log says so.
+ *
  * Storage holds public material only: the directory key, the last head, contacts' fingerprints,
  * and per user (securechat.self.v1.<me>) how far the log was read, its frontier, and my known
  * fingerprint pairs.
@@ -112,6 +120,25 @@ export class DirectoryError extends Error {
     this.code = code;
   }
 }
+
+/** The user has no keys, and the log proves it (a tombstone); tombstone: {status, entry, treeHead}. */
+export class NoKeysError extends DirectoryError {
+  constructor(username, tombstone) {
+    const deleted = tombstone.status === "deleted";
+    super(
+      deleted ? "account_deleted" : "keys_withdrawn",
+      deleted
+        ? "This account was deleted."
+        : `${username} has no keys until they set their account up again.`,
+    );
+    this.name = "NoKeysError";
+    this.username = username;
+    this.tombstone = tombstone;
+  }
+}
+
+/** The fingerprint of a tombstone entry: 32 zero bytes, as hex. */
+export const TOMBSTONE_FINGERPRINT = "0".repeat(64);
 
 const fail = (code, message) => {
   throw new DirectoryError(code, message);
@@ -200,6 +227,9 @@ async function parseKeyResponse(json) {
  */
 export async function verifyKeyResponse(json, { username, directoryKey }) {
   const name = normalizeUsername(username);
+  if (json && typeof json === "object" && "status" in json) {
+    throw new NoKeysError(name, await verifyTombstone(json, { username: name, directoryKey }));
+  }
   const { encSpki, signSpki, proof, head } = await parseKeyResponse(json);
   const entry = parseEntry(json.entry);
   if (!(await verifyTreeHead(directoryKey, json.tree_head))) {
@@ -227,6 +257,44 @@ export async function verifyKeyResponse(json, { username, directoryKey }) {
     signSpki,
     encFingerprint,
     signFingerprint,
+    entry: { index: entry.index, timestamp: entry.timestamp },
+    treeHead: head,
+  };
+}
+
+/**
+ * Check a keys answer without keys: its entry must be a tombstone, rebuilt with zero
+ * fingerprints (never the ones stated), included in a head signed by the directory. Returns
+ * {status, entry: {index, timestamp}, treeHead}; throws DirectoryError.
+ */
+export async function verifyTombstone(json, { username, directoryKey }) {
+  if (!["deleted", "withdrawn"].includes(json.status)) fail("bad_response", "unknown key status");
+  let proof;
+  let head;
+  try {
+    if (!Array.isArray(json.inclusion_proof)) throw new TypeError("the proof is a list");
+    proof = json.inclusion_proof.map(b64decode);
+    if (proof.some((p) => p.length !== 32)) throw new TypeError("a proof hash is 32 bytes");
+    head = parseTreeHead(json.tree_head);
+  } catch (error) {
+    fail("bad_response", `malformed key response: ${error.message}`);
+  }
+  const entry = parseEntry(json.entry);
+  if (!(await verifyTreeHead(directoryKey, json.tree_head))) {
+    fail("bad_signature", "the tree head is not signed by the directory");
+  }
+  if (json.username !== username || !equalBytes(entry.userHash, await userHash(username))) {
+    fail("wrong_user", `the log entry is not ${username}'s`);
+  }
+  const zero = new Uint8Array(32);
+  const leaf = await leafHash(
+    entryLeafBytes(entry.index, entry.timestamp, entry.userHash, zero, zero),
+  );
+  if (!(await verifyInclusion(leaf, entry.index, head.treeSize, proof, head.rootHash))) {
+    fail("not_in_log", `no tombstone for ${username} is in the log`);
+  }
+  return {
+    status: json.status,
     entry: { index: entry.index, timestamp: entry.timestamp },
     treeHead: head,
   };
@@ -285,7 +353,12 @@ async function frontierRoot(frontier) {
  * Judge my entries, in index order, against my current fingerprints and the pairs known as mine:
  * the foreign ones (see "Self-monitoring"). `first`: no scan before on this device.
  */
-export function foreignEntries(mine, current, known, first) {
+export function foreignEntries(all, current, known, first) {
+  // A tombstone publishes no key, so nobody can pose as me with it: never foreign.
+  const mine = all.filter(
+    (e) =>
+      e.encFingerprint !== TOMBSTONE_FINGERPRINT || e.signFingerprint !== TOMBSTONE_FINGERPRINT,
+  );
   const pair = (e) => `${e.encFingerprint}:${e.signFingerprint}`;
   const now = `${current.encFingerprint}:${current.signFingerprint}`;
   const accepted = new Set(known);
@@ -552,6 +625,8 @@ export class KeyDirectory {
     try {
       keys = await verifyKeyResponse(json, { username: name, directoryKey });
     } catch (error) {
+      // A proved tombstone: the head it came with must still fit the heads seen.
+      if (error instanceof NoKeysError) await this.checkHead(error.tombstone.treeHead);
       if (error.code === "bad_signature") await this.directoryKey(); // rotated: key changed
       throw error;
     }

@@ -4,7 +4,7 @@
  */
 
 import { ApiError, describeError, isTransient, request } from "../api.js";
-import { DirectoryError } from "../directory.js";
+import { DirectoryError, NoKeysError } from "../directory.js";
 import { showError, showInfo } from "../ui.js";
 import { Conversations } from "./conversations.js";
 import { History, PAGE } from "./history.js";
@@ -230,6 +230,10 @@ export class ChatApp {
       if (peer !== this.#current || isTransient(error)) return;
       if (error instanceof ApiError && error.status === 404) {
         showError(`There is no user called “${peer}”.`);
+      } else if (error instanceof NoKeysError) {
+        // A proved tombstone: nothing can be encrypted to them (account deleted, keys withdrawn);
+        // a message sent anyway fails with the same words (outbox.js).
+        showError(`${peer}: ${error.message}`);
       } else if (error instanceof DirectoryError) {
         showError(
           `SecureChat could not confirm ${peer}'s keys in the key directory (${error.code}). `

@@ -14,7 +14,7 @@
  */
 
 import { ApiError, isTransient } from "../api.js";
-import { DirectoryError } from "../directory.js";
+import { DirectoryError, NoKeysError } from "../directory.js";
 import { SendBlocked } from "./keys.js";
 import { MessageTooLong } from "./messages.js";
 
@@ -105,6 +105,7 @@ export class Outbox extends EventTarget {
   #reason(error, to) {
     if (error instanceof ApiError && error.status === 404)
       return `There is no user called “${to}”.`;
+    if (error instanceof NoKeysError) return `${to}: ${error.message} Nothing was sent.`;
     if (error instanceof DirectoryError) {
       return (
         `SecureChat could not confirm ${to}'s keys in the key directory, so nothing was sent. `
