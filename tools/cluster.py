@@ -42,6 +42,22 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
 
+def hypercorn_command(port: int, options: Sequence[str] = ()) -> list[str]:
+    """``python -m hypercorn`` with the project's config on ``127.0.0.1:port``, as `make run`
+    runs it (``options``: more Hypercorn arguments, such as ``--workers 2``)."""
+    return [
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "--config",
+        str(PROJECT_ROOT / "hypercorn.toml"),
+        "--bind",
+        f"{HOST}:{port}",
+        *options,
+        "securechat.app:create_app()",
+    ]
+
+
 @dataclass
 class Node:
     """One node: ``python -m hypercorn`` with the project's config, in a process group of its
@@ -59,17 +75,7 @@ class Node:
         ``--workers 2``); return once its /healthz answers."""
         with log.open("ab") as output:
             process = subprocess.Popen(  # noqa: S603 (our own fixed command line)
-                [
-                    sys.executable,
-                    "-m",
-                    "hypercorn",
-                    "--config",
-                    str(PROJECT_ROOT / "hypercorn.toml"),
-                    "--bind",
-                    f"{HOST}:{port}",
-                    *options,
-                    "securechat.app:create_app()",
-                ],
+                hypercorn_command(port, options),
                 cwd=PROJECT_ROOT,
                 env=dict(environment),
                 stdin=subprocess.DEVNULL,
@@ -176,11 +182,13 @@ class Cluster:
         """A node's environment: the cluster's, with a data directory of its own."""
         return self.environment | {"SECURECHAT_DATA_DIR": str(self.root / name / "data")}
 
-    def start_node(self, port: int) -> Node:
-        """Start a node on ``127.0.0.1:port``; it is stopped with the cluster."""
+    def start_node(self, port: int, options: Sequence[str] = ()) -> Node:
+        """Start a node on ``127.0.0.1:port`` (``options``: more Hypercorn arguments); it is
+        stopped with the cluster."""
         name = f"node-{port}"
         (self.root / name).mkdir(mode=0o700, exist_ok=True)
-        node = Node.start(port, self.node_environment(name), self.root / name / "hypercorn.log")
+        log = self.root / name / "hypercorn.log"
+        node = Node.start(port, self.node_environment(name), log, options)
         self.nodes.append(node)
         return node
 

@@ -69,6 +69,9 @@ class PostgresStore:
         await self.db.close()
 
     async def ping(self) -> None:
+    async def claim_serving(self) -> None:
+        """Nothing to claim: any number of nodes serve one PostgreSQL database."""
+
         await self.db.ping()
 
 

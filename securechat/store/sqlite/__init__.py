@@ -16,6 +16,7 @@ from securechat.store.sqlite.database import Database
 from securechat.store.sqlite.directory import DirectoryStore, IdentityStore
 from securechat.store.sqlite.lifecycle import LifecycleStore
 from securechat.store.sqlite.messages import MessageStore
+from securechat.store.sqlite.serving import ServingLock
 
 
 class SQLiteStore:
@@ -30,6 +31,7 @@ class SQLiteStore:
         self.contacts = ContactStore(db)
         self.lifecycle = LifecycleStore(db)
         self.messages = MessageStore(db)
+        self._serving = ServingLock(db.path)
 
     @classmethod
     def for_file(cls, path: Path, schema_path: Path) -> SQLiteStore:
@@ -63,6 +65,12 @@ class SQLiteStore:
 
     async def close(self) -> None:
         await self.db.close()
+        self._serving.release()
+
+    async def claim_serving(self) -> None:
+        """Take the file's serving lock, or raise DatabaseInUse: one process serves a SQLite
+        database (store/sqlite/serving.py)."""
+        self._serving.acquire()
 
     async def ping(self) -> None:
         await self.db.ping()
