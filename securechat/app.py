@@ -142,11 +142,11 @@ def _install_lifecycle(app: Quart, state: AppState) -> None:
 
     @app.before_serving
     async def open_resources() -> None:
+        # First: a refused claim leaves nothing open (no thread would keep the process up).
+        await state.store.claim_serving()  # one process per SQLite file (--workers: a cluster)
         await state.store.open()
         state.started = time.monotonic()
         await purge_dead_sessions(state)
-        # First: a refused claim leaves nothing open (no thread would keep the process up).
-        await state.store.claim_serving()  # one process per SQLite file (--workers: a cluster)
         purger.append(asyncio.create_task(_purge_periodically(state), name="session-purge"))
         if state.config.gc_freeze_growth > 0:
             gcpolicy.start(state.config.gc_freeze_growth)

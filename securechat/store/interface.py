@@ -371,12 +371,12 @@ class Store(Protocol):
         """Finish the writes already queued, then stop and disconnect."""
         ...
 
-    async def ping(self) -> None:
-        """A trivial read, for the health check; raises if the database does not answer."""
-        ...
     async def claim_serving(self) -> None:
         """Claim the database for this serving process, before ``open``: SQLite's is served by
         one process and a second one's claim raises ``DatabaseInUse``; PostgreSQL's by any
         number of nodes. Tools that open the database beside a server do not claim it."""
         ...
 
+    async def ping(self) -> None:
+        """A trivial read, for the health check; raises if the database does not answer."""
+        ...

@@ -68,10 +68,10 @@ class PostgresStore:
     async def close(self) -> None:
         await self.db.close()
 
-    async def ping(self) -> None:
     async def claim_serving(self) -> None:
         """Nothing to claim: any number of nodes serve one PostgreSQL database."""
 
+    async def ping(self) -> None:
         await self.db.ping()
 
 
