@@ -194,4 +194,15 @@ CREATE TABLE IF NOT EXISTS contacts (
 -- Who decided about me: for the cascade when a user is deleted.
 CREATE INDEX IF NOT EXISTS contacts_by_peer ON contacts (peer_id, owner_id);
 
-PRAGMA user_version = 8;
+-- An account's recovery key (issue 12, item 2; securechat/accounts/service.py): a second copy
+-- of the key backup, wrapped in the browser under a key derived from a random recovery key the
+-- server never sees, and the argon2id hash of the recovery_auth derived from it.
+CREATE TABLE IF NOT EXISTS recovery_keys (
+    user_id       INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    auth_hash     TEXT    NOT NULL,            -- argon2id hash of recovery_auth
+    previous_hash TEXT,                        -- the used or replaced key's: a replay is told apart
+    key_backup    TEXT    NOT NULL,            -- base64 AES-GCM blob the recovery key opens
+    created_at    INTEGER NOT NULL             -- ms since epoch
+);
+
+PRAGMA user_version = 9;

@@ -12,7 +12,7 @@ from quart import Quart
 from quart_auth import QuartAuth
 
 from securechat import datadir, gcpolicy
-from securechat.accounts import lifecycle
+from securechat.accounts import credentials, lifecycle
 from securechat.accounts import views as accounts_views
 from securechat.accounts.service import Accounts
 from securechat.accounts.sessions import purge_dead_sessions
@@ -53,6 +53,7 @@ def create_app(config: Config | None = None, *, clock: Clock = WALL_CLOCK) -> Qu
     app.extensions["securechat"] = state
     security.install(app, config)
     app.register_blueprint(accounts_views.blueprint)
+    app.register_blueprint(credentials.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(pages.blueprint)
     _install_lifecycle(app, state)

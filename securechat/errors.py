@@ -27,6 +27,7 @@ class HttpCode(enum.Enum):
     INVALID = ("invalid", 400, "The request is not valid.")
     INVALID_CREDENTIALS = ("invalid_credentials", 401, "Wrong username or password.")
     UNAUTHENTICATED = ("unauthenticated", 401, "Log in first.")
+    INVALID_RECOVERY_KEY = ("invalid_recovery_key", 401, "Wrong username or recovery key.")
     CROSS_SITE = ("cross_site", 403, "Cross-site requests are not allowed.")
     ACCOUNT_DISABLED = (
         "account_disabled",
@@ -36,6 +37,11 @@ class HttpCode(enum.Enum):
     NOT_FOUND = ("not_found", 404, "Not found.")
     REQUEST_TIMEOUT = ("request_timeout", 408, "The request body did not arrive in time.")
     USERNAME_TAKEN = ("username_taken", 409, "Username already exists.")
+    RECOVERY_KEY_USED = (
+        "recovery_key_used",
+        409,
+        "This recovery key has been used or replaced. Use the newest recovery key you saved.",
+    )
     UNSUPPORTED_MEDIA_TYPE = (
         "unsupported_media_type",
         415,
@@ -206,6 +212,18 @@ class AccountDisabled(SecureChatError):
     """A login to an account the operator disabled (``python -m securechat users disable``)."""
 
     error = HttpCode.ACCOUNT_DISABLED
+
+
+class InvalidRecoveryKey(SecureChatError):
+    """Unknown user, no recovery key, or a wrong one: deliberately indistinguishable."""
+
+    error = HttpCode.INVALID_RECOVERY_KEY
+
+
+class RecoveryKeyUsed(SecureChatError):
+    """A recovery key that was already used (or replaced): the newest one is needed."""
+
+    error = HttpCode.RECOVERY_KEY_USED
 
 
 class NotAuthenticated(SecureChatError):

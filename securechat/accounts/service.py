@@ -24,12 +24,32 @@ from securechat.accounts.devices import Device, DeviceTokens
 from securechat.accounts.hashing import AuthKeyHasher
 from securechat.accounts.throttle import Lockouts, SharedAttempts, Throttle
 from securechat.config import Config
-from securechat.errors import AccountDisabled, InvalidCredentials, NotFound, Throttled
+from securechat.errors import (
+    AccountDisabled,
+    InvalidCredentials,
+    InvalidField,
+    InvalidRecoveryKey,
+    NotAuthenticated,
+    NotFound,
+    RecoveryKeyUsed,
+    Throttled,
+)
 from securechat.runtime import WALL_CLOCK, Clock
-from securechat.store import NewUser, Session, Store, User
+from securechat.store import (
+    NewKeys,
+    NewPassword,
+    NewUser,
+    RecoveryRecord,
+    Session,
+    Store,
+    User,
+)
 
 # Public session ids are 12 characters (9 random bytes); anything this long is not one.
 PUBLIC_ID_MAX = 64
+# Recovery attempts are counted as logins are, under names no username can take (":" is not
+# allowed in one), so guessing a recovery key does not spend the password's budget.
+RECOVERY_THROTTLE_PREFIX = "recover:"
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,26 @@ class Registration:
     auth_key: bytes = field(repr=False)
     enc_public_key: bytes
     sign_public_key: bytes
+    key_backup: str
+
+
+@dataclass(frozen=True)
+class PasswordMaterial:
+    """A new password's material from the client, checked: ``auth_key`` is hashed, never
+    stored, and ``key_backup`` is the backup re-wrapped under the new ``wrap_key``."""
+
+    salt: bytes
+    iterations: int
+    auth_key: bytes = field(repr=False)
+    key_backup: str
+
+
+@dataclass(frozen=True)
+class RecoveryMaterial:
+    """A recovery key's material from the client: the ``recovery_auth`` it derives (hashed,
+    never stored) and the second copy of the key backup, wrapped under its other key."""
+
+    recovery_auth: bytes = field(repr=False)
     key_backup: str
 
 
@@ -278,6 +318,156 @@ class Accounts:
             raise NotFound("No such session.")
         return ended
 
+    # --- password change, recovery key, key reset (issue 12, items 1-2) -------------------
+
+    async def change_password(
+        self,
+        session: Session,
+        old_auth_key: bytes,
+        new: PasswordMaterial,
+        address: str,
+        device_token: str | None = None,
+    ) -> list[str]:
+        """Check the old ``auth_key`` (counted as a login), then replace salt, iterations,
+        hash and key backup at once and end every other session; return the ids ended."""
+        await self._prove_password(session, old_auth_key, address, device_token)
+        user = await self._user(session.username)
+        password = await self._new_password(new)
+        ended = await self.store.accounts.change_password(
+            user.id, user.auth_hash, password, session.id, self.clock.now_ms()
+        )
+        if ended is None:  # another change won the race since the check above
+            raise InvalidCredentials("The password was changed meanwhile. Try again.")
+        return ended
+
+    async def set_recovery_key(
+        self,
+        session: Session,
+        auth_key: bytes,
+        recovery: RecoveryMaterial,
+        address: str,
+        device_token: str | None = None,
+    ) -> None:
+        """Check the password's ``auth_key``, then set (or replace) the recovery key."""
+        await self._prove_password(session, auth_key, address, device_token)
+        auth_hash = await self.hasher.hash(recovery.recovery_auth)
+        await self.store.accounts.set_recovery(
+            session.user_id, auth_hash, recovery.key_backup, self.clock.now_ms()
+        )
+
+    async def recovery_backup(self, username: str, recovery_auth: bytes, address: str) -> str:
+        """The recovery-wrapped key backup, once ``recovery_auth`` proves the recovery key
+        (counted like a login); InvalidRecoveryKey or RecoveryKeyUsed otherwise."""
+        _, record = await self._prove_recovery(username, recovery_auth, address)
+        return record.key_backup
+
+    async def recover(
+        self,
+        username: str,
+        recovery_auth: bytes,
+        new: PasswordMaterial,
+        new_recovery: RecoveryMaterial,
+        address: str,
+    ) -> list[str]:
+        """Use the recovery key: a new password and a new recovery key at once, every session
+        ended (their ids returned). The used key never works again."""
+        if hmac.compare_digest(recovery_auth, new_recovery.recovery_auth):
+            raise InvalidField("new_recovery_auth", "new_recovery_auth must be a new recovery key")
+        user, record = await self._prove_recovery(username, recovery_auth, address)
+        password = await self._new_password(new)
+        new_hash = await self.hasher.hash(new_recovery.recovery_auth)
+        ended = await self.store.accounts.recover(
+            user.id,
+            record.auth_hash,
+            password,
+            (new_hash, new_recovery.key_backup),
+            self.clock.now_ms(),
+        )
+        if ended is None:  # a recovery racing this one used the key first
+            raise RecoveryKeyUsed()
+        return ended
+
+    async def reset_own_keys(
+        self,
+        session: Session,
+        auth_key: bytes,
+        keys: NewKeys,
+        address: str,
+        device_token: str | None = None,
+    ) -> list[str]:
+        """Check the password's ``auth_key``, then :meth:`reset_keys` keeping this session."""
+        await self._prove_password(session, auth_key, address, device_token)
+        return await self.reset_keys(session.username, keys, keep_session_id=session.id)
+
+    async def reset_keys(
+        self,
+        username: str,
+        keys: NewKeys,
+        password: PasswordMaterial | None = None,
+        keep_session_id: str | None = None,
+    ) -> list[str]:
+        """Publish new keys for ``username`` (and with ``password``, a new password): the key
+        directory logs the change, the recovery key goes (it opens the old keys only), and
+        every session but ``keep_session_id`` ends; return the ids ended. NotFound if there
+        is no such user. The caller has proved the account (the password, or an operator)."""
+        stored = None if password is None else await self._new_password(password)
+        return await self.store.accounts.reset_keys(
+            username, keys, stored, keep_session_id, self.clock.now_ms()
+        )
+
+    async def recovery_key_set_at(self, user_id: int) -> int | None:
+        """When the user's recovery key was set (ms), or None if there is none."""
+        record = await self.store.accounts.recovery(user_id)
+        return None if record is None else record.created_at
+
+    async def _prove_password(
+        self, session: Session, auth_key: bytes, address: str, device_token: str | None
+    ) -> None:
+        """InvalidCredentials unless ``auth_key`` is the session user's, counted as a login."""
+        try:
+            user = await self.login(session.username, auth_key, address, device_token)
+        except InvalidCredentials:
+            raise InvalidCredentials("Wrong password.") from None
+        if user.id != session.user_id:  # the name was deleted and registered again
+            raise InvalidCredentials("Wrong password.")
+
+    async def _prove_recovery(
+        self, username: str, recovery_auth: bytes, address: str
+    ) -> tuple[User, RecoveryRecord]:
+        """The user and recovery key ``recovery_auth`` proves; its attempts are throttled as
+        logins are, on the name's own budget (``recover:`` keys) and the address's."""
+        attempt = await self._count_login(RECOVERY_THROTTLE_PREFIX + username, address, None)
+        proved = await self._verify_recovery(username, recovery_auth)
+        await self._take_back(attempt)
+        return proved
+
+    async def _verify_recovery(
+        self, username: str, recovery_auth: bytes
+    ) -> tuple[User, RecoveryRecord]:
+        user = await self.store.accounts.user_by_name(username)
+        record = None if user is None else await self.store.accounts.recovery(user.id)
+        if user is None or record is None:
+            await self.hasher.waste_time(recovery_auth)
+            raise InvalidRecoveryKey()
+        if (await self.hasher.verify(record.auth_hash, recovery_auth)).ok:
+            return user, record
+        # Only someone who held the old key gets told it was used; others learn nothing more.
+        previous = record.previous_hash
+        if previous is not None and (await self.hasher.verify(previous, recovery_auth)).ok:
+            raise RecoveryKeyUsed()
+        raise InvalidRecoveryKey()
+
+    async def _user(self, username: str) -> User:
+        user = await self.store.accounts.user_by_name(username)
+        if user is None:
+            raise NotAuthenticated()
+        return user
+
+    async def _new_password(self, new: PasswordMaterial) -> NewPassword:
+        """What the store keeps of a new password: its ``auth_key`` hashed with argon2id."""
+        auth_hash = await self.hasher.hash(new.auth_key)
+        return NewPassword(new.salt, new.iterations, auth_hash, new.key_backup)
+
 
 @dataclass(frozen=True)
 class _Attempt:
@@ -306,4 +496,11 @@ def _refuse_if_throttled(throttle: Throttle | Lockouts, key: str, now: float) ->
         raise Throttled(wait)
 
 
-__all__ = ["PUBLIC_ID_MAX", "Accounts", "KdfParameters", "Registration"]
+__all__ = [
+    "PUBLIC_ID_MAX",
+    "Accounts",
+    "KdfParameters",
+    "PasswordMaterial",
+    "RecoveryMaterial",
+    "Registration",
+]

@@ -93,12 +93,12 @@ def ed25519_public_key_field(body: dict[str, Any], name: str, config: Config) ->
     return der
 
 
-def key_backup_field(body: dict[str, Any], config: Config) -> str:
+def key_backup_field(body: dict[str, Any], config: Config, name: str = "key_backup") -> str:
     """The opaque key backup: base64 of at least an IV and a GCM tag, within its bound."""
-    decoded = base64_field(body, "key_backup", max_bytes=config.key_backup_max_bytes)
+    decoded = base64_field(body, name, max_bytes=config.key_backup_max_bytes)
     if len(decoded) < 12 + 16:
-        raise InvalidField("key_backup", "key_backup is too short to be an AES-GCM blob")
-    return str(body["key_backup"])
+        raise InvalidField(name, f"{name} is too short to be an AES-GCM blob")
+    return str(body[name])
 
 
 def _load_public_key(der: bytes, name: str) -> object:

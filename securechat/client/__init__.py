@@ -40,6 +40,16 @@ from securechat.client.api import (
     registration_body,
 )
 from securechat.client.chat import CHAT_MAX_FRAME, ChatClosed, ChatConnection, ChatError
+from securechat.client.credentials import (
+    change_password,
+    derive_recovery_keys,
+    format_recovery_key,
+    new_recovery_key,
+    parse_recovery_key,
+    recover,
+    reset_keys,
+    set_recovery_key,
+)
 from securechat.client.keys import (
     ContactPin,
     DirectoryEntry,
@@ -77,8 +87,16 @@ __all__ = [
     "SecureChatClient",
     "SelfScan",
     "VerifiedKeys",
+    "change_password",
+    "derive_recovery_keys",
     "foreign_entries",
+    "format_recovery_key",
+    "new_recovery_key",
+    "parse_recovery_key",
+    "recover",
     "registration_body",
+    "reset_keys",
+    "set_recovery_key",
     "verify_key_response",
     "verify_tombstone",
 ]

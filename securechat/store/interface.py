@@ -25,10 +25,13 @@ from securechat.store.records import (
     ConversationRow,
     HistoryItem,
     LogEntry,
+    NewKeys,
     NewMark,
     NewMessage,
+    NewPassword,
     NewUser,
     OperatorAction,
+    RecoveryRecord,
     Session,
     User,
     UserSummary,
@@ -62,6 +65,61 @@ class AccountStore(Protocol):
     async def search_users(self, query: str, limit: int, exclude: str) -> list[str]:
         """Usernames containing ``query`` (taken literally), without ``exclude``, ranked: the
         exact name, then those starting with it, then the rest, each rank in order."""
+        ...
+
+    # Password change, recovery key and key reset (issue 12, items 1-2; accounts/service.py).
+    # Each is one transaction, and ends sessions in it: their ids are returned so the caller
+    # can close their sockets (sessions.notify_session_ended).
+
+    async def change_password(
+        self,
+        user_id: int,
+        expected_hash: str,
+        password: NewPassword,
+        keep_session_id: str | None,
+        now_ms: int,
+    ) -> list[str] | None:
+        """Replace the user's salt, iterations, auth hash and key backup if its auth hash is
+        still ``expected_hash``, and end every live session but ``keep_session_id``; return the
+        ids ended, or None (nothing changed) if the hash was not ``expected_hash``."""
+        ...
+
+    async def recovery(self, user_id: int) -> RecoveryRecord | None:
+        """The user's recovery key record, if one was set."""
+        ...
+
+    async def set_recovery(
+        self, user_id: int, auth_hash: str, key_backup: str, now_ms: int
+    ) -> None:
+        """Set (or replace) the user's recovery key; a replaced key's hash becomes
+        ``previous_hash``."""
+        ...
+
+    async def recover(
+        self,
+        user_id: int,
+        expected_hash: str,
+        password: NewPassword,
+        new_recovery: tuple[str, str],
+        now_ms: int,
+    ) -> list[str] | None:
+        """Use the recovery key whose hash is ``expected_hash``: replace the password as
+        :meth:`change_password` does, replace the recovery key with ``new_recovery`` (its
+        hash, its backup), and end every live session; return their ids, or None (nothing
+        changed) if the stored key is no longer ``expected_hash`` (used meanwhile)."""
+        ...
+
+    async def reset_keys(
+        self,
+        username: str,
+        keys: NewKeys,
+        password: NewPassword | None,
+        keep_session_id: str | None,
+        now_ms: int,
+    ) -> list[str]:
+        """Publish new keys (and with ``password``, a new password) for the user, log them in
+        the key directory, drop the recovery key (it opens the old keys only), and end every
+        live session but ``keep_session_id``; return the ids ended. NotFound if no such user."""
         ...
 
 

@@ -83,6 +83,39 @@ class OperatorAction:
     detail: str
 
 
+@dataclass(frozen=True)
+class NewPassword:
+    """What a password change stores (accounts/service.py): the new PBKDF2 salt and iterations,
+    the argon2id hash of the new ``auth_key``, and the key backup re-wrapped under the new
+    ``wrap_key``. Nothing here is secret."""
+
+    salt: bytes
+    iterations: int
+    auth_hash: str
+    key_backup: str
+
+
+@dataclass(frozen=True)
+class NewKeys:
+    """What a key reset publishes: both public keys and the backup of their private halves."""
+
+    enc_public_key: bytes
+    sign_public_key: bytes
+    key_backup: str
+
+
+@dataclass(frozen=True)
+class RecoveryRecord:
+    """An account's recovery key, as stored: the argon2id hash of the ``recovery_auth`` it
+    derives, the hash of the key it replaced (so a replayed used key is told apart from a
+    wrong one), and the second copy of the key backup it opens."""
+
+    auth_hash: str
+    previous_hash: str | None
+    key_backup: str
+    created_at: int
+
+
 # --- The key directory's log --------------------------------------------------------------------
 
 
@@ -297,11 +330,14 @@ __all__ = [
     "MarkOutcome",
     "MarkRefusal",
     "MarkStatus",
+    "NewKeys",
     "NewMark",
     "NewMessage",
+    "NewPassword",
     "NewUser",
     "OperatorAction",
     "Receipt",
+    "RecoveryRecord",
     "SendOutcome",
     "SendRefusal",
     "Session",

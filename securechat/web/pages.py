@@ -26,6 +26,12 @@ async def login() -> str:
     return await render_template("login.html")
 
 
+@blueprint.get("/recover")
+async def recover() -> str:
+    """A forgotten password: a new one set with the recovery key (static/js/pages/recover.js)."""
+    return await render_template("recover.html")
+
+
 @blueprint.get("/chat")
 async def chat() -> str | WerkzeugResponse:
     """The signed-in home: conversations and the composer."""

@@ -450,3 +450,86 @@ export async function safetyNumber(userA, signSpkiA, encSpkiA, userB, signSpkiB,
   ]);
   return halves.sort().join("");
 }
+
+// --- password change and recovery key (issue 12, items 1-2) -----------------------------------
+
+const RECOVERY_KEY_BYTES = 16;
+const RECOVERY_AUTH_INFO = encoder.encode("securechat/v1/recovery-auth");
+const RECOVERY_WRAP_INFO = encoder.encode("securechat/v1/recovery-wrap");
+
+/** AES-GCM-decrypt a key backup's payload; a KeyBackupError if wrapKey does not open it. */
+async function openBackupPayload(backupB64, wrapKey) {
+  try {
+    const blob = b64decode(backupB64);
+    if (blob.length < IV_BYTES + TAG_BYTES) throw new RangeError("key backup too short");
+    const params = {
+      name: "AES-GCM",
+      iv: blob.subarray(0, IV_BYTES),
+      additionalData: KEY_BACKUP_AAD,
+    };
+    return new Uint8Array(await subtle.decrypt(params, wrapKey, blob.subarray(IV_BYTES)));
+  } catch (error) {
+    throw new KeyBackupError("the key backup cannot be opened with this key", { cause: error });
+  }
+}
+
+/**
+ * The same private keys sealed under newWrapKey, with a fresh IV: a password change or a
+ * recovery key needs no extractable key, only the backup's payload for a moment. The result
+ * is opened with newWrapKey before it is returned, so a backup that would not open is never
+ * sent.
+ */
+export async function rewrapKeyBackup(backupB64, oldWrapKey, newWrapKey) {
+  const payload = await openBackupPayload(backupB64, oldWrapKey);
+  const iv = randomBytes(IV_BYTES);
+  const params = { name: "AES-GCM", iv, additionalData: KEY_BACKUP_AAD };
+  const sealed = new Uint8Array(await subtle.encrypt(params, newWrapKey, payload));
+  payload.fill(0);
+  const backup = b64encode(concat(iv, sealed));
+  await openKeyBackup(backup, newWrapKey);
+  return backup;
+}
+
+/** A fresh recovery key: 128 random bits as eight groups of four upper-case hex digits. */
+export function newRecoveryKey() {
+  return formatRecoveryKey(randomBytes(RECOVERY_KEY_BYTES));
+}
+
+/** "XXXX-XXXX-...": how a recovery key is shown and written down. */
+export function formatRecoveryKey(bytes) {
+  return hex(bytes).toUpperCase().match(/.{4}/g).join("-");
+}
+
+/** The 16 bytes of a recovery key as typed (any case, spaces and dashes anywhere). */
+export function parseRecoveryKey(text) {
+  const digits = String(text)
+    .replace(/[\s-]+/g, "")
+    .toUpperCase();
+  if (!/^[0-9A-F]{32}$/.test(digits)) {
+    throw new RangeError("A recovery key is 32 characters 0–9 and A–F, in groups of four.");
+  }
+  return Uint8Array.from(digits.match(/../g), (pair) => Number.parseInt(pair, 16));
+}
+
+/**
+ * HKDF-SHA256 of a recovery key (128 random bits: no slow derivation needed) into
+ * {authKey: 32 bytes the server hashes, wrapKey: the non-extractable AES-GCM key of the
+ * recovery backup}. The twin of securechat/client/credentials.py.
+ */
+export async function deriveRecoveryKeys(keyBytes) {
+  if (keyBytes.length !== RECOVERY_KEY_BYTES) throw new RangeError("recovery key must be 16 bytes");
+  const hkdfKey = await subtle.importKey("raw", keyBytes, "HKDF", false, [
+    "deriveBits",
+    "deriveKey",
+  ]);
+  const params = hkdfParams(RECOVERY_AUTH_INFO);
+  const authKey = new Uint8Array(await subtle.deriveBits(params, hkdfKey, 256));
+  const wrapKey = await subtle.deriveKey(
+    hkdfParams(RECOVERY_WRAP_INFO),
+    hkdfKey,
+    { name: "AES-GCM", length: 256 },
+    false,
+    ["encrypt", "decrypt"],
+  );
+  return { authKey, wrapKey };
+}

@@ -11,10 +11,17 @@ from typing import Final
 
 import asyncpg
 
-from securechat.errors import UsernameTaken
+from securechat.errors import NotFound, UsernameTaken
 from securechat.store.postgres.database import Database
 from securechat.store.postgres.directory import append_key_entry, rows_changed
-from securechat.store.records import NewUser, Session, User
+from securechat.store.records import (
+    NewKeys,
+    NewPassword,
+    NewUser,
+    RecoveryRecord,
+    Session,
+    User,
+)
 
 _USER_COLUMNS = (
     "id, username, salt, iterations, auth_hash, enc_public_key, sign_public_key,"
@@ -102,6 +109,152 @@ class AccountStore:
         )
         return [row[0] for row in rows]
 
+
+    # --- password change, recovery key, key reset (issue 12, items 1-2) ---------------------
+
+    async def change_password(
+        self,
+        user_id: int,
+        expected_hash: str,
+        password: NewPassword,
+        keep_session_id: str | None,
+        now_ms: int,
+    ) -> list[str] | None:
+        """Replace the password's material if the hash is still ``expected_hash`` (a change
+        racing this one on any node loses), and end the other sessions, in one transaction."""
+
+        async def job(connection: asyncpg.Connection) -> list[str] | None:
+            status = await connection.execute(
+                "UPDATE users SET salt = $1, iterations = $2, auth_hash = $3, key_backup = $4"
+                " WHERE id = $5 AND auth_hash = $6",
+                password.salt,
+                password.iterations,
+                password.auth_hash,
+                password.key_backup,
+                user_id,
+                expected_hash,
+            )
+            if rows_changed(status) != 1:
+                return None
+            return await _revoke_sessions(connection, user_id, keep_session_id, now_ms)
+
+        return await self.db.write(job)
+
+    async def recovery(self, user_id: int) -> RecoveryRecord | None:
+        """The user's recovery key record, if one was set."""
+        row = await self.db.fetch_one(
+            "SELECT auth_hash, previous_hash, key_backup, created_at FROM recovery_keys"
+            " WHERE user_id = $1",
+            user_id,
+        )
+        return RecoveryRecord(*row) if row else None
+
+    async def set_recovery(
+        self, user_id: int, auth_hash: str, key_backup: str, now_ms: int
+    ) -> None:
+        """Set or replace the recovery key; the replaced one's hash is kept as previous."""
+        await _execute(
+            self.db,
+            "INSERT INTO recovery_keys (user_id, auth_hash, previous_hash, key_backup, created_at)"
+            " VALUES ($1, $2, NULL, $3, $4) ON CONFLICT (user_id) DO UPDATE SET"
+            " previous_hash = recovery_keys.auth_hash, auth_hash = $2, key_backup = $3,"
+            " created_at = $4",
+            user_id,
+            auth_hash,
+            key_backup,
+            now_ms,
+        )
+
+    async def recover(
+        self,
+        user_id: int,
+        expected_hash: str,
+        password: NewPassword,
+        new_recovery: tuple[str, str],
+        now_ms: int,
+    ) -> list[str] | None:
+        """Use the recovery key ``expected_hash``: a new password and recovery key, every
+        session ended, in one transaction; None if the key was used meanwhile."""
+
+        async def job(connection: asyncpg.Connection) -> list[str] | None:
+            # Compare-and-set on the key's hash: of two recoveries with one key, on any nodes,
+            # the second waits for the first's row lock, then matches nothing.
+            status = await connection.execute(
+                "UPDATE recovery_keys SET previous_hash = auth_hash, auth_hash = $1,"
+                " key_backup = $2, created_at = $3 WHERE user_id = $4 AND auth_hash = $5",
+                *new_recovery,
+                now_ms,
+                user_id,
+                expected_hash,
+            )
+            if rows_changed(status) != 1:
+                return None
+            await connection.execute(
+                "UPDATE users SET salt = $1, iterations = $2, auth_hash = $3, key_backup = $4"
+                " WHERE id = $5",
+                password.salt,
+                password.iterations,
+                password.auth_hash,
+                password.key_backup,
+                user_id,
+            )
+            return await _revoke_sessions(connection, user_id, None, now_ms)
+
+        return await self.db.write(job)
+
+    async def reset_keys(
+        self,
+        username: str,
+        keys: NewKeys,
+        password: NewPassword | None,
+        keep_session_id: str | None,
+        now_ms: int,
+    ) -> list[str]:
+        """New keys (and password) logged in the key directory, the recovery key dropped,
+        the other sessions ended, in one transaction; NotFound if no such user."""
+
+        async def job(connection: asyncpg.Connection) -> list[str]:
+            user_id = await connection.fetchval(
+                "UPDATE users SET enc_public_key = $1, sign_public_key = $2, key_backup = $3,"
+                " keys_updated_at = $4 WHERE username = $5 RETURNING id",
+                keys.enc_public_key,
+                keys.sign_public_key,
+                keys.key_backup,
+                now_ms,
+                username,
+            )
+            if user_id is None:
+                raise NotFound("No such user.")
+            if password is not None:
+                await connection.execute(
+                    "UPDATE users SET salt = $1, iterations = $2, auth_hash = $3 WHERE id = $4",
+                    password.salt,
+                    password.iterations,
+                    password.auth_hash,
+                    user_id,
+                )
+            await connection.execute("DELETE FROM recovery_keys WHERE user_id = $1", user_id)
+            await append_key_entry(
+                connection, username, keys.enc_public_key, keys.sign_public_key, now_ms
+            )
+            return await _revoke_sessions(connection, int(user_id), keep_session_id, now_ms)
+
+        return await self.db.write(job)
+
+
+async def _revoke_sessions(
+    connection: asyncpg.Connection, user_id: int, keep_session_id: str | None, now_ms: int
+) -> list[str]:
+    """End every live session of the user but ``keep_session_id``, in the caller's
+    transaction; return the ids ended."""
+    rows = await connection.fetch(
+        "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND id != $3"
+        " AND revoked_at IS NULL RETURNING id",
+        now_ms,
+        user_id,
+        keep_session_id or "",
+    )
+    return [str(row[0]) for row in rows]
 
 class SessionStore:
     """Named queries over ``sessions``. Session ids are stored hashed; see sessions.py."""

@@ -1,7 +1,7 @@
 -- SecureChat schema, PostgreSQL dialect (the cluster backend, issue 11). The same tables,
 -- columns and constraints as schema.sql at the top of the checkout, which is the SQLite
 -- dialect and the reference: change both together (tests/store/test_schemas.py compares
--- their catalogues). It matches SQLite's user_version 8. Every statement may run again.
+-- their catalogues). It matches SQLite's user_version 9. Every statement may run again.
 --
 -- How the dialects map: SQLite's INTEGER (64-bit) is BIGINT, BLOB is BYTEA. Only users.id
 -- is handed out by the database (an identity, never reused, where SQLite takes max + 1);
@@ -231,3 +231,12 @@ SELECT sender_id, recipient_id, 'accepted', max(ts) FROM messages
  WHERE NOT EXISTS (SELECT 1 FROM contacts)
  GROUP BY sender_id, recipient_id
     ON CONFLICT (owner_id, peer_id) DO NOTHING;
+
+-- An account's recovery key (issue 12, item 2): schema.sql's recovery_keys.
+CREATE TABLE IF NOT EXISTS recovery_keys (
+    user_id       BIGINT  PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    auth_hash     TEXT    NOT NULL,            -- argon2id hash of recovery_auth
+    previous_hash TEXT,                        -- the used or replaced key's: a replay is told apart
+    key_backup    TEXT    NOT NULL,            -- base64 AES-GCM blob the recovery key opens
+    created_at    BIGINT  NOT NULL             -- ms since epoch
+);

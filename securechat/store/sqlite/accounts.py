@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 
-from securechat.errors import UsernameTaken
-from securechat.store.records import NewUser, Session, User
+from securechat.errors import NotFound, UsernameTaken
+from securechat.store.records import (
+    NewKeys,
+    NewPassword,
+    NewUser,
+    RecoveryRecord,
+    Session,
+    User,
+)
 from securechat.store.sqlite.database import Database
 from securechat.store.sqlite.directory import append_key_entry
 
@@ -93,6 +100,150 @@ class AccountStore:
         )
         return [row[0] for row in rows]
 
+
+    # --- password change, recovery key, key reset (issue 12, items 1-2) ---------------------
+
+    async def change_password(
+        self,
+        user_id: int,
+        expected_hash: str,
+        password: NewPassword,
+        keep_session_id: str | None,
+        now_ms: int,
+    ) -> list[str] | None:
+        """Replace the password's material if the hash is still ``expected_hash`` (a change
+        racing this one loses), and end the other sessions, in one transaction."""
+
+        def job(connection: sqlite3.Connection) -> list[str] | None:
+            if not _replace_password(connection, user_id, expected_hash, password):
+                return None
+            return _revoke_sessions(connection, user_id, keep_session_id, now_ms)
+
+        return await self.db.write(job)
+
+    async def recovery(self, user_id: int) -> RecoveryRecord | None:
+        """The user's recovery key record, if one was set."""
+        row = await self.db.fetch_one(
+            "SELECT auth_hash, previous_hash, key_backup, created_at FROM recovery_keys"
+            " WHERE user_id = ?",
+            (user_id,),
+        )
+        return RecoveryRecord(*row) if row else None
+
+    async def set_recovery(
+        self, user_id: int, auth_hash: str, key_backup: str, now_ms: int
+    ) -> None:
+        """Set or replace the recovery key; the replaced one's hash is kept as previous."""
+        await self.db.execute(
+            "INSERT INTO recovery_keys (user_id, auth_hash, previous_hash, key_backup, created_at)"
+            " VALUES (?1, ?2, NULL, ?3, ?4) ON CONFLICT (user_id) DO UPDATE SET"
+            " previous_hash = recovery_keys.auth_hash, auth_hash = ?2, key_backup = ?3,"
+            " created_at = ?4",
+            (user_id, auth_hash, key_backup, now_ms),
+        )
+
+    async def recover(
+        self,
+        user_id: int,
+        expected_hash: str,
+        password: NewPassword,
+        new_recovery: tuple[str, str],
+        now_ms: int,
+    ) -> list[str] | None:
+        """Use the recovery key ``expected_hash``: a new password and recovery key, every
+        session ended, in one transaction; None if the key was used meanwhile."""
+
+        def job(connection: sqlite3.Connection) -> list[str] | None:
+            # Compare-and-set on the key's hash: of two recoveries with one key, one wins.
+            cursor = connection.execute(
+                "UPDATE recovery_keys SET previous_hash = auth_hash, auth_hash = ?, key_backup = ?,"
+                " created_at = ? WHERE user_id = ? AND auth_hash = ?",
+                (*new_recovery, now_ms, user_id, expected_hash),
+            )
+            if cursor.rowcount != 1:
+                return None
+            connection.execute(
+                "UPDATE users SET salt = ?, iterations = ?, auth_hash = ?, key_backup = ?"
+                " WHERE id = ?",
+                (
+                    password.salt,
+                    password.iterations,
+                    password.auth_hash,
+                    password.key_backup,
+                    user_id,
+                ),
+            )
+            return _revoke_sessions(connection, user_id, None, now_ms)
+
+        return await self.db.write(job)
+
+    async def reset_keys(
+        self,
+        username: str,
+        keys: NewKeys,
+        password: NewPassword | None,
+        keep_session_id: str | None,
+        now_ms: int,
+    ) -> list[str]:
+        """New keys (and password) logged in the key directory, the recovery key dropped,
+        the other sessions ended, in one transaction; NotFound if no such user."""
+
+        def job(connection: sqlite3.Connection) -> list[str]:
+            row = connection.execute(
+                "SELECT id FROM users WHERE username = ?", (username,)
+            ).fetchone()
+            if row is None:
+                raise NotFound("No such user.")
+            user_id = int(row[0])
+            connection.execute(
+                "UPDATE users SET enc_public_key = ?, sign_public_key = ?, key_backup = ?,"
+                " keys_updated_at = ? WHERE id = ?",
+                (keys.enc_public_key, keys.sign_public_key, keys.key_backup, now_ms, user_id),
+            )
+            if password is not None:
+                connection.execute(
+                    "UPDATE users SET salt = ?, iterations = ?, auth_hash = ? WHERE id = ?",
+                    (password.salt, password.iterations, password.auth_hash, user_id),
+                )
+            connection.execute("DELETE FROM recovery_keys WHERE user_id = ?", (user_id,))
+            append_key_entry(
+                connection, username, keys.enc_public_key, keys.sign_public_key, now_ms
+            )
+            return _revoke_sessions(connection, user_id, keep_session_id, now_ms)
+
+        return await self.db.write(job)
+
+
+def _replace_password(
+    connection: sqlite3.Connection, user_id: int, expected_hash: str, password: NewPassword
+) -> bool:
+    """Replace the password's material if the auth hash is still ``expected_hash``."""
+    cursor = connection.execute(
+        "UPDATE users SET salt = ?, iterations = ?, auth_hash = ?, key_backup = ?"
+        " WHERE id = ? AND auth_hash = ?",
+        (
+            password.salt,
+            password.iterations,
+            password.auth_hash,
+            password.key_backup,
+            user_id,
+            expected_hash,
+        ),
+    )
+    return cursor.rowcount == 1
+
+
+def _revoke_sessions(
+    connection: sqlite3.Connection, user_id: int, keep_session_id: str | None, now_ms: int
+) -> list[str]:
+    """End every live session of the user but ``keep_session_id``; return the ids ended."""
+    keep = keep_session_id or ""
+    rows = connection.execute(
+        "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND id != ? AND revoked_at IS NULL"
+        " RETURNING id",
+        (now_ms, user_id, keep),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
 
 class SessionStore:
     """Named queries over ``sessions``. Session ids are stored hashed; see sessions.py."""

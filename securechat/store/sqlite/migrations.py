@@ -65,6 +65,10 @@ UPGRADES: dict[int, str] = {
     " INSERT OR IGNORE INTO contacts (owner_id, peer_id, state, changed_at)"
     " SELECT sender_id, recipient_id, 'accepted', max(ts) FROM messages"
     " GROUP BY sender_id, recipient_id;",
+    # The recovery key (issue 12, item 2; accounts/service.py).
+    9: "CREATE TABLE IF NOT EXISTS recovery_keys (user_id INTEGER PRIMARY KEY"
+    " REFERENCES users (id) ON DELETE CASCADE, auth_hash TEXT NOT NULL, previous_hash TEXT,"
+    " key_backup TEXT NOT NULL, created_at INTEGER NOT NULL);",
 }
 
 

@@ -7,6 +7,7 @@ import { accounts, checkUsername, describeError } from "../api.js";
 import { b64encode, createIdentity, deriveKeys, MIN_ITERATIONS, SALT_BYTES } from "../crypto.js";
 import { loadCommonPasswords, passwordProblem, passwordStrength } from "../passwords.js";
 import { clearFieldError, dismissToasts, formProgress, setFieldError, showError } from "../ui.js";
+import { offerRecoveryKey } from "./recovery.js";
 import { logInWithKeys } from "./session.js";
 
 // OWASP Password Storage Cheat Sheet: PBKDF2-HMAC-SHA256 with at least 600,000 iterations.
@@ -113,6 +114,8 @@ async function signUp(username, password) {
   } catch (error) {
     throw new NotLoggedInError(error);
   }
+  // Last: the account exists and is logged in; the recovery key is offered (pages/recovery.js).
+  await offerRecoveryKey({ authKey: keys.authKey, wrapKey: keys.wrapKey, keyBackup });
 }
 
 /** Tell what went wrong, next to the field it concerns when there is one. */
