@@ -77,8 +77,10 @@ class ChatPage:
         return self.page.locator("#messages > li.msg")
 
     def conversation(self, peer: str) -> Locator:
-        """peer's entry in the conversation list."""
-        return self.page.locator(f'#conversation-list button[data-peer="{peer}"]')
+        """peer's entry in the conversation list, or in the message requests."""
+        return self.page.locator(
+            f':is(#conversation-list, #request-list) button[data-peer="{peer}"]'
+        )
 
     async def start_conversation(self, peer: str) -> None:
         """Find peer with the search and open the conversation."""

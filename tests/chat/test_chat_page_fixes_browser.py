@@ -51,12 +51,14 @@ async def _carol(make_client: MakeClient, identities: list[e2e.Identity]) -> Sec
 async def test_new_contacts_presence_shows_for_the_sender(
     new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
 ) -> None:
-    """Alice writes to bob, who is online, for the first time: she sees him online, no reload."""
+    """Alice writes to bob, who is online, for the first time: once he accepts her request
+    (presence passes between contacts only), she sees him online, no reload."""
     await ChatPage.open(await new_context(), live_server.url, "bob")
     chat = await ChatPage.open(await new_context(), live_server.url, "alice")
     await chat.start_conversation("bob")
     await chat.send("hello")
     await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+    await bob.contact("alice", "accept")
     await expect(chat.page.locator("#thread-presence")).to_have_text("Online", timeout=WAIT_MS)
     await expect(chat.conversation("bob").locator(".presence-dot--online")).to_have_count(1)
 

@@ -12,6 +12,7 @@ import { KeyBook } from "./keys.js";
 import { Messages, wellFormed } from "./messages.js";
 import { Outbox } from "./outbox.js";
 import { Receipts } from "./receipts.js";
+import { Requests } from "./requests.js";
 import { ConnectionStatus, ConversationList, RecipientPicker } from "./sidebar.js";
 import { ChatSocket } from "./socket.js";
 import { ChatStore } from "./store.js";
@@ -83,9 +84,15 @@ export class ChatApp {
         list: byId("conversation-list"),
         empty: byId("conversations-empty"),
         onOpen: (peer) => this.open(peer),
+        requests: { section: byId("requests"), list: byId("request-list") },
+        onDecide: (peer, action) => this.requests.decide(peer, action),
       }),
       current: () => this.#current,
       onChange: () => this.#header(),
+    });
+    this.requests = new Requests({
+      conversations: this.conversations,
+      onGone: (peer) => peer === this.#current && this.#close(),
     });
     this.picker = new RecipientPicker({
       form: byId("recipient-form"),
@@ -94,7 +101,11 @@ export class ChatApp {
       empty: byId("recipient-none"),
       search: async (prefix, limit) =>
         (await request(`/api/v1/users?q=${encodeURIComponent(prefix)}&limit=${limit}`)).users,
-      onPick: (peer) => this.open(peer),
+      onPick: async (peer) => {
+        await this.requests.start(peer); // writing to someone accepts them
+        this.open(peer);
+      },
+      suggest: () => this.requests.suggestions(),
       onUnknown: (name) =>
         showError(`There is no user called “${name}”. Check the spelling of the username.`),
     });

@@ -38,7 +38,12 @@ export class Conversations {
       if (error.status !== 401) showError(describeError(error)); // 401: the page says "logged out"
     }
     for (const row of rows)
-      this.set(row.peer, { unread: row.unread, online: row.online, order: row.last_seq });
+      this.set(row.peer, {
+        unread: row.unread,
+        online: row.online,
+        order: row.last_seq,
+        contact: row.contact,
+      });
     for (const entry of await this.store.outbox()) this.set(entry.to, {});
     await Promise.all([...this.#entries.keys()].map((peer) => this.preview(peer)));
     this.#live = true;
@@ -69,13 +74,21 @@ export class Conversations {
     return this.#entries.get(peer) ?? null;
   }
 
+  /** Every entry, most recent first. */
+  peers() {
+    return [...this.#entries.values()].sort((a, b) => b.order - a.order);
+  }
+
   /** Change peer's entry (made if new: then the server is asked who is online). */
   set(peer, changes) {
     const known = this.#entries.get(peer);
     if (!known && this.#live) this.refresh();
     const base = known ?? { peer, unread: 0, online: null, preview: "", lastAt: null, order: 0 };
+    // A deleted request whose sender writes again is a request again (requests.js).
+    const again = base.contact === "deleted" && (changes.order ?? 0) > base.order;
     this.#entries.set(peer, {
       ...base,
+      ...(again ? { contact: "request" } : {}),
       ...changes,
       order: Math.max(base.order, changes.order ?? 0),
     });
@@ -128,7 +141,11 @@ export class Conversations {
       }
       for (const row of rows) {
         const reading = row.peer === this.current() && document.visibilityState === "visible";
-        this.set(row.peer, { online: row.online, ...(reading ? {} : { unread: row.unread }) });
+        this.set(row.peer, {
+          online: row.online,
+          contact: row.contact,
+          ...(reading ? {} : { unread: row.unread }),
+        });
       }
       this.render();
     }, REFRESH_MS);

@@ -1,6 +1,7 @@
 /**
  * The side of the chat: the connection's state, the recipient search (a WAI-ARIA 1.2 combobox
- * over GET /api/v1/users) and the conversation list with presence and unread counts.
+ * over GET /api/v1/users, offering my conversations and contacts before anything is typed), the
+ * message requests and the conversation list with presence and unread counts.
  */
 
 import { normalizeUsername } from "../api.js";
@@ -13,6 +14,13 @@ const PREFIX = /^[a-z0-9._-]{1,32}$/;
 const TIME = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
 const DATE = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short" });
 const AVATAR_COLOURS = 6;
+// Conversations not drawn: ones I blocked or whose request I deleted (chat/requests.js).
+const HIDDEN = new Set(["blocked", "deleted"]);
+const REQUEST_ACTIONS = [
+  ["accept", "Accept", ""],
+  ["delete", "Delete", "button--quiet"],
+  ["block", "Block", "button--danger"],
+];
 
 /** A stable small number for name, to colour its avatar. */
 function hue(name) {
@@ -38,25 +46,69 @@ function shortTime(ms) {
   return sameDay ? TIME.format(ms) : DATE.format(ms);
 }
 
-/** The list of conversations; onOpen(peer) when one is chosen. */
+/**
+ * The list of conversations; onOpen(peer) when one is chosen. Conversations with strangers
+ * (contact "request") go to the Requests section instead, each with Accept, Delete and Block
+ * (onDecide(peer, action)); blocked and deleted ones are not drawn.
+ */
 export class ConversationList {
-  constructor({ list, empty, onOpen }) {
+  constructor({ list, empty, onOpen, requests = null, onDecide = () => {} }) {
     this.list = list;
     this.empty = empty;
-    list.addEventListener("click", (event) => {
+    this.requests = requests; // {section, list}
+    const open = (event) => {
+      const action = event.target.closest("button[data-action]");
+      if (action) {
+        onDecide(action.dataset.for, action.dataset.action);
+        return;
+      }
       const button = event.target.closest("button[data-peer]");
       if (button) onOpen(button.dataset.peer);
-    });
+    };
+    list.addEventListener("click", open);
+    requests?.list.addEventListener("click", open);
   }
 
-  /** conversations: [{peer, unread, online, preview, lastAt}], most recent first. */
+  /** conversations: [{peer, unread, online, preview, lastAt, contact}], most recent first. */
   render(conversations, current) {
     const focused = document.activeElement?.dataset?.peer ?? null;
-    this.list.replaceChildren(
-      ...conversations.map((conversation) => this.#item(conversation, current)),
-    );
-    this.empty.hidden = conversations.length > 0;
-    if (focused) this.list.querySelector(`button[data-peer="${CSS.escape(focused)}"]`)?.focus();
+    const shown = conversations.filter(({ contact }) => !HIDDEN.has(contact));
+    const mine = shown.filter(({ contact }) => contact !== "request");
+    const asking = shown.filter(({ contact }) => contact === "request");
+    this.list.replaceChildren(...mine.map((conversation) => this.#item(conversation, current)));
+    if (this.requests) {
+      this.requests.list.replaceChildren(
+        ...asking.map((conversation) => this.#request(conversation, current)),
+      );
+      this.requests.section.hidden = asking.length === 0;
+    }
+    this.empty.hidden = mine.length > 0;
+    if (focused) {
+      const selector = `button[data-peer="${CSS.escape(focused)}"]`;
+      (this.list.querySelector(selector) ?? this.requests?.list.querySelector(selector))?.focus();
+    }
+  }
+
+  /** A request: the conversation (opens it) and what I may do about its sender. */
+  #request(conversation, current) {
+    const item = this.#item(conversation, current);
+    const { peer } = conversation;
+    const actions = el("div", {
+      className: "request__actions",
+      attrs: { role: "group", "aria-label": `Message request from ${peer}` },
+    });
+    for (const [action, label, style] of REQUEST_ACTIONS) {
+      actions.append(
+        el("button", {
+          className: `button button--small ${style}`,
+          text: label,
+          attrs: { type: "button", "data-action": action, "data-for": peer },
+        }),
+      );
+    }
+    item.className = "request";
+    item.append(actions);
+    return item;
   }
 
   #item({ peer, unread, online, preview, lastAt }, current) {
@@ -106,9 +158,11 @@ export class RecipientPicker {
   #timer = null;
   #asked = 0;
 
-  constructor({ form, input, listbox, empty, search, onPick, onUnknown }) {
-    Object.assign(this, { form, input, listbox, empty, search, onPick, onUnknown });
+  /** suggest(): the names to offer before anything is typed (my conversations and contacts). */
+  constructor({ form, input, listbox, empty, search, onPick, onUnknown, suggest = null }) {
+    Object.assign(this, { form, input, listbox, empty, search, onPick, onUnknown, suggest });
     input.addEventListener("input", () => this.#schedule());
+    input.addEventListener("focus", () => this.#suggest());
     input.addEventListener("keydown", (event) => this.#key(event));
     input.addEventListener("blur", () => setTimeout(() => this.#close(), 150));
     form.addEventListener("submit", (event) => {
@@ -135,10 +189,19 @@ export class RecipientPicker {
     this.#timer = setTimeout(() => this.#find(), SEARCH_DELAY_MS);
   }
 
+  /** Nothing typed yet: offer the people I already talk with (no request to the search). */
+  async #suggest() {
+    if (this.#query().trim() || !this.suggest) return;
+    const asked = ++this.#asked;
+    const names = await this.suggest().catch(() => []);
+    if (asked === this.#asked && !this.#query().trim()) this.#show(names.length ? names : null);
+  }
+
   async #find() {
     const prefix = this.#query();
     if (!PREFIX.test(prefix)) {
-      this.#show(prefix.trim() ? [] : null); // only spaces: close, as for nothing typed
+      if (prefix.trim()) this.#show([]);
+      else this.#suggest(); // emptied again: back to the people I talk with
       return;
     }
     const asked = ++this.#asked;
