@@ -397,6 +397,8 @@ async def test_log_out_other_sessions(
     await expect(sessions.filter(has_text="This device")).to_have_count(1)
 
     await here.get_by_role("button", name="Log out other sessions").click()
+    confirm = here.get_by_role("dialog", name="Log out other sessions?")
+    await confirm.get_by_role("button", name="Log out other sessions").click()
     await expect(here.get_by_role("status")).to_contain_text("Logged out 1 other session")
     await expect(sessions).to_have_count(1)
     # The other page may leave /chat for /login on its own once its socket is closed, so ask
