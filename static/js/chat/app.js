@@ -10,6 +10,7 @@ import { Conversations } from "./conversations.js";
 import { History, PAGE } from "./history.js";
 import { KeyBook } from "./keys.js";
 import { Messages, wellFormed } from "./messages.js";
+import { Notifier } from "./notify.js";
 import { Outbox } from "./outbox.js";
 import { Receipts } from "./receipts.js";
 import { Requests } from "./requests.js";
@@ -150,6 +151,14 @@ export class ChatApp {
     byId("verify-open").addEventListener("click", () => this.verify.open(this.#current));
     byId("send-blocked-review").addEventListener("click", () => this.verify.open(this.#current));
     byId("thread-back").addEventListener("click", () => this.#close());
+    this.notifier = new Notifier({
+      me: this.me,
+      enable: byId("notify-enable"),
+      state: byId("notify-state"),
+      previews: byId("notify-previews"),
+      sound: byId("notify-sound"),
+      onOpen: (peer) => this.open(peer),
+    });
   }
 
   /** A serious notice above the chat: the key directory misbehaved, or my own keys changed. */
@@ -397,6 +406,9 @@ export class ChatApp {
     if (record.direction === "in" && counts && !visible) {
       this.conversations.addUnread(peer);
     }
+    // Nothing when the conversation is open in a focused window: the person is reading it.
+    if (record.direction === "in" && counts && !(visible && document.hasFocus()))
+      this.notifier.message(peer, await this.messages.text(record));
     if (record.direction === "in") {
       this.receipts.mark(record, visible ? "read" : "delivered");
       if (peer === this.#current) this.#showTyping(null);
