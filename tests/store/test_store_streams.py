@@ -132,6 +132,26 @@ async def test_head_reads_the_stream_heads_row_and_zero_without_one(store: Store
     assert {(int(row[0]), int(row[1])) for row in rows} == {(users["alice"], 2), (users["bob"], 1)}
 
 
+async def test_deleting_an_account_brings_its_peers_heads_down_to_their_sync(
+    store: Store,
+) -> None:
+    """Carol's deletion takes her messages both ways out of bob's stream: his head falls to
+    the last position his sync still shows (else his sockets would be told to catch up on
+    nothing at every check), and the next message to him chains on from there."""
+    users = await ids(store)
+    await commit(store, [("alice", "a1", "bob"), ("carol", "c1", "bob")], [])  # 1, 2
+    await commit(store, [("bob", "b1", "carol")], [("bob", 2, "read")])  # 3; receipt 4: carol's
+    assert await store.messages.head(users["bob"]) == 3
+    await store.lifecycle.delete_user("carol", NOW + 1000, NOW)
+    for name in ("alice", "bob"):
+        changes, _ = await store.messages.changes_after(users[name], 0, 100, 1 << 20)
+        assert await store.messages.head(users[name]) == changes[-1].pos == 1, name
+    result = await store.messages.commit(
+        [NewMessage(users["alice"], "a2", "bob", ENVELOPE)], [], NOW
+    )
+    assert result.sends == [Stored(5, NOW, True, prev_recipient=1, prev_sender=1)]
+
+
 async def test_an_older_sqlite_database_gets_the_heads_of_what_it_holds(tmp_path: Path) -> None:
     """The upgrade step that adds the heads fills them in from the stored positions, so the
     next commit's prevs are right."""

@@ -11,6 +11,7 @@ from securechat.errors import NotFound
 from securechat.store.keylog import next_tombstone
 from securechat.store.postgres.database import Database
 from securechat.store.postgres.directory import append_entry
+from securechat.store.postgres.messages import recount_heads, stream_peers
 from securechat.store.records import OperatorAction, UserSummary
 
 # pg_advisory_xact_lock key serialising the audit trail's appends, so its ids commit in the
@@ -42,6 +43,8 @@ class LifecycleStore:
             await append_entry(connection, lambda last: next_tombstone(last, username, now_ms))
             user_id = await _user_id(connection, username)
             sessions = await _live_session_ids(connection, user_id)
+            # The commits' lock first (before any row they also write): no deadlock with one.
+            peers = await stream_peers(connection, user_id)
             await connection.execute(
                 "UPDATE undelivered_senders AS u SET bytes = u.bytes - g.bytes FROM ("
                 " SELECT sender_id, coalesce(sum(length(envelope)), 0) AS bytes FROM messages"
@@ -50,6 +53,7 @@ class LifecycleStore:
                 user_id,
             )
             await connection.execute("DELETE FROM users WHERE id = $1", user_id)
+            await recount_heads(connection, peers)  # their streams lost those positions
             await connection.execute(
                 "INSERT INTO username_quarantine (username, deleted_at, until_ms)"
                 " VALUES ($1, $2, $3) ON CONFLICT (username) DO UPDATE"

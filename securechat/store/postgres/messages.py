@@ -218,6 +218,23 @@ SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelo
 
 # The largest position _CHANGES_SQL would show the user, as every commit keeps it.
 _HEAD_SQL: Final = "SELECT head FROM stream_heads WHERE user_id = $1"
+# The users who exchanged a message with $1: their streams hold positions of its rows.
+_STREAM_PEERS: Final = (
+    "SELECT recipient_id FROM messages WHERE sender_id = $1"
+    " UNION SELECT sender_id FROM messages WHERE recipient_id = $1"
+)
+# Each listed user's head set to the largest position left in their stream (the end of each of
+# _CHANGES_SQL's sources' indexes), after rows of it were deleted.
+_RECOUNT_HEADS: Final = """
+UPDATE stream_heads AS h SET head = GREATEST(
+    coalesce((SELECT max(seq) FROM messages WHERE sender_id = h.user_id), 0),
+    coalesce((SELECT max(seq) FROM messages WHERE recipient_id = h.user_id), 0),
+    coalesce((SELECT max(delivered_seq) FROM messages
+               WHERE sender_id = h.user_id AND delivered_seq IS NOT NULL), 0),
+    coalesce((SELECT max(read_seq) FROM messages
+               WHERE sender_id = h.user_id AND read_seq IS NOT NULL), 0)
+) WHERE h.user_id = ANY($1::bigint[])
+"""
 
 # The row lock that orders every commit drawing positions, held to the end of the transaction.
 _LOCK_SEQUENCE: Final = "SELECT last FROM chat_sequence WHERE id = 1 FOR UPDATE"
@@ -388,6 +405,22 @@ async def _apply_marks(
     if drops:
         await connection.execute(_DROP_UNREAD, *_columns(drops, 3))
     return outcomes, states
+
+
+async def stream_peers(connection: asyncpg.Connection, user_id: int) -> list[int]:
+    """The users whose streams hold positions of ``user_id``'s messages (its correspondents),
+    read under the commits' lock on ``chat_sequence``, taken here and held to the end of the
+    transaction: no commit moves a head between this and :func:`recount_heads`, which the
+    same transaction runs once those rows are deleted."""
+    await connection.fetchval(_LOCK_SEQUENCE)
+    return sorted(int(row[0]) for row in await connection.fetch(_STREAM_PEERS, user_id))
+
+
+async def recount_heads(connection: asyncpg.Connection, users: Sequence[int]) -> None:
+    """Bring these users' stream heads down to what their sync shows once rows of their
+    streams are gone (an account deleted), so head() stays changes_after's last position."""
+    if users:
+        await connection.execute(_RECOUNT_HEADS, list(users))
 
 
 async def _stream_heads(

@@ -12,6 +12,7 @@ from securechat.store.keylog import next_tombstone
 from securechat.store.records import OperatorAction, UserSummary
 from securechat.store.sqlite.database import Database
 from securechat.store.sqlite.directory import append_entry
+from securechat.store.sqlite.messages import recount_heads, stream_peers
 
 # The account, whether it is disabled, and how many of its sessions are live (not revoked, not
 # past their absolute expiry; the idle timeout is the sessions' own business).
@@ -44,8 +45,10 @@ class LifecycleStore:
                 (user_id,),
             )
             append_entry(connection, lambda last: next_tombstone(last, username, now_ms))
+            peers = stream_peers(connection, user_id)
             # ON DELETE CASCADE takes its sessions, messages both ways, conversations, counts.
             connection.execute("DELETE FROM users WHERE id = ?", (user_id,))
+            recount_heads(connection, peers)  # their streams lost those messages' positions
             connection.execute(
                 "INSERT INTO username_quarantine (username, deleted_at, until_ms) VALUES (?, ?, ?)"
                 " ON CONFLICT (username) DO UPDATE SET deleted_at = excluded.deleted_at,"

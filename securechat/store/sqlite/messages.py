@@ -214,6 +214,23 @@ SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelo
 
 # The largest position _CHANGES_SQL would show the user, as every commit keeps it.
 _HEAD_SQL: Final = "SELECT head FROM stream_heads WHERE user_id = ?"
+# The users who exchanged a message with ?1: their streams hold positions of its rows.
+_STREAM_PEERS: Final = (
+    "SELECT recipient_id FROM messages WHERE sender_id = ?1"
+    " UNION SELECT sender_id FROM messages WHERE recipient_id = ?1"
+)
+# Each listed user's head set to the largest position left in their stream (the end of each of
+# _CHANGES_SQL's sources' indexes), after rows of it were deleted.
+_RECOUNT_HEADS: Final = """
+UPDATE stream_heads SET head = max(
+    coalesce((SELECT max(seq) FROM messages WHERE sender_id = stream_heads.user_id), 0),
+    coalesce((SELECT max(seq) FROM messages WHERE recipient_id = stream_heads.user_id), 0),
+    coalesce((SELECT max(delivered_seq) FROM messages
+               WHERE sender_id = stream_heads.user_id AND delivered_seq IS NOT NULL), 0),
+    coalesce((SELECT max(read_seq) FROM messages
+               WHERE sender_id = stream_heads.user_id AND read_seq IS NOT NULL), 0)
+) WHERE user_id IN (SELECT value FROM json_each(?))
+"""
 
 
 # The sends and the conversations they move are written with executemany: taken from one JSON
@@ -373,6 +390,19 @@ def _apply_marks(
     if drops:
         connection.execute(_DROP_UNREAD, (_json_rows(drops),))
     return outcomes, states
+
+
+def stream_peers(connection: sqlite3.Connection, user_id: int) -> list[int]:
+    """The users whose streams hold positions of ``user_id``'s messages (its correspondents):
+    read before those rows are deleted, then :func:`recount_heads` after, in the same job."""
+    return sorted(int(row[0]) for row in connection.execute(_STREAM_PEERS, (user_id,)))
+
+
+def recount_heads(connection: sqlite3.Connection, users: Sequence[int]) -> None:
+    """Bring these users' stream heads down to what their sync shows once rows of their
+    streams are gone (an account deleted), so head() stays changes_after's last position."""
+    if users:
+        connection.execute(_RECOUNT_HEADS, (_json_rows(users),))
 
 
 def _stream_heads(connection: sqlite3.Connection, entries: Sequence[StreamEntry]) -> dict[int, int]:
