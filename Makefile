@@ -8,9 +8,12 @@ export SECURECHAT_DATA_DIR ?= var
 .PHONY: run cluster check test lint format bench browser clean
 
 $(VENV)/.installed: pyproject.toml
+	@echo "Setting up $(VENV) from pyproject.toml (the first time takes about half a minute)..."
 	$(PYTHON) -m venv $(VENV)
+	@echo "Upgrading pip, then installing SecureChat and its test and dev tools..."
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,dev]'
+	@echo "$(VENV) is ready."
 	touch $@
 
 # The server answers only for the origin it is reached at: its bind address, unless the
@@ -18,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 run: export SECURECHAT_PUBLIC_ORIGIN ?= http://$(BIND)
 run: $(VENV)/.installed
 	$(BIN)/python -m securechat init
-	$(BIN)/hypercorn --config hypercorn.toml --bind $(BIND) 'securechat.app:create_app()'
+	$(BIN)/python -m securechat serve --bind $(BIND)
 
 # A throwaway two-node cluster (tools/cluster.py): its own PostgreSQL and Redis (installed by
 # tools/ensure-engines when missing and root), nodes on 127.0.0.1:8001 and :8002. Ctrl-C stops all.

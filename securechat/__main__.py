@@ -1,6 +1,7 @@
 """Command line: ``python -m securechat init`` prepares the data directory and database;
 ``init --cluster`` also says which secret files every other node of a cluster must hold;
-``users ...`` and ``sessions end`` are the operator's (securechat/operator.py)."""
+``serve`` runs the app as ``make run`` does (securechat/serve.py); ``users ...`` and
+``sessions end`` are the operator's (securechat/operator.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import argparse
 import asyncio
 import sys
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from securechat import datadir, operator
 from securechat.config import Config
@@ -31,6 +34,10 @@ async def _init(config: Config) -> ClusterIdentity:
     finally:
         await store.close()
     return mine
+
+
+# Hosts whose plain-HTTP origins browsers treat as secure contexts (Secure cookies kept).
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def init(config: Config, *, cluster: bool = False) -> None:
@@ -74,6 +81,7 @@ def _startup_notes(config: Config) -> list[str]:
     """What ``make run`` prints before serving: the hosts answered, admin access and the
     directory's fingerprint."""
     notes = [_origin_note(config)]
+    notes += _insecure_origin_notes(config)
     if config.admin_token:
         notes.append("Admin endpoints /admin/health and /metrics: on (bearer token set).")
     else:
@@ -85,6 +93,21 @@ def _startup_notes(config: Config) -> list[str]:
         f"Key directory fingerprint: {key_fingerprint_for(config)}"
         " (publish it, so users and auditors can check the key they pin)."
     )
+    return notes
+
+
+def _insecure_origin_notes(config: Config) -> list[str]:
+    """A warning for each public origin a browser would not keep the Secure session cookie at:
+    plain HTTP on a host other than loopback (W3C Secure Contexts)."""
+    notes = []
+    for origin in sorted(public_origins(config.public_origin).origins):
+        parts = urlsplit(origin)
+        if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+            notes.append(
+                f"WARNING: {origin} is plain HTTP on a host other than this machine: browsers"
+                " drop the Secure session cookie there, so nobody can stay logged in. Serve it"
+                " over HTTPS (README, Deployment with TLS)."
+            )
     return notes
 
 
@@ -111,8 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also say which secret files to copy to the other nodes of a cluster",
     )
+    serve_parser = commands.add_parser(
+        "serve", help="serve the app with hypercorn.toml's settings; Ctrl-C stops it quietly"
+    )
+    serve_parser.add_argument("--bind", default="127.0.0.1:8000", help="host:port to listen on")
+    serve_parser.add_argument(
+        "--config", type=Path, default=Path("hypercorn.toml"), help="Hypercorn's settings file"
+    )
     operator.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.bind, args.config)
     if args.command in ("users", "sessions"):
         return _operate(args)
     if args.command == "init":
@@ -124,6 +156,20 @@ def main(argv: list[str] | None = None) -> int:
         except IdentityMismatch as mismatch:
             print(f"securechat: {mismatch}", file=sys.stderr)
             return 1
+    return 0
+
+
+def _serve(bind: str, hypercorn_toml: Path) -> int:
+    """Serve until SIGINT or SIGTERM (securechat/serve.py); 2 for a malformed setting."""
+    from securechat.app import create_app  # the web framework loads only for this command
+    from securechat.serve import serve
+
+    try:
+        app = create_app(Config.from_env())
+    except ValueError as mistake:
+        print(f"securechat: {mistake}", file=sys.stderr)
+        return 2
+    serve(app, hypercorn_toml, bind)
     return 0
 
 
