@@ -350,3 +350,20 @@ async def test_the_operators_reset_sets_keys_and_password(
         await client.login("alice", PASSWORD)
     account = await client.login("alice", NEW_PASSWORD)
     assert account.identity.enc_public_spki == identity.enc_public_spki
+
+
+async def test_a_key_reset_publishes_keys_again_after_the_operator_withdrew_them(
+    live_server: LiveServer, signed_up: SignUp
+) -> None:
+    """After the operator's reset-keys (a tombstone), the owner's own key reset publishes new
+    keys that contacts can use again."""
+    alice = await signed_up("alice")
+    bob = await signed_up("bob")
+    lifecycle = live_server.app.extensions["securechat"].store.lifecycle
+    live_server.run_in_server_loop(lifecycle.withdraw_keys("alice", 2**40))
+    with pytest.raises(Exception, match="withdrawn"):
+        await bob.fetch_verified_keys("alice")
+    await alice.login("alice", PASSWORD)
+    identity = await reset_keys(alice, PASSWORD, rsa_bits=2048)
+    keys = await bob.fetch_verified_keys("alice")
+    assert keys.enc_public_key == identity.enc_public_spki
