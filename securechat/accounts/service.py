@@ -33,6 +33,7 @@ from securechat.errors import (
     NotFound,
     RecoveryKeyUsed,
     Throttled,
+    UsernameTaken,
 )
 from securechat.runtime import WALL_CLOCK, Clock
 from securechat.store import (
@@ -187,6 +188,15 @@ class Accounts:
         first await; with them the count is one atomic script."""
         if self.shared is None or not await self.shared.count_registration(address):
             self.count_registration(address)
+
+    async def check_available(self, username: str) -> None:
+        """Raise UsernameTaken if ``username`` has an account or is held in quarantine, as
+        :meth:`register` would (a race between the check and the registration is still settled
+        by the store's UNIQUE index)."""
+        if await self.store.accounts.user_by_name(username) is not None:
+            raise UsernameTaken()
+        if await self.store.lifecycle.quarantine_until(username, self.clock.now_ms()) is not None:
+            raise UsernameTaken()
 
     async def register(self, registration: Registration) -> None:
         """Hash ``auth_key`` with argon2id and store the account (UsernameTaken if it exists)."""

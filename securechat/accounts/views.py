@@ -70,6 +70,20 @@ def _parse_registration(body: dict[str, Any], config: Config) -> Registration:
     )
 
 
+@blueprint.post("/register/check")
+async def register_check() -> Response:
+    """Whether ``username`` could be registered now: 200, or the 409 ``/register`` would give.
+
+    The sign-up page asks before it spends seconds on key generation. It reveals what a
+    registration attempt reveals, on the same per-address budget, and nothing more.
+    """
+    accounts = _accounts()
+    await accounts.admit_registration(client_address())  # counted as a registration attempt
+    username = validation.username_field(await json_body())
+    await accounts.check_available(username)
+    return jsonify({"username": username, "available": True})
+
+
 @blueprint.post("/login")
 async def login() -> Response:
     """Check ``auth_key``; on success open a new session and return the keys and backup."""
