@@ -109,7 +109,6 @@ class AccountStore:
         )
         return [row[0] for row in rows]
 
-
     # --- password change, recovery key, key reset (issue 12, items 1-2) ---------------------
 
     async def change_password(
@@ -215,6 +214,12 @@ class AccountStore:
 
         async def job(connection: asyncpg.Connection) -> list[str]:
             user_id = await connection.fetchval(
+            # The key log's lock first, before the user's row, as every other writer of both
+            # takes them (LifecycleStore.delete_user): no deadlock with a deletion racing this.
+            # For an unknown user the NotFound rolls the appended entry back.
+            await append_key_entry(
+                connection, username, keys.enc_public_key, keys.sign_public_key, now_ms
+            )
                 "UPDATE users SET enc_public_key = $1, sign_public_key = $2, key_backup = $3,"
                 " keys_updated_at = $4 WHERE username = $5 RETURNING id",
                 keys.enc_public_key,
@@ -234,9 +239,6 @@ class AccountStore:
                     user_id,
                 )
             await connection.execute("DELETE FROM recovery_keys WHERE user_id = $1", user_id)
-            await append_key_entry(
-                connection, username, keys.enc_public_key, keys.sign_public_key, now_ms
-            )
             return await _revoke_sessions(connection, int(user_id), keep_session_id, now_ms)
 
         return await self.db.write(job)
@@ -257,6 +259,7 @@ async def _revoke_sessions(
     return [str(row[0]) for row in rows]
 
 class SessionStore:
+
     """Named queries over ``sessions``. Session ids are stored hashed; see sessions.py."""
 
     def __init__(self, db: Database) -> None:
