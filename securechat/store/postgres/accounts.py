@@ -213,13 +213,13 @@ class AccountStore:
         the other sessions ended, in one transaction; NotFound if no such user."""
 
         async def job(connection: asyncpg.Connection) -> list[str]:
-            user_id = await connection.fetchval(
             # The key log's lock first, before the user's row, as every other writer of both
             # takes them (LifecycleStore.delete_user): no deadlock with a deletion racing this.
             # For an unknown user the NotFound rolls the appended entry back.
             await append_key_entry(
                 connection, username, keys.enc_public_key, keys.sign_public_key, now_ms
             )
+            user_id = await connection.fetchval(
                 "UPDATE users SET enc_public_key = $1, sign_public_key = $2, key_backup = $3,"
                 " keys_updated_at = $4 WHERE username = $5 RETURNING id",
                 keys.enc_public_key,
@@ -258,8 +258,8 @@ async def _revoke_sessions(
     )
     return [str(row[0]) for row in rows]
 
-class SessionStore:
 
+class SessionStore:
     """Named queries over ``sessions``. Session ids are stored hashed; see sessions.py."""
 
     def __init__(self, db: Database) -> None:
