@@ -100,7 +100,6 @@ class AccountStore:
         )
         return [row[0] for row in rows]
 
-
     # --- password change, recovery key, key reset (issue 12, items 1-2) ---------------------
 
     async def change_password(
@@ -244,6 +243,7 @@ def _revoke_sessions(
         (now_ms, user_id, keep),
     ).fetchall()
     return [str(row[0]) for row in rows]
+
 
 class SessionStore:
     """Named queries over ``sessions``. Session ids are stored hashed; see sessions.py."""
