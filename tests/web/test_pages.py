@@ -14,7 +14,12 @@ from securechat.client import SecureChatClient
 from tests.conftest import SignUp
 from tests.livesrv import LiveServer
 
-PUBLIC_PAGES = {"/": "Chat that only you", "/signup": "Create your account", "/login": "Log in"}
+PUBLIC_PAGES = {
+    "/": "Chat that only you",
+    "/signup": "Create your account",
+    "/login": "Log in",
+    "/recover": "Forgot your password?",
+}
 SIGNED_IN_PAGES = {"/chat": 'id="chat-placeholder"', "/settings": 'id="session-list"'}
 MODULE_IMPORT = re.compile(r"""^\s*import\s[^;]*?from\s+"([^"]+)";""", re.MULTILINE | re.DOTALL)
 

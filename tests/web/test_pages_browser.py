@@ -30,7 +30,8 @@ pytestmark = pytest.mark.browser
 
 PASSWORD = "violet tractor umbrella 42"
 SLOW_MS = 60_000  # a sign-up derives keys and makes an RSA-3072 key pair: allow for slow CI
-PAGES = ["/", "/signup", "/login", "/chat", "/settings"]
+PAGES = ["/", "/signup", "/login", "/recover", "/chat", "/settings"]
+SIGNED_OUT_PAGES = 4  # the first ones: visited before logging in
 
 # One record of the page's key store, read straight from IndexedDB (not through keystore.js),
 # or null. A database that does not exist yet is left alone: opening it would create it empty.
@@ -435,12 +436,12 @@ async def visit_every_page(
     page: Page, base_url: str, each: Callable[[str], Awaitable[None]]
 ) -> None:
     """Open each page, signed out and then signed in, and run each(path) once it has loaded."""
-    for path in PAGES[:3]:
+    for path in PAGES[:SIGNED_OUT_PAGES]:
         await page.goto(base_url + path)
         await page.wait_for_load_state("networkidle")
         await each(path)
     await log_in(page, base_url)
-    for path in PAGES[3:]:
+    for path in PAGES[SIGNED_OUT_PAGES:]:
         await page.goto(base_url + path)
         await page.wait_for_load_state("networkidle")
         await each(path)
