@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from securechat.client import NoKeys, SecureChatClient
+from securechat import e2e
+from securechat.client import NoKeys, SecureChatClient, reset_keys
 from securechat.config import PROJECT_ROOT, Config
 from tests.chat.test_chat import closed_with
 from tests.conftest import FAST_ITERATIONS, SignUp, fast_config
@@ -51,6 +52,19 @@ async def login_status(client: SecureChatClient, username: str) -> tuple[int, st
     except Exception as error:  # ClientError
         return error.status, error.code  # type: ignore[attr-defined]
     return 200, ""
+
+
+async def keys_withdrawn_at_login(client: SecureChatClient) -> bool:
+    """What a fresh login answers in ``keys_withdrawn``."""
+    assert client.account is not None
+    salt, iterations = await client.prelogin(client.account.username)
+    keys = e2e.derive_keys(PASSWORD, salt, iterations, min_iterations=FAST_ITERATIONS)
+    body = await client.call(
+        "POST",
+        "/api/v1/login",
+        {"username": client.account.username, "auth_key": e2e.b64encode(keys.auth_key)},
+    )
+    return bool(body["keys_withdrawn"])
 
 
 async def test_disable_closes_sockets_at_once_and_refuses_logins(
@@ -124,6 +138,11 @@ async def test_reset_keys_withdraws_them_and_keeps_the_account(
     assert await login_status(alice, "alice") == (200, "")
     mine = await alice.check_my_entries()  # the tombstone under her name is no alarm
     assert [e.enc_fingerprint == bytes(32) for e in mine] == [False, True]
+    assert await keys_withdrawn_at_login(alice) is True
+    new_identity = await reset_keys(alice, PASSWORD, rsa_bits=2048)  # she publishes new keys
+    keys = await bob.fetch_verified_keys("alice")
+    assert keys.enc_public_key == new_identity.enc_public_spki
+    assert await keys_withdrawn_at_login(alice) is False
 
 
 async def test_list_and_mistakes(config: Config, signed_up: SignUp) -> None:
@@ -140,4 +159,3 @@ async def test_list_and_mistakes(config: Config, signed_up: SignUp) -> None:
     assert securechat(config, "users", "show", "no way!").returncode == 2
     assert securechat(config, "users", "list", "--limit", "0").returncode == 2
     assert actions(config) == []
-    assert FAST_ITERATIONS  # the accounts above were made with the fast settings

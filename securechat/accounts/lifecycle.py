@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from securechat.config import Config
+from securechat.directory.transparency import is_tombstone, user_hash
 from securechat.errors import Close
 from securechat.runtime import Clock, cancel_and_wait
 from securechat.store import LifecycleStore, Store
@@ -42,6 +43,8 @@ audit_log = logging.getLogger("securechat.accounts.audit")
 ENDING_ACTIONS: Final = frozenset({"disable", "delete", "reset-keys", "sessions-end"})
 # Audit-trail rows a watch reads per query.
 _WATCH_BATCH: Final = 100
+# A tree size larger than any log: latest_entry over the whole log.
+_WHOLE_LOG: Final = 2**62
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,13 @@ class AccountLifecycle:
         )
         audit_log.warning("operator action %d: %s %r %s", action_id, action, username, detail)
         return action_id
+
+
+async def keys_withdrawn(store: Store, username: str) -> bool:
+    """Whether the user's newest key-log entry is a tombstone: the operator withdrew the keys
+    (``users reset-keys``), and nobody can write to the user until they publish new ones."""
+    entry = await store.directory.latest_entry(user_hash(username), _WHOLE_LOG)
+    return entry is not None and is_tombstone(entry)
 
 
 def for_app(app_state: AppState) -> AccountLifecycle:
@@ -171,4 +181,12 @@ def install(app: Quart, app_state: AppState) -> OperatorWatch:
     return watch
 
 
-__all__ = ["ENDING_ACTIONS", "AccountLifecycle", "Deletion", "OperatorWatch", "for_app", "install"]
+__all__ = [
+    "ENDING_ACTIONS",
+    "AccountLifecycle",
+    "Deletion",
+    "OperatorWatch",
+    "for_app",
+    "install",
+    "keys_withdrawn",
+]

@@ -100,6 +100,7 @@ async def login() -> Response:
             "enc_public_key": _b64(user.enc_public_key),
             "sign_public_key": _b64(user.sign_public_key),
             "key_backup": user.key_backup,
+            "keys_withdrawn": await lifecycle.keys_withdrawn(state().store, user.username),
         }
     )
     _set_device_cookie(response, accounts.issue_device_token(user), config)

@@ -13,6 +13,7 @@ from securechat.client import NoKeys
 from tests.browser_helpers import PASSWORD, SLOW_MS, WAIT_MS, ChatPage, register
 from tests.conftest import MakeClient
 from tests.livesrv import LiveServer
+from tests.test_operator import securechat
 
 pytestmark = pytest.mark.browser
 
@@ -61,9 +62,7 @@ async def test_deleting_my_account_from_settings(
 
     await section.get_by_label("Password").fill(PASSWORD)
     await section.get_by_role("button", name="Delete my account").click()
-    await expect(page.get_by_role("heading", name="Account deleted")).to_be_visible(
-        timeout=SLOW_MS
-    )
+    await expect(page.get_by_role("heading", name="Account deleted")).to_be_visible(timeout=SLOW_MS)
     await expect(page.locator("#account-deleted")).to_contain_text("was deleted")
     status = await page.evaluate("() => fetch('/api/v1/me').then((r) => r.status)")
     assert status == 401
@@ -75,3 +74,24 @@ async def test_deleting_my_account_from_settings(
     await bob.open_conversation("alice")
     toast = bob.page.get_by_role("alert").filter(has_text="alice: This account was deleted.")
     await expect(toast).to_be_visible(timeout=WAIT_MS)
+
+
+async def test_withdrawn_keys_send_the_login_to_the_key_reset(
+    live_server: LiveServer,
+    make_client: MakeClient,
+    identities: list[e2e.Identity],
+    contexts: list[BrowserContext],
+) -> None:
+    """After the operator's ``users reset-keys``, logging in lands on the settings' key reset
+    with an alert that says why, not on the chat."""
+    await register(make_client, identities[0], "alice")
+    done = securechat(live_server.config, "users", "reset-keys", "alice")
+    assert done.returncode == 0, done.stderr
+    page = await contexts[0].new_page()
+    await page.goto(live_server.url + "/login")
+    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url("**/settings?keys=withdrawn#reset-title", timeout=SLOW_MS)
+    alert = page.get_by_role("alert").filter(has_text="withdrew your keys")
+    await expect(alert).to_be_visible(timeout=WAIT_MS)

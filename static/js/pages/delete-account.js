@@ -6,6 +6,9 @@
  * derives auth_key as a login does and posts it with the signed-in name. Once the server has
  * deleted the account, this browser's keys and message cache are removed too, and the page says
  * what happened: nothing of the account is left to log in to.
+ *
+ * It also tells a person whose keys the operator withdrew (python -m securechat users
+ * reset-keys), whom the login page sends here, to reset them in the section above.
  */
 
 import { ApiError, accounts, describeError, request } from "../api.js";
@@ -97,3 +100,11 @@ async function deleteAccount(event) {
 }
 
 form.addEventListener("submit", deleteAccount);
+
+// The login page sends a person whose keys the operator withdrew here (login.js): say why.
+if (new URLSearchParams(window.location.search).get("keys") === "withdrawn") {
+  showError(
+    "The server's operator withdrew your keys, so nobody can write to you for now. Reset your "
+      + "keys below to publish new ones.",
+  );
+}

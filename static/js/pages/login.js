@@ -43,7 +43,7 @@ async function logIn(username, password) {
   // deriveKeys refuses fewer iterations than the floor this page owns, whatever the server says.
   const keys = await deriveKeys(password, b64decode(salt), iterations);
   progress.step("Signing in and unlocking your keys…");
-  await logInWithKeys(username, keys);
+  return logInWithKeys(username, keys);
 }
 
 /** A sentence for what went wrong. */
@@ -64,8 +64,9 @@ form.addEventListener("submit", async (event) => {
   Object.values(fields).forEach(clearFieldError);
   const input = validate();
   if (!input) return;
+  let account;
   try {
-    await logIn(input.username, input.password);
+    account = await logIn(input.username, input.password);
     markSharedDevice(shared.checked);
   } catch (error) {
     progress.done();
@@ -74,7 +75,9 @@ form.addEventListener("submit", async (event) => {
     fields.password.focus();
     return;
   }
-  window.location.assign("/chat");
+  // The operator withdrew this account's keys (docs/protocol.md, "Tombstones"): nobody can
+  // write to it until new ones are published, which the settings' key reset does.
+  window.location.assign(account.keys_withdrawn ? "/settings?keys=withdrawn#reset-title" : "/chat");
 });
 for (const input of Object.values(fields))
   input.addEventListener("input", () => clearFieldError(input));
