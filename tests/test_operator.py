@@ -17,6 +17,8 @@ from securechat.client import NoKeys, SecureChatClient, reset_keys
 from securechat.config import PROJECT_ROOT, Config
 from tests.chat.test_chat import closed_with
 from tests.conftest import FAST_ITERATIONS, SignUp, fast_config
+from tests.engines import PostgresEngine
+from tests.livesrv import LiveServer
 
 PASSWORD = "correct horse battery"
 
@@ -28,9 +30,12 @@ def _config(tmp_path: Path) -> Config:
 
 
 def securechat(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m securechat ARGS`` on the server's data directory, as an operator runs it."""
+    """``python -m securechat ARGS`` on the server's data directory (or its PostgreSQL
+    database), as an operator runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
     env["SECURECHAT_DATA_DIR"] = str(config.data_dir)
+    if config.database_url:
+        env["SECURECHAT_DATABASE_URL"] = config.database_url
     return subprocess.run(
         [sys.executable, "-m", "securechat", *args],
         cwd=PROJECT_ROOT,
@@ -159,3 +164,28 @@ async def test_list_and_mistakes(config: Config, signed_up: SignUp) -> None:
     assert securechat(config, "users", "show", "no way!").returncode == 2
     assert securechat(config, "users", "list", "--limit", "0").returncode == 2
     assert actions(config) == []
+
+
+async def test_disable_reaches_a_node_over_postgresql(
+    tmp_path: Path, postgres_engine: PostgresEngine, postgres_database: str
+) -> None:
+    """The same on a cluster's store: the command works on the PostgreSQL database and the
+    node's watch closes the socket; the login is refused."""
+    config = fast_config(
+        tmp_path / "node",
+        database_url=postgres_engine.url(postgres_database),
+        db_pool_min=1,
+        db_pool_max=3,
+        operator_poll_interval=0.1,
+    )
+    with LiveServer(config).start() as server:
+        async with SecureChatClient(server.url, min_iterations=FAST_ITERATIONS) as alice:
+            await alice.register("alice", PASSWORD, iterations=FAST_ITERATIONS)
+            await alice.login("alice", PASSWORD)
+            chat = await alice.connect()
+            done = securechat(config, "users", "disable", "alice")
+            assert done.returncode == 0, done.stderr
+            assert await closed_with(chat) == (1008, "session ended")
+            assert await login_status(alice, "alice") == (403, "account_disabled")
+            listed = securechat(config, "users", "list")
+            assert "disabled" in listed.stdout.splitlines()[1]
