@@ -32,6 +32,8 @@ from tests.engines import PostgresEngine, RedisEngine, find_engines
 from tests.test_cluster import SETTINGS, _closed_with, _exchange, _in_order_once
 from tools.cluster import Cluster, Node, free_port, hypercorn_command
 
+pytestmark = pytest.mark.slow
+
 WORKERS = ["--workers", "2"]
 EXCHANGED = 200
 # Sockets opened until the kernel has handed one to each worker (it picks; each try is a coin
