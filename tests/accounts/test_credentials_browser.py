@@ -276,3 +276,39 @@ async def test_settings_asks_before_logging_out_other_sessions_and_shows_the_dir
     await dialog.get_by_role("button", name="Log out other sessions").click()
     await expect(page.locator("#toast-status")).to_contain_text("Logged out 2 other sessions")
     assert await me_status(other.page, live_server.url) == 401
+
+
+async def test_keys_withdrawn_by_the_operator_are_reset_from_settings(
+    new_context: NewContext,
+    live_server: LiveServer,
+    make_client: MakeClient,
+    identities: list[e2e.Identity],
+) -> None:
+    """After the operator's reset-keys, logging in lands on the settings' key reset; the reset
+    publishes new keys that bob can write to, and that this page now holds."""
+    await register(make_client, identities[0], "alice")
+    bob = await register(make_client, identities[1], "bob")
+    lifecycle = live_server.app.extensions["securechat"].store.lifecycle
+    live_server.run_in_server_loop(lifecycle.withdraw_keys("alice", 2**40))
+    page = await (await new_context()).new_page()
+    await page.goto(live_server.url + "/login")
+    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url("**/settings?keys=withdrawn*", timeout=SLOW_MS)
+    with pytest.raises(Exception, match="withdrawn"):
+        await bob.fetch_verified_keys("alice")
+    await page.locator("#reset-password").fill(PASSWORD)
+    await page.get_by_role("button", name="Reset my keys").click()
+    await (
+        page.get_by_role("dialog", name="Reset your keys?")
+        .get_by_role("button", name="Reset my keys")
+        .click()
+    )
+    await expect(page.locator("#toast-status")).to_contain_text(
+        "Your keys were reset", timeout=SLOW_MS
+    )
+    keys = await bob.fetch_verified_keys("alice")
+    fingerprint = await page.locator("#fingerprint-enc").text_content()
+    assert fingerprint is not None
+    assert fingerprint.replace(" ", "") == e2e.fingerprint(keys.enc_public_key)
