@@ -312,3 +312,35 @@ async def test_keys_withdrawn_by_the_operator_are_reset_from_settings(
     fingerprint = await page.locator("#fingerprint-enc").text_content()
     assert fingerprint is not None
     assert fingerprint.replace(" ", "") == e2e.fingerprint(keys.enc_public_key)
+
+
+async def test_a_recovery_key_made_in_settings_works_and_cancel_keeps_it(
+    new_context: NewContext,
+    live_server: LiveServer,
+    make_client: MakeClient,
+    identities: list[e2e.Identity],
+) -> None:
+    """Settings says there is no recovery key, makes one with the password, and a second
+    attempt cancelled keeps the first, which then recovers the account."""
+    await register(make_client, identities[0], "alice")
+    chat = await log_in_with(
+        await (await new_context()).new_page(), live_server.url, "alice", PASSWORD
+    )
+    page = chat.page
+    await page.goto(live_server.url + "/settings")
+    status = page.locator("#recovery-status")
+    await expect(status).to_have_attribute("data-state", "none", timeout=WAIT_MS)
+    create = page.get_by_role("button", name="Create a new recovery key")
+    await page.locator("#recovery-password").fill(PASSWORD)
+    await create.click()
+    code = await save_recovery_key(page)
+    await expect(status).to_have_attribute("data-state", "set", timeout=WAIT_MS)
+
+    await page.locator("#recovery-password").fill(PASSWORD)
+    await create.click()
+    dialog = page.get_by_role("dialog", name="Your recovery key")
+    await dialog.get_by_role("button", name="Cancel: keep my current key").click(timeout=SLOW_MS)
+    await expect(dialog).to_be_hidden()
+    client = make_client()
+    await recover(client, "alice", code, NEW_PASSWORD, iterations=FAST_ITERATIONS)
+    await client.login("alice", NEW_PASSWORD)

@@ -50,11 +50,12 @@ export async function prepareRecoveryKey(keyBackup, wrapKey) {
  * Offer a recovery key for the keys keyBackup holds (opened with wrapKey), proving the account
  * with the password's authKey: show it, and store it on the server once the person says it is
  * saved; if that fails, say why and show it again, to retry or skip. Resolves to true when a
- * key was set, false when skipped (an existing key then stays as it was).
+ * key was set, false when skipped (an existing key then stays as it was: with replacing, the
+ * dialog says so).
  */
-export async function offerRecoveryKey({ authKey, wrapKey, keyBackup }) {
+export async function offerRecoveryKey({ authKey, wrapKey, keyBackup, replacing = false }) {
   const prepared = await prepareRecoveryKey(keyBackup, wrapKey);
-  while (await showRecoveryKey(prepared.code)) {
+  while (await showRecoveryKey(prepared.code, { replacing })) {
     try {
       await credentials.setRecoveryKey({
         auth_key: b64encode(authKey),
@@ -74,10 +75,11 @@ export async function offerRecoveryKey({ authKey, wrapKey, keyBackup }) {
 
 /**
  * Show a recovery key in a modal dialog until the person ticks "I have saved it" and closes
- * it (true), or, when optional, skips it (false).
+ * it (true), or, when optional, skips it (false). With replacing (from settings, where a key
+ * may exist), skipping is a "Cancel" that keeps the current key.
  */
-export function showRecoveryKey(code, { optional = true } = {}) {
-  const parts = recoveryDialog(code, optional);
+export function showRecoveryKey(code, { optional = true, replacing = false } = {}) {
+  const parts = recoveryDialog(code, optional, replacing);
   document.body.append(parts.dialog);
   parts.dialog.showModal();
   return new Promise((resolve) => {
@@ -104,7 +106,7 @@ export function showRecoveryKey(code, { optional = true } = {}) {
 }
 
 /** The dialog's elements: {dialog, form, saved, copy, done, skip}. */
-function recoveryDialog(code, optional) {
+function recoveryDialog(code, optional, replacing) {
   const saved = el("input", {
     attrs: { type: "checkbox", id: "recovery-saved", "aria-describedby": "recovery-key" },
   });
@@ -121,7 +123,7 @@ function recoveryDialog(code, optional) {
   const skip = optional
     ? el("button", {
         className: "button button--quiet",
-        text: "Skip: no recovery key",
+        text: replacing ? "Cancel: keep my current key" : "Skip: no recovery key",
         attrs: { type: "button", id: "recovery-skip" },
       })
     : null;
@@ -148,7 +150,7 @@ function recoveryDialog(code, optional) {
       saved,
       el("label", { text: "I have saved my recovery key", attrs: { for: "recovery-saved" } }),
     ),
-    optional ? el("p", { className: "help", text: WHAT_RESET_LOSES }) : "",
+    optional && !replacing ? el("p", { className: "help", text: WHAT_RESET_LOSES }) : "",
     el("div", { className: "confirm__actions" }, ...(skip ? [skip] : []), done),
   );
   const dialog = el(

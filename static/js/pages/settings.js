@@ -317,7 +317,12 @@ async function newRecoveryKey(passwordField, progress) {
   progress.step("Unlocking your key backup…");
   const keys = await derivePasswordKeys(passwordField.value);
   const { key_backup: keyBackup } = await credentials.keyBackup();
-  const set = await offerRecoveryKey({ authKey: keys.authKey, wrapKey: keys.wrapKey, keyBackup });
+  const set = await offerRecoveryKey({
+    authKey: keys.authKey,
+    wrapKey: keys.wrapKey,
+    keyBackup,
+    replacing: true,
+  });
   passwordField.value = "";
   if (set) showInfo("Your new recovery key is saved. The old one no longer works.");
   await showRecoveryStatus();
