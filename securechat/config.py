@@ -70,7 +70,8 @@ class Config:
     db_pool_max: int = 10
     # Seconds a starting node waits for the lock under which another node is bringing the
     # PostgreSQL schema up to date; past it the node does not start, saying so
-    # (store/postgres/database.py). A node that finds the schema current takes no lock.
+    # (store/postgres/database.py). A node that finds the schema current takes no lock. Also
+    # the longest a node's own migration may run (if longer than db_command_timeout).
     db_schema_lock_timeout: float = 60.0
 
     db_synchronous: str = "FULL"

@@ -4,6 +4,7 @@ that retry once, on a throwaway PostgreSQL (tests/engines.py)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -133,6 +134,28 @@ async def test_a_held_schema_lock_stops_a_migrating_node_with_a_clear_error(
         assert not current.schema_applied
     finally:
         await holder.close()
+
+
+async def test_a_migration_may_run_past_one_statements_timeout(
+    postgres_engine: PostgresEngine, postgres_database: str, tmp_path: Path
+) -> None:
+    """The schema script is bounded by schema_lock_timeout (what the other nodes wait), not by
+    the pool's command timeout: a backfill slower than one statement may take still runs."""
+    slow = tmp_path / "schema.sql"
+    slow.write_text(SCHEMA_PATH.read_text(encoding="utf-8") + "SELECT pg_sleep(0.5);")
+    db = Database(
+        postgres_engine.url(postgres_database),
+        pool_min=1,
+        pool_max=1,
+        command_timeout=0.2,
+        schema_path=slow,
+        schema_lock_timeout=30.0,
+    )
+    await db.open()
+    try:
+        assert db.schema_applied
+    finally:
+        await db.close()
 
 
 async def test_a_failed_open_leaves_no_pool(

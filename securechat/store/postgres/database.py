@@ -111,7 +111,10 @@ class Database:
             async with connection.transaction():
                 if await _schema_version(connection) >= SCHEMA_VERSION:
                     return False  # another node applied it while this one waited
-                await connection.execute(schema)
+                # As long as the others wait for it at most, not one statement's timeout: an
+                # upgrade's backfill over a large history may take longer than that.
+                migration = max(self.command_timeout, self.schema_lock_timeout)
+                await connection.execute(schema, timeout=migration)
                 await connection.execute(_CREATE_VERSION)
                 await connection.execute(_SET_VERSION, SCHEMA_VERSION)
         finally:
