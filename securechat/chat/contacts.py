@@ -5,7 +5,7 @@ first message is a *request* (listed apart by the page), and we share neither pr
 typing. Writing to someone accepts them (the commit records it, store/batch.py); accepting a
 request does too. Presence and typing pass only between two users who each accepted the other.
 A block withholds the blocked sender's messages in the commit itself (acknowledged as stored,
-stored for no one: docs/security.md, "Blocking") and ends presence and typing both ways.
+stored for no one: docs/security.md, "Contacts and blocking") and ends presence and typing both ways.
 
 The rules live in the database only (``contacts``, read by each commit under its lock and by
 each presence announcement and typing frame), so every node of a cluster applies the same
@@ -16,6 +16,7 @@ every node).
 
 from __future__ import annotations
 
+import math
 from typing import Final, Literal, get_args
 
 from quart import Blueprint, Response, jsonify, request
@@ -35,8 +36,6 @@ Action = Literal["accept", "block", "unblock", "delete"]
 _ACTIONS: Final[dict[object, Action]] = {action: action for action in get_args(Action)}
 _STATES: Final[dict[str, ContactState]] = {"accepted": "accepted", "blocked": "blocked"}
 _LAST_SEQ: Final = SEQ_LIMIT - 1
-# Seconds a client refused a search is told to wait (a token comes back in 1/rate seconds).
-_SEARCH_RETRY_AFTER: Final = 1
 
 blueprint = Blueprint("contacts", __name__, url_prefix="/api/v1")
 
@@ -50,6 +49,8 @@ class SearchRate:
             config.user_search_per_s, config.user_search_burst, config.send_limiter_table_max
         )
         self._clock = clock
+        # Seconds a refused client is told to wait: one token comes back in 1 / rate seconds.
+        self._retry_after = max(1, math.ceil(1 / config.user_search_per_s))
 
     async def check(self, user_id: int, shared: SharedRate | None) -> None:
         """Take one search from the account's bucket, or raise SearchLimited (429)."""
@@ -57,7 +58,7 @@ class SearchRate:
         if allowed is None:  # one process, or Redis down: this node's own count
             allowed = self._local.allow(user_id, self._clock.now_ms() / 1000)
         if not allowed:
-            raise SearchLimited(_SEARCH_RETRY_AFTER)
+            raise SearchLimited(self._retry_after)
 
 
 class Contacts:

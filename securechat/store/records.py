@@ -186,7 +186,7 @@ class Stored:
     prev_recipient: int = 0
     prev_sender: int = 0
     # The recipient blocked the sender: acknowledged like a stored message, stored for no one
-    # (its position stays unused; docs/security.md "Blocking").
+    # (its position stays unused; docs/security.md "Contacts and blocking").
     withheld: bool = False
 
 
