@@ -98,6 +98,23 @@ async def test_a_request_blocked_asks_first_and_then_hears_nothing(
     await expect(chat.page.locator("#requests")).to_be_hidden()
 
 
+async def test_replying_to_a_request_accepts_it(
+    context: BrowserContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
+) -> None:
+    """Opening bob's request and answering it moves it to the conversations, on the server too."""
+    chat = await ChatPage.open(context, live_server.url, "alice")
+    bob_chat = await bob.connect()
+    await bob_chat.send_message("alice", "anyone there?")
+    await chat.open_conversation("bob")
+    await chat.send("yes, hello")
+    await expect(chat.page.locator('#conversation-list button[data-peer="bob"]')).to_be_visible(
+        timeout=WAIT_MS
+    )
+    await expect(chat.page.locator("#requests")).to_be_hidden()
+    await bob_chat.wait_for("message", **{"from": "alice"})
+    assert await alice.requests() == []
+
+
 async def test_the_picker_offers_my_conversations_on_focus(
     context: BrowserContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
 ) -> None:

@@ -475,6 +475,7 @@ export class ChatApp {
     this.thread.upsert([record], { follow: true });
     this.#typingSentAt = 0; // the message ended "typing" on the other side: say it again if need be
     await this.conversations.preview(peer, record);
+    this.requests.wrote(peer);
     this.conversations.render();
     const offline = this.socket.state === "offline" || this.socket.state === "closed";
     if (offline && !this.#offlineSaid) {

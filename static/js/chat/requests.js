@@ -59,6 +59,12 @@ export class Requests {
     }
   }
 
+  /** I wrote to peer: that accepts a request of theirs (the server records it with the message). */
+  wrote(peer) {
+    if (this.conversations.get(peer)?.contact === "request")
+      this.conversations.set(peer, { contact: "accepted" });
+  }
+
   /** The people the picker offers on focus: my conversations, then my other contacts. */
   async suggestions() {
     const mine = this.conversations
