@@ -1,28 +1,83 @@
 /**
  * Password rules, checked in the page because the server never sees the password.
  *
- * A password is refused when it is shorter than 10 characters or on the shipped list of common
- * passwords (NIST SP 800-63B 5.1.1.2: compare against commonly used and compromised values).
- * The strength hint is advice, not a rule: a rough guessing-entropy estimate that penalises
- * the patterns guessers try first (a common password with digits added, runs, repeats, the
- * username).
+ * A password is refused when it is shorter than 10 characters, on the shipped list of common
+ * passwords (NIST SP 800-63B 5.1.1.2: compare against commonly used and compromised values),
+ * or very easy to guess by zxcvbn-ts (static/vendor/zxcvbn: fewer than about a million guesses,
+ * as "aaaaaaaaaaaa", "qwertyuiop12" or "sunshine2024" are), which models what guessers try:
+ * dictionaries, l33t, repeats, sequences, keyboard runs, dates and the username. The strength
+ * hint is zxcvbn's score in words, with one line of advice.
  */
 
 export const MIN_LENGTH = 10;
 const LIST_URL = "/static/data/common-passwords.txt";
+const ESTIMATOR_URLS = [
+  "/static/vendor/zxcvbn/core.js",
+  "/static/vendor/zxcvbn/language-common.js",
+];
+// zxcvbn's scores 0 and 1: under 10^6 guesses, minutes for whoever holds a stolen database.
+const MIN_SCORE = 2;
 
 let listPromise = null;
+let estimator = null;
 
-/** The common-password list as a Set of lower-case entries, fetched once per page. */
-export function loadCommonPasswords() {
-  listPromise ??= fetch(LIST_URL, { credentials: "same-origin" }).then(async (response) => {
-    if (!response.ok) throw new Error(`the password list answered ${response.status}`);
-    const lines = (await response.text()).split("\n");
-    return new Set(
-      lines.filter((line) => line && !line.startsWith("# ")).map((line) => line.trim()),
-    );
+/** A classic script of this origin, added to the page; resolves once it has run. */
+function addScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = src;
+    script.onload = resolve;
+    script.onerror = () => reject(new Error(`${src} could not be loaded`));
+    document.head.append(script);
   });
+}
+
+/** zxcvbn-ts with its common dictionaries and keyboard graphs. */
+async function loadEstimator() {
+  await Promise.all(ESTIMATOR_URLS.map(addScript));
+  const { core, "language-common": common } = window.zxcvbnts;
+  return new core.ZxcvbnFactory({
+    dictionary: { ...common.dictionary },
+    graphs: common.adjacencyGraphs,
+  });
+}
+
+/**
+ * The common-password list as a Set of lower-case entries, fetched once per page, with the
+ * strength estimator: the promise settles when both are here (the rules need both).
+ */
+export function loadCommonPasswords() {
+  listPromise ??= Promise.all([
+    fetch(LIST_URL, { credentials: "same-origin" }).then(async (response) => {
+      if (!response.ok) throw new Error(`the password list answered ${response.status}`);
+      const lines = (await response.text()).split("\n");
+      return new Set(
+        lines.filter((line) => line && !line.startsWith("# ")).map((line) => line.trim()),
+      );
+    }),
+    loadEstimator().then((loaded) => {
+      estimator = loaded;
+    }),
+  ]).then(([list]) => list);
   return listPromise;
+}
+
+/** zxcvbn's verdict on password ({score, sequence}), or null before the estimator is here. */
+function estimate(password, username) {
+  return estimator?.check(password, username ? [username] : []) ?? null;
+}
+
+/** Why zxcvbn finds password easy to guess, from the patterns it matched. */
+function guessedBecause(result) {
+  const patterns = new Set(result.sequence.map((match) => match.pattern));
+  const dictionaries = new Set(result.sequence.map((match) => match.dictionaryName));
+  if (dictionaries.has("userInputs")) return "It contains your username.";
+  if (patterns.has("repeat")) return "Repeated characters or words are easy to guess.";
+  if (patterns.has("sequence") || patterns.has("spatial"))
+    return "Runs like abcd, 1234 or qwerty are easy to guess.";
+  if (patterns.has("date") || patterns.has("regex")) return "Years and dates are easy to guess.";
+  if (patterns.has("dictionary")) return "It is built from common words or passwords.";
+  return "";
 }
 
 /** The form a password is compared in: NFKC (as key derivation sees it), lower-case. */
@@ -42,6 +97,11 @@ export function passwordProblem(password, { common, username = "" }) {
   if (common.has(lower))
     return "This is one of the most common passwords. Choose one that nobody else uses.";
   if (username && lower === username) return "Don't use your username as your password.";
+  const result = estimate(password, username);
+  if (result && result.score < MIN_SCORE) {
+    const why = guessedBecause(result);
+    return `This password is too easy to guess.${why ? ` ${why}` : ""} A few random words make a strong one.`;
+  }
   return null;
 }
 
@@ -87,11 +147,21 @@ function commonCore(password, common) {
 const LABELS = ["Very weak", "Weak", "Fair", "Strong", "Very strong"];
 
 /**
- * A strength estimate: {score: 0..4, label, advice}. Each character is worth log2 of the
- * alphabet it comes from, except those that a guesser gets for free: a common password inside
- * it (worth ~15 bits, its rank in a 30,000-word list), runs, repeats, and the username.
+ * A strength estimate: {score: 0..4, label, advice}: zxcvbn's score once the estimator is
+ * loaded. Until then, a rough one: each character is worth log2 of the alphabet it comes from,
+ * except those that a guesser gets for free: a common password inside it (worth ~15 bits, its
+ * rank in a 30,000-word list), runs, repeats, and the username.
  */
 export function passwordStrength(password, { common = new Set(), username = "" } = {}) {
+  const result = estimate(password, username);
+  if (result) {
+    const core = commonCore(folded(password), common);
+    return {
+      score: result.score,
+      label: LABELS[result.score],
+      advice: advice(password, result.score, core),
+    };
+  }
   const lower = folded(password);
   const perChar = Math.log2(alphabetSize(password));
   let free = predictableCount(password);

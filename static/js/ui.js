@@ -112,6 +112,9 @@ export function formProgress(form, progress) {
       });
       label.textContent = message;
       progress.hidden = false;
+      // It sits below the form's button, which may be at the window's bottom edge: bring the
+      // whole line into view, or the person watches a button that does nothing.
+      progress.scrollIntoView({ block: "nearest" });
     },
     done() {
       form.removeAttribute("aria-busy");

@@ -3,7 +3,7 @@
  * then log in and keep the keys in this browser (docs/CONTRACTS.md, issue 2).
  */
 
-import { accounts, checkUsername, describeError } from "../api.js";
+import { accounts, checkUsername, describeError, request } from "../api.js";
 import { b64encode, createIdentity, deriveKeys, MIN_ITERATIONS, SALT_BYTES } from "../crypto.js";
 import { loadCommonPasswords, passwordProblem, passwordStrength } from "../passwords.js";
 import { clearFieldError, dismissToasts, formProgress, setFieldError, showError } from "../ui.js";
@@ -76,7 +76,24 @@ async function validate() {
     return null;
   }
   fields.username.value = username;
+  if (!(await available(username))) return null;
   return { username, password };
+}
+
+/**
+ * Ask the server whether username is free before spending seconds on keys: it answers what a
+ * registration would (409 if taken), on the same budget (docs/protocol.md, register/check).
+ */
+async function available(username) {
+  progress.step("Checking the username…");
+  try {
+    await request("/api/v1/register/check", { method: "POST", body: { username } });
+  } catch (error) {
+    progress.done();
+    reportFailure(error);
+    return false;
+  }
+  return true;
 }
 
 /** The account is created but the log-in that follows failed: logging in by hand will do. */
