@@ -3,10 +3,14 @@ someone accepts them, a block withholds the blocked sender's messages, requests,
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from securechat.store import NewMessage, Store, Stored
-from tests.store.conftest import new_user
+from securechat.store.postgres import PostgresStore
+from securechat.store.sqlite import SQLiteStore
+from tests.store.conftest import MakeStore, new_user
 from tests.store.test_store_messages import ENVELOPE, NOW, send, uid
 
 
@@ -152,3 +156,43 @@ async def test_search_ranks_exact_then_prefix_then_substring(store: Store) -> No
     assert await store.accounts.search_users("al", 2, "al") == ["alan", "alice"]
     assert await store.accounts.search_users("_", 10, "x") == ["a_l"]
     assert await store.accounts.search_users("%", 10, "x") == []
+
+
+async def test_an_older_database_starts_with_every_pair_that_wrote_accepted(
+    make_any_store: MakeStore,
+) -> None:
+    """A database from before contacts (schema version 7) is upgraded with "accepted" for each
+    sender of a stored message, so existing conversations are no requests and keep presence."""
+    store = make_any_store()
+    await store.open()
+    for name in ("alice", "bob", "carol"):
+        await store.accounts.add_user(new_user(name), 1)
+    await send(store, "alice", "bob")
+    await send(store, "bob", "alice")
+    await send(store, "carol", "alice")
+    await _before_contacts(store)
+    await store.close()
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.db.path) as db:
+            db.executescript("DROP TABLE contacts; PRAGMA user_version = 7;")
+    upgraded = make_any_store()
+    await upgraded.open()
+    try:
+        alice = await uid(upgraded, "alice")
+        assert await upgraded.contacts.relations(alice, ["bob", "carol"]) == {
+            "bob": ("accepted", "accepted"),
+            "carol": (None, "accepted"),
+        }
+        assert await upgraded.messages.peer_names("alice", 10) == ["bob"]
+    finally:
+        await upgraded.close()
+
+
+async def _before_contacts(store: Store) -> None:
+    """Take a PostgreSQL database back to before the contacts table (SQLite's is taken back
+    once closed, on the file)."""
+    if isinstance(store, PostgresStore):
+        async with store.db.pool.acquire() as connection:
+            await connection.execute(
+                "DROP TABLE contacts; UPDATE schema_version SET version = 7 WHERE id = 1"
+            )
