@@ -5,6 +5,7 @@ contact (presence flows), blocking asks first and then nothing of theirs arrives
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Dialog, expect
@@ -16,6 +17,9 @@ from tests.conftest import MakeClient
 from tests.livesrv import LiveServer
 
 pytestmark = pytest.mark.browser
+
+# `from` is a Python keyword, so ChatConnection.wait_for takes it as **FROM_ALICE.
+FROM_ALICE: dict[str, Any] = {"from": "alice"}
 
 
 @pytest.fixture(name="context")
@@ -111,7 +115,7 @@ async def test_replying_to_a_request_accepts_it(
         timeout=WAIT_MS
     )
     await expect(chat.page.locator("#requests")).to_be_hidden()
-    await bob_chat.wait_for("message", **{"from": "alice"})
+    await bob_chat.wait_for("message", **FROM_ALICE)
     assert await alice.requests() == []
 
 
