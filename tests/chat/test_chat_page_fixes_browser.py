@@ -6,6 +6,8 @@ conversation list, the phone layout, links, copying and the composer's limit.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.async_api import expect
 
@@ -25,6 +27,8 @@ from tests.web.test_pages_browser import HAS_STORED_KEYS, PASSWORD, SLOW_MS
 
 pytestmark = pytest.mark.browser
 
+# A message the server has stored: sent, and perhaps already delivered or read.
+STORED = re.compile("sent|delivered|read")
 # RFC 6455 7.4.1: the server closes with 1008 for policy; the page does not retry on its own.
 POLICY = 1008
 
@@ -57,7 +61,7 @@ async def test_new_contacts_presence_shows_for_the_sender(
     chat = await ChatPage.open(await new_context(), live_server.url, "alice")
     await chat.start_conversation("bob")
     await chat.send("hello")
-    await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+    await expect(chat.messages.last).to_have_attribute("data-status", STORED, timeout=WAIT_MS)
     await bob.contact("alice", "accept")
     await expect(chat.page.locator("#thread-presence")).to_have_text("Online", timeout=WAIT_MS)
     await expect(chat.conversation("bob").locator(".presence-dot--online")).to_have_count(1)
@@ -78,7 +82,7 @@ async def test_offline_toast_goes_when_the_socket_is_back(
     await expect(chat.page.locator("#connection")).to_have_attribute(
         "data-state", "online", timeout=WAIT_MS
     )
-    await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+    await expect(chat.messages.last).to_have_attribute("data-status", STORED, timeout=WAIT_MS)
     await expect(offline).to_have_count(0)
     await expect(
         chat.page.get_by_role("alert").filter(has_text="closed by the server")
@@ -92,7 +96,7 @@ async def test_sending_pops_up_nothing(
     chat = await ChatPage.open(await new_context(), live_server.url, "alice")
     await chat.start_conversation("bob")
     await chat.send("hello bob")
-    await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+    await expect(chat.messages.last).to_have_attribute("data-status", STORED, timeout=WAIT_MS)
     await expect(chat.page.locator("#toasts .toast")).to_have_count(0)
 
 
@@ -105,7 +109,7 @@ async def test_ended_session_clears_the_page_and_goes_to_log_in(
     chat = await ChatPage.open(context, live_server.url, "alice")
     await chat.start_conversation("bob")
     await chat.send("a secret for bob")
-    await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+    await expect(chat.messages.last).to_have_attribute("data-status", STORED, timeout=WAIT_MS)
     await alice.call("POST", "/api/v1/sessions/revoke-others", {})
     await chat.page.wait_for_url("**/login?ended=1", timeout=WAIT_MS)
     await expect(chat.page.get_by_role("status").filter(has_text="session ended")).to_be_visible()
@@ -130,7 +134,7 @@ async def test_log_out_can_forget_this_device(
     await chat.wait_ready()
     await chat.start_conversation("bob")
     await chat.send("kept here until I leave")
-    await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+    await expect(chat.messages.last).to_have_attribute("data-status", STORED, timeout=WAIT_MS)
     assert await page.evaluate(CHAT_CACHE_COUNT, "alice") >= 1
 
     await page.get_by_role("button", name="Log out", exact=True).click()
@@ -169,7 +173,7 @@ async def test_conversation_started_by_someone_else_goes_on_top(
     chat = await ChatPage.open(await new_context(), live_server.url, "alice")
     await chat.start_conversation("bob")
     await chat.send("an older conversation")
-    await expect(chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+    await expect(chat.messages.last).to_have_attribute("data-status", STORED, timeout=WAIT_MS)
     connection = await carol.connect()
     try:
         await connection.send_message("alice", "hi alice, it is carol")
@@ -216,3 +220,73 @@ async def test_phone_thread_uses_the_whole_screen(
     assert label["width"] <= 48
     await chat.page.get_by_role("button", name="Back to conversations").click()
     await expect(chat.page.locator(".site-header")).to_be_visible()
+
+
+async def test_links_open_only_http_and_show_the_whole_address(
+    new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
+) -> None:
+    """Addresses in a message become links (http and https only, the full address as the
+    text, rel="noopener noreferrer"); anything else stays text."""
+    connection = await bob.connect()
+    try:
+        await connection.send_message(
+            "alice",
+            "plan at https://example.org/a?b=c&d=e, (see http://x.test/f(g)) "
+            "not javascript:alert(1) nor data:text/html,hi or ftp://x.test/",
+        )
+    finally:
+        await connection.close()
+    chat = await ChatPage.open(await new_context(), live_server.url, "alice")
+    await chat.open_conversation("bob")
+    links = chat.messages.last.locator(".msg__text a")
+    await expect(links).to_have_count(2, timeout=WAIT_MS)
+    assert await links.all_text_contents() == [
+        "https://example.org/a?b=c&d=e",
+        "http://x.test/f(g)",
+    ]
+    assert [await link.get_attribute("href") for link in await links.all()] == [
+        "https://example.org/a?b=c&d=e",
+        "http://x.test/f(g)",
+    ]
+    for link in await links.all():
+        assert await link.get_attribute("rel") == "noopener noreferrer"
+    await expect(chat.messages.last.locator(".msg__text")).to_contain_text("javascript:alert(1)")
+
+
+async def test_copy_puts_the_message_on_the_clipboard(
+    new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
+) -> None:
+    """ "Copy" on a message puts exactly its text on the clipboard."""
+    context = await new_context(permissions=["clipboard-read", "clipboard-write"])
+    chat = await ChatPage.open(context, live_server.url, "alice")
+    await chat.start_conversation("bob")
+    await chat.send("copy me\nwith a second line")
+    await chat.messages.last.get_by_role("button", name="Copy").click()
+    await expect(chat.messages.last.get_by_role("button", name="Copied")).to_be_visible()
+    assert await chat.page.evaluate("navigator.clipboard.readText()") == (
+        "copy me\nwith a second line"
+    )
+
+
+async def test_composer_counts_near_the_limit_and_never_cuts(
+    new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
+) -> None:
+    """Near 10,000 characters a counter shows; past it the text is kept whole, the page says
+    how much too long it is, and Enter sends nothing until it is shortened."""
+    chat = await ChatPage.open(await new_context(), live_server.url, "alice")
+    await chat.start_conversation("bob")
+    counter = chat.page.locator("#composer-count")
+    await chat.composer.fill("x" * 100)
+    await expect(counter).to_be_hidden()
+    await chat.composer.fill("x" * 9_500)
+    await expect(counter).to_have_text("9,500 / 10,000 characters")
+    await chat.composer.fill("y" * 10_050)
+    await expect(counter).to_contain_text("50 characters too long to send")
+    assert await chat.composer.evaluate("(field) => field.value.length") == 10_050
+    await chat.composer.press("Enter")
+    await expect(chat.messages).to_have_count(0)
+    assert await chat.composer.evaluate("(field) => field.value.length") == 10_050
+    await chat.composer.press("Backspace")
+    await chat.composer.fill("y" * 10_000)
+    await chat.composer.press("Enter")
+    await expect(chat.messages.last).to_have_attribute("data-status", STORED, timeout=WAIT_MS)

@@ -138,6 +138,7 @@ export class ChatApp {
       field: byId("composer-text"),
       button: byId("composer-send"),
       blockedNote: byId("send-blocked"),
+      counter: byId("composer-count"),
       onSend: (text) => this.#send(text),
       onTyping: () => this.#typing(),
     });

@@ -3,11 +3,23 @@
  * time and status, the typing line and the composer.
  *
  * Text from anyone reaches the page only through textContent (ui.el), so a message that looks
- * like markup stays text. A message that could not be verified or decrypted has no text at all
- * here: the thread says what went wrong instead.
+ * like markup stays text. Web addresses in it become links built as nodes: http and https
+ * only, the whole address shown as the link's text, opened with rel="noopener noreferrer" so
+ * the page opened neither controls this one nor learns where it came from. A message that
+ * could not be verified or decrypted has no text at all here: the thread says what went
+ * wrong instead.
  */
 
-import { el } from "../ui.js";
+import { el, showError } from "../ui.js";
+
+/** The most characters one message may have (the composer says so instead of cutting it). */
+export const MAX_CHARS = 10_000;
+// The counter shows from here on.
+const COUNT_FROM = 9_000;
+const COPIED_MS = 2000;
+// An address as people write them; what it ends with is trimmed below.
+const URL_RE = /\bhttps?:\/\/[^\s<>"]+/giu;
+const TRAILING = /[.,;:!?'"»”’]+$/u;
 
 const TIME = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
 const FULL = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" });
@@ -99,9 +111,67 @@ function statusNode(status) {
   );
 }
 
+/** An address found in text, without the punctuation around it that belongs to the sentence. */
+function trimUrl(raw) {
+  let url = raw.replace(TRAILING, "");
+  // A closing parenthesis belongs to the address only if it opened one: "(see https://x/y)".
+  while (url.endsWith(")") && url.split("(").length < url.split(")").length)
+    url = url.slice(0, -1).replace(TRAILING, "");
+  return url;
+}
+
+/** text as nodes: strings, and <a> for each http(s) address in it. */
+export function linkify(text) {
+  const parts = [];
+  let at = 0;
+  for (const match of text.matchAll(URL_RE)) {
+    const url = trimUrl(match[0]);
+    let parsed = null;
+    try {
+      parsed = new URL(url);
+    } catch {
+      continue; // not an address after all: it stays text
+    }
+    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") continue;
+    parts.push(text.slice(at, match.index));
+    parts.push(
+      el("a", {
+        className: "msg__link",
+        text: url, // exactly as written: the person sees where it goes
+        attrs: { href: parsed.href, rel: "noopener noreferrer", target: "_blank" },
+      }),
+    );
+    at = match.index + url.length;
+  }
+  parts.push(text.slice(at));
+  return parts.filter((part) => part !== "");
+}
+
+/** A button that copies text to the clipboard, and says it did. */
+function copyButton(text) {
+  const button = el("button", {
+    className: "msg__copy",
+    text: "Copy",
+    attrs: { type: "button" },
+  });
+  button.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch {
+      showError("This browser did not allow copying. Select the text and copy it instead.");
+      return;
+    }
+    button.textContent = "Copied";
+    setTimeout(() => {
+      button.textContent = "Copy";
+    }, COPIED_MS);
+  });
+  return button;
+}
+
 function bodyNode(item) {
   if (item.state === "ok" && typeof item.text === "string") {
-    return el("p", { className: "msg__text", text: item.text });
+    return el("p", { className: "msg__text" }, ...linkify(item.text));
   }
   const kind = item.state === "pending" ? "msg__text msg__text--pending" : "msg__problem";
   return el("p", { className: kind, text: problemText(item) });
@@ -130,6 +200,7 @@ function fillMessage(node, item) {
     const status = statusNode(item.status);
     if (status) meta.append(status);
   }
+  if (item.state === "ok" && typeof item.text === "string") meta.append(copyButton(item.text));
   const parts = [bodyNode(item), meta];
   if (item.status === "failed" && item.error)
     parts.push(el("p", { className: "msg__error", text: item.error }));
@@ -258,8 +329,8 @@ export class ThreadView {
 export class Composer {
   #blocked = false;
 
-  constructor({ form, field, button, blockedNote, onSend, onTyping }) {
-    Object.assign(this, { form, field, button, blockedNote });
+  constructor({ form, field, button, blockedNote, counter, onSend, onTyping }) {
+    Object.assign(this, { form, field, button, blockedNote, counter });
     field.addEventListener("keydown", (event) => {
       // isComposing: Enter that ends an IME composition is not a send.
       if (
@@ -275,17 +346,45 @@ export class Composer {
       form.requestSubmit();
     });
     field.addEventListener("input", () => {
+      this.#count();
       if (field.value.trim()) onTyping();
     });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const text = field.value;
       if (!text.trim()) return;
+      if (this.#over() > 0) {
+        field.focus(); // the counter already says why; nothing is cut or lost
+        return;
+      }
       // Cleared at once, not after the message is saved: the next one may be typed meanwhile.
       field.value = "";
+      this.#count();
       field.focus();
-      if (!(await onSend(text)) && !field.value) field.value = text; // refused: give it back
+      if (!(await onSend(text)) && !field.value) {
+        field.value = text; // refused: give it back
+        this.#count();
+      }
     });
+  }
+
+  /** Characters past MAX_CHARS (as a person counts them: code points), or 0. */
+  #over() {
+    return Math.max(0, [...this.field.value].length - MAX_CHARS);
+  }
+
+  /** Show how much room is left once the message nears the limit, and what to do past it. */
+  #count() {
+    const length = [...this.field.value].length;
+    const over = this.#over();
+    this.counter.hidden = length < COUNT_FROM;
+    this.counter.dataset.over = String(over > 0);
+    this.counter.textContent =
+      over > 0
+        ? `${over.toLocaleString()} characters too long to send (at most ${MAX_CHARS.toLocaleString()}). Shorten it or split it into several messages.`
+        : `${length.toLocaleString()} / ${MAX_CHARS.toLocaleString()} characters`;
+    if (over > 0) this.field.setAttribute("aria-invalid", "true");
+    else this.field.removeAttribute("aria-invalid");
   }
 
   /** Pause sending (a verified contact's keys changed), with the note that says why. */
