@@ -193,6 +193,10 @@ class Config:
     # One sweep a second checks the writes (chat.session.StallSweep), so the close comes up to
     # one more second later (or up to twice this, if this is under a second).
     ws_send_timeout: float = 10.0
+    # Seconds a socket may stay silent (the page pings every third of this: chat.html tells it)
+    # before it is taken for gone and closed with 1013, so contacts stop seeing its user online
+    # long before TCP would notice a peer that vanished (a closed laptop, a lost network).
+    ws_idle_timeout: float = 90.0
 
     # A cluster's broker (with redis_url set; securechat/chat/redisbroker.py). Pub/sub loses
     # frames by design, so every resync_interval seconds up to resync_users_max users with a

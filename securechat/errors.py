@@ -133,6 +133,7 @@ class Close(enum.Enum):
     SLOW_READER = (CloseCode.TRY_AGAIN_LATER, "too slow to read; reconnect and sync")
     SERVER_BUSY = (CloseCode.TRY_AGAIN_LATER, "server busy")
     STALLED_READER = (CloseCode.TRY_AGAIN_LATER, "stopped reading; reconnect and sync")
+    SILENT_PEER = (CloseCode.TRY_AGAIN_LATER, "nothing heard; reconnect and sync")
 
     def __init__(self, code: CloseCode, reason: str) -> None:
         self.code = code

@@ -98,6 +98,9 @@ class ChatSession:
         self._typing = RateLimiter(config.ws_typing_per_s, config.ws_typing_burst)
         self._send_lock = asyncio.Lock()
         self._send_timeout = config.ws_send_timeout
+        self._idle_timeout = config.ws_idle_timeout
+        # When the client was last heard from (self._clock()): a frame, a ping.
+        self._heard = self._clock()
         # When the write now in progress began (self._clock()), None between writes.
         self._write_started: float | None = None
         # The highest position sent on this connection by a sync or live.
@@ -111,6 +114,7 @@ class ChatSession:
 
     async def receive(self, data: str | bytes) -> None:
         """Handle one client frame: a mistake is answered with an error frame, a flood closes."""
+        self._heard = self._clock()
         if self.conn.closed.is_set():
             return  # closing: the rest of what the client sent is read and dropped
         self.stats.frames_in += 1
@@ -256,9 +260,17 @@ class ChatSession:
         self.stats.frames_out += 1
 
     def close_if_stalled(self) -> bool:
-        """Close with 1013 if the write in progress has waited ``ws_send_timeout``; True if so."""
+        """Close with 1013 if the write in progress has waited ``ws_send_timeout``, or nothing
+        has come from the client for ``ws_idle_timeout`` (it vanished without a TCP close, and
+        would otherwise be shown online to its contacts until TCP gave up); True if so."""
+        if self.conn.closed.is_set():
+            return False
+        if self._clock() - self._heard >= self._idle_timeout:
+            self.stats.rejected["silent_peer"] += 1
+            self.conn.close(Close.SILENT_PEER.code, Close.SILENT_PEER.reason)
+            return True
         started = self._write_started
-        if started is None or self.conn.closed.is_set():
+        if started is None:
             return False
         if self._clock() - started < self._send_timeout:
             return False

@@ -6,6 +6,7 @@ from quart import Blueprint, redirect, render_template
 from werkzeug.wrappers.response import Response as WerkzeugResponse
 
 from securechat.accounts.sessions import current_session
+from securechat.state import state
 
 blueprint = Blueprint("pages", __name__)
 
@@ -37,7 +38,8 @@ async def chat() -> str | WerkzeugResponse:
     """The signed-in home: conversations and the composer."""
     if await current_session() is None:
         return redirect("/login")
-    return await render_template("chat.html")
+    # The page pings within the server's idle window (chat/socket.js), whatever it is set to.
+    return await render_template("chat.html", ws_idle_timeout=state().config.ws_idle_timeout)
 
 
 @blueprint.get("/settings")

@@ -7,9 +7,10 @@ conversation list, the phone layout, links, copying and the composer's limit.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Browser, expect
 
 from securechat import e2e
 from securechat.client import SecureChatClient
@@ -21,7 +22,7 @@ from tests.chat.test_chat_browser import (  # noqa: F401 (fixtures)
     _new_context,
     drop_sockets,
 )
-from tests.conftest import MakeClient
+from tests.conftest import FAST_ITERATIONS, MakeClient, fast_config
 from tests.livesrv import LiveServer
 from tests.web.test_pages_browser import HAS_STORED_KEYS, PASSWORD, SLOW_MS
 
@@ -290,3 +291,44 @@ async def test_composer_counts_near_the_limit_and_never_cuts(
     await chat.composer.fill("y" * 10_000)
     await chat.composer.press("Enter")
     await expect(chat.messages.last).to_have_attribute("data-status", STORED, timeout=WAIT_MS)
+
+
+async def test_a_vanished_contact_stops_showing_online(
+    browser: Browser, tmp_path: Path, identities: list[e2e.Identity]
+) -> None:
+    """Bob's socket goes silent without closing (a closed laptop): within the server's idle
+    window (3 s here) alice's page shows him offline, while her own page, pinging within that
+    window, stays connected."""
+    config = fast_config(tmp_path / "data", ws_idle_timeout=3.0)
+    with LiveServer(config).start() as server:
+        async with (
+            SecureChatClient(server.url, min_iterations=FAST_ITERATIONS) as alice,
+            SecureChatClient(server.url, min_iterations=FAST_ITERATIONS) as bob,
+        ):
+            for client, name, identity in (
+                (alice, "alice", identities[0]),
+                (bob, "bob", identities[1]),
+            ):
+                await client.register(
+                    name, PASSWORD, iterations=e2e.MIN_ITERATIONS, identity=identity
+                )
+                await client.login(name, PASSWORD)
+            context = await browser.new_context()
+            try:
+                chat = await ChatPage.open(context, server.url, "alice")
+                await chat.start_conversation("bob")
+                await chat.send("are you there?")
+                await expect(chat.messages.last).to_have_attribute(
+                    "data-status", STORED, timeout=WAIT_MS
+                )
+                silent = await bob.connect()  # and then says nothing, as a vanished peer
+                await silent.send_message("alice", "yes")
+                presence = chat.page.locator("#thread-presence")
+                await expect(presence).to_have_text("Online", timeout=WAIT_MS)
+                await expect(presence).to_have_text("Offline", timeout=WAIT_MS)
+                await expect(chat.page.locator("#connection")).to_have_attribute(
+                    "data-state", "online"
+                )
+                await silent.close()
+            finally:
+                await context.close()

@@ -293,6 +293,7 @@ export class ChatApp {
         return this.store.setCursor(seq);
       },
       onFrame: (frame, context) => this.#frame(frame, context),
+      idleMs: Number(this.root.dataset.wsIdleMs) || undefined,
     });
     this.outbox = new Outbox({ store: this.store, socket: this.socket, messages: this.messages });
     this.receipts = new Receipts({ socket: this.socket, store: this.store });

@@ -19,6 +19,8 @@
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 30_000;
 const BACKOFF_FLOOR_MS = 250;
+// At most this often; more often when the server's idle window is short: the server closes a
+// socket it has heard nothing from for ws_idle_timeout, so it never takes a live page for gone.
 const PING_EVERY_MS = 25_000;
 const PONG_TIMEOUT_MS = 10_000;
 // The server closes a connection past 50 frames/s after a burst of 100 (close 1008): stay well
@@ -41,6 +43,7 @@ export class ChatSocket extends EventTarget {
   #loadCursor;
   #saveCursor;
   #onFrame;
+  #pingEveryMs;
   #conn = null;
   #state = "idle";
   #attempt = 0;
@@ -56,10 +59,12 @@ export class ChatSocket extends EventTarget {
   /**
    * url: the ws(s) URL; loadCursor() and saveCursor(seq): the persisted position;
    * onFrame(frame, {replay}): handles one frame (awaited; frames are never handled concurrently);
-   * replay is true until this connection's sync has caught up.
+   * replay is true until this connection's sync has caught up; idleMs: the server's idle
+   * window (ws_idle_timeout), pinged three times within it.
    */
-  constructor({ url, loadCursor, saveCursor, onFrame }) {
+  constructor({ url, loadCursor, saveCursor, onFrame, idleMs = Infinity }) {
     super();
+    this.#pingEveryMs = Math.max(1000, Math.min(PING_EVERY_MS, Math.floor(idleMs / 3)));
     this.#url = url;
     this.#loadCursor = loadCursor;
     this.#saveCursor = saveCursor;
@@ -155,7 +160,7 @@ export class ChatSocket extends EventTarget {
   #opened(conn) {
     conn.open = true;
     this.#setState("syncing");
-    conn.pingTimer = setInterval(() => this.#ping(conn), PING_EVERY_MS);
+    conn.pingTimer = setInterval(() => this.#ping(conn), this.#pingEveryMs);
   }
 
   #received(conn, data) {
