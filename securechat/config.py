@@ -197,6 +197,10 @@ class Config:
     # before it is taken for gone and closed with 1013, so contacts stop seeing its user online
     # long before TCP would notice a peer that vanished (a closed laptop, a lost network).
     ws_idle_timeout: float = 90.0
+    # Seconds after a message is stored during which its sender may delete it for everyone
+    # (the ``delete`` frame; docs/protocol.md): long enough to notice a message sent to the
+    # wrong person or with a mistake, short enough that a conversation's past stays settled.
+    delete_window: float = 3600.0
 
     # A cluster's broker (with redis_url set; securechat/chat/redisbroker.py). Pub/sub loses
     # frames by design, so every resync_interval seconds up to resync_users_max users with a

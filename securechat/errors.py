@@ -95,6 +95,11 @@ class FrameCode(enum.Enum):
         "Too many of your messages are waiting to be received; send it again later with"
         " the same id, once the recipient has caught up.",
     )
+    # Delete for everyone (the ``delete`` frame; an unknown id answers UNKNOWN_MESSAGE).
+    DELETE_EXPIRED = (
+        "delete_expired",
+        "This message is too old to delete for everyone; you can still delete it for yourself.",
+    )
 
     def __init__(self, code: str, message: str) -> None:
         self.code = code

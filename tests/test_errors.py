@@ -28,6 +28,7 @@ ALLOWED = {
     ("store/records.py", "unknown_recipient"),
     ("store/records.py", "unknown_message"),
     ("store/records.py", "queue_full"),
+    ("store/records.py", "delete_expired"),
 }
 
 

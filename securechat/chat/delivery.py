@@ -32,6 +32,7 @@ from securechat.chat.protocol import (
     KeyedRateLimiter,
     Send,
     ack_frame,
+    deleted_frame,
     error_frame,
     message_frame,
     receipt_frame,
@@ -40,12 +41,14 @@ from securechat.config import Config
 from securechat.errors import FrameCode
 from securechat.runtime import WALL_CLOCK, Clock, cancel_and_wait
 from securechat.store import (
+    DELETE_EXPIRED,
     QUEUE_FULL,
     UNKNOWN_MESSAGE,
     UNKNOWN_RECIPIENT,
     BacklogBounds,
     Change,
     ContactStore,
+    Deleted,
     MarkOutcome,
     MarkStatus,
     MessageStore,
@@ -57,6 +60,9 @@ from securechat.store import (
 )
 
 log = logging.getLogger(__name__)
+
+# The unknown_message error's text for a delete (its own names a seq addressed to me).
+_NO_SUCH_MESSAGE: Final = "You have no stored message with this id (it may be deleted already)."
 
 # The error frame answering each refusal the store reports.
 _STORE_REFUSALS: Final[dict[str, FrameCode]] = {
@@ -124,6 +130,7 @@ class ChatStats:
     messages_out: int = 0
     acks: int = 0
     receipts: int = 0
+    deleted: int = 0  # messages deleted for everyone by their sender
     typing_relayed: int = 0
     typing_dropped: int = 0
     presence_events: int = 0
@@ -188,6 +195,7 @@ class Delivery:
         self._last_commit_end = float("-inf")
         self._sync_batch = config.sync_batch
         self._sync_bytes = config.sync_batch_bytes
+        self._delete_window_ms = round(config.delete_window * 1000)
         # Submissions taken but not yet committed, at most ``commit_pending_max`` (a counter
         # and an event: cheaper per frame than an asyncio.Semaphore, which this was).
         self._pending_max = config.commit_pending_max
@@ -271,6 +279,30 @@ class Delivery:
         self._pending.append(item)
         self._idle.clear()
         self._wakeup.set()
+
+    async def delete(self, conn: Connection, author: Principal, client_id: str) -> None:
+        """Remove ``author``'s stored message ``client_id`` from the server, if it is still
+        within the delete window; answered on ``conn`` with ``deleted`` or an error.
+
+        Its own write, not the committer's: a message not yet acknowledged is not stored yet
+        and answers ``unknown_message`` (the page offers delete only once the ack came). What
+        the other devices see is the sender's encrypted tombstone, an ordinary message.
+        """
+        since = self.clock.now_ms() - self._delete_window_ms
+        try:
+            outcome = await self.store.delete_message(author.user_id, client_id, since)
+        except Exception:
+            log.exception("deleting a message failed")
+            self._refuse(conn, FrameCode.UNAVAILABLE, client_id)
+            return
+        if isinstance(outcome, Deleted):
+            self.stats.deleted += 1
+            conn.deliver(deleted_frame(client_id))
+        elif outcome == DELETE_EXPIRED:
+            self._refuse(conn, FrameCode.DELETE_EXPIRED, client_id)
+        else:
+            self.stats.rejected[FrameCode.UNKNOWN_MESSAGE.code] += 1
+            conn.deliver(error_frame(FrameCode.UNKNOWN_MESSAGE, _NO_SUCH_MESSAGE, client_id))
 
     async def shares_with(self, user: str, peer: str) -> bool:
         """Whether ``user`` may tell ``peer`` they are typing: each accepted the other."""

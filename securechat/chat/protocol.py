@@ -11,6 +11,7 @@ Client -> server frames (JSON objects with a ``"type"``)::
     {"type": "sync", "after": seq}
     {"type": "delivered", "seq": seq}      {"type": "read", "seq": seq}
     {"type": "typing", "to": username}     {"type": "ping"}
+    {"type": "delete", "id": uuid}         (delete my message for everyone)
 
 Unknown keys are ignored, so a client-sent ``"from"`` is never trusted: the server always takes
 the sender from the authenticated session. The envelope format is in ``docs/CONTRACTS.md``.
@@ -94,11 +95,18 @@ class Typing:
 
 
 @dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove my stored message ``id`` from the server (delete for everyone)."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Are you there? (An application-level keepalive the page can observe.)"""
 
 
-ClientFrame: TypeAlias = Send | Sync | Delivered | Read | Typing | Ping
+ClientFrame: TypeAlias = Send | Sync | Delivered | Read | Typing | Ping | Delete
 
 ProtocolErrorCode: TypeAlias = Literal[
     FrameCode.BAD_JSON,
@@ -223,14 +231,23 @@ def _username(obj: dict[str, Any], name: str) -> str:
     raise _bad_field(name, "must be a canonical username (lower-case, 3-32 of a-z 0-9 . _ -)")
 
 
+def _uuid(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not UUID_RE.match(value):
+        raise _bad_field(name, "must be a lower-case canonical UUID")
+    return value
+
+
 def _parse_send(obj: dict[str, Any], max_envelope_bytes: int) -> Send:
-    frame_id = obj.get("id")
-    if not isinstance(frame_id, str) or not UUID_RE.match(frame_id):
-        raise _bad_field("id", "must be a lower-case canonical UUID")
+    frame_id = _uuid(obj, "id")
     to = _username(obj, "to")
     return Send(
         id=frame_id, to=to, envelope_json=_envelope(obj.get("envelope"), max_envelope_bytes)
     )
+
+
+def _parse_delete(obj: dict[str, Any], _max: int) -> Delete:
+    return Delete(id=_uuid(obj, "id"))
 
 
 def _parse_sync(obj: dict[str, Any], _max: int) -> Sync:
@@ -261,6 +278,7 @@ _PARSERS: Final[dict[str, Callable[[dict[str, Any], int], ClientFrame]]] = {
     "read": _parse_read,
     "typing": _parse_typing,
     "ping": _parse_ping,
+    "delete": _parse_delete,
 }
 
 # --- The envelope -------------------------------------------------------------------------------
@@ -383,6 +401,11 @@ def message_frame(
         f'{{"type":"message","seq":{seq:d},"id":{_quote(id)},"from":{_quote(sender)},'
         f'"to":{_quote(recipient)},"ts":{ts:d},"envelope":{envelope_json}}}'
     )
+
+
+def deleted_frame(id: str) -> str:
+    """``{"type": "deleted", "id"}``: my message ``id`` is no longer stored on the server."""
+    return f'{{"type":"deleted","id":{_quote(id)}}}'
 
 
 def synced_frame(seq: int) -> str:
@@ -516,6 +539,7 @@ __all__ = [
     "UUID_RE",
     "ClientFrame",
     "CloseCode",
+    "Delete",
     "Delivered",
     "KeyedRateLimiter",
     "Ping",
@@ -529,6 +553,7 @@ __all__ = [
     "Sync",
     "Typing",
     "ack_frame",
+    "deleted_frame",
     "error_frame",
     "message_frame",
     "normalize_username",

@@ -33,6 +33,7 @@ from typing import Final
 from securechat.chat.delivery import Acked, ChatStats, Delivery, Principal, Sequenced
 from securechat.chat.hub import Broker, Connection
 from securechat.chat.protocol import (
+    Delete,
     Delivered,
     Ping,
     ProtocolError,
@@ -140,6 +141,8 @@ class ChatSession:
             await self._typing_to(frame.to)
         elif isinstance(frame, Ping):
             self.reply(pong_frame())
+        elif isinstance(frame, Delete):
+            await self.delivery.delete(self.conn, self.user, frame.id)
 
     def reply(self, text: str) -> None:
         """Queue a frame for this connection only (behind what is already queued)."""

@@ -231,6 +231,19 @@ class ChatConnection:
         """Tell the sender that message ``seq`` was delivered to me or read."""
         await self.send_frame({"type": status, "seq": seq})
 
+    async def delete(self, message_id: str) -> dict[str, Any]:
+        """Delete my stored message ``message_id`` from the server (delete for everyone);
+        return the ``deleted`` answer. ChatError if an error frame for it comes first.
+
+        The other devices learn of it from an encrypted tombstone, a message of its own whose
+        payload names this one (docs/protocol.md, "delete")."""
+        await self.send_frame({"type": "delete", "id": message_id})
+        frame = await self._take(
+            lambda frame: frame.get("id") == message_id and frame["type"] in ("deleted", "error"),
+            self.wait,
+        )
+        return _ack_or_raise(frame)
+
     async def typing(self, to: str) -> None:
         """Tell ``to`` that I am typing."""
         await self.send_frame({"type": "typing", "to": to})

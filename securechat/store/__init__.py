@@ -20,6 +20,7 @@ from securechat.store.interface import (
     Store,
 )
 from securechat.store.records import (
+    DELETE_EXPIRED,
     QUEUE_FULL,
     UNKNOWN_MESSAGE,
     UNKNOWN_RECIPIENT,
@@ -32,6 +33,8 @@ from securechat.store.records import (
     CommitStats,
     ContactState,
     ConversationRow,
+    Deleted,
+    DeleteOutcome,
     HistoryItem,
     LogEntry,
     MarkOutcome,
@@ -72,6 +75,7 @@ def create_store(config: Config) -> Store:
 
 
 __all__ = [
+    "DELETE_EXPIRED",
     "QUEUE_FULL",
     "UNKNOWN_MESSAGE",
     "UNKNOWN_RECIPIENT",
@@ -86,6 +90,8 @@ __all__ = [
     "ContactState",
     "ContactStore",
     "ConversationRow",
+    "DeleteOutcome",
+    "Deleted",
     "DirectoryStore",
     "HistoryItem",
     "IdentityStore",

@@ -23,6 +23,7 @@ from securechat.store.records import (
     CommitStats,
     ContactState,
     ConversationRow,
+    DeleteOutcome,
     HistoryItem,
     LogEntry,
     NewKeys,
@@ -208,6 +209,16 @@ class MessageStore(Protocol):
         """Per (sender id, recipient's name): messages no device of the recipient has received
         yet, and their envelope bytes, computed from the messages themselves."""
         ...
+    async def delete_message(
+        self, sender_id: int, client_id: str, sent_since_ms: int
+    ) -> DeleteOutcome:
+        """Remove the sender's stored message ``client_id`` (delete for everyone), in one
+        transaction under the commits' lock: refused ``unknown_message`` when the sender has
+        no such message stored (someone else's, never sent, already deleted) and
+        ``delete_expired`` when it was stored before ``sent_since_ms``. Its backlog count,
+        the recipient's unread count and both users' stream heads follow."""
+        ...
+
 
     async def changes_after(
         self, user_id: int, after: int, limit: int, max_bytes: int

@@ -222,6 +222,24 @@ SendOutcome = Stored | SendRefusal
 MarkOutcome = Receipt | MarkRefusal | None
 
 
+# Deleting a message for everyone (MessageStore.delete_message): refused as unknown (not a
+# stored message of the sender's: someone else's, never sent, or already deleted) or as past
+# the window in which its sender may delete it.
+DeleteRefusal = Literal["unknown_message", "delete_expired"]
+DELETE_EXPIRED: Final[DeleteRefusal] = "delete_expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """A message removed from the server: it was at ``seq``, sent to ``recipient``."""
+
+    seq: int
+    recipient: str
+
+
+DeleteOutcome = Deleted | DeleteRefusal
+
+
 @dataclass(frozen=True, slots=True)
 class CommitResult:
     """The outcome of each send and mark of a batch, in order, and the last seq handed out."""
@@ -313,6 +331,7 @@ class CheckpointStats:
 
 
 __all__ = [
+    "DELETE_EXPIRED",
     "QUEUE_FULL",
     "UNKNOWN_MESSAGE",
     "UNKNOWN_RECIPIENT",
@@ -325,6 +344,9 @@ __all__ = [
     "CommitStats",
     "ContactState",
     "ConversationRow",
+    "DeleteOutcome",
+    "DeleteRefusal",
+    "Deleted",
     "HistoryItem",
     "LogEntry",
     "MarkOutcome",

@@ -41,11 +41,15 @@ from securechat.store.batch import (
 )
 from securechat.store.postgres.database import Database
 from securechat.store.records import (
+    DELETE_EXPIRED,
+    UNKNOWN_MESSAGE,
     BacklogBounds,
     Change,
     ChangeKind,
     CommitResult,
     ConversationRow,
+    Deleted,
+    DeleteOutcome,
     HistoryItem,
     MarkOutcome,
     NewMark,
@@ -102,6 +106,32 @@ class MessageStore:
             if positions.value != last:
                 await connection.execute(_SET_SEQUENCE, positions.value)
             return CommitResult(positions.value, send_outcomes, mark_outcomes)
+
+        return await self.db.write(job)
+
+    async def delete_message(
+        self, sender_id: int, client_id: str, sent_since_ms: int
+    ) -> DeleteOutcome:
+        """Remove the sender's stored message ``client_id`` (delete for everyone), with its
+        receipts, its place in the backlog and unread counts, and its stream positions, under
+        the commits' lock (no commit moves a head or a count meanwhile)."""
+
+        async def job(connection: asyncpg.Connection) -> DeleteOutcome:
+            await connection.fetchval(_LOCK_SEQUENCE)
+            row = await connection.fetchrow(_DELETABLE, sender_id, client_id)
+            if row is None:
+                return UNKNOWN_MESSAGE
+            seq, recipient_id, recipient, ts, undelivered, unread, size = row
+            if ts < sent_since_ms:
+                return DELETE_EXPIRED
+            await connection.execute("DELETE FROM messages WHERE seq = $1", seq)
+            if undelivered:
+                await connection.execute(_FORGET_PAIR, sender_id, recipient_id)
+                await connection.execute(_FORGET_BYTES, size, sender_id)
+            if unread:
+                await connection.execute(_FORGET_UNREAD, recipient_id, sender_id)
+            await recount_heads(connection, sorted({sender_id, recipient_id}))
+            return Deleted(int(seq), str(recipient))
 
         return await self.db.write(job)
 
@@ -283,6 +313,23 @@ UPDATE conversations c SET unread = GREATEST(c.unread - j.n, 0)
   FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS j(n, user_id, peer_id)
  WHERE c.user_id = j.user_id AND c.peer_id = j.peer_id
 """
+# Delete for everyone (MessageStore.delete_message): the sender's message by its client id
+# (the UNIQUE (sender_id, client_id) index), and what its removal takes from the counts.
+_DELETABLE: Final = (
+    "SELECT m.seq, m.recipient_id, r.username, m.ts, m.delivered_at IS NULL,"
+    " m.read_at IS NULL, length(m.envelope) FROM messages m"
+    " JOIN users r ON r.id = m.recipient_id WHERE m.sender_id = $1 AND m.client_id = $2"
+)
+_FORGET_PAIR: Final = (
+    "UPDATE undelivered_pairs SET messages = greatest(messages - 1, 0)"
+    " WHERE sender_id = $1 AND recipient_id = $2"
+)
+_FORGET_BYTES: Final = (
+    "UPDATE undelivered_senders SET bytes = greatest(bytes - $1, 0) WHERE sender_id = $2"
+)
+_FORGET_UNREAD: Final = (
+    "UPDATE conversations SET unread = greatest(unread - 1, 0) WHERE user_id = $1 AND peer_id = $2"
+)
 # The undelivered counts of a batch's pairs and senders, and the commit's changes to them.
 _PAIR_COUNTS: Final = """
 SELECT p.sender_id, p.recipient_id, p.messages

@@ -32,11 +32,15 @@ from securechat.store.batch import (
     stream_entries,
 )
 from securechat.store.records import (
+    DELETE_EXPIRED,
+    UNKNOWN_MESSAGE,
     BacklogBounds,
     Change,
     ChangeKind,
     CommitResult,
     ConversationRow,
+    Deleted,
+    DeleteOutcome,
     HistoryItem,
     MarkOutcome,
     NewMark,
@@ -97,6 +101,30 @@ class MessageStore:
                     "UPDATE chat_sequence SET last = ? WHERE id = 1", (positions.value,)
                 )
             return CommitResult(positions.value, send_outcomes, mark_outcomes)
+
+        return await self.db.write(job)
+
+    async def delete_message(
+        self, sender_id: int, client_id: str, sent_since_ms: int
+    ) -> DeleteOutcome:
+        """Remove the sender's stored message ``client_id`` (delete for everyone), with its
+        receipts, its place in the backlog and unread counts, and its stream positions."""
+
+        def job(connection: sqlite3.Connection) -> DeleteOutcome:
+            row = connection.execute(_DELETABLE, (sender_id, client_id)).fetchone()
+            if row is None:
+                return UNKNOWN_MESSAGE
+            seq, recipient_id, recipient, ts, undelivered, unread, size = row
+            if ts < sent_since_ms:
+                return DELETE_EXPIRED
+            connection.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+            if undelivered:
+                connection.execute(_FORGET_PAIR, (sender_id, recipient_id))
+                connection.execute(_FORGET_BYTES, (size, sender_id))
+            if unread:
+                connection.execute(_FORGET_UNREAD, (recipient_id, sender_id))
+            recount_heads(connection, sorted({sender_id, recipient_id}))
+            return Deleted(int(seq), str(recipient))
 
         return await self.db.write(job)
 
@@ -231,6 +259,25 @@ UPDATE stream_heads SET head = max(
                WHERE sender_id = stream_heads.user_id AND read_seq IS NOT NULL), 0)
 ) WHERE user_id IN (SELECT value FROM json_each(?))
 """
+
+
+# Delete for everyone (MessageStore.delete_message): the sender's message by its client id
+# (the UNIQUE (sender_id, client_id) index), and what its removal takes from the counts.
+_DELETABLE: Final = (
+    "SELECT m.seq, m.recipient_id, r.username, m.ts, m.delivered_at IS NULL,"
+    " m.read_at IS NULL, length(m.envelope) FROM messages m"
+    " JOIN users r ON r.id = m.recipient_id WHERE m.sender_id = ? AND m.client_id = ?"
+)
+_FORGET_PAIR: Final = (
+    "UPDATE undelivered_pairs SET messages = max(messages - 1, 0)"
+    " WHERE sender_id = ? AND recipient_id = ?"
+)
+_FORGET_BYTES: Final = (
+    "UPDATE undelivered_senders SET bytes = max(bytes - ?, 0) WHERE sender_id = ?"
+)
+_FORGET_UNREAD: Final = (
+    "UPDATE conversations SET unread = max(unread - 1, 0) WHERE user_id = ? AND peer_id = ?"
+)
 
 
 # The sends and the conversations they move are written with executemany: taken from one JSON
