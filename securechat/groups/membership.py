@@ -33,6 +33,8 @@ MAX_NAME_BYTES: Final = 256
 MAX_DETAIL_BYTES: Final = 4096
 # The default of SECURECHAT_GROUP_MEMBERS_MAX (issue 13); a caller passes the server's bound.
 GROUP_MEMBERS_MAX: Final = 256
+# Subjects one entry may name: the decoder's bound, so SECURECHAT_GROUP_MEMBERS_MAX stays below it.
+MAX_SUBJECTS: Final = 1024
 MAX_SEQ: Final = 2**53 - 1  # a JavaScript number holds every sequence number exactly
 
 
@@ -131,8 +133,8 @@ def entry_body(
     """Encode an entry's body (the bytes its actor signs)."""
     if not 0 <= seq <= MAX_SEQ or not 0 <= written_ms <= e2e.MAX_WRITTEN_MS:
         raise ValueError("seq or written_ms out of range")
-    if len(detail) > MAX_DETAIL_BYTES:
-        raise ValueError(f"detail must be at most {MAX_DETAIL_BYTES} bytes")
+    if len(detail) > MAX_DETAIL_BYTES or len(subjects) > MAX_SUBJECTS:
+        raise ValueError(f"at most {MAX_DETAIL_BYTES} bytes of detail, {MAX_SUBJECTS} subjects")
     return b"".join(
         [
             ENTRY_LABEL,
@@ -227,7 +229,7 @@ def decode_entry(data: bytes) -> Entry:
         raise MembershipError("malformed", "unknown action") from exc
     written_ms, actor, actor_fp = r.uint(8), r.name(), r.take(FINGERPRINT_BYTES)
     count = r.uint(4)
-    if count > GROUP_MEMBERS_MAX:
+    if count > MAX_SUBJECTS:
         raise MembershipError("malformed", "too many subjects")
     subjects = tuple(Subject(r.name(), r.take(FINGERPRINT_BYTES)) for _ in range(count))
     detail_len = r.uint(4)

@@ -22,6 +22,8 @@ export const MAX_NAME_BYTES = 256;
 export const MAX_DETAIL_BYTES = 4096;
 // The default of SECURECHAT_GROUP_MEMBERS_MAX (issue 13); a caller passes the server's bound.
 export const GROUP_MEMBERS_MAX = 256;
+// Subjects one entry may name: the decoder's bound, so SECURECHAT_GROUP_MEMBERS_MAX stays below it.
+export const MAX_SUBJECTS = 1024;
 const MAX_SAFE = 2 ** 53 - 1; // seq and timestamps: a JavaScript number holds them exactly
 
 export const Action = Object.freeze({
@@ -113,6 +115,7 @@ export function entryBody(e) {
   const detail = e.detail ?? new Uint8Array(0);
   if (detail.length > MAX_DETAIL_BYTES) throw new RangeError("detail too long");
   const subjects = e.subjects ?? [];
+  if (subjects.length > MAX_SUBJECTS) throw new RangeError("too many subjects");
   return concat(
     ENTRY_LABEL,
     fixed(e.groupId, GROUP_ID_BYTES, "groupId"),
@@ -200,7 +203,7 @@ export function decodeEntry(data) {
   const actor = r.name();
   const actorFingerprint = r.take(FINGERPRINT_BYTES);
   const count = r.uint(4);
-  if (count > GROUP_MEMBERS_MAX) throw new MembershipError("malformed", "too many subjects");
+  if (count > MAX_SUBJECTS) throw new MembershipError("malformed", "too many subjects");
   const subjects = [];
   for (let i = 0; i < count; i++) {
     subjects.push({ username: r.name(), fingerprint: r.take(FINGERPRINT_BYTES) });
