@@ -184,3 +184,14 @@ def test_hidden_member_is_refused(vectors: dict[str, Any]) -> None:
         check_roster(_state(vectors), ["alice"])
     assert caught.value.code == "hidden_member"
     check_roster(_state(vectors), ["bob", "alice"])
+
+
+def test_strict_decoding(vectors: dict[str, Any]) -> None:
+    """A trailing byte, an unknown action or another label is malformed."""
+    entry = _entries(vectors)[0]
+    unknown = bytearray(entry)
+    unknown[81] = 7  # the action byte
+    for bad in (entry + b"\0", bytes(unknown), b"X" + entry[1:]):
+        with pytest.raises(MembershipError) as caught:
+            decode_entry(bad)
+        assert caught.value.code == "malformed"

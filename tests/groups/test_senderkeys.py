@@ -191,3 +191,30 @@ def test_distribution_round_trips(vectors: dict[str, Any]) -> None:
     for bad in (encoded[:-1], encoded + b"\0", b"x" + encoded[1:]):
         with pytest.raises(ValueError):
             sk.Distribution.decode(bad)
+
+
+def test_failed_decryption_leaves_the_chain(vectors: dict[str, Any]) -> None:
+    """A signed message the chain cannot open (another chain key) does not move the chain."""
+    chain = sk.ReceiverChain(bytes(32))
+    with pytest.raises(sk.UndecryptableGroupMessage):
+        _open(vectors, vectors["messages"]["cases"][2], chain)
+    assert (chain.iteration, len(chain.skipped)) == (0, 0)
+
+
+def test_skipped_keys_are_bounded() -> None:
+    """Past MAX_SKIPPED_KEYS the oldest skipped keys are dropped: those messages stay unread."""
+    sender = sk.SenderChain(mk.CHAIN_KEY)
+    first = _encrypt(sender, "first")
+    for _ in range(sk.MAX_SKIP - 1):
+        sender.step()
+    middle = _encrypt(sender, "middle")  # iteration MAX_SKIP: skips 0 .. MAX_SKIP - 1
+    for _ in range(sk.MAX_SKIP - 1):
+        sender.step()
+    last = _encrypt(sender, "last")  # skips MAX_SKIP + 1 .. 2 * MAX_SKIP - 1
+    vectors = vectorkit.load("groups")
+    chain = _receiver()
+    for message_id, wire in (("middle", middle), ("last", last)):
+        _open(vectors, {"sender": "alice", "message_id": message_id, "wire": wire}, chain)
+    assert len(chain.skipped) == sk.MAX_SKIPPED_KEYS
+    with pytest.raises(sk.UndecryptableGroupMessage, match="used or dropped"):
+        _open(vectors, {"sender": "alice", "message_id": "first", "wire": first}, chain)
