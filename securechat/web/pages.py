@@ -38,8 +38,12 @@ async def chat() -> str | WerkzeugResponse:
     """The signed-in home: conversations and the composer."""
     if await current_session() is None:
         return redirect("/login")
-    # The page pings within the server's idle window (chat/socket.js), whatever it is set to.
-    return await render_template("chat.html", ws_idle_timeout=state().config.ws_idle_timeout)
+    # The page pings within the server's idle window (chat/socket.js), whatever it is set to,
+    # and offers "Delete for everyone" only within the delete window.
+    config = state().config
+    return await render_template(
+        "chat.html", ws_idle_timeout=config.ws_idle_timeout, delete_window=config.delete_window
+    )
 
 
 @blueprint.get("/settings")

@@ -304,6 +304,7 @@ function isWrittenMs(value) {
 /**
  * Seal text for the recipient (rk) and for the sender's own history (sk), then sign.
  * senderEncSpki defaults to senderIdentity.encSpki. _aesKey and _iv exist for test vectors only.
+ * extra: optional plaintext fields beside text and ts ({reply} or {delete}: parsePlaintext).
  */
 export async function encryptMessage({
   messageId,
@@ -314,6 +315,7 @@ export async function encryptMessage({
   senderIdentity,
   senderEncSpki,
   recipientEncSpki,
+  extra = {},
   _aesKey,
   _iv,
 }) {
@@ -326,7 +328,7 @@ export async function encryptMessage({
   const rawKey = _aesKey ?? randomBytes(AES_KEY_BYTES);
   const iv = _iv ?? randomBytes(IV_BYTES);
   const aesKey = await subtle.importKey("raw", rawKey, "AES-GCM", false, ["encrypt"]);
-  const plaintext = encoder.encode(JSON.stringify({ text, ts: writtenMs }));
+  const plaintext = encoder.encode(JSON.stringify({ ...extra, text, ts: writtenMs }));
   const params = { name: "AES-GCM", iv, additionalData: envelopeAad(messageId, sender, recipient) };
   const ct = new Uint8Array(await subtle.encrypt(params, aesKey, plaintext));
   const rk = new Uint8Array(await subtle.encrypt(RSA_OAEP, recipientKey, rawKey));
@@ -405,12 +407,39 @@ function parsePlaintext(raw) {
   if (typeof body?.text !== "string" || !isWrittenMs(body.ts)) {
     throw new EnvelopeError("undecryptable", "the message body is malformed");
   }
-  return { text: body.text, writtenMs: body.ts };
+  return { text: body.text, writtenMs: body.ts, ...plaintextExtras(body) };
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+export const REPLY_SNIPPET_MAX = 200;
+
+/**
+ * The optional fields of a body (docs/protocol.md, "Message envelope"): reply, a quoted
+ * {id, from, snippet}; delete, the id of the sender's message this tombstone takes back.
+ * Malformed ones are left out: the text still shows.
+ */
+function plaintextExtras(body) {
+  const extras = {};
+  const reply = body.reply;
+  if (
+    typeof reply?.id === "string"
+    && UUID.test(reply.id)
+    && typeof reply.from === "string"
+    && typeof reply.snippet === "string"
+  ) {
+    extras.reply = {
+      id: reply.id,
+      from: reply.from.slice(0, 32),
+      snippet: reply.snippet.slice(0, REPLY_SNIPPET_MAX),
+    };
+  }
+  if (typeof body.delete === "string" && UUID.test(body.delete)) extras.delete = body.delete;
+  return extras;
 }
 
 /**
  * Verify the sender's signature, then decrypt with rk, or with sk when asSender (the sender
- * reading their own history). Returns {text, writtenMs}; throws EnvelopeError with .code
+ * reading their own history). Returns {text, writtenMs, reply?, delete?}; throws EnvelopeError with .code
  * "unverifiable" (nothing was decrypted) or "undecryptable".
  */
 export async function openMessage(

@@ -23,6 +23,11 @@ import { Composer, ThreadView } from "./view.js";
 
 const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOWN_MS = 6000;
+// A reply quotes at most this much of the message it answers (crypto.REPLY_SNIPPET_MAX).
+const SNIPPET_CHARS = 140;
+// Delete for everyone is offered this long after the server stored a message (chat.html gives
+// the server's SECURECHAT_DELETE_WINDOW; the server decides in the end).
+const DELETE_WINDOW_MS = 3600 * 1000;
 // How often the open page re-reads the key log for entries under my name.
 const SELF_CHECK_EVERY_MS = 10 * 60 * 1000;
 
@@ -39,6 +44,7 @@ export class ChatApp {
   #maxSeq = 0;
   #opening = 0;
   #toldWaiting = new Set();
+  #deleting = new Map(); // id -> my message asked to be deleted for everyone, until answered
 
   constructor({ me, identity }) {
     this.me = me;
@@ -121,6 +127,12 @@ export class ChatApp {
       list: byId("messages"),
       scroller: byId("thread-scroll"),
       older: byId("load-older"),
+      actions: {
+        onReply: (item) => this.#replyTo(item),
+        onDelete: (item, mode) =>
+          mode === "everyone" ? this.#deleteForEveryone(item) : this.#deleteForMe(item.id),
+        canDeleteForEveryone: (item) => this.#mayDeleteForEveryone(item),
+      },
     });
     byId("load-older").addEventListener("click", () => this.#loadOlder());
     // Scrolling up to the top of the thread loads older messages too.
@@ -139,7 +151,7 @@ export class ChatApp {
       button: byId("composer-send"),
       blockedNote: byId("send-blocked"),
       counter: byId("composer-count"),
-      onSend: (text) => this.#send(text),
+      onSend: (text, reply) => this.#send(text, reply),
       onTyping: () => this.#typing(),
     });
     this.verify = new VerifyPanel({
@@ -388,8 +400,13 @@ export class ChatApp {
         this.outbox.roomMade();
         break;
       }
+      case "deleted":
+        if (this.#deleting.has(frame.id)) await this.#deletedOnServer(frame.id);
+        break;
       case "error":
-        if (typeof frame.id === "string") await this.outbox.refused(frame);
+        if (typeof frame.id === "string" && this.#deleting.has(frame.id))
+          await this.#deleteRefused(frame);
+        else if (typeof frame.id === "string") await this.outbox.refused(frame);
         break;
       case "presence":
         this.#presence(frame.user, frame.status === "online");
@@ -404,6 +421,15 @@ export class ChatApp {
 
   async #incoming(record, { counts }) {
     const peer = record.peer;
+    if (record.hidden) {
+      // A tombstone (or a message deleted here): read at once, shown never; what it takes back
+      // leaves the screen.
+      if (record.direction === "in") this.receipts.mark(record, "read");
+      if (record.takesBack && peer === this.#current) this.thread.remove(record.takesBack);
+      if (record.takesBack) await this.conversations.preview(peer);
+      this.conversations.render();
+      return;
+    }
     const visible = peer === this.#current && document.visibilityState === "visible";
     if (record.direction === "in" && counts && !visible) {
       this.conversations.addUnread(peer);
@@ -418,7 +444,7 @@ export class ChatApp {
     await this.conversations.preview(peer, record.state === "pending" ? null : record);
     this.conversations.set(peer, { order: record.seq ?? 0 });
     if (peer === this.#current)
-      this.thread.upsert([{ ...record, text: await this.messages.text(record) }]);
+      this.thread.upsert([{ ...record, ...(await this.messages.content(record)) }]);
     this.conversations.render();
   }
 
@@ -455,7 +481,7 @@ export class ChatApp {
 
   // --- sending -------------------------------------------------------------------------
 
-  async #send(text) {
+  async #send(text, reply = null) {
     const peer = this.#current;
     const keys = this.keys.cached(peer);
     if (this.composer.blocked || (keys && !keys.canSend)) {
@@ -467,7 +493,7 @@ export class ChatApp {
     }
     let record;
     try {
-      record = await this.messages.compose(peer, text);
+      record = await this.messages.compose(peer, text, { reply });
     } catch (error) {
       showError(
         `The message could not be saved on this device, so it was not sent. ${describeError(error)}`,
@@ -488,6 +514,65 @@ export class ChatApp {
     }
     this.outbox.flush();
     return true;
+  }
+
+  // --- message actions -------------------------------------------------------------------
+
+  #replyTo(item) {
+    const snippet = [...(item.text ?? "")].slice(0, SNIPPET_CHARS).join("");
+    this.composer.setReply({ id: item.id, from: item.from, snippet });
+  }
+
+  /** Delete for me: off the screen and out of this device's cache; the server is not told. */
+  async #deleteForMe(id) {
+    await this.messages.deleteForMe(id);
+    this.thread.remove(id);
+    if (this.#current !== null) await this.conversations.preview(this.#current);
+    this.conversations.render();
+  }
+
+  #mayDeleteForEveryone(item) {
+    const windowMs = Number(this.root.dataset.deleteWindowMs) || DELETE_WINDOW_MS;
+    return (
+      item.direction === "out"
+      && Number.isSafeInteger(item.seq)
+      && Number.isSafeInteger(item.ts)
+      && Date.now() - item.ts < windowMs
+    );
+  }
+
+  /** Ask the server to delete my message; the tombstone follows once it has (#deletedOnServer). */
+  #deleteForEveryone(item) {
+    if (!this.socket.send({ type: "delete", id: item.id })) {
+      showError(
+        "You're offline. Delete for everyone needs the connection: try again when it is back.",
+      );
+      return;
+    }
+    this.#deleting.set(item.id, item);
+  }
+
+  /** Gone from the server: tell every device (theirs and mine) with a signed tombstone. */
+  async #deletedOnServer(id) {
+    const item = this.#deleting.get(id);
+    this.#deleting.delete(id);
+    await this.messages.compose(item.peer, "", { deletes: id });
+    this.outbox.flush();
+    await this.#deleteForMe(id);
+  }
+
+  async #deleteRefused(frame) {
+    const item = this.#deleting.get(frame.id);
+    if (frame.code === "unknown_message") {
+      await this.#deletedOnServer(frame.id); // already gone (a repeated delete): finish it
+      return;
+    }
+    this.#deleting.delete(frame.id);
+    showError(
+      frame.code === "delete_expired"
+        ? "This message is too old to delete for everyone. You can still delete it for yourself."
+        : `The message could not be deleted for ${item.peer}: ${frame.message}`,
+    );
   }
 
   #typing() {

@@ -16,10 +16,10 @@ export class History {
     this.messages = messages;
   }
 
-  /** Records with their text (null when not readable), for the thread view. */
+  /** Records with their text (null when not readable) and reply quote, for the thread view. */
   withText(records) {
     return Promise.all(
-      records.map(async (record) => ({ ...record, text: await this.messages.text(record) })),
+      records.map(async (record) => ({ ...record, ...(await this.messages.content(record)) })),
     );
   }
 

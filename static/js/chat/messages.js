@@ -71,6 +71,19 @@ export function wellFormed(frame) {
   );
 }
 
+/** What is sealed and encrypted: the text, and a reply's quote or a tombstone's target. */
+function contentOf(text, reply, deletes) {
+  const content = text === undefined ? {} : { text };
+  if (reply) content.reply = reply;
+  if (deletes) content.delete = deletes;
+  return content;
+}
+
+/** A record taken out of view and cache: no text, no envelope, only what keeps it gone. */
+function gone(record) {
+  return { ...record, state: "deleted", hidden: true, box: null, envelope: null };
+}
+
 export class Messages {
   #lastWritten = 0;
   #receiving = new Map(); // id -> the promise of its receive()
@@ -85,8 +98,12 @@ export class Messages {
 
   // --- out ---------------------------------------------------------------------------------
 
-  /** A message written here, stored sealed and queued; resolves to the record with its text. */
-  async compose(peer, text) {
+  /**
+   * A message written here, stored sealed and queued; resolves to the record with its text.
+   * reply: {id, from, snippet} of the message it answers; deletes: the id of my message this
+   * one takes back (a tombstone, never shown).
+   */
+  async compose(peer, text, { reply = null, deletes = null } = {}) {
     const id = crypto.randomUUID();
     // Strictly increasing, so messages written in the same millisecond keep their order.
     const written = Math.max(Date.now(), this.#lastWritten + 1);
@@ -103,7 +120,8 @@ export class Messages {
       direction: "out",
       status: "sending",
       state: "ok",
-      box: await this.vault.seal(id, { text }),
+      hidden: deletes !== null,
+      box: await this.vault.seal(id, contentOf(text, reply, deletes)),
     };
     await this.store.addOutgoing(record, {
       id,
@@ -112,7 +130,7 @@ export class Messages {
       writtenMs: written,
       envelope: null,
     });
-    return { ...record, text };
+    return { ...record, text, reply };
   }
 
   /**
@@ -124,8 +142,9 @@ export class Messages {
     if (entry.envelope) return entry.envelope;
     const keys = await this.keys.forSending(entry.to);
     const record = await this.store.message(entry.id);
-    const { text } = await this.vault.open(entry.id, record.box);
+    const { text, reply, delete: deletes } = await this.vault.open(entry.id, record.box);
     const envelope = await encryptMessage({
+      extra: contentOf(undefined, reply, deletes),
       messageId: entry.id,
       sender: this.me,
       recipient: entry.to,
@@ -178,7 +197,9 @@ export class Messages {
 
   async #receive(frame, { history = null }) {
     const mine = frame.from === this.me;
-    const existing = await this.store.message(frame.id);
+    let existing = await this.store.message(frame.id);
+    // Taken back by a tombstone before it came: only its own sender's tombstone counts.
+    if (existing?.deletedBy !== undefined && existing.deletedBy !== frame.from) existing = null;
     if (existing && (existing.seq !== null || !mine)) {
       // Known. A history page may still tell a newer status of my own message.
       const changed = mine && history ? await this.receipt(frame.id, historyStatus(history)) : null;
@@ -220,15 +241,45 @@ export class Messages {
       if (isTransient(error)) return record; // the sender's keys could not be had: later
       result = { state: error instanceof EnvelopeError ? error.code : "unverifiable", text: null };
     }
+    const takesBack = result.delete ?? null;
+    const content = contentOf(result.text, result.reply, takesBack);
     const opened = {
       ...record,
       state: result.state,
       envelope: null,
       writtenMs: result.writtenMs ?? null,
-      box: result.text === null ? null : await this.vault.seal(record.id, { text: result.text }),
+      hidden: takesBack !== null,
+      box: result.text === null ? null : await this.vault.seal(record.id, content),
     };
     await this.store.putMessage(opened);
-    return { ...opened, text: result.text };
+    if (takesBack !== null) await this.#takeBack(takesBack, opened);
+    return { ...opened, text: result.text, reply: result.reply ?? null, takesBack };
+  }
+
+  /**
+   * A verified tombstone takes back its sender's message id: removed here, its id kept so no
+   * sync or history page brings it back. Someone else's message is left alone.
+   */
+  async #takeBack(id, tombstone) {
+    const target = await this.store.message(id);
+    if (target && target.from !== tombstone.from) return;
+    const base = target ?? {
+      id,
+      peer: tombstone.peer,
+      from: tombstone.from,
+      to: tombstone.to,
+      seq: null,
+      ts: tombstone.ts,
+      order: tombstone.order,
+      direction: tombstone.direction,
+      status: null,
+    };
+    await this.store.putMessage({ ...gone(base), deletedBy: tombstone.from });
+  }
+
+  /** Delete for me: the message leaves this device's view and cache; its id stays, hidden. */
+  deleteForMe(id) {
+    return this.store.updateMessage(id, (record) => gone(record));
   }
 
   async #verifyAndDecrypt(record) {
@@ -241,11 +292,8 @@ export class Messages {
       asSender: mine,
     };
     const open = async (signSpki) => {
-      const { text, writtenMs } = await openMessage(record.envelope, {
-        ...options,
-        senderSignSpki: signSpki,
-      });
-      return { state: "ok", text, writtenMs };
+      const opened = await openMessage(record.envelope, { ...options, senderSignSpki: signSpki });
+      return { state: "ok", ...opened };
     };
     if (mine) return open(this.identity.signSpki);
     try {
@@ -259,12 +307,18 @@ export class Messages {
 
   /** The text of a stored record, or null (not readable: never verified, or not opened yet). */
   async text(record) {
-    if (record.text !== undefined) return record.text;
-    if (record.state !== "ok" || !record.box) return null;
+    return (await this.content(record)).text;
+  }
+
+  /** {text, reply} of a stored record: null text when not readable, null reply when none. */
+  async content(record) {
+    if (record.text !== undefined) return { text: record.text, reply: record.reply ?? null };
+    if (record.hidden || record.state !== "ok" || !record.box) return { text: null, reply: null };
     try {
-      return (await this.vault.open(record.id, record.box)).text;
+      const { text, reply } = await this.vault.open(record.id, record.box);
+      return { text, reply: reply ?? null };
     } catch {
-      return null;
+      return { text: null, reply: null };
     }
   }
 

@@ -177,8 +177,63 @@ function bodyNode(item) {
   return el("p", { className: kind, text: problemText(item) });
 }
 
+/** A quote of the message item answers; clicking it shows the original when it is here. */
+function quoteNode(reply, onQuote) {
+  const quote = el(
+    "button",
+    { className: "msg__quote", attrs: { type: "button", title: "Show the message replied to" } },
+    el("span", { className: "msg__quote-from", text: reply.from }),
+    el("span", { className: "msg__quote-text", text: reply.snippet }),
+  );
+  quote.addEventListener("click", () => onQuote(reply.id));
+  return quote;
+}
+
+/** A plain button of a message's actions. */
+function actionButton(label, className, onClick) {
+  const button = el("button", { className, text: label, attrs: { type: "button" } });
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+/**
+ * Delete: asks first, in the message itself, for me only or (my own message, acknowledged and
+ * recent enough) for everyone.
+ */
+function deleteButton(item, node, actions) {
+  const trigger = el("button", {
+    className: "msg__delete",
+    text: "Delete",
+    attrs: { type: "button" },
+  });
+  trigger.addEventListener("click", () => {
+    const choices = el("div", {
+      className: "msg__confirm",
+      attrs: { role: "group", "aria-label": "Delete this message?" },
+    });
+    const choose = (mode) => () => {
+      choices.remove();
+      actions.onDelete(item, mode);
+    };
+    const forMe = actionButton("Delete for me", "msg__delete-me", choose("me"));
+    choices.append(forMe);
+    if (actions.canDeleteForEveryone(item))
+      choices.append(actionButton("Delete for everyone", "msg__delete-all", choose("everyone")));
+    choices.append(
+      actionButton("Cancel", "msg__delete-cancel", () => {
+        choices.remove();
+        trigger.focus();
+      }),
+    );
+    node.querySelector(".msg__confirm")?.remove();
+    node.append(choices);
+    forMe.focus();
+  });
+  return trigger;
+}
+
 /** Fill a message's list item from item (the record with .text). */
-function fillMessage(node, item) {
+function fillMessage(node, item, actions = null) {
   const moment = momentOf(item);
   const time = el("time", {
     className: "msg__time",
@@ -201,7 +256,11 @@ function fillMessage(node, item) {
     if (status) meta.append(status);
   }
   if (item.state === "ok" && typeof item.text === "string") meta.append(copyButton(item.text));
+  if (actions && item.state === "ok" && typeof item.text === "string" && item.seq !== null)
+    meta.append(actionButton("Reply", "msg__reply", () => actions.onReply(item)));
+  if (actions && item.status !== "sending") meta.append(deleteButton(item, node, actions));
   const parts = [bodyNode(item), meta];
+  if (actions && item.reply) parts.unshift(quoteNode(item.reply, actions.onQuote));
   if (item.status === "failed" && item.error)
     parts.push(el("p", { className: "msg__error", text: item.error }));
   node.dataset.state = item.state;
@@ -210,10 +269,10 @@ function fillMessage(node, item) {
   node.replaceChildren(...parts);
 }
 
-function messageNode(item, peer) {
+function messageNode(item, peer, actions) {
   if (item.direction === "notice") return noticeNode(item, peer);
   const node = el("li", { className: `msg msg--${item.direction}`, attrs: { "data-id": item.id } });
-  fillMessage(node, item);
+  fillMessage(node, item, actions);
   return node;
 }
 
@@ -222,10 +281,34 @@ export class ThreadView {
   #items = new Map(); // id -> {item, node}
   #peer = null;
 
-  constructor({ list, scroller, older }) {
+  /**
+   * actions (optional): onReply(item), onDelete(item, "me" | "everyone"),
+   * canDeleteForEveryone(item), and onQuote(id) for a click on a reply's quote.
+   */
+  constructor({ list, scroller, older, actions = null }) {
     this.list = list;
     this.scroller = scroller;
     this.older = older;
+    this.actions = actions && { onQuote: (id) => this.reveal(id), ...actions };
+  }
+
+  /** Take message id off the screen (deleted). */
+  remove(id) {
+    const known = this.#items.get(id);
+    if (!known) return;
+    known.node.remove();
+    this.#items.delete(id);
+    this.#dividers();
+  }
+
+  /** Scroll message id into view and draw the eye to it; false if it is not shown. */
+  reveal(id) {
+    const known = this.#items.get(id);
+    if (!known) return false;
+    known.node.scrollIntoView({ block: "center" });
+    known.node.classList.add("msg--found");
+    setTimeout(() => known.node.classList.remove("msg--found"), 2000);
+    return true;
   }
 
   /** Start showing the conversation with peer, empty. */
@@ -261,6 +344,10 @@ export class ThreadView {
     let before = false;
     const last = this.items().at(-1);
     for (const item of items) {
+      if (item.hidden) {
+        this.remove(item.id); // deleted, or a tombstone: never shown
+        continue;
+      }
       before ||= last !== undefined && item.order < last.order && !this.#items.has(item.id);
       this.#place(item);
     }
@@ -274,7 +361,9 @@ export class ThreadView {
   update(record) {
     const known = this.#items.get(record.id);
     if (!known) return;
-    this.upsert([{ ...record, text: record.text ?? known.item.text }]);
+    this.upsert([
+      { ...record, text: record.text ?? known.item.text, reply: record.reply ?? known.item.reply },
+    ]);
   }
 
   #place(update) {
@@ -282,8 +371,8 @@ export class ThreadView {
     // A late copy of a message still being checked never hides the outcome already shown.
     const stale = known && known.item.state !== "pending" && update.state === "pending";
     const item = stale ? { ...update, state: known.item.state, text: known.item.text } : update;
-    const node = known?.node ?? messageNode(item, this.#peer);
-    if (known && item.direction !== "notice") fillMessage(node, item);
+    const node = known?.node ?? messageNode(item, this.#peer, this.actions);
+    if (known && item.direction !== "notice") fillMessage(node, item, this.actions);
     this.#items.set(item.id, { item, node });
     const next = this.items().find((other) => other.order > item.order && other.id !== item.id);
     const anchor = next ? this.#items.get(next.id).node : null;
@@ -328,6 +417,8 @@ export class ThreadView {
  */
 export class Composer {
   #blocked = false;
+  #reply = null; // {id, from, snippet} of the message being answered, or null
+  #replyBar = null;
 
   constructor({ form, field, button, blockedNote, counter, onSend, onTyping }) {
     Object.assign(this, { form, field, button, blockedNote, counter });
@@ -358,11 +449,14 @@ export class Composer {
         return;
       }
       // Cleared at once, not after the message is saved: the next one may be typed meanwhile.
+      const reply = this.#reply;
       field.value = "";
+      this.setReply(null);
       this.#count();
       field.focus();
-      if (!(await onSend(text)) && !field.value) {
+      if (!(await onSend(text, reply)) && !field.value) {
         field.value = text; // refused: give it back
+        this.setReply(reply);
         this.#count();
       }
     });
@@ -385,6 +479,32 @@ export class Composer {
         : `${length.toLocaleString()} / ${MAX_CHARS.toLocaleString()} characters`;
     if (over > 0) this.field.setAttribute("aria-invalid", "true");
     else this.field.removeAttribute("aria-invalid");
+  }
+
+  /** Answer a message (its quote shown above the field, with a way out), or null: no reply. */
+  setReply(reply) {
+    this.#reply = reply;
+    this.#replyBar?.remove();
+    this.#replyBar = null;
+    if (reply === null) return;
+    const cancel = el("button", {
+      className: "composer__reply-cancel",
+      text: "Cancel reply",
+      attrs: { type: "button" },
+    });
+    cancel.addEventListener("click", () => {
+      this.setReply(null);
+      this.field.focus();
+    });
+    this.#replyBar = el(
+      "div",
+      { className: "composer__reply" },
+      el("span", { className: "composer__reply-to", text: `Replying to ${reply.from}: ` }),
+      el("span", { className: "composer__reply-text", text: reply.snippet }),
+      cancel,
+    );
+    this.form.prepend(this.#replyBar);
+    this.field.focus();
   }
 
   /** Pause sending (a verified contact's keys changed), with the note that says why. */
