@@ -305,3 +305,23 @@ async def test_python_and_js_accept_each_others_fresh_bytes(
         sender_sign_spki=mk.spki("bob"),
     )
     assert opened == "from the page ✓".encode()
+
+
+async def test_js_concurrent_opens_share_one_chain(
+    browser_page: Page, vectors: dict[str, Any]
+) -> None:
+    """Messages opened at once on one ReceiverChain all open, and it ends past the last."""
+    got = await run_js(
+        browser_page,
+        vectors,
+        """
+        const M = V.messages, [groupId, head] = [hex(M.group_id), hex(M.head)];
+        const chain = new s.ReceiverChain(hex(V.sender_chain.chain_key_0));
+        const opened = await Promise.all([...M.cases].reverse().map((k) =>
+          s.openGroupMessage(k.wire, {chain, groupId, head, sender: k.sender,
+            messageId: k.message_id, senderSignSpki: keys[k.sender][0]}).then(c.b64encode)));
+        return [opened.reverse(), chain.iteration, [...chain.skipped.keys()].sort()];
+        """,
+    )
+    cases = vectors["messages"]["cases"]
+    assert got == [[c["plaintext"] for c in cases], 5, [2, 3]]
