@@ -18,7 +18,7 @@ from securechat.accounts.service import Accounts
 from securechat.accounts.sessions import purge_dead_sessions
 from securechat.chat import contacts, conversations
 from securechat.chat import endpoint as chat_endpoint
-from securechat.chat.service import ChatService
+from securechat.chat.service import ChatService, new_node_id
 from securechat.config import RESOURCES, Config
 from securechat.directory import views as directory_views
 from securechat.directory.service import KeyDirectory, directory_key
@@ -71,7 +71,8 @@ def create_app(config: Config | None = None, *, clock: Clock = WALL_CLOCK) -> Qu
 
 def _build_state(config: Config, secrets: datadir.ServerSecrets, clock: Clock) -> AppState:
     store = create_store(config)
-    limits = _shared_limits(config, clock)
+    node_id = new_node_id()  # this process's one name: the broker, the lease, the socket cap
+    limits = _shared_limits(config, clock, node_id)
     chat = ChatService.create(
         config,
         store,
@@ -79,6 +80,7 @@ def _build_state(config: Config, secrets: datadir.ServerSecrets, clock: Clock) -
         shared_rate=None if limits is None else limits.send_rate,
         shared_sockets=None if limits is None else limits.sockets,
         redis=None if limits is None else limits.link,
+        node_id=node_id,
     )
     return AppState(
         config=config,
@@ -102,7 +104,7 @@ def _build_state(config: Config, secrets: datadir.ServerSecrets, clock: Clock) -
     )
 
 
-def _shared_limits(config: Config, clock: Clock) -> SharedLimits | None:
+def _shared_limits(config: Config, clock: Clock, node_id: str) -> SharedLimits | None:
     """A cluster node's limits, counted in the Redis ``redis_url`` names; None without one.
 
     Imported here: only a cluster's nodes need redis-py, and ``make run`` never loads it."""
@@ -111,7 +113,7 @@ def _shared_limits(config: Config, clock: Clock) -> SharedLimits | None:
     from securechat.cluster.limits import SharedLimits
     from securechat.cluster.redis import RedisLink
 
-    return SharedLimits(RedisLink(config.redis_url), config, clock)
+    return SharedLimits(RedisLink.from_config(config), config, clock, node_id=node_id)
 
 
 def _trust_proxies(app: Quart, hops: int) -> None:

@@ -214,6 +214,34 @@ class Config:
     node_lease: float = 15.0
     broker_outbox_max: int = 65536
     broker_canary_timeout: float = 1.0
+    # The cluster's seams, each bounded (securechat/cluster/, chat/redisbroker.py, chat/cluster.py).
+    # Bytes of frames waiting for Redis at most (with broker_outbox_max: whichever comes first),
+    # and per pipeline: one pipeline must stay well inside redis_call_timeout on a healthy Redis
+    # (docs/performance.md, "The Redis outbox").
+    broker_outbox_max_bytes: int = 64 << 20
+    broker_pipeline_max: int = 512
+    broker_pipeline_max_bytes: int = 1 << 20
+    # Seconds between PINGs on a quiet pub/sub connection (silent three times that long, it is
+    # taken for lost), and before connecting it again after a failure.
+    broker_keepalive: float = 5.0
+    broker_reconnect_delay: float = 0.5
+    # Control orders (logout anywhere, account removal) that Redis did not take, kept to be sent
+    # again when it answers; past it, the oldest are dropped (the session check still holds).
+    broker_control_retry_max: int = 1024
+    # Every this many seconds each node reads the sessions of its sockets from the database,
+    # session_check_batch at a time, and closes those revoked: a logout whose control order was
+    # lost closes its sockets everywhere within this bound (securechat/chat/cluster.py).
+    session_check_interval: float = 30.0
+    session_check_batch: int = 500
+    # Seconds one Redis call may take (connecting included) before the caller goes without it;
+    # seconds after a failure during which calls go without Redis at once (cluster/redis.py).
+    redis_call_timeout: float = 0.25
+    redis_retry_interval: float = 1.0
+    # Seconds a node's sockets count against the per-user cap after its last renewal (a
+    # SIGKILLed node's, at most this; cluster/limits.py).
+    socket_lease: float = 20.0
+    # Seconds one PostgreSQL statement may take before it fails (asyncpg's command_timeout).
+    db_command_timeout: float = 10.0
 
     # Key directory.
     directory_entries_page_max: int = 1000

@@ -24,10 +24,10 @@ LINK_TIMEOUT = 2.0
 
 @asynccontextmanager
 async def node_limits(
-    url: str, config: Config, clock: Clock = WALL_CLOCK, **options: float
+    url: str, config: Config, clock: Clock = WALL_CLOCK
 ) -> AsyncIterator[SharedLimits]:
-    """One node's shared limits (its own link, as a separate process would have)."""
-    limits = SharedLimits(RedisLink(url, timeout=LINK_TIMEOUT), config, clock, **options)
+    """One node's shared limits (its own link and node id, as a separate process would have)."""
+    limits = SharedLimits(RedisLink(url, timeout=LINK_TIMEOUT), config, clock)
     try:
         yield limits
     finally:

@@ -6,12 +6,14 @@ Channels (one pub/sub connection per node, owned by a supervisor task):
   holds at least one socket of the user (the hub's presence listener) and unsubscribes when
   the last goes.
 - ``securechat:control`` - every node: "close this session's sockets" (logout, revocation;
-  1008 ``session ended``) and "close this user's sockets".
+  1008 ``session ended``), "close this user's sockets", and "check these users' sockets
+  against the database" (frames a node could not publish).
 - ``securechat:canary:<node id>`` - this node only: the health check's round trip.
 
 Envelope of a user frame: ``<origin node id>\\n<seq or empty>\\n<prev or empty>\\n<frame
 text>`` (cheaper than a JSON wrapper around a JSON frame). Control messages are JSON
-``{"o": node, "op": ..., "id": ...}``.
+``{"o": node, "op": ..., "id": ...}`` (a resync order: ``{"o", "op": "resync", "users": [...]
+or null for all}``).
 
 No double delivery: ``publish`` puts the frame on this node's sockets at once (skipping
 ``except_conn``, which is always local) and queues it for Redis; every node drops what its own
@@ -20,12 +22,20 @@ receiving socket de-duplicates it against a sync exactly as a local one, and see
 overtook a frame another node published before it (it then catches up from the database:
 ``ChatSession.forward``).
 
-Redis is never awaited on the send path: one publisher task drains a bounded outbox in
-pipelines, in order. When Redis is down the outbox is dropped and counted (pub/sub loses
-messages by design); nothing is lost, because every socket is caught up from the database
-(chat/resync.py) when the pub/sub connection comes back, and every few seconds anyway. Control
-orders are not re-sent either: when the connection comes back, the sockets of sessions revoked
-meanwhile are found in the database and closed (chat/cluster.SessionCheck).
+Redis is never awaited on the send path: one publisher task drains an outbox bounded in
+frames and bytes (``broker_outbox_max``, ``broker_outbox_max_bytes``) in pipelines bounded the
+same way (``broker_pipeline_max``, ``broker_pipeline_max_bytes``: one pipeline stays well inside
+the link's call timeout), in order. When Redis is down or slower than the chat, frames are
+dropped and counted (pub/sub loses messages by design), and the users they were for are
+remembered: once Redis answers again, a resync order names them (or, past
+``broker_control_retry_max`` users, everyone) and every node catches those users' sockets up
+from the database (chat/resync.py). A node whose own pub/sub connection was lost catches all
+its sockets up when it comes back, and every few seconds some anyway.
+
+A control order Redis did not take is kept (the newest ``broker_control_retry_max``) and sent
+again once the link's rest is over and Redis answers; one lost on the way to a node whose
+subscription was down is made up for by that node's session check (chat/cluster.SessionCheck),
+on reconnect and every ``session_check_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any, Final
 
@@ -46,7 +56,8 @@ from redis.exceptions import RedisError
 from securechat.chat.delivery import Sequenced
 from securechat.chat.hub import Connection, Hub
 from securechat.chat.protocol import PresenceStatus
-from securechat.cluster.redis import RedisDown, RedisLink, as_text
+from securechat.cluster.redis import RedisDown, RedisLink, as_text, stop_if_cancelled
+from securechat.config import Config
 from securechat.errors import Close
 from securechat.runtime import cancel_and_wait
 
@@ -55,13 +66,6 @@ log = logging.getLogger(__name__)
 USER_PREFIX: Final = "securechat:u:"
 CONTROL_CHANNEL: Final = "securechat:control"
 CANARY_PREFIX: Final = "securechat:canary:"
-# Frames published in one pipeline at most.
-_PIPELINE_MAX: Final = 512
-# Seconds between PINGs on the pub/sub connection when it is quiet; silent three times that
-# long, it is taken for lost (a peer gone without closing the connection).
-_KEEPALIVE: Final = 5.0
-# Seconds before connecting again after the pub/sub connection failed.
-_RECONNECT_DELAY: Final = 0.5
 
 
 def encode_frame(node_id: str, text: str) -> str:
@@ -88,20 +92,29 @@ class RedisBroker:
         hub: Hub,
         link: RedisLink,
         node_id: str,
+        config: Config,
         *,
-        outbox_max: int,
         on_reconnect: Callable[[], None] = lambda: None,
         on_subscribed: Callable[[str], None] = lambda user: None,
+        on_resync: Callable[[Collection[str] | None], None] = lambda users: None,
     ) -> None:
+        """``on_resync`` gets the users another node could not publish to (None: all)."""
         self.hub = hub
         self.link = link
         self.node_id = node_id
+        self.config = config
         self.canary_channel = CANARY_PREFIX + node_id
         self._on_reconnect = on_reconnect
         self._on_subscribed = on_subscribed
+        self._on_resync = on_resync
         self._outbox: collections.deque[tuple[str, str]] = collections.deque()
-        self._outbox_max = outbox_max
+        self._outbox_bytes = 0
         self._outbox_ready = asyncio.Event()
+        # Control orders Redis did not take, oldest first, to send again when it answers.
+        self._orders: collections.deque[str] = collections.deque()
+        # Users some of whose frames were dropped since the last resync order went out.
+        self._lost: set[str] = set()
+        self._lost_all = False
         self._wanted_changed = asyncio.Event()
         self._subscribed: set[str] = set()  # users whose channel was asked for
         self._listening: set[str] = set()  # users whose subscription Redis confirmed
@@ -111,6 +124,9 @@ class RedisBroker:
         self.connected = False
         self.published = 0
         self.dropped = 0
+        self.orders_resent = 0
+        self.orders_dropped = 0
+        self.resync_orders = 0
         self.received = 0
         self.reconnects = 0
         hub.add_presence_listener(self._presence_changed)
@@ -137,13 +153,25 @@ class RedisBroker:
     async def _control(self, op: str, target: str, **extra: Any) -> None:
         message = json.dumps({"o": self.node_id, "op": op, "id": target, **extra})
         try:
-            await self.link.call(
-                lambda: self.link.client.publish(CONTROL_CHANNEL, message), "control"
-            )
+            await self._publish_control(message)
         except RedisDown:
-            # The other nodes' sockets of it stay open until they check their sessions again
-            # (SessionCheck when their pub/sub comes back, or the socket's expiry); say so.
-            log.warning("control %s could not reach the other nodes: Redis is down", op)
+            # Sent again once Redis answers (the publisher's next round after the link's rest).
+            log.warning("control %s could not reach the other nodes yet: Redis is down", op)
+            self._keep_order(message)
+
+    def _keep_order(self, message: str) -> None:
+        if len(self._orders) >= self.config.broker_control_retry_max:
+            self._orders.popleft()  # the session check makes up for the oldest
+            self.orders_dropped += 1
+        self._orders.append(message)
+        self._outbox_ready.set()
+
+    async def _publish_control(self, message: str) -> None:
+        await self.link.call(lambda: self.link.client.publish(CONTROL_CHANNEL, message), "control")
+
+    def orders_waiting(self) -> int:
+        """Control orders kept until Redis answers again."""
+        return len(self._orders)
 
     # Health -------------------------------------------------------------------------------
 
@@ -189,25 +217,87 @@ class RedisBroker:
     # Publishing ---------------------------------------------------------------------------
 
     def _queue(self, channel: str, data: str) -> None:
-        if len(self._outbox) >= self._outbox_max:
-            self.dropped += 1  # Redis is slower than the chat: the resync covers the loss
+        size = len(channel) + len(data)
+        if (
+            len(self._outbox) >= self.config.broker_outbox_max
+            or self._outbox_bytes + size > self.config.broker_outbox_max_bytes
+        ):
+            self._dropped([(channel, data)])  # Redis is slower than the chat
             return
         self._outbox.append((channel, data))
+        self._outbox_bytes += size
         self._outbox_ready.set()
+
+    def _dropped(self, frames: list[tuple[str, str]]) -> None:
+        """Count frames that will not be published, and remember whom they were for."""
+        self.dropped += len(frames)
+        for channel, _ in frames:
+            if len(self._lost) >= self.config.broker_control_retry_max:
+                self._lost_all = True
+                break
+            self._lost.add(channel.removeprefix(USER_PREFIX))
+        self._outbox_ready.set()  # the resync order waits for Redis' next answer
+
+    def _next_batch(self) -> list[tuple[str, str]]:
+        """The frames of one pipeline: at least one, then up to the frame and byte bounds."""
+        batch: list[tuple[str, str]] = []
+        size = 0
+        while self._outbox and len(batch) < self.config.broker_pipeline_max:
+            channel, data = self._outbox[0]
+            frame_size = len(channel) + len(data)
+            if batch and size + frame_size > self.config.broker_pipeline_max_bytes:
+                break
+            batch.append(self._outbox.popleft())
+            self._outbox_bytes -= frame_size
+            size += frame_size
+        return batch
 
     async def _publish_loop(self) -> None:
         while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
+            await self._next_round()
+            await self._send_orders()
             while self._outbox:
-                batch = [
-                    self._outbox.popleft() for _ in range(min(_PIPELINE_MAX, len(self._outbox)))
-                ]
+                batch = self._next_batch()
                 try:
                     await self.link.call(partial(self._publish_batch, batch), "publish")
                     self.published += len(batch)
                 except RedisDown:
-                    self.dropped += len(batch)
+                    self._dropped(batch)
+            stop_if_cancelled()
+
+    async def _next_round(self) -> None:
+        """Wait for frames to publish or, while orders wait for Redis, for its rest to end."""
+        if self._orders or self._lost or self._lost_all:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.link.retry_interval):
+                    await self._outbox_ready.wait()
+        else:
+            await self._outbox_ready.wait()
+        self._outbox_ready.clear()
+
+    async def _send_orders(self) -> None:
+        """Send the kept control orders, oldest first, then a resync order for the users whose
+        frames were dropped; whatever Redis does not take waits for the next round."""
+        while self._orders:
+            try:
+                await self._publish_control(self._orders[0])
+            except RedisDown:
+                return
+            self._orders.popleft()
+            self.orders_resent += 1
+        if not (self._lost or self._lost_all):
+            return
+        lost, everyone = self._lost, self._lost_all
+        self._lost, self._lost_all = set(), False
+        users = None if everyone else sorted(lost)
+        order = json.dumps({"o": self.node_id, "op": "resync", "users": users})
+        try:
+            await self._publish_control(order)
+        except RedisDown:
+            self._lost |= lost
+            self._lost_all = self._lost_all or everyone
+            return
+        self.resync_orders += 1
 
     async def _publish_batch(self, batch: list[tuple[str, str]]) -> Any:
         async with self.link.client.pipeline(transaction=False) as pipe:
@@ -250,7 +340,7 @@ class RedisBroker:
                         await pubsub.connection.disconnect()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(_RECONNECT_DELAY)
+            await asyncio.sleep(self.config.broker_reconnect_delay)
 
     async def _serve(self, pubsub: PubSub) -> None:
         tasks = [
@@ -283,10 +373,11 @@ class RedisBroker:
         """Hand what arrives to the hub; PING when quiet, and give the connection up when it
         stays silent (a peer gone without closing it)."""
         loop = asyncio.get_running_loop()
+        keepalive = self.config.broker_keepalive
         while True:
-            message = await pubsub.get_message(timeout=_KEEPALIVE)
+            message = await pubsub.get_message(timeout=keepalive)
             if message is None:
-                if loop.time() - self._heard > 3 * _KEEPALIVE:
+                if loop.time() - self._heard > 3 * keepalive:
                     raise ConnectionError("the pub/sub connection went silent")
                 await pubsub.ping()
                 continue
@@ -329,6 +420,9 @@ class RedisBroker:
             )
         elif order.get("op") == "close_user":
             self.hub.close_user(str(order["id"]), int(order["code"]), str(order["reason"]))
+        elif order.get("op") == "resync":
+            users = order.get("users")
+            self._on_resync(None if users is None else [str(user) for user in users])
 
     def subscribed_users(self) -> frozenset[str]:
         """The users whose channel this node listens on (Redis confirmed the subscription)."""

@@ -9,6 +9,9 @@ highest position the database holds for its user (``MessageStore.head``):
 - every local user, when the node's pub/sub connection came back after a loss (``all``);
 - a user whose channel has just been subscribed (``user``): frames published between the
   socket's first sync and the subscription went nowhere;
+- the users another node could not publish to (``ordered``: its resync order, sent when
+  Redis answers it again; chat/redisbroker.py), and every local user after a dead node's
+  lease was reaped (frames it committed but never published);
 - every ``interval`` seconds, the next ``users_max`` local users in turn (round robin), for
   a frame lost with no loss of connection seen.
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from securechat.chat.session import ChatSession
@@ -62,6 +65,7 @@ class Resync:
         self.stats = ResyncStats()
         self._dirty: dict[str, None] = {}  # users to check soon, in the order they came
         self._turn = 0  # where the round robin goes on
+        self._checking = False
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -76,6 +80,22 @@ class Resync:
         """Check that user's local sockets soon."""
         self._dirty[name] = None
         self._wakeup.set()
+
+    def ordered(self, names: Collection[str] | None) -> None:
+        """Another node could not publish to these users (None: to anyone, it lost count):
+        check those of them with a socket here soon."""
+        if names is None:
+            self.all()
+            return
+        wanted = set(names)
+        for session in self._sessions:
+            if session.user.name in wanted:
+                self.user(session.user.name)
+
+    @property
+    def idle(self) -> bool:
+        """Whether no user waits for a check and none is under way."""
+        return not self._dirty and not self._checking
 
     async def check(self, names: Iterable[str]) -> int:
         """Compare these users' local sockets with the database; how many were told to
@@ -123,10 +143,13 @@ class Resync:
             batch = list(self._dirty)[: self.users_max]
             for name in batch:
                 del self._dirty[name]
+            self._checking = True
             try:
                 await self.check(batch)
             except Exception:  # the database may be down: the next round tries again
                 log.exception("checking %d users' sockets against the database failed", len(batch))
+            finally:
+                self._checking = False
             await asyncio.sleep(self.interval / 20)
 
     def _next_in_turn(self) -> list[str]:

@@ -76,14 +76,17 @@ class ChatService:
         shared_rate: SharedRate | None = None,
         shared_sockets: SharedSocketCap | None = None,
         redis: RedisLink | None = None,
+        node_id: str | None = None,
     ) -> ChatService:
         """The chat of one process over ``store`` (not yet open: it opens while serving),
         with the send rate and socket cap counted over the cluster when they are given, and
-        frames relayed through Redis when ``redis`` is (else the LocalBroker)."""
+        frames relayed through Redis when ``redis`` is (else the LocalBroker). ``node_id`` is
+        the process's name, the one its shared limits count sockets under (app.py makes it
+        once); a fresh one when not given."""
         hub = Hub(config.ws_connections_per_user, config.ws_queue_frames)
         stats = ChatStats()
         stalls = StallSweep(config.ws_send_timeout)
-        node_id = new_node_id()
+        node_id = node_id or new_node_id()
         cluster = None
         broker: Broker = LocalBroker(hub)
         if redis is not None:
@@ -103,7 +106,7 @@ class ChatService:
             directory=None if cluster is None else cluster.nodes,
         )
         if cluster is not None:
-            cluster.nodes.on_reaped = presence.gone  # a dead node's users: announced offline
+            cluster.on_reaped = presence.gone  # a dead node's users: announced offline
         service = cls(
             config=config,
             hub=hub,

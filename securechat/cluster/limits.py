@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Final, TypeVar
 
-from securechat.cluster.redis import RedisDown, RedisLink
+from securechat.cluster.redis import RedisDown, RedisLink, stop_if_cancelled
 from securechat.config import Config
 from securechat.errors import Throttled
 from securechat.runtime import Clock, cancel_and_wait
@@ -57,8 +57,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PREFIX: Final = "securechat:"
-# Seconds a node's sockets count after its last renewal (a SIGKILLed node's, at most this).
-SOCKET_LEASE: Final = 20.0
 # Socket leases renewed in one script call at most.
 _RENEW_CHUNK: Final = 500
 
@@ -166,8 +164,10 @@ class SharedLimits:
     """This node's shared limits over one Redis link, and how often they fell back."""
 
     def __init__(
-        self, link: RedisLink, config: Config, clock: Clock, *, socket_lease: float = SOCKET_LEASE
+        self, link: RedisLink, config: Config, clock: Clock, *, node_id: str | None = None
     ) -> None:
+        """``node_id`` names this process in Redis (the one chat/service.py's ``node_id``
+        holds); a fresh one when not given."""
         self.link = link
         self.fallbacks = 0
         client = link.client
@@ -184,7 +184,10 @@ class SharedLimits:
         self.throttles = SharedThrottles(self, config, clock)
         self.send_rate = SharedSendRate(self, config)
         self.search_rate = SharedSearchRate(self, config)
-        self.sockets = SharedSockets(self, config.ws_connections_per_user, socket_lease)
+        node = node_id or uuid.uuid4().hex[:12]
+        self.sockets = SharedSockets(
+            self, config.ws_connections_per_user, config.socket_lease, node
+        )
 
     async def run(self, what: str, keys: list[str], args: list[Any]) -> int | None:
         """Run script ``what``; its integer result, or None (counted) if Redis did not answer."""
@@ -314,11 +317,11 @@ class SharedSearchRate(SharedSendRate):
 class SharedSockets:
     """The connections-per-user cap counted over every node (chat/service.SharedSocketCap)."""
 
-    def __init__(self, limits: SharedLimits, cap: int, lease: float) -> None:
+    def __init__(self, limits: SharedLimits, cap: int, lease: float, node: str) -> None:
         self._limits = limits
         self._cap = cap
         self.lease = lease
-        self.node = uuid.uuid4().hex[:12]
+        self.node = node  # a socket's member is "<node>:<connection>"
         # This node's sockets: member -> its user's key, renewed every lease / 4.
         self._held: dict[str, str] = {}
         self._releases: set[asyncio.Task[Any]] = set()
@@ -378,6 +381,7 @@ class SharedSockets:
                 await self.renew()
             except Exception:
                 log.exception("renewing the socket leases failed")
+            stop_if_cancelled()
 
 
 def _key(kind: str, name: str) -> str:
@@ -386,7 +390,6 @@ def _key(kind: str, name: str) -> str:
 
 __all__ = [
     "PREFIX",
-    "SOCKET_LEASE",
     "SharedLimits",
     "SharedSearchRate",
     "SharedSendRate",

@@ -11,9 +11,11 @@ Each node keeps, under its own id (chat/service.py ``node_id``):
 
 A user is online when a node whose lease is alive holds them. So a node that is SIGKILLed
 takes its users offline when its lease runs out (``node_lease``, 15 s by default), and the
-first live node to find the lease gone (the one whose SREM removes the id) reaps it: it reads
-the dead node's users, deletes its hash, and hands those users to presence, which announces
-each one offline unless another node holds them. Redis restarting loses all of it: a node
+first live node to find the lease gone reaps it: in one Lua script (atomic, so two reapers
+never both take a node, and a node refreshing at that moment is either reaped whole or not at
+all) it removes the id from the set, reads the dead node's users and deletes its hash; the
+users go to presence, which announces each one offline unless another node holds them, and
+to the resync, which checks every local socket (chat/cluster.ChatCluster.reaped). Redis restarting loses all of it: a node
 finds its lease missing at the next refresh and writes its users again.
 """
 
@@ -26,20 +28,40 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, Final, cast
 
-from securechat.cluster.redis import RedisDown, RedisLink, as_text
+from securechat.cluster.redis import RedisDown, RedisLink, as_text, stop_if_cancelled
 from securechat.runtime import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 NODES_KEY: Final = "securechat:nodes"
+NODE_PREFIX: Final = "securechat:node:"
+
+# KEYS: the node set. ARGV: this node's id, the node key prefix. Reaps every other node whose
+# lease key is gone: removes it from the set, reads and deletes its users hash. Returns a flat
+# list: per node reaped, its id, how many users, then those users. The lease and users keys
+# are built here from the ids in the set (so the script is for one Redis, not Redis Cluster).
+_REAP: Final = """
+local reaped = {}
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if node ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. node) == 0 then
+    redis.call('SREM', KEYS[1], node)
+    local users = redis.call('HKEYS', ARGV[2] .. node .. ':users')
+    redis.call('DEL', ARGV[2] .. node .. ':users')
+    table.insert(reaped, node)
+    table.insert(reaped, #users)
+    for _, user in ipairs(users) do table.insert(reaped, user) end
+  end
+end
+return reaped
+"""
 
 
 def lease_key(node_id: str) -> str:
-    return f"securechat:node:{node_id}"
+    return NODE_PREFIX + node_id
 
 
 def users_key(node_id: str) -> str:
-    return f"securechat:node:{node_id}:users"
+    return f"{NODE_PREFIX}{node_id}:users"
 
 
 class NodeLeases:
@@ -62,6 +84,7 @@ class NodeLeases:
         self._task: asyncio.Task[None] | None = None
         self._stale = True  # the hash is not known to match the hub: write it whole
         self._records = 0  # record() calls so far
+        self._reap = link.client.register_script(_REAP)
         self.reaped = 0
 
     def mark_stale(self) -> None:
@@ -177,21 +200,18 @@ class NodeLeases:
             self._stale = True  # a record may have landed before the snapshot: again next time
 
     async def reap(self) -> list[str]:
-        """Remove the nodes whose lease ran out; the users they held (for the winner only)."""
-        client = self.link.client
-        members = await self.link.call(lambda: client.smembers(NODES_KEY), "reap")
+        """Remove the nodes whose lease ran out; the users they held (for the reaper only:
+        the script is atomic, so of nodes reaping together one takes each dead node)."""
+        reply = await self.link.call(
+            partial(self._reap, keys=[NODES_KEY], args=[self.node_id, NODE_PREFIX]), "reap"
+        )
         users: list[str] = []
-        for node in sorted(as_text(member) for member in members):
-            if node == self.node_id:
-                continue
-            if await self.link.call(partial(client.exists, lease_key(node)), "reap"):
-                continue
-            # Every live node may find it; SREM answers 1 to one of them, which does the rest.
-            if not await self.link.call(partial(client.srem, NODES_KEY, node), "reap"):
-                continue
-            held = await self.link.call(partial(client.hkeys, users_key(node)), "reap")
-            await self.link.call(partial(client.delete, users_key(node)), "reap")
-            users.extend(as_text(user) for user in held)
+        index = 0
+        while index < len(reply):
+            node, count = as_text(reply[index]), int(reply[index + 1])
+            held = [as_text(user) for user in reply[index + 2 : index + 2 + count]]
+            index += 2 + count
+            users.extend(held)
             self.reaped += 1
             log.warning("node %s lost its lease; %d users were on it", node, len(held))
         return users
@@ -230,7 +250,8 @@ class NodeLeases:
                 pass  # the link logs it; the lease is taken again when Redis answers
             except Exception:
                 log.exception("refreshing the node lease failed")
+            stop_if_cancelled()
             await asyncio.sleep(self.refresh_every)
 
 
-__all__ = ["NODES_KEY", "NodeLeases", "lease_key", "users_key"]
+__all__ = ["NODES_KEY", "NODE_PREFIX", "NodeLeases", "lease_key", "users_key"]

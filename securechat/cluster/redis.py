@@ -3,10 +3,12 @@
 Everything a node shares through Redis (the limits in cluster/limits.py, and the broker,
 presence and control channel when they come) goes through one :class:`RedisLink`, so there is
 one connection pool, one timeout and one view of Redis' health per process. Every call is
-bounded by a short timeout and never retried inside the client: a caller that sees
-:class:`RedisDown` does what it does without Redis (the limits fall back to in-process ones),
-and after a failure the link is not asked again for ``retry_interval`` seconds, so an outage
-costs each request one fast refusal rather than a timeout.
+bounded by a short timeout (``redis_call_timeout``) and never retried inside the client: a
+caller that sees :class:`RedisDown` does what it does without Redis (the limits fall back to
+in-process ones), and after a failure the link is not asked again for ``redis_retry_interval``
+seconds, so an outage costs each request one fast refusal rather than a timeout. What must
+reach the other nodes all the same (control orders) the broker keeps and sends again once
+the link answers (chat/redisbroker.py).
 """
 
 from __future__ import annotations
@@ -22,14 +24,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from securechat.config import Config
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Seconds one Redis call may take (connecting included) before the caller goes without it.
-CALL_TIMEOUT: Final = 0.25
-# Seconds after a failure during which calls go without Redis at once; then it is tried again.
-RETRY_INTERVAL: Final = 1.0
 URL_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 
 
@@ -44,8 +44,8 @@ class RedisLink:
         self,
         url: str,
         *,
-        timeout: float = CALL_TIMEOUT,
-        retry_interval: float = RETRY_INTERVAL,
+        timeout: float = Config.redis_call_timeout,
+        retry_interval: float = Config.redis_retry_interval,
     ) -> None:
         if not url.startswith(URL_SCHEMES):
             raise ValueError("SECURECHAT_REDIS_URL must be a redis://, rediss:// or unix:// URL")
@@ -62,6 +62,17 @@ class RedisLink:
         self.failures = 0
         self.down = False
         self._skip_until = 0.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> RedisLink:
+        """The link to ``config.redis_url`` with the configured timeout and rest."""
+        if config.redis_url is None:
+            raise ValueError("no SECURECHAT_REDIS_URL")
+        return cls(
+            config.redis_url,
+            timeout=config.redis_call_timeout,
+            retry_interval=config.redis_retry_interval,
+        )
 
     def __repr__(self) -> str:
         return f"<RedisLink down={self.down}>"  # never the URL: it may hold a password
@@ -110,9 +121,20 @@ class RedisLink:
             log.warning("Redis answers again")
 
 
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop, whatever a call made of it.
+
+    A loop that goes on after :class:`RedisDown` calls this each round: a cancellation that
+    lands inside redis-py can come out as an error or not at all (seen under Python 3.11 when
+    a node stopped just after its link failed), and the loop would never end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def as_text(value: bytes | str) -> str:
     """A value Redis answered with, as text (the client returns bytes unless told otherwise)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
-__all__ = ["CALL_TIMEOUT", "RETRY_INTERVAL", "URL_SCHEMES", "RedisDown", "RedisLink", "as_text"]
+__all__ = ["URL_SCHEMES", "RedisDown", "RedisLink", "as_text", "stop_if_cancelled"]

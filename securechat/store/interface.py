@@ -136,6 +136,10 @@ class SessionStore(Protocol):
         """The session with this hashed id, revoked or not."""
         ...
 
+    async def unrevoked_sessions(self, session_ids: Sequence[str]) -> set[str]:
+        """Which of these hashed ids name a stored session not revoked (one query)."""
+        ...
+
     async def touch(self, session_id: str, now_ms: int) -> None:
         """Record activity on a live session (for the idle timeout)."""
         ...

@@ -144,7 +144,13 @@ def _node(name: str, config: Config, store: SQLiteStore, url: str) -> Node:
     sessions: list[ChatSession] = []
     resync = Resync(store.messages, sessions, config.broker_resync_interval, 16)
     broker = RedisBroker(
-        hub, link, name, outbox_max=1000, on_reconnect=resync.all, on_subscribed=resync.user
+        hub,
+        link,
+        name,
+        config,
+        on_reconnect=resync.all,
+        on_subscribed=resync.user,
+        on_resync=resync.ordered,
     )
     delivery = Delivery(store.messages, broker, config, ChatStats())
     return Node(name, hub, link, broker, delivery, resync, config, sessions)

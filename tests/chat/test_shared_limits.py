@@ -112,8 +112,8 @@ async def test_a_dead_nodes_sockets_stop_counting_when_its_lease_ends(
     config = _config(tmp_path)
     async with (
         redis_client(redis_engine.url),
-        node_limits(redis_engine.url, config, socket_lease=0.4) as live,
-        node_limits(redis_engine.url, config, socket_lease=0.4) as dead,
+        node_limits(redis_engine.url, config.replace(socket_lease=0.4)) as live,
+        node_limits(redis_engine.url, config.replace(socket_lease=0.4)) as dead,
         node_limits(redis_engine.url, config) as other,
     ):
         live.start()
@@ -207,6 +207,9 @@ async def test_a_server_with_redis_counts_its_sockets_and_sends_there(
         assert alice.account is not None
         name = alice.account.username
         assert await redis.zcard(f"securechat:ws:{name}") == 1
+        # One id per process: the socket cap counts under the node id the broker reports.
+        [member] = await redis.zrange(f"securechat:ws:{name}", 0, -1)
+        assert str(member).rsplit(":", 1)[0] == health["broker"]["node"]
         assert len(await redis.keys("securechat:send:*")) == 1
         assert await other.sockets.claim(name, 1) is True  # alice's second, elsewhere
         assert await _closed_with(await alice.connect(after=None)) == (

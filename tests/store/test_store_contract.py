@@ -119,6 +119,17 @@ async def test_touch_and_revoke_change_only_live_sessions(any_store: Store) -> N
     assert ended is not None and (ended.last_seen_at, ended.revoked_at) == (50, 60)
 
 
+async def test_unrevoked_sessions_answers_for_a_batch_in_one_query(any_store: Store) -> None:
+    """Of the ids asked, those of stored sessions not revoked (the cluster's session check)."""
+    user_id = await any_store.accounts.add_user(new_user("alice"), 1)
+    for sid in ("s1", "s2", "s3"):
+        await any_store.sessions.add_session(session(sid, user_id, 1, 1, DAY))
+    await any_store.sessions.revoke("s2", 5)
+    asked = ["s1", "s2", "s3", "gone"]
+    assert await any_store.sessions.unrevoked_sessions(asked) == {"s1", "s3"}
+    assert await any_store.sessions.unrevoked_sessions([]) == set()
+
+
 async def test_revoke_others_keeps_one_and_reports_the_rest(any_store: Store) -> None:
     """Every live session of the user but the one kept ends; other users' stay."""
     alice = await any_store.accounts.add_user(new_user("alice"), 1)

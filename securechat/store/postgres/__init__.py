@@ -49,6 +49,7 @@ class PostgresStore:
                 config.database_url,
                 pool_min=config.db_pool_min,
                 pool_max=config.db_pool_max,
+                command_timeout=config.db_command_timeout,
                 schema_lock_timeout=config.db_schema_lock_timeout,
             )
         )

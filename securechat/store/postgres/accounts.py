@@ -7,6 +7,7 @@ here, so a concurrent node's change cannot slip between them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import asyncpg
@@ -289,6 +290,14 @@ class SessionStore:
             session_id,
         )
         return Session(*row) if row else None
+
+    async def unrevoked_sessions(self, session_ids: Sequence[str]) -> set[str]:
+        """Which of these hashed ids name a stored session not revoked (one query)."""
+        rows = await self.db.fetch_all(
+            "SELECT id FROM sessions WHERE revoked_at IS NULL AND id = ANY($1::text[])",
+            list(session_ids),
+        )
+        return {row[0] for row in rows}
 
     async def touch(self, session_id: str, now_ms: int) -> None:
         """Record activity (for the idle timeout)."""

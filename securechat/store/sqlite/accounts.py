@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from securechat.errors import NotFound, UsernameTaken
 from securechat.store.records import (
@@ -276,6 +277,18 @@ class SessionStore:
             (session_id,),
         )
         return Session(*row) if row else None
+
+    async def unrevoked_sessions(self, session_ids: Sequence[str]) -> set[str]:
+        """Which of these hashed ids name a stored session not revoked (one query; the
+        caller keeps a batch under SQLite's 32,766 parameters)."""
+        if not session_ids:
+            return set()
+        marks = ", ".join("?" * len(session_ids))
+        rows = await self.db.fetch_all(
+            f"SELECT id FROM sessions WHERE revoked_at IS NULL AND id IN ({marks})",
+            tuple(session_ids),
+        )
+        return {row[0] for row in rows}
 
     async def touch(self, session_id: str, now_ms: int) -> None:
         """Record activity (for the idle timeout)."""
