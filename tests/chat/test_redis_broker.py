@@ -351,6 +351,21 @@ async def test_the_periodic_check_catches_up_a_socket_that_missed_a_publish(
     assert positions(alice_sent) == [stored.last_seq]
 
 
+async def test_the_check_leaves_a_socket_alone_until_its_first_sync(cluster: Cluster) -> None:
+    """A socket still before its first sync is not told to catch up (its cursor is not the
+    client's yet): the sync sends the message, once."""
+    alice, alice_sent = cluster.b.socket(cluster.users["alice"])
+    stored = await cluster.store.messages.commit(
+        [NewMessage(cluster.users["bob"].user_id, str(uuid.uuid4()), "alice", ENVELOPE_JSON)],
+        [],
+        1,
+    )
+    assert await cluster.b.resync.check(["alice"]) == 0
+    await alice.sync(0)
+    await alice.conn.queue.join()
+    assert positions(alice_sent) == [stored.last_seq]
+
+
 @pytest.mark.parametrize("later_on", ["a", "b"], ids=["both-remote", "later-local"])
 async def test_a_frame_that_overtakes_another_brings_it_from_the_database(
     cluster: Cluster, later_on: str
