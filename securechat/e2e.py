@@ -336,17 +336,21 @@ def encrypt_message(
     written_ms: int,
     sender_identity: Identity,
     recipient_enc_spki: bytes,
+    extra: dict[str, Any] | None = None,
     _aes_key: bytes | None = None,
     _iv: bytes | None = None,
 ) -> dict[str, Any]:
-    """Seal ``text`` for ``recipient`` (rk) and for the sender's own history (sk), then sign."""
+    """Seal ``text`` for ``recipient`` (rk) and for the sender's own history (sk), then sign.
+
+    ``extra``: optional plaintext fields beside text and ts (``reply``, ``delete``: CONTRACTS.md).
+    """
     _check_written_ms(written_ms)
     recipient_key = _rsa_public_key(recipient_enc_spki)
     _check_rsa_bits(recipient_key.key_size)
     aes_key = os.urandom(AES_KEY_BYTES) if _aes_key is None else _aes_key
     iv = os.urandom(IV_BYTES) if _iv is None else _iv
     plaintext = json.dumps(
-        {"text": text, "ts": written_ms}, ensure_ascii=False, separators=(",", ":")
+        {**(extra or {}), "text": text, "ts": written_ms}, ensure_ascii=False, separators=(",", ":")
     )
     aad = envelope_aad(message_id, sender, recipient)
     ct = AESGCM(aes_key).encrypt(iv, plaintext.encode("utf-8"), aad)

@@ -179,8 +179,18 @@ class ChatConnection:
         await self.send_frame({"type": "send", "id": message_id, "to": to, "envelope": envelope})
         return await self.wait_ack(message_id)
 
-    async def seal(self, to: str, text: str, message_id: str) -> dict[str, Any]:
-        """The envelope of ``text`` from me to ``to`` under ``message_id``."""
+    async def send_tombstone(self, to: str, deleted_id: str) -> dict[str, Any]:
+        """Tell ``to``'s devices (and mine) that my message ``deleted_id`` is taken back: an
+        encrypted, signed message whose body names it (after :meth:`delete`); return its ack."""
+        message_id = str(uuid.uuid4())
+        envelope = await self.seal(to, "", message_id, extra={"delete": deleted_id})
+        await self.send_frame({"type": "send", "id": message_id, "to": to, "envelope": envelope})
+        return await self.wait_ack(message_id)
+
+    async def seal(
+        self, to: str, text: str, message_id: str, *, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The envelope of ``text`` (and ``extra`` body fields) from me to ``to``."""
         account = self._account()
         keys = await self.keys(to)
         if not keys.may_send:
@@ -193,6 +203,7 @@ class ChatConnection:
             written_ms=time.time_ns() // 1_000_000,
             sender_identity=account.identity,
             recipient_enc_spki=keys.enc_public_key,
+            extra=extra,
         )
 
     async def wait_ack(self, message_id: str) -> dict[str, Any]:
@@ -236,7 +247,7 @@ class ChatConnection:
         return the ``deleted`` answer. ChatError if an error frame for it comes first.
 
         The other devices learn of it from an encrypted tombstone, a message of its own whose
-        payload names this one (docs/protocol.md, "delete")."""
+        payload names this one (:meth:`send_tombstone`)."""
         await self.send_frame({"type": "delete", "id": message_id})
         frame = await self._take(
             lambda frame: frame.get("id") == message_id and frame["type"] in ("deleted", "error"),

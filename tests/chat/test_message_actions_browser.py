@@ -117,6 +117,40 @@ async def test_delete_for_me_stays_gone_after_a_reload(
     assert len(page["messages"]) == 2  # the server was not told
 
 
+async def test_only_the_senders_tombstone_takes_a_message_back(
+    new_context: NewContext,
+    live_server: LiveServer,
+    make_client: MakeClient,
+    identities: list[e2e.Identity],
+    alice: SecureChatClient,
+    bob: SecureChatClient,
+) -> None:
+    """A tombstone from carol naming bob's message changes nothing on alice's page; bob's
+    own (after his delete) removes it there."""
+    carol = await register(make_client, identities[2], "carol")
+    bob_chat = await bob.connect()
+    target = await bob_chat.send_message("alice", "from bob")
+    chat = await ChatPage.open(await new_context(), live_server.url, "alice")
+    await chat.open_conversation("bob")
+    await expect(chat.messages).to_have_count(1, timeout=WAIT_MS)
+
+    carol_chat = await carol.connect()
+    await carol_chat.send_tombstone("alice", target["id"])
+    # Frames are handled in order: once this shows, carol's tombstone has been dealt with.
+    await bob_chat.send_message("alice", "after carol")
+    await expect(chat.messages).to_have_count(2, timeout=WAIT_MS)
+    await chat.page.reload()  # what the cache holds, not only what the screen showed
+    await chat.wait_ready()
+    await chat.open_conversation("bob")
+    await expect(chat.messages).to_have_count(2, timeout=WAIT_MS)
+    assert await chat.texts() == ["from bob", "after carol"]
+
+    await bob_chat.delete(target["id"])
+    await bob_chat.send_tombstone("alice", target["id"])
+    await expect(chat.messages).to_have_count(1, timeout=WAIT_MS)
+    assert await chat.texts() == ["after carol"]
+
+
 async def test_a_reply_shows_its_quote_on_both_sides(
     new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
 ) -> None:

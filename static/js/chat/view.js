@@ -266,7 +266,10 @@ function fillMessage(node, item, actions = null) {
   node.dataset.state = item.state;
   node.dataset.status = item.status ?? "";
   node.dataset.day = dayKey(moment);
+  // A Delete question still open stays open through a receipt's redraw.
+  const asking = node.querySelector(".msg__confirm");
   node.replaceChildren(...parts);
+  if (asking) node.append(asking);
 }
 
 function messageNode(item, peer, actions) {
