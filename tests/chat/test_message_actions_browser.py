@@ -89,6 +89,14 @@ async def test_delete_for_everyone_removes_it_on_both_sides(
     assert await back.texts() == ["kept"]
     assert await sender.texts() == ["kept"]
 
+    # The last one too: no trace of it in either conversation list's preview.
+    await expect(back.conversation("alice")).to_contain_text("kept")
+    await delete(sender, "kept", "Delete for everyone")
+    await expect(sender.messages).to_have_count(0, timeout=WAIT_MS)
+    await expect(back.messages).to_have_count(0, timeout=WAIT_MS)
+    await expect(sender.conversation("bob")).not_to_contain_text("kept")
+    await expect(back.conversation("alice")).not_to_contain_text("kept")
+
 
 async def test_delete_for_me_stays_gone_after_a_reload(
     new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient

@@ -11,6 +11,8 @@ import { showError } from "../ui.js";
 import { wellFormed } from "./messages.js";
 
 const PREVIEW_CHARS = 80;
+// Records looked through for the newest one not deleted (a run of deletes longer leaves it empty).
+const PREVIEW_SCAN = 50;
 const REFRESH_MS = 300;
 // A browser new to the account has no messages kept: the last one of each of this many
 // conversations is fetched (one small request each, one at a time) for its preview and time.
@@ -101,7 +103,13 @@ export class Conversations {
 
   /** The last message of peer's thread (record, or the newest kept) as the preview. */
   async preview(peer, record = null) {
-    const last = record ?? (await this.store.last(peer));
+    // Deleted messages and tombstones are kept hidden: the newest one shown is the preview.
+    const kept = record ? [record] : await this.store.thread(peer, { limit: PREVIEW_SCAN });
+    const last = kept.findLast((candidate) => !candidate.hidden);
+    if (!last && kept.length > 0) {
+      this.set(peer, { preview: "" }); // everything here was deleted: nothing to quote
+      return;
+    }
     if (!last || last.direction === "notice") return;
     const text = await this.messages.text(last);
     const preview =
