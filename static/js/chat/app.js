@@ -425,6 +425,7 @@ export class ChatApp {
       // A tombstone (or a message deleted here): read at once, shown never; what it takes back
       // leaves the screen.
       if (record.direction === "in") this.receipts.mark(record, "read");
+      if (peer === this.#current) this.thread.remove(record.id); // shown while it was checked
       if (record.takesBack && peer === this.#current) this.thread.remove(record.takesBack);
       if (record.takesBack) await this.conversations.preview(peer);
       this.conversations.render();
