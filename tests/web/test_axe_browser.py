@@ -102,3 +102,30 @@ async def test_signed_in_pages_have_no_violations(
     await chat.page.goto(live_server.url + "/settings")
     await expect(chat.page.locator("h1").first).to_be_visible()
     assert await violations(chat.page) == [], "settings"
+
+
+async def test_phone_thread_has_no_violations(
+    browser: Browser,
+    live_server: LiveServer,
+    make_client: MakeClient,
+    identities: list[e2e.Identity],
+) -> None:
+    """On a 390x740 phone, an open thread (full height, the safety number as an icon) passes axe."""
+    if not AXE.exists():
+        pytest.fail(f"axe-core is missing ({AXE}): run `npm ci` (make test does)")
+    await register(make_client, identities[0], "alice")
+    bob = await register(make_client, identities[1], "bob")
+    connection = await bob.connect()
+    try:
+        await connection.send_message("alice", "hello from a phone test")
+    finally:
+        await connection.close()
+    context = await browser.new_context(viewport={"width": 390, "height": 740})
+    try:
+        await context.add_init_script(path=str(AXE))
+        chat = await ChatPage.open(context, live_server.url, "alice")
+        await chat.open_conversation("bob")
+        await expect(chat.messages).to_have_count(1, timeout=WAIT_MS)
+        assert await violations(chat.page) == []
+    finally:
+        await context.close()
