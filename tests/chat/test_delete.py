@@ -33,6 +33,7 @@ class Pair:
     clock: ManualClock
     alice: SecureChatClient
     bob: SecureChatClient
+    accounts: Accounts
 
 
 @pytest.fixture(name="backend_server", params=["sqlite", "postgres"])
@@ -59,7 +60,7 @@ async def _pair(
     accounts = Accounts(server.url, identities)
     alice = await accounts.sign_up("alice")
     bob = await accounts.sign_up("bob")
-    yield Pair(clock, alice, bob)
+    yield Pair(clock, alice, bob, accounts)
     await accounts.close()
 
 
@@ -102,6 +103,25 @@ async def test_a_delete_reaches_an_offline_recipient_in_order(pair: Pair) -> Non
     tombstone = await alice_chat.send_message(bob.account.username, "")
     bob_again = await bob.connect(after=cursor)
     assert [frame["id"] for frame in bob_again.replayed] == [tombstone["id"]]
+
+
+async def test_the_tombstone_reaches_every_live_session_of_both(pair: Pair) -> None:
+    """Bob's socket and alice's other session get the tombstone live, as a message they open;
+    the sender's deleting socket gets its ack."""
+    alice, bob = pair.alice, pair.bob
+    assert alice.account is not None and bob.account is not None
+    laptop = await alice.connect()
+    phone = await (await pair.accounts.login_again(alice.account.username)).connect()
+    bob_chat = await bob.connect()
+    sent = await laptop.send_message(bob.account.username, "oops")
+    for chat in (phone, bob_chat):
+        await chat.wait_for("message", id=sent["id"])
+    await laptop.delete(sent["id"])
+    tombstone = await laptop.send_tombstone(bob.account.username, sent["id"])
+    for chat in (phone, bob_chat):
+        frame = await chat.wait_for("message", id=tombstone["id"])
+        assert frame["seq"] == tombstone["seq"]
+        assert (await chat.open(frame)).text == ""
 
 
 async def test_nobody_deletes_someone_elses_message(pair: Pair) -> None:
