@@ -209,10 +209,6 @@ class MessageStore(Protocol):
         """
         ...
 
-    async def undelivered(self) -> list[tuple[int, str, int, int]]:
-        """Per (sender id, recipient's name): messages no device of the recipient has received
-        yet, and their envelope bytes, computed from the messages themselves."""
-        ...
     async def delete_message(
         self, sender_id: int, client_id: str, sent_since_ms: int
     ) -> DeleteOutcome:
@@ -223,6 +219,10 @@ class MessageStore(Protocol):
         the recipient's unread count and both users' stream heads follow."""
         ...
 
+    async def undelivered(self) -> list[tuple[int, str, int, int]]:
+        """Per (sender id, recipient's name): messages no device of the recipient has received
+        yet, and their envelope bytes, computed from the messages themselves."""
+        ...
 
     async def changes_after(
         self, user_id: int, after: int, limit: int, max_bytes: int
