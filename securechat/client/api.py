@@ -25,7 +25,7 @@ from websockets.typing import Origin
 
 from securechat import e2e
 from securechat.chat.protocol import normalize_username
-from securechat.client.chat import CHAT_MAX_FRAME, ChatConnection
+from securechat.client.chat import CHAT_MAX_FRAME, KEEPALIVE_INTERVAL, ChatConnection
 from securechat.client.keys import (
     DirectoryEntry,
     KeyDirectoryError,
@@ -106,12 +106,19 @@ class SecureChatClient:
             await chat.close()
         await self.http.aclose()
 
-    async def connect(self, *, after: int | None = 0, wait: float = 10.0) -> ChatConnection:
+    async def connect(
+        self,
+        *,
+        after: int | None = 0,
+        wait: float = 10.0,
+        keepalive: float | None = KEEPALIVE_INTERVAL,
+    ) -> ChatConnection:
         """Open the chat socket with this session (cookie and Origin as a browser sends them).
 
         With ``after`` (default 0: everything), connect with ``?after=`` so the server replays
         first; the replayed frames are in ``ChatConnection.replayed``. A refused handshake
-        raises websockets' ``InvalidStatus``.
+        raises websockets' ``InvalidStatus``. The socket pings after ``keepalive`` seconds
+        of silence (None: never), so the server does not take a quiet client for gone.
         """
         scheme = "wss" if self.base_url.startswith("https:") else "ws"
         cookies = self._cookie_header()
@@ -125,7 +132,7 @@ class SecureChatClient:
             open_timeout=wait,
             proxy=None,
         )
-        chat = ChatConnection(self, socket, wait=wait)
+        chat = ChatConnection(self, socket, wait=wait, keepalive=keepalive)
         self.chats.append(chat)
         if after is not None:
             chat.cursor, chat.in_order = int(after), True

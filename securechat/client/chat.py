@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 # Frames from the server are at most an envelope (56 KiB) and a little JSON around it.
 CHAT_MAX_FRAME = 1 << 20
 
+# Seconds of silence from the client after which it pings: the server closes a socket it has
+# heard nothing from for ws_idle_timeout (90 s by default) with 1013, as it does for a peer
+# that vanished. A third of the default keeps a quiet bot's socket open, as the page does.
+KEEPALIVE_INTERVAL = 30.0
+
 
 class ChatClosed(Exception):
     """The chat socket is closed; ``code`` and ``reason`` are the server's (None: no close frame)."""
@@ -55,7 +60,14 @@ class ChatConnection:
     positions arrive in order: on a socket opened with ``?after=``, or after a ``synced``.
     """
 
-    def __init__(self, client: SecureChatClient, socket: ClientConnection, *, wait: float) -> None:
+    def __init__(
+        self,
+        client: SecureChatClient,
+        socket: ClientConnection,
+        *,
+        wait: float,
+        keepalive: float | None = KEEPALIVE_INTERVAL,
+    ) -> None:
         self.client = client
         self.socket = socket
         # Seconds any one wait for the server may take before TimeoutError.
@@ -68,6 +80,14 @@ class ChatConnection:
         self.messages: dict[str, dict[str, Any]] = {}
         self._backlog: deque[dict[str, Any]] = deque()
         self._keys: dict[str, VerifiedKeys] = {}
+        # Pongs owed to the keepalive's own pings: read and dropped, never handed out.
+        self._keepalive_pongs = 0
+        self._last_sent = time.monotonic()
+        self._keepalive = (
+            None
+            if keepalive is None
+            else asyncio.create_task(self._keep_alive(keepalive), name="chat-keepalive")
+        )
 
     @property
     def username(self) -> str:
@@ -82,16 +102,31 @@ class ChatConnection:
 
     async def close(self) -> None:
         """Close the socket (normal closure)."""
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         await self.socket.close()
+
+    async def _keep_alive(self, interval: float) -> None:
+        """Ping whenever nothing was sent for ``interval`` seconds, until the socket closes."""
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, self._last_sent + interval - time.monotonic()))
+                if time.monotonic() - self._last_sent >= interval:
+                    self._keepalive_pongs += 1
+                    await self.send_frame({"type": "ping"})
+        except ConnectionClosed:
+            return
 
     # Frames ------------------------------------------------------------------------------
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         """Send one frame as compact JSON."""
+        self._last_sent = time.monotonic()
         await self.socket.send(json.dumps(frame, separators=(",", ":")))
 
     async def send_raw(self, data: str | bytes) -> None:
         """Send a text (str) or binary (bytes) frame exactly as given."""
+        self._last_sent = time.monotonic()
         await self.socket.send(data)
 
     async def receive(self, *, wait: float | None = None) -> dict[str, Any]:
@@ -126,11 +161,15 @@ class ChatConnection:
     async def _read(self, wait: float | None) -> dict[str, Any]:
         try:
             async with asyncio.timeout(wait):
-                text = await self.socket.recv()
+                while True:
+                    frame: dict[str, Any] = json.loads(await self.socket.recv())
+                    if frame.get("type") == "pong" and self._keepalive_pongs > 0:
+                        self._keepalive_pongs -= 1  # the keepalive's, not the caller's
+                        continue
+                    break
         except ConnectionClosed as closed:
             rcvd = closed.rcvd
             raise ChatClosed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from None
-        frame: dict[str, Any] = json.loads(text)
         self._note(frame)
         return frame
 

@@ -54,3 +54,37 @@ async def test_a_silent_socket_is_closed_and_its_user_goes_offline(
                 await cancel_and_wait(pinger)
             assert (await watcher.ping())["type"] == "pong"  # alice, heard from, is still here
             await watcher.close()
+
+
+async def test_the_python_clients_keepalive_holds_a_quiet_socket_open(
+    tmp_path: Path, identities: list[e2e.Identity]
+) -> None:
+    """A bot that only listens stays connected past ws_idle_timeout: its client pings after
+    ``keepalive`` seconds of silence and drops the pongs, so reading still sees only the
+    frames the server meant for it; the same client with no keepalive is closed with 1013."""
+    config = fast_config(tmp_path / "data", ws_idle_timeout=1.0)
+    with LiveServer(config).start() as server:
+        async with (
+            SecureChatClient(server.url, min_iterations=FAST_ITERATIONS) as alice,
+            SecureChatClient(server.url, min_iterations=FAST_ITERATIONS) as bob,
+        ):
+            for client, name, identity in (
+                (alice, "alice", identities[0]),
+                (bob, "bob", identities[1]),
+            ):
+                await client.register(
+                    name, "correct horse battery", iterations=FAST_ITERATIONS, identity=identity
+                )
+                await client.login(name, "correct horse battery")
+            quiet = await bob.connect(keepalive=0.3)
+            unkept = await bob.connect(keepalive=None)
+            assert await closed_with(unkept) == (1013, "nothing heard; reconnect and sync")
+            await asyncio.sleep(1.5)  # past the idle window again, for the kept socket
+            sender = await alice.connect(keepalive=None)
+            await sender.send_message("bob", "still there?")
+            frame = await quiet.receive()  # no keepalive pong comes first
+            assert frame["type"] == "message"
+            assert (await quiet.open(frame)).text == "still there?"
+            assert (await quiet.ping())["type"] == "pong"  # the caller's own ping is answered
+            await quiet.close()
+            await sender.close()
