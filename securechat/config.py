@@ -129,8 +129,10 @@ class Config:
     # A browser's device cookie lasts this long after its last successful login.
     device_cookie_max_age: int = 180 * 24 * 3600
     device_cookie_name: str = "__Host-securechat-device"
-    # Registrations per client address within the window.
-    registrations_per_address: int = 10
+    # Registration attempts per client address within the window. The sign-up page spends two
+    # on each sign-up (POST /register/check before key generation, then /register), so the
+    # default lets one address create ten accounts an hour.
+    registrations_per_address: int = 20
     registration_window: int = 3600
     # Tracked throttle keys at most (oldest forgotten first), so memory stays bounded; each
     # table on its own (per username, address, device, and the locked-out devices).
