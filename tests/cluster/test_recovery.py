@@ -6,7 +6,7 @@ Two nodes in one process, wired as a server wires them (``ChatCluster.create``),
 SQLite store (only node A commits) and a Redis of the module's own that a test may pause: a
 call that times out puts the node's link to rest for ``redis_retry_interval`` seconds, and
 what the node sends meanwhile never reaches Redis, which is the loss these tests are about.
-The resync's own sweep is slow here (every 20 s), so only the path under test can catch a
+The resync's own sweep is slow here (every 60 s), so only the path under test can catch a
 socket up within a test's wait.
 """
 
@@ -95,8 +95,8 @@ async def _pair(tmp_path: Path, redis: RedisEngine) -> AsyncIterator[Pair]:
     config = Config(
         data_dir=tmp_path,
         redis_url=redis.url,
-        broker_resync_interval=20.0,
-        redis_retry_interval=1.5,
+        broker_resync_interval=60.0,
+        redis_retry_interval=4.0,  # longer than a commit takes on a busy machine
         node_lease=0.6,
         session_check_interval=0.3,
         broker_control_retry_max=2,
@@ -125,7 +125,8 @@ async def _pair(tmp_path: Path, redis: RedisEngine) -> AsyncIterator[Pair]:
             for task in node.tasks:
                 task.cancel()
             await asyncio.gather(*node.tasks, return_exceptions=True)
-            await cluster.stop()
+            async with asyncio.timeout(30):  # a node that does not stop fails, never hangs
+                await cluster.stop()
             await node.link.close()
         await store.close()
 
@@ -165,10 +166,13 @@ async def control_orders(redis: RedisEngine) -> AsyncIterator[asyncio.Queue[dict
 
 
 async def rest(link: RedisLink, redis: RedisEngine) -> None:
-    """Have one call of ``link`` time out, so that it rests: calls fail at once meanwhile."""
+    """Have one call of ``link`` time out, so that it rests: calls fail at once meanwhile.
+    Redis stays paused until every call already under way (the lease's) has timed out too:
+    one that Redis answered after the pause would end the rest."""
     pause(redis)
     try:
         assert not await link.ping()
+        await asyncio.sleep(link.timeout + 0.1)
     finally:
         resume(redis)
     assert link.down
@@ -188,7 +192,7 @@ async def test_a_logout_sent_while_the_link_rests_reaches_the_other_node_later(
     await rest(pair.a.link, pair.redis)
     await pair.a.broker.end_session(sid)
     assert pair.a.broker.orders_waiting() == 1
-    await until(alice.conn.closed.is_set, wait=10)
+    await until(alice.conn.closed.is_set, wait=20)
     assert alice.conn.close_code == CloseCode.POLICY_VIOLATION
     assert (pair.a.broker.orders_waiting(), pair.a.broker.orders_resent) == (0, 1)
 
@@ -203,7 +207,7 @@ async def test_control_orders_kept_are_bounded_oldest_dropped_first(pair: Pair) 
     for sid in sids:
         await broker.end_session(sid)
     assert (broker.orders_waiting(), broker.orders_dropped) == (2, 1)
-    await until(lambda: all(s.conn.closed.is_set() for s in sockets[1:]), wait=10)
+    await until(lambda: all(s.conn.closed.is_set() for s in sockets[1:]), wait=20)
     assert not sockets[0].conn.closed.is_set()
 
 
@@ -220,7 +224,7 @@ async def test_a_frame_dropped_while_the_link_rests_comes_by_a_resync_order(pair
     await pair.a.delivery.flush()
     head = await pair.store.messages.head(pair.users["alice"].user_id)
     await until(lambda: pair.a.broker.dropped >= 1)  # alice's frame (and bob's copy)
-    await until(lambda: alice.last_pos == head, wait=10)
+    await until(lambda: alice.last_pos == head, wait=20)
     assert positions(alice_sent) == [head]
     assert pair.a.broker.resync_orders == 1
 
@@ -232,11 +236,11 @@ async def test_a_resync_order_names_the_users_or_everyone_past_the_bound(pair: P
         await rest(pair.a.link, pair.redis)
         for user in ("carol", "dave"):
             await pair.a.broker.publish(user, "{}")
-        assert (await asyncio.wait_for(orders.get(), 10))["users"] == ["carol", "dave"]
+        assert (await asyncio.wait_for(orders.get(), 20))["users"] == ["carol", "dave"]
         await rest(pair.a.link, pair.redis)
         for user in ("carol", "dave", "erin"):
             await pair.a.broker.publish(user, "{}")
-        assert (await asyncio.wait_for(orders.get(), 10))["users"] is None
+        assert (await asyncio.wait_for(orders.get(), 20))["users"] is None
     assert pair.a.broker.dropped == 5
 
 
@@ -272,8 +276,8 @@ async def test_a_dead_node_reaped_has_every_local_socket_checked(pair: Pair) -> 
         await NodeLeases(link, "node-c", 0.3, lambda: {"bob": 1}).refresh()
     finally:
         await link.close()
-    await until(lambda: pair.b_cluster.nodes.reaped == 1, wait=10)
-    await until(lambda: alice.last_pos == stored.last_seq, wait=10)
+    await until(lambda: pair.b_cluster.nodes.reaped == 1, wait=20)
+    await until(lambda: alice.last_pos == stored.last_seq, wait=20)
     assert positions(alice_sent) == [stored.last_seq]
     assert pair.b.resync.stats.all_requests >= 1
 
@@ -290,7 +294,7 @@ async def test_a_session_revoked_with_no_order_closes_its_socket_within_the_inte
     alice, _ = await pair.synced(pair.b, "alice", sid)
     other, _ = await pair.synced(pair.b, "alice", await pair.session("alice"))
     await pair.store.sessions.revoke(sid, 2)
-    await until(alice.conn.closed.is_set, wait=10)
+    await until(alice.conn.closed.is_set, wait=20)
     assert alice.conn.close_code == CloseCode.POLICY_VIOLATION
     assert not other.conn.closed.is_set()
 
