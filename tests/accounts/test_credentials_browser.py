@@ -3,6 +3,8 @@ what a person does in the settings, sign-up and recovery pages, and what it leav
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.browser
 
 NewContext = Callable[..., Awaitable[BrowserContext]]
 NEW_PASSWORD = "purple giraffe lantern 7"
+CLOSE_S = 20  # seconds a browser context gets to close after a test
 
 
 @pytest.fixture(name="new_context")
@@ -34,7 +37,10 @@ async def _new_context(browser: Browser, live_server: LiveServer) -> AsyncIterat
 
     yield new_context
     for context in contexts:
-        await context.close()
+        # Bounded: a close that never answers must not hold the whole run; the browser's own
+        # close at the end of the session takes such a context with it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(context.close(), CLOSE_S)
 
 
 async def me_status(page: Page, base_url: str) -> int:
