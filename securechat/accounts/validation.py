@@ -32,6 +32,14 @@ def username_field(body: dict[str, Any], name: str = "username") -> str:
         raise InvalidField(name, str(error)) from None
 
 
+def bool_field(body: dict[str, Any], name: str) -> bool:
+    """``body[name]`` if it is true or false; absent is false."""
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidField(name, f"{name} must be true or false")
+    return value
+
+
 def base64_field(body: dict[str, Any], name: str, *, max_bytes: int) -> bytes:
     """Decode a standard, padded base64 field, refusing anything over ``max_bytes`` first."""
     value = body.get(name)

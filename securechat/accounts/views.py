@@ -122,10 +122,19 @@ def _set_device_cookie(response: Response, token: str, config: Config) -> None:
 
 
 @blueprint.post("/logout")
-async def logout() -> tuple[str, int]:
-    """Revoke this session on the server and clear the cookie."""
+async def logout() -> Response:
+    """Revoke this session on the server and clear the cookie; with ``forget_device`` clear the
+    device cookie too, so a shared computer keeps no login budget of the person who left."""
+    forget_device = False
+    if request.content_length:
+        forget_device = validation.bool_field(await json_body(), "forget_device")
     await end_session()
-    return "", 204
+    response = Response("", status=204)
+    if forget_device:
+        response.delete_cookie(
+            _config().device_cookie_name, path="/", secure=True, httponly=True, samesite="Strict"
+        )
+    return response
 
 
 @blueprint.get("/me")

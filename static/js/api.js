@@ -117,7 +117,8 @@ export const accounts = {
   prelogin: (username) => post("/api/v1/prelogin", { username }),
   register: (registration) => post("/api/v1/register", registration),
   login: (username, authKey) => post("/api/v1/login", { username, auth_key: authKey }),
-  logout: () => post("/api/v1/logout"),
+  logout: ({ forgetDevice = false } = {}) =>
+    post("/api/v1/logout", { forget_device: forgetDevice }),
   me: () => request("/api/v1/me"),
   sessions: () => request("/api/v1/sessions"),
   revokeOtherSessions: () => post("/api/v1/sessions/revoke-others"),

@@ -237,3 +237,26 @@ async def test_the_device_cookie_is_set_like_the_session_cookie_and_outlives_log
     assert logout.status_code == 204
     cleared = logout.headers.get_list("set-cookie")
     assert cleared and all(not h.startswith(DEVICE_COOKIE_NAME) for h in cleared)
+
+
+async def test_logout_that_forgets_the_device_clears_its_cookie_too(
+    owner: SecureChatClient, server: LiveServer
+) -> None:
+    """ "Forget this device" (forget_device: true) expires the device cookie with the same
+    attributes it was set with, so a shared computer keeps no login budget of the person who
+    left; anything but a boolean is refused before the session ends."""
+    await owner.login("alice", PASSWORD)
+    assert owner.device_cookie
+    refused = await owner.request("POST", "/api/v1/logout", {"forget_device": "yes"})
+    assert refused.status_code == 400
+    assert refused.json()["field"] == "forget_device"
+    assert (await owner.request("GET", "/api/v1/me")).status_code == 200  # still logged in
+    logout = await owner.request("POST", "/api/v1/logout", {"forget_device": True})
+    assert logout.status_code == 204
+    [header] = [
+        h for h in logout.headers.get_list("set-cookie") if h.startswith(DEVICE_COOKIE_NAME)
+    ]
+    lowered = header.lower()
+    assert lowered.startswith(f"{DEVICE_COOKIE_NAME.lower()}=;")
+    for attribute in ("max-age=0", "secure", "httponly", "samesite=strict", "path=/"):
+        assert attribute in lowered

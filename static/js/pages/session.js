@@ -72,7 +72,7 @@ export async function logOut({ forget = false, username = null } = {}) {
   window.dispatchEvent(new Event("securechat:logout"));
   try {
     if (forget && username) await forgetDevice(username);
-    await accounts.logout();
+    await accounts.logout({ forgetDevice: forget });
   } catch (error) {
     // 401: the session had already ended, which is what we wanted.
     if (error.status !== 401) {
