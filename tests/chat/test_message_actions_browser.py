@@ -183,3 +183,26 @@ async def test_a_reply_shows_its_quote_on_both_sides(
         await quote.click()
         original = chat.messages.filter(has_text="Lunch at noon?").first
         await expect(original).to_have_class(re.compile(r"\bmsg--found\b"))
+
+
+async def test_a_tombstone_naming_my_message_leaves_it_on_screen(
+    new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
+) -> None:
+    """Bob's tombstone naming alice's own message, while she has the thread open, is ignored:
+    her message stays on screen and in the cache."""
+    mine = await (await alice.connect()).send_message("bob", "my own words")
+    chat = await ChatPage.open(await new_context(), live_server.url, "alice")
+    await chat.open_conversation("bob")
+    await expect(chat.messages).to_have_count(1, timeout=WAIT_MS)
+
+    bob_chat = await bob.connect()
+    await bob_chat.send_tombstone("alice", mine["id"])
+    # Frames are handled in order: once this shows, bob's tombstone has been dealt with.
+    await bob_chat.send_message("alice", "after bob")
+    await expect(chat.messages.filter(has_text="after bob")).to_have_count(1, timeout=WAIT_MS)
+    assert await chat.texts() == ["my own words", "after bob"]
+    await chat.page.reload()
+    await chat.wait_ready()
+    await chat.open_conversation("bob")
+    await expect(chat.messages).to_have_count(2, timeout=WAIT_MS)
+    assert await chat.texts() == ["my own words", "after bob"]

@@ -241,28 +241,30 @@ export class Messages {
       if (isTransient(error)) return record; // the sender's keys could not be had: later
       result = { state: error instanceof EnvelopeError ? error.code : "unverifiable", text: null };
     }
-    const takesBack = result.delete ?? null;
-    const content = contentOf(result.text, result.reply, takesBack);
+    const claimed = result.delete ?? null;
+    const content = contentOf(result.text, result.reply, claimed);
     const opened = {
       ...record,
       state: result.state,
       envelope: null,
       writtenMs: result.writtenMs ?? null,
-      hidden: takesBack !== null,
+      hidden: claimed !== null,
       box: result.text === null ? null : await this.vault.seal(record.id, content),
     };
     await this.store.putMessage(opened);
-    if (takesBack !== null) await this.#takeBack(takesBack, opened);
+    // Only what the tombstone really took back may leave the screen.
+    const takesBack = claimed !== null && (await this.#takeBack(claimed, opened)) ? claimed : null;
     return { ...opened, text: result.text, reply: result.reply ?? null, takesBack };
   }
 
   /**
    * A verified tombstone takes back its sender's message id: removed here, its id kept so no
-   * sync or history page brings it back. Someone else's message is left alone.
+   * sync or history page brings it back. Someone else's message is left alone. Resolves to
+   * whether the tombstone was honoured.
    */
   async #takeBack(id, tombstone) {
     const target = await this.store.message(id);
-    if (target && target.from !== tombstone.from) return;
+    if (target && target.from !== tombstone.from) return false;
     const base = target ?? {
       id,
       peer: tombstone.peer,
@@ -275,6 +277,7 @@ export class Messages {
       status: null,
     };
     await this.store.putMessage({ ...gone(base), deletedBy: tombstone.from });
+    return true;
   }
 
   /** Delete for me: the message leaves this device's view and cache; its id stays, hidden. */
