@@ -245,9 +245,10 @@ class Delivery:
 
     # Submissions (from the connections' receive tasks) ------------------------------------
 
-    async def admit(self, conn: Connection, author: Principal, frame: Send, now: float) -> bool:
-        """Whether ``author`` may send now; if not, ``conn`` gets a ``rate_limited`` error
-        naming the frame, and nothing is stored (the client sends it again later)."""
+    async def admit(self, conn: Connection, author: Principal, frame_id: str, now: float) -> bool:
+        """Whether ``author`` may send (or delete) now; if not, ``conn`` gets a
+        ``rate_limited`` error naming the frame's id, and nothing is stored or removed (the
+        client tries again later). Sends and deletes draw on the same per-user budget."""
         allowed = None
         if self._shared_rate is not None:
             allowed = await self._shared_rate.allow(author.user_id)
@@ -255,7 +256,7 @@ class Delivery:
             allowed = self._send_rate.allow(author.user_id, now)
         if allowed:
             return True
-        self._refuse(conn, FrameCode.RATE_LIMITED, frame.id)
+        self._refuse(conn, FrameCode.RATE_LIMITED, frame_id)
         return False
 
     async def send(self, conn: Connection, author: Principal, frame: Send) -> None:

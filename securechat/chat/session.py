@@ -142,7 +142,7 @@ class ChatSession:
         elif isinstance(frame, Ping):
             self.reply(pong_frame())
         elif isinstance(frame, Delete):
-            await self.delivery.delete(self.conn, self.user, frame.id)
+            await self._delete(frame.id)
 
     def reply(self, text: str) -> None:
         """Queue a frame for this connection only (behind what is already queued)."""
@@ -152,8 +152,13 @@ class ChatSession:
         if frame.to == self.user.name:
             self._refuse(FrameCode.SELF_RECIPIENT, None, frame.id)
             return
-        if await self.delivery.admit(self.conn, self.user, frame, self._clock()):
+        if await self.delivery.admit(self.conn, self.user, frame.id, self._clock()):
             await self.delivery.send(self.conn, self.user, frame)
+
+    async def _delete(self, frame_id: str) -> None:
+        # A delete costs what a send costs: each one is a database write.
+        if await self.delivery.admit(self.conn, self.user, frame_id, self._clock()):
+            await self.delivery.delete(self.conn, self.user, frame_id)
 
     async def _typing_to(self, to: str) -> None:
         # Never stored, never an error when dropped: typing is a hint, relayed while it is fresh.

@@ -42,6 +42,9 @@ def _backend_server(
 ) -> Iterator[tuple[LiveServer, ManualClock]]:
     """A server on SQLite, or on a fresh PostgreSQL database, with a manual clock."""
     overrides: dict[str, object] = {"delete_window": WINDOW}
+    # A test may tighten the server's bounds: @pytest.mark.parametrize("bounds", [{...}]).
+    if "bounds" in request.fixturenames:
+        overrides |= request.getfixturevalue("bounds")
     if request.param == "postgres":
         engine = request.getfixturevalue("postgres_engine")
         database = request.getfixturevalue("postgres_database")
@@ -180,3 +183,23 @@ async def test_a_malformed_delete_is_a_bad_field(pair: Pair) -> None:
         error = await chat.wait_for("error")
         assert error["code"] == "bad_field"
         assert "'id'" in error["message"]
+
+
+@pytest.mark.parametrize("bounds", [{"sends_per_user_per_s": 0.001, "sends_per_user_burst": 3}])
+async def test_deletes_draw_on_the_send_rate(pair: Pair, bounds: dict[str, object]) -> None:
+    """A burst of deletes (of unknown ids, each a database look-up) is refused past the
+    account's send budget with the error a send gets, and the budget is shared with sends."""
+    alice, bob = pair.alice, pair.bob
+    assert bob.account is not None
+    alice_chat = await alice.connect()
+    await alice_chat.send_message(bob.account.username, "one")
+    codes = []
+    for _ in range(3):
+        with pytest.raises(ChatError) as refused:
+            await alice_chat.delete(str(uuid.uuid4()))
+        codes.append(refused.value.code)
+    assert codes == ["unknown_message", "unknown_message", "rate_limited"]
+    with pytest.raises(ChatError) as refused:
+        await alice_chat.send_message(bob.account.username, "two")
+    assert refused.value.code == "rate_limited"
+    assert await alice_chat.ping() == {"type": "pong"}

@@ -114,7 +114,13 @@ class MessageStore:
     ) -> DeleteOutcome:
         """Remove the sender's stored message ``client_id`` (delete for everyone), with its
         receipts, its place in the backlog and unread counts, and its stream positions, under
-        the commits' lock (no commit moves a head or a count meanwhile)."""
+        the commits' lock (no commit moves a head or a count meanwhile). An unknown or expired
+        id is answered from a plain read first: it never waits for, nor holds up, a commit."""
+        sent = await self.db.fetch_value(_DELETABLE_TS, sender_id, client_id)
+        if sent is None:
+            return UNKNOWN_MESSAGE
+        if sent < sent_since_ms:
+            return DELETE_EXPIRED
 
         async def job(connection: asyncpg.Connection) -> DeleteOutcome:
             await connection.fetchval(_LOCK_SEQUENCE)
@@ -320,6 +326,7 @@ _DELETABLE: Final = (
     " m.read_at IS NULL, length(m.envelope) FROM messages m"
     " JOIN users r ON r.id = m.recipient_id WHERE m.sender_id = $1 AND m.client_id = $2"
 )
+_DELETABLE_TS: Final = "SELECT ts FROM messages WHERE sender_id = $1 AND client_id = $2"
 _FORGET_PAIR: Final = (
     "UPDATE undelivered_pairs SET messages = greatest(messages - 1, 0)"
     " WHERE sender_id = $1 AND recipient_id = $2"
