@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from securechat.accounts import validation
 from securechat.accounts.devices import Device, DeviceTokens
@@ -252,6 +252,7 @@ class Accounts:
             raise InvalidCredentials()
         if result.new_hash is not None:
             await self.store.accounts.update_auth_hash(user.id, result.new_hash)
+            user = replace(user, auth_hash=result.new_hash)  # what the session insert checks
         return user
 
     async def _count_login(self, username: str, address: str, device: Device | None) -> _Attempt:
@@ -454,16 +455,22 @@ class Accounts:
     async def _verify_recovery(
         self, username: str, recovery_auth: bytes
     ) -> tuple[User, RecoveryRecord]:
+        # Every refusal costs two argon2 verifications (a decoy stands in for a missing user,
+        # key or previous key), so timing tells no one whether the account exists, has a
+        # recovery key or has used one.
         user = await self.store.accounts.user_by_name(username)
         record = None if user is None else await self.store.accounts.recovery(user.id)
         if user is None or record is None:
+            await self.hasher.waste_time(recovery_auth)
             await self.hasher.waste_time(recovery_auth)
             raise InvalidRecoveryKey()
         if (await self.hasher.verify(record.auth_hash, recovery_auth)).ok:
             return user, record
         # Only someone who held the old key gets told it was used; others learn nothing more.
         previous = record.previous_hash
-        if previous is not None and (await self.hasher.verify(previous, recovery_auth)).ok:
+        if previous is None:
+            await self.hasher.waste_time(recovery_auth)
+        elif (await self.hasher.verify(previous, recovery_auth)).ok:
             raise RecoveryKeyUsed()
         raise InvalidRecoveryKey()
 

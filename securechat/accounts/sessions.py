@@ -16,7 +16,7 @@ import secrets
 from quart import g, has_request_context, request, websocket
 from quart_auth import AuthUser, current_user, login_user, logout_user
 
-from securechat.errors import NotAuthenticated
+from securechat.errors import AccountDisabled, InvalidCredentials, NotAuthenticated
 from securechat.state import AppState, state
 from securechat.store import Session, Store, User
 
@@ -38,7 +38,9 @@ def store() -> Store:
 
 
 async def start_session(user: User) -> Session:
-    """Open a fresh session for ``user`` (a new id at every login) and set its cookie."""
+    """Open a fresh session for ``user`` (a new id at every login) and set its cookie;
+    AccountDisabled or InvalidCredentials if the account was disabled, or its password
+    changed, since ``user`` was read."""
     config = state().config
     auth_id = secrets.token_urlsafe(32)
     now = state().clock.now_ms()
@@ -55,7 +57,12 @@ async def start_session(user: User) -> Session:
         user_agent=(context.headers.get("User-Agent") or "")[:USER_AGENT_MAX],
         address=context.remote_addr or "",
     )
-    await store().sessions.add_session(session)
+    # Only while the account still has the password the login verified and is not disabled:
+    # a change, recovery, disable or deletion that committed meanwhile refuses the login.
+    if not await store().sessions.add_session(session, auth_hash=user.auth_hash):
+        if await store().lifecycle.is_disabled(user.id):
+            raise AccountDisabled()
+        raise InvalidCredentials()
     login_user(AuthUser(auth_id), remember=True)
     g.securechat_session = session
     await _revoke_beyond_limit(user.id, config.sessions_per_user_max, now)

@@ -128,8 +128,11 @@ class AccountStore(Protocol):
 class SessionStore(Protocol):
     """Sessions, by their hashed id; see securechat/accounts/sessions.py."""
 
-    async def add_session(self, session: Session) -> None:
-        """Insert a new session (its ``username`` and ``revoked_at`` are not stored)."""
+    async def add_session(self, session: Session, auth_hash: str | None = None) -> bool:
+        """Insert a new session (its ``username`` and ``revoked_at`` are not stored). Given
+        the ``auth_hash`` a login verified, only in the same statement as the check that the
+        user still has that hash and is not disabled (a password change, recovery, disable
+        or deletion that committed after the check wins); whether a row was inserted."""
         ...
 
     async def session_by_id(self, session_id: str) -> Session | None:

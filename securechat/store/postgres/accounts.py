@@ -260,18 +260,22 @@ async def _revoke_sessions(
     return [str(row[0]) for row in rows]
 
 
+_INSERT_SESSION = (
+    "INSERT INTO sessions (id, public_id, user_id, created_at, last_seen_at, expires_at,"
+    " user_agent, address)"
+)
+
+
 class SessionStore:
     """Named queries over ``sessions``. Session ids are stored hashed; see sessions.py."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def add_session(self, session: Session) -> None:
-        """Insert a new session row."""
-        await _execute(
-            self.db,
-            "INSERT INTO sessions (id, public_id, user_id, created_at, last_seen_at, expires_at,"
-            " user_agent, address) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    async def add_session(self, session: Session, auth_hash: str | None = None) -> bool:
+        """Insert a new session row (given ``auth_hash``: only while the user still has it
+        and is not disabled, checked in the same statement)."""
+        columns = (
             session.id,
             session.public_id,
             session.user_id,
@@ -281,6 +285,29 @@ class SessionStore:
             session.user_agent,
             session.address,
         )
+        if auth_hash is None:
+            sql = f"{_INSERT_SESSION} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            return await _execute(self.db, sql, *columns) == 1
+
+        async def job(connection: asyncpg.Connection) -> bool:
+            # The user row is share-locked first: a password change, recovery, disable or
+            # deletion (each locks or writes that row) either committed before, and the
+            # insert's fresh READ COMMITTED snapshot sees it, or waits for this commit and
+            # then revokes the new session with the rest.
+            stored = await connection.fetchval(
+                "SELECT auth_hash FROM users WHERE id = $1 FOR SHARE", session.user_id
+            )
+            if stored != auth_hash:
+                return False
+            status = await connection.execute(
+                f"{_INSERT_SESSION} SELECT $1::text, $2::text, $3::bigint, $4::bigint,"
+                " $5::bigint, $6::bigint, $7::text, $8::text"
+                " WHERE NOT EXISTS (SELECT 1 FROM disabled_users WHERE user_id = $3::bigint)",
+                *columns,
+            )
+            return rows_changed(status) == 1
+
+        return await self.db.write(job)
 
     async def session_by_id(self, session_id: str) -> Session | None:
         """The session with this hashed id, revoked or not."""

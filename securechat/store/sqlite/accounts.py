@@ -246,28 +246,41 @@ def _revoke_sessions(
     return [str(row[0]) for row in rows]
 
 
+_INSERT_SESSION = (
+    "INSERT INTO sessions (id, public_id, user_id, created_at, last_seen_at, expires_at,"
+    " user_agent, address)"
+)
+
+
 class SessionStore:
     """Named queries over ``sessions``. Session ids are stored hashed; see sessions.py."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def add_session(self, session: Session) -> None:
-        """Insert a new session row."""
-        await self.db.execute(
-            "INSERT INTO sessions (id, public_id, user_id, created_at, last_seen_at, expires_at,"
-            " user_agent, address) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                session.id,
-                session.public_id,
-                session.user_id,
-                session.created_at,
-                session.last_seen_at,
-                session.expires_at,
-                session.user_agent,
-                session.address,
-            ),
+    async def add_session(self, session: Session, auth_hash: str | None = None) -> bool:
+        """Insert a new session row (given ``auth_hash``: only while the user still has it
+        and is not disabled, checked in the same statement)."""
+        columns = (
+            session.id,
+            session.public_id,
+            session.user_id,
+            session.created_at,
+            session.last_seen_at,
+            session.expires_at,
+            session.user_agent,
+            session.address,
         )
+        if auth_hash is None:
+            sql = f"{_INSERT_SESSION} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            return await self.db.execute(sql, columns) == 1
+        sql = (
+            f"{_INSERT_SESSION} SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+            " WHERE EXISTS (SELECT 1 FROM users WHERE id = ? AND auth_hash = ?)"
+            " AND NOT EXISTS (SELECT 1 FROM disabled_users WHERE user_id = ?)"
+        )
+        params = (*columns, session.user_id, auth_hash, session.user_id)
+        return await self.db.execute(sql, params) == 1
 
     async def session_by_id(self, session_id: str) -> Session | None:
         """The session with this hashed id, revoked or not."""
