@@ -7,6 +7,7 @@ server; bob is the Python client where a test needs no page of his.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -206,3 +207,44 @@ async def test_a_tombstone_naming_my_message_leaves_it_on_screen(
     await chat.open_conversation("bob")
     await expect(chat.messages).to_have_count(2, timeout=WAIT_MS)
     assert await chat.texts() == ["my own words", "after bob"]
+
+
+async def send_reply(
+    client: SecureChatClient, to: str, text: str, reply: dict[str, str]
+) -> dict[str, Any]:
+    """Send ``text`` whose encrypted body quotes ``reply`` ({id, from, snippet}) as it likes."""
+    chat = await client.connect()
+    message_id = str(uuid.uuid4())
+    envelope = await chat.seal(to, text, message_id, extra={"reply": reply})
+    await chat.send_frame({"type": "send", "id": message_id, "to": to, "envelope": envelope})
+    return await chat.wait_ack(message_id)
+
+
+async def test_a_reply_cannot_put_words_in_someone_elses_mouth(
+    new_context: NewContext, live_server: LiveServer, alice: SecureChatClient, bob: SecureChatClient
+) -> None:
+    """The quote in a reply is the replier's say-so: a quote of a message kept here shows its
+    real author and words; one of a message not here shows as quoted by the replier, never
+    under the author it claims."""
+    mine = await (await alice.connect()).send_message("bob", "the real words")
+    await send_reply(
+        bob, "alice", "forged known", {"id": mine["id"], "from": "carol", "snippet": "lies"}
+    )
+    await send_reply(
+        bob,
+        "alice",
+        "forged unknown",
+        {"id": str(uuid.uuid4()), "from": "carol", "snippet": "I owe bob money"},
+    )
+    chat = await ChatPage.open(await new_context(), live_server.url, "alice")
+    await chat.open_conversation("bob")
+    await expect(chat.messages).to_have_count(3, timeout=WAIT_MS)
+
+    known = chat.messages.filter(has_text="forged known").locator(".msg__quote")
+    await expect(known).to_contain_text("the real words")
+    await expect(known.locator(".msg__quote-from")).to_have_text("alice")
+    await expect(known).not_to_contain_text("lies")
+    unknown = chat.messages.filter(has_text="forged unknown").locator(".msg__quote")
+    await expect(unknown).to_contain_text("I owe bob money")
+    await expect(unknown.locator(".msg__quote-from")).to_have_text("quoted by bob")
+    await expect(unknown).not_to_contain_text("carol")

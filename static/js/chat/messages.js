@@ -16,6 +16,9 @@ import { isTransient } from "../api.js";
 import { EnvelopeError, encryptMessage, openMessage } from "../crypto.js";
 import { PENDING_ORDER } from "./store.js";
 
+// A quote shown from the original kept here is at most this long (crypto.REPLY_SNIPPET_MAX).
+const QUOTE_CHARS = 140;
+
 export const STATUS_RANK = { sending: 0, sent: 1, delivered: 2, read: 3 };
 // The server refuses an envelope whose canonical JSON exceeds envelope_max_bytes (56 KiB).
 const ENVELOPE_MAX_BYTES = 56 * 1024;
@@ -254,7 +257,8 @@ export class Messages {
     await this.store.putMessage(opened);
     // Only what the tombstone really took back may leave the screen.
     const takesBack = claimed !== null && (await this.#takeBack(claimed, opened)) ? claimed : null;
-    return { ...opened, text: result.text, reply: result.reply ?? null, takesBack };
+    const reply = await this.#quoted(result.reply, opened);
+    return { ...opened, text: result.text, reply, takesBack };
   }
 
   /**
@@ -317,12 +321,36 @@ export class Messages {
   async content(record) {
     if (record.text !== undefined) return { text: record.text, reply: record.reply ?? null };
     if (record.hidden || record.state !== "ok" || !record.box) return { text: null, reply: null };
+    const { text, reply } = await this.#sealed(record);
+    return { text, reply: await this.#quoted(reply, record) };
+  }
+
+  async #sealed(record) {
     try {
       const { text, reply } = await this.vault.open(record.id, record.box);
       return { text, reply: reply ?? null };
     } catch {
       return { text: null, reply: null };
     }
+  }
+
+  /**
+   * A reply's quote as shown. What the body quotes is the replier's say-so: when the message
+   * it names is kept here (in this conversation, readable) its own author and words are
+   * shown; otherwise the snippet, marked quotedBy: its author is the replier, not the one
+   * the body claims.
+   */
+  async #quoted(reply, record) {
+    if (!reply) return null;
+    const original = await this.store.message(reply.id);
+    if (original && original.peer === record.peer && !original.hidden && original.state === "ok") {
+      const text = original.text ?? (original.box ? (await this.#sealed(original)).text : null);
+      if (typeof text === "string") {
+        const snippet = [...text].slice(0, QUOTE_CHARS).join("");
+        return { id: reply.id, from: original.from, snippet, quotedBy: null };
+      }
+    }
+    return { id: reply.id, from: record.from, snippet: reply.snippet, quotedBy: record.from };
   }
 
   /** Open again every message still pending (after the network came back). */

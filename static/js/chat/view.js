@@ -182,7 +182,11 @@ function quoteNode(reply, onQuote) {
   const quote = el(
     "button",
     { className: "msg__quote", attrs: { type: "button", title: "Show the message replied to" } },
-    el("span", { className: "msg__quote-from", text: reply.from }),
+    el("span", {
+      className: "msg__quote-from",
+      // Not found here: only the replier vouches for the words, not their claimed author.
+      text: reply.quotedBy ? `quoted by ${reply.quotedBy}` : reply.from,
+    }),
     el("span", { className: "msg__quote-text", text: reply.snippet }),
   );
   quote.addEventListener("click", () => onQuote(reply.id));
