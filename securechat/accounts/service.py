@@ -250,8 +250,11 @@ class Accounts:
         result = await self.hasher.verify(user.auth_hash, auth_key)
         if not result.ok:
             raise InvalidCredentials()
-        if result.new_hash is not None:
-            await self.store.accounts.update_auth_hash(user.id, result.new_hash)
+        # A rehash is a compare and set: a password change committed since the read wins, and
+        # this login then fails at the session insert, which checks the hash it proved.
+        if result.new_hash is not None and await self.store.accounts.update_auth_hash(
+            user.id, user.auth_hash, result.new_hash
+        ):
             user = replace(user, auth_hash=result.new_hash)  # what the session insert checks
         return user
 

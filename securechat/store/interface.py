@@ -55,8 +55,9 @@ class AccountStore(Protocol):
         """The user with this (already normalised) name."""
         ...
 
-    async def update_auth_hash(self, user_id: int, auth_hash: str) -> None:
-        """Store a rehashed auth_key (argon2 parameters changed)."""
+    async def update_auth_hash(self, user_id: int, old_hash: str, auth_hash: str) -> bool:
+        """Store a rehashed auth_key (argon2 parameters changed) if the stored hash is still
+        ``old_hash`` (compare and set); False if a password change or recovery replaced it."""
         ...
 
     async def count_users(self) -> int:

@@ -36,9 +36,23 @@ async def test_a_user_reads_back_as_stored(any_store: Store) -> None:
 async def test_a_rehash_is_stored(any_store: Store) -> None:
     """update_auth_hash replaces the hash and nothing else."""
     user_id = await any_store.accounts.add_user(new_user("alice"), 1)
-    await any_store.accounts.update_auth_hash(user_id, "new hash")
+    before = await any_store.accounts.user_by_name("alice")
+    assert before is not None
+    assert await any_store.accounts.update_auth_hash(user_id, before.auth_hash, "new hash")
     user = await any_store.accounts.user_by_name("alice")
     assert user is not None and user.auth_hash == "new hash" and user.salt == b"s" * 16
+
+
+async def test_a_rehash_never_undoes_a_password_change(any_store: Store) -> None:
+    """A rehash computed from the hash read before a password change does not overwrite the
+    new password's hash (compare and set): the old password must not come back."""
+    user_id = await any_store.accounts.add_user(new_user("alice"), 1)
+    before = await any_store.accounts.user_by_name("alice")
+    assert before is not None
+    assert await any_store.accounts.update_auth_hash(user_id, before.auth_hash, "new password")
+    assert not await any_store.accounts.update_auth_hash(user_id, before.auth_hash, "old rehash")
+    user = await any_store.accounts.user_by_name("alice")
+    assert user is not None and user.auth_hash == "new password"
 
 
 async def test_registration_race_has_one_winner(any_store: Store) -> None:

@@ -78,9 +78,14 @@ class AccountStore:
         )
         return User(*row) if row else None
 
-    async def update_auth_hash(self, user_id: int, auth_hash: str) -> None:
-        """Store a rehashed auth_key (argon2 parameters changed)."""
-        await self.db.execute("UPDATE users SET auth_hash = ? WHERE id = ?", (auth_hash, user_id))
+    async def update_auth_hash(self, user_id: int, old_hash: str, auth_hash: str) -> bool:
+        """Store a rehashed auth_key (argon2 parameters changed) if the stored hash is still
+        ``old_hash``; False if a password change or recovery replaced it meanwhile."""
+        changed = await self.db.execute(
+            "UPDATE users SET auth_hash = ? WHERE id = ? AND auth_hash = ?",
+            (auth_hash, user_id, old_hash),
+        )
+        return changed == 1
 
     async def count_users(self) -> int:
         row = await self.db.fetch_one("SELECT count(*) FROM users")
