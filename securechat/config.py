@@ -167,6 +167,11 @@ class Config:
     # it 429 ``search_limited``. Typing a name makes a few a second; a scraper gets no faster.
     user_search_per_s: float = 3.0
     user_search_burst: int = 30
+    # Contact decisions and lists (POST/GET /api/v1/contacts, GET /api/v1/requests) one
+    # account may make, all its sessions together, per node (a token bucket); past it 429
+    # ``contacts_limited``. Each is a database read or write; a person clicks a few a second.
+    contacts_per_user_per_s: float = 5.0
+    contacts_per_user_burst: int = 50
     # Contacts, blocked users and message requests listed at most per page (chat/contacts.py).
     contacts_page_max: int = 200
     commit_batch_max: int = 512

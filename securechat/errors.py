@@ -54,6 +54,11 @@ class HttpCode(enum.Enum):
     )
     THROTTLED = ("throttled", 429, "Too many attempts. Try again later.")
     SEARCH_LIMITED = ("search_limited", 429, "Too many searches. Try again in a moment.")
+    CONTACTS_LIMITED = (
+        "contacts_limited",
+        429,
+        "Too many contact requests. Try again in a moment.",
+    )
     INTERNAL = ("internal", 500, "Internal server error.")
     BUSY = ("busy", 503, "The server is busy. Try again in a moment.")
 
@@ -267,6 +272,12 @@ class SearchLimited(Throttled):
     """Searches for users faster than a person types (securechat/chat/conversations.py)."""
 
     error = HttpCode.SEARCH_LIMITED
+
+
+class ContactsLimited(Throttled):
+    """Contact decisions and lists faster than a person makes them (securechat/chat/contacts.py)."""
+
+    error = HttpCode.CONTACTS_LIMITED
 
 
 class ServerBusy(SecureChatError):

@@ -26,7 +26,7 @@ from securechat.chat.delivery import SharedRate
 from securechat.chat.presence import Presence
 from securechat.chat.protocol import SEQ_LIMIT, KeyedRateLimiter, normalize_username
 from securechat.config import Config
-from securechat.errors import InvalidField, NotFound, SearchLimited
+from securechat.errors import ContactsLimited, InvalidField, NotFound, SearchLimited
 from securechat.runtime import Clock
 from securechat.state import state
 from securechat.store import ContactState, ContactStore, User
@@ -61,6 +61,25 @@ class SearchRate:
             raise SearchLimited(self._retry_after)
 
 
+class ContactsRate:
+    """The contact decisions and lists one account may make (a token bucket per account, all
+    its sessions together, this node's count)."""
+
+    def __init__(self, config: Config, clock: Clock) -> None:
+        self._local = KeyedRateLimiter(
+            config.contacts_per_user_per_s,
+            config.contacts_per_user_burst,
+            config.send_limiter_table_max,
+        )
+        self._clock = clock
+        self._retry_after = max(1, math.ceil(1 / config.contacts_per_user_per_s))
+
+    def check(self, user_id: int) -> None:
+        """Take one from the account's bucket, or raise ContactsLimited (429)."""
+        if not self._local.allow(user_id, self._clock.now_ms() / 1000):
+            raise ContactsLimited(self._retry_after)
+
+
 class Contacts:
     """Applies a user's decisions about another and tells both sockets what follows."""
 
@@ -69,6 +88,7 @@ class Contacts:
         self.presence = presence
         self.clock = clock
         self.searches = SearchRate(config, clock)
+        self.rate = ContactsRate(config, clock)
 
     async def decide(
         self, me: int, my_name: str, peer: User, action: Action
@@ -106,6 +126,7 @@ def contacts() -> Contacts:
 async def decide() -> Response:
     """``{"user", "action"}``: accept, block, unblock a user, or delete their request."""
     session = await require_session()
+    contacts().rate.check(session.user_id)
     body = await json_body()
     raw = body.get("action")
     action = _ACTIONS.get(raw) if isinstance(raw, str) else None
@@ -120,6 +141,7 @@ async def decide() -> Response:
 async def listed() -> Response:
     """The users I accepted (``?state=accepted``, the default) or blocked, latest first."""
     session = await require_session()
+    contacts().rate.check(session.user_id)
     wanted = _STATES.get(request.args.get("state", "accepted"))
     if wanted is None:
         raise InvalidField("state", "state is accepted or blocked")
@@ -134,6 +156,7 @@ async def requests() -> Response:
     """My message requests (conversations with strangers), most recent first; ``before``
     pages on with the ``last_seq`` of the last one."""
     session = await require_session()
+    contacts().rate.check(session.user_id)
     page = state().config.contacts_page_max
     limit = int_arg("limit", default=page, minimum=1, maximum=page)
     before = int_arg("before", default=_LAST_SEQ, minimum=0, maximum=_LAST_SEQ)
@@ -163,4 +186,4 @@ async def _peer(raw: object, me: str) -> User:
     return peer
 
 
-__all__ = ["Action", "Contacts", "SearchRate", "blueprint"]
+__all__ = ["Action", "Contacts", "ContactsRate", "SearchRate", "blueprint"]

@@ -259,3 +259,25 @@ async def test_a_scraping_client_is_refused_past_the_search_rate(server_with: Se
     assert (await again.request("GET", "/api/v1/users?q=e")).status_code == 429
     other = await accounts.sign_up("other")
     assert await other.search_users("me") == [name_of(me)]
+
+
+async def test_contact_calls_past_the_accounts_rate_are_refused(server_with: ServerWith) -> None:
+    """Decisions and lists share one bucket per account: past the burst each of them answers
+    429 contacts_limited with Retry-After, in any session; another account is not slowed."""
+    _, accounts = server_with(contacts_per_user_per_s=0.001, contacts_per_user_burst=3)
+    me, peer = await accounts.sign_up("me"), await accounts.sign_up("peer")
+    decision = {"user": name_of(peer), "action": "block"}
+    assert (await me.request("POST", "/api/v1/contacts", decision)).status_code == 200
+    assert (await me.request("GET", "/api/v1/contacts")).status_code == 200
+    assert (await me.request("GET", "/api/v1/requests")).status_code == 200
+    again = await accounts.login_again(name_of(me))
+    for method, path, body in [
+        ("POST", "/api/v1/contacts", decision),
+        ("GET", "/api/v1/contacts", None),
+        ("GET", "/api/v1/requests", None),
+    ]:
+        refused = await again.request(method, path, body)
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "contacts_limited"
+        assert refused.headers["Retry-After"] == "1000"
+    assert (await peer.request("GET", "/api/v1/contacts")).status_code == 200
