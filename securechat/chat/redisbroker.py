@@ -353,7 +353,10 @@ class RedisBroker:
                 task.result()
         finally:
             for task in tasks:
-                await cancel_and_wait(task)
+                task.cancel()
+            # Wait for both and take what each ended with: the first failure is raised above,
+            # and the other's must not be left unretrieved for asyncio to log when collected.
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _reconcile(self, pubsub: PubSub) -> None:
         """Subscribe to the channels of the users with a local socket, and only those."""
