@@ -24,10 +24,18 @@ from securechat.store.records import (
     ContactState,
     ConversationRow,
     DeleteOutcome,
+    GroupHistoryItem,
+    GroupMarkOutcome,
+    GroupSummary,
+    GroupView,
+    GroupWriteOutcome,
     HistoryItem,
     LogEntry,
+    MarkStatus,
     NewKeys,
     NewMark,
+    NewEntry,
+    NewGroupPost,
     NewMessage,
     NewPassword,
     NewUser,
@@ -406,6 +414,57 @@ class ContactStore(Protocol):
 
 
 @runtime_checkable
+class GroupStore(Protocol):
+    """Groups (issue 13): membership chains, and the messages and key distributions posted to
+    them. Every write takes the commits' lock (the one ``MessageStore.commit`` draws positions
+    under), draws one position from the same sequence, enters it into the streams of the
+    users it is for (``changes_after`` shows it to them, ``head`` moves) and returns the
+    position each of those streams had before it, as a pairwise commit does."""
+
+    async def append_entry(self, entry: NewEntry, now_ms: int) -> GroupWriteOutcome:
+        """Append a membership entry (index 0: create the group) and replace the member list.
+        Refused ``stale_head`` when the stored head is no longer ``entry.prev_head``,
+        ``group_exists`` for a creation whose id is taken, ``unknown_group`` for a change to
+        a group that does not exist, ``too_many_groups`` when someone added would be in more
+        than ``entry.groups_per_user_max`` groups. The entry enters the streams of the
+        members after it and of ``entry.removed``."""
+        ...
+
+    async def post(self, post: NewGroupPost, now_ms: int) -> GroupWriteOutcome:
+        """Store a group message (entering every current member's stream, the sender's too)
+        or a key distribution (the streams of the recipients it names and of the sender).
+        A resend of a (sender, client id) already posted answers the first copy's position
+        and ts, ``created`` False, whatever else it says. Refused ``unknown_group`` when the
+        sender is not a member (or no such group), ``stale_head`` when ``post.head`` is not
+        the stored head, ``unknown_recipient`` when a distribution names someone who is not a
+        member, or the sender."""
+        ...
+
+    async def mark(
+        self, reader_id: int, seq: int, status: MarkStatus, now_ms: int
+    ) -> GroupMarkOutcome:
+        """A member marks the group message at position ``seq`` delivered or read. None when
+        it changes nothing (already marked so far); ``unknown_message`` when ``seq`` is no
+        group message in the reader's stream, or the reader sent it."""
+        ...
+
+    async def group(self, group_id: bytes) -> GroupView | None:
+        """The group's chain and member list, or None when there is no such group."""
+        ...
+
+    async def groups_of(self, user_id: int, limit: int) -> list[GroupSummary]:
+        """The groups the user is a member of, the latest position first."""
+        ...
+
+    async def history(
+        self, user_id: int, group_id: bytes, before: int, limit: int
+    ) -> list[GroupHistoryItem]:
+        """The group's messages in the user's stream (since they joined), ``seq < before``,
+        newest first."""
+        ...
+
+
+@runtime_checkable
 class Store(Protocol):
     """One database, by domain, and its lifetime: open before use, close once."""
 
@@ -429,6 +488,9 @@ class Store(Protocol):
 
     @property
     def lifecycle(self) -> LifecycleStore: ...
+
+    @property
+    def groups(self) -> GroupStore: ...
 
     @property
     def commit_stats(self) -> CommitStats:

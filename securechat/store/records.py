@@ -6,6 +6,7 @@ so the services, the views and the tests speak these and never a backend's class
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -142,7 +143,7 @@ class ClusterIdentity:
 # --- Messages, receipts and conversations -------------------------------------------------------
 
 MarkStatus = Literal["delivered", "read"]
-ChangeKind = Literal["message", "delivered", "read"]
+ChangeKind = Literal["message", "delivered", "read", "group_message", "group_keys", "group_entry"]
 
 # Why a send or a mark was not applied: client-facing error codes (docs/protocol.md), which
 # the error frame carries as they are.
@@ -261,6 +262,12 @@ class Change:
     recipient: str
     ts: int
     envelope: str | None
+    # Group items (issue 13): the group's hex id, the membership head a post was sent under
+    # (b64), and an entry's index in its chain. For a group_entry, ``envelope`` is the entry
+    # (b64) and client_id is empty; for group_keys it is the reader's own pairwise envelope.
+    group: str = ""
+    head: str = ""
+    index: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +296,123 @@ class ConversationRow:
 # Where I stand with someone (issue 12, item 5): "accepted" (I wrote to them or accepted their
 # request), "blocked" (their messages to me are withheld); no row: a stranger.
 ContactState = Literal["accepted", "blocked"]
+
+
+# --- Groups (issue 13; securechat/groups/, docs/protocol.md "Groups") ---------------------------
+
+# Why the store refuses a group write, decided under the commits' lock.
+GroupRefusal = Literal[
+    "unknown_group", "stale_head", "group_exists", "too_many_groups", "unknown_recipient"
+]
+UNKNOWN_GROUP: Final[GroupRefusal] = "unknown_group"
+STALE_HEAD: Final[GroupRefusal] = "stale_head"
+GROUP_EXISTS: Final[GroupRefusal] = "group_exists"
+TOO_MANY_GROUPS: Final[GroupRefusal] = "too_many_groups"
+GroupPostKind = Literal["message", "keys"]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """A group as the server holds it: its chain, in order, and the member list the service
+    derived from it when each entry was appended (names sorted)."""
+
+    group_id: bytes
+    head: bytes
+    entries: list[bytes]
+    members: list[str]
+    admins: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """A membership entry to append at chain index ``index``, already checked by the service
+    against the chain as stored when it read ``prev_head``.
+
+    ``members`` and ``admins`` are the whole lists after the change; ``removed`` are those the
+    change takes out (a leave: its actor), whose streams get the entry too. The store appends
+    only if the stored head is still ``prev_head`` (32 zero bytes for a creation, which also
+    needs the id unused), and only if no one added would then be in more than
+    ``groups_per_user_max`` groups."""
+
+    group_id: bytes
+    index: int
+    prev_head: bytes
+    entry: bytes
+    head: bytes
+    actor_id: int
+    members: Sequence[str]
+    admins: Sequence[str]
+    removed: Sequence[str]
+    groups_per_user_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewGroupPost:
+    """A group message (``envelope``: the group wire object, canonical JSON) or a sender-key
+    distribution (``keys``: recipient name to that recipient's pairwise envelope, canonical
+    JSON each; ``envelope`` is then the canonical JSON of the whole map, as sent)."""
+
+    sender_id: int
+    client_id: str
+    group_id: bytes
+    head: bytes
+    kind: GroupPostKind
+    envelope: str
+    keys: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStored:
+    """A group write committed at position ``seq``: for each user whose stream it entered,
+    the position before it there (0: none). ``created`` is False for a resend of a post's id
+    already stored (then ``prevs`` is empty: nothing new to fan out)."""
+
+    seq: int
+    ts: int
+    created: bool
+    prevs: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupReceipt:
+    """A member's mark of a group message moved its counts: tell ``sender``."""
+
+    group_id: bytes
+    client_id: str
+    sender: str
+    delivered: int
+    read: int
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    """One of my groups: its id, head, member count, latest position and my unread count."""
+
+    group_id: bytes
+    head: bytes
+    members: int
+    last_seq: int
+    unread: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupHistoryItem:
+    """A group message with how many of the others have received and read it."""
+
+    seq: int
+    client_id: str
+    sender: str
+    head: bytes
+    ts: int
+    envelope: str
+    delivered: int
+    read: int
+    members: int
+
+
+GroupWriteOutcome = GroupStored | GroupRefusal
+GroupMarkOutcome = GroupReceipt | MarkRefusal | None
 
 
 # --- What /metrics reads ------------------------------------------------------------------------
@@ -332,7 +456,11 @@ class CheckpointStats:
 
 __all__ = [
     "DELETE_EXPIRED",
+    "GROUP_EXISTS",
     "QUEUE_FULL",
+    "STALE_HEAD",
+    "TOO_MANY_GROUPS",
+    "UNKNOWN_GROUP",
     "UNKNOWN_MESSAGE",
     "UNKNOWN_RECIPIENT",
     "BacklogBounds",
@@ -347,11 +475,22 @@ __all__ = [
     "DeleteOutcome",
     "DeleteRefusal",
     "Deleted",
+    "GroupHistoryItem",
+    "GroupMarkOutcome",
+    "GroupPostKind",
+    "GroupReceipt",
+    "GroupRefusal",
+    "GroupStored",
+    "GroupSummary",
+    "GroupView",
+    "GroupWriteOutcome",
     "HistoryItem",
     "LogEntry",
     "MarkOutcome",
     "MarkRefusal",
     "MarkStatus",
+    "NewEntry",
+    "NewGroupPost",
     "NewKeys",
     "NewMark",
     "NewMessage",
