@@ -18,6 +18,14 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {
+    "groups": {
+        "members",
+        "held_msgs_per_s",
+        "p99_ms_at_held",
+        "server_cpu_us_per_group_copy",
+        "server_cpu_us_per_pair_copy",
+        "steps",
+    },
     "live": {
         "delivered_per_s",
         "p50_ms",
@@ -64,6 +72,7 @@ def test_every_scenario_prints_one_json_line(bench_lines: list[dict[str, Any]]) 
         "drain",
         "login",
         "cluster",
+        "groups",
     ]
 
 
@@ -121,6 +130,21 @@ def test_the_cluster_ramps_ran_beside_sqlite_and_the_relay(
         for step in run["steps"]:
             assert step["sent"] == step["acked"] == step["arrived"] > 0
             assert step["server_cpu_us_per_msg"] > 0
+
+
+def test_the_group_fanout_reached_every_member(bench_lines: list[dict[str, Any]]) -> None:
+    """The group scenario created a real group, and each message sent to it reached every
+    member but its sender; the pairwise reference carried its messages too, and both cost
+    the server some CPU per copy."""
+    groups = next(line for line in bench_lines if line["scenario"] == "groups")
+    members = groups["members"]
+    assert members >= 4
+    for step in groups["steps"]:
+        assert step["sent"] > 0 and step["lost"] == 0
+        assert step["copies"] == step["sent"] * (members - 1)
+        assert step["server_cpu_us_per_copy"] > 0
+    pair = groups["pairwise_reference"]
+    assert pair["sent"] > 0 and pair["copies"] == pair["sent"] and pair["lost"] == 0
 
 
 def test_fixed_rate_steps_apply_each_variants_settings() -> None:

@@ -4,6 +4,7 @@
     python -m tools.bench --quick --no-doc     # a tiny load: checks the harness (tests use it)
     python -m tools.bench --scenarios live,login
     python -m tools.bench --scenarios cluster --no-doc   # 1 and 2 nodes on PostgreSQL + Redis
+    python -m tools.bench --scenarios groups --no-doc    # a 100-member group's fan-out
 
 Each scenario prints one JSON line on stdout; progress goes to stderr. The full run also
 rewrites the generated part of docs/performance.md and docs/performance-latency.png.
@@ -28,6 +29,7 @@ from tools.bench import accounts
 from tools.bench.capacity import run_capacity
 from tools.bench.cluster import REFERENCES, cluster_line, running_cluster
 from tools.bench.drain import run_drain
+from tools.bench.groups import run_group_fanout
 from tools.bench.live import Measured, Ramp, run_interleaved
 from tools.bench.login import run_login
 from tools.bench.plan import FULL, LIVE_SERVERS, QUICK, Plan
@@ -44,7 +46,12 @@ from tools.bench.procs import (
 )
 from tools.bench.wsclient import Endpoint
 
-SCENARIOS = ("capacity", "live", "drain", "login", "cluster")
+# The group scenario's senders: ten members share its highest rate (tools/bench/groups.py).
+GROUP_SEND_RATE = {
+    "SECURECHAT_SENDS_PER_USER_PER_S": "1000",
+    "SECURECHAT_SENDS_PER_USER_BURST": "1000",
+}
+SCENARIOS = ("capacity", "live", "drain", "login", "cluster", "groups")
 
 
 def log(message: str) -> None:
@@ -170,6 +177,27 @@ class Bench:
         for name, run in runs.items():
             log(f"cluster {name}: { ({k: v for k, v in run.items() if k != 'steps'}) }")
         return cluster_line(runs, self.compression)
+
+    def groups(self) -> dict[str, Any]:
+        """One group of ``group_members`` accounts on a server of its own, whose send rate per
+        account is raised so that ten members can carry the whole ramp between them."""
+        plan = self.plan
+        users = self.users[: plan.group_members]
+        settings = {**LIGHT_SETTINGS, **GROUP_SEND_RATE}
+        copy = self.copy_accounts("ours-groups")
+        with Server(ServerSpec("ours-groups", "ours-hypercorn", settings), copy) as server:
+            result = asyncio.run(
+                run_group_fanout(
+                    server,
+                    users,
+                    self.materials,
+                    self.envelope,
+                    plan.group_ramp,
+                    plan.group_step_seconds,
+                )
+            )
+        log(f"groups: { ({k: v for k, v in result.items() if k != 'steps'}) }")
+        return {"scenario": "groups", **result}
 
     def endpoint(self, kind: str, url: str) -> Endpoint:
         """Our server takes the session cookie; the bare relays a name in the URL."""

@@ -28,6 +28,11 @@ class Plan:
     drain_recipients: int = 200
     drain_senders_per_recipient: int = 4
     drain_per_sender: int = 50  # 200 messages owed to each recipient: 40,000 queued
+    # The group fan-out scenario: one group of this many members, all connected, and its
+    # ramp of group messages per second (each delivered to every other member).
+    group_members: int = 100
+    group_ramp: list[float] = field(default_factory=lambda: rates(20, 1.4, 2_000))
+    group_step_seconds: float = 3.0
     login_users: int = 4
     # Every login in flight counts as a failure of its address until it succeeds (accounts.py):
     # past five at once from one address, logins are throttled. Four clients keep the four
@@ -60,6 +65,9 @@ QUICK = Plan(
     drain_recipients=2,
     drain_senders_per_recipient=2,
     drain_per_sender=5,
+    group_members=6,
+    group_ramp=[5.0],
+    group_step_seconds=0.5,
     login_users=1,
     login_lanes=2,
     login_seconds=1.0,

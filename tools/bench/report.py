@@ -126,6 +126,9 @@ def _rows(by_name: dict[str, dict[str, Any]]) -> list[str]:
     cluster = by_name.get("cluster")
     if cluster:
         rows += _cluster_rows(cluster)
+    groups = by_name.get("groups")
+    if groups:
+        rows += _group_rows(groups)
     login = by_name.get("login")
     if login:
         a = login.get("argon2", {})
@@ -152,6 +155,21 @@ def _cluster_rows(cluster: dict[str, Any]) -> list[str]:
         )
     rows.append(_loss_row("cluster", cluster))
     return rows
+
+
+def _group_rows(groups: dict[str, Any]) -> list[str]:
+    members = groups["members"]
+    pair = groups["pairwise_reference"]
+    return [
+        f"| group fan-out | a {members}-member group, every member connected: group messages/s "
+        f"held at p99 < 50 ms to the last member (copies/s; p50 / p99 ms) | "
+        f"{groups['held_msgs_per_s']:,} ({groups['held_copies_per_s']:,.0f}; "
+        f"{groups['p50_ms_at_held']} / {groups['p99_ms_at_held']}) | reported | |",
+        f"| group fan-out | server CPU per delivered copy: group vs pairwise (pairwise at "
+        f"{pair['rate']:,.0f} msgs/s) | {groups['server_cpu_us_per_group_copy']} µs vs "
+        f"{groups['server_cpu_us_per_pair_copy']} µs | reported | |",
+        _loss_row("group fan-out", groups),
+    ]
 
 
 def _loss_row(name: str, line: dict[str, Any]) -> str:
