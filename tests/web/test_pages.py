@@ -62,6 +62,28 @@ class PageScan(HTMLParser):
             self.inline.append("<script> with a body")
 
 
+class LabelScan(HTMLParser):
+    """The text of every <label> of a page, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: list[str] = []
+        self._text: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "label":
+            self._text = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "label" and self._text is not None:
+            self.labels.append(" ".join("".join(self._text).split()))
+            self._text = None
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+
 def scan(html: str) -> PageScan:
     parser = PageScan()
     parser.feed(html)
@@ -130,6 +152,17 @@ async def test_pages_have_no_inline_code(http: httpx.AsyncClient, alice: SecureC
     pages |= {path: await page_html(alice, path) for path in SIGNED_IN_PAGES}
     found = {path: scan(html).inline for path, html in pages.items()}
     assert found == {path: [] for path in pages}
+
+
+@pytest.mark.parametrize("path", SIGNED_IN_PAGES)
+async def test_every_field_has_a_label_of_its_own(alice: SecureChatClient, path: str) -> None:
+    """No two fields of a signed-in page share a label: the settings page's three password
+    confirmations are told apart by what each confirms, for a screen reader's list of fields
+    and for a password manager."""
+    labels = LabelScan()
+    labels.feed(await page_html(alice, path))
+    repeated = {text for text in labels.labels if labels.labels.count(text) > 1}
+    assert labels.labels and not repeated
 
 
 async def test_error_page_extends_base(http: httpx.AsyncClient) -> None:
