@@ -205,4 +205,69 @@ CREATE TABLE IF NOT EXISTS recovery_keys (
     created_at    INTEGER NOT NULL             -- ms since epoch
 );
 
-PRAGMA user_version = 9;
+-- Groups (issue 13; securechat/groups/, docs/protocol.md "Groups"). A group is a hash chain of
+-- membership entries signed by its members, which the server stores as posted, and the member
+-- list the service derived from it; its messages and key distributions are ciphertext. Every
+-- write of these tables (store/*/groups.py) draws its position from chat_sequence under the
+-- commits' lock, as MessageStore.commit does, and moves the stream_heads of the users it enters.
+-- No foreign key from a group to a user: the chain outlives any account.
+CREATE TABLE IF NOT EXISTS groups (
+    id         INTEGER PRIMARY KEY,
+    group_id   BLOB    NOT NULL UNIQUE CHECK (length(group_id) = 16),  -- random, chosen by its creator
+    head       BLOB    NOT NULL CHECK (length(head) = 32),             -- hash of the chain's last entry
+    entries    INTEGER NOT NULL,                 -- entries in the chain: the next one's index
+    created_at INTEGER NOT NULL                  -- ms since epoch
+);
+-- The chain, entry by entry, each at the position that entered it into its readers' streams.
+CREATE TABLE IF NOT EXISTS group_entries (
+    group_row INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    idx       INTEGER NOT NULL,                  -- 0 (the creation), 1, 2, ... no gaps
+    position  INTEGER NOT NULL UNIQUE,           -- from chat_sequence
+    entry     BLOB    NOT NULL,                  -- the signed entry, as posted
+    ts        INTEGER NOT NULL,                  -- ms since epoch, when stored
+    PRIMARY KEY (group_row, idx)
+);
+-- The current members, as the last entry left them (replaced whole by each entry).
+CREATE TABLE IF NOT EXISTS group_members (
+    group_row INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    user_id   INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    admin     INTEGER NOT NULL CHECK (admin IN (0, 1)),
+    PRIMARY KEY (group_row, user_id)
+) WITHOUT ROWID;
+-- A user's groups (GroupStore.groups_of, the groups_per_user_max count).
+CREATE INDEX IF NOT EXISTS group_members_by_user ON group_members (user_id, group_row);
+-- Group messages ("message": the group wire object) and sender-key distributions ("keys": the
+-- map of pairwise envelopes as sent; each recipient's own is in its group_inbox row).
+CREATE TABLE IF NOT EXISTS group_posts (
+    position  INTEGER PRIMARY KEY,               -- from chat_sequence
+    group_row INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    sender_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    client_id TEXT    NOT NULL,                  -- the sender's UUID for the post
+    kind      TEXT    NOT NULL CHECK (kind IN ('message', 'keys')),
+    head      BLOB    NOT NULL CHECK (length(head) = 32),   -- the group's head it was sent under
+    ts        INTEGER NOT NULL,                  -- ms since epoch, when stored
+    envelope  TEXT    NOT NULL,                  -- canonical JSON text, ciphertext only
+    UNIQUE (sender_id, client_id)                -- idempotent resend: this index decides
+);
+-- Each group position in each stream it entered: what changes_after shows the user, and, for
+-- a message, whether it reached them. The sender's own row of a message is marked at once.
+-- Deleting an account takes its posts' rows here too (store/*/lifecycle.py).
+CREATE TABLE IF NOT EXISTS group_inbox (
+    user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    position     INTEGER NOT NULL,               -- a group_posts or group_entries position
+    group_row    INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    kind         TEXT    NOT NULL CHECK (kind IN ('message', 'keys', 'entry')),
+    envelope     TEXT,                           -- a key distribution's envelope for this user
+    delivered_at INTEGER,                        -- ms since epoch
+    read_at      INTEGER,
+    PRIMARY KEY (user_id, position)
+) WITHOUT ROWID;
+-- A user's history of one group, and their latest position in it.
+CREATE INDEX IF NOT EXISTS group_inbox_history ON group_inbox (user_id, group_row, position);
+-- A post's receipt counts, over the rows of its readers.
+CREATE INDEX IF NOT EXISTS group_inbox_by_position ON group_inbox (position);
+-- A user's unread messages per group.
+CREATE INDEX IF NOT EXISTS group_inbox_unread
+    ON group_inbox (user_id, group_row) WHERE read_at IS NULL AND kind = 'message';
+
+PRAGMA user_version = 10;

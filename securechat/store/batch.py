@@ -1,5 +1,5 @@
-"""The engine-independent half of a chat commit: positions, resends, marks, conversations and
-the senders' undelivered backlogs.
+"""The engine-independent half of a chat commit: positions, resends, marks, conversations,
+the senders' undelivered backlogs, stream heads, and the group writes' decisions.
 
 Both backends' ``MessageStore.commit`` read rows, hand them to these functions, and write back
 what they return, so a batch has the same outcomes on SQLite and on PostgreSQL. Nothing here
@@ -8,16 +8,25 @@ touches a database.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from securechat.store.records import (
+    GROUP_EXISTS,
     QUEUE_FULL,
+    STALE_HEAD,
+    UNKNOWN_GROUP,
     UNKNOWN_MESSAGE,
     UNKNOWN_RECIPIENT,
     BacklogBounds,
+    Change,
+    ChangeKind,
+    GroupRefusal,
     MarkOutcome,
+    NewEntry,
+    NewGroupPost,
     NewMark,
     NewMessage,
     Receipt,
@@ -301,6 +310,19 @@ def stream_entries(
     return sorted(entries)
 
 
+def move_heads(entries: Sequence[StreamEntry], heads: dict[int, int]) -> dict[tuple[int, int], int]:
+    """Each (user, position) of ``entries`` with the position before it in that user's stream,
+    from ``heads`` (each user's highest position, read under the commit's lock, 0 for none),
+    which are moved to the entries' last positions in place. Pairwise commits
+    (:func:`link_streams`) and group writes (store/*/groups.py) both number streams so."""
+    prevs: dict[tuple[int, int], int] = {}
+    for seq, users in entries:
+        for user in users:
+            prevs[(user, seq)] = heads.get(user, 0)
+            heads[user] = seq
+    return prevs
+
+
 def link_streams(
     entries: Sequence[StreamEntry],
     heads: dict[int, int],
@@ -316,11 +338,7 @@ def link_streams(
     Positions become visible in commit order, so a socket handed a frame whose ``prev`` it
     has not reached knows the database holds what lies between (chat/session.forward).
     """
-    prevs: dict[tuple[int, int], int] = {}
-    for seq, users in entries:
-        for user in users:
-            prevs[(user, seq)] = heads.get(user, 0)
-            heads[user] = seq
+    prevs = move_heads(entries, heads)
     parties = {row[0]: (row[1], row[2]) for row in created}
     sends: list[SendOutcome] = []
     for outcome in send_outcomes:
@@ -340,6 +358,51 @@ def link_streams(
     return sends, marks
 
 
+def change_of(row: Sequence[Any], kind: ChangeKind) -> Change:
+    """A row of _CHANGES_SQL (either dialect's) as a Change: a group item's id in hex, the
+    head a post was sent under in base64, an entry in base64 as its envelope."""
+    sender, recipient = row[4] or "", row[5] or ""
+    if kind == "group_entry":
+        envelope = base64.b64encode(row[10]).decode("ascii")
+        return Change(
+            row[0], kind, row[2], "", sender, "", row[6], envelope, row[9].hex(), "", row[11]
+        )
+    if kind in ("group_message", "group_keys"):
+        head = base64.b64encode(row[10]).decode("ascii")
+        return Change(
+            row[0], kind, row[2], row[3], sender, recipient, row[6], row[7], row[9].hex(), head
+        )
+    return Change(row[0], kind, row[2], row[3], sender, recipient, row[6], row[7])
+
+
+# --- Groups (issue 13; store/*/groups.py) -------------------------------------------------------
+
+
+def entry_refusal(found: Sequence[Any] | None, entry: NewEntry) -> GroupRefusal | None:
+    """Why ``entry`` cannot follow the stored chain (``found``: its row id, head and length,
+    or None), or None when it can."""
+    if entry.index == 0:
+        return GROUP_EXISTS if found is not None else None
+    if found is None:
+        return UNKNOWN_GROUP
+    if bytes(found[1]) != entry.prev_head or found[2] != entry.index:
+        return STALE_HEAD
+    return None
+
+
+def post_envelopes(post: NewGroupPost, members: Mapping[int, str]) -> dict[int, str | None] | None:
+    """The streams a post enters, each with its own envelope (None: the post's): a message
+    every member's, a distribution its recipients' and its sender's. None when a
+    distribution names someone who is not a member, or the sender."""
+    if post.kind == "message":
+        return dict.fromkeys(members)
+    ids = {name: user for user, name in members.items() if user != post.sender_id}
+    keys = post.keys or {}
+    if not keys.keys() <= ids.keys():
+        return None
+    return {ids[name]: envelope for name, envelope in keys.items()} | {post.sender_id: None}
+
+
 __all__ = [
     "Backlog",
     "ConversationMove",
@@ -353,11 +416,15 @@ __all__ = [
     "apply_marks",
     "backlog_changes",
     "blocked_sends",
+    "change_of",
     "contact_keys",
     "conversation_moves",
+    "entry_refusal",
     "link_streams",
+    "move_heads",
     "number_sends",
     "over_bounds",
+    "post_envelopes",
     "settle_duplicates",
     "stream_entries",
 ]

@@ -70,11 +70,12 @@ class Catalogue:
 
 def normal(expression: str) -> str:
     """An SQL expression in a form both dialects reach: lower case, PostgreSQL's function names
-    as SQLite's, no casts, no spaces, no parentheses (so nesting and quoting cannot differ)."""
+    as SQLite's, no casts, no spaces, no parentheses (so nesting and quoting cannot differ),
+    no double quotes (PostgreSQL quotes a column named like a keyword: "position")."""
     text = re.sub(r"::[a-z ]+", "", expression.lower())
     for postgres, sqlite in FUNCTIONS.items():
         text = re.sub(rf"\b{postgres}\b", sqlite, text)
-    text = re.sub(r"[\s()]", "", text)
+    text = re.sub(r'[\s()"]', "", text)
     # PostgreSQL writes "x IN (a, b)" back as "x = ANY (ARRAY[a, b])".
     return re.sub(r"=anyarray\[([^\]]*)\]", r"in\1", text)
 

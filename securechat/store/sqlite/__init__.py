@@ -14,6 +14,7 @@ from securechat.store.sqlite.accounts import AccountStore, SessionStore
 from securechat.store.sqlite.contacts import ContactStore
 from securechat.store.sqlite.database import Database
 from securechat.store.sqlite.directory import DirectoryStore, IdentityStore
+from securechat.store.sqlite.groups import GroupStore
 from securechat.store.sqlite.lifecycle import LifecycleStore
 from securechat.store.sqlite.messages import MessageStore
 from securechat.store.sqlite.serving import ServingLock
@@ -31,6 +32,7 @@ class SQLiteStore:
         self.contacts = ContactStore(db)
         self.lifecycle = LifecycleStore(db)
         self.messages = MessageStore(db)
+        self.groups = GroupStore(db)
         self._serving = ServingLock(db.path)
 
     @classmethod

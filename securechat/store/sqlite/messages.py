@@ -23,9 +23,11 @@ from securechat.store.batch import (
     apply_marks,
     backlog_changes,
     blocked_sends,
+    change_of,
     contact_keys,
     conversation_moves,
     link_streams,
+    move_heads,
     number_sends,
     over_bounds,
     settle_duplicates,
@@ -49,7 +51,14 @@ from securechat.store.records import (
 )
 from securechat.store.sqlite.database import Database
 
-_KINDS: Final[tuple[ChangeKind, ...]] = ("message", "delivered", "read")
+_KINDS: Final[tuple[ChangeKind, ...]] = (
+    "message",
+    "delivered",
+    "read",
+    "group_message",
+    "group_keys",
+    "group_entry",
+)
 
 
 class MessageStore:
@@ -146,16 +155,14 @@ class MessageStore:
     async def changes_after(
         self, user_id: int, after: int, limit: int, max_bytes: int
     ) -> tuple[list[Change], bool]:
-        """Messages to or from the user and receipts for their messages, ``pos > after``, in
-        order: at most ``limit`` items and, past the first, about ``max_bytes`` of envelopes.
+        """Messages to or from the user, receipts for their messages and the group items in
+        their stream, ``pos > after``, in order: at most ``limit`` items and, past the first,
+        about ``max_bytes`` of envelopes.
 
         The flag says whether more may follow (the batch was cut by ``limit`` or bytes).
         """
         rows = await self.db.fetch_all(_CHANGES_SQL, (user_id, after, limit, max_bytes))
-        changes = [
-            Change(row[0], _KINDS[row[1]], row[2], row[3], row[4], row[5], row[6], row[7])
-            for row in rows
-        ]
+        changes = [change_of(row, _KINDS[row[1]]) for row in rows]
         more = bool(rows) and (rows[0][8] >= limit or len(rows) < rows[0][8])
         return changes, more
 
@@ -209,32 +216,52 @@ class MessageStore:
         return [row[0] for row in rows]
 
 
-# The four sources of a sync, each read in order along its own index and merged by position;
+# The five sources of a sync, each read in order along its own index and merged by position;
 # then a running total of envelope sizes cuts the batch at about ``max_bytes`` (the first row
 # always passes); ``in_batch`` counts the rows before that cut. Kinds: 0 message, 1 delivered
-# receipt, 2 read receipt.
+# receipt, 2 read receipt, 3 group message, 4 key distribution, 5 membership entry (see
+# change_of). A group item's ``blob`` is the head a post was sent under, or the entry; its
+# envelope is a distribution's copy for this reader, or, for the sender's own row, the map as
+# sent; its size an entry's base64 length.
 _CHANGES_SQL: Final = """
 WITH batch AS (
-    SELECT seq AS pos, 0 AS kind, seq, client_id, sender_id, recipient_id, ts, envelope
+    SELECT seq AS pos, 0 AS kind, seq, client_id, sender_id, recipient_id, ts, envelope,
+           length(envelope) AS size, NULL AS group_row, NULL AS blob, -1 AS idx
       FROM messages WHERE sender_id = ?1 AND seq > ?2
     UNION ALL
-    SELECT seq, 0, seq, client_id, sender_id, recipient_id, ts, envelope
+    SELECT seq, 0, seq, client_id, sender_id, recipient_id, ts, envelope, length(envelope),
+           NULL, NULL, -1
       FROM messages WHERE recipient_id = ?1 AND seq > ?2
     UNION ALL
-    SELECT delivered_seq, 1, seq, client_id, sender_id, recipient_id, delivered_at, NULL
+    SELECT delivered_seq, 1, seq, client_id, sender_id, recipient_id, delivered_at, NULL, 0,
+           NULL, NULL, -1
       FROM messages WHERE sender_id = ?1 AND delivered_seq > ?2
     UNION ALL
-    SELECT read_seq, 2, seq, client_id, sender_id, recipient_id, read_at, NULL
+    SELECT read_seq, 2, seq, client_id, sender_id, recipient_id, read_at, NULL, 0,
+           NULL, NULL, -1
       FROM messages WHERE sender_id = ?1 AND read_seq > ?2
+    UNION ALL
+    SELECT i.position, CASE i.kind WHEN 'message' THEN 3 WHEN 'keys' THEN 4 ELSE 5 END,
+           i.position, coalesce(p.client_id, ''), p.sender_id,
+           CASE i.kind WHEN 'keys' THEN i.user_id END, coalesce(p.ts, e.ts),
+           coalesce(i.envelope, p.envelope),
+           coalesce(length(coalesce(i.envelope, p.envelope)), (length(e.entry) + 2) / 3 * 4),
+           i.group_row, coalesce(p.head, e.entry), coalesce(e.idx, -1)
+      FROM group_inbox i
+      LEFT JOIN group_posts p ON p.position = i.position
+      LEFT JOIN group_entries e ON e.position = i.position
+     WHERE i.user_id = ?1 AND i.position > ?2
+       AND (p.position IS NOT NULL OR e.position IS NOT NULL)
     ORDER BY pos LIMIT ?3
 ), sized AS (
-    SELECT *, sum(coalesce(length(envelope), 0)) OVER (ORDER BY pos ROWS UNBOUNDED PRECEDING)
-              - coalesce(length(envelope), 0) AS before_me,
+    SELECT *, sum(size) OVER (ORDER BY pos ROWS UNBOUNDED PRECEDING) - size AS before_me,
               count(*) OVER () AS in_batch
       FROM batch
 )
-SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelope, b.in_batch
-  FROM sized b JOIN users s ON s.id = b.sender_id JOIN users r ON r.id = b.recipient_id
+SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelope, b.in_batch,
+       g.group_id, b.blob, b.idx
+  FROM sized b LEFT JOIN users s ON s.id = b.sender_id LEFT JOIN users r ON r.id = b.recipient_id
+  LEFT JOIN groups g ON g.id = b.group_row
  WHERE b.before_me < ?4
  ORDER BY b.pos
 """
@@ -242,10 +269,13 @@ SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelo
 
 # The largest position _CHANGES_SQL would show the user, as every commit keeps it.
 _HEAD_SQL: Final = "SELECT head FROM stream_heads WHERE user_id = ?"
-# The users who exchanged a message with ?1: their streams hold positions of its rows.
+# The users who exchanged a message with ?1, or got a group post of theirs: their streams hold
+# positions of its rows.
 _STREAM_PEERS: Final = (
     "SELECT recipient_id FROM messages WHERE sender_id = ?1"
     " UNION SELECT sender_id FROM messages WHERE recipient_id = ?1"
+    " UNION SELECT i.user_id FROM group_posts p JOIN group_inbox i ON i.position = p.position"
+    " WHERE p.sender_id = ?1"
 )
 # Each listed user's head set to the largest position left in their stream (the end of each of
 # _CHANGES_SQL's sources' indexes), after rows of it were deleted.
@@ -256,7 +286,8 @@ UPDATE stream_heads SET head = max(
     coalesce((SELECT max(delivered_seq) FROM messages
                WHERE sender_id = stream_heads.user_id AND delivered_seq IS NOT NULL), 0),
     coalesce((SELECT max(read_seq) FROM messages
-               WHERE sender_id = stream_heads.user_id AND read_seq IS NOT NULL), 0)
+               WHERE sender_id = stream_heads.user_id AND read_seq IS NOT NULL), 0),
+    coalesce((SELECT max(position) FROM group_inbox WHERE user_id = stream_heads.user_id), 0)
 ) WHERE user_id IN (SELECT value FROM json_each(?))
 """
 
@@ -450,6 +481,17 @@ def recount_heads(connection: sqlite3.Connection, users: Sequence[int]) -> None:
     streams are gone (an account deleted), so head() stays changes_after's last position."""
     if users:
         connection.execute(_RECOUNT_HEADS, (_json_rows(users),))
+
+
+def move_stream_heads(
+    connection: sqlite3.Connection, entries: Sequence[StreamEntry]
+) -> dict[tuple[int, int], int]:
+    """Move the heads of the users ``entries`` enter (under the writer's lock, as a commit
+    does); each (user, position) with the position before it in that user's stream."""
+    heads = _stream_heads(connection, entries)
+    prevs = move_heads(entries, heads)
+    connection.execute(_SET_HEADS, (_json_rows(sorted(heads.items())),))
+    return prevs
 
 
 def _stream_heads(connection: sqlite3.Connection, entries: Sequence[StreamEntry]) -> dict[int, int]:

@@ -69,6 +69,33 @@ UPGRADES: dict[int, str] = {
     9: "CREATE TABLE IF NOT EXISTS recovery_keys (user_id INTEGER PRIMARY KEY"
     " REFERENCES users (id) ON DELETE CASCADE, auth_hash TEXT NOT NULL, previous_hash TEXT,"
     " key_backup TEXT NOT NULL, created_at INTEGER NOT NULL);",
+    # Groups (issue 13; store/sqlite/groups.py): chains, members, posts and their streams.
+    10: "CREATE TABLE IF NOT EXISTS groups (id INTEGER PRIMARY KEY, group_id BLOB NOT NULL"
+    " UNIQUE CHECK (length(group_id) = 16), head BLOB NOT NULL CHECK (length(head) = 32),"
+    " entries INTEGER NOT NULL, created_at INTEGER NOT NULL);"
+    " CREATE TABLE IF NOT EXISTS group_entries (group_row INTEGER NOT NULL REFERENCES groups"
+    " (id) ON DELETE CASCADE, idx INTEGER NOT NULL, position INTEGER NOT NULL UNIQUE,"
+    " entry BLOB NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (group_row, idx));"
+    " CREATE TABLE IF NOT EXISTS group_members (group_row INTEGER NOT NULL REFERENCES groups"
+    " (id) ON DELETE CASCADE, user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    " admin INTEGER NOT NULL CHECK (admin IN (0, 1)), PRIMARY KEY (group_row, user_id))"
+    " WITHOUT ROWID;"
+    " CREATE INDEX IF NOT EXISTS group_members_by_user ON group_members (user_id, group_row);"
+    " CREATE TABLE IF NOT EXISTS group_posts (position INTEGER PRIMARY KEY, group_row INTEGER"
+    " NOT NULL REFERENCES groups (id) ON DELETE CASCADE, sender_id INTEGER NOT NULL REFERENCES"
+    " users (id) ON DELETE CASCADE, client_id TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN"
+    " ('message', 'keys')), head BLOB NOT NULL CHECK (length(head) = 32), ts INTEGER NOT NULL,"
+    " envelope TEXT NOT NULL, UNIQUE (sender_id, client_id));"
+    " CREATE TABLE IF NOT EXISTS group_inbox (user_id INTEGER NOT NULL REFERENCES users (id)"
+    " ON DELETE CASCADE, position INTEGER NOT NULL, group_row INTEGER NOT NULL REFERENCES"
+    " groups (id) ON DELETE CASCADE, kind TEXT NOT NULL CHECK (kind IN ('message', 'keys',"
+    " 'entry')), envelope TEXT, delivered_at INTEGER, read_at INTEGER,"
+    " PRIMARY KEY (user_id, position)) WITHOUT ROWID;"
+    " CREATE INDEX IF NOT EXISTS group_inbox_history"
+    " ON group_inbox (user_id, group_row, position);"
+    " CREATE INDEX IF NOT EXISTS group_inbox_by_position ON group_inbox (position);"
+    " CREATE INDEX IF NOT EXISTS group_inbox_unread ON group_inbox (user_id, group_row)"
+    " WHERE read_at IS NULL AND kind = 'message';",
 }
 
 
