@@ -295,10 +295,14 @@ def open_key_backup(backup_b64: str, wrap_key: bytes) -> Identity:
 
 @dataclass(frozen=True)
 class Plaintext:
-    """An opened message: its text and when its author wrote it (ms since the epoch)."""
+    """An opened message: its text and when its author wrote it (ms since the epoch).
+
+    ``fields``: the body's other fields (``reply``, ``delete``, a group key distribution's
+    ``group_keys`` and ``name_keys``), as the sender wrote them."""
 
     text: str = field(repr=False)
     written_ms: int
+    fields: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -447,7 +451,8 @@ def _parse_plaintext(raw: bytes) -> Plaintext:
         _check_written_ms(written_ms)
     except (ValueError, TypeError, KeyError) as exc:
         raise UndecryptableEnvelope("the message body is malformed") from exc
-    return Plaintext(text=text, written_ms=written_ms)
+    others = {k: v for k, v in body.items() if k not in ("text", "ts")}
+    return Plaintext(text=text, written_ms=written_ms, fields=others)
 
 
 # --- safety numbers -------------------------------------------------------------------------

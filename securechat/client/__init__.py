@@ -13,7 +13,9 @@ Which module holds what:
 - ``keys.py``: the key directory checks, the twin of static/js/directory.js: proofs, heads,
   contacts' pins and the watch for keys under my name (``KeyDirectoryView``), with no network;
 - ``chat.py``: the WebSocket side: ``ChatConnection`` (frames, cursor, end-to-end messages),
-  ``ChatClosed`` and ``ChatError``.
+  ``ChatClosed`` and ``ChatError``;
+- ``groups.py``: groups (issue 13): ``Groups`` (create, add, remove, leave, rename, make_admin,
+  send, receive over a ``ChatConnection``) and ``GroupSession``, one group's verified state.
 
 Import from here (``from securechat.client import SecureChatClient``); every public name is
 re-exported.
@@ -50,6 +52,14 @@ from securechat.client.credentials import (
     reset_keys,
     set_recovery_key,
 )
+from securechat.client.groups import (
+    GroupMessage,
+    GroupMessageRefused,
+    GroupRefused,
+    Groups,
+    GroupSession,
+    NotAMember,
+)
 from securechat.client.keys import (
     ContactPin,
     DirectoryEntry,
@@ -78,9 +88,15 @@ __all__ = [
     "ClientError",
     "ContactPin",
     "DirectoryEntry",
+    "GroupMessage",
+    "GroupMessageRefused",
+    "GroupRefused",
+    "GroupSession",
+    "Groups",
     "KeyDirectoryError",
     "KeyDirectoryView",
     "NoKeys",
+    "NotAMember",
     "PinState",
     "ProvedKeys",
     "ProvedTombstone",

@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Literal
 
 from websockets.asyncio.client import ClientConnection
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 
 # Frames from the server are at most an envelope (56 KiB) and a little JSON around it.
 CHAT_MAX_FRAME = 1 << 20
+
+# The frames that carry a position of my stream (``seq``): the cursor moves with them.
+POSITIONED_FRAMES = frozenset(
+    {"message", "receipt", "ack", "group_message", "group_keys", "group_entry"}
+)
 
 # Seconds of silence from the client after which it pings: the server closes a socket it has
 # heard nothing from for ws_idle_timeout (90 s by default) with 1013, as it does for a peer
@@ -145,6 +150,15 @@ class ChatConnection:
             self.wait if wait is None else wait,
         )
 
+    async def wait_for_any(
+        self, kinds: Collection[str], *, wait: float | None = None
+    ) -> dict[str, Any]:
+        """The first frame whose type is one of ``kinds`` (groups.py reads its frames so);
+        others are kept."""
+        return await self._take(
+            lambda frame: frame.get("type") in kinds, self.wait if wait is None else wait
+        )
+
     async def _take(self, wanted: Callable[[dict[str, Any]], bool], wait: float) -> dict[str, Any]:
         """The first frame ``wanted`` accepts, kept ones first; the others stay kept, in order."""
         for frame in self._backlog:
@@ -178,7 +192,7 @@ class ChatConnection:
         if kind == "synced":
             self.in_order = True
             self.cursor = max(self.cursor, int(frame["seq"]))
-        elif kind in ("message", "receipt", "ack") and self.in_order:
+        elif kind in POSITIONED_FRAMES and self.in_order:
             self.cursor = max(self.cursor, int(frame["seq"]))
         if kind == "message":
             self.messages.setdefault(frame["id"], frame)

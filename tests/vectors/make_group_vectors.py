@@ -27,6 +27,7 @@ from securechat.groups.membership import (
     sign_entry,
     verify_chain,
 )
+from securechat.groups.names import name_aad, seal_name
 
 OUTPUT = Path(__file__).with_name("groups.json")
 PEOPLE = ("alice", "bob", "carol", "dave", "mallory")
@@ -34,6 +35,8 @@ GROUP_ID = bytes.fromhex("9a1b2c3d4e5f60718293a4b5c6d7e8f9")
 T0 = 1_764_000_000_000
 CHAIN_KEY = bytes(range(0x40, 0x60))
 IVS = [bytes([i] * 12) for i in range(1, 4)]
+NAME_KEY = bytes(range(0x60, 0x80))
+NAME_IV = bytes([0x0A] * 12)
 
 
 def sign_key(name: str) -> ed25519.Ed25519PrivateKey:
@@ -238,6 +241,21 @@ def messages(head: bytes) -> list[dict[str, Any]]:
     return out
 
 
+def group_name() -> dict[str, Any]:
+    """A name sealed in the rename entry at chain index 3 (docs/CONTRACTS.md, "Group name")."""
+    name, index = "Hiking 2027 🏔", 3
+    detail = seal_name(NAME_KEY, name, GROUP_ID, index, _iv=NAME_IV)
+    return {
+        "group_id": GROUP_ID.hex(),
+        "index": index,
+        "name": name,
+        "name_key": NAME_KEY.hex(),
+        "iv": NAME_IV.hex(),
+        "aad": name_aad(GROUP_ID, index).hex(),
+        "detail": e2e.b64encode(detail),
+    }
+
+
 def build() -> dict[str, Any]:
     """The whole vector file."""
     member_vectors = membership()
@@ -258,6 +276,7 @@ def build() -> dict[str, Any]:
             "chain_key": CHAIN_KEY.hex(),
             "encoded": e2e.b64encode(distribution.encode()),
         },
+        "name": group_name(),
     }
 
 

@@ -1,0 +1,277 @@
+"""The Python client's group state (securechat/client/groups.py ``GroupSession``) and the group
+name layout (securechat/groups/names.py), on the fixed chain of tests/vectors/groups.json.
+
+No server here: what a session accepts and refuses given a chain, a member list, key
+distributions and messages. tests/groups/test_group_e2e.py runs the same client live.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from securechat import e2e
+from securechat.client.groups import GroupMessageRefused, GroupRefused, GroupSession
+from securechat.groups import names, senderkeys
+from securechat.groups.membership import Action, entry_hash
+from securechat.groups.senderkeys import Distribution, SenderChain
+from tests import vectorkit
+from tests.vectors import make_group_vectors as mk
+
+GROUP = mk.GROUP_ID.hex()
+
+
+@pytest.fixture(name="vectors", scope="module")
+def _vectors() -> dict[str, Any]:
+    return vectorkit.load("groups")
+
+
+def _chain(vectors: dict[str, Any]) -> list[bytes]:
+    return [e2e.b64decode(e) for e in vectors["membership"]["entries"]]
+
+
+def _session(me: str, entries: list[bytes]) -> GroupSession:
+    session = GroupSession(GROUP, me)
+    session.adopt(entries, mk.keys())
+    return session
+
+
+def _head(entries: list[bytes], index: int) -> bytes:
+    return entry_hash(entries[index])
+
+
+def _send(chain: SenderChain, head: bytes, message_id: str, text: str) -> dict[str, Any]:
+    return senderkeys.encrypt_group_message(
+        chain=chain,
+        group_id=mk.GROUP_ID,
+        head=head,
+        sender="alice",
+        message_id=message_id,
+        plaintext=text.encode(),
+        sign_key=mk.sign_key("alice"),
+    )
+
+
+def _open(session: GroupSession, head: bytes, message_id: str, wire: dict[str, Any]) -> str:
+    return session.open(
+        message_id=message_id,
+        sender="alice",
+        head=head,
+        wire=wire,
+        sender_sign_spki=mk.spki("alice"),
+    ).decode()
+
+
+# --- the group name ---------------------------------------------------------------------------
+
+
+def test_name_vector(vectors: dict[str, Any]) -> None:
+    """Sealing the vector name with its key and iv gives the pinned detail, which opens."""
+    v = vectors["name"]
+    key, group_id = bytes.fromhex(v["name_key"]), bytes.fromhex(v["group_id"])
+    detail = names.seal_name(key, v["name"], group_id, v["index"], _iv=bytes.fromhex(v["iv"]))
+    assert e2e.b64encode(detail) == v["detail"]
+    assert names.name_aad(group_id, v["index"]).hex() == v["aad"]
+    assert names.open_name(key, detail, group_id, v["index"]) == v["name"]
+
+
+@pytest.mark.parametrize(
+    "change", [{"index": 4}, {"group_id": bytes(16)}, {"key": bytes(32)}, {"flip": True}]
+)
+def test_name_is_bound_to_its_entry(vectors: dict[str, Any], change: dict[str, Any]) -> None:
+    """Another index, another group, another key, or a flipped bit: the name does not open."""
+    v = vectors["name"]
+    detail = bytearray(e2e.b64decode(v["detail"]))
+    if change.get("flip"):
+        detail[-1] ^= 1
+    with pytest.raises(names.GroupNameError):
+        names.open_name(
+            change.get("key", bytes.fromhex(v["name_key"])),
+            bytes(detail),
+            change.get("group_id", bytes.fromhex(v["group_id"])),
+            change.get("index", v["index"]),
+        )
+
+
+# --- verifying the chain and the member list ----------------------------------------------------
+
+
+def test_session_follows_the_vector_chain(vectors: dict[str, Any]) -> None:
+    """The members after each entry are the vector states'; heads map to chain indexes."""
+    entries = _chain(vectors)
+    session = _session("bob", entries)
+    for index, state in enumerate(vectors["membership"]["states"]):
+        assert session.members_at(index) == frozenset(state["members"])
+        assert session.index_of(bytes.fromhex(state["head"])) == index
+    assert session.members == {"alice", "bob"} and session.admins == {"alice", "bob"}
+
+
+@pytest.mark.parametrize(
+    "case", ["flipped_bit", "reordered", "non_admin_signer", "unknown_key", "broken_link"]
+)
+def test_bad_chains_refuse_the_group(vectors: dict[str, Any], case: str) -> None:
+    """A flipped bit, a reordered chain, a non-admin signer...: the group is refused, with the
+    code, naming the group; nothing is kept."""
+    bad = next(c for c in vectors["membership"]["bad_chains"] if c["name"] == case)
+    session = GroupSession(GROUP, "bob")
+    with pytest.raises(GroupRefused) as refused:
+        session.adopt([e2e.b64decode(e) for e in bad["entries"]], mk.keys())
+    assert refused.value.code == bad["code"]
+    assert GROUP in str(refused.value) and "not sent to this group" in str(refused.value)
+    assert session.refusal is refused.value and session.entries == []
+    with pytest.raises(GroupRefused):
+        session.check()
+
+
+def test_ghost_member_is_refused_naming_the_group(vectors: dict[str, Any]) -> None:
+    """A member list naming someone no admin added: refused, the warning names them and the
+    group (by name once its key is known); a later honest list lifts it."""
+    entries = _chain(vectors)[:4]
+    session = GroupSession(GROUP, "bob")
+    session.adopt(entries, mk.keys(), roster=["alice", "bob", "carol", "dave"])
+    v = vectors["name"]
+    session.name_keys[3] = bytes.fromhex(v["name_key"])
+    detail = names.seal_name(session.name_keys[3], "Hiking", mk.GROUP_ID, 3)
+    # The vector rename carries a placeholder detail: give the session a real sealed name.
+    session.decoded[3] = dataclasses.replace(session.decoded[3], detail=detail)
+    with pytest.raises(GroupRefused) as refused:
+        session.adopt(entries, mk.keys(), roster=["alice", "bob", "carol", "dave", "mallory"])
+    message = str(refused.value)
+    assert refused.value.code == "ghost_member"
+    assert message.startswith("The server lists mallory as a member of group 'Hiking' (")
+    assert GROUP in message and "no admin added them" in message
+    with pytest.raises(GroupRefused):
+        session.check()
+    session.adopt(entries, mk.keys(), roster=["alice", "bob", "carol", "dave"])
+    session.check()
+
+
+def test_hidden_member_is_refused(vectors: dict[str, Any]) -> None:
+    """A member list that leaves out a member the chain has is refused too."""
+    session = GroupSession(GROUP, "bob")
+    with pytest.raises(GroupRefused) as refused:
+        session.adopt(_chain(vectors)[:3], mk.keys(), roster=["alice", "bob", "dave"])
+    assert refused.value.code == "hidden_member" and "carol" in str(refused.value)
+
+
+def test_a_rewritten_history_is_refused(vectors: dict[str, Any]) -> None:
+    """A chain that does not extend the one verified before is refused."""
+    entries = _chain(vectors)
+    session = _session("bob", entries[:3])
+    other = mk.chain([mk.STEPS[0], ("alice", Action.ADD, ("dave",), b""), *mk.STEPS[2:3]])
+    with pytest.raises(GroupRefused) as refused:
+        session.adopt(other, mk.keys())
+    assert refused.value.code == "broken_link"
+
+
+# --- sender chains --------------------------------------------------------------------------------
+
+
+def test_a_removal_rotates_my_chain(vectors: dict[str, Any]) -> None:
+    """After carol's removal alice draws a fresh chain and owes it to every member."""
+    entries = _chain(vectors)
+    session = _session("alice", entries[:4])
+    first = session.chain_to_send()
+    session.handed(session.lacking_my_chain(), session.generation)
+    assert session.lacking_my_chain() == []
+    session.adopt(entries[:5], mk.keys())  # alice removes carol
+    second = session.chain_to_send()
+    assert second is not first and session.generation == 2
+    assert session.lacking_my_chain() == ["bob", "dave"]
+
+
+def test_an_add_keeps_my_chain(vectors: dict[str, Any]) -> None:
+    """An add does not rotate: only the newcomer lacks my chain."""
+    entries = _chain(vectors)
+    session = _session("alice", entries[:2])
+    chain = session.chain_to_send()
+    session.handed(session.lacking_my_chain(), session.generation)
+    session.adopt(entries[:3], mk.keys())  # bob adds dave
+    assert session.chain_to_send() is chain and session.lacking_my_chain() == ["dave"]
+
+
+def test_receiver_chain_is_chosen_by_head_index(vectors: dict[str, Any]) -> None:
+    """Messages sent under heads before the rotation open with the old chain, those after
+    with the new one, in any order; a redistribution of a held chain changes nothing."""
+    entries = _chain(vectors)
+    bob = _session("bob", entries[:5])
+    old, new = SenderChain.fresh(), SenderChain.fresh()
+    bob.take_distribution(old.distribution(mk.GROUP_ID, _head(entries, 0), "alice"), "alice", {})
+    before = _send(old, _head(entries, 3), "m-old", "before the removal")
+    # The same chain handed to dave at head 2 (an add) and seen by bob too: kept once.
+    bob.take_distribution(old.distribution(mk.GROUP_ID, _head(entries, 2), "alice"), "alice", {})
+    assert len(bob.held["alice"]) == 1
+    bob.take_distribution(new.distribution(mk.GROUP_ID, _head(entries, 4), "alice"), "alice", {})
+    after = _send(new, _head(entries, 4), "m-new", "after the removal")
+    assert _open(bob, _head(entries, 4), "m-new", after) == "after the removal"
+    assert _open(bob, _head(entries, 3), "m-old", before) == "before the removal"
+    with pytest.raises(GroupMessageRefused) as replay:
+        _open(bob, _head(entries, 4), "m-new", after)
+    assert replay.value.code == "undecryptable"
+
+
+def test_removed_member_reads_nothing_new(vectors: dict[str, Any]) -> None:
+    """Carol, removed at entry 4, keeps every chain she had: a message sent after her removal
+    is refused (she is not a member at its head), and none of her chains opens it either."""
+    entries = _chain(vectors)
+    carol = _session("carol", entries[:5])
+    old, new = SenderChain.fresh(), SenderChain.fresh()
+    carol.take_distribution(old.distribution(mk.GROUP_ID, _head(entries, 0), "alice"), "alice", {})
+    head = _head(entries, 4)
+    wire = _send(new, head, "m-after", "carol must not read this")
+    with pytest.raises(GroupMessageRefused) as refused:
+        _open(carol, head, "m-after", wire)
+    assert refused.value.code == "not_member"
+    for held in carol.held["alice"]:
+        with pytest.raises(senderkeys.UndecryptableGroupMessage):
+            senderkeys.open_group_message(
+                wire,
+                chain=copy.deepcopy(held.chain),
+                group_id=mk.GROUP_ID,
+                head=head,
+                sender="alice",
+                message_id="m-after",
+                sender_sign_spki=mk.spki("alice"),
+            )
+
+
+@pytest.mark.parametrize("case", ["not_theirs", "not_a_member", "other_group", "unknown_head"])
+def test_bad_distributions_are_refused(vectors: dict[str, Any], case: str) -> None:
+    """A chain handed by someone else than its sender, by a non-member at its head, for
+    another group or for a head I do not hold is refused."""
+    entries = _chain(vectors)
+    bob = _session("bob", entries)
+    chain = SenderChain.fresh()
+    sender, envelope_sender, head, group_id = "alice", "alice", _head(entries, 5), mk.GROUP_ID
+    if case == "not_theirs":
+        envelope_sender = "dave"
+    elif case == "not_a_member":
+        sender = envelope_sender = "carol"  # removed at entry 4
+    elif case == "other_group":
+        group_id = bytes(16)
+    else:
+        head = bytes(32)
+    with pytest.raises(GroupMessageRefused) as refused:
+        bob.take_distribution(
+            Distribution(group_id, head, sender, 0, chain.chain_key), envelope_sender, {}
+        )
+    assert refused.value.code in ("bad_distribution", "not_member", "unknown_head")
+    assert bob.held == {}
+
+
+def test_name_keys_are_kept_only_when_they_open_the_name(vectors: dict[str, Any]) -> None:
+    """A name key that opens the name of its entry is kept; any other is dropped."""
+    entries = mk.chain(
+        [("alice", Action.CREATE, ("bob",), names.seal_name(bytes(32), "Team", mk.GROUP_ID, 0))]
+    )
+    bob = _session("bob", entries)
+    chain = SenderChain.fresh().distribution(mk.GROUP_ID, _head(entries, 0), "alice")
+    bob.take_distribution(chain, "alice", {"0": e2e.b64encode(bytes([1]) * 32), "x": "y"})
+    assert bob.name is None and bob.label() == f"group {GROUP}"
+    bob.take_distribution(chain, "alice", {"0": e2e.b64encode(bytes(32))})
+    assert bob.name == "Team" and bob.name_keys_to_hand() == {"0": e2e.b64encode(bytes(32))}
+    assert json.dumps(bob.name_keys_to_hand())
