@@ -1,6 +1,6 @@
 """Who may message whom across a cluster's nodes (issue 12, items 5 and 6): the rules live in
 PostgreSQL and hold on every node at once (no node caches them), presence changes travel by
-Redis, and the search limit is one bucket per account over every node.
+Redis, and the search and contacts limits are one bucket per account over every node.
 
 Two real nodes (separate processes) over one throwaway PostgreSQL and one Redis.
 """
@@ -15,6 +15,7 @@ import pytest
 
 from securechat import e2e
 from securechat.client import SecureChatClient
+from securechat.config import Config
 from tests.chatkit import PASSWORD, unique
 from tests.conftest import FAST_ITERATIONS
 from tests.engines import PostgresEngine, RedisEngine, find_engines
@@ -103,3 +104,21 @@ async def test_the_search_limit_is_one_bucket_over_every_node(nodes: Pair) -> No
     for client in (me, on_b):
         refused = await client.request("GET", "/api/v1/users?q=b")
         assert (refused.status_code, refused.json()["error"]) == (429, "search_limited")
+
+
+async def test_the_contacts_limit_is_one_bucket_over_every_node(nodes: Pair) -> None:
+    """An account's contacts requests count together on A and B: alternating between them,
+    it is refused 429 contacts_limited after about one burst (50), not two (one per node)."""
+    me, _ = await nodes.user(nodes.a, "me")
+    on_b = nodes.moved(me, nodes.b)
+    burst = Config().contacts_per_user_burst
+    taken = 0
+    while taken < 3 * burst:
+        answer = await (me if taken % 2 else on_b).request("GET", "/api/v1/contacts")
+        if answer.status_code == 429:
+            assert answer.json()["error"] == "contacts_limited"
+            break
+        assert answer.status_code == 200
+        taken += 1
+    # The bucket refills at 5 a second while the requests are made: a little past one burst.
+    assert burst <= taken < burst * 3 // 2

@@ -40,44 +40,32 @@ _LAST_SEQ: Final = SEQ_LIMIT - 1
 blueprint = Blueprint("contacts", __name__, url_prefix="/api/v1")
 
 
-class SearchRate:
-    """The searches one account may make (a token bucket per account, all its sessions
-    together): this process's table, or the cluster's through ``shared`` when it answers."""
+class AccountRate:
+    """Requests of one kind an account may make (a token bucket per account, all its sessions
+    together): counted in the cluster's bucket through ``shared`` when it answers, else in
+    this process's table. Past it, ``refused`` (a 429 naming the kind) is raised."""
 
-    def __init__(self, config: Config, clock: Clock) -> None:
-        self._local = KeyedRateLimiter(
-            config.user_search_per_s, config.user_search_burst, config.send_limiter_table_max
-        )
+    def __init__(
+        self,
+        per_s: float,
+        burst: int,
+        config: Config,
+        clock: Clock,
+        refused: type[SearchLimited | ContactsLimited],
+    ) -> None:
+        self._local = KeyedRateLimiter(per_s, burst, config.send_limiter_table_max)
         self._clock = clock
+        self._refused = refused
         # Seconds a refused client is told to wait: one token comes back in 1 / rate seconds.
-        self._retry_after = max(1, math.ceil(1 / config.user_search_per_s))
+        self._retry_after = max(1, math.ceil(1 / per_s))
 
     async def check(self, user_id: int, shared: SharedRate | None) -> None:
-        """Take one search from the account's bucket, or raise SearchLimited (429)."""
+        """Take one request from the account's bucket, or raise ``refused`` (429)."""
         allowed = None if shared is None else await shared.allow(user_id)
         if allowed is None:  # one process, or Redis down: this node's own count
             allowed = self._local.allow(user_id, self._clock.now_ms() / 1000)
         if not allowed:
-            raise SearchLimited(self._retry_after)
-
-
-class ContactsRate:
-    """The contact decisions and lists one account may make (a token bucket per account, all
-    its sessions together, this node's count)."""
-
-    def __init__(self, config: Config, clock: Clock) -> None:
-        self._local = KeyedRateLimiter(
-            config.contacts_per_user_per_s,
-            config.contacts_per_user_burst,
-            config.send_limiter_table_max,
-        )
-        self._clock = clock
-        self._retry_after = max(1, math.ceil(1 / config.contacts_per_user_per_s))
-
-    def check(self, user_id: int) -> None:
-        """Take one from the account's bucket, or raise ContactsLimited (429)."""
-        if not self._local.allow(user_id, self._clock.now_ms() / 1000):
-            raise ContactsLimited(self._retry_after)
+            raise self._refused(self._retry_after)
 
 
 class Contacts:
@@ -87,8 +75,16 @@ class Contacts:
         self.store = store
         self.presence = presence
         self.clock = clock
-        self.searches = SearchRate(config, clock)
-        self.rate = ContactsRate(config, clock)
+        self.searches = AccountRate(
+            config.user_search_per_s, config.user_search_burst, config, clock, SearchLimited
+        )
+        self.rate = AccountRate(
+            config.contacts_per_user_per_s,
+            config.contacts_per_user_burst,
+            config,
+            clock,
+            ContactsLimited,
+        )
 
     async def decide(
         self, me: int, my_name: str, peer: User, action: Action
@@ -119,6 +115,12 @@ def contacts() -> Contacts:
     return state().chat.contacts
 
 
+async def _count_request(user_id: int) -> None:
+    """Count one contacts request against the account's rate, over every node in a cluster."""
+    limits = state().limits
+    await contacts().rate.check(user_id, None if limits is None else limits.contacts_rate)
+
+
 # --- Views --------------------------------------------------------------------------------
 
 
@@ -126,7 +128,7 @@ def contacts() -> Contacts:
 async def decide() -> Response:
     """``{"user", "action"}``: accept, block, unblock a user, or delete their request."""
     session = await require_session()
-    contacts().rate.check(session.user_id)
+    await _count_request(session.user_id)
     body = await json_body()
     raw = body.get("action")
     action = _ACTIONS.get(raw) if isinstance(raw, str) else None
@@ -141,7 +143,7 @@ async def decide() -> Response:
 async def listed() -> Response:
     """The users I accepted (``?state=accepted``, the default) or blocked, latest first."""
     session = await require_session()
-    contacts().rate.check(session.user_id)
+    await _count_request(session.user_id)
     wanted = _STATES.get(request.args.get("state", "accepted"))
     if wanted is None:
         raise InvalidField("state", "state is accepted or blocked")
@@ -156,7 +158,7 @@ async def requests() -> Response:
     """My message requests (conversations with strangers), most recent first; ``before``
     pages on with the ``last_seq`` of the last one."""
     session = await require_session()
-    contacts().rate.check(session.user_id)
+    await _count_request(session.user_id)
     page = state().config.contacts_page_max
     limit = int_arg("limit", default=page, minimum=1, maximum=page)
     before = int_arg("before", default=_LAST_SEQ, minimum=0, maximum=_LAST_SEQ)
@@ -186,4 +188,4 @@ async def _peer(raw: object, me: str) -> User:
     return peer
 
 
-__all__ = ["Action", "Contacts", "ContactsRate", "SearchRate", "blueprint"]
+__all__ = ["AccountRate", "Action", "Contacts", "blueprint"]

@@ -184,6 +184,7 @@ class SharedLimits:
         self.throttles = SharedThrottles(self, config, clock)
         self.send_rate = SharedSendRate(self, config)
         self.search_rate = SharedSearchRate(self, config)
+        self.contacts_rate = SharedContactsRate(self, config)
         node = node_id or uuid.uuid4().hex[:12]
         self.sockets = SharedSockets(
             self, config.ws_connections_per_user, config.socket_lease, node
@@ -314,6 +315,17 @@ class SharedSearchRate(SharedSendRate):
         self._args = [repr(float(config.user_search_per_s)), config.user_search_burst]
 
 
+class SharedContactsRate(SharedSendRate):
+    """Contact decisions and lists per account on every node (chat/contacts.py), under
+    ``securechat:contacts:<user id>``."""
+
+    kind = "contacts:"
+
+    def __init__(self, limits: SharedLimits, config: Config) -> None:
+        self._limits = limits
+        self._args = [repr(float(config.contacts_per_user_per_s)), config.contacts_per_user_burst]
+
+
 class SharedSockets:
     """The connections-per-user cap counted over every node (chat/service.SharedSocketCap)."""
 
@@ -390,6 +402,7 @@ def _key(kind: str, name: str) -> str:
 
 __all__ = [
     "PREFIX",
+    "SharedContactsRate",
     "SharedLimits",
     "SharedSearchRate",
     "SharedSendRate",
