@@ -22,6 +22,8 @@ from securechat.chat.service import ChatService, new_node_id
 from securechat.config import RESOURCES, Config
 from securechat.directory import views as directory_views
 from securechat.directory.service import KeyDirectory, directory_key
+from securechat.groups import views as group_views
+from securechat.groups.service import GroupService
 from securechat.runtime import WALL_CLOCK, Clock, cancel_and_wait
 from securechat.state import AppState
 from securechat.store import create_store
@@ -63,6 +65,7 @@ def create_app(config: Config | None = None, *, clock: Clock = WALL_CLOCK) -> Qu
     app.register_blueprint(chat_endpoint.blueprint)
     app.register_blueprint(conversations.blueprint)
     app.register_blueprint(contacts.blueprint)
+    app.register_blueprint(group_views.blueprint)
     _trust_proxies(app, config.trusted_proxy_hops)
     # Outermost: a foreign Host or ambiguous framing is refused before anything else runs.
     app.asgi_app = RequestGate(app.asgi_app, config)  # type: ignore[method-assign]
@@ -97,6 +100,7 @@ def _build_state(config: Config, secrets: datadir.ServerSecrets, clock: Clock) -
         ),
         chat=chat,
         directory=KeyDirectory(directory_key(config), store.directory),
+        groups=GroupService(store, chat.broker, config, clock, chat.delivery, chat.stats),
         started=time.monotonic(),
         session_listeners=[chat.session_ended],
         redis=None if limits is None else limits.link,

@@ -25,6 +25,9 @@ class HttpCode(enum.Enum):
 
     BAD_REQUEST = ("bad_request", 400, "The request could not be processed.")
     INVALID = ("invalid", 400, "The request is not valid.")
+    # A group's membership entry refused (``reason``: docs/CONTRACTS.md's membership error code).
+    INVALID_ENTRY = ("invalid_entry", 400, "The membership entry is not valid.")
+    GROUP_TOO_LARGE = ("group_too_large", 400, "The group would have too many members.")
     INVALID_CREDENTIALS = ("invalid_credentials", 401, "Wrong username or password.")
     UNAUTHENTICATED = ("unauthenticated", 401, "Log in first.")
     INVALID_RECOVERY_KEY = ("invalid_recovery_key", 401, "Wrong username or recovery key.")
@@ -34,13 +37,30 @@ class HttpCode(enum.Enum):
         403,
         "This account has been disabled by the server's operator.",
     )
+    NOT_YOUR_ENTRY = (
+        "not_your_entry",
+        403,
+        "A membership entry you post must be signed as you.",
+    )
     NOT_FOUND = ("not_found", 404, "Not found.")
+    UNKNOWN_GROUP = ("unknown_group", 404, "There is no such group of yours.")
     REQUEST_TIMEOUT = ("request_timeout", 408, "The request body did not arrive in time.")
     USERNAME_TAKEN = ("username_taken", 409, "Username already exists.")
     RECOVERY_KEY_USED = (
         "recovery_key_used",
         409,
         "This recovery key has been used or replaced. Use the newest recovery key you saved.",
+    )
+    GROUP_EXISTS = ("group_exists", 409, "A group with this id exists already.")
+    TOO_MANY_GROUPS = (
+        "too_many_groups",
+        409,
+        "Someone named would be in more groups than the server allows.",
+    )
+    STALE_HEAD = (
+        "stale_head",
+        409,
+        "The group changed meanwhile: fetch it, check the change, sign it again.",
     )
     UNSUPPORTED_MEDIA_TYPE = (
         "unsupported_media_type",
@@ -58,6 +78,11 @@ class HttpCode(enum.Enum):
         "contacts_limited",
         429,
         "Too many contact requests. Try again in a moment.",
+    )
+    RATE_LIMITED = (
+        "rate_limited",
+        429,
+        "Too many messages and changes from this account. Try again in a moment.",
     )
     INTERNAL = ("internal", 500, "Internal server error.")
     BUSY = ("busy", 503, "The server is busy. Try again in a moment.")
@@ -99,6 +124,13 @@ class FrameCode(enum.Enum):
         "queue_full",
         "Too many of your messages are waiting to be received; send it again later with"
         " the same id, once the recipient has caught up.",
+    )
+    # Groups (securechat/groups/service.py).
+    UNKNOWN_GROUP = ("unknown_group", "There is no such group of yours.")
+    STALE_HEAD = (
+        "stale_head",
+        "The group changed since that head: fetch it, then encrypt and send again with the"
+        " same id.",
     )
     # Delete for everyone (the ``delete`` frame; an unknown id answers UNKNOWN_MESSAGE).
     DELETE_EXPIRED = (
@@ -278,6 +310,21 @@ class ContactsLimited(Throttled):
     """Contact decisions and lists faster than a person makes them (securechat/chat/contacts.py)."""
 
     error = HttpCode.CONTACTS_LIMITED
+
+
+class RateLimited(Throttled):
+    """Group entries past the account's send rate (securechat/groups/views.py)."""
+
+    error = HttpCode.RATE_LIMITED
+
+
+class GroupError(SecureChatError):
+    """A group write or read refused (securechat/groups/service.py); raised with the
+    ``HttpCode`` that names why, and any details of its body (``reason``, ``head``)."""
+
+    def __init__(self, error: HttpCode, message: str | None = None, **details: Any) -> None:
+        self.error = error
+        super().__init__(message, **details)
 
 
 class ServerBusy(SecureChatError):

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from securechat.cluster.limits import SharedLimits
     from securechat.cluster.redis import RedisLink
     from securechat.directory.service import KeyDirectory
+    from securechat.groups.service import GroupService
 
 SessionListener = Callable[[str], Awaitable[None]]
 
@@ -42,6 +43,8 @@ class AppState:
     accounts: Accounts
     chat: ChatService
     directory: KeyDirectory
+    # Groups (issue 13): their entries, posts and marks.
+    groups: GroupService
     started: float
     # Called with a session id when it ends, so the chat can close that session's sockets.
     session_listeners: list[SessionListener] = field(default_factory=list)

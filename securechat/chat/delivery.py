@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -34,6 +34,9 @@ from securechat.chat.protocol import (
     ack_frame,
     deleted_frame,
     error_frame,
+    group_entry_frame,
+    group_keys_frame,
+    group_message_frame,
     message_frame,
     receipt_frame,
 )
@@ -168,6 +171,20 @@ class _PendingMark:
     status: MarkStatus
 
 
+# Work of its own (a group post or mark: securechat/groups/service.py) that must come after
+# everything its connection submitted before it, and before what it submits next.
+Job = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _PendingJob:
+    conn: Connection
+    run: Job
+
+
+_Pending = _PendingSend | _PendingMark | _PendingJob
+
+
 class Delivery:
     """The committer and everything that follows a commit; also the sync reader."""
 
@@ -216,7 +233,7 @@ class Delivery:
         )
         # Sends and marks in the order they came: a batch is always a prefix of this list, so
         # an ack on a connection implies every earlier frame of that connection is committed.
-        self._pending: list[_PendingSend | _PendingMark] = []
+        self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -249,15 +266,20 @@ class Delivery:
         """Whether ``author`` may send (or delete) now; if not, ``conn`` gets a
         ``rate_limited`` error naming the frame's id, and nothing is stored or removed (the
         client tries again later). Sends and deletes draw on the same per-user budget."""
-        allowed = None
-        if self._shared_rate is not None:
-            allowed = await self._shared_rate.allow(author.user_id)
-        if allowed is None:
-            allowed = self._send_rate.allow(author.user_id, now)
-        if allowed:
+        if await self.allow_send(author.user_id, now):
             return True
         self._refuse(conn, FrameCode.RATE_LIMITED, frame_id)
         return False
+
+    async def allow_send(self, user_id: int, now: float) -> bool:
+        """Take one send from the account's budget (over the cluster when it answers); False
+        when it is spent. Group messages, key distributions and entries draw on it too."""
+        allowed = None
+        if self._shared_rate is not None:
+            allowed = await self._shared_rate.allow(user_id)
+        if allowed is None:
+            allowed = self._send_rate.allow(user_id, now)
+        return allowed
 
     async def send(self, conn: Connection, author: Principal, frame: Send) -> None:
         """Queue a send; it is acknowledged on ``conn`` after its commit.
@@ -272,7 +294,13 @@ class Delivery:
         """Queue a delivered/read mark by the message's recipient."""
         await self._submit(_PendingMark(conn, author, seq, status))
 
-    async def _submit(self, item: _PendingSend | _PendingMark) -> None:
+    async def run_in_order(self, conn: Connection, job: Job) -> None:
+        """Queue ``job`` to run once everything submitted before it is committed and answered,
+        and before anything submitted after it: so its answers on ``conn`` keep the order of
+        the frames (an ack never overtakes an earlier send's). ``job`` answers its own errors."""
+        await self._submit(_PendingJob(conn, job))
+
+    async def _submit(self, item: _Pending) -> None:
         while self._in_flight >= self._pending_max:
             self._room.clear()
             await self._room.wait()
@@ -317,7 +345,7 @@ class Delivery:
         rows, more = await self.store.changes_after(
             user.user_id, after, self._sync_batch, self._sync_bytes
         )
-        return [_change_frame(row) for row in rows], more
+        return [_change_frame(row, user.name) for row in rows], more
 
     # The committer ----------------------------------------------------------------------
 
@@ -327,13 +355,9 @@ class Delivery:
             self._wakeup.clear()
             while self._pending:
                 await self._let_batch_grow()
-                batch = self._pending[: self._batch_max]
-                del self._pending[: len(batch)]
+                batch = self._next_batch()
                 try:
-                    await self._commit(
-                        [item for item in batch if isinstance(item, _PendingSend)],
-                        [item for item in batch if isinstance(item, _PendingMark)],
-                    )
+                    await self._commit_or_run(batch)
                 except Exception:
                     # The committer must outlive any one batch, or every later send would hang.
                     log.exception("chat committer: a batch failed after its commit")
@@ -342,6 +366,26 @@ class Delivery:
                     self._room.set()
                     self._last_commit_end = asyncio.get_running_loop().time()
             self._idle.set()
+
+    def _next_batch(self) -> list[_Pending]:
+        """Take what commits next: a job alone, or the sends and marks before the next job."""
+        end = 1
+        if not isinstance(self._pending[0], _PendingJob):
+            limit = min(len(self._pending), self._batch_max)
+            while end < limit and not isinstance(self._pending[end], _PendingJob):
+                end += 1
+        batch = self._pending[:end]
+        del self._pending[:end]
+        return batch
+
+    async def _commit_or_run(self, batch: list[_Pending]) -> None:
+        if isinstance(batch[0], _PendingJob):
+            await batch[0].run()
+            return
+        await self._commit(
+            [item for item in batch if isinstance(item, _PendingSend)],
+            [item for item in batch if isinstance(item, _PendingMark)],
+        )
 
     async def _let_batch_grow(self) -> None:
         """Under load, start a commit no sooner than ``commit_gather_interval`` after the last
@@ -449,8 +493,8 @@ def _logged(what: str) -> Iterator[None]:
         log.exception("chat committer: %s failed", what)
 
 
-def _change_frame(change: Change) -> Sequenced:
-    """A sync row as the frame a live client would have received."""
+def _change_frame(change: Change, reader: str) -> Sequenced:
+    """A sync row as the frame a live client (of ``reader``) would have received."""
     if change.kind == "message":
         assert change.envelope is not None
         text = message_frame(
@@ -461,15 +505,41 @@ def _change_frame(change: Change) -> Sequenced:
             change.ts,
             change.envelope,
         )
-    else:
+    elif change.kind == "delivered" or change.kind == "read":
         text = receipt_frame(change.pos, change.client_id, change.kind, change.recipient, change.ts)
+    else:
+        text = _group_change_text(change, reader)
     return Sequenced(text, change.pos)
+
+
+def _group_change_text(change: Change, reader: str) -> str:
+    """A group item of a sync: a message, a key distribution (the sender's own copy names
+    its recipient, as live), a membership entry."""
+    envelope = change.envelope or ""
+    if change.kind == "group_entry":
+        return group_entry_frame(change.pos, change.group, change.index, envelope, change.ts)
+    if change.kind == "group_keys":
+        to = change.recipient if change.sender == reader else None
+        return group_keys_frame(
+            change.pos,
+            change.client_id,
+            change.group,
+            change.sender,
+            change.head,
+            change.ts,
+            envelope,
+            to,
+        )
+    return group_message_frame(
+        change.pos, change.client_id, change.group, change.sender, change.head, change.ts, envelope
+    )
 
 
 __all__ = [
     "Acked",
     "ChatStats",
     "Delivery",
+    "Job",
     "Principal",
     "Sequenced",
     "SharedRate",

@@ -166,6 +166,7 @@ async def _serve(
         broker=service.broker,
         config=service.config,
         transmit=_transmitter(socket),
+        groups=state().groups,
     )
     expiry = _Expiry(conn, session, service.config, state().clock)
     code: int = Close.NORMAL.code

@@ -12,6 +12,9 @@ Client -> server frames (JSON objects with a ``"type"``)::
     {"type": "delivered", "seq": seq}      {"type": "read", "seq": seq}
     {"type": "typing", "to": username}     {"type": "ping"}
     {"type": "delete", "id": uuid}         (delete my message for everyone)
+    {"type": "send", "id": uuid, "group": hex, "head": b64, "envelope": {...}}   (a group's)
+    {"type": "group_keys", "id": uuid, "group": hex, "head": b64, "keys": {name: {...}}}
+    {"type": "delivered" or "read", "seq": seq, "group": hex}                      (a group's)
 
 Unknown keys are ignored, so a client-sent ``"from"`` is never trusted: the server always takes
 the sender from the authenticated session. The envelope format is in ``docs/CONTRACTS.md``.
@@ -75,16 +78,42 @@ class Sync:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """My client has stored message ``seq``."""
+    """My client has stored message ``seq`` (of ``group``, hex, when it is a group's)."""
 
     seq: int
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """I have seen message ``seq``."""
+    """I have seen message ``seq`` (of ``group``, hex, when it is a group's)."""
 
     seq: int
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSend:
+    """Store a group message (docs/CONTRACTS.md "Group message") for ``group`` (hex),
+    encrypted under membership ``head`` (b64); ``envelope_json`` is the wire object's
+    canonical JSON text."""
+
+    id: str
+    group: str
+    head: str
+    envelope_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKeys:
+    """Hand my sender chain to some members of ``group``: ``keys`` maps each recipient to
+    the canonical JSON of its pairwise envelope; ``keys_json`` is the whole map's."""
+
+    id: str
+    group: str
+    head: str
+    keys: dict[str, str]
+    keys_json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +135,9 @@ class Ping:
     """Are you there? (An application-level keepalive the page can observe.)"""
 
 
-ClientFrame: TypeAlias = Send | Sync | Delivered | Read | Typing | Ping | Delete
+ClientFrame: TypeAlias = (
+    Send | GroupSend | GroupKeys | Sync | Delivered | Read | Typing | Ping | Delete
+)
 
 ProtocolErrorCode: TypeAlias = Literal[
     FrameCode.BAD_JSON,
@@ -238,7 +269,9 @@ def _uuid(obj: dict[str, Any], name: str) -> str:
     return value
 
 
-def _parse_send(obj: dict[str, Any], max_envelope_bytes: int) -> Send:
+def _parse_send(obj: dict[str, Any], max_envelope_bytes: int) -> Send | GroupSend:
+    if "group" in obj:
+        return _parse_group_send(obj, max_envelope_bytes)
     frame_id = _uuid(obj, "id")
     to = _username(obj, "to")
     return Send(
@@ -255,11 +288,11 @@ def _parse_sync(obj: dict[str, Any], _max: int) -> Sync:
 
 
 def _parse_delivered(obj: dict[str, Any], _max: int) -> Delivered:
-    return Delivered(seq=_seq(obj, "seq"))
+    return Delivered(seq=_seq(obj, "seq"), group=_group_or_none(obj))
 
 
 def _parse_read(obj: dict[str, Any], _max: int) -> Read:
-    return Read(seq=_seq(obj, "seq"))
+    return Read(seq=_seq(obj, "seq"), group=_group_or_none(obj))
 
 
 def _parse_typing(obj: dict[str, Any], _max: int) -> Typing:
@@ -268,6 +301,92 @@ def _parse_typing(obj: dict[str, Any], _max: int) -> Typing:
 
 def _parse_ping(obj: dict[str, Any], _max: int) -> Ping:
     return _PING
+
+
+# --- Group frames (issue 13; docs/protocol.md "Groups") -----------------------------------------
+
+# A group id on the wire: the lower-case hex of 16 bytes.
+GROUP_RE: Final = re.compile(r"\A[0-9a-f]{32}\Z")
+_HEAD_BYTES: Final = 32
+# The group wire object (CONTRACTS.md "Group message"): binary fields' decoded sizes, and the
+# sender chain's iteration, a u32.
+_GROUP_ENVELOPE_BYTES: Final[dict[str, tuple[int, int | None]]] = {
+    "iv": (12, 12),
+    "ct": (16, None),
+    "sig": (64, 64),
+}
+_GROUP_ENVELOPE_KEYS: Final = frozenset(_GROUP_ENVELOPE_BYTES) | {"v", "it"}
+_ITERATION_LIMIT: Final = 2**32
+
+
+def _group_id(obj: dict[str, Any]) -> str:
+    value = obj.get("group")
+    if isinstance(value, str) and GROUP_RE.match(value):
+        return value
+    raise _bad_field("group", "must be a group id: 32 lower-case hex digits")
+
+
+def _group_or_none(obj: dict[str, Any]) -> str | None:
+    return _group_id(obj) if "group" in obj else None
+
+
+def _head(obj: dict[str, Any]) -> str:
+    value = obj.get("head")
+    if isinstance(value, str) and _is_base64(value, _HEAD_BYTES, _HEAD_BYTES):
+        return value
+    raise _bad_field("head", "must be canonical base64 of 32 bytes")
+
+
+def _parse_group_send(obj: dict[str, Any], max_bytes: int) -> GroupSend:
+    frame_id = _uuid(obj, "id")
+    if "to" in obj:
+        raise _bad_field("to", "must be absent from a group's send")
+    group, head = _group_id(obj), _head(obj)
+    return GroupSend(frame_id, group, head, _group_envelope(obj.get("envelope"), max_bytes))
+
+
+def _group_envelope(value: Any, max_bytes: int) -> str:
+    """Validate a group wire object; return its canonical JSON text."""
+    if not isinstance(value, dict) or value.keys() != _GROUP_ENVELOPE_KEYS:
+        raise _bad_field("envelope", "must be an object with exactly the keys v, it, iv, ct, sig")
+    if type(value["v"]) is not int or value["v"] != 1:
+        raise _bad_field("envelope.v", "must be 1")
+    if type(value["it"]) is not int or not 0 <= value["it"] < _ITERATION_LIMIT:
+        raise _bad_field("envelope.it", "must be an integer in [0, 2**32)")
+    bad = next(
+        (
+            name
+            for name, (low, high) in _GROUP_ENVELOPE_BYTES.items()
+            if not isinstance(value[name], str) or not _is_base64(value[name], low, high)
+        ),
+        None,
+    )
+    text = _CANONICAL.encode(value)
+    if len(text) > max_bytes:
+        raise ProtocolError(FrameCode.ENVELOPE_TOO_LARGE, f"the envelope exceeds {max_bytes} bytes")
+    if bad is not None:
+        low, high = _GROUP_ENVELOPE_BYTES[bad]
+        raise _bad_field(
+            f"envelope.{bad}", f"must be canonical base64 of {low}..{high or 'any'} bytes"
+        )
+    return text
+
+
+def _parse_group_keys(obj: dict[str, Any], max_bytes: int) -> GroupKeys:
+    frame_id = _uuid(obj, "id")
+    group, head = _group_id(obj), _head(obj)
+    value = obj.get("keys")
+    if not isinstance(value, dict) or not value:
+        raise _bad_field("keys", "must be an object naming at least one recipient")
+    keys: dict[str, str] = {}
+    for name in sorted(value):
+        if not USERNAME_RE.match(name):
+            raise _bad_field("keys", "must map canonical usernames to envelopes")
+        keys[name] = _envelope(value[name], max_bytes)
+    keys_json = "{" + ",".join(f"{_quote(name)}:{text}" for name, text in keys.items()) + "}"
+    if len(keys_json) > max_bytes:
+        raise ProtocolError(FrameCode.ENVELOPE_TOO_LARGE, f"the keys exceed {max_bytes} bytes")
+    return GroupKeys(frame_id, group, head, keys, keys_json)
 
 
 _PING: Final = Ping()
@@ -279,6 +398,7 @@ _PARSERS: Final[dict[str, Callable[[dict[str, Any], int], ClientFrame]]] = {
     "typing": _parse_typing,
     "ping": _parse_ping,
     "delete": _parse_delete,
+    "group_keys": _parse_group_keys,
 }
 
 # --- The envelope -------------------------------------------------------------------------------
@@ -431,6 +551,52 @@ def typing_frame(sender: str) -> str:
     return _COMPACT.encode({"type": "typing", "from": sender})
 
 
+def group_message_frame(
+    seq: int, id: str, group: str, sender: str, head: str, ts: int, envelope_json: str
+) -> str:
+    """A stored group message; ``envelope_json`` (canonical text) is spliced in."""
+    return (
+        f'{{"type":"group_message","seq":{seq:d},"id":{_quote(id)},"group":{_quote(group)},'
+        f'"from":{_quote(sender)},"head":{_quote(head)},"ts":{ts:d},"envelope":{envelope_json}}}'
+    )
+
+
+def group_keys_frame(
+    seq: int,
+    id: str,
+    group: str,
+    sender: str,
+    head: str,
+    ts: int,
+    envelope_json: str,
+    to: str | None = None,
+) -> str:
+    """A key distribution: the reader's own pairwise envelope; for the sender's other devices,
+    ``to`` names the recipient whose envelope it is."""
+    recipient = "" if to is None else f'"to":{_quote(to)},'
+    return (
+        f'{{"type":"group_keys","seq":{seq:d},"id":{_quote(id)},"group":{_quote(group)},'
+        f'"from":{_quote(sender)},{recipient}"head":{_quote(head)},"ts":{ts:d},'
+        f'"envelope":{envelope_json}}}'
+    )
+
+
+def group_entry_frame(seq: int, group: str, index: int, entry: str, ts: int) -> str:
+    """A membership change at chain ``index``; ``entry`` is b64 as posted."""
+    return (
+        f'{{"type":"group_entry","seq":{seq:d},"group":{_quote(group)},"index":{index:d},'
+        f'"entry":{_quote(entry)},"ts":{ts:d}}}'
+    )
+
+
+def group_receipt_frame(group: str, id: str, delivered: int, read: int, members: int) -> str:
+    """How many of the other members have received and read my group message ``id``."""
+    return (
+        f'{{"type":"group_receipt","group":{_quote(group)},"id":{_quote(id)},'
+        f'"delivered":{delivered:d},"read":{read:d},"members":{members:d}}}'
+    )
+
+
 _PONG: Final = '{"type":"pong"}'
 
 
@@ -534,6 +700,7 @@ class KeyedRateLimiter:
 
 
 __all__ = [
+    "GROUP_RE",
     "SEQ_LIMIT",
     "USERNAME_RE",
     "UUID_RE",
@@ -541,6 +708,8 @@ __all__ = [
     "CloseCode",
     "Delete",
     "Delivered",
+    "GroupKeys",
+    "GroupSend",
     "KeyedRateLimiter",
     "Ping",
     "PresenceStatus",
@@ -555,6 +724,10 @@ __all__ = [
     "ack_frame",
     "deleted_frame",
     "error_frame",
+    "group_entry_frame",
+    "group_keys_frame",
+    "group_message_frame",
+    "group_receipt_frame",
     "message_frame",
     "normalize_username",
     "parse_client_frame",

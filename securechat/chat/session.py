@@ -28,13 +28,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from securechat.chat.delivery import Acked, ChatStats, Delivery, Principal, Sequenced
 from securechat.chat.hub import Broker, Connection
 from securechat.chat.protocol import (
     Delete,
     Delivered,
+    GroupKeys,
+    GroupSend,
     Ping,
     ProtocolError,
     RateLimiter,
@@ -51,6 +53,10 @@ from securechat.chat.protocol import (
 from securechat.config import Config
 from securechat.errors import Close, FrameCode
 from securechat.runtime import cancel_and_wait
+from securechat.store import MarkStatus
+
+if TYPE_CHECKING:
+    from securechat.groups.service import GroupService
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +92,11 @@ class ChatSession:
         config: Config,
         transmit: Transmit,
         clock: Clock | None = None,
+        groups: GroupService | None = None,
     ) -> None:
         self.conn = conn
+        # Group posts and marks (securechat/groups/service.py); None: pairs only.
+        self.groups = groups
         self.user = user
         self.delivery = delivery
         self.broker = broker
@@ -131,12 +140,12 @@ class ChatSession:
             return
         if isinstance(frame, Send):
             await self._send(frame)
+        elif isinstance(frame, GroupSend | GroupKeys):
+            await self._group_post(frame)
         elif isinstance(frame, Sync):
             await self.sync(frame.after)
-        elif isinstance(frame, Delivered):
-            await self.delivery.mark(self.conn, self.user, frame.seq, "delivered")
-        elif isinstance(frame, Read):
-            await self.delivery.mark(self.conn, self.user, frame.seq, "read")
+        elif isinstance(frame, Delivered | Read):
+            await self._mark(frame)
         elif isinstance(frame, Typing):
             await self._typing_to(frame.to)
         elif isinstance(frame, Ping):
@@ -154,6 +163,28 @@ class ChatSession:
             return
         if await self.delivery.admit(self.conn, self.user, frame.id, self._clock()):
             await self.delivery.send(self.conn, self.user, frame)
+
+    async def _group_post(self, frame: GroupSend | GroupKeys) -> None:
+        # A group message or key distribution costs a send, and is answered in frame order.
+        groups = self.groups
+        if groups is None:
+            self._refuse(FrameCode.UNKNOWN_GROUP, None, frame.id)
+        elif await self.delivery.admit(self.conn, self.user, frame.id, self._clock()):
+            await self.delivery.run_in_order(
+                self.conn, lambda: groups.post(self.conn, self.user, frame)
+            )
+
+    async def _mark(self, frame: Delivered | Read) -> None:
+        status: MarkStatus = "delivered" if isinstance(frame, Delivered) else "read"
+        groups = self.groups
+        if frame.group is None:
+            await self.delivery.mark(self.conn, self.user, frame.seq, status)
+        elif groups is not None:
+            await self.delivery.run_in_order(
+                self.conn, lambda: groups.mark(self.conn, self.user, frame.seq, status)
+            )
+        else:
+            self._refuse(FrameCode.UNKNOWN_GROUP, None, None)
 
     async def _delete(self, frame_id: str) -> None:
         # A delete costs what a send costs: each one is a database write.

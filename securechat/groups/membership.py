@@ -304,6 +304,17 @@ class _Replay:
         if len(self.members) > self.max_members:
             raise MembershipError("bad_change", f"more than {self.max_members} members", e.seq)
 
+    def state(self, group_id: bytes, head: bytes, seq: int) -> GroupState:
+        """The membership so far, as a chain ending at ``head`` (entry ``seq``) justifies it."""
+        return GroupState(
+            group_id=group_id,
+            head=head,
+            seq=seq,
+            members=dict(self.members),
+            admins=frozenset(self.admins),
+            name=self.name,
+        )
+
     def _create(self, e: Entry, names: list[str]) -> None:
         if e.seq != 0:
             raise MembershipError("bad_change", "only the first entry creates", e.seq)
@@ -366,31 +377,71 @@ def verify_chain(
     ``keys`` maps each username to the Ed25519 SPKIs the reader verified for them (through the
     key directory); an entry signed by any other key is refused. Raises ``MembershipError``.
     """
+    return _replay(entries, keys, max_members)
+
+
+def replay_verified(entries: Sequence[bytes], *, max_members: int) -> GroupState:
+    """The state of a chain whose signatures were verified already (each when it was
+    appended, with the keys of that time), checking every other rule again.
+
+    For the server, which holds chains it checked entry by entry: signing keys change (a key
+    reset), so checking old signatures with today's keys would refuse an honest chain.
+    """
+    return _replay(entries, None, max_members)
+
+
+def verify_next(
+    state: GroupState,
+    data: bytes,
+    keys: Mapping[str, Sequence[bytes]],
+    *,
+    max_members: int = GROUP_MEMBERS_MAX,
+) -> GroupState:
+    """Verify one entry appended to a chain already verified up to ``state``, and return
+    the state after it: what :func:`verify_chain` would say of the longer chain, at the cost
+    of one entry. Raises ``MembershipError``."""
+    replay = _Replay(max_members)
+    replay.members, replay.admins, replay.name = dict(state.members), set(state.admins), state.name
+    e = _step(replay, state.head, state.group_id, state.seq + 1, data, keys)
+    return replay.state(e.group_id, entry_hash(data), e.seq)
+
+
+def _replay(
+    entries: Sequence[bytes], keys: Mapping[str, Sequence[bytes]] | None, max_members: int
+) -> GroupState:
     if not entries:
         raise MembershipError("malformed", "an empty chain")
     replay, prev, group_id = _Replay(max_members), ZERO_HASH, b""
     for position, data in enumerate(entries):
-        e = decode_entry(data)
-        group_id = group_id or e.group_id
-        if e.seq != position or e.group_id != group_id:
-            raise MembershipError("reordered", f"found at position {position}", e.seq)
-        if (position == 0) != (e.action is Action.CREATE):
-            raise MembershipError("bad_change", "a chain starts with its one create", e.seq)
-        if e.prev_hash != prev:
-            raise MembershipError("broken_link", "prev_hash is not the previous entry's", e.seq)
-        verify_entry(e, keys)
-        if e.actor not in replay.members and e.action is not Action.CREATE:
-            raise MembershipError("not_admin", f"{e.actor} is not a member here", e.seq)
-        replay.apply(e)
+        group_id = _step(replay, prev, group_id, position, data, keys).group_id
         prev = entry_hash(data)
-    return GroupState(
-        group_id=group_id,
-        head=prev,
-        seq=len(entries) - 1,
-        members=dict(replay.members),
-        admins=frozenset(replay.admins),
-        name=replay.name,
-    )
+    return replay.state(group_id, prev, len(entries) - 1)
+
+
+def _step(
+    replay: _Replay,
+    prev: bytes,
+    group_id: bytes,
+    position: int,
+    data: bytes,
+    keys: Mapping[str, Sequence[bytes]] | None,
+) -> Entry:
+    """Check entry ``data`` at ``position`` after the entry hashing to ``prev`` and apply it
+    to ``replay``; signatures are checked unless ``keys`` is None."""
+    e = decode_entry(data)
+    group_id = group_id or e.group_id
+    if e.seq != position or e.group_id != group_id:
+        raise MembershipError("reordered", f"found at position {position}", e.seq)
+    if (position == 0) != (e.action is Action.CREATE):
+        raise MembershipError("bad_change", "a chain starts with its one create", e.seq)
+    if e.prev_hash != prev:
+        raise MembershipError("broken_link", "prev_hash is not the previous entry's", e.seq)
+    if keys is not None:
+        verify_entry(e, keys)
+    if e.actor not in replay.members and e.action is not Action.CREATE:
+        raise MembershipError("not_admin", f"{e.actor} is not a member here", e.seq)
+    replay.apply(e)
+    return e
 
 
 def check_roster(state: GroupState, listed: Iterable[str]) -> None:
