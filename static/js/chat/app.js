@@ -7,6 +7,7 @@ import { ApiError, describeError, isTransient, request } from "../api.js";
 import { DirectoryError, NoKeysError } from "../directory.js";
 import { showError, showInfo } from "../ui.js";
 import { Conversations } from "./conversations.js";
+import { GroupsUI } from "./groups.js";
 import { History, PAGE } from "./history.js";
 import { KeyBook } from "./keys.js";
 import { Messages, wellFormed } from "./messages.js";
@@ -75,6 +76,7 @@ export class ChatApp {
     if ((await this.store.cursor()) === null) await this.store.setCursor(rows[0]?.last_seq ?? 0);
     this.#maxSeq = await this.store.cursor();
     this.#startSocket();
+    await this.groups.start(this.socket);
     document.addEventListener("visibilitychange", () => this.#markThreadRead());
     window.addEventListener("securechat:logout", () => this.socket.stop());
     this.root.dataset.ready = "true";
@@ -162,7 +164,20 @@ export class ChatApp {
       onAccept: (peer) => this.#afterVerification(peer, () => this.keys.acceptChange(peer)),
     });
     byId("verify-open").addEventListener("click", () => this.verify.open(this.#current));
-    byId("send-blocked-review").addEventListener("click", () => this.verify.open(this.#current));
+    byId("send-blocked-review").addEventListener("click", () =>
+      this.groups.current === null ? this.verify.open(this.#current) : this.groups.openMembers(),
+    );
+    this.groups = new GroupsUI({
+      me: this.me,
+      identity: this.identity,
+      store: this.store,
+      vault: this.messages.vault,
+      keys: this.keys,
+      thread: this.thread,
+      composer: this.composer,
+      verify: this.verify,
+      onOpenThread: () => this.#showGroupPane(),
+    });
     byId("thread-back").addEventListener("click", () => this.#close());
     this.notifier = new Notifier({
       me: this.me,
@@ -196,6 +211,7 @@ export class ChatApp {
 
   /** Show the conversation with peer: what is kept here at once, then what the server adds. */
   async open(peer) {
+    this.groups.leave();
     const opening = ++this.#opening;
     this.#current = peer;
     this.conversations.set(peer, { unread: 0 });
@@ -216,6 +232,18 @@ export class ChatApp {
     this.#markThreadRead();
   }
 
+  /** A group's thread takes the pane (groups.js fills it): no pair conversation is open. */
+  #showGroupPane() {
+    this.#current = null;
+    this.#opening += 1;
+    this.root.dataset.view = "thread";
+    byId("chat-placeholder").hidden = true;
+    byId("thread").hidden = false;
+    this.#showTyping(null);
+    this.composer.setBlocked(false);
+    this.conversations.render();
+  }
+
   #showThread(peer) {
     this.root.dataset.view = "thread";
     byId("chat-placeholder").hidden = true;
@@ -232,6 +260,7 @@ export class ChatApp {
   }
 
   #close() {
+    this.groups.leave();
     this.#current = null;
     this.#opening += 1;
     this.root.dataset.view = "list";
@@ -279,6 +308,10 @@ export class ChatApp {
 
   /** The page before the oldest message shown: from the server, then what is kept here. */
   async #loadOlder() {
+    if (this.groups.current !== null) {
+      await this.groups.loadOlder();
+      return;
+    }
     const peer = this.#current;
     const button = byId("load-older");
     button.disabled = true;
@@ -378,11 +411,15 @@ export class ChatApp {
 
   async #synced() {
     this.conversations.refresh();
+    this.groups.synced();
     for (const record of await this.messages.retryPending())
       await this.#incoming(record, { counts: false });
   }
 
   async #frame(frame, { replay }) {
+    if (await this.groups.frame(frame, { replay })) return;
+    // A group frame's answer goes to groups.js, which waits for it.
+    if ((frame.type === "ack" || frame.type === "error") && this.groups.answer(frame)) return;
     switch (frame.type) {
       case "message":
         if (wellFormed(frame)) {
@@ -474,6 +511,10 @@ export class ChatApp {
   }
 
   #markThreadRead() {
+    if (this.groups.current !== null) {
+      this.groups.markRead();
+      return;
+    }
     if (this.#current === null || document.visibilityState !== "visible") return;
     this.receipts.markRead(this.thread.items());
     this.conversations.set(this.#current, { unread: 0 });
@@ -483,6 +524,7 @@ export class ChatApp {
   // --- sending -------------------------------------------------------------------------
 
   async #send(text, reply = null) {
+    if (this.groups.current !== null) return this.groups.send(text);
     const peer = this.#current;
     const keys = this.keys.cached(peer);
     if (this.composer.blocked || (keys && !keys.canSend)) {
@@ -536,6 +578,7 @@ export class ChatApp {
     const windowMs = Number(this.root.dataset.deleteWindowMs) || DELETE_WINDOW_MS;
     return (
       item.direction === "out"
+      && !item.group // a group message has no delete for everyone
       && Number.isSafeInteger(item.seq)
       && Number.isSafeInteger(item.ts)
       && Date.now() - item.ts < windowMs
@@ -579,6 +622,7 @@ export class ChatApp {
   #typing() {
     const now = Date.now();
     if (now - this.#typingSentAt < TYPING_SEND_EVERY_MS || !this.socket.online) return;
+    if (this.#current === null) return; // a group: no typing frames
     this.#typingSentAt = now;
     this.socket.send({ type: "typing", to: this.#current });
   }

@@ -5,8 +5,8 @@
  *
  * The socket is opened as /ws?after=<cursor>: the server replays every position above the
  * cursor, then "synced", then live frames, so frames arrive in strictly increasing position and
- * the cursor can follow each "message", "receipt" and "ack" (docs/protocol.md, "Positions, and
- * the cursor"). It moves only after the frame has been handled, so a crash never skips one.
+ * the cursor can follow each "message", "receipt", "ack" and group frame (docs/protocol.md,
+ * "Positions, and the cursor"). It moves only after the frame has been handled, so a crash never skips one.
  *
  * Events: "state" (detail {state, retryAt, code, reason}) with state "connecting", "syncing",
  * "online", "offline" (a retry is scheduled at retryAt) or "closed" (the server refused us,
@@ -31,6 +31,15 @@ const SEEN_IDS_MAX = 10_000;
 // RFC 6455 7.4.1: 1008 is policy (flood, session ended, too many connections). The protocol
 // says a client does not reconnect after it on its own.
 const POLICY_VIOLATION = 1008;
+// The frames that take a position of mine (docs/protocol.md, "Positions" and "Group positions").
+const POSITIONED = new Set([
+  "message",
+  "receipt",
+  "ack",
+  "group_message",
+  "group_keys",
+  "group_entry",
+]);
 
 /** The delay before reconnect attempt n (0-based): uniform in [floor, min(cap, base * 2^n)]. */
 export function backoffDelay(attempt, random = Math.random) {
@@ -192,11 +201,11 @@ export class ChatSocket extends EventTarget {
       this.dispatchEvent(new Event("synced"));
       return;
     }
-    const positioned =
-      ["message", "receipt", "ack"].includes(frame.type) && Number.isSafeInteger(frame.seq);
-    const duplicate = frame.type === "message" && this.#seen.has(frame.id);
+    const positioned = POSITIONED.has(frame.type) && Number.isSafeInteger(frame.seq);
+    const once = frame.type === "message" || frame.type === "group_message";
+    const duplicate = once && this.#seen.has(frame.id);
     if (!duplicate) await this.#onFrame(frame, { replay: !conn.synced });
-    if (frame.type === "message") this.#remember(frame.id);
+    if (once) this.#remember(frame.id);
     if (positioned) await this.#saveCursor(frame.seq);
   }
 

@@ -58,6 +58,9 @@ function dayKey(ms) {
 /** The words for a message that cannot be shown, by what went wrong. */
 function problemText(item) {
   if (item.state === "pending") return "Checking this message…";
+  if (item.state === "refused") {
+    return "This message was not opened: the group's membership could not be verified (see the warning above).";
+  }
   if (item.state === "unverifiable" && item.direction === "out") {
     return (
       "This message could not be verified with your current keys: it may have been sent before your keys "
@@ -85,6 +88,12 @@ function noticeNode(item, peer) {
     className: "thread-notice",
     attrs: { "data-id": item.id, "data-day": dayKey(momentOf(item)) },
   });
+  if (item.notice?.kind === "group") {
+    // A membership change of a group, in words groups/state.js made ("alice added carol").
+    node.dataset.notice = item.notice.removed ? "removed" : "group";
+    node.append(el("p", { text: item.notice.text }));
+    return node;
+  }
   if (item.notice?.kind !== "keychange") return node;
   const what =
     `This happens when ${peer} resets their keys or starts over on a new device, but it could also `
@@ -109,6 +118,14 @@ function statusNode(status) {
     el("span", { className: "msg__ticks", text: shown.ticks, attrs: { "aria-hidden": "true" } }),
     ` ${shown.label}`,
   );
+}
+
+/** "Read by 2 of 4" of my group message (group_receipt frames and the history's counts). */
+function readCount({ read, members }) {
+  return el("span", {
+    className: "msg__status msg__read-count",
+    text: ` · Read by ${read} of ${members}`,
+  });
 }
 
 /** An address found in text, without the punctuation around it that belongs to the sentence. */
@@ -258,9 +275,17 @@ function fillMessage(node, item, actions = null) {
   if (item.direction === "out") {
     const status = statusNode(item.status);
     if (status) meta.append(status);
+    if (item.counts?.members) meta.append(readCount(item.counts));
   }
   if (item.state === "ok" && typeof item.text === "string") meta.append(copyButton(item.text));
-  if (actions && item.state === "ok" && typeof item.text === "string" && item.seq !== null)
+  const replies = !item.group; // a group message has no reply (its plaintext is text and ts)
+  if (
+    actions
+    && replies
+    && item.state === "ok"
+    && typeof item.text === "string"
+    && item.seq !== null
+  )
     meta.append(actionButton("Reply", "msg__reply", () => actions.onReply(item)));
   if (actions && item.status !== "sending") meta.append(deleteButton(item, node, actions));
   const parts = [bodyNode(item), meta];

@@ -1,0 +1,272 @@
+/**
+ * The groups I am in, as this page knows them: each group's kept record (state.js), sealed by
+ * vault.js in the chat store, and its verified view, made again from the chain with keys the
+ * key directory proved. A group whose chain fails, or whose member list from the server names
+ * anyone the chain does not justify (a ghost member) or leaves a member out, gets a problem:
+ * nothing is encrypted to it or accepted from it (docs/CONTRACTS.md, "Groups").
+ *
+ * Events: "change" (detail {group}) when a group's name, members, problem or messages changed.
+ * No DOM.
+ */
+
+import { ApiError, isTransient, request } from "../api.js";
+import { Action, MembershipError } from "./membership.js";
+import { describeEntry, GROUP_HEX, nameOf, newRecord, threadOf, verifyRecord } from "./state.js";
+
+const INDEX = "groups";
+
+/** What a problem means, in plain words, naming the group. */
+export function problemText(problem, name) {
+  if (problem.code === "ghost_member") {
+    return (
+      `The server lists ${problem.names.join(", ")} as a member of ${name}, but no admin added them. `
+      + "Messages are not sent to this group until this is resolved."
+    );
+  }
+  if (problem.code === "hidden_member") {
+    return (
+      `The server leaves ${problem.names.join(", ")} out of ${name}, though the signed membership `
+      + "lists them. Messages are not sent to this group until this is resolved."
+    );
+  }
+  return (
+    `The membership of ${name} could not be verified (${problem.code}). Messages are not sent to `
+    + "or accepted from this group until it can be."
+  );
+}
+
+export class GroupBook extends EventTarget {
+  #groups = new Map(); // group -> {record, view, problem, name, listed, unread}
+  #queues = new Map(); // group -> the tail of its one-at-a-time work
+
+  constructor({ me, identity, store, vault, keys }) {
+    super();
+    Object.assign(this, { me, identity, store, vault, keys });
+  }
+
+  /** Run work() after the group's earlier work: one change to a record at a time. */
+  serial(group, work) {
+    const run = (this.#queues.get(group) ?? Promise.resolve()).then(work);
+    this.#queues.set(
+      group,
+      run.catch(() => {}),
+    );
+    return run;
+  }
+
+  changed(group) {
+    this.dispatchEvent(new CustomEvent("change", { detail: { group } }));
+  }
+
+  // --- kept records -----------------------------------------------------------------------
+
+  async #loadKept(group) {
+    const box = await this.store.meta(`group:${group}`);
+    if (!box) return null;
+    try {
+      return await this.vault.open(`group:${group}`, box);
+    } catch {
+      return null; // sealed under keys this browser no longer has
+    }
+  }
+
+  async save(entry) {
+    const { record } = entry;
+    await this.store.setMeta(
+      `group:${record.group}`,
+      await this.vault.seal(`group:${record.group}`, record),
+    );
+    const index = (await this.store.meta(INDEX)) ?? [];
+    if (!index.includes(record.group)) await this.store.setMeta(INDEX, [...index, record.group]);
+  }
+
+  /** The group's entry, loaded from the store or made new. */
+  async entry(group) {
+    let entry = this.#groups.get(group);
+    if (!entry) {
+      const record = (await this.#loadKept(group)) ?? newRecord(group);
+      entry = { record, view: null, problem: null, name: null, listed: null, unread: 0 };
+      this.#groups.set(group, entry);
+      if (record.entries.length) await this.verify(entry);
+    }
+    return entry;
+  }
+
+  known(group) {
+    return this.#groups.get(group) ?? null;
+  }
+
+  /**
+   * The thread's notice of the entry at index (decoded), placed at its stream position seq;
+   * once per entry. Resolves to the notice record, or null if it was already there.
+   */
+  async notice(entry, index, decoded, seq) {
+    const group = entry.record.group;
+    const id = `group-entry:${group}:${index}`;
+    if (await this.store.message(id)) return null;
+    const removesMe =
+      decoded.action === Action.REMOVE && decoded.subjects.some((s) => s.username === this.me);
+    const text = removesMe
+      ? `You were removed from ${this.title(group)} by ${decoded.actor}.`
+      : describeEntry(decoded, this.me);
+    const record = {
+      id,
+      peer: threadOf(group),
+      group,
+      from: null,
+      to: null,
+      seq: null,
+      ts: decoded.writtenMs,
+      order: Number.isSafeInteger(seq) ? seq : entry.record.lastSeq + 0.5,
+      direction: "notice",
+      status: null,
+      state: "notice",
+      notice: { kind: "group", text, removed: removesMe },
+    };
+    await this.store.putMessage(record);
+    return record;
+  }
+
+  // --- verification -----------------------------------------------------------------------
+
+  /** The current Ed25519 key the directory proves for user, or null (offline, refused). */
+  async #verifiedKey(user) {
+    if (user === this.me) return this.identity.signSpki;
+    try {
+      return (await this.keys.get(user)).signSpki;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Verify the entry's chain (and the server's member list, if known); sets view/problem. */
+  async verify(entry) {
+    try {
+      entry.view = await verifyRecord(entry.record, (user) => this.#verifiedKey(user));
+      entry.problem = null;
+      if (entry.listed) this.#checkListed(entry);
+    } catch (error) {
+      if (!(error instanceof MembershipError)) throw error;
+      entry.problem = { code: error.code, names: [], message: error.message };
+    }
+    entry.name = entry.view ? await nameOf(entry.record, entry.view) : null;
+    if (entry.view) entry.record.removed = !entry.view.members.has(this.me);
+  }
+
+  #checkListed(entry) {
+    const { members } = entry.view;
+    const ghosts = entry.listed.filter((n) => !members.has(n)).sort();
+    const hidden = [...members.keys()].filter((n) => !entry.listed.includes(n)).sort();
+    if (ghosts.length) entry.problem = { code: "ghost_member", names: ghosts };
+    else if (hidden.length) entry.problem = { code: "hidden_member", names: hidden };
+  }
+
+  /**
+   * Fetch the group's chain and member list and verify both. A chain that does not continue
+   * the one kept here is refused. Resolves to the entry; 404 (not a member) leaves it as kept.
+   */
+  async refresh(group) {
+    const entry = await this.entry(group);
+    let body;
+    try {
+      body = await request(`/api/v1/groups/${group}`);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return entry;
+      if (isTransient(error)) return entry;
+      throw error;
+    }
+    const kept = entry.record.entries;
+    const fetched = Array.isArray(body?.entries) ? body.entries : [];
+    if (kept.some((e, i) => fetched[i] !== e)) {
+      entry.problem = { code: "rewritten", names: [] };
+    } else {
+      entry.record.entries = fetched;
+      entry.listed = Array.isArray(body.members) ? body.members.map(String) : [];
+      await this.verify(entry);
+    }
+    await this.save(entry);
+    this.changed(group);
+    return entry;
+  }
+
+  /** Every group kept here and every one the server lists, verified. */
+  async load() {
+    let rows = [];
+    try {
+      rows = (await request("/api/v1/groups")).groups ?? [];
+    } catch {
+      rows = []; // offline: what is kept here is shown
+    }
+    const groups = new Set((await this.store.meta(INDEX)) ?? []);
+    for (const row of rows) if (GROUP_HEX.test(row.group)) groups.add(row.group);
+    for (const group of groups) {
+      const row = rows.find((r) => r.group === group);
+      const entry = await this.entry(group);
+      if (row) {
+        entry.unread = row.unread ?? 0;
+        entry.record.lastSeq = Math.max(entry.record.lastSeq, row.last_seq ?? 0);
+        await this.serial(group, () => this.refresh(group));
+      }
+    }
+  }
+
+  /** The groups to list, most recent first: {group, name, members, removed, problem, unread, order}. */
+  list() {
+    return [...this.#groups.values()]
+      .filter((g) => g.record.entries.length)
+      .map(({ record, view, problem, name, unread }) => ({
+        group: record.group,
+        name: this.title(record.group),
+        named: name !== null,
+        members: view ? view.members.size : 0,
+        removed: record.removed,
+        problem,
+        unread,
+        order: record.lastSeq,
+      }))
+      .sort((a, b) => b.order - a.order);
+  }
+
+  /** The name to show for group: its decrypted name, or words saying it is not here yet. */
+  title(group) {
+    const entry = this.#groups.get(group);
+    return entry?.name ?? "Unnamed group";
+  }
+
+  /** Whether I may send to group now, and if not, why (plain words), else null. */
+  refusal(group) {
+    const entry = this.#groups.get(group);
+    if (!entry?.view && !entry?.problem) return "This group is still being checked.";
+    if (entry.record.removed) return `You are no longer a member of ${this.title(group)}.`;
+    if (entry.problem) return problemText(entry.problem, this.title(group));
+    return null;
+  }
+
+  /**
+   * The members as the verified chain has them, with what the directory says of their keys:
+   * [{name, admin, verified, changed, keys}]; changed: their key is not the one the chain
+   * recorded when they were added, or it changed after I verified them.
+   */
+  async members(group) {
+    const entry = await this.entry(group);
+    if (!entry.view) return [];
+    const out = [];
+    for (const [name, fp] of entry.view.members) {
+      const row = { name, admin: entry.view.admins.has(name), verified: false, changed: false };
+      if (name !== this.me) {
+        try {
+          const keys = await this.keys.get(name);
+          const hex = Array.from(fp, (b) => b.toString(16).padStart(2, "0")).join("");
+          row.verified = keys.verified && keys.canSend;
+          row.changed = keys.signFingerprint !== hex || !keys.canSend;
+        } catch {
+          row.unknown = true;
+        }
+      }
+      out.push(row);
+    }
+    return out.sort((a, b) =>
+      a.name === this.me ? -1 : b.name === this.me ? 1 : a.name.localeCompare(b.name),
+    );
+  }
+}
