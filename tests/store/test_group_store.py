@@ -11,12 +11,19 @@ import itertools
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from securechat.store import Change, NewMessage, Store, Stored
 from securechat.store.postgres import Database, PostgresStore, Unavailable
-from securechat.store.records import GroupReceipt, GroupStored, NewEntry, NewGroupPost
+from securechat.store.records import (
+    GroupPostKind,
+    GroupReceipt,
+    GroupStored,
+    NewEntry,
+    NewGroupPost,
+)
 from tests.engines import PostgresEngine
 from tests.store.conftest import new_user
 
@@ -96,7 +103,7 @@ async def post(
     group: bytes = GROUP,
 ) -> GroupStored | str:
     """Post a message (or, with ``keys``, a distribution) under the head of entry ``at``."""
-    kind = "keys" if keys is not None else "message"
+    kind: GroupPostKind = "keys" if keys is not None else "message"
     envelope = MESSAGE if keys is None else repr(sorted(keys.items()))
     return await store.groups.post(
         NewGroupPost(await uid(store, sender), client_id, group, head(at), kind, envelope, keys),
@@ -459,7 +466,7 @@ async def writer(cluster: Cluster, node: PostgresStore, seed: int) -> None:
             cluster.failed += 1
 
 
-async def follow(node: PostgresStore, user_id: int, writers: asyncio.Future[object]) -> list[int]:
+async def follow(node: PostgresStore, user_id: int, writers: asyncio.Future[Any]) -> list[int]:
     """The positions a cursor follower of ``user_id`` sees, until the writers are done."""
     seen: list[int] = []
     after = 0

@@ -21,6 +21,7 @@ from securechat.store.postgres.database import (
     Unavailable,
 )
 from securechat.store.postgres.directory import DirectoryStore, IdentityStore
+from securechat.store.postgres.groups import GroupStore
 from securechat.store.postgres.lifecycle import LifecycleStore
 from securechat.store.postgres.messages import MessageStore
 from securechat.store.records import CommitStats
@@ -38,6 +39,7 @@ class PostgresStore:
         self.contacts = ContactStore(db)
         self.lifecycle = LifecycleStore(db)
         self.messages = MessageStore(db)
+        self.groups = GroupStore(db)
 
     @classmethod
     def from_config(cls, config: Config) -> PostgresStore:

@@ -11,6 +11,7 @@ from securechat.errors import NotFound
 from securechat.store.keylog import next_tombstone
 from securechat.store.postgres.database import Database
 from securechat.store.postgres.directory import append_entry
+from securechat.store.postgres.groups import forget_posts_of
 from securechat.store.postgres.messages import recount_heads, stream_peers
 from securechat.store.records import OperatorAction, UserSummary
 
@@ -52,6 +53,8 @@ class LifecycleStore:
                 " WHERE u.sender_id = g.sender_id",
                 user_id,
             )
+            await forget_posts_of(connection, user_id)  # its group posts leave the streams
+            # ON DELETE CASCADE takes the rest, group memberships and posts too.
             await connection.execute("DELETE FROM users WHERE id = $1", user_id)
             await recount_heads(connection, peers)  # their streams lost those positions
             await connection.execute(

@@ -31,9 +31,11 @@ from securechat.store.batch import (
     apply_marks,
     backlog_changes,
     blocked_sends,
+    change_of,
     contact_keys,
     conversation_moves,
     link_streams,
+    move_heads,
     number_sends,
     over_bounds,
     settle_duplicates,
@@ -57,7 +59,14 @@ from securechat.store.records import (
     SendOutcome,
 )
 
-_KINDS: Final[tuple[ChangeKind, ...]] = ("message", "delivered", "read")
+_KINDS: Final[tuple[ChangeKind, ...]] = (
+    "message",
+    "delivered",
+    "read",
+    "group_message",
+    "group_keys",
+    "group_entry",
+)
 
 
 class MessageStore:
@@ -155,16 +164,14 @@ class MessageStore:
     async def changes_after(
         self, user_id: int, after: int, limit: int, max_bytes: int
     ) -> tuple[list[Change], bool]:
-        """Messages to or from the user and receipts for their messages, ``pos > after``, in
-        order: at most ``limit`` items and, past the first, about ``max_bytes`` of envelopes.
+        """Messages to or from the user, receipts for their messages and the group items in
+        their stream, ``pos > after``, in order: at most ``limit`` items and, past the first,
+        about ``max_bytes`` of envelopes.
 
         The flag says whether more may follow (the batch was cut by ``limit`` or bytes).
         """
         rows = await self.db.fetch_all(_CHANGES_SQL, user_id, after, limit, max_bytes)
-        changes = [
-            Change(row[0], _KINDS[row[1]], row[2], row[3], row[4], row[5], row[6], row[7])
-            for row in rows
-        ]
+        changes = [change_of(row, _KINDS[row[1]]) for row in rows]
         more = bool(rows) and (rows[0][8] >= limit or len(rows) < rows[0][8])
         return changes, more
 
@@ -222,42 +229,65 @@ class MessageStore:
         return [str(row[0]) for row in rows]
 
 
-# The four sources of a sync, each read in order along its own index and merged by position;
+# The five sources of a sync, each read in order along its own index and merged by position;
 # then a running total of envelope sizes cuts the batch at about ``max_bytes`` (the first row
 # always passes); ``in_batch`` counts the rows before that cut. Kinds: 0 message, 1 delivered
-# receipt, 2 read receipt. SQLite's _CHANGES_SQL, in PostgreSQL's dialect.
+# receipt, 2 read receipt, 3 group message, 4 key distribution, 5 membership entry (see
+# store/batch.change_of). SQLite's _CHANGES_SQL, in PostgreSQL's dialect: the first branch
+# names the types of the columns only the group branch fills.
 _CHANGES_SQL: Final = """
 WITH batch AS (
-    SELECT seq AS pos, 0 AS kind, seq, client_id, sender_id, recipient_id, ts, envelope
+    SELECT seq AS pos, 0 AS kind, seq, client_id, sender_id, recipient_id, ts, envelope,
+           length(envelope) AS size, NULL::bigint AS group_row, NULL::bytea AS blob,
+           -1::bigint AS idx
       FROM messages WHERE sender_id = $1 AND seq > $2
     UNION ALL
-    SELECT seq, 0, seq, client_id, sender_id, recipient_id, ts, envelope
+    SELECT seq, 0, seq, client_id, sender_id, recipient_id, ts, envelope, length(envelope),
+           NULL, NULL, -1
       FROM messages WHERE recipient_id = $1 AND seq > $2
     UNION ALL
-    SELECT delivered_seq, 1, seq, client_id, sender_id, recipient_id, delivered_at, NULL
+    SELECT delivered_seq, 1, seq, client_id, sender_id, recipient_id, delivered_at, NULL, 0,
+           NULL, NULL, -1
       FROM messages WHERE sender_id = $1 AND delivered_seq > $2
     UNION ALL
-    SELECT read_seq, 2, seq, client_id, sender_id, recipient_id, read_at, NULL
+    SELECT read_seq, 2, seq, client_id, sender_id, recipient_id, read_at, NULL, 0,
+           NULL, NULL, -1
       FROM messages WHERE sender_id = $1 AND read_seq > $2
+    UNION ALL
+    SELECT i.position, CASE i.kind WHEN 'message' THEN 3 WHEN 'keys' THEN 4 ELSE 5 END,
+           i.position, coalesce(p.client_id, ''), p.sender_id,
+           CASE i.kind WHEN 'keys' THEN i.user_id END, coalesce(p.ts, e.ts),
+           coalesce(i.envelope, p.envelope),
+           coalesce(length(coalesce(i.envelope, p.envelope)), (length(e.entry) + 2) / 3 * 4),
+           i.group_row, coalesce(p.head, e.entry), coalesce(e.idx, -1)
+      FROM group_inbox i
+      LEFT JOIN group_posts p ON p.position = i.position
+      LEFT JOIN group_entries e ON e.position = i.position
+     WHERE i.user_id = $1 AND i.position > $2
+       AND (p.position IS NOT NULL OR e.position IS NOT NULL)
     ORDER BY pos LIMIT $3
 ), sized AS (
-    SELECT *, sum(coalesce(length(envelope), 0)) OVER (ORDER BY pos ROWS UNBOUNDED PRECEDING)
-              - coalesce(length(envelope), 0) AS before_me,
+    SELECT *, sum(size) OVER (ORDER BY pos ROWS UNBOUNDED PRECEDING) - size AS before_me,
               count(*) OVER () AS in_batch
       FROM batch
 )
-SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelope, b.in_batch
-  FROM sized b JOIN users s ON s.id = b.sender_id JOIN users r ON r.id = b.recipient_id
+SELECT b.pos, b.kind, b.seq, b.client_id, s.username, r.username, b.ts, b.envelope, b.in_batch,
+       g.group_id, b.blob, b.idx
+  FROM sized b LEFT JOIN users s ON s.id = b.sender_id LEFT JOIN users r ON r.id = b.recipient_id
+  LEFT JOIN groups g ON g.id = b.group_row
  WHERE b.before_me < $4
  ORDER BY b.pos
 """
 
 # The largest position _CHANGES_SQL would show the user, as every commit keeps it.
 _HEAD_SQL: Final = "SELECT head FROM stream_heads WHERE user_id = $1"
-# The users who exchanged a message with $1: their streams hold positions of its rows.
+# The users who exchanged a message with $1, or got a group post of theirs: their streams hold
+# positions of its rows.
 _STREAM_PEERS: Final = (
     "SELECT recipient_id FROM messages WHERE sender_id = $1"
     " UNION SELECT sender_id FROM messages WHERE recipient_id = $1"
+    " UNION SELECT i.user_id FROM group_posts p JOIN group_inbox i ON i.position = p.position"
+    " WHERE p.sender_id = $1"
 )
 # Each listed user's head set to the largest position left in their stream (the end of each of
 # _CHANGES_SQL's sources' indexes), after rows of it were deleted.
@@ -268,7 +298,8 @@ UPDATE stream_heads AS h SET head = GREATEST(
     coalesce((SELECT max(delivered_seq) FROM messages
                WHERE sender_id = h.user_id AND delivered_seq IS NOT NULL), 0),
     coalesce((SELECT max(read_seq) FROM messages
-               WHERE sender_id = h.user_id AND read_seq IS NOT NULL), 0)
+               WHERE sender_id = h.user_id AND read_seq IS NOT NULL), 0),
+    coalesce((SELECT max(position) FROM group_inbox WHERE user_id = h.user_id), 0)
 ) WHERE h.user_id = ANY($1::bigint[])
 """
 
@@ -475,6 +506,29 @@ async def recount_heads(connection: asyncpg.Connection, users: Sequence[int]) ->
     streams are gone (an account deleted), so head() stays changes_after's last position."""
     if users:
         await connection.execute(_RECOUNT_HEADS, list(users))
+
+
+async def lock_positions(connection: asyncpg.Connection) -> int:
+    """Take the commits' lock on ``chat_sequence`` (FIRST in a write that draws positions,
+    held to its end); the last position drawn."""
+    return int(await connection.fetchval(_LOCK_SEQUENCE))
+
+
+async def draw_position(connection: asyncpg.Connection, last: int) -> int:
+    """The position after ``last``, recorded as drawn (under :func:`lock_positions`)."""
+    await connection.execute(_SET_SEQUENCE, last + 1)
+    return last + 1
+
+
+async def move_stream_heads(
+    connection: asyncpg.Connection, entries: Sequence[StreamEntry]
+) -> dict[tuple[int, int], int]:
+    """Move the heads of the users ``entries`` enter (under the commits' lock, as a commit
+    does); each (user, position) with the position before it in that user's stream."""
+    heads = await _stream_heads(connection, entries)
+    prevs = move_heads(entries, heads)
+    await connection.execute(_SET_HEADS, *_columns(sorted(heads.items()), 2))
+    return prevs
 
 
 async def _stream_heads(
