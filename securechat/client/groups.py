@@ -251,9 +251,10 @@ class GroupSession:
         """Verify a chain the server served (and its member list, when given); keep it.
 
         The whole chain is replayed with ``keys`` (the sign keys I verified through the
-        directory); it must extend the chain verified before. On any failure the group is
-        refused (``self.refusal``) until a later chain and member list verify. Returns the
-        entries new to me.
+        directory); it must extend the chain verified before, and is kept only if it
+        verifies. A chain that fails, or a member list that differs from the verified chain's,
+        refuses the group (``self.refusal``) until a later chain and member list verify.
+        Returns the entries new to me.
         """
         try:
             if list(entries[: len(self.entries)]) != self.entries:
@@ -272,15 +273,14 @@ class GroupSession:
             )
             raise self.refusal from failure
         decoded = [decode_entry(e) for e in entries]
-        members = members_after_each(decoded)
-        if roster is not None:
-            self._check_roster(members[-1], set(roster))
         new = decoded[len(self.entries) :]
         self.entries, self.decoded, self.state = list(entries), decoded, state
-        self._members_at = members
+        self._members_at = members_after_each(decoded)
         self._index_of_head = {hashlib.sha256(e).digest(): i for i, e in enumerate(entries)}
         self.refusal = None
         self._note_changes(new)
+        if roster is not None:
+            self._check_roster(self.members, set(roster))
         return new
 
     def _check_roster(self, verified: frozenset[str], listed: set[str]) -> None:
