@@ -258,6 +258,7 @@ CREATE TABLE IF NOT EXISTS group_inbox (
     group_row    INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
     kind         TEXT    NOT NULL CHECK (kind IN ('message', 'keys', 'entry')),
     envelope     TEXT,                           -- a key distribution's envelope for this user
+                                                 -- (for its sender: the first recipient's)
     delivered_at INTEGER,                        -- ms since epoch
     read_at      INTEGER,
     PRIMARY KEY (user_id, position)

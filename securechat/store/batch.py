@@ -392,15 +392,18 @@ def entry_refusal(found: Sequence[Any] | None, entry: NewEntry) -> GroupRefusal 
 
 def post_envelopes(post: NewGroupPost, members: Mapping[int, str]) -> dict[int, str | None] | None:
     """The streams a post enters, each with its own envelope (None: the post's): a message
-    every member's, a distribution its recipients' and its sender's. None when a
-    distribution names someone who is not a member, or the sender."""
+    every member's, a distribution its recipients' and its sender's, whose other devices get
+    the first recipient's envelope, as live (docs/protocol.md "group_keys"; changes_after names
+    that recipient). None when a distribution names someone who is not a member, or the
+    sender."""
     if post.kind == "message":
         return dict.fromkeys(members)
     ids = {name: user for user, name in members.items() if user != post.sender_id}
     keys = post.keys or {}
     if not keys.keys() <= ids.keys():
         return None
-    return {ids[name]: envelope for name, envelope in keys.items()} | {post.sender_id: None}
+    first = keys[min(keys)] if keys else None
+    return {ids[name]: envelope for name, envelope in keys.items()} | {post.sender_id: first}
 
 
 __all__ = [

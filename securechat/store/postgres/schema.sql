@@ -283,6 +283,7 @@ CREATE TABLE IF NOT EXISTS group_inbox (
     group_row    BIGINT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
     kind         TEXT   NOT NULL CHECK (kind IN ('message', 'keys', 'entry')),
     envelope     TEXT,                           -- a key distribution's envelope for this user
+                                                 -- (for its sender: the first recipient's)
     delivered_at BIGINT,                         -- ms since epoch
     read_at      BIGINT,
     PRIMARY KEY (user_id, position)

@@ -221,8 +221,9 @@ class MessageStore:
 # always passes); ``in_batch`` counts the rows before that cut. Kinds: 0 message, 1 delivered
 # receipt, 2 read receipt, 3 group message, 4 key distribution, 5 membership entry (see
 # change_of). A group item's ``blob`` is the head a post was sent under, or the entry; its
-# envelope is a distribution's copy for this reader, or, for the sender's own row, the map as
-# sent; its size an entry's base64 length.
+# envelope a distribution's copy for this reader (the sender's own row holds its first
+# recipient's, whom the recipient column then names, as the live frame does); its size an
+# entry's base64 length.
 _CHANGES_SQL: Final = """
 WITH batch AS (
     SELECT seq AS pos, 0 AS kind, seq, client_id, sender_id, recipient_id, ts, envelope,
@@ -243,7 +244,11 @@ WITH batch AS (
     UNION ALL
     SELECT i.position, CASE i.kind WHEN 'message' THEN 3 WHEN 'keys' THEN 4 ELSE 5 END,
            i.position, coalesce(p.client_id, ''), p.sender_id,
-           CASE i.kind WHEN 'keys' THEN i.user_id END, coalesce(p.ts, e.ts),
+           CASE WHEN i.kind <> 'keys' THEN NULL WHEN i.user_id <> p.sender_id THEN i.user_id
+                ELSE (SELECT f.user_id FROM group_inbox f WHERE f.position = i.position
+                         AND f.user_id <> i.user_id AND f.envelope = i.envelope LIMIT 1)
+           END,
+           coalesce(p.ts, e.ts),
            coalesce(i.envelope, p.envelope),
            coalesce(length(coalesce(i.envelope, p.envelope)), (length(e.entry) + 2) / 3 * 4),
            i.group_row, coalesce(p.head, e.entry), coalesce(e.idx, -1)
