@@ -159,9 +159,11 @@ class GroupService:
         entry = _decode(data)
         view = await self.member_view(group_id, actor.name)
         _own(entry, actor)
+        if entry.group_id != group_id:
+            raise _refused("reordered", "the entry is of another group")
         if entry.prev_hash != view.head:
             raise GroupError(HttpCode.STALE_HEAD, head=b64(view.head))
-        if entry.group_id != group_id or entry.seq != len(view.entries):
+        if entry.seq != len(view.entries):
             raise _refused("reordered", f"entry {entry.seq} does not follow this chain")
         if len(view.entries) >= self.config.group_entries_max:
             limit = self.config.group_entries_max

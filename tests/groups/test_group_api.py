@@ -271,6 +271,16 @@ async def test_posts_fan_out_and_sync_replays_in_order(backend_accounts: Account
     assert replay[0]["entry"] == e2e.b64encode(group.entries[0]) and replay[0]["index"] == 0
     assert replay[1]["envelope"] == keys[carol.name] and "to" not in replay[1]
     assert replay[2]["id"] == message["id"]
+    # Alice's other devices replay her distribution once, as the first recipient's envelope.
+    a3 = await alice.client.connect(after=None)
+    await a3.send_frame({"type": "sync", "after": 0})
+    while (frame := await a3.receive())["type"] != "group_keys":
+        assert frame["type"] != "synced"
+    assert (frame["id"], frame["to"], frame["envelope"]) == (
+        keys_frame["id"],
+        min(keys),
+        keys[min(keys)],
+    )
 
 
 async def test_marks_make_receipt_counts(backend_accounts: Accounts) -> None:
@@ -416,6 +426,10 @@ async def test_entry_refusals(accounts: Accounts) -> None:
     reordered = bytearray(group.sign(alice, Action.ADD, [carol]))
     reordered[len(membership.ENTRY_LABEL) + 16 + 7] += 1  # seq 3, linked to entry 1
     assert (await group.refusal(alice, bytes(reordered)))[1].get("reason") == "reordered"
+    other = Group(entries=group.entries).sign(alice, Action.RENAME)
+    assert (await group.refusal(alice, other))[1].get("reason") == "reordered"
+    response = await alice.client.request("GET", "/api/v1/groups/NOT-A-GROUP")
+    assert (response.status_code, response.json().get("field")) == (400, "group")
     ghost_entry = group.sign(alice, Action.ADD, [carol]).replace(
         e2e.lp(carol.name.encode()), e2e.lp(b"nobody-" + os.urandom(4).hex().encode()[:8])
     )
