@@ -234,6 +234,8 @@ class Delivery:
         # Sends and marks in the order they came: a batch is always a prefix of this list, so
         # an ack on a connection implies every earlier frame of that connection is committed.
         self._pending: list[_Pending] = []
+        # Per connection, what it submitted that is not yet answered (waiting or committing).
+        self._owed: Counter[Connection] = Counter()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -295,16 +297,27 @@ class Delivery:
         await self._submit(_PendingMark(conn, author, seq, status))
 
     async def run_in_order(self, conn: Connection, job: Job) -> None:
-        """Queue ``job`` to run once everything submitted before it is committed and answered,
-        and before anything submitted after it: so its answers on ``conn`` keep the order of
-        the frames (an ack never overtakes an earlier send's). ``job`` answers its own errors."""
-        await self._submit(_PendingJob(conn, job))
+        """Run ``job`` once everything ``conn`` submitted before it is committed and answered,
+        and before anything it submits after: so its answers on ``conn`` keep the order of the
+        frames (an ack never overtakes an earlier send's). ``job`` answers its own errors.
+
+        With nothing of ``conn``'s waiting, the job runs at once in the caller's task (the
+        socket's receive task, which reads no further frame meanwhile): jobs of different
+        sockets then run side by side, and the store's writer gathers their writes into
+        shared transactions. Otherwise it waits its turn in the committer's list.
+        """
+        if self._owed[conn]:
+            await self._submit(_PendingJob(conn, job))
+            return
+        with _logged("a job run in order"):  # as in the committer: one failure costs one job
+            await job()
 
     async def _submit(self, item: _Pending) -> None:
         while self._in_flight >= self._pending_max:
             self._room.clear()
             await self._room.wait()
         self._in_flight += 1
+        self._owed[item.conn] += 1
         self._pending.append(item)
         self._idle.clear()
         self._wakeup.set()
@@ -362,10 +375,17 @@ class Delivery:
                     # The committer must outlive any one batch, or every later send would hang.
                     log.exception("chat committer: a batch failed after its commit")
                 finally:
+                    self._answered(batch)
                     self._in_flight -= len(batch)
                     self._room.set()
                     self._last_commit_end = asyncio.get_running_loop().time()
             self._idle.set()
+
+    def _answered(self, batch: list[_Pending]) -> None:
+        for item in batch:
+            self._owed[item.conn] -= 1
+            if not self._owed[item.conn]:
+                del self._owed[item.conn]
 
     def _next_batch(self) -> list[_Pending]:
         """Take what commits next: a job alone, or the sends and marks before the next job."""
