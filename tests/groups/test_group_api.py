@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from securechat import e2e
+from securechat.app import create_app
 from securechat.client import ChatConnection, SecureChatClient
 from securechat.groups import membership
 from securechat.groups.membership import Action, Subject
@@ -489,3 +490,30 @@ async def test_bounds(server_with: ServerWith) -> None:
     )
     assert (response.status_code, response.json()["error"]) == (429, "rate_limited")
     assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_chain_bound(server_with: ServerWith) -> None:
+    """An entry past group_entries_max is refused as bad_change, and the chain stays."""
+    _, accounts = server_with(group_entries_max=2)
+    alice, bob = await sign_up(accounts, 2)
+    group = Group()
+    await group.create(alice, [bob])
+    await group.change(alice, Action.RENAME)
+    status, body = await group.refusal(alice, group.sign(alice, Action.RENAME))
+    assert (status, body["error"], body["reason"]) == (400, "invalid_entry", "bad_change")
+    assert len((await shown(alice, group))["entries"]) == 2
+
+
+@pytest.mark.parametrize(
+    "bound",
+    [
+        {"group_members_max": 1},
+        {"group_members_max": 1025},
+        {"groups_per_user_max": 0},
+        {"group_entries_max": 0},
+    ],
+)
+def test_unworkable_bounds_stop_the_start(tmp_path: Path, bound: dict[str, int]) -> None:
+    """A group bound that cannot work is refused when the app is built (ValueError)."""
+    with pytest.raises(ValueError, match="SECURECHAT_GROUP"):
+        create_app(fast_config(tmp_path / "data", **bound))
