@@ -71,7 +71,9 @@ export class GroupInbox {
       if (frame.index >= had) await this.book.refresh(group);
       if (record.entries.length === frame.index) {
         // Not served (a removed member gets 404): the frame's entry, if it continues the chain.
+        // The server's member list of before it says nothing of the chain after it.
         record.entries.push(frame.entry);
+        entry.listed = null;
         await this.book.verify(entry);
         if (entry.problem) record.entries.pop();
       }

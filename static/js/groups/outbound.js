@@ -171,10 +171,14 @@ export class GroupSender extends EventTarget {
   /** My entry is stored at seq: keep it, verify, and say so in the thread. */
   async #appended(entry, bytes, seq) {
     await this.book.serial(entry.record.group, async () => {
-      const index = entry.record.entries.length;
-      entry.record.entries.push(b64encode(bytes));
-      entry.record.lastSeq = Math.max(entry.record.lastSeq, seq ?? 0);
       const decoded = decodeEntry(bytes);
+      const index = decoded.seq;
+      // Its group_entry frame may have come first (and the chain been fetched with it).
+      if (entry.record.entries[index] === undefined) {
+        entry.record.entries.push(b64encode(bytes));
+        entry.listed = null; // the server's list of before; the next refresh checks the new one
+      }
+      entry.record.lastSeq = Math.max(entry.record.lastSeq, seq ?? 0);
       if (decoded.action === Action.REMOVE && entry.record.mine) entry.record.mine.rotate = true;
       await this.book.verify(entry);
       await this.book.save(entry);

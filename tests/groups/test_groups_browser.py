@@ -1,0 +1,210 @@
+"""Groups in real Chromium (issue 13, item 5): three people in three browsers create a group,
+chat with sender names, rename it and remove one, whose page says so and shows nothing sent
+later; and a member the server inserts without a signed entry (a ghost) is refused and shown."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Dialog, Locator, expect
+
+from securechat import e2e
+from securechat.client import SecureChatClient
+from tests.browser_helpers import WAIT_MS, ChatPage, register
+from tests.conftest import MakeClient
+from tests.livesrv import LiveServer
+
+pytestmark = pytest.mark.browser
+
+PEOPLE = ("alice", "bob", "carol")
+
+
+@pytest.fixture(name="contexts")
+async def _contexts(
+    browser: Browser, live_server: LiveServer
+) -> AsyncIterator[list[BrowserContext]]:
+    contexts = [await browser.new_context() for _ in PEOPLE]
+    yield contexts
+    for context in contexts:
+        await asyncio.wait_for(context.close(), 20)
+
+
+@pytest.fixture(name="accounts")
+async def _accounts(
+    make_client: MakeClient, identities: list[e2e.Identity]
+) -> list[SecureChatClient]:
+    return [await register(make_client, identities[i], name) for i, name in enumerate(PEOPLE)]
+
+
+def accept_dialogs(chat: ChatPage) -> None:
+    """Answer OK to the page's confirmations (remove, leave)."""
+
+    async def handle(dialog: Dialog) -> None:
+        await dialog.accept()
+
+    chat.page.on("dialog", handle)
+
+
+class GroupPage:
+    """One person's chat page, driven through its group controls."""
+
+    def __init__(self, chat: ChatPage) -> None:
+        self.chat = chat
+        self.page = chat.page
+        # On a failure, what the page said is in the test's captured output.
+        self.page.on("console", lambda m: print(f"[{chat.username}] {m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: print(f"[{chat.username}] pageerror: {e}"))
+
+    def listed(self, name: str) -> Locator:
+        return self.page.locator("#group-list button[data-group]", has_text=name)
+
+    async def create(self, name: str, people: list[str]) -> None:
+        await self.page.get_by_role("button", name="New group").click()
+        dialog = self.page.get_by_role("dialog", name="New group")
+        await dialog.get_by_label("Group name").fill(name)
+        search = dialog.get_by_role("combobox", name="Add people")
+        for person in people:
+            await search.fill(person[:2])
+            await dialog.get_by_role("option", name=person, exact=True).click()
+        chosen = dialog.get_by_role("list", name="People chosen")
+        await expect(chosen.locator("li")).to_have_count(len(people))
+        await dialog.get_by_role("button", name="Create group").click()
+        await expect(dialog).to_be_hidden(timeout=WAIT_MS)
+        await expect(self.page.locator("#thread-title")).to_have_text(name, timeout=WAIT_MS)
+
+    async def open(self, name: str) -> None:
+        await self.listed(name).click(timeout=WAIT_MS)
+        await expect(self.page.locator("#thread-title")).to_have_text(name, timeout=WAIT_MS)
+
+    async def members(self) -> Locator:
+        await self.page.get_by_role("button", name="Members", exact=True).click()
+        dialog = self.page.locator("#group-members-dialog")
+        await expect(dialog).to_be_visible()
+        return dialog
+
+    def message(self, sender: str, text: str) -> Locator:
+        """A message shown in the open thread with its sender's name."""
+        return self.chat.messages.filter(has_text=text).filter(
+            has=self.page.locator(".msg__sender", has_text=sender)
+        )
+
+
+async def test_three_people_chat_rename_and_remove(
+    contexts: list[BrowserContext], live_server: LiveServer, accounts: list[SecureChatClient]
+) -> None:
+    """Create, chat with sender names, rename (everyone sees it), remove carol: her page says
+    she was removed and never shows what is sent after."""
+    alice, bob, carol = [
+        GroupPage(await ChatPage.open(context, live_server.url, name))
+        for context, name in zip(contexts, PEOPLE, strict=True)
+    ]
+    await alice.create("Hikers", ["bob", "carol"])
+    await bob.open("Hikers")
+    await carol.open("Hikers")
+
+    await alice.chat.send("hello from alice")
+    await expect(bob.message("alice", "hello from alice")).to_have_count(1, timeout=WAIT_MS)
+    await expect(carol.message("alice", "hello from alice")).to_have_count(1, timeout=WAIT_MS)
+    await bob.chat.send("hi from bob")
+    await expect(alice.message("bob", "hi from bob")).to_have_count(1, timeout=WAIT_MS)
+    await expect(carol.message("bob", "hi from bob")).to_have_count(1, timeout=WAIT_MS)
+    await carol.chat.send("carol here")
+    await expect(alice.message("carol", "carol here")).to_have_count(1, timeout=WAIT_MS)
+    await expect(bob.message("carol", "carol here")).to_have_count(1, timeout=WAIT_MS)
+    # Each sees the others' messages once, in the order they were sent.
+    assert await bob.chat.texts() == ["hello from alice", "hi from bob", "carol here"]
+    await expect(alice.page.locator(".msg__read-count").first).to_contain_text(
+        "Read by 2 of 2", timeout=WAIT_MS
+    )
+
+    members = await alice.members()
+    await expect(members.locator(".group-member")).to_have_count(3)
+    await expect(members.get_by_role("group", name="Safety number with bob")).to_be_visible(
+        timeout=WAIT_MS
+    )
+    await members.get_by_label("New group name").fill("Trail crew")
+    await members.get_by_role("button", name="Rename").click()
+    for person in (alice, bob, carol):
+        await expect(person.page.locator("#thread-title")).to_have_text(
+            "Trail crew", timeout=WAIT_MS
+        )
+        await expect(person.listed("Trail crew")).to_have_count(1)
+    await expect(
+        bob.page.locator(".thread-notice", has_text="alice renamed the group")
+    ).to_have_count(1)
+
+    accept_dialogs(alice.chat)
+    actions = members.get_by_role("group", name="Actions for carol")
+    await actions.get_by_role("button", name="Remove").click()
+    await expect(members.locator(".group-member")).to_have_count(2, timeout=WAIT_MS)
+    await members.get_by_role("button", name="Close").click()
+
+    await expect(carol.page.get_by_text("You were removed from Trail crew")).to_be_visible(
+        timeout=WAIT_MS
+    )
+    await expect(bob.page.locator(".thread-notice", has_text="carol was removed")).to_have_count(
+        1, timeout=WAIT_MS
+    )
+    await expect(carol.page.locator("#composer-send")).to_be_disabled()
+
+    await alice.chat.send("after carol left")
+    await expect(bob.message("alice", "after carol left")).to_have_count(1, timeout=WAIT_MS)
+    await bob.chat.send("bob after")
+    await expect(alice.message("bob", "bob after")).to_have_count(1, timeout=WAIT_MS)
+    await asyncio.sleep(1)  # anything on its way to carol would be here by now
+    assert "after carol left" not in await carol.chat.texts()
+    assert "bob after" not in await carol.chat.texts()
+    await expect(carol.chat.messages).to_have_count(3)
+
+    # A reload keeps the history here, and still nothing later.
+    await carol.page.reload()
+    await carol.chat.wait_ready()
+    await carol.open("Trail crew")
+    await expect(carol.page.get_by_text("You were removed from Trail crew")).to_be_visible(
+        timeout=WAIT_MS
+    )
+    await expect(carol.chat.messages).to_have_count(3, timeout=WAIT_MS)
+    assert "after carol left" not in await carol.chat.texts()
+
+
+def insert_ghost(server: LiveServer, username: str) -> None:
+    """Make username a member of every group in the database, with no entry: what a server
+    that lies about membership would do."""
+    with closing(sqlite3.connect(server.database_path)) as db, db:
+        (user_id,) = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+        db.execute(
+            "INSERT INTO group_members (group_row, user_id, admin) SELECT id, ?, 0 FROM groups",
+            (user_id,),
+        )
+
+
+async def test_a_ghost_member_is_refused_and_shown(
+    contexts: list[BrowserContext], live_server: LiveServer, accounts: list[SecureChatClient]
+) -> None:
+    """A member inserted into the database without a signed entry: the page names the group
+    in a serious warning (role="alert") and refuses to send to it."""
+    alice = GroupPage(await ChatPage.open(contexts[0], live_server.url, "alice"))
+    await alice.create("Book club", ["bob"])
+    await alice.chat.send("before the ghost")
+    await expect(alice.chat.messages.filter(has_text="before the ghost")).to_have_attribute(
+        "data-status", "sent", timeout=WAIT_MS
+    )
+    await asyncio.to_thread(insert_ghost, live_server, "carol")
+
+    await alice.page.reload()
+    await alice.chat.wait_ready()
+    await alice.open("Book club")
+    alarm = alice.page.get_by_role("alert").filter(has_text="Book club")
+    await expect(alarm).to_be_visible(timeout=WAIT_MS)
+    await expect(alarm).to_contain_text(
+        "The server lists carol as a member of Book club, but no admin added them"
+    )
+    await expect(alice.page.locator("#composer-send")).to_be_disabled()
+    await alice.chat.composer.fill("to the ghost")
+    await alice.chat.composer.press("Enter")
+    await expect(alice.chat.messages.filter(has_text="to the ghost")).to_have_count(0)
+    await expect(alice.listed("Book club")).to_contain_text("Warning")
