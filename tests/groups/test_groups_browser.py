@@ -17,6 +17,7 @@ from securechat.client import SecureChatClient
 from tests.browser_helpers import WAIT_MS, ChatPage, register
 from tests.conftest import MakeClient
 from tests.livesrv import LiveServer
+from tests.web.test_axe_browser import AXE, violations
 
 pytestmark = pytest.mark.browser
 
@@ -208,3 +209,37 @@ async def test_a_ghost_member_is_refused_and_shown(
     await alice.chat.composer.press("Enter")
     await expect(alice.chat.messages.filter(has_text="to the ghost")).to_have_count(0)
     await expect(alice.listed("Book club")).to_contain_text("Warning")
+
+
+async def test_the_group_controls_pass_axe(
+    browser: Browser, live_server: LiveServer, accounts: list[SecureChatClient]
+) -> None:
+    """The group list, the create dialog with people chosen, a group thread and the members
+    dialog have no axe violations (tests/web/test_axe_browser.py checks the rest of the page)."""
+    if not AXE.exists():
+        pytest.fail(f"axe-core is missing ({AXE}): run `npm ci` (make test does)")
+    context = await browser.new_context()
+    try:
+        await context.add_init_script(path=str(AXE))
+        alice = GroupPage(await ChatPage.open(context, live_server.url, "alice"))
+        await alice.page.get_by_role("button", name="New group").click()
+        dialog = alice.page.get_by_role("dialog", name="New group")
+        await dialog.get_by_label("Group name").fill("Axe club")
+        await dialog.get_by_role("combobox", name="Add people").fill("bo")
+        await expect(dialog.get_by_role("option", name="bob", exact=True)).to_be_visible()
+        assert await violations(alice.page) == [], "the create dialog, people found"
+        await dialog.get_by_role("option", name="bob", exact=True).click()
+        await dialog.get_by_role("button", name="Create group").click()
+        await expect(alice.page.locator("#thread-title")).to_have_text("Axe club", timeout=WAIT_MS)
+        await alice.chat.send("hello")
+        await expect(alice.chat.messages.last).to_have_attribute(
+            "data-status", "sent", timeout=WAIT_MS
+        )
+        assert await violations(alice.page) == [], "a group thread"
+        members = await alice.members()
+        await expect(members.get_by_role("group", name="Safety number with bob")).to_be_visible(
+            timeout=WAIT_MS
+        )
+        assert await violations(alice.page) == [], "the members dialog"
+    finally:
+        await asyncio.wait_for(context.close(), 20)
