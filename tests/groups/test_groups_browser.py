@@ -1,6 +1,7 @@
 """Groups in real Chromium (issue 13, item 5): three people in three browsers create a group,
 chat with sender names, rename it and remove one, whose page says so and shows nothing sent
-later; and a member the server inserts without a signed entry (a ghost) is refused and shown."""
+later; a member the server inserts without a signed entry (a ghost) is refused and shown; the
+group controls pass axe; and the page's group-name layout gives the pinned vector."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import closing
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Dialog, Locator, expect
+from playwright.async_api import Browser, BrowserContext, Dialog, Locator, Page, expect
 
 from securechat import e2e
 from securechat.client import SecureChatClient
+from tests import vectorkit
 from tests.browser_helpers import WAIT_MS, ChatPage, register
 from tests.conftest import MakeClient
 from tests.livesrv import LiveServer
@@ -243,3 +245,38 @@ async def test_the_group_controls_pass_axe(
         assert await violations(alice.page) == [], "the members dialog"
     finally:
         await asyncio.wait_for(context.close(), 20)
+
+
+async def test_js_seals_and_opens_the_pinned_group_name(browser_page: Page) -> None:
+    """static/js/groups/names.js gives the pinned aad and detail of tests/vectors/groups.json
+    (the Python names.py's), opens it, and refuses it at another index."""
+    vector = vectorkit.load("groups")["name"]
+    got = await browser_page.evaluate(
+        """async (v) => {
+        const n = await import("/static/js/groups/names.js");
+        const c = await import("/static/js/crypto.js");
+        const hex = (x) => Uint8Array.from(x.match(/../g), (b) => parseInt(b, 16));
+        const toHex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+        const [key, group] = [hex(v.name_key), hex(v.group_id)];
+        const detail = await n.sealName(key, group, v.index, v.name, { _iv: hex(v.iv) });
+        let moved = "opened";
+        try {
+          await n.openName(key, group, v.index + 1, c.b64decode(v.detail));
+        } catch {
+          moved = "refused";
+        }
+        return {
+          aad: toHex(n.nameAad(group, v.index)),
+          detail: c.b64encode(detail),
+          name: await n.openName(key, group, v.index, c.b64decode(v.detail)),
+          moved,
+        };
+        }""",
+        vector,
+    )
+    assert got == {
+        "aad": vector["aad"],
+        "detail": vector["detail"],
+        "name": vector["name"],
+        "moved": "refused",
+    }
