@@ -7,12 +7,15 @@ import hashlib
 import json
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from securechat.chat.delivery import Job
+from securechat.chat.hub import Connection
 from securechat.chat.protocol import (
     Delivered,
     GroupKeys,
@@ -29,6 +32,7 @@ from securechat.chat.protocol import (
 from securechat.e2e import b64encode
 from securechat.groups import membership
 from securechat.groups.membership import Action, MembershipError, Subject
+from tests.chat.test_delivery import drain, running_chat
 from tests.chatkit import FAKE_ENVELOPE
 
 MAX = 56 * 1024
@@ -274,3 +278,31 @@ def test_replay_verified_skips_signatures_only() -> None:
     with pytest.raises(MembershipError) as caught:
         membership.replay_verified(people.chain, max_members=256)
     assert caught.value.code == "not_admin"
+
+
+# --- Delivery.run_in_order (the order of a socket's answers) --------------------------------------
+
+
+async def test_a_job_waits_for_its_sockets_earlier_sends_only(tmp_path: Path) -> None:
+    """A group job of a socket with a send still uncommitted runs after that send's ack; one
+    of a socket with nothing waiting runs at once."""
+    async with running_chat(tmp_path, None) as chat:
+        alice = chat.hub.connect("alice", "session-a")
+        bob = chat.hub.connect("bob", "session-b")
+        ran: list[str] = []
+
+        def job(name: str, conn: Connection) -> Job:
+            async def run() -> None:
+                ran.append(name)
+                conn.deliver(json.dumps({"type": "job", "name": name}))
+
+            return run
+
+        send = Send(str(uuid.uuid4()), "bob", json.dumps(FAKE_ENVELOPE))
+        await chat.delivery.send(alice, chat.users["alice"], send)
+        await chat.delivery.run_in_order(alice, job("alice's", alice))
+        await chat.delivery.run_in_order(bob, job("bob's", bob))
+        assert ran == ["bob's"]  # alice's waits for her send's commit
+        await chat.delivery.flush()
+        assert ran == ["bob's", "alice's"]
+        assert [frame["type"] for frame in drain(alice)] == ["ack", "job"]
