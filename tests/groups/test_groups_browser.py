@@ -163,6 +163,16 @@ async def test_three_people_chat_rename_and_remove(
     assert "bob after" not in await carol.chat.texts()
     await expect(carol.chat.messages).to_have_count(3)
 
+    # Anyone may leave; the others see it.
+    accept_dialogs(bob.chat)
+    bob_members = await bob.members()
+    await bob_members.get_by_role("button", name="Leave group").click()
+    await expect(alice.page.locator(".thread-notice", has_text="bob left the group")).to_have_count(
+        1, timeout=WAIT_MS
+    )
+    await expect(bob.page.locator(".thread-notice", has_text="You left the group")).to_have_count(1)
+    await expect(bob.page.locator("#composer-send")).to_be_disabled()
+
     # A reload keeps the history here, and still nothing later.
     await carol.page.reload()
     await carol.chat.wait_ready()

@@ -102,6 +102,7 @@ export class GroupsUI {
     byId("group-members-open").hidden = true;
     byId("group-alarm").hidden = true;
     byId("group-key-warnings").hidden = true;
+    byId("send-blocked-review").hidden = false;
     this.render();
   }
 

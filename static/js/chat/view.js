@@ -58,6 +58,7 @@ function dayKey(ms) {
 /** The words for a message that cannot be shown, by what went wrong. */
 function problemText(item) {
   if (item.state === "pending") return "Checking this message…";
+  if (item.state === "waiting") return "Waiting for the sender's keys to open this message…";
   if (item.state === "refused") {
     return "This message was not opened: the group's membership could not be verified (see the warning above).";
   }
@@ -190,7 +191,8 @@ function bodyNode(item) {
   if (item.state === "ok" && typeof item.text === "string") {
     return el("p", { className: "msg__text" }, ...linkify(item.text));
   }
-  const kind = item.state === "pending" ? "msg__text msg__text--pending" : "msg__problem";
+  const waits = item.state === "pending" || item.state === "waiting";
+  const kind = waits ? "msg__text msg__text--pending" : "msg__problem";
   return el("p", { className: kind, text: problemText(item) });
 }
 

@@ -27,6 +27,8 @@ import {
 const decoder = new TextDecoder("utf-8", { fatal: true });
 const RANK = { delivered: 1, read: 2 };
 export const HISTORY_PAGE = 50;
+// A group message kept, not yet opened: its sender's chain has not come yet.
+const WAITING = "waiting";
 
 /** Whether a group_message frame (or history item) has the shape the protocol promises. */
 export function wellFormedGroupMessage(frame) {
@@ -160,7 +162,8 @@ export class GroupInbox {
       direction: mine ? "out" : "in",
       status: mine ? "sent" : "received",
       marked: null,
-      state: "pending",
+      // Not "pending": that is a pair message's state, which messages.js opens as one.
+      state: WAITING,
       head: frame.head,
       envelope: frame.envelope,
       box: null,
@@ -230,11 +233,11 @@ export class GroupInbox {
 
   /** Open again the group's messages still waiting (a distribution came). */
   async retryPending(group) {
-    const waiting = (await this.book.store.inState("pending")).filter((r) => r.group === group);
+    const waiting = (await this.book.store.inState(WAITING)).filter((r) => r.group === group);
     const opened = [];
     for (const record of waiting.sort((a, b) => a.order - b.order)) {
       const done = await this.open(record);
-      if (done.state !== "pending") opened.push(done);
+      if (done.state !== WAITING) opened.push(done);
     }
     return opened;
   }
