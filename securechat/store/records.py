@@ -308,6 +308,8 @@ UNKNOWN_GROUP: Final[GroupRefusal] = "unknown_group"
 STALE_HEAD: Final[GroupRefusal] = "stale_head"
 GROUP_EXISTS: Final[GroupRefusal] = "group_exists"
 TOO_MANY_GROUPS: Final[GroupRefusal] = "too_many_groups"
+# A key distribution names someone who is not another member of the group.
+NOT_ANOTHER_MEMBER: Final[GroupRefusal] = "unknown_recipient"
 GroupPostKind = Literal["message", "keys"]
 
 
@@ -457,6 +459,7 @@ class CheckpointStats:
 __all__ = [
     "DELETE_EXPIRED",
     "GROUP_EXISTS",
+    "NOT_ANOTHER_MEMBER",
     "QUEUE_FULL",
     "STALE_HEAD",
     "TOO_MANY_GROUPS",

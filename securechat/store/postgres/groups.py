@@ -18,6 +18,7 @@ from securechat.store.batch import entry_refusal, post_envelopes
 from securechat.store.postgres.database import Database
 from securechat.store.postgres.messages import draw_position, lock_positions, move_stream_heads
 from securechat.store.records import (
+    NOT_ANOTHER_MEMBER,
     STALE_HEAD,
     TOO_MANY_GROUPS,
     UNKNOWN_GROUP,
@@ -91,7 +92,7 @@ class GroupStore:
                 return STALE_HEAD
             envelopes = post_envelopes(post, members)
             if envelopes is None:
-                return "unknown_recipient"  # a name that is no other member
+                return NOT_ANOTHER_MEMBER
             position = await draw_position(connection, last)
             await connection.execute(
                 _INSERT_POST,

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from securechat.store.batch import entry_refusal, post_envelopes
 from securechat.store.records import (
+    NOT_ANOTHER_MEMBER,
     STALE_HEAD,
     TOO_MANY_GROUPS,
     UNKNOWN_GROUP,
@@ -89,7 +90,7 @@ class GroupStore:
                 return STALE_HEAD
             envelopes = post_envelopes(post, members)
             if envelopes is None:
-                return "unknown_recipient"  # a name that is no other member
+                return NOT_ANOTHER_MEMBER
             position = _next_position(connection)
             connection.execute(
                 _INSERT_POST,
