@@ -444,7 +444,7 @@ class Groups:
         self.sessions: dict[str, GroupSession] = {}
         self.receipts: dict[str, dict[str, Any]] = {}
         self._seen: set[str] = set()
-        self._mine: dict[str, GroupMessage] = {}
+        self.sent: dict[str, GroupMessage] = {}
         if chat.client.account is None:
             raise RuntimeError("log in first")
         self._identity = chat.client.account.identity
@@ -663,7 +663,7 @@ class Groups:
                 if error.code == "stale_head":
                     continue
                 raise
-            self._mine[message_id] = GroupMessage(
+            self.sent[message_id] = GroupMessage(
                 group, message_id, int(ack["seq"]), self.me, text, written_ms, session.head
             )
             return ack
@@ -706,10 +706,11 @@ class Groups:
     # Receiving --------------------------------------------------------------------------
 
     async def receive(self, *, wait: float | None = None) -> GroupMessage:
-        """The next group message, verified and decrypted; membership changes and chains
-        handed to me on the way are verified and kept. Other frames stay on the connection.
+        """The next message of another member, verified and decrypted; membership changes and
+        chains handed to me on the way are verified and kept. Other frames stay on the connection.
 
-        A frame that is refused raises (``GroupRefused``, ``GroupMessageRefused``) and is
+        A frame that is refused raises (``GroupRefused``, ``GroupMessageRefused``; and
+        ``NotAMember`` for a change I cannot fetch, being no member any more) and is
         consumed: the next call goes on with the next frame.
         """
         while True:
@@ -719,7 +720,9 @@ class Groups:
                 return message
 
     async def handle(self, frame: dict[str, Any]) -> GroupMessage | None:
-        """Take one group frame; a message (new to me) is returned, anything else kept."""
+        """Take one group frame; another member's message (new to me) is returned, anything
+        else kept. My own messages, which a sync replays, are not returned: ``sent`` has
+        those this client sent."""
         kind = frame.get("type")
         if kind == "group_entry":
             await self._take_entry(frame)
@@ -775,9 +778,9 @@ class Groups:
         message_id, group, sender = str(frame["id"]), str(frame["group"]), str(frame["from"])
         if message_id in self._seen:
             return None
-        if sender == self.me:  # mine: this client knows what it sent, else it cannot read it
+        if sender == self.me:  # mine, replayed (a sync, a resync after a gap): not news
             self._seen.add(message_id)
-            return self._mine.get(message_id)
+            return None
         session = self._session(group)
         head = e2e.b64decode(frame["head"])
         if session.index_of(head) is None:

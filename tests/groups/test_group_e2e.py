@@ -20,7 +20,13 @@ from securechat import e2e
 from securechat.client import GroupMessageRefused, GroupRefused, Groups, NotAMember
 from securechat.client.groups import GROUP_FRAMES, signing_key
 from securechat.groups import senderkeys
-from securechat.groups.membership import Action, decode_entry, entry_hash, sign_entry
+from securechat.groups.membership import (
+    Action,
+    MembershipError,
+    decode_entry,
+    entry_hash,
+    sign_entry,
+)
 from securechat.groups.senderkeys import UndecryptableGroupMessage
 from tests.chatkit import ServerWith
 from tests.chatkit import _server_with as _server_with
@@ -118,7 +124,7 @@ async def test_leave_and_non_admin_changes(people: list[Member]) -> None:
     client's own replay before anything is posted."""
     alice, bob, carol, _dave = people
     group = await alice.groups.create("Book club", [bob.name, carol.name])
-    with pytest.raises(Exception, match="not_admin"):
+    with pytest.raises(MembershipError, match="not_admin"):
         await carol.groups.remove(group, [bob.name])
     await carol.groups.leave(group)
     with pytest.raises(NotAMember):
@@ -158,6 +164,27 @@ async def test_ghost_member_inserted_in_the_database_is_refused(
         await alice.groups.send(group, "must not go out")
     with pytest.raises(GroupRefused):
         await bob.groups.receive()  # the message sent before is not accepted either
+
+
+async def test_member_hidden_by_the_database_is_refused(
+    server: LiveServer, people: list[Member]
+) -> None:
+    """Carol taken out of group_members without a signed removal: the member list hides a
+    member the chain has, and the client refuses the group, naming her."""
+    alice, bob, carol, _dave = people
+    group = await alice.groups.create("Hidden", [bob.name, carol.name])
+    with _database(server) as db:
+        db.execute(
+            "DELETE FROM group_members WHERE group_row = ? AND user_id ="
+            " (SELECT id FROM users WHERE username = ?)",
+            (_group_row(db, group), carol.name),
+        )
+    with pytest.raises(GroupRefused) as refused:
+        await bob.groups.refresh(group)
+    assert refused.value.code == "hidden_member"
+    assert carol.name in str(refused.value) and group in str(refused.value)
+    with pytest.raises(GroupRefused):
+        await alice.groups.send(group, "must not go out")
 
 
 def _tampered(kind: str, entries: list[bytes], carol: Member) -> list[bytes]:
