@@ -154,10 +154,19 @@ class SecureChatClient:
         return "; ".join(f"{name}={value}" for name, value in kept if value)
 
     async def request(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        """Send one request as this client; keep the cookies the server sets."""
-        response = await self.http.request(
-            method, path, json=body if method != "GET" else None, headers=self.headers()
-        )
+        """Send one request as this client; keep the cookies the server sets.
+
+        A GET whose kept-alive connection the server closed just as it was sent (Hypercorn's
+        keep_alive_timeout, 5 s) is sent once more on a new one, as a browser does; it
+        changes nothing, so sending it twice is safe."""
+        try:
+            response = await self.http.request(
+                method, path, json=body if method != "GET" else None, headers=self.headers()
+            )
+        except httpx.RemoteProtocolError:
+            if method != "GET":
+                raise
+            response = await self.http.request(method, path, headers=self.headers())
         self._keep_cookie(response)
         return response
 

@@ -40,8 +40,18 @@ class Member:
     groups: Groups
     got: list[GroupMessage] = field(default_factory=list)
 
-    async def reconnect(self, after: int | None) -> None:
-        """A new chat socket from ``after`` (replayed first); the groups' state is kept."""
+    async def reconnect(self, after: int | None, *, url: str | None = None) -> None:
+        """A new chat socket from ``after`` (replayed first), on ``url`` (another node) if
+        given, with the same session; the groups' state is kept."""
+        if url is not None:
+            moved = SecureChatClient(url, min_iterations=FAST_ITERATIONS)
+            moved.session_cookie, moved.device_cookie = (
+                self.client.session_cookie,
+                self.client.device_cookie,
+            )
+            moved.account, moved.directory = self.client.account, self.client.directory
+            await self.client.close()
+            self.client = moved
         self.chat = await self.client.connect(after=after)
         self.groups.chat = self.chat
 
@@ -120,10 +130,12 @@ async def exchange(
     senders: Sequence[Member],
     per_sender: int,
     offline: Sequence[Member] = (),
+    back_on: str | None = None,
 ) -> Exchange:
     """Every sender sends ``per_sender`` messages at once with the others, while everyone
     online reads; ``offline`` members close their socket first (at the cursor they had
-    read to) and catch up by reconnecting with ``?after=`` once every send is acked."""
+    read to) and catch up by reconnecting with ``?after=`` once every send is acked (on the
+    node ``back_on``, if given)."""
     cursors = {}
     for member in offline:
         await member.settle(group)
@@ -145,7 +157,7 @@ async def exchange(
 
     await asyncio.gather(*(take_part(m) for m in people if m not in offline))
     for member in offline:
-        await member.reconnect(cursors[member.name])
+        await member.reconnect(cursors[member.name], url=back_on)
         await member.read(expected)
     return sent
 
@@ -157,7 +169,11 @@ def check_exactly_once_in_order(people: Sequence[Member], sent: Exchange) -> Non
         ids = [m.id for m in member.got]
         theirs = {i for i, who in sent.senders.items() if who != member.name}
         assert len(ids) == len(set(ids)), f"{member.name} got a message twice"
-        assert set(ids) == theirs, f"{member.name} missed or got extra messages"
+        missed, extra = theirs - set(ids), set(ids) - theirs
+        assert not missed and not extra, (
+            f"{member.name} missed {missed}, got extra {extra} "
+            f"from {[sent.senders.get(i) for i in extra]}"
+        )
         assert [m.text for m in member.got] == [sent.texts[i] for i in ids]
         assert [m.seq for m in member.got] == [sent.acks[i] for i in ids]
         assert [m.seq for m in member.got] == sorted(m.seq for m in member.got)

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from securechat import e2e
@@ -52,7 +53,7 @@ async def _send_until_killed(
             if len(sent.acks) == KILL_AFTER_ACKS:
                 node.kill()  # at once: no shutdown, no flush
                 return
-    except (ChatClosed, OSError):
+    except (ChatClosed, OSError, httpx.TransportError):
         return  # the server is gone under this send
     finally:
         senders_done.append(sender.name)
