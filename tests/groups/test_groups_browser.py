@@ -1,7 +1,7 @@
 """Groups in real Chromium (issue 13, item 5): three people in three browsers create a group,
 chat with sender names, rename it and remove one, whose page says so and shows nothing sent
-later; a member the server inserts without a signed entry (a ghost) is refused and shown; the
-group controls pass axe; and the page's group-name layout gives the pinned vector."""
+later; a member the server inserts without a signed entry (a ghost) is refused and shown; a
+member's key change is warned of by name; the group controls pass axe; and the page's group-name layout gives the pinned vector."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from securechat import e2e
 from securechat.client import SecureChatClient
 from tests import vectorkit
 from tests.browser_helpers import WAIT_MS, ChatPage, register
+from tests.chat.test_chat_browser import change_keys
 from tests.conftest import MakeClient
 from tests.livesrv import LiveServer
 from tests.web.test_axe_browser import AXE, violations
@@ -290,3 +291,28 @@ async def test_js_seals_and_opens_the_pinned_group_name(browser_page: Page) -> N
         "name": vector["name"],
         "moved": "refused",
     }
+
+
+async def test_a_members_key_change_shows_a_warning_naming_them(
+    contexts: list[BrowserContext], live_server: LiveServer, accounts: list[SecureChatClient]
+) -> None:
+    """bob's keys change after he was added: alice's group thread warns about bob (and only
+    bob), and the member list says his keys changed."""
+    alice = GroupPage(await ChatPage.open(contexts[0], live_server.url, "alice"))
+    await alice.create("Choir", ["bob", "carol"])
+    await expect(alice.page.locator("#group-key-warnings")).to_be_hidden()
+    change_keys(live_server, "bob", e2e.Identity.generate(2048))
+
+    await alice.page.reload()
+    await alice.chat.wait_ready()
+    await alice.open("Choir")
+    warnings = alice.page.locator("#group-key-warnings li")
+    await expect(warnings).to_have_count(1, timeout=WAIT_MS)
+    await expect(warnings).to_contain_text("bob's security keys changed")
+    members = await alice.members()
+    await expect(members.locator('[data-member="bob"] .verify__state')).to_have_text(
+        "Keys changed", timeout=WAIT_MS
+    )
+    await expect(members.locator('[data-member="carol"] .verify__state')).to_have_text(
+        "Not verified"
+    )

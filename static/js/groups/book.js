@@ -146,8 +146,10 @@ export class GroupBook extends EventTarget {
       entry.problem = null;
       if (entry.listed) this.#checkListed(entry);
     } catch (error) {
-      if (!(error instanceof MembershipError)) throw error;
-      entry.problem = { code: error.code, names: [], message: error.message };
+      // Anything else (an entry that is not even base64) is a chain that does not verify too.
+      const code = error instanceof MembershipError ? error.code : "malformed";
+      entry.view = null;
+      entry.problem = { code, names: [], message: error.message };
     }
     entry.name = entry.view ? await nameOf(entry.record, entry.view) : null;
     if (entry.view) entry.record.removed = !entry.view.members.has(this.me);

@@ -77,7 +77,10 @@ export class GroupInbox {
         record.entries.push(frame.entry);
         entry.listed = null;
         await this.book.verify(entry);
-        if (entry.problem) record.entries.pop();
+        if (entry.problem) {
+          record.entries.pop(); // not kept: the chain stays as it verified
+          await this.book.verify(entry);
+        }
       }
       if (record.entries[frame.index] !== frame.entry || entry.problem || !entry.view) return null;
       const othersLeft =
@@ -144,7 +147,7 @@ export class GroupInbox {
     const existing = await store.message(frame.id);
     if (existing) {
       if (existing.direction === "out" && history) {
-        return { record: await this.#counted(frame.id, history), isNew: false };
+        return { record: (await this.#counted(frame.id, history)) ?? existing, isNew: false };
       }
       return { record: existing, isNew: false };
     }

@@ -42,6 +42,7 @@ export class GroupSender extends EventTarget {
   #waiting = new Map(); // frame id -> resolve(answer frame | null)
   #flushing = new Map(); // group -> whether another flush was asked for meanwhile
   #written = 0;
+  #told = new Set(); // groups whose failure to send was reported
 
   constructor({ book, socket }) {
     super();
@@ -287,8 +288,11 @@ export class GroupSender extends EventTarget {
         again = this.#flushing.get(group);
       }
     } catch (error) {
-      if (!isTransient(error))
+      // Said once per group until something goes again: it is retried every few seconds.
+      if (!isTransient(error) && !this.#told.has(group)) {
+        this.#told.add(group);
         this.dispatchEvent(new CustomEvent("error", { detail: { group, error } }));
+      }
       setTimeout(() => this.flush(group), RETRY_MS);
     } finally {
       this.#flushing.delete(group);
@@ -341,6 +345,7 @@ export class GroupSender extends EventTarget {
   }
 
   async #sent(entry, item, ack) {
+    this.#told.delete(entry.record.group);
     await this.book.serial(entry.record.group, async () => {
       entry.record.pending = entry.record.pending.filter((p) => p.id !== item.id);
       entry.record.lastSeq = Math.max(entry.record.lastSeq, ack.seq ?? 0);
