@@ -83,10 +83,6 @@ export class GroupInbox {
         }
       }
       if (record.entries[frame.index] !== frame.entry || entry.problem || !entry.view) return null;
-      const othersLeft =
-        (decoded.action === Action.REMOVE || decoded.action === Action.LEAVE)
-        && decoded.actor !== this.me;
-      if (frame.index >= had && othersLeft && record.mine) record.mine.rotate = true;
       record.lastSeq = Math.max(record.lastSeq, frame.seq ?? 0);
       await this.book.save(entry);
       return this.book.notice(entry, frame.index, decoded, frame.seq);

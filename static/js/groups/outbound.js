@@ -164,7 +164,6 @@ export class GroupSender extends EventTarget {
       const others = [...entry.view.members.keys()].filter((n) => n !== this.me);
       if (action === Action.ADD) await this.#distribute(entry, names);
       if (action === Action.RENAME) await this.#distribute(entry, others);
-      if (action === Action.REMOVE) this.flush(group); // rotates before anything else goes
       return;
     }
   }
@@ -180,7 +179,6 @@ export class GroupSender extends EventTarget {
         entry.listed = null; // the server's list of before; the next refresh checks the new one
       }
       entry.record.lastSeq = Math.max(entry.record.lastSeq, seq ?? 0);
-      if (decoded.action === Action.REMOVE && entry.record.mine) entry.record.mine.rotate = true;
       await this.book.verify(entry);
       await this.book.save(entry);
       await this.book.notice(entry, index, decoded, seq);
@@ -203,7 +201,7 @@ export class GroupSender extends EventTarget {
   async #distribute(entry, recipients) {
     const { record, view } = entry;
     if (!recipients.length) return null;
-    const chain = myChain(record);
+    const chain = myChain(record, view);
     await this.book.save(entry); // a fresh chain is kept before anyone has it
     const distribution = chain.distribution(view.groupId, view.head, this.me);
     const nameKeys = this.#nameKeys(entry);
@@ -303,7 +301,7 @@ export class GroupSender extends EventTarget {
     const entry = await this.book.entry(group);
     while (entry.record.pending.length && this.socket.online && !this.book.refusal(group)) {
       const { record } = entry;
-      myChain(record);
+      myChain(record, entry.view);
       const missing = [...entry.view.members.keys()].filter(
         (n) => n !== this.me && record.mine.sentTo[n] !== record.mine.gen,
       );
@@ -328,7 +326,7 @@ export class GroupSender extends EventTarget {
     const { record, view } = entry;
     const stored = await this.book.store.message(item.id);
     const { text } = await this.book.vault.open(item.id, stored.box);
-    const chain = myChain(record);
+    const chain = myChain(record, view);
     const plaintext = encoder.encode(JSON.stringify({ text, ts: item.writtenMs }));
     item.envelope = await encryptGroupMessage({
       chain,

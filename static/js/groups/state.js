@@ -130,12 +130,18 @@ export async function nameOf(record, view) {
 
 // --- my sender chain ------------------------------------------------------------------------
 
-/** My chain for the group, drawn fresh at first use and after a removal or leave. */
-export function myChain(record) {
-  if (!record.mine || record.mine.rotate) {
+/**
+ * My chain for the group (view: its verified view), drawn fresh at first use and whenever
+ * someone was removed or left after it was drawn: a removed member holds the old one.
+ */
+export function myChain(record, view) {
+  const since = record.mine ? record.mine.madeAt : view.index;
+  const departed = view.decoded
+    .slice(since + 1)
+    .some((e) => e.action === Action.REMOVE || e.action === Action.LEAVE);
+  if (!record.mine || departed) {
     const gen = (record.mine?.gen ?? 0) + 1;
-    const fresh = SenderChain.fresh();
-    record.mine = { ...chainJson(fresh), gen, sentTo: {}, rotate: false };
+    record.mine = { ...chainJson(SenderChain.fresh()), gen, sentTo: {}, madeAt: view.index };
   }
   return new SenderChain(b64decode(record.mine.chainKey), record.mine.iteration);
 }
