@@ -157,6 +157,16 @@ async def test_three_people_chat_rename_and_remove(
 
     await alice.chat.send("after carol left")
     await expect(bob.message("alice", "after carol left")).to_have_count(1, timeout=WAIT_MS)
+    # Alice drew a new chain after the removal: carol's page, with all it kept, cannot open it.
+    group = await carol.listed("Trail crew").get_attribute("data-group")
+    bob_client = accounts[1]
+    page = await bob_client.call("GET", f"/api/v1/groups/{group}/messages")
+    later = next(m for m in page["messages"] if m["from"] == "alice")
+    spki = (await bob_client.call("GET", "/api/v1/keys/alice"))["sign_public_key"]
+    opened = await carol.page.evaluate(
+        OPEN_WITH_KEPT_STATE, {"me": "carol", "group": group, "frame": later, "senderSpki": spki}
+    )
+    assert opened == "undecryptable"
     await bob.chat.send("bob after")
     await expect(alice.message("bob", "bob after")).to_have_count(1, timeout=WAIT_MS)
     await asyncio.sleep(1)  # anything on its way to carol would be here by now
@@ -183,6 +193,39 @@ async def test_three_people_chat_rename_and_remove(
     )
     await expect(carol.chat.messages).to_have_count(3, timeout=WAIT_MS)
     assert "after carol left" not in await carol.chat.texts()
+
+
+# In a removed member's page: open a later group message with everything the page kept (its
+# sealed group record with the receiver chains). Answers "opened" or the error's code.
+OPEN_WITH_KEPT_STATE = """
+async ({ me, group, frame, senderSpki }) => {
+  const { ChatStore } = await import("/static/js/chat/store.js");
+  const { Vault } = await import("/static/js/chat/vault.js");
+  const { loadIdentity } = await import("/static/js/keystore.js");
+  const c = await import("/static/js/crypto.js");
+  const m = await import("/static/js/groups/membership.js");
+  const s = await import("/static/js/groups/senderkeys.js");
+  const st = await import("/static/js/groups/state.js");
+  const store = await ChatStore.open(me);
+  const { vault } = await Vault.open(store, await loadIdentity(me));
+  const record = await vault.open(`group:${group}`, await store.meta(`group:${group}`));
+  let index = -1;
+  for (const [i, entry] of record.entries.entries()) {
+    if (c.b64encode(await m.entryHash(c.b64decode(entry))) === frame.head) index = i;
+  }
+  const receiver = st.receiverFor(record, frame.from, index);
+  if (!receiver) return "no chain";
+  try {
+    await s.openGroupMessage(frame.envelope, {
+      chain: receiver.chain, groupId: st.bytesOfHex(group), head: c.b64decode(frame.head),
+      sender: frame.from, messageId: frame.id, senderSignSpki: c.b64decode(senderSpki),
+    });
+    return "opened";
+  } catch (error) {
+    return error.code ?? String(error);
+  }
+}
+"""
 
 
 def insert_ghost(server: LiveServer, username: str) -> None:
