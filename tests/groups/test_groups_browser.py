@@ -359,3 +359,47 @@ async def test_a_members_key_change_shows_a_warning_naming_them(
     await expect(members.locator('[data-member="carol"] .verify__state')).to_have_text(
         "Not verified"
     )
+
+
+async def test_an_added_member_reads_from_their_join(
+    contexts: list[BrowserContext], live_server: LiveServer, accounts: list[SecureChatClient]
+) -> None:
+    """alice adds carol with the members dialog's picker: carol gets the group's name and reads
+    what alice and bob send from then on, nothing from before; bob made admin gets the admin
+    controls."""
+    alice, bob, carol = [
+        GroupPage(await ChatPage.open(context, live_server.url, name))
+        for context, name in zip(contexts, PEOPLE, strict=True)
+    ]
+    await alice.create("Garden", ["bob"])
+    await alice.chat.send("before carol")
+    await bob.open("Garden")
+    await expect(bob.message("alice", "before carol")).to_have_count(1, timeout=WAIT_MS)
+
+    members = await alice.members()
+    await members.get_by_role("combobox", name="Add people").fill("ca")
+    await members.get_by_role("option", name="carol", exact=True).click()
+    await members.get_by_role("button", name="Add to group").click()
+    await expect(members.locator(".group-member")).to_have_count(3, timeout=WAIT_MS)
+    await (
+        members.get_by_role("group", name="Actions for bob")
+        .get_by_role("button", name="Make admin")
+        .click()
+    )
+    await expect(members.locator('[data-member="bob"] .verified-badge')).to_have_text(
+        "Admin", timeout=WAIT_MS
+    )
+    await members.get_by_role("button", name="Close").click()
+
+    await carol.open("Garden")
+    await expect(carol.page.locator(".thread-notice", has_text="alice added you")).to_have_count(
+        1, timeout=WAIT_MS
+    )
+    await alice.chat.send("welcome carol")
+    await expect(carol.message("alice", "welcome carol")).to_have_count(1, timeout=WAIT_MS)
+    await bob.chat.send("hi carol")
+    await expect(carol.message("bob", "hi carol")).to_have_count(1, timeout=WAIT_MS)
+    assert await carol.chat.texts() == ["welcome carol", "hi carol"]
+
+    bob_members = await bob.members()
+    await expect(bob_members.get_by_label("New group name")).to_be_visible(timeout=WAIT_MS)
