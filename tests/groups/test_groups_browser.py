@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Dialog, Locator, Page, expect
 
 from securechat import e2e
-from securechat.client import SecureChatClient
+from securechat.client import Groups, SecureChatClient
 from tests import vectorkit
 from tests.browser_helpers import WAIT_MS, ChatPage, register
 from tests.chat.test_chat_browser import change_keys
@@ -403,3 +403,21 @@ async def test_an_added_member_reads_from_their_join(
 
     bob_members = await bob.members()
     await expect(bob_members.get_by_label("New group name")).to_be_visible(timeout=WAIT_MS)
+
+
+async def test_the_page_and_the_python_client_share_a_group(
+    contexts: list[BrowserContext], live_server: LiveServer, accounts: list[SecureChatClient]
+) -> None:
+    """alice in the page, bob a bot on securechat.client.Groups: bob gets the group's name from
+    alice's key distribution and reads her message; alice's page reads bob's answer, under his
+    name. The two implementations speak the same group_keys, name and message plaintexts."""
+    alice = GroupPage(await ChatPage.open(contexts[0], live_server.url, "alice"))
+    bot = Groups(await accounts[1].connect())
+    await alice.create("Mixed", ["bob"])
+    await alice.chat.send("hello bot")
+    message = await bot.receive(wait=WAIT_MS / 1000)
+    assert (message.sender, message.text) == ("alice", "hello bot")
+    assert bot.name(message.group) == "Mixed"
+
+    await bot.send(message.group, "hello page")
+    await expect(alice.message("bob", "hello page")).to_have_count(1, timeout=WAIT_MS)
