@@ -359,6 +359,19 @@ async def test_a_members_key_change_shows_a_warning_naming_them(
     await expect(members.locator('[data-member="carol"] .verify__state')).to_have_text(
         "Not verified"
     )
+    # Verifying carol from the member list (the pairs' panel) shows in the list.
+    await (
+        members.get_by_role("group", name="Actions for carol")
+        .get_by_role("button", name="Verify")
+        .click()
+    )
+    panel = alice.page.get_by_role("dialog", name="Verify carol")
+    await panel.get_by_role("button", name="Mark as verified").click(timeout=WAIT_MS)
+    await expect(panel.get_by_role("button", name="Mark as not verified")).to_be_visible()
+    await panel.get_by_role("button", name="Close").click()
+    await expect(members.locator('[data-member="carol"] .verify__state')).to_have_text(
+        "Verified", timeout=WAIT_MS
+    )
 
 
 async def test_an_added_member_reads_from_their_join(
