@@ -9,7 +9,7 @@
  * No DOM.
  */
 
-import { ApiError, isTransient, request } from "../api.js";
+import { ApiError, request } from "../api.js";
 import { Action, MembershipError } from "./membership.js";
 import { describeEntry, GROUP_HEX, nameOf, newRecord, threadOf, verifyRecord } from "./state.js";
 
@@ -173,8 +173,8 @@ export class GroupBook extends EventTarget {
     try {
       body = await request(`/api/v1/groups/${group}`);
     } catch (error) {
-      if (error instanceof ApiError && error.status === 404) return entry;
-      if (isTransient(error)) return entry;
+      // 404: not a member (any more); offline or refused: what is kept stands until next time.
+      if (error instanceof ApiError) return entry;
       throw error;
     }
     const kept = entry.record.entries;

@@ -48,6 +48,12 @@ export class GroupSender extends EventTarget {
     super();
     this.book = book;
     this.socket = socket;
+    // A lost connection answers nothing: what waited is sent again once it is back (flush).
+    socket.addEventListener("state", ({ detail }) => {
+      if (detail.state === "online") return;
+      for (const resolve of this.#waiting.values()) resolve(null);
+      this.#waiting.clear();
+    });
   }
 
   get me() {
