@@ -434,3 +434,26 @@ async def test_the_page_and_the_python_client_share_a_group(
 
     await bot.send(message.group, "hello page")
     await expect(alice.message("bob", "hello page")).to_have_count(1, timeout=WAIT_MS)
+
+
+async def test_an_offline_member_catches_up(
+    contexts: list[BrowserContext], live_server: LiveServer, accounts: list[SecureChatClient]
+) -> None:
+    """bob has no page open while alice creates the group and writes: when he opens the chat,
+    the sync brings the group, its name, alice's chain and her messages, in order."""
+    alice = GroupPage(await ChatPage.open(contexts[0], live_server.url, "alice"))
+    await alice.create("Late club", ["bob"])
+    for text in ("one", "two", "three"):
+        await alice.chat.send(text)
+    await expect(alice.chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+
+    bob = GroupPage(await ChatPage.open(contexts[1], live_server.url, "bob"))
+    await expect(bob.listed("Late club").locator(".conv__unread")).to_have_text(
+        "3 unread", timeout=WAIT_MS
+    )
+    await bob.open("Late club")
+    await expect(bob.message("alice", "three")).to_have_count(1, timeout=WAIT_MS)
+    assert await bob.chat.texts() == ["one", "two", "three"]
+    await expect(alice.page.locator(".msg__read-count").last).to_contain_text(
+        "Read by 1 of 1", timeout=WAIT_MS
+    )
