@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from securechat import e2e
-from securechat.client import ChatConnection, Groups, SecureChatClient
+from securechat.client import ChatClosed, ChatConnection, Groups, SecureChatClient
 from securechat.client.groups import GROUP_FRAMES, GroupMessage
 from tests.chatkit import PASSWORD, unique
 from tests.conftest import FAST_ITERATIONS
@@ -185,3 +187,40 @@ def frame_of(item: dict[str, Any], group: str) -> dict[str, Any]:
     return {"type": "group_message", "group": group} | {
         k: item[k] for k in ("seq", "id", "from", "head", "ts", "envelope")
     }
+
+
+async def send_until_killed(
+    sender: Member, group: str, count: int, sent: Exchange, kill: Callable[[], None], at: int
+) -> None:
+    """Send ``count`` messages one after the other; call ``kill`` (a SIGKILL) the moment the
+    ``at``-th ack of all senders together is in (the others' sends are then in flight). A
+    sender whose server dies under it stops there."""
+    try:
+        for n in range(count):
+            text = f"{sender.name} says {n}"
+            ack = await sender.groups.send(group, text)
+            sent.texts[ack["id"]], sent.acks[ack["id"]] = text, int(ack["seq"])
+            sent.senders[ack["id"]] = sender.name
+            if len(sent.acks) == at:
+                kill()  # at once: no shutdown, no flush
+    except (ChatClosed, OSError, httpx.TransportError):
+        return
+
+
+async def read_acked(people: Sequence[Member], sent: Exchange) -> None:
+    """Receive until each member has every acked message of the others."""
+    for member in people:
+        theirs = {i for i, who in sent.senders.items() if who != member.name}
+        while not theirs <= {m.id for m in member.got}:
+            member.got.append(await member.groups.receive(wait=WAIT))
+
+
+def check_acked_once_in_order(people: Sequence[Member], sent: Exchange) -> None:
+    """Each acked message (of the others) came once, at its acked position, with its text; all
+    in position order (messages stored but never acked may be there too, once)."""
+    for member in people:
+        acked = [m for m in member.got if m.id in sent.acks]
+        assert len({m.id for m in member.got}) == len(member.got)
+        assert [m.seq for m in acked] == [sent.acks[m.id] for m in acked]
+        assert [m.text for m in acked] == [sent.texts[m.id] for m in acked]
+        assert [m.seq for m in member.got] == sorted(m.seq for m in member.got)
