@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -436,6 +436,13 @@ class Groups:
     refused group raises ``GroupRefused`` (naming the group) and nothing is sent to it.
     ``receive`` reads the socket's group frames in order: it verifies and keeps membership
     changes and the chains others hand me, and returns the next group message (each id once).
+
+    A bot::
+
+        groups = Groups(await client.connect())
+        group = await groups.create("Ops", ["bob", "carol"])
+        await groups.send(group, "deploy done")
+        message = await groups.receive()  # GroupMessage: group, sender, text, seq, ...
     """
 
     def __init__(self, chat: ChatConnection, *, max_members: int = GROUP_MEMBERS_MAX) -> None:
@@ -733,6 +740,11 @@ class Groups:
         elif kind == "group_message":
             return await self._take_message(frame)
         return None
+
+    async def mark(self, message: GroupMessage, status: Literal["delivered", "read"]) -> None:
+        """Tell the sender that their group message reached me, or that I read it (they see
+        the counts in ``group_receipt`` frames)."""
+        await self.chat.send_frame({"type": status, "seq": message.seq, "group": message.group})
 
     async def _take_entry(self, frame: dict[str, Any]) -> None:
         """A membership change: verify it on the chain I hold, or fetch the chain."""

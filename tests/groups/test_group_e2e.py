@@ -97,8 +97,12 @@ async def test_a_group_conversation(people: list[Member]) -> None:
         message = await reader.groups.receive()
         assert (message.sender, message.text, message.group) == (alice.name, "hello all", group)
         assert reader.groups.name(group) == "Hiking 🏔"
-    await bob.groups.send(group, "hi alice")
-    assert (await alice.groups.receive()).text == "hi alice"
+    hi = await bob.groups.send(group, "hi alice")
+    heard = await alice.groups.receive()
+    assert heard.text == "hi alice"
+    await alice.groups.mark(heard, "read")
+    receipt = await bob.chat.wait_for("group_receipt", id=hi["id"], read=1)
+    assert (receipt["group"], receipt["members"]) == (group, 2)
     assert (await carol.groups.receive()).text == "hi alice"
 
     await alice.groups.rename(group, "Hiking 2027")
