@@ -253,7 +253,8 @@ class GroupSession:
         The whole chain is replayed with ``keys`` (the sign keys I verified through the
         directory); it must extend the chain verified before, and is kept only if it
         verifies. A chain that fails, or a member list that differs from the verified chain's,
-        refuses the group (``self.refusal``) until a later chain and member list verify.
+        refuses the group (``self.refusal``) until a later chain and member list verify
+        together (an entry appended without the list leaves a refusal as it is).
         Returns the entries new to me.
         """
         try:
@@ -277,9 +278,9 @@ class GroupSession:
         self.entries, self.decoded, self.state = list(entries), decoded, state
         self._members_at = members_after_each(decoded)
         self._index_of_head = {hashlib.sha256(e).digest(): i for i, e in enumerate(entries)}
-        self.refusal = None
         self._note_changes(new)
-        if roster is not None:
+        if roster is not None:  # only a whole check (chain and member list) lifts a refusal
+            self.refusal = None
             self._check_roster(self.members, set(roster))
         return new
 
