@@ -235,7 +235,7 @@ export class GroupsUI {
     }
     this.createPicker = new PeoplePicker(byId("group-create-people"), {
       id: "group-create-people",
-      label: "Add people",
+      label: "People in the group",
       exclude: () => [this.me],
     });
     this.addPicker = new PeoplePicker(byId("group-add-people"), {
