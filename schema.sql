@@ -236,6 +236,15 @@ CREATE TABLE IF NOT EXISTS group_members (
 ) WITHOUT ROWID;
 -- A user's groups (GroupStore.groups_of, the groups_per_user_max count).
 CREATE INDEX IF NOT EXISTS group_members_by_user ON group_members (user_id, group_row);
+-- The members whose accounts were deleted (store/*/lifecycle.py), by name: the chain still
+-- names them until an entry removes them, so the member list does too ("gone"). A name here
+-- never resolves to a later account that takes it.
+CREATE TABLE IF NOT EXISTS group_gone (
+    group_row INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    username  TEXT    NOT NULL,
+    admin     INTEGER NOT NULL CHECK (admin IN (0, 1)),
+    PRIMARY KEY (group_row, username)
+) WITHOUT ROWID;
 -- Group messages ("message": the group wire object) and sender-key distributions ("keys": the
 -- map of pairwise envelopes as sent; each recipient's own is in its group_inbox row).
 CREATE TABLE IF NOT EXISTS group_posts (
@@ -247,8 +256,14 @@ CREATE TABLE IF NOT EXISTS group_posts (
     head      BLOB    NOT NULL CHECK (length(head) = 32),   -- the group's head it was sent under
     ts        INTEGER NOT NULL,                  -- ms since epoch, when stored
     envelope  TEXT    NOT NULL,                  -- canonical JSON text, ciphertext only
+    to_id     INTEGER REFERENCES users (id) ON DELETE SET NULL,  -- a distribution's first recipient
+    readers   INTEGER NOT NULL,                  -- the streams it entered, the sender's left out
+    delivered INTEGER NOT NULL DEFAULT 0,        -- of those, how many marked it delivered (or read)
+    seen      INTEGER NOT NULL DEFAULT 0,        -- and how many read
     UNIQUE (sender_id, client_id)                -- idempotent resend: this index decides
 );
+-- The distributions naming a user (its to_id set NULL when the account goes).
+CREATE INDEX IF NOT EXISTS group_posts_to ON group_posts (to_id) WHERE to_id IS NOT NULL;
 -- Each group position in each stream it entered: what changes_after shows the user, and, for
 -- a message, whether it reached them. The sender's own row of a message is marked at once.
 -- Deleting an account takes its posts' rows here too (store/*/lifecycle.py).

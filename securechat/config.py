@@ -250,8 +250,8 @@ class Config:
     # Seconds one PostgreSQL statement may take before it fails (asyncpg's command_timeout).
     db_command_timeout: float = 10.0
 
-    # Groups (issue 13; securechat/groups/service.py): members of one group (2 to 1024, the
-    # entry decoder's bound), groups one account is a member of, entries of one chain.
+    # Groups (issue 13; securechat/groups/service.py): members of one group (2 to 256, the
+    # bound clients verify chains with), groups one account is a member of, entries of one chain.
     group_members_max: int = 256
     groups_per_user_max: int = 500
     group_entries_max: int = 10_000

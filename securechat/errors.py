@@ -127,6 +127,10 @@ class FrameCode(enum.Enum):
     )
     # Groups (securechat/groups/service.py).
     UNKNOWN_GROUP = ("unknown_group", "There is no such group of yours.")
+    NOT_A_MEMBER = (
+        "not_a_member",
+        "A key distribution names someone who is not another member of the group.",
+    )
     STALE_HEAD = (
         "stale_head",
         "The group changed since that head: fetch it, then encrypt and send again with the"

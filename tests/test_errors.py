@@ -34,6 +34,7 @@ ALLOWED = {
     ("store/records.py", "stale_head"),
     ("store/records.py", "group_exists"),
     ("store/records.py", "too_many_groups"),
+    ("store/records.py", "not_a_member"),
 }
 # Codes a body and a frame share because they mean the same refusal over HTTP and the socket
 # (a group entry and a group send alike: docs/protocol.md "Groups").

@@ -46,11 +46,13 @@ from securechat.runtime import Clock
 from securechat.store import Store
 from securechat.store.records import (
     GROUP_EXISTS,
+    GROUP_QUEUE_FULL,
+    NOT_ANOTHER_MEMBER,
     STALE_HEAD,
     TOO_MANY_GROUPS,
     UNKNOWN_GROUP,
     UNKNOWN_MESSAGE,
-    UNKNOWN_RECIPIENT,
+    GroupMembership,
     GroupReceipt,
     GroupStored,
     GroupView,
@@ -63,8 +65,12 @@ log = logging.getLogger(__name__)
 
 # Groups whose replayed state this process keeps (the least recently used go first).
 _STATES_MAX: Final = 1024
-# The most members SECURECHAT_GROUP_MEMBERS_MAX may allow: the entry decoder's subject bound.
-_MEMBERS_LIMIT: Final = membership.MAX_SUBJECTS
+# The most members SECURECHAT_GROUP_MEMBERS_MAX may allow: the bound clients verify chains with
+# (a larger group would be refused by every member's client).
+_MEMBERS_LIMIT: Final = membership.GROUP_MEMBERS_MAX
+# Stored chains replay under the decoder's bound: they were checked at append, under the
+# setting of that time.
+_REPLAY_LIMIT: Final = membership.MAX_SUBJECTS
 
 # What the store's refusal of an entry answers over HTTP.
 _ENTRY_REFUSALS: Final[dict[str, HttpCode]] = {
@@ -77,7 +83,8 @@ _ENTRY_REFUSALS: Final[dict[str, HttpCode]] = {
 _POST_REFUSALS: Final[dict[str, FrameCode]] = {
     UNKNOWN_GROUP: FrameCode.UNKNOWN_GROUP,
     STALE_HEAD: FrameCode.STALE_HEAD,
-    UNKNOWN_RECIPIENT: FrameCode.UNKNOWN_RECIPIENT,
+    NOT_ANOTHER_MEMBER: FrameCode.NOT_A_MEMBER,
+    GROUP_QUEUE_FULL: FrameCode.QUEUE_FULL,
     UNKNOWN_MESSAGE: FrameCode.UNKNOWN_MESSAGE,
 }
 
@@ -157,39 +164,49 @@ class GroupService:
         """Append ``actor``'s entry to the group's chain; the members before and after it
         are told (so a removed member's devices learn of it)."""
         entry = _decode(data)
-        view = await self.member_view(group_id, actor.name)
+        found = await self.membership(group_id, actor.user_id)
         _own(entry, actor)
         if entry.group_id != group_id:
             raise _refused("reordered", "the entry is of another group")
-        if entry.prev_hash != view.head:
-            raise GroupError(HttpCode.STALE_HEAD, head=b64(view.head))
-        if entry.seq != len(view.entries):
+        if entry.prev_hash != found.head:
+            raise GroupError(HttpCode.STALE_HEAD, head=b64(found.head))
+        if entry.seq != found.entries:
             raise _refused("reordered", f"entry {entry.seq} does not follow this chain")
-        if len(view.entries) >= self.config.group_entries_max:
+        if found.entries >= self.config.group_entries_max:
             limit = self.config.group_entries_max
             raise _refused("bad_change", f"the chain holds its bound of {limit} entries")
-        self._check_size(entry, len(view.members))
+        adds = self._check_size(entry, found.members)
         keys = await self._current_keys(entry)
-        before = self._state(view)
+        before = await self._state(group_id, found.head)
+        # Only an entry that adds is held to today's bound (_check_size said so already); a
+        # group the bound was lowered under can still shrink, rename and promote.
+        bound = self.config.group_members_max if adds else membership.MAX_SUBJECTS
         try:
-            after = membership.verify_next(
-                before, data, keys, max_members=self.config.group_members_max
-            )
+            after = membership.verify_next(before, data, keys, max_members=bound)
         except MembershipError as error:
             raise _entry_error(error) from None
         removed = sorted(set(before.members) - set(after.members))
-        return await self._append(actor, entry, data, after, view.head, removed)
+        return await self._append(actor, entry, data, after, found.head, removed)
 
-    async def member_view(self, group_id: bytes, user: str) -> GroupView:
-        """The group as stored, if ``user`` is a member; else GroupError unknown_group (404),
-        the same answer as for no such group."""
-        view = await self.store.groups.group(group_id)
-        if view is None or user not in view.members:
+    async def member_view(self, group_id: bytes, user_id: int) -> GroupView:
+        """The group as stored, read in one snapshot, if ``user_id`` is a member; else
+        GroupError unknown_group (404), the same answer as for no such group."""
+        view = await self.store.groups.group(group_id, user_id)
+        if view is None:
             raise GroupError(HttpCode.UNKNOWN_GROUP)
         return view
 
-    def _check_size(self, entry: Entry, members: int) -> None:
-        """An entry that would make the group too large: group_too_large (400)."""
+    async def membership(self, group_id: bytes, user_id: int) -> GroupMembership:
+        """The group's head and sizes without its chain, if ``user_id`` is a member; else
+        GroupError unknown_group (404)."""
+        found = await self.store.groups.membership(group_id, user_id)
+        if found is None:
+            raise GroupError(HttpCode.UNKNOWN_GROUP)
+        return found
+
+    def _check_size(self, entry: Entry, members: int) -> bool:
+        """Whether the entry adds members; one that would make the group too large:
+        group_too_large (400)."""
         adds = entry.action in (Action.CREATE, Action.ADD)
         size = members + len(entry.subjects) + (entry.action is Action.CREATE)
         if adds and size > self.config.group_members_max:
@@ -197,6 +214,7 @@ class GroupService:
                 HttpCode.GROUP_TOO_LARGE,
                 f"A group has at most {self.config.group_members_max} members.",
             )
+        return adds
 
     async def _current_keys(self, entry: Entry) -> dict[str, list[bytes]]:
         """The actor's current sign key, after checking that each subject the entry brings in
@@ -214,18 +232,22 @@ class GroupService:
             raise GroupError(HttpCode.NOT_FOUND, "No such user.", user=username[:64])
         return user.sign_public_key
 
-    def _state(self, view: GroupView) -> GroupState:
-        """The membership the stored chain justifies, from this process's cache when it
-        holds the stored head, else replayed (signatures already checked at append)."""
-        state = self._states.get(view.group_id)
-        if state is None or state.head != view.head:
+    async def _state(self, group_id: bytes, head: bytes) -> GroupState:
+        """The membership the stored chain justifies at ``head``, from this process's cache
+        when it holds that head, else replayed from the stored chain (signatures checked at
+        append; the decoder's own bound, not today's setting, which may have been lowered
+        since). A chain that moved on since ``head`` answers stale_head; one that does not
+        replay (never stored so: a damaged database) answers unknown_group, not a 500."""
+        state = self._states.get(group_id)
+        if state is None or state.head != head:
+            view = await self.store.groups.group(group_id)
+            if view is None or view.head != head:
+                raise GroupError(HttpCode.STALE_HEAD, head=b64(view.head) if view else "")
             try:
-                state = membership.replay_verified(
-                    view.entries, max_members=self.config.group_members_max
-                )
+                state = membership.replay_verified(view.entries, max_members=_REPLAY_LIMIT)
             except MembershipError:
-                log.exception("the stored chain of group %s does not replay", view.group_id.hex())
-                raise
+                log.exception("the stored chain of group %s does not replay", group_id.hex())
+                raise GroupError(HttpCode.UNKNOWN_GROUP) from None
         self._remember(state)
         return state
 
@@ -290,6 +312,7 @@ class GroupService:
             kind="message" if keys is None else "keys",
             envelope=frame.keys_json if isinstance(frame, GroupKeys) else frame.envelope_json,
             keys=keys,
+            bytes_per_sender_max=self.config.undelivered_bytes_per_sender_max,
         )
         try:
             outcome = await self.store.groups.post(post, self.clock.now_ms())
@@ -315,8 +338,12 @@ class GroupService:
         frame: GroupSend | GroupKeys,
         stored: GroupStored,
     ) -> None:
+        # A message's frame is the same for every member: built once.
+        shared = _message_text(frame, author.name, stored) if isinstance(frame, GroupSend) else None
         for user, prev in stored.prevs.items():
-            text = _post_text(frame, author.name, user, stored)
+            text = shared
+            if isinstance(frame, GroupKeys):
+                text = _keys_text(frame, author.name, user, stored)
             if text is not None:
                 mine = conn if user == author.name else None
                 await self.broker.publish(user, Sequenced(text, stored.seq, prev), except_conn=mine)
@@ -351,18 +378,17 @@ class GroupService:
         conn.deliver(error_frame(error, error.message.format(seq=seq), frame_id))
 
 
-def _post_text(
-    frame: GroupSend | GroupKeys, sender: str, reader: str, stored: GroupStored
-) -> str | None:
-    """The frame ``reader`` gets for a post: the message; of a distribution, only the
-    reader's own envelope (the sender's other devices: the first recipient's, named)."""
-    if isinstance(frame, GroupSend):
-        return group_message_frame(
-            stored.seq, frame.id, frame.group, sender, frame.head, stored.ts, frame.envelope_json
-        )
-    to = None
-    if reader == sender:
-        to = next(iter(frame.keys))
+def _message_text(frame: GroupSend, sender: str, stored: GroupStored) -> str:
+    """The ``group_message`` frame every member gets for a message."""
+    return group_message_frame(
+        stored.seq, frame.id, frame.group, sender, frame.head, stored.ts, frame.envelope_json
+    )
+
+
+def _keys_text(frame: GroupKeys, sender: str, reader: str, stored: GroupStored) -> str | None:
+    """The frame ``reader`` gets for a distribution: only the reader's own envelope (the
+    sender's other devices: the first recipient's, named)."""
+    to = min(frame.keys) if reader == sender and frame.keys else None
     envelope = frame.keys.get(to or reader)
     if envelope is None:
         return None

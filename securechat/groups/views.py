@@ -59,9 +59,11 @@ async def listed() -> Response:
 
 @blueprint.get("/groups/<group>")
 async def shown(group: str) -> Response:
-    """The group's whole chain and the server's member list, for a member."""
+    """The group's whole chain and the server's member list, for a member, read in one
+    snapshot: the chain's members, those whose accounts were deleted since included, and
+    those named again in ``gone``."""
     session = await require_session()
-    view = await groups().member_view(_group_id(group), session.username)
+    view = await groups().member_view(_group_id(group), session.user_id)
     return jsonify(
         {
             "group": group,
@@ -69,6 +71,7 @@ async def shown(group: str) -> Response:
             "entries": [b64(entry) for entry in view.entries],
             "members": view.members,
             "admins": view.admins,
+            "gone": view.gone,
         }
     )
 
@@ -82,7 +85,7 @@ async def messages(group: str) -> Response:
     page = state().config.history_page_max
     limit = int_arg("limit", default=page, minimum=1, maximum=page)
     before = int_arg("before", default=_LAST_SEQ, minimum=0, maximum=_LAST_SEQ)
-    await groups().member_view(group_id, session.username)
+    await groups().membership(group_id, session.user_id)
     rows = await state().store.groups.history(session.user_id, group_id, before, limit + 1)
     # The envelopes are stored as canonical JSON text and spliced in, never re-parsed.
     items = ",".join(_history_json(group, row) for row in rows[:limit])

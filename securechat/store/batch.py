@@ -24,6 +24,7 @@ from securechat.store.records import (
     Change,
     ChangeKind,
     GroupRefusal,
+    GroupView,
     MarkOutcome,
     NewEntry,
     NewGroupPost,
@@ -390,6 +391,62 @@ def entry_refusal(found: Sequence[Any] | None, entry: NewEntry) -> GroupRefusal 
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """What an entry does to the stored member rows (``append_entry``). The members it keeps
+    are carried forward by user id and the gone by name; only the names it brings in are
+    looked up, so a gone member's name never resolves to a later account that took it."""
+
+    kept: dict[int, str]
+    added: list[str]
+    removed: dict[int, str]
+    gone: list[str]
+
+
+def member_change(entry: NewEntry, current: Mapping[int, str], gone: Set[str]) -> MemberChange:
+    """Split ``entry``'s member list against the stored one (``current``: the members' ids
+    and names; ``gone``: the names of those whose accounts were deleted)."""
+    listed, taken_out = set(entry.members), set(entry.removed)
+    known = set(current.values()) | gone
+    return MemberChange(
+        kept={user: name for user, name in current.items() if name in listed},
+        added=sorted(listed - known),
+        removed={user: name for user, name in current.items() if name in taken_out},
+        gone=sorted(listed & gone),
+    )
+
+
+def withhold_from(envelopes: Mapping[int, str | None], blockers: Set[int]) -> dict[int, str | None]:
+    """A post's streams without those of the members who blocked its sender (as a blocked
+    pair send, withheld: its sender is acked all the same)."""
+    return {user: envelope for user, envelope in envelopes.items() if user not in blockers}
+
+
+def first_recipient(post: NewGroupPost, members: Mapping[int, str]) -> int | None:
+    """A distribution's first recipient (its sender's other devices get their envelope,
+    naming them), by id; None for a message."""
+    if post.kind != "keys" or not post.keys:
+        return None
+    first = min(post.keys)
+    return next(user for user, name in members.items() if name == first)
+
+
+def group_view(
+    group_id: bytes, rows: Sequence[Sequence[Any]], member_id: int | None
+) -> GroupView | None:
+    """A GroupView from the rows of either dialect's _VIEW: (0, head), (1, entry) in order,
+    (2, name, admin, is the reader) for each member, (3, name, admin) for each gone one."""
+    if not rows or (member_id is not None and not any(r[0] == 2 and r[4] for r in rows)):
+        return None
+    head = bytes(rows[0][1])
+    entries = [bytes(r[1]) for r in rows if r[0] == 1]
+    names = sorted((str(r[2]), bool(r[3])) for r in rows if r[0] in (2, 3))
+    gone = sorted(str(r[2]) for r in rows if r[0] == 3)
+    members = [name for name, _ in names]
+    admins = [name for name, admin in names if admin]
+    return GroupView(group_id, head, entries, members, admins, gone)
+
+
 def post_envelopes(post: NewGroupPost, members: Mapping[int, str]) -> dict[int, str | None] | None:
     """The streams a post enters, each with its own envelope (None: the post's): a message
     every member's, a distribution its recipients' and its sender's, whose other devices get
@@ -411,6 +468,7 @@ __all__ = [
     "ConversationMove",
     "MarkRow",
     "MarkState",
+    "MemberChange",
     "MessageRow",
     "Positions",
     "StreamEntry",
@@ -423,11 +481,15 @@ __all__ = [
     "contact_keys",
     "conversation_moves",
     "entry_refusal",
+    "first_recipient",
+    "group_view",
     "link_streams",
+    "member_change",
     "move_heads",
     "number_sends",
     "over_bounds",
     "post_envelopes",
     "settle_duplicates",
     "stream_entries",
+    "withhold_from",
 ]

@@ -26,6 +26,7 @@ from securechat.store.records import (
     DeleteOutcome,
     GroupHistoryItem,
     GroupMarkOutcome,
+    GroupMembership,
     GroupSummary,
     GroupView,
     GroupWriteOutcome,
@@ -436,8 +437,10 @@ class GroupStore(Protocol):
         A resend of a (sender, client id) already posted answers the first copy's position
         and ts, ``created`` False, whatever else it says. Refused ``unknown_group`` when the
         sender is not a member (or no such group), ``stale_head`` when ``post.head`` is not
-        the stored head, ``unknown_recipient`` when a distribution names someone who is not a
-        member, or the sender."""
+        the stored head, ``not_a_member`` when a distribution names someone who is not a
+        member, or the sender, ``queue_full`` when a message would take its sender's
+        undelivered bytes past ``post.bytes_per_sender_max``. A post does not enter the
+        stream of a member who blocked its sender."""
         ...
 
     async def mark(
@@ -448,8 +451,14 @@ class GroupStore(Protocol):
         group message in the reader's stream, or the reader sent it."""
         ...
 
-    async def group(self, group_id: bytes) -> GroupView | None:
-        """The group's chain and member list, or None when there is no such group."""
+    async def group(self, group_id: bytes, member_id: int | None = None) -> GroupView | None:
+        """The group's chain and member list (gone members included), read in one snapshot;
+        None when there is no such group, or ``member_id`` is given and is not a member."""
+        ...
+
+    async def membership(self, group_id: bytes, user_id: int) -> GroupMembership | None:
+        """The group's head, entry count and member count (gone members included) if
+        ``user_id`` is a member, without its chain; else None."""
         ...
 
     async def groups_of(self, user_id: int, limit: int) -> list[GroupSummary]:

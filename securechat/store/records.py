@@ -302,27 +302,41 @@ ContactState = Literal["accepted", "blocked"]
 
 # Why the store refuses a group write, decided under the commits' lock.
 GroupRefusal = Literal[
-    "unknown_group", "stale_head", "group_exists", "too_many_groups", "unknown_recipient"
+    "unknown_group", "stale_head", "group_exists", "too_many_groups", "not_a_member", "queue_full"
 ]
 UNKNOWN_GROUP: Final[GroupRefusal] = "unknown_group"
 STALE_HEAD: Final[GroupRefusal] = "stale_head"
 GROUP_EXISTS: Final[GroupRefusal] = "group_exists"
 TOO_MANY_GROUPS: Final[GroupRefusal] = "too_many_groups"
 # A key distribution names someone who is not another member of the group.
-NOT_ANOTHER_MEMBER: Final[GroupRefusal] = "unknown_recipient"
+NOT_ANOTHER_MEMBER: Final[GroupRefusal] = "not_a_member"
+# A group message past its sender's undelivered byte bound (as a pair send's ``queue_full``).
+GROUP_QUEUE_FULL: Final[GroupRefusal] = "queue_full"
 GroupPostKind = Literal["message", "keys"]
 
 
 @dataclass(frozen=True, slots=True)
 class GroupView:
-    """A group as the server holds it: its chain, in order, and the member list the service
-    derived from it when each entry was appended (names sorted)."""
+    """A group as the server holds it, read in one snapshot: its chain, in order, and the
+    member list the service derived from it when each entry was appended (names sorted),
+    those whose accounts were deleted since included; ``gone`` names them."""
 
     group_id: bytes
     head: bytes
     entries: list[bytes]
     members: list[str]
     admins: list[str]
+    gone: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMembership:
+    """What a change or a history page needs to know of a group one is a member of, without
+    its chain: the head, the number of entries and of members (the gone ones included)."""
+
+    head: bytes
+    entries: int
+    members: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +366,10 @@ class NewEntry:
 class NewGroupPost:
     """A group message (``envelope``: the group wire object, canonical JSON) or a sender-key
     distribution (``keys``: recipient name to that recipient's pairwise envelope, canonical
-    JSON each; ``envelope`` is then the canonical JSON of the whole map, as sent)."""
+    JSON each; ``envelope`` is then the canonical JSON of the whole map, as sent).
+
+    A message's envelope counts in its sender's undelivered bytes until another member marks
+    it delivered; past ``bytes_per_sender_max`` it is refused ``queue_full``."""
 
     sender_id: int
     client_id: str
@@ -361,6 +378,7 @@ class NewGroupPost:
     kind: GroupPostKind
     envelope: str
     keys: Mapping[str, str] | None = None
+    bytes_per_sender_max: int = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +477,7 @@ class CheckpointStats:
 __all__ = [
     "DELETE_EXPIRED",
     "GROUP_EXISTS",
+    "GROUP_QUEUE_FULL",
     "NOT_ANOTHER_MEMBER",
     "QUEUE_FULL",
     "STALE_HEAD",
@@ -480,6 +499,7 @@ __all__ = [
     "Deleted",
     "GroupHistoryItem",
     "GroupMarkOutcome",
+    "GroupMembership",
     "GroupPostKind",
     "GroupReceipt",
     "GroupRefusal",

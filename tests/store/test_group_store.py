@@ -258,9 +258,9 @@ async def test_a_post_on_a_stale_head_is_refused(store: Store) -> None:
 async def test_a_distribution_to_a_non_member_or_myself_is_refused(store: Store) -> None:
     """Recipients must be other current members."""
     await created(store)
-    assert await post(store, "alice", "k1", keys={"dave": "{}"}) == "unknown_recipient"
-    assert await post(store, "alice", "k2", keys={"alice": "{}"}) == "unknown_recipient"
-    assert await post(store, "alice", "k3", keys={"nobody": "{}"}) == "unknown_recipient"
+    assert await post(store, "alice", "k1", keys={"dave": "{}"}) == "not_a_member"
+    assert await post(store, "alice", "k2", keys={"alice": "{}"}) == "not_a_member"
+    assert await post(store, "alice", "k3", keys={"nobody": "{}"}) == "not_a_member"
     assert await store.messages.last_seq() == 1
 
 
@@ -395,7 +395,150 @@ async def test_deleting_a_member_takes_their_posts_out_of_the_streams(store: Sto
     ]
     assert await store.messages.head(carol) == 3
     view = await store.groups.group(GROUP)
-    assert view is not None and view.members == ["alice", "carol"]
+    assert view is not None and view.members == ["alice", "bob", "carol"]
+    assert view.gone == ["bob"]
+
+
+async def test_a_deleted_member_stays_listed_as_gone_until_removed(store: Store) -> None:
+    """The chain still names a member whose account was deleted: the member list keeps the
+    name (and admin flag), ``gone`` names it, the counts include it; an entry that keeps them
+    keeps them gone, and one that removes them takes them off."""
+    await append(store, 0, ("alice", "bob", "carol"), actor="bob")
+    await store.lifecycle.delete_user("bob", NOW + 10_000, NOW)
+    view = await store.groups.group(GROUP)
+    assert view is not None
+    assert (view.members, view.admins, view.gone) == (["alice", "bob", "carol"], ["bob"], ["bob"])
+    found = await store.groups.membership(GROUP, await uid(store, "alice"))
+    assert found is not None and (found.head, found.entries, found.members) == (head(0), 1, 3)
+    (summary,) = await store.groups.groups_of(await uid(store, "carol"), 10)
+    assert summary.members == 3
+    assert isinstance(await append(store, 1, ("alice", "bob", "carol")), GroupStored)
+    view = await store.groups.group(GROUP)
+    assert view is not None and (view.members, view.gone) == (["alice", "bob", "carol"], ["bob"])
+    assert isinstance(await append(store, 2, ("alice", "carol"), removed=["bob"]), GroupStored)
+    view = await store.groups.group(GROUP)
+    assert view is not None and (view.members, view.gone) == (["alice", "carol"], [])
+
+
+async def test_a_new_account_with_a_gone_members_name_is_no_member(store: Store) -> None:
+    """Bob's account is deleted and a new one takes his name: the entries that keep (and then
+    remove) the old bob do not reach the new one, who is in no member list and cannot post;
+    only an entry that adds bob again makes the new account a member."""
+    await created(store)
+    await store.lifecycle.delete_user("bob", NOW, NOW)  # no quarantine: the name is free
+    await store.accounts.add_user(new_user("bob"), NOW)
+    new_bob = await uid(store, "bob")
+    assert isinstance(await append(store, 1, ("alice", "bob", "carol")), GroupStored)
+    assert await store.groups.membership(GROUP, new_bob) is None
+    assert await store.groups.group(GROUP, new_bob) is None
+    assert await store.groups.groups_of(new_bob, 10) == []
+    assert await post(store, "bob", "b1", at=1) == "unknown_group"
+    assert await post(store, "alice", "k1", at=1, keys={"bob": "{}"}) == "not_a_member"
+    assert isinstance(await append(store, 2, ("alice", "carol"), removed=["bob"]), GroupStored)
+    assert await stream(store, "bob") == []
+    stored = await append(store, 3, ("alice", "bob", "carol"))
+    assert isinstance(stored, GroupStored) and "bob" in stored.prevs
+    assert await store.groups.membership(GROUP, new_bob) is not None
+    view = await store.groups.group(GROUP, new_bob)
+    assert view is not None and (view.members, view.gone) == (["alice", "bob", "carol"], [])
+
+
+async def test_a_group_is_read_in_one_snapshot(store: Store) -> None:
+    """Entries that add and remove dave, in turn, while others read the group: every view's
+    member list is the one its chain's length says, and its head is its last entry's."""
+    await created(store, ("alice", "bob"))
+    torn: list[tuple[int, list[str]]] = []
+    done = asyncio.Event()
+
+    async def reader() -> int:
+        reads = 0
+        while not done.is_set():
+            view = await store.groups.group(GROUP)
+            assert view is not None
+            reads += 1
+            odd = len(view.entries) % 2 == 0  # entry 1 (odd) adds dave: 2 entries
+            expected = ["alice", "bob", "dave"] if odd else ["alice", "bob"]
+            if view.members != expected or view.head != head(len(view.entries) - 1):
+                torn.append((len(view.entries), view.members))
+            await asyncio.sleep(0)
+        return reads
+
+    readers = [asyncio.create_task(reader()) for _ in range(4)]
+    for index in range(1, 61):
+        members = ("alice", "bob", "dave") if index % 2 else ("alice", "bob")
+        removed = () if index % 2 else ("dave",)
+        assert isinstance(await append(store, index, members, removed=removed), GroupStored)
+    done.set()
+    reads = await asyncio.gather(*readers)
+    assert sum(reads) > 60
+    assert torn == []
+
+
+async def test_a_post_is_withheld_from_members_who_blocked_its_sender(store: Store) -> None:
+    """Carol blocked alice: alice's message and distribution are stored (and acked) but do
+    not enter carol's stream, nor count her as a reader; entries still do."""
+    await created(store)
+    carol = await uid(store, "carol")
+    await store.contacts.set_state(carol, await uid(store, "alice"), "blocked", NOW)
+    message = await post(store, "alice", "m1")
+    assert isinstance(message, GroupStored) and set(message.prevs) == {"alice", "bob"}
+    keys = await post(store, "alice", "k1", keys={"bob": "{}", "carol": "{}"})
+    assert isinstance(keys, GroupStored) and set(keys.prevs) == {"alice", "bob"}
+    assert isinstance(await post(store, "bob", "b1"), GroupStored)
+    assert isinstance(await append(store, 1, ("alice", "bob", "carol")), GroupStored)
+    assert [c.kind for c in await stream(store, "carol")] == [
+        "group_entry",
+        "group_message",
+        "group_entry",
+    ]
+    history = await store.groups.history(await uid(store, "alice"), GROUP, 1 << 40, 10)
+    assert [(item.client_id, item.members) for item in history] == [("b1", 2), ("m1", 1)]
+
+
+async def test_group_messages_count_in_the_senders_undelivered_bytes(store: Store) -> None:
+    """A group message's bytes count in its sender's backlog from its commit until another
+    member first marks it delivered; one past the bound is refused queue_full."""
+    await created(store)
+    alice, bob, carol = [await uid(store, name) for name in ("alice", "bob", "carol")]
+    bound = 2 * len(MESSAGE)
+
+    async def send(client_id: str) -> GroupStored | str:
+        return await store.groups.post(
+            NewGroupPost(alice, client_id, GROUP, head(0), "message", MESSAGE, None, bound),
+            NOW + 100,
+        )
+
+    first, second = await send("m1"), await send("m2")
+    assert isinstance(first, GroupStored) and isinstance(second, GroupStored)
+    assert await send("m3") == "queue_full"
+    assert await sender_bytes(store, alice) == bound
+    await store.groups.mark(bob, first.seq, "read", NOW)
+    await store.groups.mark(carol, first.seq, "delivered", NOW)  # not the first: nothing back
+    assert await sender_bytes(store, alice) == len(MESSAGE)
+    assert isinstance(await send("m3"), GroupStored)
+    assert await send("m4") == "queue_full"
+    # A resend is answered with its first copy, bound or not.
+    assert await send("m1") == GroupStored(first.seq, first.ts, False, {})
+
+
+async def sender_bytes(store: Store, sender_id: int) -> int:
+    db: Any = store.db  # type: ignore[attr-defined]
+    sql = f"SELECT bytes FROM undelivered_senders WHERE sender_id = {sender_id:d}"
+    rows = await db.fetch_all(sql)
+    return int(rows[0][0]) if rows else 0
+
+
+async def test_the_senders_copy_names_the_first_recipient_by_id(store: Store) -> None:
+    """Two recipients get the same envelope text: the sender's own copy names the first by
+    name (aaron, whose account is newer than bob's), as the live frame does."""
+    await store.accounts.add_user(new_user("aaron"), 1)
+    await created(store, ("alice", "aaron", "bob"))
+    same = '{"same":1}'
+    assert isinstance(
+        await post(store, "alice", "k1", keys={"bob": same, "aaron": same}), GroupStored
+    )
+    (own,) = await stream(store, "alice", 1)
+    assert (own.kind, own.recipient, own.envelope) == ("group_keys", "aaron", same)
 
 
 # --- PostgreSQL: several nodes at once ----------------------------------------------------------

@@ -14,10 +14,18 @@ from typing import Final
 
 import asyncpg
 
-from securechat.store.batch import entry_refusal, post_envelopes
+from securechat.store.batch import (
+    entry_refusal,
+    first_recipient,
+    group_view,
+    member_change,
+    post_envelopes,
+    withhold_from,
+)
 from securechat.store.postgres.database import Database
 from securechat.store.postgres.messages import draw_position, lock_positions, move_stream_heads
 from securechat.store.records import (
+    GROUP_QUEUE_FULL,
     NOT_ANOTHER_MEMBER,
     STALE_HEAD,
     TOO_MANY_GROUPS,
@@ -25,6 +33,7 @@ from securechat.store.records import (
     UNKNOWN_MESSAGE,
     GroupHistoryItem,
     GroupMarkOutcome,
+    GroupMembership,
     GroupReceipt,
     GroupStored,
     GroupSummary,
@@ -45,7 +54,8 @@ class GroupStore:
 
     async def append_entry(self, entry: NewEntry, now_ms: int) -> GroupWriteOutcome:
         """Append a membership entry and replace the member list, at the next position (see
-        ``GroupStore`` in store/interface.py for the refusals)."""
+        ``GroupStore`` in store/interface.py for the refusals). The members kept are carried
+        forward by id, the gone by name; only the names the entry brings in are looked up."""
 
         async def job(connection: asyncpg.Connection) -> GroupWriteOutcome:
             last = await lock_positions(connection)  # FIRST: see every write drawn before
@@ -53,10 +63,15 @@ class GroupStore:
             refusal = entry_refusal(found, entry)
             if refusal is not None:
                 return refusal
-            ids = await _user_ids(connection, [*entry.members, *entry.removed])
-            members = {ids[name]: name for name in entry.members if name in ids}
-            current = set() if found is None else await _member_ids(connection, found[0])
-            if await _too_many_groups(connection, sorted(members.keys() - current), entry):
+            current = {} if found is None else await _members(connection, found[0])
+            gone = set() if found is None else await _gone(connection, found[0])
+            change = member_change(entry, current, gone)
+            ids = await _user_ids(connection, change.added)
+            members = change.kept | {ids[name]: name for name in change.added if name in ids}
+            # Someone added whose account went between the service's check and now: gone.
+            gone_after = sorted({*change.gone, *(n for n in change.added if n not in ids)})
+            added = sorted(members.keys() - current.keys())
+            if await _too_many_groups(connection, added, entry):
                 return TOO_MANY_GROUPS
             position = await draw_position(connection, last)
             group_row = await _store_entry(connection, found, entry, position, now_ms)
@@ -66,7 +81,12 @@ class GroupStore:
                 "INSERT INTO group_members (group_row, user_id, admin) VALUES ($1, $2, $3)",
                 [(group_row, user, int(name in admins)) for user, name in members.items()],
             )
-            readers = members | {ids[name]: name for name in entry.removed if name in ids}
+            await connection.execute("DELETE FROM group_gone WHERE group_row = $1", group_row)
+            await connection.executemany(
+                "INSERT INTO group_gone (group_row, username, admin) VALUES ($1, $2, $3)",
+                [(group_row, name, int(name in admins)) for name in gone_after],
+            )
+            readers = members | change.removed
             await _enter(connection, position, group_row, "entry", dict.fromkeys(readers))
             return GroupStored(position, now_ms, True, await _prevs(connection, position, readers))
 
@@ -74,7 +94,8 @@ class GroupStore:
 
     async def post(self, post: NewGroupPost, now_ms: int) -> GroupWriteOutcome:
         """Store a group message or key distribution at the next position (see ``GroupStore``
-        in store/interface.py for the refusals); a resend answers its first copy."""
+        in store/interface.py for the refusals); a resend answers its first copy. It does not
+        enter the streams of the members who blocked its sender."""
 
         async def job(connection: asyncpg.Connection) -> GroupWriteOutcome:
             last = await lock_positions(connection)
@@ -93,12 +114,22 @@ class GroupStore:
             envelopes = post_envelopes(post, members)
             if envelopes is None:
                 return NOT_ANOTHER_MEMBER
+            # Pair sends count under the same lock (MessageStore.commit): the bound holds.
+            size = len(post.envelope) if post.kind == "message" else 0
+            waiting = await connection.fetchval(_UNDELIVERED_BYTES, post.sender_id)
+            if size and (waiting or 0) + size > post.bytes_per_sender_max:
+                return GROUP_QUEUE_FULL
+            blockers = await connection.fetch(_BLOCKERS, post.sender_id, sorted(envelopes))
+            envelopes = withhold_from(envelopes, {int(row[0]) for row in blockers})
             position = await draw_position(connection, last)
             await connection.execute(
                 _INSERT_POST,
                 position, found[0], post.sender_id, post.client_id, post.kind, post.head,
-                now_ms, post.envelope,
+                now_ms, post.envelope, first_recipient(post, members),
+                len(envelopes.keys() - {post.sender_id}),
             )  # fmt: skip
+            if size:
+                await connection.execute(_ADD_BYTES, post.sender_id, size)
             # The sender's own copy of a message is read already: it counts as no one's unread.
             seen = now_ms if post.kind == "message" else None
             await _enter(connection, position, found[0], post.kind, envelopes, post.sender_id, seen)
@@ -111,42 +142,43 @@ class GroupStore:
         self, reader_id: int, seq: int, status: MarkStatus, now_ms: int
     ) -> GroupMarkOutcome:
         """Mark a group message delivered or read for one member; its counts if they moved.
-        No position: the commits' lock is not taken. The post's row is locked instead, so
-        two marks of one message count one after the other (and two devices of one reader
-        make one receipt)."""
+        No position: the commits' lock is not taken. The post's row is locked first, then
+        the reader's (the order an account's deletion takes them in too), so two marks of one
+        message count one after the other (and two devices of one reader make one receipt).
+        The first delivery gives its envelope's bytes back to its sender's backlog."""
 
         async def job(connection: asyncpg.Connection) -> GroupMarkOutcome:
             row = await connection.fetchrow(_MARKABLE, reader_id, seq)
             if row is None or row[0] == reader_id:
                 return UNKNOWN_MESSAGE
-            _, delivered_at, read_at, client_id, sender, group_id = row
+            sender_id, delivered_at, read_at, client_id, sender, group_id = row[:6]
+            delivered, seen, readers, size = row[6:]
             if read_at is not None or (status == "delivered" and delivered_at is not None):
                 return None  # marks only move forward; read implies delivered
             if status == "read":
                 await connection.execute(_MARK_READ, now_ms, reader_id, seq)
+                seen += 1
             else:
                 await connection.execute(_MARK_DELIVERED, now_ms, reader_id, seq)
-            delivered, read, others = await connection.fetchrow(_COUNTS, seq)
-            return GroupReceipt(bytes(group_id), client_id, sender, delivered, read, others)
+            if delivered_at is None:
+                delivered += 1
+                if delivered == 1:
+                    await connection.execute(_GIVE_BACK_BYTES, size, sender_id)
+            await connection.execute(_COUNT_MARK, delivered, seen, seq)
+            return GroupReceipt(bytes(group_id), client_id, sender, delivered, seen, readers)
 
         return await self.db.write(job)
 
-    async def group(self, group_id: bytes) -> GroupView | None:
-        """The group's chain and member list, or None."""
-        found = await self.db.fetch_one(_GROUP, group_id)
-        if found is None:
-            return None
-        entries = await self.db.fetch_all(
-            "SELECT entry FROM group_entries WHERE group_row = $1 ORDER BY idx", found[0]
-        )
-        members = await self.db.fetch_all(_MEMBER_NAMES, found[0])
-        return GroupView(
-            group_id,
-            bytes(found[1]),
-            [bytes(row[0]) for row in entries],
-            [str(row[0]) for row in members],
-            [str(row[0]) for row in members if row[1]],
-        )
+    async def membership(self, group_id: bytes, user_id: int) -> GroupMembership | None:
+        """The group's head and sizes, if ``user_id`` is a member; else None."""
+        row = await self.db.fetch_one(_MEMBERSHIP, group_id, user_id)
+        return None if row is None else GroupMembership(bytes(row[0]), row[1], row[2])
+
+    async def group(self, group_id: bytes, member_id: int | None = None) -> GroupView | None:
+        """The group's chain and member list, read by one statement (one snapshot); None when
+        there is no such group, or ``member_id`` is given and is not a member."""
+        rows = await self.db.fetch_all(_VIEW, group_id, member_id or 0)
+        return group_view(group_id, rows, member_id)
 
     async def groups_of(self, user_id: int, limit: int) -> list[GroupSummary]:
         """The user's groups, the latest position in their stream first."""
@@ -164,6 +196,14 @@ class GroupStore:
         ]
 
 
+async def lock_posts_of(connection: asyncpg.Connection, user_id: int) -> None:
+    """Lock an account's group posts before their stream rows are deleted: a mark locks a
+    post's row before its reader's, and so must the deletion, or the two could deadlock."""
+    await connection.execute(
+        "SELECT 1 FROM group_posts WHERE sender_id = $1 ORDER BY position FOR UPDATE", user_id
+    )
+
+
 async def forget_posts_of(connection: asyncpg.Connection, user_id: int) -> None:
     """Take an account's group posts out of every stream they entered (the posts themselves
     go with the account, ON DELETE CASCADE): in the transaction that deletes the account,
@@ -171,6 +211,17 @@ async def forget_posts_of(connection: asyncpg.Connection, user_id: int) -> None:
     await connection.execute(
         "DELETE FROM group_inbox WHERE position IN"
         " (SELECT position FROM group_posts WHERE sender_id = $1)",
+        user_id,
+    )
+
+
+async def note_gone(connection: asyncpg.Connection, user_id: int, username: str) -> None:
+    """Keep an account's name in the member lists of its groups as gone (the chains still
+    name it): in the transaction that deletes the account, before the delete."""
+    await connection.execute(
+        "INSERT INTO group_gone (group_row, username, admin) SELECT group_row, $1, admin"
+        " FROM group_members WHERE user_id = $2 ON CONFLICT DO NOTHING",
+        username,
         user_id,
     )
 
@@ -269,11 +320,9 @@ async def _members(connection: asyncpg.Connection, group_row: int) -> dict[int, 
     return {int(row[0]): str(row[1]) for row in rows}
 
 
-async def _member_ids(connection: asyncpg.Connection, group_row: int) -> set[int]:
-    rows = await connection.fetch(
-        "SELECT user_id FROM group_members WHERE group_row = $1", group_row
-    )
-    return {int(row[0]) for row in rows}
+async def _gone(connection: asyncpg.Connection, group_row: int) -> set[str]:
+    rows = await connection.fetch("SELECT username FROM group_gone WHERE group_row = $1", group_row)
+    return {str(row[0]) for row in rows}
 
 
 async def _user_ids(connection: asyncpg.Connection, names: Iterable[str]) -> dict[str, int]:
@@ -287,16 +336,48 @@ _GROUP: Final = "SELECT id, head, entries FROM groups WHERE group_id = $1"
 _ORIGINAL: Final = "SELECT position, ts FROM group_posts WHERE sender_id = $1 AND client_id = $2"
 _INSERT_POST: Final = (
     "INSERT INTO group_posts (position, group_row, sender_id, client_id, kind, head, ts,"
-    " envelope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    " envelope, to_id, readers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 )
-_MEMBER_NAMES: Final = (
-    "SELECT u.username, m.admin FROM group_members m JOIN users u ON u.id = m.user_id"
-    " WHERE m.group_row = $1 ORDER BY u.username"
+# A group message's bytes in its sender's backlog (store/batch.Backlog's bytes, the same row
+# pair sends count in), from its commit to its first delivery.
+_UNDELIVERED_BYTES: Final = "SELECT bytes FROM undelivered_senders WHERE sender_id = $1"
+_ADD_BYTES: Final = (
+    "INSERT INTO undelivered_senders (sender_id, bytes) VALUES ($1, $2)"
+    " ON CONFLICT (sender_id) DO UPDATE SET bytes = undelivered_senders.bytes + excluded.bytes"
 )
-# A message in the reader's stream, of a group they are still a member of; its row and the
-# reader's locked to the end of the mark.
+_GIVE_BACK_BYTES: Final = (
+    "UPDATE undelivered_senders SET bytes = greatest(bytes - $1, 0) WHERE sender_id = $2"
+)
+_BLOCKERS: Final = (
+    "SELECT owner_id FROM contacts WHERE peer_id = $1 AND state = 'blocked'"
+    " AND owner_id = ANY($2::bigint[])"
+)
+_MEMBERSHIP: Final = """
+SELECT g.head, g.entries,
+       (SELECT count(*) FROM group_members c WHERE c.group_row = g.id)
+       + (SELECT count(*) FROM group_gone o WHERE o.group_row = g.id)
+  FROM groups g JOIN group_members m ON m.group_row = g.id AND m.user_id = $2
+ WHERE g.group_id = $1
+"""
+# The whole group in one statement, so one snapshot (see store/batch.group_view).
+_VIEW: Final = """
+WITH g AS (SELECT id, head FROM groups WHERE group_id = $1)
+SELECT 0 AS part, g.head AS blob, NULL::text AS name, 0::bigint AS admin, false AS me,
+       0::bigint AS idx FROM g
+UNION ALL
+SELECT 1, e.entry, NULL, 0, false, e.idx FROM g JOIN group_entries e ON e.group_row = g.id
+UNION ALL
+SELECT 2, NULL, u.username, m.admin, m.user_id = $2, 0
+  FROM g JOIN group_members m ON m.group_row = g.id JOIN users u ON u.id = m.user_id
+UNION ALL
+SELECT 3, NULL, o.username, o.admin, false, 0 FROM g JOIN group_gone o ON o.group_row = g.id
+ORDER BY part, idx
+"""
+# A message in the reader's stream, of a group they are still a member of, with its counts;
+# the post's row and the reader's locked to the end of the mark, in that order.
 _MARKABLE: Final = """
-SELECT p.sender_id, i.delivered_at, i.read_at, p.client_id, s.username, g.group_id
+SELECT p.sender_id, i.delivered_at, i.read_at, p.client_id, s.username, g.group_id,
+       p.delivered, p.seen, p.readers, length(p.envelope)
   FROM group_inbox i
   JOIN group_posts p ON p.position = i.position
   JOIN users s ON s.id = p.sender_id
@@ -312,15 +393,11 @@ _MARK_READ: Final = (
 _MARK_DELIVERED: Final = (
     "UPDATE group_inbox SET delivered_at = $1 WHERE user_id = $2 AND position = $3"
 )
-# A post's receipt counts, over its readers other than its sender.
-_COUNTS: Final = """
-SELECT count(i.delivered_at), count(i.read_at), count(*)
-  FROM group_inbox i JOIN group_posts p ON p.position = i.position
- WHERE i.position = $1 AND i.user_id <> p.sender_id
-"""
+_COUNT_MARK: Final = "UPDATE group_posts SET delivered = $1, seen = $2 WHERE position = $3"
 _GROUPS_OF: Final = """
 SELECT g.group_id, g.head,
-       (SELECT count(*) FROM group_members c WHERE c.group_row = g.id),
+       (SELECT count(*) FROM group_members c WHERE c.group_row = g.id)
+       + (SELECT count(*) FROM group_gone o WHERE o.group_row = g.id),
        coalesce((SELECT max(i.position) FROM group_inbox i
                   WHERE i.user_id = m.user_id AND i.group_row = g.id), 0) AS last_seq,
        (SELECT count(*) FROM group_inbox u
@@ -330,20 +407,17 @@ SELECT g.group_id, g.head,
  WHERE m.user_id = $1
  ORDER BY last_seq DESC LIMIT $2
 """
-# The user's page of the group's messages (along group_inbox_history), then each one's counts
-# over its other readers (along group_inbox_by_position).
+# The user's page of the group's messages (along group_inbox_history), with each one's counts.
 _HISTORY: Final = """
 SELECT p.position, p.client_id, s.username, p.head, p.ts, p.envelope,
-       count(o.delivered_at), count(o.read_at), count(o.user_id)
+       p.delivered, p.seen, p.readers
   FROM (SELECT i.position FROM group_inbox i JOIN groups g ON g.id = i.group_row
          WHERE g.group_id = $2 AND i.user_id = $1 AND i.kind = 'message' AND i.position < $3
          ORDER BY i.position DESC LIMIT $4) AS mine
   JOIN group_posts p ON p.position = mine.position
   JOIN users s ON s.id = p.sender_id
-  LEFT JOIN group_inbox o ON o.position = p.position AND o.user_id <> p.sender_id
- GROUP BY p.position, s.username
  ORDER BY p.position DESC
 """
 
 
-__all__ = ["GroupStore", "forget_posts_of"]
+__all__ = ["GroupStore", "forget_posts_of", "lock_posts_of", "note_gone"]

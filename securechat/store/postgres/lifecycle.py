@@ -11,7 +11,7 @@ from securechat.errors import NotFound
 from securechat.store.keylog import next_tombstone
 from securechat.store.postgres.database import Database
 from securechat.store.postgres.directory import append_entry
-from securechat.store.postgres.groups import forget_posts_of
+from securechat.store.postgres.groups import forget_posts_of, lock_posts_of, note_gone
 from securechat.store.postgres.messages import recount_heads, stream_peers
 from securechat.store.records import OperatorAction, UserSummary
 
@@ -46,16 +46,24 @@ class LifecycleStore:
             sessions = await _live_session_ids(connection, user_id)
             # The commits' lock first (before any row they also write): no deadlock with one.
             peers = await stream_peers(connection, user_id)
-            await connection.execute(
-                "UPDATE undelivered_senders AS u SET bytes = u.bytes - g.bytes FROM ("
-                " SELECT sender_id, coalesce(sum(length(envelope)), 0) AS bytes FROM messages"
-                " WHERE recipient_id = $1 AND delivered_at IS NULL GROUP BY sender_id) AS g"
-                " WHERE u.sender_id = g.sender_id",
+            # What the senders' backlog toward it gives back, read now (the commits' lock
+            # holds it still) and written after the delete: a group mark locks its reader's
+            # rows before a sender's count, and the delete's cascade takes them in that order.
+            given_back = await connection.fetch(
+                "SELECT sender_id, sum(length(envelope)) FROM messages"
+                " WHERE recipient_id = $1 AND delivered_at IS NULL GROUP BY sender_id"
+                " ORDER BY sender_id",
                 user_id,
             )
+            await lock_posts_of(connection, user_id)  # a mark's order: the post, then the rows
             await forget_posts_of(connection, user_id)  # its group posts leave the streams
+            await note_gone(connection, user_id, username)  # its name stays in its groups
             # ON DELETE CASCADE takes the rest, group memberships and posts too.
             await connection.execute("DELETE FROM users WHERE id = $1", user_id)
+            await connection.executemany(
+                "UPDATE undelivered_senders SET bytes = bytes - $2 WHERE sender_id = $1",
+                [(int(row[0]), int(row[1])) for row in given_back],
+            )
             await recount_heads(connection, peers)  # their streams lost those positions
             await connection.execute(
                 "INSERT INTO username_quarantine (username, deleted_at, until_ms)"

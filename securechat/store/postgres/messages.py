@@ -257,9 +257,7 @@ WITH batch AS (
     SELECT i.position, CASE i.kind WHEN 'message' THEN 3 WHEN 'keys' THEN 4 ELSE 5 END,
            i.position, coalesce(p.client_id, ''), p.sender_id,
            CASE WHEN i.kind <> 'keys' THEN NULL WHEN i.user_id <> p.sender_id THEN i.user_id
-                ELSE (SELECT f.user_id FROM group_inbox f WHERE f.position = i.position
-                         AND f.user_id <> i.user_id AND f.envelope = i.envelope LIMIT 1)
-           END,
+                ELSE p.to_id END,
            coalesce(p.ts, e.ts),
            coalesce(i.envelope, p.envelope),
            coalesce(length(coalesce(i.envelope, p.envelope)), (length(e.entry) + 2) / 3 * 4),

@@ -266,6 +266,12 @@ CREATE TABLE IF NOT EXISTS group_members (
     PRIMARY KEY (group_row, user_id)
 );
 CREATE INDEX IF NOT EXISTS group_members_by_user ON group_members (user_id, group_row);
+CREATE TABLE IF NOT EXISTS group_gone (
+    group_row BIGINT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    username  TEXT   NOT NULL,                   -- a member whose account was deleted
+    admin     BIGINT NOT NULL CHECK (admin IN (0, 1)),
+    PRIMARY KEY (group_row, username)
+);
 CREATE TABLE IF NOT EXISTS group_posts (
     position  BIGINT PRIMARY KEY,                -- from chat_sequence
     group_row BIGINT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
@@ -275,8 +281,13 @@ CREATE TABLE IF NOT EXISTS group_posts (
     head      BYTEA  NOT NULL CHECK (length(head) = 32),    -- the group's head it was sent under
     ts        BIGINT NOT NULL,                   -- ms since epoch, when stored
     envelope  TEXT   NOT NULL,                   -- canonical JSON text, ciphertext only
+    to_id     BIGINT REFERENCES users (id) ON DELETE SET NULL,  -- a distribution's first recipient
+    readers   BIGINT NOT NULL,                   -- the streams it entered, the sender's left out
+    delivered BIGINT NOT NULL DEFAULT 0,         -- of those, how many marked it delivered (or read)
+    seen      BIGINT NOT NULL DEFAULT 0,         -- and how many read
     UNIQUE (sender_id, client_id)                -- idempotent resend: this index decides
 );
+CREATE INDEX IF NOT EXISTS group_posts_to ON group_posts (to_id) WHERE to_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS group_inbox (
     user_id      BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     position     BIGINT NOT NULL,                -- a group_posts or group_entries position

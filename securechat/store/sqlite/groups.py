@@ -14,8 +14,16 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from securechat.store.batch import entry_refusal, post_envelopes
+from securechat.store.batch import (
+    entry_refusal,
+    first_recipient,
+    group_view,
+    member_change,
+    post_envelopes,
+    withhold_from,
+)
 from securechat.store.records import (
+    GROUP_QUEUE_FULL,
     NOT_ANOTHER_MEMBER,
     STALE_HEAD,
     TOO_MANY_GROUPS,
@@ -23,6 +31,7 @@ from securechat.store.records import (
     UNKNOWN_MESSAGE,
     GroupHistoryItem,
     GroupMarkOutcome,
+    GroupMembership,
     GroupReceipt,
     GroupStored,
     GroupSummary,
@@ -45,17 +54,22 @@ class GroupStore:
 
     async def append_entry(self, entry: NewEntry, now_ms: int) -> GroupWriteOutcome:
         """Append a membership entry and replace the member list, at the next position (see
-        ``GroupStore`` in store/interface.py for the refusals)."""
+        ``GroupStore`` in store/interface.py for the refusals). The members kept are carried
+        forward by id, the gone by name; only the names the entry brings in are looked up."""
 
         def job(connection: sqlite3.Connection) -> GroupWriteOutcome:
             found = connection.execute(_GROUP, (entry.group_id,)).fetchone()
             refusal = entry_refusal(found, entry)
             if refusal is not None:
                 return refusal
-            ids = _user_ids(connection, [*entry.members, *entry.removed])
-            members = {ids[name]: name for name in entry.members if name in ids}
-            current = set() if found is None else _member_ids(connection, found[0])
-            if _too_many_groups(connection, sorted(members.keys() - current), entry):
+            current = {} if found is None else _members(connection, found[0])
+            gone = set() if found is None else _gone(connection, found[0])
+            change = member_change(entry, current, gone)
+            ids = _user_ids(connection, change.added)
+            members = change.kept | {ids[name]: name for name in change.added if name in ids}
+            # Someone added whose account went between the service's check and now: gone.
+            gone_after = sorted({*change.gone, *(n for n in change.added if n not in ids)})
+            if _too_many_groups(connection, sorted(members.keys() - current.keys()), entry):
                 return TOO_MANY_GROUPS
             position = _next_position(connection)
             group_row = _store_entry(connection, found, entry, position, now_ms)
@@ -65,7 +79,12 @@ class GroupStore:
                 "INSERT INTO group_members (group_row, user_id, admin) VALUES (?, ?, ?)",
                 [(group_row, user, int(name in admins)) for user, name in members.items()],
             )
-            readers = members | {ids[name]: name for name in entry.removed if name in ids}
+            connection.execute("DELETE FROM group_gone WHERE group_row = ?", (group_row,))
+            connection.executemany(
+                "INSERT INTO group_gone (group_row, username, admin) VALUES (?, ?, ?)",
+                [(group_row, name, int(name in admins)) for name in gone_after],
+            )
+            readers = members | change.removed
             _enter(connection, position, group_row, "entry", {user: None for user in readers})
             return GroupStored(position, now_ms, True, _prevs(connection, position, readers))
 
@@ -73,7 +92,8 @@ class GroupStore:
 
     async def post(self, post: NewGroupPost, now_ms: int) -> GroupWriteOutcome:
         """Store a group message or key distribution at the next position (see ``GroupStore``
-        in store/interface.py for the refusals); a resend answers its first copy."""
+        in store/interface.py for the refusals); a resend answers its first copy. It does not
+        enter the streams of the members who blocked its sender."""
 
         def job(connection: sqlite3.Connection) -> GroupWriteOutcome:
             # The resend first: whatever else it says, it gets the first copy's answer.
@@ -91,12 +111,22 @@ class GroupStore:
             envelopes = post_envelopes(post, members)
             if envelopes is None:
                 return NOT_ANOTHER_MEMBER
+            size = len(post.envelope) if post.kind == "message" else 0
+            if size and _undelivered_bytes(connection, post.sender_id) + size > (
+                post.bytes_per_sender_max
+            ):
+                return GROUP_QUEUE_FULL
+            blockers = _blockers(connection, post.sender_id, envelopes.keys())
+            envelopes = withhold_from(envelopes, blockers)
             position = _next_position(connection)
             connection.execute(
                 _INSERT_POST,
                 (position, found[0], post.sender_id, post.client_id, post.kind, post.head,
-                 now_ms, post.envelope),
+                 now_ms, post.envelope, first_recipient(post, members),
+                 len(envelopes.keys() - {post.sender_id})),
             )  # fmt: skip
+            if size:
+                connection.execute(_ADD_BYTES, (post.sender_id, size))
             # The sender's own copy of a message is read already: it counts as no one's unread.
             seen = now_ms if post.kind == "message" else None
             _enter(connection, position, found[0], post.kind, envelopes, post.sender_id, seen)
@@ -108,40 +138,41 @@ class GroupStore:
     async def mark(
         self, reader_id: int, seq: int, status: MarkStatus, now_ms: int
     ) -> GroupMarkOutcome:
-        """Mark a group message delivered or read for one member; its counts if they moved."""
+        """Mark a group message delivered or read for one member; its counts if they moved.
+        The first delivery gives its envelope's bytes back to its sender's backlog."""
 
         def job(connection: sqlite3.Connection) -> GroupMarkOutcome:
             row = connection.execute(_MARKABLE, (reader_id, seq)).fetchone()
             if row is None or row[0] == reader_id:
                 return UNKNOWN_MESSAGE
-            _, delivered_at, read_at, client_id, sender, group_id = row
+            sender_id, delivered_at, read_at, client_id, sender, group_id = row[:6]
+            delivered, seen, readers, size = row[6:]
             if read_at is not None or (status == "delivered" and delivered_at is not None):
                 return None  # marks only move forward; read implies delivered
             if status == "read":
                 connection.execute(_MARK_READ, (now_ms, now_ms, reader_id, seq))
+                seen += 1
             else:
                 connection.execute(_MARK_DELIVERED, (now_ms, reader_id, seq))
-            delivered, read, others = connection.execute(_COUNTS, (seq,)).fetchone()
-            return GroupReceipt(bytes(group_id), client_id, sender, delivered, read, others)
+            if delivered_at is None:
+                delivered += 1
+                if delivered == 1:
+                    connection.execute(_GIVE_BACK_BYTES, (size, sender_id))
+            connection.execute(_COUNT_MARK, (delivered, seen, seq))
+            return GroupReceipt(bytes(group_id), client_id, sender, delivered, seen, readers)
 
         return await self.db.write(job)
 
-    async def group(self, group_id: bytes) -> GroupView | None:
-        """The group's chain and member list, or None."""
-        found = await self.db.fetch_one(_GROUP, (group_id,))
-        if found is None:
-            return None
-        entries = await self.db.fetch_all(
-            "SELECT entry FROM group_entries WHERE group_row = ? ORDER BY idx", (found[0],)
-        )
-        members = await self.db.fetch_all(_MEMBER_NAMES, (found[0],))
-        return GroupView(
-            group_id,
-            bytes(found[1]),
-            [bytes(row[0]) for row in entries],
-            [str(row[0]) for row in members],
-            [str(row[0]) for row in members if row[1]],
-        )
+    async def membership(self, group_id: bytes, user_id: int) -> GroupMembership | None:
+        """The group's head and sizes, if ``user_id`` is a member; else None."""
+        row = await self.db.fetch_one(_MEMBERSHIP, (group_id, user_id))
+        return None if row is None else GroupMembership(bytes(row[0]), row[1], row[2])
+
+    async def group(self, group_id: bytes, member_id: int | None = None) -> GroupView | None:
+        """The group's chain and member list, read by one statement (one snapshot); None when
+        there is no such group, or ``member_id`` is given and is not a member."""
+        rows = await self.db.fetch_all(_VIEW, (group_id, member_id or 0))
+        return group_view(group_id, rows, member_id)
 
     async def groups_of(self, user_id: int, limit: int) -> list[GroupSummary]:
         """The user's groups, the latest position in their stream first."""
@@ -167,6 +198,16 @@ def forget_posts_of(connection: sqlite3.Connection, user_id: int) -> None:
         "DELETE FROM group_inbox WHERE position IN"
         " (SELECT position FROM group_posts WHERE sender_id = ?)",
         (user_id,),
+    )
+
+
+def note_gone(connection: sqlite3.Connection, user_id: int, username: str) -> None:
+    """Keep an account's name in the member lists of its groups as gone (the chains still
+    name it): in the job that deletes the account, before the delete."""
+    connection.execute(
+        "INSERT INTO group_gone (group_row, username, admin) SELECT group_row, ?, admin"
+        " FROM group_members WHERE user_id = ? ON CONFLICT DO NOTHING",
+        (username, user_id),
     )
 
 
@@ -256,9 +297,22 @@ def _members(connection: sqlite3.Connection, group_row: int) -> dict[int, str]:
     return {int(row[0]): str(row[1]) for row in rows}
 
 
-def _member_ids(connection: sqlite3.Connection, group_row: int) -> set[int]:
-    rows = connection.execute("SELECT user_id FROM group_members WHERE group_row = ?", (group_row,))
+def _gone(connection: sqlite3.Connection, group_row: int) -> set[str]:
+    rows = connection.execute("SELECT username FROM group_gone WHERE group_row = ?", (group_row,))
+    return {str(row[0]) for row in rows}
+
+
+def _blockers(connection: sqlite3.Connection, sender_id: int, users: Iterable[int]) -> set[int]:
+    """Those of ``users`` who blocked ``sender_id`` (along contacts_by_peer)."""
+    rows = connection.execute(_BLOCKERS, (sender_id, json.dumps(sorted(users))))
     return {int(row[0]) for row in rows}
+
+
+def _undelivered_bytes(connection: sqlite3.Connection, sender_id: int) -> int:
+    row = connection.execute(
+        "SELECT bytes FROM undelivered_senders WHERE sender_id = ?", (sender_id,)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _user_ids(connection: sqlite3.Connection, names: Iterable[str]) -> dict[str, int]:
@@ -273,15 +327,45 @@ _GROUP: Final = "SELECT id, head, entries FROM groups WHERE group_id = ?"
 _ORIGINAL: Final = "SELECT position, ts FROM group_posts WHERE sender_id = ? AND client_id = ?"
 _INSERT_POST: Final = (
     "INSERT INTO group_posts (position, group_row, sender_id, client_id, kind, head, ts,"
-    " envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " envelope, to_id, readers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_MEMBER_NAMES: Final = (
-    "SELECT u.username, m.admin FROM group_members m JOIN users u ON u.id = m.user_id"
-    " WHERE m.group_row = ? ORDER BY u.username"
+# A group message's bytes in its sender's backlog (store/batch.Backlog's bytes, the same row
+# pair sends count in), from its commit to its first delivery.
+_ADD_BYTES: Final = (
+    "INSERT INTO undelivered_senders (sender_id, bytes) VALUES (?1, ?2)"
+    " ON CONFLICT (sender_id) DO UPDATE SET bytes = bytes + excluded.bytes"
 )
-# A message in the reader's stream, of a group they are still a member of.
+_GIVE_BACK_BYTES: Final = (
+    "UPDATE undelivered_senders SET bytes = max(bytes - ?, 0) WHERE sender_id = ?"
+)
+_BLOCKERS: Final = (
+    "SELECT owner_id FROM contacts WHERE peer_id = ? AND state = 'blocked'"
+    " AND owner_id IN (SELECT value FROM json_each(?))"
+)
+_MEMBERSHIP: Final = """
+SELECT g.head, g.entries,
+       (SELECT count(*) FROM group_members c WHERE c.group_row = g.id)
+       + (SELECT count(*) FROM group_gone o WHERE o.group_row = g.id)
+  FROM groups g JOIN group_members m ON m.group_row = g.id AND m.user_id = ?2
+ WHERE g.group_id = ?1
+"""
+# The whole group in one statement, so one snapshot (see group_view).
+_VIEW: Final = """
+WITH g AS (SELECT id, head FROM groups WHERE group_id = ?1)
+SELECT 0 AS part, g.head AS blob, NULL AS name, 0 AS admin, 0 AS me, 0 AS idx FROM g
+UNION ALL
+SELECT 1, e.entry, NULL, 0, 0, e.idx FROM g JOIN group_entries e ON e.group_row = g.id
+UNION ALL
+SELECT 2, NULL, u.username, m.admin, m.user_id = ?2, 0
+  FROM g JOIN group_members m ON m.group_row = g.id JOIN users u ON u.id = m.user_id
+UNION ALL
+SELECT 3, NULL, o.username, o.admin, 0, 0 FROM g JOIN group_gone o ON o.group_row = g.id
+ORDER BY part, idx
+"""
+# A message in the reader's stream, of a group they are still a member of, with its counts.
 _MARKABLE: Final = """
-SELECT p.sender_id, i.delivered_at, i.read_at, p.client_id, s.username, g.group_id
+SELECT p.sender_id, i.delivered_at, i.read_at, p.client_id, s.username, g.group_id,
+       p.delivered, p.seen, p.readers, length(p.envelope)
   FROM group_inbox i
   JOIN group_posts p ON p.position = i.position
   JOIN users s ON s.id = p.sender_id
@@ -296,15 +380,11 @@ _MARK_READ: Final = (
 _MARK_DELIVERED: Final = (
     "UPDATE group_inbox SET delivered_at = ? WHERE user_id = ? AND position = ?"
 )
-# A post's receipt counts, over its readers other than its sender.
-_COUNTS: Final = """
-SELECT count(i.delivered_at), count(i.read_at), count(*)
-  FROM group_inbox i JOIN group_posts p ON p.position = i.position
- WHERE i.position = ? AND i.user_id != p.sender_id
-"""
+_COUNT_MARK: Final = "UPDATE group_posts SET delivered = ?, seen = ? WHERE position = ?"
 _GROUPS_OF: Final = """
 SELECT g.group_id, g.head,
-       (SELECT count(*) FROM group_members c WHERE c.group_row = g.id),
+       (SELECT count(*) FROM group_members c WHERE c.group_row = g.id)
+       + (SELECT count(*) FROM group_gone o WHERE o.group_row = g.id),
        coalesce((SELECT max(i.position) FROM group_inbox i
                   WHERE i.user_id = m.user_id AND i.group_row = g.id), 0) AS last_seq,
        (SELECT count(*) FROM group_inbox u
@@ -314,20 +394,17 @@ SELECT g.group_id, g.head,
  WHERE m.user_id = ?1
  ORDER BY last_seq DESC LIMIT ?2
 """
-# The user's page of the group's messages (along group_inbox_history), then each one's counts
-# over its other readers (along group_inbox_by_position).
+# The user's page of the group's messages (along group_inbox_history), with each one's counts.
 _HISTORY: Final = """
 SELECT p.position, p.client_id, s.username, p.head, p.ts, p.envelope,
-       count(o.delivered_at), count(o.read_at), count(o.user_id)
+       p.delivered, p.seen, p.readers
   FROM (SELECT i.position FROM group_inbox i JOIN groups g ON g.id = i.group_row
          WHERE g.group_id = ?2 AND i.user_id = ?1 AND i.kind = 'message' AND i.position < ?3
          ORDER BY i.position DESC LIMIT ?4) AS mine
   JOIN group_posts p ON p.position = mine.position
   JOIN users s ON s.id = p.sender_id
-  LEFT JOIN group_inbox o ON o.position = p.position AND o.user_id != p.sender_id
- GROUP BY p.position, s.username
  ORDER BY p.position DESC
 """
 
 
-__all__ = ["GroupStore", "forget_posts_of"]
+__all__ = ["GroupStore", "forget_posts_of", "note_gone"]

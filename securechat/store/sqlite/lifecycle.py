@@ -12,7 +12,7 @@ from securechat.store.keylog import next_tombstone
 from securechat.store.records import OperatorAction, UserSummary
 from securechat.store.sqlite.database import Database
 from securechat.store.sqlite.directory import append_entry
-from securechat.store.sqlite.groups import forget_posts_of
+from securechat.store.sqlite.groups import forget_posts_of, note_gone
 from securechat.store.sqlite.messages import recount_heads, stream_peers
 
 # The account, whether it is disabled, and how many of its sessions are live (not revoked, not
@@ -48,6 +48,7 @@ class LifecycleStore:
             append_entry(connection, lambda last: next_tombstone(last, username, now_ms))
             peers = stream_peers(connection, user_id)
             forget_posts_of(connection, user_id)  # its group posts leave the members' streams
+            note_gone(connection, user_id, username)  # its name stays in its groups' lists
             # ON DELETE CASCADE takes its sessions, messages both ways, conversations, counts,
             # group memberships and posts.
             connection.execute("DELETE FROM users WHERE id = ?", (user_id,))

@@ -222,8 +222,8 @@ class MessageStore:
 # receipt, 2 read receipt, 3 group message, 4 key distribution, 5 membership entry (see
 # change_of). A group item's ``blob`` is the head a post was sent under, or the entry; its
 # envelope a distribution's copy for this reader (the sender's own row holds its first
-# recipient's, whom the recipient column then names, as the live frame does); its size an
-# entry's base64 length.
+# recipient's, whom the recipient column then names from group_posts.to_id, as the live
+# frame does); its size an entry's base64 length.
 _CHANGES_SQL: Final = """
 WITH batch AS (
     SELECT seq AS pos, 0 AS kind, seq, client_id, sender_id, recipient_id, ts, envelope,
@@ -245,9 +245,7 @@ WITH batch AS (
     SELECT i.position, CASE i.kind WHEN 'message' THEN 3 WHEN 'keys' THEN 4 ELSE 5 END,
            i.position, coalesce(p.client_id, ''), p.sender_id,
            CASE WHEN i.kind <> 'keys' THEN NULL WHEN i.user_id <> p.sender_id THEN i.user_id
-                ELSE (SELECT f.user_id FROM group_inbox f WHERE f.position = i.position
-                         AND f.user_id <> i.user_id AND f.envelope = i.envelope LIMIT 1)
-           END,
+                ELSE p.to_id END,
            coalesce(p.ts, e.ts),
            coalesce(i.envelope, p.envelope),
            coalesce(length(coalesce(i.envelope, p.envelope)), (length(e.entry) + 2) / 3 * 4),
