@@ -216,6 +216,7 @@ CREATE TABLE IF NOT EXISTS groups (
     group_id   BLOB    NOT NULL UNIQUE CHECK (length(group_id) = 16),  -- random, chosen by its creator
     head       BLOB    NOT NULL CHECK (length(head) = 32),             -- hash of the chain's last entry
     entries    INTEGER NOT NULL,                 -- entries in the chain: the next one's index
+    bytes      INTEGER NOT NULL,                 -- of those entries together
     created_at INTEGER NOT NULL                  -- ms since epoch
 );
 -- The chain, entry by entry, each at the position that entered it into its readers' streams.

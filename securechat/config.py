@@ -255,6 +255,8 @@ class Config:
     group_members_max: int = 256
     groups_per_user_max: int = 500
     group_entries_max: int = 10_000
+    # Bytes of one chain's entries together (what GET group answers; at least 64 KiB).
+    group_chain_bytes_max: int = 8 * 1024 * 1024
 
     # Key directory.
     directory_entries_page_max: int = 1000

@@ -68,6 +68,8 @@ _STATES_MAX: Final = 1024
 # The most members SECURECHAT_GROUP_MEMBERS_MAX may allow: the bound clients verify chains with
 # (a larger group would be refused by every member's client).
 _MEMBERS_LIMIT: Final = membership.GROUP_MEMBERS_MAX
+# The least SECURECHAT_GROUP_CHAIN_BYTES_MAX may be: room for a creation naming every member.
+_CHAIN_BYTES_LEAST: Final = 64 * 1024
 # Stored chains replay under the decoder's bound: they were checked at append, under the
 # setting of that time.
 _REPLAY_LIMIT: Final = membership.MAX_SUBJECTS
@@ -175,6 +177,9 @@ class GroupService:
         if found.entries >= self.config.group_entries_max:
             limit = self.config.group_entries_max
             raise _refused("bad_change", f"the chain holds its bound of {limit} entries")
+        if found.chain_bytes + len(data) > self.config.group_chain_bytes_max:
+            limit = self.config.group_chain_bytes_max
+            raise _refused("bad_change", f"the chain would pass its bound of {limit} bytes")
         adds = self._check_size(entry, found.members)
         keys = await self._current_keys(entry)
         before = await self._state(group_id, found.head)
@@ -421,6 +426,8 @@ def _check_bounds(config: Config) -> None:
         raise ValueError("SECURECHAT_GROUPS_PER_USER_MAX must be at least 1")
     if config.group_entries_max < 1:
         raise ValueError("SECURECHAT_GROUP_ENTRIES_MAX must be at least 1")
+    if config.group_chain_bytes_max < _CHAIN_BYTES_LEAST:
+        raise ValueError(f"SECURECHAT_GROUP_CHAIN_BYTES_MAX must be at least {_CHAIN_BYTES_LEAST}")
 
 
 __all__ = ["GroupService", "SendBudget", "Written", "b64"]

@@ -332,11 +332,13 @@ class GroupView:
 @dataclass(frozen=True, slots=True)
 class GroupMembership:
     """What a change or a history page needs to know of a group one is a member of, without
-    its chain: the head, the number of entries and of members (the gone ones included)."""
+    its chain: the head, the number of entries and of members (the gone ones included), and
+    the entries' bytes together."""
 
     head: bytes
     entries: int
     members: int
+    chain_bytes: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -511,6 +511,7 @@ async def test_chain_bound(server_with: ServerWith) -> None:
         {"group_members_max": 257},
         {"groups_per_user_max": 0},
         {"group_entries_max": 0},
+        {"group_chain_bytes_max": 65535},
     ],
 )
 def test_unworkable_bounds_stop_the_start(tmp_path: Path, bound: dict[str, int]) -> None:

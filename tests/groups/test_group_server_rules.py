@@ -211,3 +211,27 @@ async def test_a_lowered_members_bound_still_serves_stored_groups(
     finally:
         await accounts.close()
         server.stop()
+
+
+async def test_the_chain_bytes_bound(server_with: ServerWith) -> None:
+    """Renames carrying 4 KiB of detail each fill a chain bound of 64 KiB: the entry that would
+    pass it is refused as bad_change, and the chain stays as it was."""
+    _, accounts = server_with(group_chain_bytes_max=65536)
+    alice, bob = await sign_up(accounts, 2)
+    group = Group()
+    await group.create(alice, [bob])
+    path = f"/api/v1/groups/{group.hex}/entries"
+    while True:
+        entry = group.sign(alice, Action.RENAME, detail=bytes(4000))
+        response = await alice.post(path, entry)
+        if response.status_code != 200:
+            break
+        group.entries.append(entry)
+    body = response.json()
+    assert (response.status_code, body["error"], body["reason"]) == (
+        400,
+        "invalid_entry",
+        "bad_change",
+    )
+    assert sum(len(e) for e in group.entries) + len(entry) > 65536
+    assert len((await shown(alice, group))["entries"]) == len(group.entries) > 10

@@ -172,7 +172,7 @@ class GroupStore:
     async def membership(self, group_id: bytes, user_id: int) -> GroupMembership | None:
         """The group's head and sizes, if ``user_id`` is a member; else None."""
         row = await self.db.fetch_one(_MEMBERSHIP, group_id, user_id)
-        return None if row is None else GroupMembership(bytes(row[0]), row[1], row[2])
+        return None if row is None else GroupMembership(bytes(row[0]), row[1], row[2], row[3])
 
     async def group(self, group_id: bytes, member_id: int | None = None) -> GroupView | None:
         """The group's chain and member list, read by one statement (one snapshot); None when
@@ -237,18 +237,20 @@ async def _store_entry(
     if found is None:
         group_row = int(
             await connection.fetchval(
-                "INSERT INTO groups (group_id, head, entries, created_at)"
-                " VALUES ($1, $2, 1, $3) RETURNING id",
+                "INSERT INTO groups (group_id, head, entries, bytes, created_at)"
+                " VALUES ($1, $2, 1, $3, $4) RETURNING id",
                 entry.group_id,
                 entry.head,
+                len(entry.entry),
                 now_ms,
             )
         )
     else:
         group_row = int(found[0])
         await connection.execute(
-            "UPDATE groups SET head = $1, entries = entries + 1 WHERE id = $2",
+            "UPDATE groups SET head = $1, entries = entries + 1, bytes = bytes + $2 WHERE id = $3",
             entry.head,
+            len(entry.entry),
             group_row,
         )
     await connection.execute(
@@ -355,7 +357,7 @@ _BLOCKERS: Final = (
 _MEMBERSHIP: Final = """
 SELECT g.head, g.entries,
        (SELECT count(*) FROM group_members c WHERE c.group_row = g.id)
-       + (SELECT count(*) FROM group_gone o WHERE o.group_row = g.id)
+       + (SELECT count(*) FROM group_gone o WHERE o.group_row = g.id), g.bytes
   FROM groups g JOIN group_members m ON m.group_row = g.id AND m.user_id = $2
  WHERE g.group_id = $1
 """

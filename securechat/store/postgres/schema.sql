@@ -249,6 +249,7 @@ CREATE TABLE IF NOT EXISTS groups (
     group_id   BYTEA   NOT NULL UNIQUE CHECK (length(group_id) = 16),  -- random, chosen by its creator
     head       BYTEA   NOT NULL CHECK (length(head) = 32),             -- hash of the chain's last entry
     entries    BIGINT  NOT NULL,                 -- entries in the chain: the next one's index
+    bytes      BIGINT  NOT NULL,                 -- of those entries together
     created_at BIGINT  NOT NULL                  -- ms since epoch
 );
 CREATE TABLE IF NOT EXISTS group_entries (

@@ -166,7 +166,7 @@ class GroupStore:
     async def membership(self, group_id: bytes, user_id: int) -> GroupMembership | None:
         """The group's head and sizes, if ``user_id`` is a member; else None."""
         row = await self.db.fetch_one(_MEMBERSHIP, (group_id, user_id))
-        return None if row is None else GroupMembership(bytes(row[0]), row[1], row[2])
+        return None if row is None else GroupMembership(bytes(row[0]), row[1], row[2], row[3])
 
     async def group(self, group_id: bytes, member_id: int | None = None) -> GroupView | None:
         """The group's chain and member list, read by one statement (one snapshot); None when
@@ -229,16 +229,17 @@ def _store_entry(
     """Create the group or move its head; append the entry; the group's row id."""
     if found is None:
         cursor = connection.execute(
-            "INSERT INTO groups (group_id, head, entries, created_at) VALUES (?, ?, 1, ?)",
-            (entry.group_id, entry.head, now_ms),
+            "INSERT INTO groups (group_id, head, entries, bytes, created_at)"
+            " VALUES (?, ?, 1, ?, ?)",
+            (entry.group_id, entry.head, len(entry.entry), now_ms),
         )
         assert cursor.lastrowid is not None
         group_row = cursor.lastrowid
     else:
         group_row = int(found[0])
         connection.execute(
-            "UPDATE groups SET head = ?, entries = entries + 1 WHERE id = ?",
-            (entry.head, group_row),
+            "UPDATE groups SET head = ?, entries = entries + 1, bytes = bytes + ? WHERE id = ?",
+            (entry.head, len(entry.entry), group_row),
         )
     connection.execute(
         "INSERT INTO group_entries (group_row, idx, position, entry, ts) VALUES (?, ?, ?, ?, ?)",
@@ -345,7 +346,7 @@ _BLOCKERS: Final = (
 _MEMBERSHIP: Final = """
 SELECT g.head, g.entries,
        (SELECT count(*) FROM group_members c WHERE c.group_row = g.id)
-       + (SELECT count(*) FROM group_gone o WHERE o.group_row = g.id)
+       + (SELECT count(*) FROM group_gone o WHERE o.group_row = g.id), g.bytes
   FROM groups g JOIN group_members m ON m.group_row = g.id AND m.user_id = ?2
  WHERE g.group_id = ?1
 """

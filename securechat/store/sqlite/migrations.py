@@ -72,7 +72,7 @@ UPGRADES: dict[int, str] = {
     # Groups (issue 13; store/sqlite/groups.py): chains, members, posts and their streams.
     10: "CREATE TABLE IF NOT EXISTS groups (id INTEGER PRIMARY KEY, group_id BLOB NOT NULL"
     " UNIQUE CHECK (length(group_id) = 16), head BLOB NOT NULL CHECK (length(head) = 32),"
-    " entries INTEGER NOT NULL, created_at INTEGER NOT NULL);"
+    " entries INTEGER NOT NULL, bytes INTEGER NOT NULL, created_at INTEGER NOT NULL);"
     " CREATE TABLE IF NOT EXISTS group_entries (group_row INTEGER NOT NULL REFERENCES groups"
     " (id) ON DELETE CASCADE, idx INTEGER NOT NULL, position INTEGER NOT NULL UNIQUE,"
     " entry BLOB NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (group_row, idx));"
