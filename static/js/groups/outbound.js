@@ -11,8 +11,10 @@
  */
 
 import { ApiError, isTransient, request } from "../api.js";
+import { SendBlocked } from "../chat/keys.js";
 import { PENDING_ORDER } from "../chat/store.js";
 import { b64decode, b64encode } from "../crypto.js";
+import { NoKeysError } from "../directory.js";
 import { sealKeys } from "./keymail.js";
 import { Action, decodeEntry, signEntry } from "./membership.js";
 import { MAX_GROUP_NAME_CHARS, newNameKey, sealName } from "./names.js";
@@ -203,6 +205,39 @@ export class GroupSender extends EventTarget {
     return key ? { [index]: b64decode(key) } : {};
   }
 
+  /**
+   * recipient's keys to hand my chain to, or null for one left out for now: a verified member
+   * whose new keys I have not accepted (the group shows the warning; they get the chain once I
+   * do), or an account with no keys any more (deleted). The others still get it.
+   */
+  async #keysFor(recipient) {
+    try {
+      return await this.book.keys.forSending(recipient);
+    } catch (error) {
+      if (error instanceof SendBlocked || error instanceof NoKeysError) return null;
+      throw error;
+    }
+  }
+
+  /**
+   * The members who lack my current chain: never handed it, or handed it under encryption keys
+   * they no longer have (a key reset, a new device: what they kept is gone with the old keys).
+   */
+  async #lacking({ record, view }) {
+    const out = [];
+    for (const name of view.members.keys()) {
+      const handed = record.mine.sentTo[name];
+      if (name === this.me) continue;
+      if (handed?.gen !== record.mine.gen) {
+        out.push(name);
+        continue;
+      }
+      const keys = await this.book.keys.get(name).catch(() => null);
+      if (keys && keys.encFingerprint !== handed.enc) out.push(name);
+    }
+    return out;
+  }
+
   /** Hand my current chain (and the name key) to recipients; resolves to an error frame or null. */
   async #distribute(entry, recipients) {
     const { record, view } = entry;
@@ -214,8 +249,11 @@ export class GroupSender extends EventTarget {
     for (let at = 0; at < recipients.length; at += KEYS_PER_FRAME) {
       const id = crypto.randomUUID();
       const keys = {};
+      const sealedTo = {}; // recipient -> the encryption key's fingerprint it was sealed to
       for (const recipient of recipients.slice(at, at + KEYS_PER_FRAME)) {
-        const theirs = await this.book.keys.forSending(recipient);
+        const theirs = await this.#keysFor(recipient);
+        if (theirs === null) continue;
+        sealedTo[recipient] = theirs.encFingerprint;
         keys[recipient] = await sealKeys({
           id,
           me: this.me,
@@ -226,6 +264,7 @@ export class GroupSender extends EventTarget {
           nameKeys,
         });
       }
+      if (!Object.keys(keys).length) continue;
       const answer = await this.#ask({
         type: "group_keys",
         id,
@@ -235,7 +274,8 @@ export class GroupSender extends EventTarget {
       });
       if (answer?.type !== "ack") return answer ?? { type: "error", code: "offline" };
       await this.book.serial(record.group, async () => {
-        for (const recipient of Object.keys(keys)) record.mine.sentTo[recipient] = record.mine.gen;
+        for (const [recipient, enc] of Object.entries(sealedTo))
+          record.mine.sentTo[recipient] = { gen: record.mine.gen, enc };
         await this.book.save(entry);
       });
     }
@@ -308,10 +348,7 @@ export class GroupSender extends EventTarget {
     while (entry.record.pending.length && this.socket.online && !this.book.refusal(group)) {
       const { record } = entry;
       myChain(record, entry.view);
-      const missing = [...entry.view.members.keys()].filter(
-        (n) => n !== this.me && record.mine.sentTo[n] !== record.mine.gen,
-      );
-      const refused = await this.#distribute(entry, missing);
+      const refused = await this.#distribute(entry, await this.#lacking(entry));
       if (refused && !(await this.#settleRefusal(group, refused))) return;
       if (refused) continue;
       const item = record.pending[0];
