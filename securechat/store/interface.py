@@ -234,7 +234,9 @@ class MessageStore(Protocol):
 
     async def undelivered(self) -> list[tuple[int, str, int, int]]:
         """Per (sender id, recipient's name): messages no device of the recipient has received
-        yet, and their envelope bytes, computed from the messages themselves."""
+        yet, and their envelope bytes, computed from the messages themselves. Pairs only: a
+        sender's ``undelivered_senders`` bytes are these plus its group messages that no other
+        member has marked delivered yet (``GroupStore.post``)."""
         ...
 
     async def changes_after(

@@ -521,6 +521,26 @@ async def test_group_messages_count_in_the_senders_undelivered_bytes(store: Stor
     assert await send("m1") == GroupStored(first.seq, first.ts, False, {})
 
 
+async def test_the_sender_bytes_are_the_pairs_recount_plus_the_waiting_group_messages(
+    store: Store,
+) -> None:
+    """Alice's undelivered bytes hold her message to dave (as ``undelivered`` recounts it) and
+    her group message until bob receives it; deleting dave gives his back, not the group's."""
+    await created(store)
+    alice, bob = await uid(store, "alice"), await uid(store, "bob")
+    pair = NewMessage(alice, "p1", "dave", PAIR)
+    assert isinstance((await store.messages.commit([pair], [], NOW)).sends[0], Stored)
+    message = await post(store, "alice", "m1")
+    assert isinstance(message, GroupStored)
+    assert await store.messages.undelivered() == [(alice, "dave", 1, len(PAIR))]
+    assert await sender_bytes(store, alice) == len(PAIR) + len(MESSAGE)
+    await store.lifecycle.delete_user("dave", NOW, NOW)
+    assert await store.messages.undelivered() == []
+    assert await sender_bytes(store, alice) == len(MESSAGE)
+    await store.groups.mark(bob, message.seq, "delivered", NOW)
+    assert await sender_bytes(store, alice) == 0
+
+
 async def sender_bytes(store: Store, sender_id: int) -> int:
     db: Any = store.db  # type: ignore[attr-defined]
     sql = f"SELECT bytes FROM undelivered_senders WHERE sender_id = {sender_id:d}"
