@@ -79,6 +79,7 @@ export class GroupsUI {
     byId("thread-presence").hidden = true;
     byId("thread-verified").hidden = true;
     this.thread.reset(threadOf(group));
+    if (window.matchMedia("(min-width: 40.01rem)").matches) byId("composer-text").focus();
     const kept = await this.book.store.thread(threadOf(group), { limit: 50 });
     const shown = await Promise.all(kept.map((r) => this.inbox.withText(r)));
     if (opening !== this.#opening) return;
