@@ -12,6 +12,11 @@
  *   messages  [owner, id]    index "thread" [owner, peer, order]; index "state" [owner, state]
  *   outbox    [owner, id]    index "queue" [owner, createdAt]
  *   meta      [owner, name]  {value}
+ *
+ * Groups (static/js/groups/) use the same stores: a group's messages and notices are a thread
+ * whose peer is "group:<hex id>"; meta "group:<hex id>" is the group's record (its chain, name
+ * keys, sender and receiver chains), sealed by vault.js like message text; meta "groups" lists
+ * the groups kept.
  */
 
 const DB_NAME = "securechat-chat";

@@ -1,7 +1,7 @@
 /**
  * What I do to groups: create one, change its membership (add, remove, make admin, rename,
  * leave) with entries signed by my identity key, hand my sender chain to members, and send
- * messages (docs/protocol.md, "Groups"; the order of things: /work design, client-design).
+ * messages (docs/protocol.md, "Groups"; the layouts: docs/CONTRACTS.md, "Groups").
  *
  * Before a message goes, every current member other than me has my current chain (a
  * group_keys frame to those who have not); after a removal or leave a fresh chain is drawn
