@@ -665,3 +665,38 @@ async def test_followers_skip_no_group_position_while_nodes_write(cluster: Clust
         assert cluster.acked[name] <= set(positions), name
         assert await cluster.nodes[0].messages.head(cluster.users[name]) == positions[-1]
     assert cluster.failed == 0
+
+
+async def test_a_deletion_locks_its_posts_before_their_stream_rows(
+    postgres_engine: PostgresEngine, postgres_database: str
+) -> None:
+    """A mark locks a post's row, then its reader's stream row; an account's deletion takes
+    them in the same order, so while a mark holds bob's post, the deletion waits before
+    touching any stream row of it (the reader's row stays free: no deadlock to come)."""
+    store = PostgresStore(Database(postgres_engine.url(postgres_database), pool_min=1, pool_max=3))
+    await store.open()
+    try:
+        for name in NAMES:
+            await store.accounts.add_user(new_user(name), 1)
+        await created(store)
+        message = await post(store, "bob", "b1")
+        assert isinstance(message, GroupStored)
+        carol = await uid(store, "carol")
+        async with store.db.pool.acquire() as mark, mark.transaction():
+            await mark.execute(
+                "SELECT 1 FROM group_posts WHERE position = $1 FOR UPDATE", message.seq
+            )
+            deletion = asyncio.create_task(store.lifecycle.delete_user("bob", NOW, NOW))
+            await asyncio.sleep(0.5)  # the deletion runs up to the lock it waits for
+            assert not deletion.done()
+            row = await mark.fetchrow(
+                "SELECT delivered_at FROM group_inbox WHERE user_id = $1 AND position = $2"
+                " FOR UPDATE NOWAIT",
+                carol,
+                message.seq,
+            )
+            assert row is not None
+        await deletion
+        assert await store.accounts.user_by_name("bob") is None
+    finally:
+        await store.close()
