@@ -258,8 +258,11 @@ class Config:
     # Bytes of one chain's entries together (what GET group answers; at least 64 KiB).
     group_chain_bytes_max: int = 8 * 1024 * 1024
 
-    # Key directory.
+    # Key directory. A user's key history (GET /api/v1/keys/<name>/history) answers at most
+    # this many of their entries, the newest first: what a group member's client needs to check
+    # entries signed before a key reset (docs/CONTRACTS.md "Groups").
     directory_entries_page_max: int = 1000
+    key_history_max: int = 64
 
     # Account lifecycle (securechat/accounts/lifecycle.py). A deleted account's name cannot be
     # registered again for this many seconds, so nobody can pose as its owner at once (the

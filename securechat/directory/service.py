@@ -233,6 +233,22 @@ class KeyDirectory:
             return None
         return Proved(entry, self._tree.inclusion_proof(entry.index, head.tree_size), head)
 
+    async def prove_history(self, username: str, limit: int) -> list[Proved]:
+        """The user's entries in the latest head, newest first (at most ``limit``), each with
+        its inclusion proof against that one head."""
+        head = await self.refresh()
+        proved: list[Proved] = []
+        below = head.tree_size
+        while len(proved) < limit:
+            entry = await self._store.latest_entry(user_hash(username), below)
+            if entry is None:
+                break
+            proved.append(
+                Proved(entry, self._tree.inclusion_proof(entry.index, head.tree_size), head)
+            )
+            below = entry.index
+        return proved
+
     async def consistency(self, old_size: int, new_size: int) -> list[bytes]:
         """PROOF(old_size, D[new_size]); ValueError when the sizes are not in the log."""
         await self.refresh()

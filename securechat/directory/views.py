@@ -144,6 +144,31 @@ async def user_keys(username: str) -> Response:
     )
 
 
+@blueprint.get("/keys/<username>/history")
+async def key_history(username: str) -> Response:
+    """Every key publication of a user (newest first, at most ``key_history_max``), each with
+    its inclusion proof in one signed head: the keys a group chain's older entries may be
+    signed with (a reader checks each proof, as for the latest keys)."""
+    await require_session()
+    try:
+        name = normalize_username(username)
+    except ValueError:
+        raise NotFound("No such user.") from None
+    history = await directory().prove_history(name, state().config.key_history_max)
+    if not history:
+        raise NotFound("No such user.")
+    return jsonify(
+        {
+            "username": name,
+            "entries": [
+                {"entry": entry_json(p.entry), "inclusion_proof": [b64encode(x) for x in p.proof]}
+                for p in history
+            ],
+            "tree_head": history[0].head.to_json(),
+        }
+    )
+
+
 def _no_keys(user: User | None) -> str:
     """What a tombstone as the latest entry means: ``deleted`` (no account) or ``withdrawn``."""
     return "deleted" if user is None else "withdrawn"

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from securechat import __main__ as cli
 from securechat import e2e
-from securechat.client import SecureChatClient
+from securechat.client import SecureChatClient, reset_keys
 from securechat.config import Config
 from securechat.directory import service as directory
 from securechat.directory.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
@@ -29,7 +29,14 @@ from securechat.directory.transparency import (
     verify_tree_head,
 )
 from securechat.store import Store
-from tests.conftest import MakeClient, SignUp, fast_config, identity_of
+from tests.chatkit import PASSWORD
+from tests.conftest import (
+    FAST_ITERATIONS,
+    MakeClient,
+    SignUp,
+    fast_config,
+    identity_of,
+)
 from tests.livesrv import LiveServer
 from tests.store.conftest import MakeStore, new_user
 
@@ -430,6 +437,49 @@ async def test_keys_come_with_entry_proof_and_head(
     assert verify_tree_head(directory_spki(live_server), head)
     proof = [e2e.b64decode(p) for p in body["inclusion_proof"]]
     assert verify_inclusion(entry_leaf(body["entry"]), 1, 3, proof, head.root_hash)
+
+
+async def test_key_history_proves_every_publication_newest_first(
+    live_server: LiveServer, signed_up: SignUp
+) -> None:
+    """After bob resets his keys, his history holds both publications, newest first, each
+    proved in the one head served; a reader learns both sign keys a chain entry of his may
+    carry. Without a session 401, an unknown name 404, and the bound caps the answer."""
+    alice = await signed_up("alice")
+    bob = await signed_up("bob")
+    first = identity_of(bob)
+    second = await reset_keys(bob, PASSWORD, rsa_bits=2048)
+    body = await alice.call("GET", "/api/v1/keys/bob/history")
+    head = SignedTreeHead.from_json(body["tree_head"])
+    assert verify_tree_head(directory_spki(live_server), head)
+    entries = [item["entry"] for item in body["entries"]]
+    assert [e["sign_fingerprint"] for e in entries] == [
+        e2e.fingerprint(second.sign_public_spki),
+        e2e.fingerprint(first.sign_public_spki),
+    ]
+    assert entries[0]["index"] > entries[1]["index"]
+    for item in body["entries"]:
+        proof = [e2e.b64decode(p) for p in item["inclusion_proof"]]
+        index = item["entry"]["index"]
+        assert verify_inclusion(
+            entry_leaf(item["entry"]), index, head.tree_size, proof, head.root_hash
+        )
+    assert get(live_server, "/api/v1/keys/bob/history").status_code == 401
+    assert (await alice.request("GET", "/api/v1/keys/nobody/history")).status_code == 404
+
+
+async def test_key_history_is_bounded(tmp_path: Path) -> None:
+    """``key_history_max`` caps the entries answered: the newest ones."""
+    with LiveServer(fast_config(tmp_path / "data", key_history_max=1)).start() as server:
+        async with SecureChatClient(server.url, min_iterations=FAST_ITERATIONS) as alice:
+            await alice.register("alice", PASSWORD, iterations=FAST_ITERATIONS)
+            await alice.login("alice", PASSWORD)
+            await reset_keys(alice, PASSWORD, rsa_bits=2048)
+            body = await alice.call("GET", "/api/v1/keys/alice/history")
+    assert len(body["entries"]) == 1
+    assert body["entries"][0]["entry"]["sign_fingerprint"] == e2e.fingerprint(
+        alice.account.identity.sign_public_spki  # type: ignore[union-attr]
+    )
 
 
 def test_config_has_the_directory_bounds() -> None:
