@@ -457,6 +457,7 @@ export class ChatApp {
   }
 
   async #incoming(record, { counts }) {
+    if (record.group) return; // a pair message under an id a group's message already has
     const peer = record.peer;
     if (record.hidden) {
       // A tombstone (or a message deleted here): read at once, shown never; what it takes back

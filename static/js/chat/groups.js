@@ -173,6 +173,7 @@ export class GroupsUI {
 
   async #message(frame, replay, open) {
     const { record, isNew } = await this.inbox.message(frame);
+    if (!record) return;
     const visible = open && document.visibilityState === "visible";
     if (record.direction === "in") {
       await this.inbox.mark(record, visible ? "read" : "delivered");

@@ -38,6 +38,7 @@ export function problemText(problem, name) {
 export class GroupBook extends EventTarget {
   #groups = new Map(); // group -> {record, view, problem, name, listed, unread}
   #queues = new Map(); // group -> the tail of its one-at-a-time work
+  #loading = new Map(); // group -> the promise of its entry, while it loads
 
   constructor({ me, identity, store, vault, keys }) {
     super();
@@ -80,15 +81,23 @@ export class GroupBook extends EventTarget {
     if (!index.includes(record.group)) await this.store.setMeta(INDEX, [...index, record.group]);
   }
 
-  /** The group's entry, loaded from the store or made new. */
-  async entry(group) {
-    let entry = this.#groups.get(group);
-    if (!entry) {
-      const record = (await this.#loadKept(group)) ?? newRecord(group);
-      entry = { record, view: null, problem: null, name: null, listed: null, unread: 0 };
-      this.#groups.set(group, entry);
-      if (record.entries.length) await this.verify(entry);
+  /** The group's entry, loaded from the store (and verified) or made new; one per group. */
+  entry(group) {
+    const known = this.#groups.get(group);
+    if (known) return Promise.resolve(known);
+    // Two callers at once must share one entry, or each would keep (and save) its own.
+    if (!this.#loading.has(group)) {
+      const loading = this.#load(group).finally(() => this.#loading.delete(group));
+      this.#loading.set(group, loading);
     }
+    return this.#loading.get(group);
+  }
+
+  async #load(group) {
+    const record = (await this.#loadKept(group)) ?? newRecord(group);
+    const entry = { record, view: null, problem: null, name: null, listed: null, unread: 0 };
+    if (record.entries.length) await this.verify(entry);
+    this.#groups.set(group, entry);
     return entry;
   }
 

@@ -137,10 +137,15 @@ export class GroupInbox {
 
   // --- messages ---------------------------------------------------------------------------
 
-  /** A group_message frame or history item: kept once by id, then opened. {record, isNew}. */
+  /**
+   * A group_message frame or history item: kept once by id, then opened. {record, isNew};
+   * record is null for an id that another thread's message already has.
+   */
   async message(frame, history = null) {
     const store = this.book.store;
     const existing = await store.message(frame.id);
+    // An id already taken by another thread's message: not this group's to show.
+    if (existing && existing.group !== frame.group) return { record: null, isNew: false };
     if (existing) {
       if (existing.direction === "out" && history) {
         return { record: (await this.#counted(frame.id, history)) ?? existing, isNew: false };
@@ -280,7 +285,7 @@ export class GroupInbox {
     const items = (page.messages ?? []).filter(wellFormedGroupMessage).reverse();
     for (const item of items) {
       const { record } = await this.message(item, item);
-      records.push(record.text === undefined ? await this.withText(record) : record);
+      if (record) records.push(record.text === undefined ? await this.withText(record) : record);
     }
     return { records, more: Boolean(page.more) };
   }
