@@ -459,3 +459,39 @@ async def test_an_offline_member_catches_up(
     await expect(alice.page.locator(".msg__read-count").last).to_contain_text(
         "Read by 1 of 1", timeout=WAIT_MS
     )
+
+
+def flip_a_signature_bit(server: LiveServer) -> None:
+    """Change one bit of the signature of every group's creation entry in the database."""
+    with closing(sqlite3.connect(server.database_path)) as db, db:
+        for row, entry in db.execute("SELECT group_row, entry FROM group_entries WHERE idx = 0"):
+            forged = bytes(entry[:-1]) + bytes([entry[-1] ^ 1])
+            db.execute(
+                "UPDATE group_entries SET entry = ? WHERE group_row = ? AND idx = 0", (forged, row)
+            )
+
+
+async def test_a_forged_entry_is_refused_and_shown(
+    contexts: list[BrowserContext], live_server: LiveServer, accounts: list[SecureChatClient]
+) -> None:
+    """The creation entry altered in the database: bob, new to the group, is told its
+    membership could not be verified (bad_signature); alice, who kept the chain, that the
+    server shows a different history. Neither can send to it."""
+    alice = GroupPage(await ChatPage.open(contexts[0], live_server.url, "alice"))
+    await alice.create("Quiet", ["bob"])
+    await asyncio.to_thread(flip_a_signature_bit, live_server)
+
+    bob = GroupPage(await ChatPage.open(contexts[1], live_server.url, "bob"))
+    await bob.page.locator("#group-list button[data-group]").click(timeout=WAIT_MS)
+    await expect(bob.page.get_by_role("alert")).to_contain_text(
+        "could not be verified (bad_signature)", timeout=WAIT_MS
+    )
+    await expect(bob.page.locator("#composer-send")).to_be_disabled()
+
+    await alice.page.reload()
+    await alice.chat.wait_ready()
+    await alice.open("Quiet")
+    await expect(alice.page.get_by_role("alert")).to_contain_text(
+        "The server now shows a different membership history for Quiet", timeout=WAIT_MS
+    )
+    await expect(alice.page.locator("#composer-send")).to_be_disabled()

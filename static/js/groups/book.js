@@ -29,6 +29,12 @@ export function problemText(problem, name) {
       + "lists them. Messages are not sent to this group until this is resolved."
     );
   }
+  if (problem.code === "rewritten") {
+    return (
+      `The server now shows a different membership history for ${name} than it showed this browser `
+      + "before. Messages are not sent to or accepted from this group until this is resolved."
+    );
+  }
   return (
     `The membership of ${name} could not be verified (${problem.code}). Messages are not sent to `
     + "or accepted from this group until it can be."
