@@ -134,15 +134,14 @@ def test_the_cluster_ramps_ran_beside_sqlite_and_the_relay(
 
 def test_the_group_fanout_reached_every_member(bench_lines: list[dict[str, Any]]) -> None:
     """The group scenario created a real group, and each message sent to it reached every
-    member but its sender; the pairwise reference carried its messages too, and both cost
-    the server some CPU per copy."""
+    member but its sender; the pairwise reference carried its messages too. (CPU per copy is
+    not asserted: the tiny load takes less than the kernel's 10 ms accounting tick.)"""
     groups = next(line for line in bench_lines if line["scenario"] == "groups")
     members = groups["members"]
     assert members >= 4
     for step in groups["steps"]:
         assert step["sent"] > 0 and step["lost"] == 0
         assert step["copies"] == step["sent"] * (members - 1)
-        assert step["server_cpu_us_per_copy"] > 0
     pair = groups["pairwise_reference"]
     assert pair["sent"] > 0 and pair["copies"] == pair["sent"] and pair["lost"] == 0
 
