@@ -101,7 +101,15 @@ export class GroupBook extends EventTarget {
 
   async #load(group) {
     const record = (await this.#loadKept(group)) ?? newRecord(group);
-    const entry = { record, view: null, problem: null, name: null, listed: null, unread: 0 };
+    const entry = {
+      record,
+      view: null,
+      problem: null,
+      name: null,
+      listed: null, // the server's member list of the last fetch, checked against the chain
+      rewritten: false, // the last fetch did not continue the chain kept here
+      unread: 0,
+    };
     if (record.entries.length) await this.verify(entry);
     this.#groups.set(group, entry);
     return entry;
@@ -158,8 +166,9 @@ export class GroupBook extends EventTarget {
   async verify(entry) {
     try {
       entry.view = await verifyRecord(entry.record, (user) => this.#verifiedKey(user));
-      entry.problem = null;
-      if (entry.listed) this.#checkListed(entry);
+      // A rewrite found by the last fetch stands until a fetch continues the chain kept here.
+      entry.problem = entry.rewritten ? { code: "rewritten", names: [] } : null;
+      if (entry.listed && !entry.problem) this.#checkListed(entry);
     } catch (error) {
       // Anything else (an entry that is not even base64) is a chain that does not verify too.
       const code = error instanceof MembershipError ? error.code : "malformed";
@@ -194,7 +203,8 @@ export class GroupBook extends EventTarget {
     }
     const kept = entry.record.entries;
     const fetched = Array.isArray(body?.entries) ? body.entries : [];
-    if (kept.some((e, i) => fetched[i] !== e)) {
+    entry.rewritten = kept.some((e, i) => fetched[i] !== e);
+    if (entry.rewritten) {
       entry.problem = { code: "rewritten", names: [] };
     } else {
       entry.record.entries = fetched;
