@@ -7,7 +7,10 @@ whose chain fails or whose server-side member list names anyone the chain does n
 (the ghost member of Albrecht et al., IEEE S&P 2023). Messages use sender keys
 (securechat/groups/senderkeys.py): my chain is handed to each other member inside ordinary
 pairwise envelopes, drawn afresh after anyone is removed or leaves, so a removed member reads
-nothing sent later.
+nothing sent later. A member whose account was deleted stays one by the chain but is handed
+nothing, once the directory proves the deletion; an entry signed before its signer reset
+their keys is checked against the directory's history of their keys (docs/CONTRACTS.md
+"Groups", step 2).
 
 ``GroupSession`` is one group's state, with no network: the verified chain, the members at
 each head, my sender chain and who holds it, the chains others handed me. ``Groups`` drives it
@@ -22,9 +25,10 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import quote
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -32,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from securechat import e2e
 from securechat.client.api import ClientError
 from securechat.client.chat import ChatError
-from securechat.client.keys import KeyDirectoryError
+from securechat.client.keys import KeyDirectoryError, NoKeys, verify_key_history
 from securechat.groups import names, senderkeys
 from securechat.groups.membership import (
     GROUP_ID_BYTES,
@@ -73,8 +77,9 @@ HELD_CHAINS_MAX: Final = 8
 class GroupRefused(Exception):
     """This client will not send to or accept from the group: its membership does not verify.
 
-    ``code``: a docs/CONTRACTS.md membership code (``ghost_member``, ``hidden_member``,
-    ``bad_signature``, ``reordered``, ``not_admin``, ...).
+    ``code``: a docs/CONTRACTS.md membership code (``ghost_member``, ``hidden_member`` (a
+    gone member whose deletion the directory does not prove too), ``bad_signature``,
+    ``unknown_key``, ``old_key``, ``reordered``, ``not_admin``, ...).
     """
 
     def __init__(self, group: str, code: str, message: str) -> None:
@@ -175,6 +180,9 @@ class GroupSession:
         self.decoded: list[Entry] = []
         self.state: GroupState | None = None
         self.refusal: GroupRefused | None = None
+        # Members whose accounts were deleted (the server said so and the directory proved
+        # it): still members by the chain, but nothing is handed to them.
+        self.gone: frozenset[str] = frozenset()
         self._members_at: list[frozenset[str]] = []
         self._index_of_head: dict[bytes, int] = {}
         # My sender chain, its generation (one more at every fresh chain), and who holds it.
@@ -246,23 +254,35 @@ class GroupSession:
         entries: Sequence[bytes],
         keys: Mapping[str, Sequence[bytes]],
         *,
+        former: Mapping[str, Collection[bytes]] | None = None,
         roster: Iterable[str] | None = None,
+        gone: Iterable[str] = (),
+        deleted: Collection[str] = (),
     ) -> list[Entry]:
         """Verify a chain the server served (and its member list, when given); keep it.
 
-        The whole chain is replayed with ``keys`` (the sign keys I verified through the
-        directory); it must extend the chain verified before, and is kept only if it
+        The whole chain is replayed with ``keys`` (the actors' current sign keys I verified
+        through the directory) and ``former`` (fingerprints of their earlier keys proved in
+        the directory's history; docs/CONTRACTS.md "Groups", step 2); it must extend the chain
+        verified before, whose signatures are not checked again, and is kept only if it
         verifies. A chain that fails, or a member list that differs from the verified chain's,
-        refuses the group (``self.refusal``) until a later chain and member list verify
-        together (an entry appended without the list leaves a refusal as it is).
-        Returns the entries new to me.
+        or a member the server calls ``gone`` whose deletion is not among those the directory
+        proved (``deleted``), refuses the group (``self.refusal``) until a later chain and
+        member list verify together (an entry appended without the list leaves a refusal as
+        it is). Returns the entries new to me.
         """
         try:
             if list(entries[: len(self.entries)]) != self.entries:
                 raise MembershipError(
                     "broken_link", "the chain served rewrites entries verified before"
                 )
-            state = verify_chain(entries, keys, max_members=self.max_members)
+            state = verify_chain(
+                entries,
+                keys,
+                max_members=self.max_members,
+                former=former,
+                verified=len(self.entries),
+            )
             if state.group_id != self.group_id:
                 raise MembershipError("reordered", "the chain is another group's", 0)
         except MembershipError as failure:
@@ -282,6 +302,7 @@ class GroupSession:
         if roster is not None:  # only a whole check (chain and member list) lifts a refusal
             self.refusal = None
             self._check_roster(self.members, set(roster))
+            self._check_gone(set(gone), set(deleted))
         return new
 
     def _check_roster(self, verified: frozenset[str], listed: set[str]) -> None:
@@ -304,6 +325,36 @@ class GroupSession:
                 "until this is resolved.",
             )
             raise self.refusal
+
+    def _check_gone(self, gone: set[str], deleted: set[str]) -> None:
+        """Believe the server's ``gone`` only where the directory proved the deletion: a
+        member it calls gone without that is refused like a hidden one (the server could
+        otherwise cut anyone off from the group's keys), and a non-member like a ghost."""
+        ghosts, unproved = sorted(gone - self.members), sorted(gone - deleted)
+        if ghosts:
+            self.refusal = GroupRefused(
+                self.group,
+                "ghost_member",
+                f"The server lists {', '.join(ghosts)} as a deleted member of {self.label()}, "
+                "but no admin added them. Messages are not sent to this group until this is "
+                "resolved.",
+            )
+            raise self.refusal
+        if unproved:
+            self.refusal = GroupRefused(
+                self.group,
+                "hidden_member",
+                f"The server says the accounts of {', '.join(unproved)} were deleted, but the "
+                f"key directory does not prove it: they would be cut off from {self.label()}. "
+                "Messages are not sent to this group until this is resolved.",
+            )
+            raise self.refusal
+        self.gone = frozenset(gone)
+
+    @property
+    def reachable(self) -> frozenset[str]:
+        """The members other than me who can be handed keys: not me, not gone."""
+        return self.members - self.gone - {self.me}
 
     def _note_changes(self, new: Sequence[Entry]) -> None:
         """After someone else is removed or leaves, my next send draws a fresh chain."""
@@ -330,8 +381,8 @@ class GroupSession:
         return self.my_chain
 
     def lacking_my_chain(self) -> list[str]:
-        """The current members other than me who do not hold my current chain."""
-        return sorted(m for m in self.members - {self.me} if self.holders.get(m) != self.generation)
+        """The current members other than me (and the gone) who do not hold my current chain."""
+        return sorted(m for m in self.reachable if self.holders.get(m) != self.generation)
 
     def handed(self, recipients: Iterable[str], generation: int) -> None:
         """``recipients`` acknowledged my chain of ``generation``."""
@@ -455,12 +506,24 @@ class Groups:
         self.sent: dict[str, GroupMessage] = {}
         if chat.client.account is None:
             raise RuntimeError("log in first")
-        self._identity = chat.client.account.identity
-        self._sign_key = signing_key(self._identity)
+        # Accounts whose deletion the key directory proved (a deletion is for good).
+        self._deleted: set[str] = set()
 
     @property
     def me(self) -> str:
         return self.chat.username
+
+    @property
+    def _identity(self) -> e2e.Identity:
+        """My identity now (a key reset replaces it)."""
+        account = self.chat.client.account
+        if account is None:
+            raise RuntimeError("log in first")
+        return account.identity
+
+    @property
+    def _sign_key(self) -> ed25519.Ed25519PrivateKey:
+        return signing_key(self._identity)
 
     # Reading the group from the server --------------------------------------------------
 
@@ -479,7 +542,16 @@ class Groups:
                 raise NotAMember(group) from error
             raise
         entries = [e2e.b64decode(e) for e in body["entries"]]
-        session.adopt(entries, await self._actor_keys(entries), roster=body["members"])
+        keys, former = await self._signer_keys(entries, len(session.entries))
+        gone = [str(name) for name in body.get("gone", [])]
+        session.adopt(
+            entries,
+            keys,
+            former=former,
+            roster=body["members"],
+            gone=gone,
+            deleted=await self._proved_deleted(gone),
+        )
         return session
 
     async def ready(self, group: str) -> GroupSession:
@@ -504,21 +576,64 @@ class Groups:
             self.sessions[group] = GroupSession(group, self.me, max_members=self.max_members)
         return self.sessions[group]
 
-    async def _actor_keys(self, entries: Iterable[bytes]) -> dict[str, list[bytes]]:
-        """The sign keys I verified through the directory for every entry's actor."""
-        actors = set()
-        for data in entries:
+    async def _signer_keys(
+        self, entries: Sequence[bytes], verified: int = 0
+    ) -> tuple[dict[str, list[bytes]], dict[str, frozenset[bytes]]]:
+        """The keys to check the entries from ``verified`` on with: each actor's current sign
+        key, verified through the directory, and, only for an actor an entry names by another
+        key, the fingerprints of their earlier keys proved in the directory's history."""
+        named: dict[str, set[bytes]] = {}
+        for data in entries[verified:]:
             try:
-                actors.add(decode_entry(data).actor)
+                entry = decode_entry(data)
             except MembershipError:
                 continue  # verify_chain names it
+            named.setdefault(entry.actor, set()).add(entry.actor_fingerprint)
         keys: dict[str, list[bytes]] = {}
-        for actor in actors:
+        former: dict[str, frozenset[bytes]] = {}
+        for actor, fingerprints in named.items():
+            current = await self._current_sign_key(actor)
+            keys[actor] = [] if current is None else [current]
+            if current is None or fingerprints != {fingerprint(current)}:
+                former[actor] = await self._former_sign_keys(actor)
+        return keys, former
+
+    async def _current_sign_key(self, actor: str) -> bytes | None:
+        """The actor's sign key verified through the directory now (not the connection's
+        copy, which may predate a key reset: an entry under a key replaced since must be
+        vouched for); None when the directory gives none (a deleted account, withdrawn keys)."""
+        try:
+            return (await self.chat.client.fetch_verified_keys(actor)).sign_public_key
+        except (KeyDirectoryError, ClientError):
+            return None  # no verified key: the chain says unknown_key unless history has it
+
+    async def _former_sign_keys(self, actor: str) -> frozenset[bytes]:
+        """Every sign key fingerprint the directory's history proves the actor published:
+        each entry's inclusion in one signed head, that head consistent with those seen."""
+        client = self.chat.client
+        try:
+            pinned = client.directory.directory_key or await client.directory_key()
+            body = await client.call("GET", f"/api/v1/keys/{quote(actor, safe='')}/history")
+            history = verify_key_history(body, actor, pinned)
+            await client.check_head(history.tree_head)
+        except (KeyDirectoryError, ClientError):
+            return frozenset()  # nothing proved: an entry under an older key is unknown_key
+        return history.sign_fingerprints
+
+    async def _proved_deleted(self, names: Sequence[str]) -> set[str]:
+        """Those of ``names`` whose accounts the directory proves deleted (a tombstone as
+        their latest entry, the head consistent with those seen)."""
+        if len(set(names)) > self.max_members:
+            return set()  # more than a group holds: the member list check refuses it
+        for name in set(names) - self._deleted:
             try:
-                keys[actor] = [(await self.chat.keys(actor)).sign_public_key]
+                await self.chat.client.fetch_verified_keys(name)
+            except NoKeys as no_keys:
+                if no_keys.tombstone.status == "deleted":
+                    self._deleted.add(name)
             except (KeyDirectoryError, ClientError):
-                keys[actor] = []  # no verified key: the chain says unknown_key
-        return keys
+                continue
+        return self._deleted & set(names)
 
     async def _fingerprint(self, username: str) -> bytes:
         return fingerprint((await self.chat.keys(username)).sign_public_key)
@@ -547,7 +662,7 @@ class Groups:
         )
         await self.chat.client.call("POST", "/api/v1/groups", {"entry": e2e.b64encode(entry)})
         session = self._session(group)
-        session.adopt([entry], await self._actor_keys([entry]))
+        session.adopt([entry], (await self._signer_keys([entry]))[0])
         session.name_keys[0] = name_key
         session.chain_to_send()
         await self._hand_my_chain(session, session.lacking_my_chain())
@@ -565,7 +680,13 @@ class Groups:
         """Remove ``members``; every remaining member (me too) draws a fresh chain before
         its next send, so they read nothing sent after this."""
         removed = sorted(set(members))
-        subjects = [Subject(m, await self._fingerprint(m)) for m in removed]
+        # Named by the key the chain holds for them: a gone member has none in the directory.
+        chain = (await self.ready(group)).state
+        known = chain.members if chain is not None else {}
+        subjects = [
+            Subject(m, known[m]) if m in known else Subject(m, await self._fingerprint(m))
+            for m in removed
+        ]
         await self._change(group, Action.REMOVE, subjects)
 
     async def make_admin(self, group: str, members: Iterable[str]) -> None:
@@ -583,7 +704,7 @@ class Groups:
         name_key = names.new_name_key()
         session = await self._change(group, Action.RENAME, name=(name, name_key))
         session.chain_to_send()
-        await self._hand_my_chain(session, sorted(session.members - {self.me}))
+        await self._hand_my_chain(session, sorted(session.reachable))
 
     async def _change(
         self,
@@ -613,8 +734,10 @@ class Groups:
                 sign_key=self._sign_key,
             )
             chain = [*session.entries, entry]
-            keys = await self._actor_keys(chain)
-            verify_chain(chain, keys, max_members=self.max_members)  # my mistake, said plainly
+            keys, former = await self._signer_keys(chain, index)
+            verify_chain(  # my mistake, said plainly
+                chain, keys, max_members=self.max_members, former=former, verified=index
+            )
             try:
                 await self.chat.client.call(
                     "POST", f"/api/v1/groups/{group}/entries", {"entry": e2e.b64encode(entry)}
@@ -623,7 +746,7 @@ class Groups:
                 if error.code == "stale_head":
                     continue
                 raise
-            session.adopt(chain, keys)
+            session.adopt(chain, keys, former=former)
             if name is not None:
                 session.name_keys[index] = name[1]
             return session
@@ -755,7 +878,8 @@ class Groups:
             return  # had already (fetched with the chain)
         if index == len(session.entries) and session.entries:
             chain = [*session.entries, e2e.b64decode(frame["entry"])]
-            session.adopt(chain, await self._actor_keys(chain))
+            keys, former = await self._signer_keys(chain, len(session.entries))
+            session.adopt(chain, keys, former=former)
             return
         try:
             await self.refresh(group)

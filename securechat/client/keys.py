@@ -157,6 +157,62 @@ def verify_tombstone(body: dict[str, Any], username: str, directory_key: bytes) 
     return ProvedTombstone(username, status, tombstone, head)
 
 
+@dataclass(frozen=True)
+class ProvedHistory:
+    """A user's log entries (newest first), each proved included in one signed tree head."""
+
+    username: str
+    entries: tuple[DirectoryEntry, ...]
+    tree_head: transparency.SignedTreeHead
+
+    @property
+    def sign_fingerprints(self) -> frozenset[bytes]:
+        """Every sign key fingerprint the user published (tombstones publish none)."""
+        return frozenset(
+            e.sign_fingerprint for e in self.entries if not transparency.is_tombstone(e)
+        )
+
+
+def verify_key_history(body: object, username: str, directory_key: bytes) -> ProvedHistory:
+    """Check a ``GET /api/v1/keys/<username>/history`` answer against the pinned directory key.
+
+    Each entry must be the user's, newest first, and its leaf (rebuilt from the fingerprints
+    stated, which are what the log commits to) proved included in the one head, whose
+    signature is checked. The caller then checks the head's consistency with the heads seen.
+    """
+    try:
+        if not isinstance(body, dict) or set(body) != {"username", "entries", "tree_head"}:
+            raise ValueError("a key history has exactly username, entries, tree_head")
+        head = transparency.SignedTreeHead.from_json(body["tree_head"])
+        items = body["entries"]
+        if not isinstance(items, list) or not items:
+            raise ValueError("a key history has entries")
+        proved = []
+        for item in items:
+            if not isinstance(item, dict) or set(item) != {"entry", "inclusion_proof"}:
+                raise ValueError("a history item has exactly entry, inclusion_proof")
+            proof = [_exact(e2e.b64decode(p), 32) for p in item["inclusion_proof"]]
+            proved.append((DirectoryEntry.from_json(item["entry"]), proof))
+    except (KeyError, ValueError, TypeError) as error:
+        raise KeyDirectoryError("bad_response", f"malformed key history: {error}") from None
+    if not transparency.verify_tree_head(directory_key, head):
+        raise KeyDirectoryError("bad_signature", "the tree head is not signed by the directory")
+    if body["username"] != username:
+        raise KeyDirectoryError("wrong_user", f"the key history is not {username}'s")
+    mine, below = transparency.user_hash(username), head.tree_size
+    for entry, proof in proved:
+        if entry.user_hash != mine:
+            raise KeyDirectoryError("wrong_user", f"log entry {entry.index} is not {username}'s")
+        if entry.index >= below:
+            raise KeyDirectoryError("bad_response", "a key history is newest first, in the head")
+        below = entry.index
+        if not merkle.verify_inclusion(
+            entry.leaf_hash(), entry.index, head.tree_size, proof, head.root_hash
+        ):
+            raise KeyDirectoryError("not_in_log", f"log entry {entry.index} is not in the log")
+    return ProvedHistory(username, tuple(e for e, _ in proved), head)
+
+
 def verify_key_response(body: object, username: str, directory_key: bytes) -> ProvedKeys:
     """Check a ``GET /api/v1/keys/<username>`` answer against the pinned directory key.
 

@@ -12,7 +12,7 @@ IEEE S&P 2023). Mirrored by ``static/js/groups/membership.js``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
@@ -52,7 +52,7 @@ class Action(IntEnum):
 class MembershipError(Exception):
     """A membership entry or chain is refused; ``code`` names what failed.
 
-    Codes: malformed, reordered, broken_link, unknown_key, bad_signature, not_admin,
+    Codes: malformed, reordered, broken_link, unknown_key, old_key, bad_signature, not_admin,
     bad_change, ghost_member, hidden_member.
     """
 
@@ -245,8 +245,18 @@ def decode_entry(data: bytes) -> Entry:
     )
 
 
-def verify_entry(entry: Entry, keys: Mapping[str, Sequence[bytes]]) -> None:
-    """Check the entry's signature under the actor's key that the caller verified."""
+def verify_entry(
+    entry: Entry,
+    keys: Mapping[str, Sequence[bytes]],
+    former: Mapping[str, Collection[bytes]] | None = None,
+) -> bool:
+    """Check the entry's signature under the actor's key that the caller verified: True.
+
+    An entry signed with one of the actor's ``former`` keys (fingerprints the reader proved in
+    the key directory's history; their public keys are gone with the reset) cannot have its
+    signature checked: False, and the caller needs a later entry under a current key to
+    vouch for it (``verify_chain``).
+    """
     for spki in keys.get(entry.actor, ()):
         if hashlib.sha256(spki).digest() == entry.actor_fingerprint:
             try:
@@ -255,7 +265,9 @@ def verify_entry(entry: Entry, keys: Mapping[str, Sequence[bytes]]) -> None:
                 raise MembershipError(
                     "bad_signature", f"{entry.actor}'s signature does not verify", entry.seq
                 ) from exc
-            return
+            return True
+    if former is not None and entry.actor_fingerprint in former.get(entry.actor, ()):
+        return False
     raise MembershipError(
         "unknown_key", f"signed by a key of {entry.actor} the reader has not verified", entry.seq
     )
@@ -281,6 +293,7 @@ class _Replay:
         self.admins: set[str] = set()
         self.name = b""
         self.max_members = max_members
+        self.signed_now = True  # the last entry checked was signed with a current key
 
     def apply(self, e: Entry) -> None:
         names = [s.username for s in e.subjects]
@@ -371,13 +384,23 @@ def verify_chain(
     keys: Mapping[str, Sequence[bytes]],
     *,
     max_members: int = GROUP_MEMBERS_MAX,
+    former: Mapping[str, Collection[bytes]] | None = None,
+    verified: int = 0,
 ) -> GroupState:
     """Verify a whole chain (wire bytes, seq 0 first) and return the state it justifies.
 
     ``keys`` maps each username to the Ed25519 SPKIs the reader verified for them (through the
-    key directory); an entry signed by any other key is refused. Raises ``MembershipError``.
+    key directory): their current keys. ``former`` maps a username to the fingerprints of
+    their earlier sign keys, proved in the directory's history (docs/CONTRACTS.md "Groups",
+    step 2): an entry signed with one is accepted only if a later entry is signed with its
+    actor's current key (``old_key`` otherwise), since that entry's signer verified the whole
+    prefix its hash links fix, and an old, maybe compromised key must not append anything new.
+    The first ``verified`` entries are ones this reader verified before (the chain served
+    must extend them; the caller checks that): their rules are replayed, their signatures
+    not checked again. An entry signed by any other key is refused. Raises
+    ``MembershipError``.
     """
-    return _replay(entries, keys, max_members)
+    return _replay(entries, keys, max_members, former, verified)
 
 
 def replay_verified(entries: Sequence[bytes], *, max_members: int) -> GroupState:
@@ -402,19 +425,39 @@ def verify_next(
     of one entry. Raises ``MembershipError``."""
     replay = _Replay(max_members)
     replay.members, replay.admins, replay.name = dict(state.members), set(state.admins), state.name
-    e = _step(replay, state.head, state.group_id, state.seq + 1, data, keys)
+    e = _step(replay, state.head, state.group_id, state.seq + 1, data, keys, None)
     return replay.state(e.group_id, entry_hash(data), e.seq)
 
 
 def _replay(
-    entries: Sequence[bytes], keys: Mapping[str, Sequence[bytes]] | None, max_members: int
+    entries: Sequence[bytes],
+    keys: Mapping[str, Sequence[bytes]] | None,
+    max_members: int,
+    former: Mapping[str, Collection[bytes]] | None = None,
+    verified: int = 0,
 ) -> GroupState:
     if not entries:
         raise MembershipError("malformed", "an empty chain")
     replay, prev, group_id = _Replay(max_members), ZERO_HASH, b""
+    last_current, last_former = -1, -1
     for position, data in enumerate(entries):
-        group_id = _step(replay, prev, group_id, position, data, keys).group_id
+        checks = keys if position >= verified else None
+        e = _step(replay, prev, group_id, position, data, checks, former)
+        group_id = e.group_id
+        if checks is not None:
+            if replay.signed_now:
+                last_current = position
+            else:
+                last_former = position
         prev = entry_hash(data)
+    if last_former > last_current:
+        e = decode_entry(entries[last_former])
+        raise MembershipError(
+            "old_key",
+            f"signed with a former key of {e.actor}, and no later entry under a current key "
+            "vouches for it",
+            e.seq,
+        )
     return replay.state(group_id, prev, len(entries) - 1)
 
 
@@ -425,9 +468,11 @@ def _step(
     position: int,
     data: bytes,
     keys: Mapping[str, Sequence[bytes]] | None,
+    former: Mapping[str, Collection[bytes]] | None,
 ) -> Entry:
     """Check entry ``data`` at ``position`` after the entry hashing to ``prev`` and apply it
-    to ``replay``; signatures are checked unless ``keys`` is None."""
+    to ``replay``; signatures are checked unless ``keys`` is None (``replay.signed_now`` then
+    says whether it was signed with a current key rather than a former one)."""
     e = decode_entry(data)
     group_id = group_id or e.group_id
     if e.seq != position or e.group_id != group_id:
@@ -437,7 +482,7 @@ def _step(
     if e.prev_hash != prev:
         raise MembershipError("broken_link", "prev_hash is not the previous entry's", e.seq)
     if keys is not None:
-        verify_entry(e, keys)
+        replay.signed_now = verify_entry(e, keys, former)
     if e.actor not in replay.members and e.action is not Action.CREATE:
         raise MembershipError("not_admin", f"{e.actor} is not a member here", e.seq)
     replay.apply(e)

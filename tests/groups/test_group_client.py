@@ -12,11 +12,13 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from securechat import e2e
 from securechat.client.groups import GroupMessageRefused, GroupRefused, GroupSession
 from securechat.groups import names, senderkeys
-from securechat.groups.membership import Action, entry_hash
+from securechat.groups.membership import Action, entry_hash, sign_entry
 from securechat.groups.senderkeys import Distribution, SenderChain
 from tests import vectorkit
 from tests.vectors import make_group_vectors as mk
@@ -284,3 +286,112 @@ def test_name_keys_are_kept_only_when_they_open_the_name(vectors: dict[str, Any]
     bob.take_distribution(chain, "alice", {"0": e2e.b64encode(bytes(32))})
     assert bob.name == "Team" and bob.name_keys_to_hand() == {"0": e2e.b64encode(bytes(32))}
     assert json.dumps(bob.name_keys_to_hand())
+
+
+# --- members whose accounts were deleted ----------------------------------------------------------
+
+
+def _hiking(me: str) -> tuple[GroupSession, list[bytes]]:
+    entries = mk.chain([("alice", Action.CREATE, ("bob", "carol"), b"")])
+    return GroupSession(GROUP, me), entries
+
+
+def test_a_proved_deletion_keeps_the_member_but_hands_them_nothing() -> None:
+    """Carol's account is gone and the directory proves it: she stays a member by the chain,
+    the group is not refused, and my chain is owed to bob only."""
+    session, entries = _hiking("alice")
+    roster = ["alice", "bob", "carol"]
+    session.adopt(entries, mk.keys(), roster=roster, gone=["carol"], deleted={"carol"})
+    session.check()
+    assert session.members == {"alice", "bob", "carol"} and session.gone == {"carol"}
+    session.chain_to_send()
+    assert session.lacking_my_chain() == ["bob"]
+
+
+@pytest.mark.parametrize(
+    ("gone", "code"), [(["carol"], "hidden_member"), (["mallory"], "ghost_member")]
+)
+def test_an_unproved_or_foreign_gone_member_is_refused(gone: list[str], code: str) -> None:
+    """The server calls carol gone but the directory does not prove it (it could otherwise cut
+    her off from every key), or names someone who is no member: refused."""
+    session, entries = _hiking("alice")
+    with pytest.raises(GroupRefused) as refused:
+        session.adopt(
+            entries, mk.keys(), roster=["alice", "bob", "carol"], gone=gone, deleted={"mallory"}
+        )
+    assert refused.value.code == code and gone[0] in str(refused.value)
+    assert session.gone == set()
+
+
+# --- entries signed before a key reset ------------------------------------------------------------
+
+# TEST-ONLY: alice's key after she reset her keys.
+ALICE_NOW = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+def _spki(key: ed25519.Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _signed(entries: list[bytes], action: Action, names_: tuple[str, ...], key: Any) -> bytes:
+    """Alice's next entry after ``entries``, signed with ``key``."""
+    return sign_entry(
+        group_id=mk.GROUP_ID,
+        seq=len(entries),
+        prev_hash=entry_hash(entries[-1]),
+        action=action,
+        written_ms=mk.T0 + 60_000 * len(entries),
+        actor="alice",
+        subjects=mk.subjects(*names_),
+        sign_key=key,
+    )
+
+
+def _after_reset() -> tuple[dict[str, list[bytes]], dict[str, frozenset[bytes]]]:
+    """Keys as a reader has them once alice reset hers: her current key, and her former one
+    proved in the directory's history."""
+    return mk.keys() | {"alice": [_spki(ALICE_NOW)]}, {"alice": frozenset({mk.fp("alice")})}
+
+
+def test_entries_under_a_former_key_are_vouched_for_by_a_later_current_one() -> None:
+    """Alice created the group and added dave, then reset her keys and added mallory: a reader
+    from scratch accepts the chain (her later entry vouches for the two before); without the
+    history's proof her former key is unknown."""
+    entries = mk.chain(
+        [("alice", Action.CREATE, ("bob", "carol"), b""), ("alice", Action.ADD, ("dave",), b"")]
+    )
+    entries.append(_signed(entries, Action.ADD, ("mallory",), ALICE_NOW))
+    keys, former = _after_reset()
+    session = GroupSession(GROUP, "mallory")
+    session.adopt(entries, keys, former=former)
+    assert session.members == {"alice", "bob", "carol", "dave", "mallory"}
+    with pytest.raises(GroupRefused) as refused:
+        GroupSession(GROUP, "mallory").adopt(entries, keys)
+    assert refused.value.code == "unknown_key"
+    with pytest.raises(GroupRefused) as refused:
+        GroupSession(GROUP, "mallory").adopt(entries, keys, former={"alice": frozenset()})
+    assert refused.value.code == "unknown_key"
+
+
+def test_a_former_key_appends_nothing() -> None:
+    """An entry under alice's former key after her current key signed one is refused, by a
+    reader from scratch and by one that verified the chain before; so is a chain whose last
+    entries are all under former keys, for a reader that did not verify them itself."""
+    entries = mk.chain(
+        [("alice", Action.CREATE, ("bob", "carol"), b""), ("alice", Action.ADD, ("dave",), b"")]
+    )
+    keys, former = _after_reset()
+    reader = _session("bob", entries)  # verified while alice's key was the one now former
+    reader.adopt(entries, keys, former=former)  # after her reset: what I verified stands
+    with pytest.raises(GroupRefused) as refused:
+        GroupSession(GROUP, "bob").adopt(entries, keys, former=former)
+    assert refused.value.code == "old_key"
+    entries.append(_signed(entries, Action.ADD, ("mallory",), ALICE_NOW))
+    reader.adopt(entries, keys, former=former)
+    forged = [*entries, _signed(entries, Action.REMOVE, ("carol",), mk.sign_key("alice"))]
+    for session in (reader, GroupSession(GROUP, "dave")):
+        with pytest.raises(GroupRefused) as refused:
+            session.adopt(forged, keys, former=former)
+        assert refused.value.code == "old_key" and "alice" in str(refused.value)

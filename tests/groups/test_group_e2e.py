@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from securechat import e2e
-from securechat.client import GroupMessageRefused, GroupRefused, Groups, NotAMember
+from securechat.client import GroupMessageRefused, GroupRefused, Groups, NotAMember, reset_keys
 from securechat.client.groups import GROUP_FRAMES, signing_key
 from securechat.groups import senderkeys
 from securechat.groups.membership import (
@@ -28,7 +28,7 @@ from securechat.groups.membership import (
     sign_entry,
 )
 from securechat.groups.senderkeys import UndecryptableGroupMessage
-from tests.chatkit import ServerWith
+from tests.chatkit import PASSWORD, ServerWith
 from tests.chatkit import _server_with as _server_with
 from tests.groups import groupkit
 from tests.groups.groupkit import FAST_SENDS, Member
@@ -304,6 +304,137 @@ async def test_removed_member_reads_nothing_sent_after(people: list[Member]) -> 
                     message_id=item["id"],
                     sender_sign_spki=sender_key,
                 )
+
+
+# --- a member who deleted their account ------------------------------------------------------
+
+
+async def test_a_member_who_deleted_their_account_is_gone_not_refused(
+    people: list[Member],
+) -> None:
+    """Carol deletes her account: she stays a member by the chain, gone and handed nothing,
+    and the others keep talking (a client from scratch too); an admin can still remove her."""
+    alice, bob, carol, dave = people
+    group = await alice.groups.create("Reunion", [bob.name, carol.name])
+    await alice.groups.send(group, "before")
+    for reader in (bob, carol):
+        assert (await reader.groups.receive()).text == "before"
+    await carol.client.delete_account(PASSWORD)
+
+    await bob.groups.send(group, "carol is gone")  # bob's chain goes to alice alone
+    assert (await alice.groups.receive()).text == "carol is gone"
+    for session in (await bob.groups.ready(group), await Groups(bob.chat).ready(group)):
+        assert carol.name in session.members and session.gone == {carol.name}
+        assert session.reachable == {alice.name}
+    await alice.groups.add(group, [dave.name])
+    await alice.groups.send(group, "welcome dave")
+    for reader in (bob, dave):
+        assert (await reader.groups.receive()).text == "welcome dave"
+    await alice.groups.remove(group, [carol.name])
+    session = await bob.groups.ready(group)
+    assert session.members == {alice.name, bob.name, dave.name} and session.gone == set()
+    await bob.groups.send(group, "one more")
+    for reader in (alice, dave):
+        assert (await reader.groups.receive()).text == "one more"
+
+
+async def test_a_gone_member_the_directory_does_not_prove_is_refused(
+    server: LiveServer, people: list[Member]
+) -> None:
+    """The database takes carol out of group_members and names her gone, though her account
+    is there: her keys are in the directory, no tombstone, so every client refuses the group
+    rather than cut her off."""
+    alice, bob, carol, _dave = people
+    group = await alice.groups.create("Cut off", [bob.name, carol.name])
+    with _database(server) as db:
+        row = _group_row(db, group)
+        db.execute(
+            "DELETE FROM group_members WHERE group_row = ? AND user_id ="
+            " (SELECT id FROM users WHERE username = ?)",
+            (row, carol.name),
+        )
+        db.execute(
+            "INSERT INTO group_gone (group_row, username, admin) VALUES (?, ?, 0)",
+            (row, carol.name),
+        )
+    shown = await bob.client.call("GET", f"/api/v1/groups/{group}")
+    assert shown["gone"] == [carol.name] and carol.name in shown["members"]
+    for member in (alice, bob):
+        with pytest.raises(GroupRefused) as refused:
+            await member.groups.refresh(group)
+        assert refused.value.code == "hidden_member"
+        assert carol.name in str(refused.value) and "does not prove it" in str(refused.value)
+    with pytest.raises(GroupRefused):
+        await bob.groups.send(group, "must not go out")
+
+
+# --- entries signed before a key reset -------------------------------------------------------
+
+
+async def test_entries_signed_before_a_key_reset_still_verify(
+    server: LiveServer, people: list[Member]
+) -> None:
+    """Alice creates the group, then resets her keys and adds dave: bob, carol from scratch
+    and dave (who verifies the whole chain) accept it, her old entries proved by the
+    directory's history and vouched for by her new one; an entry appended under her old key
+    (written into the database) is refused by all of them."""
+    alice, bob, carol, dave = people
+    group = await alice.groups.create("Reset", [bob.name, carol.name])
+    await alice.groups.send(group, "before my reset")
+    for reader in (bob, carol):
+        assert (await reader.groups.receive()).text == "before my reset"
+    assert alice.client.account is not None
+    old_key = signing_key(alice.client.account.identity)
+    await reset_keys(alice.client, PASSWORD, rsa_bits=2048)
+
+    (await bob.groups.ready(group)).check()  # what bob verified before stands
+    with pytest.raises(GroupRefused) as refused:
+        await Groups(carol.chat).refresh(group)  # from scratch: nothing under alice's new key
+    assert refused.value.code == "old_key"
+    await alice.groups.add(group, [dave.name])
+    await bob.groups.send(group, "hello dave")
+    assert (await dave.groups.receive()).text == "hello dave"
+    assert (await carol.groups.receive()).text == "hello dave"
+    everyone = {alice.name, bob.name, carol.name, dave.name}
+    for groups in (bob.groups, dave.groups, Groups(carol.chat)):
+        assert (await groups.ready(group)).members == everyone
+
+    with _database(server) as db:
+        row = _group_row(db, group)
+        entries = [
+            bytes(e)
+            for (e,) in db.execute(
+                "SELECT entry FROM group_entries WHERE group_row = ? ORDER BY idx", (row,)
+            )
+        ]
+        forged = sign_entry(
+            group_id=bytes.fromhex(group),
+            seq=len(entries),
+            prev_hash=entry_hash(entries[-1]),
+            action=Action.REMOVE,
+            written_ms=decode_entry(entries[-1]).written_ms + 1,
+            actor=alice.name,
+            subjects=[s for s in decode_entry(entries[0]).subjects if s.username == carol.name],
+            sign_key=old_key,
+        )
+        db.execute(
+            "INSERT INTO group_entries (group_row, idx, position, entry, ts) VALUES"
+            " (?, ?, (SELECT max(position) + 1000 FROM group_entries), ?, 0)",
+            (row, len(entries), forged),
+        )
+        db.execute(
+            "UPDATE groups SET head = ?, entries = entries + 1 WHERE id = ?",
+            (entry_hash(forged), row),
+        )
+        db.execute(
+            "DELETE FROM group_members WHERE group_row = ? AND user_id ="
+            " (SELECT id FROM users WHERE username = ?)",
+            (row, carol.name),
+        )
+    for groups in (bob.groups, dave.groups, Groups(dave.chat)):
+        with pytest.raises(GroupRefused) as refused:
+            await groups.refresh(group)
+        assert refused.value.code == "old_key" and alice.name in str(refused.value)
 
 
 # --- exactly once, in order, with offline members -------------------------------------------------
