@@ -45,6 +45,7 @@ export class GroupBook extends EventTarget {
   #groups = new Map(); // group -> {record, view, problem, name, listed, unread}
   #queues = new Map(); // group -> the tail of its one-at-a-time work
   #loading = new Map(); // group -> the promise of its entry, while it loads
+  #indexed = new Set(); // groups known to be in the kept list
 
   constructor({ me, identity, store, vault, keys }) {
     super();
@@ -77,14 +78,17 @@ export class GroupBook extends EventTarget {
     }
   }
 
+  /** Keep the entry's record, sealed (it holds chain keys), and list its group once. */
   async save(entry) {
     const { record } = entry;
     await this.store.setMeta(
       `group:${record.group}`,
       await this.vault.seal(`group:${record.group}`, record),
     );
+    if (this.#indexed.has(record.group)) return;
     const index = (await this.store.meta(INDEX)) ?? [];
     if (!index.includes(record.group)) await this.store.setMeta(INDEX, [...index, record.group]);
+    this.#indexed.add(record.group);
   }
 
   /** The group's entry, loaded from the store (and verified) or made new; one per group. */
