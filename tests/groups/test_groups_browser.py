@@ -396,6 +396,10 @@ async def test_an_added_member_reads_from_their_join(
     await members.get_by_role("option", name="carol", exact=True).click()
     await members.get_by_role("button", name="Add to group").click()
     await expect(members.locator(".group-member")).to_have_count(3, timeout=WAIT_MS)
+    await members.get_by_role("button", name="Leave group").click()
+    await expect(alice.page.get_by_role("alert")).to_contain_text(
+        "You are the only admin of Garden. Make someone else an admin before you leave."
+    )
     await (
         members.get_by_role("group", name="Actions for bob")
         .get_by_role("button", name="Make admin")

@@ -349,6 +349,13 @@ export class GroupsUI {
 
   async #leave() {
     const title = this.book.title(this.#current);
+    const view = this.book.known(this.#current)?.view;
+    const lastAdmin = view?.admins.size === 1 && view.admins.has(this.me) && view.members.size > 1;
+    if (lastAdmin) {
+      // The chain refuses a group with members and no admin: say what to do first.
+      showError(`You are the only admin of ${title}. Make someone else an admin before you leave.`);
+      return;
+    }
     if (!confirm(`Leave ${title}? You will not see its new messages.`)) return;
     await this.#change(Action.LEAVE, {});
     byId("group-members-dialog").close();
