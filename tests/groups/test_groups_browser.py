@@ -1,6 +1,6 @@
 """Groups in real Chromium (issue 13, item 5): three people in three browsers create a group,
 chat with sender names, rename it and remove one, whose page says so and shows nothing sent
-later; a member the server inserts without a signed entry (a ghost) is refused and shown; a
+later (on SQLite, and on PostgreSQL + Redis across two nodes); a member the server inserts without a signed entry (a ghost) is refused and shown; a
 member's key change is warned of by name; the group controls pass axe; and the page's group-name layout gives the pinned vector."""
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from playwright.async_api import Browser, BrowserContext, Dialog, Locator, Page,
 from securechat import e2e
 from securechat.client import Groups, SecureChatClient
 from tests import vectorkit
-from tests.browser_helpers import WAIT_MS, ChatPage, register
+from tests.browser_helpers import PASSWORD, WAIT_MS, ChatPage, register
 from tests.chat.test_chat_browser import change_keys
 from tests.conftest import MakeClient
+from tests.engines import PostgresEngine, RedisEngine
 from tests.livesrv import LiveServer
 from tests.web.test_axe_browser import AXE, violations
+from tools.cluster import Cluster, Node, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -499,3 +501,82 @@ async def test_a_forged_entry_is_refused_and_shown(
         "The server now shows a different membership history for Quiet", timeout=WAIT_MS
     )
     await expect(alice.page.locator("#composer-send")).to_be_disabled()
+
+
+# --- on PostgreSQL + Redis, across two nodes -----------------------------------------------------
+
+# Light server-side hashing (the page's own PBKDF2 is unchanged: it insists on 600,000).
+CLUSTER_SETTINGS = {
+    "SECURECHAT_ARGON2_TIME_COST": "1",
+    "SECURECHAT_ARGON2_MEMORY_KIB": "8192",
+    "SECURECHAT_ARGON2_PARALLELISM": "1",
+}
+
+
+@pytest.fixture(name="nodes")
+async def _nodes(
+    postgres_engine: PostgresEngine, redis_engine: RedisEngine
+) -> AsyncIterator[tuple[Node, Node]]:
+    """Nodes A and B of a cluster (tools/cluster.py) over one fresh database and one Redis."""
+    async with postgres_engine.fresh_database() as database:
+        ports = [free_port() for _ in range(2)]
+        origins = [f"http://127.0.0.1:{port}" for port in ports]
+        cluster = await asyncio.to_thread(
+            Cluster.prepare,
+            postgres_engine.url(database),
+            redis_engine.url,
+            origins,
+            CLUSTER_SETTINGS,
+        )
+        try:
+            a, b = [await asyncio.to_thread(cluster.start_node, port) for port in ports]
+            yield a, b
+        finally:
+            await asyncio.to_thread(cluster.stop)
+
+
+async def test_a_group_across_two_nodes_on_postgresql(
+    browser: Browser, nodes: tuple[Node, Node], identities: list[e2e.Identity]
+) -> None:
+    """alice and carol on node A, bob on node B: they chat in a group, alice removes carol, and
+    carol's page says so and shows nothing sent after."""
+    a, b = nodes
+    clients = [SecureChatClient(a.url) for _ in PEOPLE]
+    contexts = [await browser.new_context() for _ in PEOPLE]
+    try:
+        for client, identity, name in zip(clients, identities, PEOPLE, strict=False):
+            await client.register(name, PASSWORD, iterations=e2e.MIN_ITERATIONS, identity=identity)
+        alice, bob, carol = [
+            GroupPage(await ChatPage.open(context, node.url, name))
+            for context, node, name in zip(contexts, (a, b, a), PEOPLE, strict=True)
+        ]
+        await alice.create("Nodes", ["bob", "carol"])
+        await bob.open("Nodes")
+        await carol.open("Nodes")
+        await alice.chat.send("from node A")
+        await expect(bob.message("alice", "from node A")).to_have_count(1, timeout=WAIT_MS)
+        await bob.chat.send("from node B")
+        await expect(alice.message("bob", "from node B")).to_have_count(1, timeout=WAIT_MS)
+        await expect(carol.message("bob", "from node B")).to_have_count(1, timeout=WAIT_MS)
+
+        accept_dialogs(alice.chat)
+        members = await alice.members()
+        await (
+            members.get_by_role("group", name="Actions for carol")
+            .get_by_role("button", name="Remove")
+            .click()
+        )
+        await expect(members.locator(".group-member")).to_have_count(2, timeout=WAIT_MS)
+        await members.get_by_role("button", name="Close").click()
+        await expect(carol.page.get_by_text("You were removed from Nodes")).to_be_visible(
+            timeout=WAIT_MS
+        )
+        await alice.chat.send("carol is gone")
+        await expect(bob.message("alice", "carol is gone")).to_have_count(1, timeout=WAIT_MS)
+        await asyncio.sleep(1)
+        assert await carol.chat.texts() == ["from node A", "from node B"]
+    finally:
+        for context in contexts:
+            await asyncio.wait_for(context.close(), 20)
+        for client in clients:
+            await client.close()
