@@ -1,7 +1,9 @@
 """Groups in real Chromium (issue 13, item 5): three people in three browsers create a group,
 chat with sender names, rename it and remove one, whose page says so and shows nothing sent
-later (on SQLite, and on PostgreSQL + Redis across two nodes); a member the server inserts without a signed entry (a ghost) is refused and shown; a
-member's key change is warned of by name; the group controls pass axe; and the page's group-name layout gives the pinned vector."""
+later (on SQLite, and on PostgreSQL + Redis across two nodes). Also: a member the server
+inserts without a signed entry (a ghost), or an altered entry, is refused and shown; a member's
+key change is warned of by name; adding, leaving, catching up offline and a Python bot in the
+same group work; the group controls pass axe; the page's group-name layout gives the vector."""
 
 from __future__ import annotations
 
