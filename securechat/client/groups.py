@@ -37,6 +37,7 @@ from securechat import e2e
 from securechat.client.api import ClientError
 from securechat.client.chat import ChatError
 from securechat.client.keys import KeyDirectoryError, NoKeys, verify_key_history
+from securechat.errors import FrameCode, HttpCode
 from securechat.groups import names, senderkeys
 from securechat.groups.membership import (
     GROUP_ID_BYTES,
@@ -743,14 +744,16 @@ class Groups:
                     "POST", f"/api/v1/groups/{group}/entries", {"entry": e2e.b64encode(entry)}
                 )
             except ClientError as error:
-                if error.code == "stale_head":
+                if error.code == HttpCode.STALE_HEAD.code:
                     continue
                 raise
             session.adopt(chain, keys, former=former)
             if name is not None:
                 session.name_keys[index] = name[1]
             return session
-        raise ChatError({"code": "stale_head", "message": f"group {group} keeps changing"})
+        raise ChatError(
+            {"code": FrameCode.STALE_HEAD.code, "message": f"group {group} keeps changing"}
+        )
 
     # Sending ----------------------------------------------------------------------------
 
@@ -791,14 +794,16 @@ class Groups:
                 )
                 ack = await self.chat.wait_ack(message_id)
             except ChatError as error:
-                if error.code == "stale_head":
+                if error.code == FrameCode.STALE_HEAD.code:
                     continue
                 raise
             self.sent[message_id] = GroupMessage(
                 group, message_id, int(ack["seq"]), self.me, text, written_ms, session.head
             )
             return ack
-        raise ChatError({"code": "stale_head", "message": f"group {group} keeps changing"})
+        raise ChatError(
+            {"code": FrameCode.STALE_HEAD.code, "message": f"group {group} keeps changing"}
+        )
 
     async def _hand_my_chain(self, session: GroupSession, recipients: Sequence[str]) -> None:
         """Send my current chain (and the current name's key) to ``recipients``, in as many
