@@ -23,6 +23,7 @@ const GROUP_FRAMES = new Set(["group_entry", "group_keys", "group_message", "gro
 export class GroupsUI {
   #current = null;
   #opening = 0;
+  #shownRoster = ""; // the members and admins the open member list shows
 
   /** onOpenThread(): the page leaves any pair conversation and shows the thread pane. */
   constructor({ me, identity, store, vault, keys, thread, composer, verify, onOpenThread }) {
@@ -146,7 +147,19 @@ export class GroupsUI {
 
   #changed(group) {
     this.render();
-    if (group === this.#current) this.#showState(group);
+    if (group !== this.#current) return;
+    this.#showState(group);
+    // Someone else's change to the members while their list is open: it follows.
+    if (byId("group-members-dialog").open && this.#roster(group) !== this.#shownRoster)
+      this.openMembers();
+  }
+
+  /** Who is in the group and who is an admin, as one comparable string. */
+  #roster(group) {
+    const entry = this.book.known(group);
+    const view = entry?.view;
+    if (!view) return "";
+    return JSON.stringify([[...view.members.keys()], [...view.admins], entry.record.removed]);
   }
 
   // --- frames -----------------------------------------------------------------------------
@@ -308,6 +321,7 @@ export class GroupsUI {
     const group = this.#current;
     if (group === null) return;
     const dialog = byId("group-members-dialog");
+    this.#shownRoster = this.#roster(group);
     byId("group-members-title").textContent = `Members of ${this.book.title(group)}`;
     if (!dialog.open) dialog.showModal();
     const entry = this.book.known(group);
