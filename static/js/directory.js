@@ -300,6 +300,88 @@ export async function verifyTombstone(json, { username, directoryKey }) {
   };
 }
 
+/** Tell whether json is an object with exactly the given keys. */
+function hasExactly(json, keys) {
+  const got = json && typeof json === "object" && !Array.isArray(json) ? Object.keys(json) : [];
+  return got.length === keys.length && keys.every((k) => got.includes(k));
+}
+
+/**
+ * Check a GET /api/v1/keys/<username>/history answer against the pinned directory key (SPKI
+ * bytes): each entry the user's, newest first, below the head's size, its leaf (rebuilt from the
+ * fingerprints stated, which are what the log commits to) proved included in the one head, whose
+ * signature is checked. The caller then checks the head's consistency with the heads seen.
+ * Returns {username, entries: [{index, timestamp, encFingerprint, signFingerprint}], treeHead,
+ * signFingerprints: Set of the hex sign fingerprints published (tombstones left out)}; throws
+ * DirectoryError. The twin of securechat/client/keys.py's verify_key_history.
+ */
+export async function verifyKeyHistory(json, { username, directoryKey }) {
+  const name = normalizeUsername(username);
+  let head;
+  const proved = [];
+  try {
+    if (!hasExactly(json, ["username", "entries", "tree_head"])) {
+      throw new TypeError("a key history has exactly username, entries, tree_head");
+    }
+    head = parseTreeHead(json.tree_head);
+    if (!Array.isArray(json.entries) || json.entries.length === 0) {
+      throw new TypeError("a key history has entries");
+    }
+    for (const item of json.entries) {
+      if (!hasExactly(item, ["entry", "inclusion_proof"])) {
+        throw new TypeError("a history item has exactly entry, inclusion_proof");
+      }
+      if (!Array.isArray(item.inclusion_proof)) throw new TypeError("the proof is a list");
+      const proof = item.inclusion_proof.map(b64decode);
+      if (proof.some((p) => p.length !== 32)) throw new TypeError("a proof hash is 32 bytes");
+      proved.push([parseEntry(item.entry), proof]);
+    }
+  } catch (error) {
+    fail("bad_response", `malformed key history: ${error.message}`);
+  }
+  if (!(await verifyTreeHead(directoryKey, json.tree_head))) {
+    fail("bad_signature", "the tree head is not signed by the directory");
+  }
+  if (json.username !== name) fail("wrong_user", `the key history is not ${name}'s`);
+  const mine = await userHash(name);
+  let below = head.treeSize;
+  for (const [entry, proof] of proved) {
+    if (!equalBytes(entry.userHash, mine)) {
+      fail("wrong_user", `log entry ${entry.index} is not ${name}'s`);
+    }
+    if (entry.index >= below) fail("bad_response", "a key history is newest first, in the head");
+    below = entry.index;
+    const leaf = await leafHash(
+      entryLeafBytes(
+        entry.index,
+        entry.timestamp,
+        entry.userHash,
+        unhex(entry.encFingerprint),
+        unhex(entry.signFingerprint),
+      ),
+    );
+    if (!(await verifyInclusion(leaf, entry.index, head.treeSize, proof, head.rootHash))) {
+      fail("not_in_log", `log entry ${entry.index} is not in the log`);
+    }
+  }
+  const entries = proved.map(([e]) => ({
+    index: e.index,
+    timestamp: e.timestamp,
+    encFingerprint: e.encFingerprint,
+    signFingerprint: e.signFingerprint,
+  }));
+  const published = entries.filter(
+    (e) =>
+      e.encFingerprint !== TOMBSTONE_FINGERPRINT || e.signFingerprint !== TOMBSTONE_FINGERPRINT,
+  );
+  return {
+    username: name,
+    entries,
+    treeHead: head,
+    signFingerprints: new Set(published.map((e) => e.signFingerprint)),
+  };
+}
+
 /**
  * Check a parsed head against the last one kept, with a consistency proof (Uint8Array list)
  * from the smaller size to the larger (null for equal sizes). Returns the head to keep.
@@ -632,6 +714,26 @@ export class KeyDirectory {
     }
     await this.checkHead(keys.treeHead);
     return { ...keys, ...this.#pin(keys) };
+  }
+
+  /**
+   * Every key the user published, as the directory's history proves it (verifyKeyHistory), its
+   * head consistent with the heads seen: what a group entry under an earlier key is checked
+   * against (docs/CONTRACTS.md "Groups", step 2). Throws DirectoryError or the transport's error.
+   */
+  async fetchVerifiedHistory(username) {
+    const name = normalizeUsername(username);
+    const directoryKey = this.pinnedDirectoryKey() ?? (await this.directoryKey());
+    const json = await this.get(`/api/v1/keys/${encodeURIComponent(name)}/history`);
+    let history;
+    try {
+      history = await verifyKeyHistory(json, { username: name, directoryKey });
+    } catch (error) {
+      if (error.code === "bad_signature") await this.directoryKey(); // rotated: key changed
+      throw error;
+    }
+    await this.checkHead(history.treeHead);
+    return history;
   }
 
   /** Compare keys with the contact's pin, pinning on first sight. */

@@ -5,11 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from playwright.async_api import Page
 
 from securechat import e2e
 from securechat.groups import senderkeys as sk
-from securechat.groups.membership import Action, Subject, entry_hash, sign_entry, verify_chain
+from securechat.groups.membership import (
+    Action,
+    MembershipError,
+    Subject,
+    entry_hash,
+    sign_entry,
+    verify_chain,
+)
 from tests import vectorkit
 from tests.vectors import make_group_vectors as mk
 
@@ -325,3 +334,98 @@ async def test_js_concurrent_opens_share_one_chain(
     )
     cases = vectors["messages"]["cases"]
     assert got == [[c["plaintext"] for c in cases], 5, [2, 3]]
+
+
+def _reset_cases() -> list[dict[str, Any]]:
+    """Chains across alice's key reset, as tests/groups/test_group_client.py builds them: her
+    entries under her former key (proved in the history) or her current one, read from scratch
+    or after verifying a prefix; each with what verify_chain says of it."""
+    alice_now = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    now_spki = alice_now.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+    def signed(entries: list[bytes], action: Action, names: tuple[str, ...], key: Any) -> bytes:
+        return sign_entry(
+            group_id=mk.GROUP_ID,
+            seq=len(entries),
+            prev_hash=entry_hash(entries[-1]),
+            action=action,
+            written_ms=mk.T0 + 60_000 * len(entries),
+            actor="alice",
+            subjects=mk.subjects(*names),
+            sign_key=key,
+        )
+
+    before = mk.chain(
+        [("alice", Action.CREATE, ("bob", "carol"), b""), ("alice", Action.ADD, ("dave",), b"")]
+    )
+    vouched = [*before, signed(before, Action.ADD, ("mallory",), alice_now)]
+    forged = [*vouched, signed(vouched, Action.REMOVE, ("carol",), mk.sign_key("alice"))]
+    keys = mk.keys() | {"alice": [now_spki]}
+    proved = {"alice": frozenset({mk.fp("alice")})}
+    cases = []
+    for name, entries, former, verified in [
+        ("vouched from scratch", vouched, proved, 0),
+        ("vouched, no history", vouched, None, 0),
+        ("vouched, empty history", vouched, {"alice": frozenset()}, 0),
+        ("old tail from scratch", before, proved, 0),
+        ("old tail verified before", before, proved, 2),
+        ("vouched after a verified prefix", vouched, proved, 2),
+        ("forged after the vouching entry", forged, proved, 0),
+        ("forged, rest verified before", forged, proved, 3),
+    ]:
+        try:
+            state = verify_chain(entries, keys, former=former, verified=verified)
+            outcome = ",".join(sorted(state.members))
+        except MembershipError as error:
+            outcome = error.code
+        cases.append(
+            {
+                "name": name,
+                "entries": [e2e.b64encode(e) for e in entries],
+                "keys": {n: [e2e.b64encode(k) for k in ks] for n, ks in keys.items()},
+                "former": None
+                if former is None
+                else {n: sorted(f.hex() for f in fs) for n, fs in former.items()},
+                "verified": verified,
+                "outcome": outcome,
+            }
+        )
+    return cases
+
+
+async def test_js_former_keys_and_verified_prefix_as_python(
+    browser_page: Page, vectors: dict[str, Any]
+) -> None:
+    """verifyChain's former and verified give what verify_chain gives: entries under a former
+    key stand only when a later entry under a current key vouches for them (old_key otherwise),
+    none is accepted without the history's proof (unknown_key), and a prefix verified before is
+    not checked again."""
+    cases = _reset_cases()
+    got = await run_js(
+        browser_page,
+        vectors,
+        """
+        const out = {};
+        for (const k of arg.extra) {
+          const keys = Object.fromEntries(
+            Object.entries(k.keys).map(([n, ks]) => [n, ks.map(c.b64decode)]));
+          try {
+            const st = await m.verifyChain(k.entries.map(c.b64decode), keys,
+              {former: k.former, verified: k.verified});
+            out[k.name] = [...st.members.keys()].sort().join(",");
+          } catch (e) {
+            out[k.name] = e.code ?? String(e);
+          }
+        }
+        return out;
+        """,
+        cases,
+    )
+    expected = {k["name"]: k["outcome"] for k in cases}
+    assert got == expected
+    assert expected["vouched from scratch"] == "alice,bob,carol,dave,mallory"
+    assert expected["old tail from scratch"] == "old_key"
+    assert expected["vouched, no history"] == "unknown_key"
+    assert expected["forged, rest verified before"] == "old_key"

@@ -239,6 +239,7 @@ export class PeoplePicker {
 
 /** What the member list says of a member's keys. */
 function keyState(member) {
+  if (member.gone) return { kind: "plain", text: "Account deleted" };
   if (member.changed) return { kind: "warning", text: "Keys changed" };
   if (member.unknown) return { kind: "warning", text: "Keys not checked yet" };
   return member.verified
@@ -288,8 +289,8 @@ export function memberRow(member, { me, iAmAdmin, number, onAction }) {
     node.addEventListener("click", () => onAction(member.name, action));
     actions.append(node);
   };
-  button("Verify", "verify");
-  if (iAmAdmin && !member.admin) button("Make admin", "admin");
+  if (!member.gone) button("Verify", "verify"); // a deleted account has no keys to compare
+  if (iAmAdmin && !member.admin && !member.gone) button("Make admin", "admin");
   if (iAmAdmin) button("Remove", "remove", "button--danger");
   row.append(actions);
   return row;

@@ -10,8 +10,18 @@
  */
 
 import { ApiError, request } from "../api.js";
-import { Action, MembershipError } from "./membership.js";
-import { describeEntry, GROUP_HEX, nameOf, newRecord, threadOf, verifyRecord } from "./state.js";
+import { fingerprint } from "../crypto.js";
+import { NoKeysError } from "../directory.js";
+import { Action, MAX_SUBJECTS, MembershipError } from "./membership.js";
+import {
+  describeEntry,
+  GROUP_HEX,
+  hexOf,
+  nameOf,
+  newRecord,
+  threadOf,
+  verifyRecord,
+} from "./state.js";
 
 const INDEX = "groups";
 
@@ -21,6 +31,27 @@ export function problemText(problem, name) {
     return (
       `The server lists ${problem.names.join(", ")} as a member of ${name}, but no admin added them. `
       + "Messages are not sent to this group until this is resolved."
+    );
+  }
+  if (problem.code === "hidden_member" && problem.unproved) {
+    return (
+      `The server says the accounts of ${problem.names.join(", ")} were deleted, but the key `
+      + `directory does not prove it: they would be cut off from ${name}. Messages are not sent `
+      + "to this group until this is resolved."
+    );
+  }
+  if (problem.code === "ghost_member" && problem.gone) {
+    return (
+      `The server lists ${problem.names.join(", ")} as a deleted member of ${name}, but no admin `
+      + "added them. Messages are not sent to this group until this is resolved."
+    );
+  }
+  if (problem.code === "old_key") {
+    return (
+      `The membership of ${name} ends with changes signed with a key its signer has since `
+      + "replaced, and no later change signed with a current key vouches for them. Messages are "
+      + "not sent to or accepted from this group until a member's next change is signed with a "
+      + "current key."
     );
   }
   if (problem.code === "hidden_member") {
@@ -46,6 +77,7 @@ export class GroupBook extends EventTarget {
   #queues = new Map(); // group -> the tail of its one-at-a-time work
   #loading = new Map(); // group -> the promise of its entry, while it loads
   #indexed = new Set(); // groups known to be in the kept list
+  #deleted = new Set(); // accounts whose deletion the key directory proved (it is for good)
 
   constructor({ me, identity, store, vault, keys }) {
     super();
@@ -111,6 +143,8 @@ export class GroupBook extends EventTarget {
       problem: null,
       name: null,
       listed: null, // the server's member list of the last fetch, checked against the chain
+      goneListed: [], // the server's gone of the last fetch, believed only where proved
+      gone: new Set(), // members whose deletion the directory proved: handed no keys
       rewritten: false, // the last fetch did not continue the chain kept here
       unread: 0,
     };
@@ -156,23 +190,74 @@ export class GroupBook extends EventTarget {
 
   // --- verification -----------------------------------------------------------------------
 
-  /** The current Ed25519 key the directory proves for user, or null (offline, refused). */
-  async #verifiedKey(user) {
+  /**
+   * The current Ed25519 key the directory proves for user, fetched afresh (a copy kept from
+   * before may predate a key reset), or null (a deleted account, offline, refused).
+   */
+  async #currentKey(user) {
     if (user === this.me) return this.identity.signSpki;
     try {
-      return (await this.keys.get(user)).signSpki;
+      return (await this.keys.get(user, { maxAge: 0 })).signSpki;
     } catch {
       return null;
     }
   }
 
-  /** Verify the entry's chain (and the server's member list, if known); sets view/problem. */
-  async verify(entry) {
+  /**
+   * The hex fingerprints of every sign key the directory's history proves user published (its
+   * head consistent with the heads seen); empty when nothing is proved, so an entry under an
+   * earlier key is unknown_key.
+   */
+  async #formerKeys(user) {
     try {
-      entry.view = await verifyRecord(entry.record, (user) => this.#verifiedKey(user));
+      return (await this.keys.directory.fetchVerifiedHistory(user)).signFingerprints;
+    } catch {
+      return new Set();
+    }
+  }
+
+  /**
+   * The keys to check new entries (decoded) with: each actor's current sign key and, only for
+   * an actor an entry names by another key, the fingerprints of their earlier ones
+   * (docs/CONTRACTS.md "Groups", step 2).
+   */
+  async #signerKeys(decoded) {
+    const named = new Map();
+    for (const e of decoded) {
+      if (!named.has(e.actor)) named.set(e.actor, new Set());
+      named.get(e.actor).add(hexOf(e.actorFingerprint));
+    }
+    const keys = new Map();
+    const former = new Map();
+    for (const [actor, fingerprints] of named) {
+      const current = await this.#currentKey(actor);
+      keys.set(actor, current ? [current] : []);
+      const currentHex = current ? await fingerprint(current) : null;
+      if (currentHex === null || fingerprints.size !== 1 || !fingerprints.has(currentHex)) {
+        former.set(actor, await this.#formerKeys(actor));
+      }
+    }
+    return { keys, former };
+  }
+
+  /**
+   * Verify the entry's chain (and the server's member list, if known); sets view/problem.
+   * Entries verified here before are not checked again (a signer's key reset since must not
+   * undo a group accepted): record.verified counts them.
+   */
+  async verify(entry) {
+    const { record } = entry;
+    const verified = Math.min(record.verified ?? 0, record.entries.length);
+    try {
+      entry.view = await verifyRecord(record, (decoded) => this.#signerKeys(decoded), verified);
+      record.verified = record.entries.length;
       // A rewrite found by the last fetch stands until a fetch continues the chain kept here.
       entry.problem = entry.rewritten ? { code: "rewritten", names: [] } : null;
       if (entry.listed && !entry.problem) this.#checkListed(entry);
+      // Gone: members the server says were deleted, where the directory proved it.
+      entry.gone = new Set(
+        entry.goneListed.filter((n) => this.#deleted.has(n) && entry.view.members.has(n)),
+      );
     } catch (error) {
       // Anything else (an entry that is not even base64) is a chain that does not verify too.
       const code = error instanceof MembershipError ? error.code : "malformed";
@@ -189,6 +274,29 @@ export class GroupBook extends EventTarget {
     const hidden = [...members.keys()].filter((n) => !entry.listed.includes(n)).sort();
     if (ghosts.length) entry.problem = { code: "ghost_member", names: ghosts };
     else if (hidden.length) entry.problem = { code: "hidden_member", names: hidden };
+    if (entry.problem) return;
+    // The server's gone is believed only where the key directory proved the deletion.
+    const goneGhosts = entry.goneListed.filter((n) => !members.has(n)).sort();
+    const unproved = entry.goneListed.filter((n) => !this.#deleted.has(n)).sort();
+    if (goneGhosts.length) entry.problem = { code: "ghost_member", names: goneGhosts, gone: true };
+    else if (unproved.length)
+      entry.problem = { code: "hidden_member", names: unproved, unproved: true };
+  }
+
+  /** Prove what the directory says of names: those whose account deletion it proves are kept. */
+  async #proveDeleted(names) {
+    if (names.length > MAX_SUBJECTS) return; // more than any chain holds: refused as ghosts
+    for (const name of names) {
+      if (this.#deleted.has(name)) continue;
+      try {
+        await this.keys.get(name, { maxAge: 0 });
+      } catch (error) {
+        // A proved tombstone, its head consistent with the heads seen (directory.js).
+        if (error instanceof NoKeysError && error.tombstone.status === "deleted") {
+          this.#deleted.add(name);
+        }
+      }
+    }
   }
 
   /**
@@ -205,7 +313,8 @@ export class GroupBook extends EventTarget {
       if (error instanceof ApiError) return entry;
       throw error;
     }
-    const kept = entry.record.entries;
+    // Only the entries verified here before are fixed: any kept after them failed to verify.
+    const kept = entry.record.entries.slice(0, entry.record.verified ?? 0);
     const fetched = Array.isArray(body?.entries) ? body.entries : [];
     entry.rewritten = kept.some((e, i) => fetched[i] !== e);
     if (entry.rewritten) {
@@ -213,6 +322,8 @@ export class GroupBook extends EventTarget {
     } else {
       entry.record.entries = fetched;
       entry.listed = Array.isArray(body.members) ? body.members.map(String) : [];
+      entry.goneListed = Array.isArray(body.gone) ? [...new Set(body.gone.map(String))] : [];
+      await this.#proveDeleted(entry.goneListed);
       await this.verify(entry);
     }
     await this.save(entry);
@@ -264,6 +375,12 @@ export class GroupBook extends EventTarget {
     return entry?.name ?? "Unnamed group";
   }
 
+  /** The members other than me who can be handed keys: not gone (their accounts deleted). */
+  reachable(entry) {
+    if (!entry.view) return [];
+    return [...entry.view.members.keys()].filter((n) => n !== this.me && !entry.gone.has(n));
+  }
+
   /** Whether I may send to group now, and if not, why (plain words), else null. */
   refusal(group) {
     const entry = this.#groups.get(group);
@@ -284,7 +401,9 @@ export class GroupBook extends EventTarget {
     const out = [];
     for (const [name, fp] of entry.view.members) {
       const row = { name, admin: entry.view.admins.has(name), verified: false, changed: false };
-      if (name !== this.me) {
+      if (entry.gone.has(name)) {
+        row.gone = true; // the account was deleted: an admin may remove them
+      } else if (name !== this.me) {
         try {
           const keys = await this.keys.get(name);
           const hex = Array.from(fp, (b) => b.toString(16).padStart(2, "0")).join("");

@@ -38,7 +38,8 @@ const ACTION_NAMES = new Map(Object.entries(Action).map(([k, v]) => [v, k.toLowe
 
 /**
  * A membership entry or chain is refused; code names what failed: malformed, reordered,
- * broken_link, unknown_key, bad_signature, not_admin, bad_change, ghost_member, hidden_member.
+ * broken_link, unknown_key, old_key, bad_signature, not_admin, bad_change, ghost_member,
+ * hidden_member.
  */
 export class MembershipError extends Error {
   constructor(code, message, seq = null) {
@@ -232,8 +233,13 @@ export function decodeEntry(data) {
   };
 }
 
-/** Check an entry's signature under the actor's key that the caller verified. */
-export async function verifyEntry(entry, keys) {
+/**
+ * Check an entry's signature under the actor's key that the caller verified: true. An entry
+ * signed with one of the actor's `former` keys (hex fingerprints the reader proved in the key
+ * directory's history; their public keys are gone with the reset) cannot have its signature
+ * checked: false, and the caller needs a later entry under a current key to vouch for it.
+ */
+export async function verifyEntry(entry, keys, former = null) {
   for (const spki of keysOf(keys, entry.actor)) {
     if (equal(await sha256(spki), entry.actorFingerprint)) {
       let valid = false;
@@ -250,8 +256,11 @@ export async function verifyEntry(entry, keys) {
           entry.seq,
         );
       }
-      return;
+      return true;
     }
+  }
+  if (former !== null && new Set(keysOf(former, entry.actor)).has(hex(entry.actorFingerprint))) {
+    return false;
   }
   throw new MembershipError(
     "unknown_key",
@@ -260,7 +269,7 @@ export async function verifyEntry(entry, keys) {
   );
 }
 
-/** keys: a Map or plain object, username -> array of verified Ed25519 SPKIs. */
+/** keys: a Map or plain object, username -> verified SPKIs (or, for former, hex fingerprints). */
 function keysOf(keys, username) {
   const found =
     keys instanceof Map
@@ -333,13 +342,26 @@ function apply(state, e, maxMembers) {
 /**
  * Verify a whole chain (wire bytes, seq 0 first) and return what it justifies:
  * {groupId, head, seq, members: Map username -> fingerprint, admins: Set, name}.
- * keys maps each username to the Ed25519 SPKIs the reader verified for them. Throws MembershipError.
+ * keys maps each username to the Ed25519 SPKIs the reader verified for them (their current keys).
+ * former maps a username to the hex fingerprints of their earlier sign keys, proved in the key
+ * directory's history (docs/CONTRACTS.md "Groups", step 2): an entry signed with one is accepted
+ * only if a later entry is signed with its actor's current key (old_key otherwise), since that
+ * entry's signer verified the whole prefix the hash links fix, and an old, maybe compromised key
+ * must not append anything new. The first `verified` entries are ones this reader verified
+ * before (the caller checks the chain served extends them): their rules are replayed, their
+ * signatures not checked again. Throws MembershipError. The twin of membership.py's verify_chain.
  */
-export async function verifyChain(entries, keys, { maxMembers = GROUP_MEMBERS_MAX } = {}) {
+export async function verifyChain(
+  entries,
+  keys,
+  { maxMembers = GROUP_MEMBERS_MAX, former = null, verified = 0 } = {},
+) {
   if (!entries.length) throw new MembershipError("malformed", "an empty chain");
   const state = { members: new Map(), admins: new Set(), name: new Uint8Array(0) };
   let prev = new Uint8Array(HASH_BYTES);
   let groupId = null;
+  let lastCurrent = -1;
+  let lastFormer = -1;
   for (const [position, data] of entries.entries()) {
     const e = decodeEntry(data);
     groupId ??= e.groupId;
@@ -352,12 +374,23 @@ export async function verifyChain(entries, keys, { maxMembers = GROUP_MEMBERS_MA
     if (!equal(e.prevHash, prev)) {
       throw new MembershipError("broken_link", "prev_hash is not the previous entry's", e.seq);
     }
-    await verifyEntry(e, keys);
+    if (position >= verified) {
+      if (await verifyEntry(e, keys, former)) lastCurrent = position;
+      else lastFormer = position;
+    }
     if (!state.members.has(e.actor) && e.action !== Action.CREATE) {
       throw new MembershipError("not_admin", `${e.actor} is not a member here`, e.seq);
     }
     apply(state, e, maxMembers);
     prev = await entryHash(data);
+  }
+  if (lastFormer > lastCurrent) {
+    const e = decodeEntry(entries[lastFormer]);
+    throw new MembershipError(
+      "old_key",
+      `signed with a former key of ${e.actor}, and no later entry under a current key vouches for it`,
+      e.seq,
+    );
   }
   return { groupId, head: prev, seq: entries.length - 1, ...state };
 }

@@ -169,7 +169,7 @@ export class GroupSender extends EventTarget {
       }
       if (nameKey) entry.record.nameKeys[seq] = b64encode(nameKey);
       await this.#appended(entry, bytes, answer.seq);
-      const others = [...entry.view.members.keys()].filter((n) => n !== this.me);
+      const others = this.book.reachable(entry); // a gone member is handed no key
       if (action === Action.ADD) await this.#distribute(entry, names);
       if (action === Action.RENAME) await this.#distribute(entry, others);
       return;
@@ -223,11 +223,11 @@ export class GroupSender extends EventTarget {
    * The members who lack my current chain: never handed it, or handed it under encryption keys
    * they no longer have (a key reset, a new device: what they kept is gone with the old keys).
    */
-  async #lacking({ record, view }) {
+  async #lacking(entry) {
+    const { record } = entry;
     const out = [];
-    for (const name of view.members.keys()) {
+    for (const name of this.book.reachable(entry)) {
       const handed = record.mine.sentTo[name];
-      if (name === this.me) continue;
       if (handed?.gen !== record.mine.gen) {
         out.push(name);
         continue;
@@ -404,7 +404,8 @@ export class GroupSender extends EventTarget {
 
   /** After a refusal: whether to go on at once (true) or stop and try later (false). */
   async #settleRefusal(group, answer, item = null) {
-    if (answer.code === "stale_head" || answer.code === "unknown_recipient") {
+    // The group changed first, or a member is gone (their account deleted): fetch it again.
+    if (["stale_head", "unknown_recipient", "not_a_member"].includes(answer.code)) {
       await this.book.serial(group, () => this.book.refresh(group));
       return true;
     }

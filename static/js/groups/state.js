@@ -85,23 +85,19 @@ function rosters(decoded) {
 }
 
 /**
- * Verify record's chain with the sign keys verified for each actor: those kept (verified
- * before) and verifiedKey(actor), the directory's current one (null when it cannot be had).
+ * Verify record's chain; its first `verified` entries were verified here before, and the keys
+ * to check the others with are signerKeys(those entries decoded): {keys, former}, each actor's
+ * current sign key fetched afresh from the directory and, for an actor an entry names by another
+ * key, the fingerprints of earlier keys the directory's history proves (membership.js
+ * verifyChain; never a key kept from before, which a reset may have replaced).
  * Returns the view: {groupId, head, headB64, index, members, admins, heads, decoded, rosters}.
  * Throws MembershipError.
  */
-export async function verifyRecord(record, verifiedKey) {
+export async function verifyRecord(record, signerKeys, verified = 0) {
   const raw = record.entries.map(b64decode);
   const decoded = raw.map(decodeEntry);
-  const keys = new Map();
-  for (const actor of new Set(decoded.map((e) => e.actor))) {
-    const kept = new Set(record.signKeys[actor] ?? []);
-    const current = await verifiedKey(actor);
-    if (current) kept.add(b64encode(current));
-    record.signKeys[actor] = [...kept];
-    keys.set(actor, [...kept].map(b64decode));
-  }
-  const state = await verifyChain(raw, keys);
+  const { keys, former } = await signerKeys(decoded.slice(verified));
+  const state = await verifyChain(raw, keys, { former, verified });
   const heads = new Map();
   for (const [index, entry] of raw.entries()) heads.set(b64encode(await entryHash(entry)), index);
   return {
