@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -57,6 +59,8 @@ class Step:
     p99_ms: float
     server_cpu_us_per_copy: float
     generator_cpu_s: float
+    # The first error frames the senders got (a refused send is lost to the count above).
+    errors: list[str]
 
     @property
     def held(self) -> bool:
@@ -104,7 +108,14 @@ def wire_envelope(iteration: int) -> dict[str, Any]:
     def b64(size: int) -> str:
         return base64.b64encode(os.urandom(size)).decode()
 
-    return {"v": 1, "it": iteration, "iv": b64(12), "ct": b64(CIPHERTEXT_BYTES), "sig": b64(64)}
+    return {
+        "v": 1,
+        "cid": b64(16),
+        "it": iteration,
+        "iv": b64(12),
+        "ct": b64(CIPHERTEXT_BYTES),
+        "sig": b64(64),
+    }
 
 
 class Member:
@@ -114,12 +125,22 @@ class Member:
         self.chat = chat
         self.arrived: dict[str, float] = {}
         self.repeats = 0
+        # Error frames this socket got (a refused send): the first few, for the report.
+        self.errors: list[str] = []
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
+        """Note each message's first arrival; a socket the server closes just stops (what
+        it did not receive counts as lost)."""
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await self._note_arrivals()
+
+    async def _note_arrivals(self) -> None:
         socket = self.chat.socket
         async for text in socket:
             assert isinstance(text, str)
+            if '"type":"error"' in text and len(self.errors) < 3:
+                self.errors.append(text)
             if '"type":"group_message"' not in text and '"type":"message"' not in text:
                 continue
             start = text.index('"id":"') + 6
@@ -271,7 +292,9 @@ async def _measure(
         elif present:
             latencies.append((max(present) - started) * 1000)
     duplicated = sum(m.repeats for m in members)
+    errors = [text for m in members for text in m.errors][:3]
     for member in members:
+        member.errors.clear()
         member.arrived.clear()
         member.repeats = 0
     return Step(
@@ -284,6 +307,7 @@ async def _measure(
         p99_ms=_percentile(latencies, 99),
         server_cpu_us_per_copy=round(server_cpu / max(copies, 1) * 1e6, 1),
         generator_cpu_s=round(time.process_time() - generator_before, 2),
+        errors=errors,
     )
 
 
