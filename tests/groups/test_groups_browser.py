@@ -16,7 +16,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Dialog, Locator, Page, expect
 
 from securechat import e2e
-from securechat.client import Groups, SecureChatClient
+from securechat.client import Groups, SecureChatClient, reset_keys
 from tests import vectorkit
 from tests.browser_helpers import PASSWORD, WAIT_MS, ChatPage, register
 from tests.chat.test_chat_browser import change_keys
@@ -503,6 +503,139 @@ async def test_a_forged_entry_is_refused_and_shown(
         "The server now shows a different membership history for Quiet", timeout=WAIT_MS
     )
     await expect(alice.page.locator("#composer-send")).to_be_disabled()
+
+
+# --- a member who deleted their account; a signer's key reset ----------------------------------
+
+
+async def test_a_member_who_deleted_their_account_is_shown_and_can_be_removed(
+    contexts: list[BrowserContext], live_server: LiveServer, accounts: list[SecureChatClient]
+) -> None:
+    """carol deletes her account: alice's and bob's pages keep talking (no key goes to her,
+    nothing waits for her), their member lists say "Account deleted", and alice removes her."""
+    alice, bob = [
+        GroupPage(await ChatPage.open(context, live_server.url, name))
+        for context, name in zip(contexts[:2], PEOPLE[:2], strict=True)
+    ]
+    await alice.create("Reunion", ["bob", "carol"])
+    await alice.chat.send("before")
+    await bob.open("Reunion")
+    await expect(bob.message("alice", "before")).to_have_count(1, timeout=WAIT_MS)
+    await accounts[2].delete_account(PASSWORD)
+
+    await bob.chat.send("carol is gone")  # bob's first send: his chain goes to alice alone
+    await expect(alice.message("bob", "carol is gone")).to_have_count(1, timeout=WAIT_MS)
+    await alice.chat.send("still here")
+    await expect(bob.message("alice", "still here")).to_have_count(1, timeout=WAIT_MS)
+    for person in (alice, bob):
+        await expect(person.page.get_by_role("alert").filter(has_text="Reunion")).to_have_count(0)
+    bob_members = await bob.members()
+    await expect(bob_members.locator('[data-member="carol"] .verify__state')).to_have_text(
+        "Account deleted", timeout=WAIT_MS
+    )
+    await bob_members.get_by_role("button", name="Close").click()
+
+    accept_dialogs(alice.chat)
+    members = await alice.members()
+    carol = members.locator('[data-member="carol"]')
+    await expect(carol.locator(".verify__state")).to_have_text("Account deleted", timeout=WAIT_MS)
+    await expect(carol.get_by_role("button", name="Verify")).to_have_count(0)
+    await carol.get_by_role("button", name="Remove").click()
+    await expect(members.locator(".group-member")).to_have_count(2, timeout=WAIT_MS)
+    await members.get_by_role("button", name="Close").click()
+    await expect(bob.page.locator(".thread-notice", has_text="carol was removed")).to_have_count(
+        1, timeout=WAIT_MS
+    )
+    await alice.chat.send("after the removal")
+    await expect(bob.message("alice", "after the removal")).to_have_count(1, timeout=WAIT_MS)
+
+
+def forge_gone(server: LiveServer, username: str) -> None:
+    """Take username out of every group's members and name them gone, though their account
+    is there: what a server cutting a member off from the group's keys would do."""
+    with closing(sqlite3.connect(server.database_path)) as db, db:
+        (user_id,) = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+        db.execute(
+            "INSERT INTO group_gone (group_row, username, admin)"
+            " SELECT group_row, ?, admin FROM group_members WHERE user_id = ?",
+            (username, user_id),
+        )
+        db.execute("DELETE FROM group_members WHERE user_id = ?", (user_id,))
+
+
+async def test_a_gone_member_the_directory_does_not_prove_is_refused_and_shown(
+    contexts: list[BrowserContext], live_server: LiveServer, accounts: list[SecureChatClient]
+) -> None:
+    """The database names carol gone while her account (and keys) are there: alice's page
+    names the group in a serious warning, says the directory does not prove it, and sends
+    nothing to the group."""
+    alice = GroupPage(await ChatPage.open(contexts[0], live_server.url, "alice"))
+    await alice.create("Cut off", ["bob", "carol"])
+    await alice.chat.send("before the cut")
+    await expect(alice.chat.messages.filter(has_text="before the cut")).to_have_attribute(
+        "data-status", "sent", timeout=WAIT_MS
+    )
+    await asyncio.to_thread(forge_gone, live_server, "carol")
+    shown = await accounts[1].call("GET", "/api/v1/groups")
+    group = shown["groups"][0]["group"]
+    detail = await accounts[1].call("GET", f"/api/v1/groups/{group}")
+    assert detail["gone"] == ["carol"] and "carol" in detail["members"]
+
+    await alice.page.reload()
+    await alice.chat.wait_ready()
+    await alice.open("Cut off")
+    alarm = alice.page.get_by_role("alert").filter(has_text="Cut off")
+    await expect(alarm).to_be_visible(timeout=WAIT_MS)
+    await expect(alarm).to_contain_text(
+        "The server says the accounts of carol were deleted, but the key directory does not "
+        "prove it"
+    )
+    await expect(alice.page.locator("#composer-send")).to_be_disabled()
+
+
+async def test_a_group_stands_after_its_admin_resets_keys(
+    browser: Browser,
+    contexts: list[BrowserContext],
+    live_server: LiveServer,
+    accounts: list[SecureChatClient],
+    make_client: MakeClient,
+    identities: list[e2e.Identity],
+) -> None:
+    """alice (a Python client) creates the group, then resets her keys: bob's page, which
+    verified the chain before, still accepts it after a reload; dave, added afterwards under
+    her new key, accepts it in a fresh browser (her first entry proved by the directory's
+    history and vouched for by the add), and everyone reads everyone."""
+    await register(make_client, identities[3], "dave")
+    admin = Groups(await accounts[0].connect())
+    group = await admin.create("Reset", ["bob", "carol"])
+    await admin.send(group, "before my reset")
+    bob = GroupPage(await ChatPage.open(contexts[1], live_server.url, "bob"))
+    await bob.open("Reset")
+    await expect(bob.message("alice", "before my reset")).to_have_count(1, timeout=WAIT_MS)
+
+    await reset_keys(accounts[0], PASSWORD, rsa_bits=2048)
+    await bob.page.reload()
+    await bob.chat.wait_ready()
+    await bob.open("Reset")
+    await expect(bob.page.locator("#composer-send")).to_be_enabled(timeout=WAIT_MS)
+    await expect(bob.page.get_by_role("alert").filter(has_text="Reset")).to_have_count(0)
+
+    await admin.add(group, ["dave"])
+    await expect(bob.page.locator(".thread-notice", has_text="alice added dave")).to_have_count(
+        1, timeout=WAIT_MS
+    )
+    context = await browser.new_context()
+    try:
+        dave = GroupPage(await ChatPage.open(context, live_server.url, "dave"))
+        await dave.open("Reset")
+        await expect(dave.page.locator("#composer-send")).to_be_enabled(timeout=WAIT_MS)
+        await expect(dave.page.get_by_role("alert").filter(has_text="Reset")).to_have_count(0)
+        await bob.chat.send("hello dave")
+        await expect(dave.message("bob", "hello dave")).to_have_count(1, timeout=WAIT_MS)
+        await dave.chat.send("hello all")
+        await expect(bob.message("dave", "hello all")).to_have_count(1, timeout=WAIT_MS)
+    finally:
+        await asyncio.wait_for(context.close(), 20)
 
 
 # --- on PostgreSQL + Redis, across two nodes -----------------------------------------------------

@@ -392,29 +392,34 @@ export class GroupBook extends EventTarget {
 
   /**
    * The members as the verified chain has them, with what the directory says of their keys:
-   * [{name, admin, verified, changed, keys}]; changed: their key is not the one the chain
-   * recorded when they were added, or it changed after I verified them.
+   * [{name, admin, verified, changed, unknown, gone}]; changed: their key is not the one the
+   * chain recorded when they were added, or it changed after I verified them; gone: their
+   * account was deleted (the server's gone, or the directory's tombstone, proved).
    */
   async members(group) {
     const entry = await this.entry(group);
     if (!entry.view) return [];
-    const out = [];
-    for (const [name, fp] of entry.view.members) {
-      const row = { name, admin: entry.view.admins.has(name), verified: false, changed: false };
-      if (entry.gone.has(name)) {
-        row.gone = true; // the account was deleted: an admin may remove them
-      } else if (name !== this.me) {
-        try {
-          const keys = await this.keys.get(name);
-          const hex = Array.from(fp, (b) => b.toString(16).padStart(2, "0")).join("");
-          row.verified = keys.verified && keys.canSend;
-          row.changed = keys.signFingerprint !== hex || !keys.canSend;
-        } catch {
-          row.unknown = true;
+    const row = async ([name, fp]) => {
+      const out = { name, admin: entry.view.admins.has(name), verified: false, changed: false };
+      if (name === this.me) return out;
+      if (entry.gone.has(name) || this.#deleted.has(name)) return { ...out, gone: true };
+      try {
+        // Fetched now: a member list shows what the directory says today.
+        const keys = await this.keys.get(name, { maxAge: 0 });
+        out.verified = keys.verified && keys.canSend;
+        out.changed = keys.signFingerprint !== hexOf(fp) || !keys.canSend;
+      } catch (error) {
+        // A deletion the directory proves (for good): shown, and an admin may remove them.
+        if (error instanceof NoKeysError && error.tombstone.status === "deleted") {
+          this.#deleted.add(name);
+          out.gone = true;
+        } else {
+          out.unknown = true;
         }
       }
-      out.push(row);
-    }
+      return out;
+    };
+    const out = await Promise.all([...entry.view.members].map(row));
     return out.sort((a, b) =>
       a.name === this.me ? -1 : b.name === this.me ? 1 : a.name.localeCompare(b.name),
     );
