@@ -308,9 +308,10 @@ def _parse_ping(obj: dict[str, Any], _max: int) -> Ping:
 # A group id on the wire: the lower-case hex of 16 bytes.
 GROUP_RE: Final = re.compile(r"\A[0-9a-f]{32}\Z")
 _HEAD_BYTES: Final = 32
-# The group wire object (CONTRACTS.md "Group message"): binary fields' decoded sizes, and the
-# sender chain's iteration, a u32.
+# The group wire object (CONTRACTS.md "Group message"): binary fields' decoded sizes (cid: the
+# sender chain's id), and the sender chain's iteration, a u32.
 _GROUP_ENVELOPE_BYTES: Final[dict[str, tuple[int, int | None]]] = {
+    "cid": (16, 16),
     "iv": (12, 12),
     "ct": (16, None),
     "sig": (64, 64),
@@ -348,7 +349,9 @@ def _parse_group_send(obj: dict[str, Any], max_bytes: int) -> GroupSend:
 def _group_envelope(value: Any, max_bytes: int) -> str:
     """Validate a group wire object; return its canonical JSON text."""
     if not isinstance(value, dict) or value.keys() != _GROUP_ENVELOPE_KEYS:
-        raise _bad_field("envelope", "must be an object with exactly the keys v, it, iv, ct, sig")
+        raise _bad_field(
+            "envelope", "must be an object with exactly the keys v, cid, it, iv, ct, sig"
+        )
     if type(value["v"]) is not int or value["v"] != 1:
         raise _bad_field("envelope.v", "must be 1")
     if type(value["it"]) is not int or not 0 <= value["it"] < _ITERATION_LIMIT:

@@ -7,7 +7,9 @@ whose chain fails or whose server-side member list names anyone the chain does n
 (the ghost member of Albrecht et al., IEEE S&P 2023). Messages use sender keys
 (securechat/groups/senderkeys.py): my chain is handed to each other member inside ordinary
 pairwise envelopes, drawn afresh after anyone is removed or leaves, so a removed member reads
-nothing sent later. A member whose account was deleted stays one by the chain but is handed
+nothing sent later. Each device (each client) draws its own chain, named by its id in every
+message; my other devices read it from the server's copy of the distribution, which my own
+keys open. A member whose account was deleted stays one by the chain but is handed
 nothing, once the directory proves the deletion; an entry signed before its signer reset
 their keys is checked against the directory's history of their keys (docs/CONTRACTS.md
 "Groups", step 2).
@@ -71,7 +73,8 @@ KEYS_FRAME_BYTES: Final = 56 * 1024
 RECIPIENTS_PER_KEYS_FRAME: Final = 32
 # How often a change or a send is signed again after the group changed under it (stale_head).
 STALE_RETRIES: Final = 5
-# Chains kept per sender: the current one and older ones for messages still in flight.
+# Chains kept per sender (each of their devices has one): the current ones and older ones for
+# messages still in flight.
 HELD_CHAINS_MAX: Final = 8
 
 
@@ -93,7 +96,7 @@ class GroupMessageRefused(Exception):
     """One group message or key distribution is refused (the group itself may be fine).
 
     ``code``: ``not_member`` (the sender is not a member at the head it names, or I am not),
-    ``unknown_head``, ``no_chain`` (no chain of the sender's covers that head),
+    ``unknown_head``, ``no_chain`` (I hold no chain of the sender's with the id it names),
     ``unverifiable``, ``undecryptable``, ``bad_distribution``.
     """
 
@@ -191,8 +194,8 @@ class GroupSession:
         self.generation = 0
         self.holders: dict[str, int] = {}
         self.rotate = False
-        # Chains other members handed me, per sender, oldest head first.
-        self.held: dict[str, list[HeldChain]] = {}
+        # Chains other members (and my other devices) handed me, per sender and chain id.
+        self.held: dict[str, dict[bytes, HeldChain]] = {}
         # Name keys by the chain index of the create or rename entry whose name they open.
         self.name_keys: dict[int, bytes] = {}
 
@@ -401,10 +404,13 @@ class GroupSession:
     def take_distribution(
         self, distribution: Distribution, envelope_sender: str, name_keys: object
     ) -> None:
-        """Keep a chain another member handed me, after checking who it is from and for.
+        """Keep a chain another member (or another device of mine) handed me, after checking
+        who it is from and for.
 
         The pairwise envelope it came in proves ``envelope_sender``; that must be the
-        distribution's sender, a member at the head it was made for, of this group.
+        distribution's sender, a member at the head it was made for, of this group. It is kept
+        by its chain id: a chain already held (only further along) changes nothing, and my own
+        sending chain is never taken for a chain to read (nor one to send with).
         """
         if distribution.sender != envelope_sender or distribution.group_id != self.group_id:
             raise GroupMessageRefused(
@@ -417,11 +423,14 @@ class GroupSession:
             raise GroupMessageRefused(
                 self.group, "not_member", f"{distribution.sender} is not a member at that head"
             )
-        held = self.held.setdefault(distribution.sender, [])
-        if not any(_same_chain(h.chain, distribution) for h in held):
-            held.append(HeldChain(index, ReceiverChain.from_distribution(distribution)))
-            held.sort(key=lambda h: h.head_index)  # stable: the later of equal heads stays last
-            del held[:-HELD_CHAINS_MAX]
+        mine = self.my_chain is not None and self.my_chain.chain_id == distribution.chain_id
+        held = self.held.setdefault(distribution.sender, {})
+        if distribution.chain_id not in held and not mine:
+            held[distribution.chain_id] = HeldChain(
+                index, ReceiverChain.from_distribution(distribution)
+            )
+            while len(held) > HELD_CHAINS_MAX:  # the oldest head's goes first
+                del held[min(held, key=lambda cid: held[cid].head_index)]
         self._take_name_keys(name_keys)
 
     def _take_name_keys(self, name_keys: object) -> None:
@@ -442,7 +451,7 @@ class GroupSession:
         """Verify and decrypt one group message sent under ``head``; its plaintext.
 
         The sender (and I) must be members at that head per the verified chain; the chain
-        used is the sender's whose head is the latest at or before that head.
+        used is the sender's that the message names by its id.
         """
         index = self.index_of(head)
         if index is None:
@@ -452,15 +461,15 @@ class GroupSession:
                 raise GroupMessageRefused(
                     self.group, "not_member", f"{who} is not a member at the head of {message_id}"
                 )
-        held = [h for h in self.held.get(sender, []) if h.head_index <= index]
-        if not held:
+        held = self.held.get(sender, {}).get(senderkeys.wire_chain_id(wire) or b"")
+        if held is None:
             raise GroupMessageRefused(
                 self.group, "no_chain", f"no chain of {sender}'s opens {message_id}"
             )
         try:
             return senderkeys.open_group_message(
                 wire,
-                chain=held[-1].chain,
+                chain=held.chain,
                 group_id=self.group_id,
                 head=head,
                 sender=sender,
@@ -469,17 +478,6 @@ class GroupSession:
             )
         except GroupMessageError as failure:
             raise GroupMessageRefused(self.group, failure.code, str(failure)) from failure
-
-
-def _same_chain(held: ReceiverChain, distribution: Distribution) -> bool:
-    """Whether a distribution hands over a chain I hold already (only further along)."""
-    ahead = distribution.iteration - held.iteration
-    if not 0 <= ahead <= senderkeys.MAX_SKIP:
-        return False
-    key = held.chain_key
-    for _ in range(ahead):
-        key = senderkeys.next_chain_key(key)
-    return key == distribution.chain_key
 
 
 class Groups:
@@ -894,19 +892,20 @@ class Groups:
             raise
 
     async def _take_keys(self, frame: dict[str, Any]) -> None:
-        """A chain another member handed me, inside a pairwise envelope to me."""
+        """A chain another member handed me, inside a pairwise envelope to me; or one my other
+        device handed someone (``to``), which my keys open too (the envelope's ``sk``)."""
         sender, group = str(frame["from"]), str(frame["group"])
-        if sender == self.me:
-            return  # my other device's: a bot holds its own chain only
+        mine = sender == self.me
         session = self._session(group)
         try:
             opened = e2e.open_message(
                 frame["envelope"],
                 message_id=str(frame["id"]),
                 sender=sender,
-                recipient=self.me,
+                recipient=str(frame["to"]) if mine else self.me,
                 reader=self._identity,
                 sender_sign_spki=(await self.chat.keys(sender)).sign_public_key,
+                as_sender=mine,
             )
             distribution = Distribution.decode(e2e.b64decode(opened.fields["group_keys"]))
         except (e2e.EnvelopeError, KeyError, TypeError, ValueError) as failure:
@@ -920,10 +919,15 @@ class Groups:
         message_id, group, sender = str(frame["id"]), str(frame["group"]), str(frame["from"])
         if message_id in self._seen:
             return None
-        if sender == self.me:  # mine, replayed (a sync, a resync after a gap): not news
+        session = self._session(group)
+        if sender == self.me and (
+            message_id in self.sent
+            or senderkeys.wire_chain_id(frame["envelope"]) not in session.held.get(self.me, {})
+        ):
+            # Sent from here (a sync, a resync after a gap replays it), or from a device of
+            # mine whose chain I was never handed: not news.
             self._seen.add(message_id)
             return None
-        session = self._session(group)
         head = e2e.b64decode(frame["head"])
         if session.index_of(head) is None:
             try:

@@ -2,9 +2,10 @@
 
 A sender encrypts each group message once, with AES-256-GCM under a key derived from its chain
 by HKDF-SHA256, then ratchets the chain forward (a leaked current chain key does not open
-earlier messages) and signs with its Ed25519 identity key. Each other member holds a
-``ReceiverChain`` made from the sender's distribution message, sent over the pairwise envelopes
-of ``securechat/e2e.py``. After a removal every remaining member starts a fresh chain, so a
+earlier messages) and signs with its Ed25519 identity key. Each chain has a random id that
+every message names, so a user sending from two devices (each its own chain) is read from
+both. Each other member holds a ``ReceiverChain`` made from the sender's distribution message,
+sent over the pairwise envelopes of ``securechat/e2e.py``. After a removal every remaining member starts a fresh chain, so a
 removed member's old chains open nothing new. Mirrored by ``static/js/groups/senderkeys.js``.
 """
 
@@ -27,6 +28,8 @@ from securechat.groups.membership import GROUP_ID_BYTES, HASH_BYTES, MAX_NAME_BY
 
 VERSION: Final = 1
 CHAIN_KEY_BYTES: Final = 32
+# A chain names itself on the wire: one user may send from several devices, each its own chain.
+CHAIN_ID_BYTES: Final = 16
 MESSAGE_KEY_INFO: Final = b"securechat/v1/group-message-key"
 CHAIN_KEY_INFO: Final = b"securechat/v1/group-chain-key"
 AAD_LABEL: Final = b"securechat/v1/group-aad"
@@ -37,7 +40,7 @@ MAX_ITERATION: Final = 2**32 - 1
 # (messages still in flight or lost) it keeps: Signal's sender keys use 2000 for both.
 MAX_SKIP: Final = 2000
 MAX_SKIPPED_KEYS: Final = 2000
-WIRE_KEYS: Final = frozenset({"v", "it", "iv", "ct", "sig"})
+WIRE_KEYS: Final = frozenset({"v", "cid", "it", "iv", "ct", "sig"})
 
 
 class GroupMessageError(Exception):
@@ -75,15 +78,18 @@ def next_chain_key(chain_key: bytes) -> bytes:
 
 @dataclass
 class SenderChain:
-    """The sender's own chain: the key and iteration of its next message."""
+    """The sender's own chain: its id, and the key and iteration of its next message.
 
+    The id is random, so each device of a user (each draws its own chain) is told apart."""
+
+    chain_id: bytes
     chain_key: bytes = field(repr=False)
     iteration: int = 0
 
     @classmethod
     def fresh(cls) -> SenderChain:
         """A new chain (at creation, and after every removal or leave)."""
-        return cls(os.urandom(CHAIN_KEY_BYTES))
+        return cls(os.urandom(CHAIN_ID_BYTES), os.urandom(CHAIN_KEY_BYTES))
 
     def step(self) -> tuple[int, bytes]:
         """The next (iteration, message key); the chain moves past it for good."""
@@ -95,7 +101,7 @@ class SenderChain:
 
     def distribution(self, group_id: bytes, head: bytes, sender: str) -> Distribution:
         """What the other members need to read this chain from its next message on."""
-        return Distribution(group_id, head, sender, self.iteration, self.chain_key)
+        return Distribution(group_id, head, sender, self.chain_id, self.iteration, self.chain_key)
 
 
 @dataclass
@@ -146,13 +152,22 @@ def _ids(group_id: bytes, head: bytes) -> bytes:
     return group_id + head
 
 
-def group_aad(group_id: bytes, head: bytes, sender: str, iteration: int, message_id: str) -> bytes:
-    """AES-GCM associated data: group, membership head, sender, iteration and message id."""
+def _chain_id(chain_id: bytes) -> bytes:
+    if len(chain_id) != CHAIN_ID_BYTES:
+        raise ValueError("a chain id is 16 bytes")
+    return chain_id
+
+
+def group_aad(
+    group_id: bytes, head: bytes, sender: str, chain_id: bytes, iteration: int, message_id: str
+) -> bytes:
+    """AES-GCM associated data: group, membership head, sender, chain, iteration, message id."""
     return b"".join(
         [
             AAD_LABEL,
             _ids(group_id, head),
             e2e.lp(sender.encode("utf-8")),
+            _chain_id(chain_id),
             _uint32(iteration),
             e2e.lp(message_id.encode("utf-8")),
         ]
@@ -164,6 +179,7 @@ def group_signed_bytes(
     head: bytes,
     message_id: str,
     sender: str,
+    chain_id: bytes,
     iteration: int,
     iv: bytes,
     ct: bytes,
@@ -175,6 +191,7 @@ def group_signed_bytes(
             _ids(group_id, head),
             e2e.lp(message_id.encode("utf-8")),
             e2e.lp(sender.encode("utf-8")),
+            _chain_id(chain_id),
             _uint32(iteration),
             e2e.lp(iv),
             e2e.lp(ct),
@@ -196,11 +213,15 @@ def encrypt_group_message(
     """Encrypt once for the whole group under the chain's next key, ratchet, and sign."""
     iteration, key = chain.step()
     iv = os.urandom(e2e.IV_BYTES) if _iv is None else _iv
-    aad = group_aad(group_id, head, sender, iteration, message_id)
+    aad = group_aad(group_id, head, sender, chain.chain_id, iteration, message_id)
     ct = AESGCM(key).encrypt(iv, plaintext, aad)
-    sig = sign_key.sign(group_signed_bytes(group_id, head, message_id, sender, iteration, iv, ct))
+    signed = group_signed_bytes(
+        group_id, head, message_id, sender, chain.chain_id, iteration, iv, ct
+    )
+    sig = sign_key.sign(signed)
     return {
         "v": VERSION,
+        "cid": e2e.b64encode(chain.chain_id),
         "it": iteration,
         "iv": e2e.b64encode(iv),
         "ct": e2e.b64encode(ct),
@@ -218,9 +239,13 @@ def open_group_message(
     message_id: str,
     sender_sign_spki: bytes,
 ) -> bytes:
-    """Verify the sender's signature, then decrypt with the chain's key for its iteration."""
-    iteration, iv, ct = _verify(wire, group_id, head, sender, message_id, sender_sign_spki)
-    aad = group_aad(group_id, head, sender, iteration, message_id)
+    """Verify the sender's signature, then decrypt with the chain's key for its iteration.
+
+    ``chain`` is the one the message names (``wire_chain_id``): the caller picks it."""
+    chain_id, iteration, iv, ct = _verify(
+        wire, group_id, head, sender, message_id, sender_sign_spki
+    )
+    aad = group_aad(group_id, head, sender, chain_id, iteration, message_id)
 
     def attempt(key: bytes) -> bytes:
         try:
@@ -238,7 +263,7 @@ def _verify(
     sender: str,
     message_id: str,
     sender_sign_spki: bytes,
-) -> tuple[int, bytes, bytes]:
+) -> tuple[bytes, int, bytes, bytes]:
     """Parse the wire object and check its signature; anything wrong is unverifiable."""
     try:
         if not isinstance(wire, dict) or set(wire) != WIRE_KEYS or wire["v"] != VERSION:
@@ -246,14 +271,25 @@ def _verify(
         iteration = wire["it"]
         if isinstance(iteration, bool) or not isinstance(iteration, int):
             raise ValueError("iteration must be an integer")
-        iv, ct, sig = (e2e.b64decode(wire[k]) for k in ("iv", "ct", "sig"))
+        chain_id, iv, ct, sig = (e2e.b64decode(wire[k]) for k in ("cid", "iv", "ct", "sig"))
         if len(iv) != e2e.IV_BYTES or len(ct) < 16 or len(sig) != e2e.SIGNATURE_BYTES:
             raise ValueError("bad field length")
-        signed = group_signed_bytes(group_id, head, message_id, sender, iteration, iv, ct)
+        signed = group_signed_bytes(group_id, head, message_id, sender, chain_id, iteration, iv, ct)
         e2e.load_ed25519_public_spki(sender_sign_spki).verify(sig, signed)
     except (ValueError, TypeError, InvalidSignature) as exc:
         raise UnverifiableGroupMessage("the sender's signature does not verify") from exc
-    return iteration, iv, ct
+    return chain_id, iteration, iv, ct
+
+
+def wire_chain_id(wire: Any) -> bytes | None:
+    """The chain a wire object names (to pick the reader's chain), or None if it names none.
+
+    Not verified: the signature, checked when the message is opened, covers it."""
+    try:
+        chain_id = e2e.b64decode(wire["cid"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return chain_id if len(chain_id) == CHAIN_ID_BYTES else None
 
 
 @dataclass(frozen=True)
@@ -263,6 +299,7 @@ class Distribution:
     group_id: bytes
     head: bytes
     sender: str
+    chain_id: bytes
     iteration: int
     chain_key: bytes = field(repr=False)
 
@@ -276,6 +313,7 @@ class Distribution:
                 DISTRIBUTION_LABEL,
                 _ids(self.group_id, self.head),
                 e2e.lp(name),
+                _chain_id(self.chain_id),
                 _uint32(self.iteration),
                 self.chain_key,
             ]
@@ -291,8 +329,11 @@ class Distribution:
         head = data[fixed - HASH_BYTES : fixed]
         size = int.from_bytes(data[fixed : fixed + 4], "big")
         rest = data[fixed + 4 :]
-        if not 1 <= size <= MAX_NAME_BYTES or len(rest) != size + 4 + CHAIN_KEY_BYTES:
+        tail = CHAIN_ID_BYTES + 4 + CHAIN_KEY_BYTES
+        if not 1 <= size <= MAX_NAME_BYTES or len(rest) != size + tail:
             raise ValueError("a sender-key distribution has a bad length")
         sender = rest[:size].decode("utf-8")  # UnicodeDecodeError is a ValueError
-        iteration = int.from_bytes(rest[size : size + 4], "big")
-        return cls(group_id, head, sender, iteration, rest[size + 4 :])
+        chain_id = rest[size : size + CHAIN_ID_BYTES]
+        at = size + CHAIN_ID_BYTES
+        iteration = int.from_bytes(rest[at : at + 4], "big")
+        return cls(group_id, head, sender, chain_id, iteration, rest[at + 4 :])

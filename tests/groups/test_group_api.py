@@ -33,6 +33,7 @@ from tests.livesrv import LiveServer
 
 GROUP_ENVELOPE: dict[str, Any] = {
     "v": 1,
+    "cid": e2e.b64encode(bytes(16)),
     "it": 0,
     "iv": e2e.b64encode(bytes(12)),
     "ct": e2e.b64encode(bytes(32)),

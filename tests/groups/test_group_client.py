@@ -205,24 +205,54 @@ def test_an_add_keeps_my_chain(vectors: dict[str, Any]) -> None:
     assert session.chain_to_send() is chain and session.lacking_my_chain() == ["dave"]
 
 
-def test_receiver_chain_is_chosen_by_head_index(vectors: dict[str, Any]) -> None:
-    """Messages sent under heads before the rotation open with the old chain, those after
-    with the new one, in any order; a redistribution of a held chain changes nothing."""
+def test_receiver_chain_is_chosen_by_chain_id(vectors: dict[str, Any]) -> None:
+    """Messages open with the chain they name, whichever head it was handed under: an old
+    chain's messages after a newer chain came, and two chains under one head (two devices of
+    alice's) side by side; a redistribution of a held chain changes nothing, and a message
+    naming a chain I was not handed is no_chain."""
     entries = _chain(vectors)
     bob = _session("bob", entries[:5])
-    old, new = SenderChain.fresh(), SenderChain.fresh()
+    old, new, laptop = SenderChain.fresh(), SenderChain.fresh(), SenderChain.fresh()
     bob.take_distribution(old.distribution(mk.GROUP_ID, _head(entries, 0), "alice"), "alice", {})
     before = _send(old, _head(entries, 3), "m-old", "before the removal")
     # The same chain handed to dave at head 2 (an add) and seen by bob too: kept once.
     bob.take_distribution(old.distribution(mk.GROUP_ID, _head(entries, 2), "alice"), "alice", {})
     assert len(bob.held["alice"]) == 1
-    bob.take_distribution(new.distribution(mk.GROUP_ID, _head(entries, 4), "alice"), "alice", {})
+    for chain in (new, laptop):
+        bob.take_distribution(
+            chain.distribution(mk.GROUP_ID, _head(entries, 4), "alice"), "alice", {}
+        )
     after = _send(new, _head(entries, 4), "m-new", "after the removal")
+    from_laptop = _send(laptop, _head(entries, 4), "m-laptop", "from alice's laptop")
+    late = _send(old, _head(entries, 4), "m-late", "the old chain, later")
+    assert _open(bob, _head(entries, 4), "m-laptop", from_laptop) == "from alice's laptop"
     assert _open(bob, _head(entries, 4), "m-new", after) == "after the removal"
     assert _open(bob, _head(entries, 3), "m-old", before) == "before the removal"
+    assert _open(bob, _head(entries, 4), "m-late", late) == "the old chain, later"
     with pytest.raises(GroupMessageRefused) as replay:
         _open(bob, _head(entries, 4), "m-new", after)
     assert replay.value.code == "undecryptable"
+    stranger = _send(SenderChain.fresh(), _head(entries, 4), "m-x", "a chain never handed")
+    with pytest.raises(GroupMessageRefused) as unknown:
+        _open(bob, _head(entries, 4), "m-x", stranger)
+    assert unknown.value.code == "no_chain"
+
+
+def test_my_other_devices_chain_is_read_not_sent_with(vectors: dict[str, Any]) -> None:
+    """My other device's chain (its distribution, which my keys open) is kept to read its
+    messages; a copy of my own sending chain is not kept, and I go on sending with mine."""
+    entries = _chain(vectors)
+    alice = _session("alice", entries[:4])
+    mine = alice.chain_to_send()
+    phone = SenderChain.fresh()
+    head = _head(entries, 3)
+    alice.take_distribution(phone.distribution(mk.GROUP_ID, head, "alice"), "alice", {})
+    alice.take_distribution(mine.distribution(mk.GROUP_ID, head, "alice"), "alice", {})
+    assert list(alice.held["alice"]) == [phone.chain_id]
+    assert alice.chain_to_send() is mine
+    assert _open(alice, head, "m-phone", _send(phone, head, "m-phone", "sent from my phone")) == (
+        "sent from my phone"
+    )
 
 
 def test_removed_member_reads_nothing_new(vectors: dict[str, Any]) -> None:
@@ -237,7 +267,7 @@ def test_removed_member_reads_nothing_new(vectors: dict[str, Any]) -> None:
     with pytest.raises(GroupMessageRefused) as refused:
         _open(carol, head, "m-after", wire)
     assert refused.value.code == "not_member"
-    for held in carol.held["alice"]:
+    for held in carol.held["alice"].values():
         with pytest.raises(senderkeys.UndecryptableGroupMessage):
             senderkeys.open_group_message(
                 wire,
@@ -268,7 +298,9 @@ def test_bad_distributions_are_refused(vectors: dict[str, Any], case: str) -> No
         head = bytes(32)
     with pytest.raises(GroupMessageRefused) as refused:
         bob.take_distribution(
-            Distribution(group_id, head, sender, 0, chain.chain_key), envelope_sender, {}
+            Distribution(group_id, head, sender, chain.chain_id, 0, chain.chain_key),
+            envelope_sender,
+            {},
         )
     assert refused.value.code in ("bad_distribution", "not_member", "unknown_head")
     assert bob.held == {}

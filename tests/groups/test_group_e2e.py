@@ -137,6 +137,37 @@ async def test_leave_and_non_admin_changes(people: list[Member]) -> None:
     assert session.members == {alice.name, bob.name}
 
 
+async def test_one_user_sending_from_two_devices_is_read_from_both(
+    server: LiveServer, people: list[Member]
+) -> None:
+    """Alice is logged in twice (a laptop and a phone), each device with its own sender chain
+    under the same head; the two send in turn, and bob and carol open every message of both,
+    and each of alice's devices reads the other's (from its own copy of the distribution)."""
+    alice, bob, carol, _dave = people
+    phone = await groupkit.join(await groupkit.log_in(server.url, alice.name))
+    try:
+        group = await alice.groups.create("Two devices", [bob.name, carol.name])
+        await phone.groups.ready(group)
+        sent: dict[str, str] = {}
+        for n in range(3):
+            for device, where in ((alice, "laptop"), (phone, "phone")):
+                text = f"from alice's {where} {n}"
+                sent[(await device.groups.send(group, text))["id"]] = text
+        for reader in (bob, carol):
+            await reader.read(len(sent))
+            assert {m.id: m.text for m in reader.got} == sent
+            assert {m.sender for m in reader.got} == {alice.name}
+        for device, other in ((alice, "phone"), (phone, "laptop")):
+            await device.read(len(sent) // 2)
+            assert [m.text for m in device.got] == [
+                text for text in sent.values() if f"alice's {other}" in text
+            ]
+        chains = bob.groups.sessions[group].held[alice.name]
+        assert len(chains) == 2  # one per device
+    finally:
+        await phone.client.close()
+
+
 # --- what a compromised server cannot do ---------------------------------------------------------
 
 
@@ -293,7 +324,7 @@ async def test_removed_member_reads_nothing_sent_after(people: list[Member]) -> 
             await carol.groups.handle(groupkit.frame_of(item, group))
         assert refused.value.code == "not_member"
         sender_key = (await carol.chat.keys(item["from"])).sign_public_key
-        for held in chains[item["from"]]:
+        for held in chains[item["from"]].values():
             with pytest.raises(UndecryptableGroupMessage):
                 senderkeys.open_group_message(
                     item["envelope"],

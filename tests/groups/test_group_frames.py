@@ -40,6 +40,7 @@ GROUP = "9f0c2d4e5a6b7c8d9e0f1a2b3c4d5e6f"
 HEAD = b64encode(bytes(range(32)))
 GROUP_ENVELOPE: dict[str, Any] = {
     "v": 1,
+    "cid": b64encode(bytes(16)),
     "it": 7,
     "iv": b64encode(bytes(12)),
     "ct": b64encode(bytes(40)),
@@ -99,6 +100,9 @@ def test_pair_send_is_unchanged() -> None:
         {"envelope": GROUP_ENVELOPE | {"sig": b64encode(bytes(63))}},
         {"envelope": GROUP_ENVELOPE | {"ct": b64encode(bytes(15))}},
         {"envelope": {k: v for k, v in GROUP_ENVELOPE.items() if k != "sig"}},
+        {"envelope": {k: v for k, v in GROUP_ENVELOPE.items() if k != "cid"}},
+        {"envelope": GROUP_ENVELOPE | {"cid": b64encode(bytes(15))}},
+        {"envelope": GROUP_ENVELOPE | {"cid": b64encode(bytes(17))}},
     ],
 )
 def test_malformed_group_sends_are_bad_fields(changes: dict[str, Any]) -> None:

@@ -166,7 +166,7 @@ async def test_js_sender_chain_and_messages(browser_page: Page, vectors: dict[st
         vectors,
         """
         const sc = V.sender_chain, M = V.messages, D = V.distribution;
-        const chain = new s.SenderChain(hex(sc.chain_key_0));
+        const chain = new s.SenderChain(hex(D.chain_id), hex(sc.chain_key_0));
         const steps = [];
         for (const _ of sc.steps) {
           const ck = toHex(chain.chainKey);
@@ -175,16 +175,18 @@ async def test_js_sender_chain_and_messages(browser_page: Page, vectors: dict[st
         }
         const [groupId, head] = [hex(M.group_id), hex(M.head)];
         const alice = await identity("alice");
-        const wires = [], aads = [], signed = [];
+        const wires = [], aads = [], signed = [], cids = [];
         for (const k of M.cases) {
-          const ch = new s.SenderChain(hex(sc.chain_key_0));
+          const ch = new s.SenderChain(hex(k.chain_id), hex(sc.chain_key_0));
           for (let i = 0; i < k.iteration; i++) await ch.step();
           const wire = await s.encryptGroupMessage({chain: ch, groupId, head, sender: k.sender,
             messageId: k.message_id, plaintext: c.b64decode(k.plaintext), identity: alice, _iv: hex(k.iv)});
           wires.push(wire);
-          aads.push(toHex(s.groupAad(groupId, head, k.sender, k.iteration, k.message_id)));
-          signed.push(toHex(s.groupSignedBytes(groupId, head, k.message_id, k.sender, k.iteration,
-            hex(k.iv), c.b64decode(wire.ct))));
+          aads.push(toHex(s.groupAad(groupId, head, k.sender, hex(k.chain_id), k.iteration,
+            k.message_id)));
+          signed.push(toHex(s.groupSignedBytes(groupId, head, k.message_id, k.sender,
+            hex(k.chain_id), k.iteration, hex(k.iv), c.b64decode(wire.ct))));
+          cids.push(s.wireChainId(wire));
         }
         const reader = new s.ReceiverChain(hex(sc.chain_key_0));
         const opened = [];
@@ -198,11 +200,17 @@ async def test_js_sender_chain_and_messages(browser_page: Page, vectors: dict[st
           chain: new s.ReceiverChain(hex(sc.chain_key_0)), groupId, head: new Uint8Array(32),
           sender: "alice", messageId: M.cases[0].message_id, senderSignSpki: keys.alice[0]}));
         const dist = s.encodeDistribution({groupId: hex(D.group_id), head: hex(D.head),
-          sender: D.sender, iteration: D.iteration, chainKey: hex(D.chain_key)});
+          sender: D.sender, chainId: hex(D.chain_id), iteration: D.iteration,
+          chainKey: hex(D.chain_key)});
+        const otherChain = await codeOf(s.openGroupMessage({...M.cases[0].wire,
+          cid: c.b64encode(new Uint8Array(16))}, {chain: new s.ReceiverChain(hex(sc.chain_key_0)),
+          groupId, head, sender: "alice", messageId: M.cases[0].message_id,
+          senderSignSpki: keys.alice[0]}));
         const back = s.decodeDistribution(c.b64decode(D.encoded));
         return {steps, wires, aads, signed, opened, skipped: [...reader.skipped.keys()].sort(),
-          replay, wrongHead, dist: c.b64encode(dist),
-          back: [toHex(back.groupId), toHex(back.head), back.sender, back.iteration, toHex(back.chainKey)]};
+          replay, wrongHead, otherChain, cids, dist: c.b64encode(dist),
+          back: [toHex(back.groupId), toHex(back.head), back.sender, toHex(back.chainId),
+            back.iteration, toHex(back.chainKey)]};
         """,
     )
     cases = vectors["messages"]["cases"]
@@ -214,8 +222,17 @@ async def test_js_sender_chain_and_messages(browser_page: Page, vectors: dict[st
     assert got["opened"] == [c["plaintext"] for c in cases]
     assert got["skipped"] == [2, 3]
     assert (got["replay"], got["wrongHead"]) == ("undecryptable", "unverifiable")
+    assert got["otherChain"] == "unverifiable"  # the chain id is signed
+    assert got["cids"] == [c["wire"]["cid"] for c in cases]
     assert got["dist"] == d["encoded"]
-    assert got["back"] == [d["group_id"], d["head"], d["sender"], d["iteration"], d["chain_key"]]
+    assert got["back"] == [
+        d["group_id"],
+        d["head"],
+        d["sender"],
+        d["chain_id"],
+        d["iteration"],
+        d["chain_key"],
+    ]
 
 
 async def test_js_removed_member_reads_nothing_new(

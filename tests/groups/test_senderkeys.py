@@ -39,7 +39,7 @@ def _receiver() -> sk.ReceiverChain:
 
 def test_chain_steps_match_vectors(vectors: dict[str, Any]) -> None:
     """Chain and message keys of the first iterations are the pinned ones."""
-    chain = sk.SenderChain(bytes.fromhex(vectors["sender_chain"]["chain_key_0"]))
+    chain = sk.SenderChain(mk.CHAIN_ID, bytes.fromhex(vectors["sender_chain"]["chain_key_0"]))
     for step in vectors["sender_chain"]["steps"]:
         assert chain.chain_key.hex() == step["chain_key"]
         assert chain.step() == (step["iteration"], bytes.fromhex(step["message_key"]))
@@ -77,7 +77,7 @@ def test_bound_names_are_used(vectors: dict[str, Any]) -> None:
         case["wire"]["it"] = sk.MAX_SKIP + 1  # the signature covers the iteration
         _open(vectors, case, chain)
     assert chain.iteration == 0
-    far = sk.SenderChain(mk.CHAIN_KEY, 0)
+    far = sk.SenderChain(mk.CHAIN_ID, mk.CHAIN_KEY, 0)
     for _ in range(sk.MAX_SKIP + 1):
         far.step()
     wire = _encrypt(far, "far")
@@ -103,7 +103,8 @@ def test_encryption_is_pinned(vectors: dict[str, Any]) -> None:
     m = vectors["messages"]
     group_id, head = bytes.fromhex(m["group_id"]), bytes.fromhex(m["head"])
     for case in m["cases"]:
-        chain = sk.SenderChain(bytes.fromhex(vectors["sender_chain"]["chain_key_0"]))
+        chain_id = bytes.fromhex(case["chain_id"])
+        chain = sk.SenderChain(chain_id, bytes.fromhex(vectors["sender_chain"]["chain_key_0"]))
         for _ in range(case["iteration"]):
             chain.step()
         wire = sk.encrypt_group_message(
@@ -117,8 +118,23 @@ def test_encryption_is_pinned(vectors: dict[str, Any]) -> None:
             _iv=bytes.fromhex(case["iv"]),
         )
         assert wire == case["wire"]
-        aad = sk.group_aad(group_id, head, case["sender"], case["iteration"], case["message_id"])
+        aad = sk.group_aad(
+            group_id, head, case["sender"], chain_id, case["iteration"], case["message_id"]
+        )
         assert aad.hex() == case["aad"]
+        ct = e2e.b64decode(wire["ct"])
+        signed = sk.group_signed_bytes(
+            group_id,
+            head,
+            case["message_id"],
+            case["sender"],
+            chain_id,
+            case["iteration"],
+            bytes.fromhex(case["iv"]),
+            ct,
+        )
+        assert signed.hex() == case["signed_bytes"]
+        assert sk.wire_chain_id(wire) == chain_id
 
 
 @pytest.mark.parametrize(
@@ -160,7 +176,7 @@ def test_leaked_chain_key_opens_no_earlier_message(vectors: dict[str, Any]) -> N
 
 def test_removed_member_cannot_read_rotated_chain(vectors: dict[str, Any]) -> None:
     """A removed member keeping every old chain state opens nothing of the fresh chain."""
-    old = sk.SenderChain(mk.CHAIN_KEY)
+    old = sk.SenderChain(mk.CHAIN_ID, mk.CHAIN_KEY)
     carol = sk.ReceiverChain.from_distribution(old.distribution(mk.GROUP_ID, bytes(32), "alice"))
     assert (
         _open(vectors, {"sender": "alice", "message_id": "m1", "wire": _encrypt(old, "m1")}, carol)
@@ -182,6 +198,7 @@ def test_distribution_round_trips(vectors: dict[str, Any]) -> None:
         bytes.fromhex(d["group_id"]),
         bytes.fromhex(d["head"]),
         d["sender"],
+        bytes.fromhex(d["chain_id"]),
         d["iteration"],
         bytes.fromhex(d["chain_key"]),
     )
@@ -203,7 +220,7 @@ def test_failed_decryption_leaves_the_chain(vectors: dict[str, Any]) -> None:
 
 def test_skipped_keys_are_bounded() -> None:
     """Past MAX_SKIPPED_KEYS the oldest skipped keys are dropped: those messages stay unread."""
-    sender = sk.SenderChain(mk.CHAIN_KEY)
+    sender = sk.SenderChain(mk.CHAIN_ID, mk.CHAIN_KEY)
     first = _encrypt(sender, "first")
     for _ in range(sk.MAX_SKIP - 1):
         sender.step()
@@ -218,3 +235,17 @@ def test_skipped_keys_are_bounded() -> None:
     assert len(chain.skipped) == sk.MAX_SKIPPED_KEYS
     with pytest.raises(sk.UndecryptableGroupMessage, match="used or dropped"):
         _open(vectors, {"sender": "alice", "message_id": "first", "wire": first}, chain)
+
+
+def test_the_chain_id_is_bound(vectors: dict[str, Any]) -> None:
+    """A message whose chain id is changed (to pass it off as another device's chain) is
+    unverifiable; a fresh chain draws a fresh id, and a wire object without one is refused."""
+    case = copy.deepcopy(vectors["messages"]["cases"][0])
+    case["wire"]["cid"] = e2e.b64encode(bytes(16))
+    with pytest.raises(sk.UnverifiableGroupMessage):
+        _open(vectors, case, _receiver())
+    del case["wire"]["cid"]
+    with pytest.raises(sk.UnverifiableGroupMessage):
+        _open(vectors, case, _receiver())
+    assert sk.wire_chain_id(case["wire"]) is None
+    assert sk.SenderChain.fresh().chain_id != sk.SenderChain.fresh().chain_id

@@ -34,6 +34,7 @@ PEOPLE = ("alice", "bob", "carol", "dave", "mallory")
 GROUP_ID = bytes.fromhex("9a1b2c3d4e5f60718293a4b5c6d7e8f9")
 T0 = 1_764_000_000_000
 CHAIN_KEY = bytes(range(0x40, 0x60))
+CHAIN_ID = bytes(range(0xA0, 0xB0))
 IVS = [bytes([i] * 12) for i in range(1, 4)]
 NAME_KEY = bytes(range(0x60, 0x80))
 NAME_IV = bytes([0x0A] * 12)
@@ -205,7 +206,7 @@ def sender_chain() -> dict[str, Any]:
 
 def messages(head: bytes) -> list[dict[str, Any]]:
     """Alice's messages at iterations 0, 1 and 4 (2 and 3 are never sent: skipped keys)."""
-    chain_ = senderkeys.SenderChain(CHAIN_KEY)
+    chain_ = senderkeys.SenderChain(CHAIN_ID, CHAIN_KEY)
     out = []
     texts = ["Hello group 👋", "", json.dumps({"text": "ünïcödé ✓", "ts": T0}, ensure_ascii=False)]
     for n, text in enumerate(texts):
@@ -228,12 +229,15 @@ def messages(head: bytes) -> list[dict[str, Any]]:
             {
                 "message_id": message_id,
                 "sender": "alice",
+                "chain_id": CHAIN_ID.hex(),
                 "iteration": iteration,
                 "plaintext": e2e.b64encode(text.encode("utf-8")),
                 "iv": IVS[n].hex(),
-                "aad": senderkeys.group_aad(GROUP_ID, head, "alice", iteration, message_id).hex(),
+                "aad": senderkeys.group_aad(
+                    GROUP_ID, head, "alice", CHAIN_ID, iteration, message_id
+                ).hex(),
                 "signed_bytes": senderkeys.group_signed_bytes(
-                    GROUP_ID, head, message_id, "alice", iteration, IVS[n], ct
+                    GROUP_ID, head, message_id, "alice", CHAIN_ID, iteration, IVS[n], ct
                 ).hex(),
                 "wire": wire,
             }
@@ -260,7 +264,7 @@ def build() -> dict[str, Any]:
     """The whole vector file."""
     member_vectors = membership()
     head = bytes.fromhex(member_vectors["hashes"][-1])
-    distribution = senderkeys.Distribution(GROUP_ID, head, "alice", 0, CHAIN_KEY)
+    distribution = senderkeys.Distribution(GROUP_ID, head, "alice", CHAIN_ID, 0, CHAIN_KEY)
     return {
         "keys": {
             n: {"spki": e2e.b64encode(spki(n)), "pkcs8": e2e.b64encode(pkcs8(n))} for n in PEOPLE
@@ -272,6 +276,7 @@ def build() -> dict[str, Any]:
             "group_id": GROUP_ID.hex(),
             "head": head.hex(),
             "sender": "alice",
+            "chain_id": CHAIN_ID.hex(),
             "iteration": 0,
             "chain_key": CHAIN_KEY.hex(),
             "encoded": e2e.b64encode(distribution.encode()),

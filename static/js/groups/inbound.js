@@ -14,7 +14,7 @@ import { b64decode, b64encode } from "../crypto.js";
 import { openKeys } from "./keymail.js";
 import { Action, decodeEntry } from "./membership.js";
 import { openName } from "./names.js";
-import { GroupMessageError, openGroupMessage } from "./senderkeys.js";
+import { GroupMessageError, openGroupMessage, wireChainId } from "./senderkeys.js";
 import {
   addDistribution,
   GROUP_HEX,
@@ -93,23 +93,32 @@ export class GroupInbox {
 
   // --- key distributions ------------------------------------------------------------------
 
-  /** A sender chain handed to me; opens what waited for it. Resolves to records now readable. */
+  /**
+   * A sender chain handed to me, or my own copy of one my other device handed to frame.to (it
+   * draws its own chain: with it I read what that device sends); opens what waited for it.
+   * Resolves to records now readable.
+   */
   async keys(frame) {
     const { group } = frame;
-    if (!GROUP_HEX.test(group ?? "") || frame.from === this.me || !frame.envelope) return [];
+    const mine = frame.from === this.me;
+    if (!GROUP_HEX.test(group ?? "") || !frame.envelope) return [];
+    if (mine && typeof frame.to !== "string") return [];
     const taken = await this.book.serial(group, async () => {
       const entry = await this.book.entry(group);
       if (!entry.view?.heads.has(frame.head)) await this.book.refresh(group);
       if (!entry.view || entry.problem || !entry.view.heads.has(frame.head)) return false;
       let opened;
       try {
-        const sender = await this.book.keys.get(frame.from);
+        const senderSignSpki = mine
+          ? this.book.identity.signSpki
+          : (await this.book.keys.get(frame.from)).signSpki;
         opened = await openKeys(frame.envelope, {
           id: frame.id,
           sender: frame.from,
           me: this.me,
+          to: mine ? frame.to : null,
           identity: this.book.identity,
-          senderSignSpki: sender.signSpki,
+          senderSignSpki,
         });
       } catch (error) {
         if (isTransient(error)) throw error; // the socket starts over from the cursor
@@ -120,7 +129,7 @@ export class GroupInbox {
       const sameGroup = b64encode(distribution.groupId) === b64encode(entry.view.groupId);
       if (!sameGroup || index === undefined || !entry.view.rosters[index].has(frame.from))
         return false;
-      await addDistribution(entry.record, frame.from, index, distribution);
+      addDistribution(entry.record, frame.from, index, distribution);
       for (const [i, key] of Object.entries(nameKeys)) {
         const named = entry.view.decoded[Number(i)];
         if (!named || !(await opens(key, entry.view.groupId, Number(i), named))) continue;
@@ -204,8 +213,10 @@ export class GroupInbox {
     const index = entry.view.heads.get(record.head);
     if (index === undefined || !entry.view.rosters[index].has(record.from))
       return { state: "unverifiable" };
-    if (record.from === this.me) return { state: "undecryptable" }; // from another device of mine
-    const receiver = receiverFor(entry.record, record.from, index);
+    const cid = wireChainId(record.envelope);
+    if (cid === null) return { state: "unverifiable" };
+    // Mine too, from another device of mine: its chain came in my copy of its distribution.
+    const receiver = receiverFor(entry.record, record.from, cid);
     if (!receiver) return null;
     let raw;
     try {

@@ -72,16 +72,21 @@ async function verified(envelope, id, sender, me, senderSignSpki) {
 
 /**
  * Open a group_keys envelope sent to me (verified against the sender's directory-checked
- * Ed25519 key first). Returns {distribution, nameKeys: {index: Uint8Array}}; throws
- * EnvelopeError, or TypeError for a distribution that is not the sender's.
+ * Ed25519 key first); or, with to (the recipient the server names), my own copy of one my
+ * other device sent, which my keys open through its sk. Returns {distribution, nameKeys:
+ * {index: Uint8Array}}; throws EnvelopeError, or TypeError for a distribution that is not the
+ * sender's.
  */
-export async function openKeys(envelope, { id, sender, me, identity, senderSignSpki }) {
-  const fields = await verified(envelope, id, sender, me, senderSignSpki);
+export async function openKeys(envelope, { id, sender, me, to = null, identity, senderSignSpki }) {
+  const recipient = to ?? me;
+  const fields = await verified(envelope, id, sender, recipient, senderSignSpki);
   let body;
   try {
-    const raw = new Uint8Array(await subtle.decrypt(RSA_OAEP, identity.encKey, fields.rk));
+    const wrapped = to === null ? fields.rk : fields.sk;
+    const raw = new Uint8Array(await subtle.decrypt(RSA_OAEP, identity.encKey, wrapped));
     const key = await subtle.importKey("raw", raw, "AES-GCM", false, ["decrypt"]);
-    const params = { name: "AES-GCM", iv: fields.iv, additionalData: envelopeAad(id, sender, me) };
+    const additionalData = envelopeAad(id, sender, recipient);
+    const params = { name: "AES-GCM", iv: fields.iv, additionalData };
     body = JSON.parse(strictDecoder.decode(await subtle.decrypt(params, key, fields.ct)));
   } catch {
     throw new EnvelopeError("undecryptable", "the key distribution does not decrypt");

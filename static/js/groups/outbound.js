@@ -8,6 +8,10 @@
  * first (state.js myChain). A message is encrypted once, under the chain's next key, and kept
  * with its envelope until acknowledged, so a resend after a lost ack sends the same bytes;
  * stale_head (the group changed first) re-encrypts under the new head and sends the same id.
+ *
+ * My chain is this browser's (each device draws its own), shared by its tabs: it is read afresh
+ * from the store, stepped, kept and used under a Web Lock per group, so two tabs never send
+ * under one iteration (the second message would not open: a reader deletes a used key).
  */
 
 import { ApiError, isTransient, request } from "../api.js";
@@ -22,6 +26,7 @@ import { encryptGroupMessage } from "./senderkeys.js";
 import { hexOf, keepChain, myChain, threadOf } from "./state.js";
 
 const KEYS_PER_FRAME = 25; // ~1.5 KiB an envelope: well inside the 56 KiB of one frame
+const SEND_LOCK = "securechat-group-send-"; // + the group: one tab at a time steps my chain
 const ANSWER_MS = 20_000;
 const RETRY_MS = 3000;
 const FINAL = new Set(["unknown_group", "bad_field", "envelope_too_large", "unknown_type"]);
@@ -238,12 +243,60 @@ export class GroupSender extends EventTarget {
     return out;
   }
 
+  // --- my chain, across this browser's tabs ----------------------------------------------
+
+  /**
+   * Run work() holding the group's send lock (navigator.locks: one tab of this browser at a
+   * time), with my chain read afresh from the store before and kept there after: another tab
+   * may have stepped it, or drawn a fresh one, since this tab last read it.
+   */
+  async #withMyChain(entry, work) {
+    const group = entry.record.group;
+    const run = async () => {
+      await this.book.serial(group, async () => {
+        const kept = await this.#keptChain(group);
+        if (kept) entry.record.mine = kept;
+      });
+      try {
+        return await work();
+      } finally {
+        await this.book.serial(group, () => this.#keepMyChain(entry));
+      }
+    };
+    const locks = globalThis.navigator?.locks;
+    return locks ? locks.request(SEND_LOCK + group, run) : run();
+  }
+
+  /** My chain as the store has it (sealed apart from the group's record, which any tab saves). */
+  async #keptChain(group) {
+    const box = await this.book.store.meta(`group-chain:${group}`);
+    if (!box) return null;
+    try {
+      return await this.book.vault.open(`group-chain:${group}`, box);
+    } catch {
+      return null; // sealed under keys this browser no longer has: a fresh chain is drawn
+    }
+  }
+
+  async #keepMyChain({ record }) {
+    if (!record.mine) return;
+    const name = `group-chain:${record.group}`;
+    await this.book.store.setMeta(name, await this.book.vault.seal(name, record.mine));
+  }
+
   /** Hand my current chain (and the name key) to recipients; resolves to an error frame or null. */
-  async #distribute(entry, recipients) {
+  #distribute(entry, recipients) {
+    if (!recipients.length) return Promise.resolve(null);
+    return this.#withMyChain(entry, () => this.#handChain(entry, recipients));
+  }
+
+  /** #distribute, holding the send lock already. */
+  async #handChain(entry, recipients) {
     const { record, view } = entry;
     if (!recipients.length) return null;
     const chain = myChain(record, view);
     await this.book.save(entry); // a fresh chain is kept before anyone has it
+    await this.#keepMyChain(entry);
     const distribution = chain.distribution(view.groupId, view.head, this.me);
     const nameKeys = this.#nameKeys(entry);
     for (let at = 0; at < recipients.length; at += KEYS_PER_FRAME) {
@@ -346,23 +399,35 @@ export class GroupSender extends EventTarget {
   async #sendWaiting(group) {
     const entry = await this.book.entry(group);
     while (entry.record.pending.length && this.socket.online && !this.book.refusal(group)) {
-      const { record } = entry;
-      myChain(record, entry.view);
-      const refused = await this.#distribute(entry, await this.#lacking(entry));
-      if (refused && !(await this.#settleRefusal(group, refused))) return;
-      if (refused) continue;
-      const item = record.pending[0];
-      if (item.head !== entry.view.headB64) await this.#encrypt(entry, item);
-      const answer = await this.#ask({
-        type: "send",
-        id: item.id,
-        group,
-        head: item.head,
-        envelope: item.envelope,
-      });
-      if (answer?.type === "ack") await this.#sent(entry, item, answer);
-      else if (!(await this.#settleRefusal(group, answer ?? { code: "offline" }, item))) return;
+      if (!(await this.#withMyChain(entry, () => this.#sendFirst(entry)))) return;
     }
+  }
+
+  /**
+   * Send the first message waiting, my chain handed first to whoever lacks it; resolves to
+   * whether to go on at once. Runs holding the send lock (#withMyChain).
+   */
+  async #sendFirst(entry) {
+    const { record } = entry;
+    const { group } = record;
+    myChain(record, entry.view);
+    const refused = await this.#handChain(entry, await this.#lacking(entry));
+    if (refused) return this.#settleRefusal(group, refused);
+    const item = record.pending[0];
+    if (!item) return true;
+    if (item.head !== entry.view.headB64) await this.#encrypt(entry, item);
+    const answer = await this.#ask({
+      type: "send",
+      id: item.id,
+      group,
+      head: item.head,
+      envelope: item.envelope,
+    });
+    if (answer?.type === "ack") {
+      await this.#sent(entry, item, answer);
+      return true;
+    }
+    return this.#settleRefusal(group, answer ?? { code: "offline" }, item);
   }
 
   async #encrypt(entry, item) {
@@ -382,7 +447,10 @@ export class GroupSender extends EventTarget {
     });
     item.head = view.headB64;
     keepChain(record, chain); // the key is spent before the message leaves
-    await this.book.serial(record.group, () => this.book.save(entry));
+    await this.book.serial(record.group, async () => {
+      await this.#keepMyChain(entry);
+      await this.book.save(entry);
+    });
   }
 
   async #sent(entry, item, ack) {

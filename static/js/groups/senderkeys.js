@@ -1,10 +1,11 @@
 /**
  * Sender keys: the byte-for-byte twin of securechat/groups/senderkeys.py.
  *
- * Each member has one ratcheting chain per group (docs/CONTRACTS.md, "Sender chain"): a message is
- * encrypted once with AES-256-GCM under a key derived from the chain by HKDF-SHA256, the chain is
- * ratcheted forward (a leaked current chain key does not open earlier messages), and the message
- * is signed with the sender's Ed25519 identity key. Chains reach the other members as distribution
+ * Each device of a member has one ratcheting chain per group, named by a random chain id every
+ * message carries (docs/CONTRACTS.md, "Sender chain"): a message is encrypted once with
+ * AES-256-GCM under a key derived from the chain by HKDF-SHA256, the chain is ratcheted forward
+ * (a leaked current chain key does not open earlier messages), and the message is signed with the
+ * sender's Ed25519 identity key. Chains reach the other members as distribution
  * messages inside the pairwise envelopes of crypto.js. Only WebCrypto: no DOM, socket or storage.
  */
 
@@ -27,6 +28,7 @@ const ED25519 = { name: "Ed25519" };
 
 export const VERSION = 1;
 const CHAIN_KEY_BYTES = 32;
+const CHAIN_ID_BYTES = 16;
 const IV_BYTES = 12; // NIST SP 800-38D 8.2
 const TAG_BYTES = 16;
 const SIGNATURE_BYTES = 64;
@@ -40,7 +42,7 @@ export const MAX_ITERATION = 2 ** 32 - 1;
 // Signal's sender keys use 2000 for both.
 export const MAX_SKIP = 2000;
 export const MAX_SKIPPED_KEYS = 2000;
-const WIRE_KEYS = ["ct", "it", "iv", "sig", "v"];
+const WIRE_KEYS = ["cid", "ct", "it", "iv", "sig", "v"];
 
 /** A group message that cannot be opened; code is "unverifiable" or "undecryptable". */
 export class GroupMessageError extends Error {
@@ -68,16 +70,20 @@ export function nextChainKey(chainKey) {
   return hkdf(chainKey, CHAIN_KEY_INFO);
 }
 
-/** The sender's own chain: the key and iteration of its next message. */
+/** The sender's own chain: its id, and the key and iteration of its next message. */
 export class SenderChain {
-  constructor(chainKey, iteration = 0) {
+  constructor(chainId, chainKey, iteration = 0) {
+    this.chainId = fixed(chainId, CHAIN_ID_BYTES, "chainId");
     this.chainKey = fixed(chainKey, CHAIN_KEY_BYTES, "chainKey");
     this.iteration = iteration;
   }
 
-  /** A new chain (at creation, and after every removal or leave). */
+  /** A new chain, with a new id (at creation, and after every removal or leave). */
   static fresh() {
-    return new SenderChain(crypto.getRandomValues(new Uint8Array(CHAIN_KEY_BYTES)));
+    return new SenderChain(
+      crypto.getRandomValues(new Uint8Array(CHAIN_ID_BYTES)),
+      crypto.getRandomValues(new Uint8Array(CHAIN_KEY_BYTES)),
+    );
   }
 
   /** The next [iteration, message key]; the chain moves past it for good. */
@@ -91,7 +97,14 @@ export class SenderChain {
 
   /** What the other members need to read this chain from its next message on. */
   distribution(groupId, head, sender) {
-    return { groupId, head, sender, iteration: this.iteration, chainKey: this.chainKey.slice() };
+    return {
+      groupId,
+      head,
+      sender,
+      chainId: this.chainId.slice(),
+      iteration: this.iteration,
+      chainKey: this.chainKey.slice(),
+    };
   }
 }
 
@@ -154,24 +167,26 @@ function ids(groupId, head) {
   return concat(fixed(groupId, GROUP_ID_BYTES, "groupId"), fixed(head, HASH_BYTES, "head"));
 }
 
-/** AES-GCM associated data: group, membership head, sender, iteration and message id. */
-export function groupAad(groupId, head, sender, iteration, messageId) {
+/** AES-GCM associated data: group, membership head, sender, chain, iteration and message id. */
+export function groupAad(groupId, head, sender, chainId, iteration, messageId) {
   return concat(
     AAD_LABEL,
     ids(groupId, head),
     lp(encoder.encode(sender)),
+    fixed(chainId, CHAIN_ID_BYTES, "chainId"),
     uint(iteration, 4),
     lp(encoder.encode(messageId)),
   );
 }
 
 /** The bytes the sender's Ed25519 identity key signs. */
-export function groupSignedBytes(groupId, head, messageId, sender, iteration, iv, ct) {
+export function groupSignedBytes(groupId, head, messageId, sender, chainId, iteration, iv, ct) {
   return concat(
     SIG_LABEL,
     ids(groupId, head),
     lp(encoder.encode(messageId)),
     lp(encoder.encode(sender)),
+    fixed(chainId, CHAIN_ID_BYTES, "chainId"),
     uint(iteration, 4),
     lp(iv),
     lp(ct),
@@ -195,13 +210,21 @@ export async function encryptGroupMessage({
   const [iteration, rawKey] = await chain.step();
   const iv = _iv ?? crypto.getRandomValues(new Uint8Array(IV_BYTES));
   const key = await subtle.importKey("raw", rawKey, "AES-GCM", false, ["encrypt"]);
-  const additionalData = groupAad(groupId, head, sender, iteration, messageId);
+  const { chainId } = chain;
+  const additionalData = groupAad(groupId, head, sender, chainId, iteration, messageId);
   const ct = new Uint8Array(
     await subtle.encrypt({ name: "AES-GCM", iv, additionalData }, key, plaintext),
   );
-  const signed = groupSignedBytes(groupId, head, messageId, sender, iteration, iv, ct);
+  const signed = groupSignedBytes(groupId, head, messageId, sender, chainId, iteration, iv, ct);
   const sig = new Uint8Array(await subtle.sign(ED25519, identity.signKey, signed));
-  return { v: VERSION, it: iteration, iv: b64encode(iv), ct: b64encode(ct), sig: b64encode(sig) };
+  return {
+    v: VERSION,
+    cid: b64encode(chainId),
+    it: iteration,
+    iv: b64encode(iv),
+    ct: b64encode(ct),
+    sig: b64encode(sig),
+  };
 }
 
 /** Parse the wire object and check its signature; anything wrong is unverifiable. */
@@ -212,14 +235,14 @@ async function verifyWire(wire, groupId, head, sender, messageId, senderSignSpki
     const keys = Object.keys(wire ?? {}).sort();
     if (keys.join() !== WIRE_KEYS.join() || wire.v !== VERSION) throw new TypeError("bad wire");
     if (!Number.isInteger(wire.it)) throw new TypeError("bad iteration");
-    const [iv, ct, sig] = [wire.iv, wire.ct, wire.sig].map(b64decode);
+    const [chainId, iv, ct, sig] = [wire.cid, wire.iv, wire.ct, wire.sig].map(b64decode);
     if (iv.length !== IV_BYTES || ct.length < TAG_BYTES || sig.length !== SIGNATURE_BYTES) {
       throw new TypeError("bad field length");
     }
-    const signed = groupSignedBytes(groupId, head, messageId, sender, wire.it, iv, ct);
+    const signed = groupSignedBytes(groupId, head, messageId, sender, chainId, wire.it, iv, ct);
     const key = await subtle.importKey("spki", senderSignSpki, ED25519, false, ["verify"]);
     valid = await subtle.verify(ED25519, key, sig, signed);
-    fields = { iteration: wire.it, iv, ct };
+    fields = { chainId, iteration: wire.it, iv, ct };
   } catch {
     valid = false;
   }
@@ -229,12 +252,27 @@ async function verifyWire(wire, groupId, head, sender, messageId, senderSignSpki
   return fields;
 }
 
-/** Verify the sender's signature, then decrypt with the chain's key for its iteration. */
+/**
+ * The chain id a wire object names (base64, as a key to pick the reader's chain by), or null.
+ * Not verified: the signature, checked when the message is opened, covers it.
+ */
+export function wireChainId(wire) {
+  try {
+    return b64decode(wire?.cid).length === CHAIN_ID_BYTES ? wire.cid : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Verify the sender's signature, then decrypt with the chain's key for its iteration; chain is
+ * the one the message names (wireChainId), which the caller picks.
+ */
 export async function openGroupMessage(
   wire,
   { chain, groupId, head, sender, messageId, senderSignSpki },
 ) {
-  const { iteration, iv, ct } = await verifyWire(
+  const { chainId, iteration, iv, ct } = await verifyWire(
     wire,
     groupId,
     head,
@@ -242,7 +280,7 @@ export async function openGroupMessage(
     messageId,
     senderSignSpki,
   );
-  const additionalData = groupAad(groupId, head, sender, iteration, messageId);
+  const additionalData = groupAad(groupId, head, sender, chainId, iteration, messageId);
   return chain.take(iteration, async (rawKey) => {
     const key = await subtle.importKey("raw", rawKey, "AES-GCM", false, ["decrypt"]);
     try {
@@ -253,12 +291,13 @@ export async function openGroupMessage(
   });
 }
 
-/** The distribution message's bytes: {groupId, head, sender, iteration, chainKey}. */
+/** The distribution message's bytes: {groupId, head, sender, chainId, iteration, chainKey}. */
 export function encodeDistribution(d) {
   return concat(
     DISTRIBUTION_LABEL,
     ids(d.groupId, d.head),
     lpName(d.sender),
+    fixed(d.chainId, CHAIN_ID_BYTES, "chainId"),
     uint(d.iteration, 4),
     fixed(d.chainKey, CHAIN_KEY_BYTES, "chainKey"),
   );
@@ -274,14 +313,16 @@ export function decodeDistribution(data) {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const size = view.getUint32(fixedEnd);
   const rest = data.slice(fixedEnd + 4);
-  if (size < 1 || size > MAX_NAME_BYTES || rest.length !== size + 4 + CHAIN_KEY_BYTES) {
+  const tail = CHAIN_ID_BYTES + 4 + CHAIN_KEY_BYTES;
+  if (size < 1 || size > MAX_NAME_BYTES || rest.length !== size + tail) {
     throw new TypeError("a sender-key distribution has a bad length");
   }
   return {
     groupId: data.slice(DISTRIBUTION_LABEL.length, DISTRIBUTION_LABEL.length + GROUP_ID_BYTES),
     head: data.slice(fixedEnd - HASH_BYTES, fixedEnd),
     sender: strictDecoder.decode(rest.subarray(0, size)),
-    iteration: view.getUint32(fixedEnd + 4 + size),
-    chainKey: rest.slice(size + 4),
+    chainId: rest.slice(size, size + CHAIN_ID_BYTES),
+    iteration: view.getUint32(fixedEnd + 4 + size + CHAIN_ID_BYTES),
+    chainKey: rest.slice(size + CHAIN_ID_BYTES + 4),
   };
 }

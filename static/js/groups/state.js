@@ -12,9 +12,10 @@
 import { b64decode, b64encode } from "../crypto.js";
 import { Action, decodeEntry, entryHash, verifyChain } from "./membership.js";
 import { openName } from "./names.js";
-import { nextChainKey, ReceiverChain, SenderChain } from "./senderkeys.js";
+import { ReceiverChain, SenderChain } from "./senderkeys.js";
 
-// A receiver keeps at most this many distributions per sender (older generations are dropped).
+// A receiver keeps at most this many chains per sender (each device of theirs draws one; the
+// oldest heads' are dropped first).
 const DISTRIBUTIONS_KEPT = 8;
 
 export const hexOf = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -128,18 +129,21 @@ export async function nameOf(record, view) {
 
 /**
  * My chain for the group (view: its verified view), drawn fresh at first use and whenever
- * someone was removed or left after it was drawn: a removed member holds the old one.
+ * someone was removed or left after it was drawn: a removed member holds the old one. This
+ * browser's own (every device draws its own, named by its id); outbound.js reads it afresh
+ * from the store under a lock before stepping it, as another tab may have stepped it.
  */
 export function myChain(record, view) {
   const since = record.mine ? record.mine.madeAt : view.index;
   const departed = view.decoded
     .slice(since + 1)
     .some((e) => e.action === Action.REMOVE || e.action === Action.LEAVE);
-  if (!record.mine || departed) {
+  if (!record.mine?.cid || departed) {
     const gen = (record.mine?.gen ?? 0) + 1;
     record.mine = { ...chainJson(SenderChain.fresh()), gen, sentTo: {}, madeAt: view.index };
   }
-  return new SenderChain(b64decode(record.mine.chainKey), record.mine.iteration);
+  const { cid, chainKey, iteration } = record.mine;
+  return new SenderChain(b64decode(cid), b64decode(chainKey), iteration);
 }
 
 /** Keep chain's new position (before anything it encrypted leaves). */
@@ -148,36 +152,41 @@ export function keepChain(record, chain) {
 }
 
 function chainJson(chain) {
-  return { chainKey: b64encode(chain.chainKey), iteration: chain.iteration };
+  return {
+    cid: b64encode(chain.chainId),
+    chainKey: b64encode(chain.chainKey),
+    iteration: chain.iteration,
+  };
 }
 
 // --- the others' chains ---------------------------------------------------------------------
 
 /**
- * Keep a distribution from sender for the head at chain index. One that only moves a chain
- * already kept forward (the same generation, a later iteration) changes nothing: the kept one
- * opens those messages and the earlier ones still in flight.
+ * Keep a distribution from sender (my other device's too) for the head at chain index, by its
+ * chain id. One of a chain already kept (only further along) changes nothing: the kept one
+ * opens those messages and the earlier ones still in flight. A copy of this browser's own
+ * sending chain is not kept: it is not a chain to read.
  */
-export async function addDistribution(record, sender, index, d) {
-  const kept = record.receivers[sender] ?? [];
-  for (const old of kept) {
-    const ahead = d.iteration - old.iteration;
-    if (ahead < 0 || ahead > 2000) continue;
-    let key = b64decode(old.chainKey);
-    for (let i = 0; i < ahead; i++) key = await nextChainKey(key);
-    if (b64encode(key) === b64encode(d.chainKey)) return false;
-  }
-  const entry = { index, chainKey: b64encode(d.chainKey), iteration: d.iteration, skipped: [] };
+export function addDistribution(record, sender, index, d) {
+  const cid = b64encode(d.chainId);
+  const kept = (record.receivers[sender] ?? []).filter((old) => old.cid);
+  if (kept.some((old) => old.cid === cid) || record.mine?.cid === cid) return false;
+  const entry = {
+    cid,
+    index,
+    chainKey: b64encode(d.chainKey),
+    iteration: d.iteration,
+    skipped: [],
+  };
   record.receivers[sender] = [...kept, entry]
     .sort((a, b) => a.index - b.index)
     .slice(-DISTRIBUTIONS_KEPT);
   return true;
 }
 
-/** The receiver chain that opens sender's message sent under the head at index, or null. */
-export function receiverFor(record, sender, index) {
-  const kept = (record.receivers[sender] ?? []).filter((d) => d.index <= index);
-  const found = kept.at(-1);
+/** The receiver chain of sender's with id cid (base64), which their message names, or null. */
+export function receiverFor(record, sender, cid) {
+  const found = (record.receivers[sender] ?? []).find((d) => d.cid === cid);
   if (!found) return null;
   const chain = new ReceiverChain(b64decode(found.chainKey), found.iteration);
   for (const [i, key] of found.skipped) chain.skipped.set(i, b64decode(key));
