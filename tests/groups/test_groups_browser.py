@@ -497,6 +497,31 @@ async def test_two_tabs_of_one_browser_send_in_turn(
     await expect(unread).to_have_count(0)
 
 
+async def test_two_browsers_of_one_user_each_read_the_other(
+    contexts: list[BrowserContext], live_server: LiveServer, accounts: list[SecureChatClient]
+) -> None:
+    """alice uses two browsers (two devices), each drawing its own sender chain: bob reads
+    both, and each of alice's browsers reads what the other sent, from her own copy of the
+    other's key distribution."""
+    laptop = GroupPage(await ChatPage.open(contexts[0], live_server.url, "alice"))
+    bob = GroupPage(await ChatPage.open(contexts[1], live_server.url, "bob"))
+    await laptop.create("Two browsers", ["bob"])
+    phone = GroupPage(await ChatPage.open(contexts[2], live_server.url, "alice"))
+    await phone.open("Two browsers")
+    texts = [f"from the {device}, {n}" for n in range(2) for device in ("laptop", "phone")]
+    for text in texts:
+        device = laptop if "laptop" in text else phone
+        await device.chat.send(text)
+        mine = device.chat.messages.filter(has_text=text)
+        await expect(mine).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+    await bob.open("Two browsers")
+    for page in (bob, laptop, phone):
+        await expect(page.chat.messages).to_have_count(len(texts), timeout=WAIT_MS)
+        assert await page.chat.texts() == texts
+        unread = page.page.locator('#messages > li.msg:not([data-state="ok"])')
+        await expect(unread).to_have_count(0)
+
+
 def flip_a_signature_bit(server: LiveServer) -> None:
     """Change one bit of the signature of every group's creation entry in the database."""
     with closing(sqlite3.connect(server.database_path)) as db, db:
