@@ -45,7 +45,19 @@ async def _contexts(
 async def _accounts(
     make_client: MakeClient, identities: list[e2e.Identity]
 ) -> list[SecureChatClient]:
-    return [await register(make_client, identities[i], name) for i, name in enumerate(PEOPLE)]
+    clients = [await register(make_client, identities[i], name) for i, name in enumerate(PEOPLE)]
+    await befriend(clients, PEOPLE)
+    return clients
+
+
+async def befriend(clients: list[SecureChatClient], names: tuple[str, ...]) -> None:
+    """Make each of names (clients, logged in) the others' accepted contact: a group one of
+    them adds another to is no invite (the message request rule)."""
+    for client, name in zip(clients, names, strict=True):
+        for other in names:
+            if other != name:
+                body = {"user": other, "action": "accept"}
+                await client.call("POST", "/api/v1/contacts", body)
 
 
 def accept_dialogs(chat: ChatPage) -> None:
@@ -431,6 +443,59 @@ async def test_an_added_member_reads_from_their_join(
     await expect(bob_members.get_by_label("New group name")).to_be_visible(timeout=WAIT_MS)
 
 
+async def test_a_strangers_group_waits_in_requests_until_joined_or_left(
+    contexts: list[BrowserContext],
+    live_server: LiveServer,
+    accounts: list[SecureChatClient],
+    make_client: MakeClient,
+    identities: list[e2e.Identity],
+) -> None:
+    """dave, no one's contact, creates a group with bob and carol: it waits under Requests
+    naming him, not under Groups, its message unshown; bob joins (it moves to Groups, dave's
+    message appears, dave becomes his contact); carol leaves, and the others see it."""
+    await register(make_client, identities[3], "dave")
+    dave = GroupPage(await ChatPage.open(contexts[0], live_server.url, "dave"))
+    bob, carol = [
+        GroupPage(await ChatPage.open(context, live_server.url, name))
+        for context, name in zip(contexts[1:], ("bob", "carol"), strict=True)
+    ]
+    await dave.create("Strangers", ["bob", "carol"])
+    await dave.chat.send("hello from dave")
+    await expect(dave.chat.messages.last).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+
+    for person in (bob, carol):
+        requests = person.page.get_by_role("region", name="Requests")
+        invite = requests.locator("li[data-invite]", has_text="Strangers")
+        await expect(invite).to_contain_text("dave added you", timeout=WAIT_MS)
+        await expect(person.listed("Strangers")).to_have_count(0)
+        await expect(person.page.get_by_text("hello from dave")).to_have_count(0)
+
+    invite = bob.page.get_by_role("group", name="Invitation to Strangers from dave")
+    await invite.get_by_role("button", name="Join").click()
+    await expect(bob.listed("Strangers")).to_have_count(1, timeout=WAIT_MS)
+    await expect(bob.page.locator("li[data-invite]")).to_have_count(0)
+    await expect(bob.page.locator("#thread-title")).to_have_text("Strangers")
+    await expect(bob.message("dave", "hello from dave")).to_have_count(1, timeout=WAIT_MS)
+    contacts = await accounts[1].call("GET", "/api/v1/contacts")
+    assert "dave" in contacts["contacts"]
+
+    accept_dialogs(carol.chat)
+    invite = carol.page.get_by_role("group", name="Invitation to Strangers from dave")
+    await invite.get_by_role("button", name="Leave").click()
+    await expect(carol.page.locator("li[data-invite]")).to_have_count(0, timeout=WAIT_MS)
+    await expect(carol.listed("Strangers")).to_have_count(0)
+    for person in (dave, bob):
+        await expect(
+            person.page.locator(".thread-notice", has_text="carol left the group")
+        ).to_have_count(1, timeout=WAIT_MS)
+    await bob.chat.send("hi dave")
+    await expect(dave.message("bob", "hi dave")).to_have_count(1, timeout=WAIT_MS)
+    await carol.page.reload()
+    await carol.chat.wait_ready()
+    await expect(carol.page.locator("li[data-invite]")).to_have_count(0)
+    await expect(carol.listed("Strangers")).to_have_count(0)
+
+
 async def test_the_page_and_the_python_client_share_a_group(
     contexts: list[BrowserContext], live_server: LiveServer, accounts: list[SecureChatClient]
 ) -> None:
@@ -658,7 +723,8 @@ async def test_a_group_stands_after_its_admin_resets_keys(
     verified the chain before, still accepts it after a reload; dave, added afterwards under
     her new key, accepts it in a fresh browser (her first entry proved by the directory's
     history and vouched for by the add), and everyone reads everyone."""
-    await register(make_client, identities[3], "dave")
+    dave_client = await register(make_client, identities[3], "dave")
+    await dave_client.call("POST", "/api/v1/contacts", {"user": "alice", "action": "accept"})
     admin = Groups(await accounts[0].connect())
     group = await admin.create("Reset", ["bob", "carol"])
     await admin.send(group, "before my reset")
@@ -734,6 +800,8 @@ async def test_a_group_across_two_nodes_on_postgresql(
     try:
         for client, identity, name in zip(clients, identities, PEOPLE, strict=False):
             await client.register(name, PASSWORD, iterations=e2e.MIN_ITERATIONS, identity=identity)
+            await client.login(name, PASSWORD)
+        await befriend(clients, PEOPLE)
         alice, bob, carol = [
             GroupPage(await ChatPage.open(context, node.url, name))
             for context, node, name in zip(contexts, (a, b, a), PEOPLE, strict=True)

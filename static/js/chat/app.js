@@ -177,6 +177,7 @@ export class ChatApp {
       composer: this.composer,
       verify: this.verify,
       onOpenThread: () => this.#showGroupPane(),
+      onAccept: (peer) => this.requests.start(peer),
     });
     byId("thread-back").addEventListener("click", () => this.#close());
     this.notifier = new Notifier({

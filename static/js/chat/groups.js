@@ -15,7 +15,7 @@ import { Action } from "../groups/membership.js";
 import { GroupSender } from "../groups/outbound.js";
 import { threadOf } from "../groups/state.js";
 import { el, showError } from "../ui.js";
-import { GroupList, memberRow, PeoplePicker } from "./groupsview.js";
+import { GroupList, InviteList, memberRow, PeoplePicker } from "./groupsview.js";
 
 const byId = (id) => document.getElementById(id);
 const GROUP_FRAMES = new Set(["group_entry", "group_keys", "group_message", "group_receipt"]);
@@ -25,14 +25,33 @@ export class GroupsUI {
   #opening = 0;
   #shownRoster = ""; // the members and admins the open member list shows
 
-  /** onOpenThread(): the page leaves any pair conversation and shows the thread pane. */
-  constructor({ me, identity, store, vault, keys, thread, composer, verify, onOpenThread }) {
-    Object.assign(this, { me, thread, composer, verify, onOpenThread, keys });
+  /**
+   * onOpenThread(): the page leaves any pair conversation and shows the thread pane;
+   * onAccept(user): I joined a group user added me to, so they become my contact.
+   */
+  constructor({
+    me,
+    identity,
+    store,
+    vault,
+    keys,
+    thread,
+    composer,
+    verify,
+    onOpenThread,
+    onAccept,
+  }) {
+    Object.assign(this, { me, thread, composer, verify, onOpenThread, onAccept, keys });
     this.book = new GroupBook({ me, identity, store, vault, keys });
     this.list = new GroupList({
       list: byId("group-list"),
       empty: byId("groups-empty"),
       onOpen: (group) => this.open(group),
+    });
+    this.invites = new InviteList({
+      list: byId("group-invite-list"),
+      section: byId("requests"),
+      onDecide: (group, action) => (action === "join" ? this.join(group) : this.decline(group)),
     });
     this.book.addEventListener("change", (event) => this.#changed(event.detail.group));
     this.#buildDialogs();
@@ -61,7 +80,35 @@ export class GroupsUI {
   }
 
   render() {
-    if (this.book) this.list.render(this.book.list(), this.#current);
+    if (!this.book) return;
+    this.list.render(this.book.list(), this.#current);
+    this.invites.render(this.book.invites());
+  }
+
+  // --- invites (docs/protocol.md "Contacts and message requests") -------------------------
+
+  /** Join the group I was invited to: it moves to Groups, opens, and its adder is my contact. */
+  async join(group) {
+    const adder = await this.book.answer(group, "joined");
+    if (adder) await this.onAccept(adder);
+    this.render();
+    await this.open(group);
+    this.sender.flush(group);
+  }
+
+  /** Leave the group I was invited to (after asking), with a signed leave entry. */
+  async decline(group) {
+    const title = this.book.title(group);
+    const by = this.book.known(group)?.record.invitedBy;
+    if (!confirm(`Leave ${title}? ${by} added you; the members will see that you left.`)) return;
+    try {
+      await this.sender.change(group, Action.LEAVE, {});
+    } catch (error) {
+      showError(`You did not leave ${title}. ${error.message || describeError(error)}`);
+      return;
+    }
+    await this.book.answer(group, "declined");
+    this.render();
   }
 
   // --- the open group ---------------------------------------------------------------------
@@ -188,7 +235,8 @@ export class GroupsUI {
     const { record, isNew } = await this.inbox.message(frame);
     if (!record) return;
     const visible = open && document.visibilityState === "visible";
-    if (record.direction === "in") {
+    // An invite's messages are kept, unmarked and uncounted, until I join (nothing goes to it).
+    if (record.direction === "in" && !this.book.invited(frame.group)) {
       await this.inbox.mark(record, visible ? "read" : "delivered");
       const entry = this.book.known(frame.group);
       if (isNew && !replay && !visible && entry) entry.unread += 1;

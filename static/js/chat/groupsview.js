@@ -70,6 +70,57 @@ export class GroupList {
 }
 
 /**
+ * The groups I was added to by someone who is not my contact, in the Requests section: each
+ * with its name, who added me, and Join and Leave (onDecide(group, "join" | "leave")).
+ */
+export class InviteList {
+  constructor({ list, section, onDecide }) {
+    Object.assign(this, { list, section });
+    list.addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-invite]");
+      if (button) onDecide(button.dataset.invite, button.dataset.action);
+    });
+  }
+
+  /** invites: GroupBook.invites(). The section shows while it lists anything. */
+  render(invites) {
+    this.list.replaceChildren(...invites.map((invite) => this.#item(invite)));
+    this.section.hidden = !this.section.querySelector("li");
+  }
+
+  #item({ group, name, by }) {
+    const about = el(
+      "div",
+      { className: "conv" },
+      avatar(name),
+      el(
+        "span",
+        { className: "conv__body" },
+        el("span", { className: "conv__name", text: name }),
+        el("span", { className: "conv__preview", text: `Group: ${by} added you` }),
+      ),
+    );
+    const actions = el("div", {
+      className: "request__actions",
+      attrs: { role: "group", "aria-label": `Invitation to ${name} from ${by}` },
+    });
+    for (const [action, label, style] of [
+      ["join", "Join", ""],
+      ["leave", "Leave", "button--danger"],
+    ]) {
+      actions.append(
+        el("button", {
+          className: `button button--small ${style}`,
+          text: label,
+          attrs: { type: "button", "data-invite": group, "data-action": action },
+        }),
+      );
+    }
+    return el("li", { className: "request", attrs: { "data-invite": group } }, about, actions);
+  }
+}
+
+/**
  * Choose several people: type, pick from what the server finds (click, or arrows and Enter),
  * and see the chosen ones with a button to take each out again. exclude() names who may not be
  * chosen (me, and for an add the members already in).

@@ -80,7 +80,8 @@ export class ConversationList {
       this.requests.list.replaceChildren(
         ...asking.map((conversation) => this.#request(conversation, current)),
       );
-      this.requests.section.hidden = asking.length === 0;
+      // Shared with the group invites (groupsview.js InviteList): shown while either lists any.
+      this.requests.section.hidden = !this.requests.section.querySelector("li");
     }
     this.empty.hidden = mine.length > 0;
     if (focused) {

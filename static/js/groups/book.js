@@ -78,6 +78,7 @@ export class GroupBook extends EventTarget {
   #loading = new Map(); // group -> the promise of its entry, while it loads
   #indexed = new Set(); // groups known to be in the kept list
   #deleted = new Set(); // accounts whose deletion the key directory proved (it is for good)
+  #contacts = null; // my accepted contacts, as last read: who may add me to a group
 
   constructor({ me, identity, store, vault, keys }) {
     super();
@@ -266,6 +267,72 @@ export class GroupBook extends EventTarget {
     }
     entry.name = entry.view ? await nameOf(entry.record, entry.view) : null;
     if (entry.view) entry.record.removed = !entry.view.members.has(this.me);
+    if (entry.view && entry.record.admission === "new") await this.#admit(entry);
+  }
+
+  // --- invites ----------------------------------------------------------------------------
+
+  /**
+   * Decide, once, whether a group new here is an invite: someone who is not my contact added
+   * me (the message request rule, docs/protocol.md "Contacts and message requests"). A group I
+   * created, or was added to by a contact, is joined. Undecided while contacts cannot be read.
+   */
+  async #admit(entry) {
+    const { record, view } = entry;
+    const adding = view.decoded.findLast(
+      (e) =>
+        (e.action === Action.CREATE || e.action === Action.ADD)
+        && e.subjects.some((s) => s.username === this.me),
+    );
+    const adder = adding?.actor ?? this.me;
+    if (adder === this.me || record.removed) {
+      record.admission = "joined";
+      return;
+    }
+    const contact = await this.#isContact(adder);
+    if (contact === null) return;
+    record.admission = contact ? "joined" : "invited";
+    record.invitedBy = contact ? null : adder;
+  }
+
+  /** Whether name is my accepted contact (GET /api/v1/contacts), or null when it cannot be read. */
+  async #isContact(name) {
+    if (this.#contacts?.has(name)) return true;
+    try {
+      this.#contacts = new Set((await request("/api/v1/contacts")).contacts ?? []);
+    } catch {
+      return null;
+    }
+    return this.#contacts.has(name);
+  }
+
+  /** Whether group waits for me to join or leave it (messages kept, not shown; nothing sent). */
+  invited(group) {
+    return this.#groups.get(group)?.record.admission === "invited";
+  }
+
+  /** The invites to list: [{group, name, by}]. */
+  invites() {
+    return [...this.#groups.values()]
+      .filter(({ record }) => record.admission === "invited")
+      .map(({ record }) => ({
+        group: record.group,
+        name: this.title(record.group),
+        by: record.invitedBy,
+      }));
+  }
+
+  /** Settle group's invite (joined, or declined once I left it); resolves to who added me. */
+  async answer(group, admission) {
+    const entry = await this.entry(group);
+    const adder = entry.record.invitedBy;
+    await this.serial(group, async () => {
+      entry.record.admission = admission;
+      await this.save(entry);
+    });
+    if (admission === "joined") this.#contacts?.add(adder);
+    this.changed(group);
+    return adder;
   }
 
   #checkListed(entry) {
@@ -356,6 +423,7 @@ export class GroupBook extends EventTarget {
   list() {
     return [...this.#groups.values()]
       .filter((g) => g.record.entries.length)
+      .filter((g) => !["invited", "declined"].includes(g.record.admission))
       .map(({ record, view, problem, name, unread }) => ({
         group: record.group,
         name: this.title(record.group),
@@ -386,6 +454,8 @@ export class GroupBook extends EventTarget {
     const entry = this.#groups.get(group);
     if (!entry?.view && !entry?.problem) return "This group is still being checked.";
     if (entry.record.removed) return `You are no longer a member of ${this.title(group)}.`;
+    if (entry.record.admission === "invited")
+      return `You have not joined ${this.title(group)}: join it from Requests first.`;
     if (entry.problem) return problemText(entry.problem, this.title(group));
     return null;
   }

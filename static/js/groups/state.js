@@ -34,6 +34,10 @@ export function newRecord(group) {
     receivers: {},
     pending: [],
     lastSeq: 0,
+    // "new" until the verified chain says who added me: "joined", or "invited" (by invitedBy,
+    // not my contact) until I join or leave ("declined"). A record kept before has none: joined.
+    admission: "new",
+    invitedBy: null,
   };
 }
 
