@@ -85,7 +85,7 @@ export function b64decode(text) {
 }
 
 /** Concatenate Uint8Arrays. */
-function concat(...parts) {
+export function concat(...parts) {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let offset = 0;
   for (const part of parts) {
@@ -96,7 +96,7 @@ function concat(...parts) {
 }
 
 /** Length-prefix bytes with their 4-byte big-endian length. */
-function lp(bytes) {
+export function lp(bytes) {
   const out = new Uint8Array(4 + bytes.length);
   new DataView(out.buffer).setUint32(0, bytes.length);
   out.set(bytes, 4);
@@ -104,7 +104,7 @@ function lp(bytes) {
 }
 
 /** Lower-case hex of bytes. */
-function hex(bytes) {
+export function hex(bytes) {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 

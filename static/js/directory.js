@@ -167,6 +167,19 @@ function sameHead(a, b) {
   );
 }
 
+/** The Merkle leaf hash of a parsed log entry, from the fingerprints it states. */
+async function entryLeafHash(entry) {
+  return leafHash(
+    entryLeafBytes(
+      entry.index,
+      entry.timestamp,
+      entry.userHash,
+      unhex(entry.encFingerprint),
+      unhex(entry.signFingerprint),
+    ),
+  );
+}
+
 /** Parse a log entry strictly, as DirectoryEntry.from_json does. */
 export function parseEntry(json) {
   const keys = json && typeof json === "object" ? Object.keys(json).sort() : [];
@@ -351,15 +364,7 @@ export async function verifyKeyHistory(json, { username, directoryKey }) {
     }
     if (entry.index >= below) fail("bad_response", "a key history is newest first, in the head");
     below = entry.index;
-    const leaf = await leafHash(
-      entryLeafBytes(
-        entry.index,
-        entry.timestamp,
-        entry.userHash,
-        unhex(entry.encFingerprint),
-        unhex(entry.signFingerprint),
-      ),
-    );
+    const leaf = await entryLeafHash(entry);
     if (!(await verifyInclusion(leaf, entry.index, head.treeSize, proof, head.rootHash))) {
       fail("not_in_log", `log entry ${entry.index} is not in the log`);
     }
@@ -548,19 +553,7 @@ export class KeyDirectory {
           if (size === head.treeSize) break;
           const entry = parseEntry(json);
           if (entry.index !== size) fail("bad_entries", `entry ${entry.index} served at ${size}`);
-          await frontierAppend(
-            frontier,
-            size,
-            await leafHash(
-              entryLeafBytes(
-                entry.index,
-                entry.timestamp,
-                entry.userHash,
-                unhex(entry.encFingerprint),
-                unhex(entry.signFingerprint),
-              ),
-            ),
-          );
+          await frontierAppend(frontier, size, await entryLeafHash(entry));
           size += 1;
           if (equalBytes(entry.userHash, me)) {
             mine.push({

@@ -6,7 +6,7 @@
 
 import { request } from "../api.js";
 import { el } from "../ui.js";
-import { avatar } from "./sidebar.js";
+import { avatar, unreadBadge } from "./sidebar.js";
 
 const SEARCH_DELAY_MS = 150;
 const SEARCH_LIMIT = 8;
@@ -42,15 +42,7 @@ export class GroupList {
       }),
     );
     const side = el("span", { className: "conv__side" });
-    if (unread > 0) {
-      side.append(
-        el(
-          "span",
-          { className: "conv__unread", text: unread > 99 ? "99+" : String(unread) },
-          el("span", { className: "visually-hidden", text: " unread" }),
-        ),
-      );
-    }
+    if (unread > 0) side.append(unreadBadge(unread));
     const button = el(
       "button",
       {

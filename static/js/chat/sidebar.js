@@ -51,6 +51,15 @@ function shortTime(ms) {
  * (contact "request") go to the Requests section instead, each with Accept, Delete and Block
  * (onDecide(peer, action)); blocked and deleted ones are not drawn.
  */
+/** The unread count of a conversation or group in the sidebar (99+ past 99). */
+export function unreadBadge(count) {
+  return el(
+    "span",
+    { className: "conv__unread", text: count > 99 ? "99+" : String(count) },
+    el("span", { className: "visually-hidden", text: " unread" }),
+  );
+}
+
 export class ConversationList {
   constructor({ list, empty, onOpen, requests = null, onDecide = () => {} }) {
     this.list = list;
@@ -122,15 +131,7 @@ export class ConversationList {
     if (preview) body.append(el("span", { className: "conv__preview", text: preview }));
     const side = el("span", { className: "conv__side" });
     if (lastAt) side.append(el("span", { className: "conv__time", text: shortTime(lastAt) }));
-    if (unread > 0) {
-      side.append(
-        el(
-          "span",
-          { className: "conv__unread", text: unread > 99 ? "99+" : String(unread) },
-          el("span", { className: "visually-hidden", text: " unread" }),
-        ),
-      );
-    }
+    if (unread > 0) side.append(unreadBadge(unread));
     const button = el(
       "button",
       {

@@ -5,8 +5,13 @@
  * previous entry by SHA-256 (docs/CONTRACTS.md, "Membership entry"). verifyChain() replays a chain
  * from its creation with the keys the reader verified through the key directory and returns the
  * members and admins it justifies; checkRoster() then refuses a member list from the server that
- * names anyone else (a ghost member). Only WebCrypto is used: no DOM, no socket, no storage.
+ * names anyone else (a ghost member). Only WebCrypto and crypto.js's byte helpers are used: no DOM,
+ * no socket, no storage.
  */
+
+import { concat, hex, lp } from "../crypto.js";
+
+export { concat, lp };
 
 const subtle = globalThis.crypto.subtle;
 const encoder = new TextEncoder();
@@ -52,17 +57,6 @@ export class MembershipError extends Error {
 
 // --- bytes ------------------------------------------------------------------------------------
 
-/** Concatenate Uint8Arrays. */
-export function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
 /** Big-endian unsigned integer of `size` bytes (1, 4 or 8). */
 export function uint(value, size) {
   if (!Number.isSafeInteger(value) || value < 0 || value >= 2 ** (8 * size)) {
@@ -71,11 +65,6 @@ export function uint(value, size) {
   const out = new Uint8Array(8);
   new DataView(out.buffer).setBigUint64(0, BigInt(value));
   return out.slice(8 - size);
-}
-
-/** Length-prefix bytes with their 4-byte big-endian length. */
-export function lp(bytes) {
-  return concat(uint(bytes.length, 4), bytes);
 }
 
 /** lp(UTF-8 username), refusing an empty or too long name. */
@@ -97,10 +86,6 @@ export function fixed(bytes, size, what) {
 
 function equal(a, b) {
   return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-function hex(bytes) {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 async function sha256(bytes) {
@@ -408,9 +393,4 @@ export function checkRoster(state, listed) {
   const hidden = [...state.members.keys()].filter((n) => !names.has(n)).sort();
   if (hidden.length)
     throw new MembershipError("hidden_member", `members left out: ${hidden.join(", ")}`);
-}
-
-/** Lower-case hex of a fingerprint, as the page shows it. */
-export function fingerprintHex(fingerprint) {
-  return hex(fingerprint);
 }

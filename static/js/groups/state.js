@@ -9,7 +9,7 @@
  * No DOM, no socket.
  */
 
-import { b64decode, b64encode } from "../crypto.js";
+import { b64decode, b64encode, hex } from "../crypto.js";
 import { Action, decodeEntry, entryHash, verifyChain } from "./membership.js";
 import { openName } from "./names.js";
 import { ReceiverChain, SenderChain } from "./senderkeys.js";
@@ -18,7 +18,7 @@ import { ReceiverChain, SenderChain } from "./senderkeys.js";
 // oldest heads' are dropped first).
 const DISTRIBUTIONS_KEPT = 8;
 
-export const hexOf = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+export const hexOf = hex;
 export const bytesOfHex = (hex) => Uint8Array.from(hex.match(/../g) ?? [], (b) => parseInt(b, 16));
 export const GROUP_HEX = /^[0-9a-f]{32}$/;
 
