@@ -500,8 +500,16 @@ class Delivery:
     def _refuse(
         self, conn: Connection, error: FrameCode, frame_id: str | None, *, seq: int = 0
     ) -> None:
-        self.stats.rejected[error.code] += 1
-        conn.deliver(error_frame(error, error.message.format(seq=seq), frame_id))
+        refuse(self.stats, conn, error, frame_id, seq=seq)
+
+
+def refuse(
+    stats: ChatStats, conn: Connection, error: FrameCode, frame_id: str | None, *, seq: int = 0
+) -> None:
+    """Answer a frame on ``conn`` with an ``error`` (``seq`` fills a message that names one)
+    and count the refusal."""
+    stats.rejected[error.code] += 1
+    conn.deliver(error_frame(error, error.message.format(seq=seq), frame_id))
 
 
 @contextlib.contextmanager
@@ -563,4 +571,5 @@ __all__ = [
     "Principal",
     "Sequenced",
     "SharedRate",
+    "refuse",
 ]

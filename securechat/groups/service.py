@@ -26,13 +26,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from securechat.chat.delivery import Acked, ChatStats, Principal, Sequenced
+from securechat.chat.delivery import Acked, ChatStats, Principal, Sequenced, refuse
 from securechat.chat.hub import Broker, Connection
 from securechat.chat.protocol import (
     GroupKeys,
     GroupSend,
     ack_frame,
-    error_frame,
     group_entry_frame,
     group_keys_frame,
     group_message_frame,
@@ -323,10 +322,10 @@ class GroupService:
             outcome = await self.store.groups.post(post, self.clock.now_ms())
         except Exception:
             log.exception("storing a group post failed")
-            self._refuse(conn, FrameCode.UNAVAILABLE, frame.id)
+            refuse(self.stats, conn, FrameCode.UNAVAILABLE, frame.id)
             return
         if not isinstance(outcome, GroupStored):
-            self._refuse(conn, _POST_REFUSALS.get(outcome, FrameCode.UNAVAILABLE), frame.id)
+            refuse(self.stats, conn, _POST_REFUSALS.get(outcome, FrameCode.UNAVAILABLE), frame.id)
             return
         ack = ack_frame(frame.id, outcome.seq, outcome.ts)
         self.stats.acks += 1
@@ -361,7 +360,7 @@ class GroupService:
             outcome = await self.store.groups.mark(author.user_id, seq, status, self.clock.now_ms())
         except Exception:
             log.exception("storing a group mark failed")
-            self._refuse(conn, FrameCode.UNAVAILABLE, None)
+            refuse(self.stats, conn, FrameCode.UNAVAILABLE, None)
             return
         if isinstance(outcome, GroupReceipt):
             text = group_receipt_frame(
@@ -374,13 +373,7 @@ class GroupService:
             await self.broker.publish(outcome.sender, text)
             self.stats.receipts += 1
         elif outcome is not None:
-            self._refuse(conn, FrameCode.UNKNOWN_MESSAGE, None, seq=seq)
-
-    def _refuse(
-        self, conn: Connection, error: FrameCode, frame_id: str | None, *, seq: int = 0
-    ) -> None:
-        self.stats.rejected[error.code] += 1
-        conn.deliver(error_frame(error, error.message.format(seq=seq), frame_id))
+            refuse(self.stats, conn, FrameCode.UNKNOWN_MESSAGE, None, seq=seq)
 
 
 def _message_text(frame: GroupSend, sender: str, stored: GroupStored) -> str:
